@@ -1,0 +1,446 @@
+//! [`BusBuilder`]: configuration, services and handler registration.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use rustc_hash::FxHashMap;
+use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
+
+use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
+use crate::context::Context;
+use crate::error::{Error, HandlerError};
+use crate::handler::{
+    command_fn_from_closure, command_fn_from_handler, event_fn_from_closure,
+    event_fn_from_handler, panic_message, BoxFuture, CommandFn, EventFn,
+};
+use crate::id::NodeId;
+use crate::message::{Command, Event};
+use crate::services::Services;
+use crate::stats::Counters;
+use crate::subscription::{Delivery, SubSender, SubscriptionOptions};
+use crate::{CommandHandler, EventHandler};
+
+/// What a registration adds to the bus being started.
+#[derive(Default)]
+struct Registry {
+    commands: FxHashMap<&'static str, CommandSlot>,
+    events: EventTable,
+    workers: Vec<Worker>,
+    next_subscription_id: u64,
+}
+
+/// A subscription worker, waiting for the bus to exist.
+type Worker = Box<dyn FnOnce(Weak<BusInner>) -> BoxFuture<'static, ()> + Send>;
+
+type Registration = Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send>;
+
+/// Configures and starts a [`Bus`].
+///
+/// Registration is mediator style: every handler is declared here, before start. Handler
+/// factories (`*_with`) run inside [`start`](BusBuilder::start) with the registered
+/// [`Services`]; the first failing factory makes `start` fail.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use meshbus_core::{async_trait, Bus, Command, CommandHandler, Context, HandlerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// struct Greeting(String);
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greet(String);
+/// impl Command for Greet { const NAME: &'static str = "greet"; type Reply = String; }
+///
+/// struct Greeter { greeting: Arc<Greeting> }
+///
+/// #[async_trait]
+/// impl CommandHandler<Greet> for Greeter {
+///     async fn handle(&self, cmd: Greet, _ctx: &Context) -> Result<String, HandlerError> {
+///         Ok(format!("{}, {}", self.greeting.0, cmd.0))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), meshbus_core::Error> {
+/// let bus = Bus::builder()
+///     .cluster("shop")
+///     .service(Greeting("hello".into()))
+///     .command_handler_with(|s| Ok(Greeter { greeting: s.get()? }))
+///     .start()
+///     .await?;
+/// assert_eq!(bus.commands().send(Greet("Ada".into())).await?, "hello, Ada");
+/// # bus.shutdown().await
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct BusBuilder {
+    name: Option<String>,
+    network: String,
+    cluster: String,
+    host_id: Option<String>,
+    seed: Option<u64>,
+    services: Services,
+    registrations: Vec<Registration>,
+    config: Config,
+}
+
+impl BusBuilder {
+    /// The default [`request_timeout`](BusBuilder::request_timeout).
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The default [`shutdown_timeout`](BusBuilder::shutdown_timeout).
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub(crate) fn new() -> Self {
+        BusBuilder {
+            name: None,
+            network: "default".to_owned(),
+            cluster: "default".to_owned(),
+            host_id: None,
+            seed: None,
+            services: Services::new(),
+            registrations: Vec::new(),
+            config: Config {
+                request_timeout: Some(Self::DEFAULT_REQUEST_TIMEOUT),
+                shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
+            },
+        }
+    }
+
+    /// The node's name, for logs and membership (default: `node-` and the start of its id).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The network this node joins (default `"default"`). Nodes of other networks are ignored.
+    pub fn network(mut self, network: impl Into<String>) -> Self {
+        self.network = network.into();
+        self
+    }
+
+    /// The cluster this node belongs to (default `"default"`), for the
+    /// [`Cluster`](crate::Scope::Cluster) scope.
+    pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = cluster.into();
+        self
+    }
+
+    /// The host id for the [`Machine`](crate::Scope::Machine) scope (default: the contents of
+    /// `/etc/machine-id`, else the host name). Tests and network namespaces set their own.
+    pub fn host_id(mut self, host_id: impl Into<String>) -> Self {
+        self.host_id = Some(host_id.into());
+        self
+    }
+
+    /// Seeds the bus's randomness (node id, jitter), so a test can replay a run.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How long a caller waits for a reply unless the request sets its own
+    /// ([`SendCommand::timeout`](crate::SendCommand::timeout)); `None` waits forever.
+    /// Default 30 s.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// How long [`Bus::shutdown`] lets in-flight handlers run before it aborts them.
+    /// Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Registers a shared service that handler factories can [`get`](Services::get).
+    pub fn service<T: Send + Sync + 'static>(mut self, service: T) -> Self {
+        self.services.insert(service);
+        self
+    }
+
+    /// Registers a service that is already shared.
+    pub fn service_arc<T: Send + Sync + 'static>(mut self, service: Arc<T>) -> Self {
+        self.services.insert_arc(service);
+        self
+    }
+
+    /// Registers an async closure as the handler of command `C`.
+    ///
+    /// ```
+    /// # use meshbus_core::{Bus, Command, HandlerError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+    /// # impl Command for Ping { const NAME: &'static str = "ping"; type Reply = (); }
+    /// let builder = Bus::builder()
+    ///     .command_handler(|_: Ping, _ctx| async { Ok::<_, HandlerError>(()) });
+    /// ```
+    pub fn command_handler<C, F, Fut>(self, handler: F) -> Self
+    where
+        C: Command,
+        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
+    {
+        let f = command_fn_from_closure(handler);
+        self.register(move |_, reg| add_command(reg, f))
+    }
+
+    /// Registers the handler of command `C` that `factory` builds from the services, inside
+    /// [`start`](BusBuilder::start).
+    pub fn command_handler_with<C, H, F>(self, factory: F) -> Self
+    where
+        C: Command,
+        H: CommandHandler<C>,
+        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+    {
+        self.register(move |services, reg| {
+            let h = factory(services)?;
+            add_command(reg, command_fn_from_handler::<C, H>(h))
+        })
+    }
+
+    /// Registers an async closure as a subscriber of event `E`, with the default
+    /// [`SubscriptionOptions`].
+    pub fn event_handler<E, F, Fut>(self, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.event_handler_opts(SubscriptionOptions::new(), handler)
+    }
+
+    /// Registers an async closure as a subscriber of event `E`, queued and run as `options` say.
+    pub fn event_handler_opts<E, F, Fut>(self, options: SubscriptionOptions, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let f = event_fn_from_closure(handler);
+        self.register(move |_, reg| add_subscriber(reg, f, options))
+    }
+
+    /// Registers the subscriber of event `E` that `factory` builds from the services, inside
+    /// [`start`](BusBuilder::start), with the default [`SubscriptionOptions`].
+    pub fn event_handler_with<E, H, F>(self, factory: F) -> Self
+    where
+        E: Event,
+        H: EventHandler<E>,
+        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+    {
+        self.event_handler_with_opts(SubscriptionOptions::new(), factory)
+    }
+
+    /// Registers the subscriber of event `E` that `factory` builds, queued and run as `options`
+    /// say.
+    pub fn event_handler_with_opts<E, H, F>(
+        self,
+        options: SubscriptionOptions,
+        factory: F,
+    ) -> Self
+    where
+        E: Event,
+        H: EventHandler<E>,
+        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+    {
+        self.register(move |services, reg| {
+            let h = factory(services)?;
+            add_subscriber(reg, event_fn_from_handler::<E, H>(h), options)
+        })
+    }
+
+    fn register(
+        mut self,
+        f: impl FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send + 'static,
+    ) -> Self {
+        self.registrations.push(Box::new(f));
+        self
+    }
+
+    /// Builds the handlers and starts the bus on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a handler factory fails (a missing
+    /// service is named), when two handlers are registered for one command name, or when one
+    /// message name is used by two types.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn start(self) -> Result<Bus, Error> {
+        let mut rng = match self.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        let node_id = NodeId::random(&mut rng);
+        let mut reg = Registry::default();
+        for registration in self.registrations {
+            registration(&self.services, &mut reg)?;
+        }
+        let Registry {
+            commands,
+            events,
+            workers,
+            next_subscription_id,
+        } = reg;
+        let identity = Identity {
+            node_id,
+            name: self
+                .name
+                .unwrap_or_else(|| format!("node-{:08x}", (node_id.as_u128() >> 96) as u32)),
+            network: self.network,
+            cluster: self.cluster,
+            host_id: self.host_id.unwrap_or_else(default_host_id),
+        };
+        tracing::debug!(
+            node = %identity.node_id,
+            name = %identity.name,
+            commands = commands.len(),
+            events = events.len(),
+            "bus starting"
+        );
+        let inner = Arc::new(BusInner {
+            identity,
+            config: self.config,
+            commands,
+            events: ArcSwap::from_pointee(events),
+            closed: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+            tasks: Mutex::new(JoinSet::new()),
+            next_message_id: AtomicU64::new(1),
+            next_subscription_id: AtomicU64::new(next_subscription_id),
+            counters: Counters::default(),
+        });
+        {
+            let mut tasks = inner
+                .tasks
+                .lock()
+                .map_err(|_| Error::config("bus task set poisoned"))?;
+            for worker in workers {
+                let fut = worker(Arc::downgrade(&inner));
+                tasks.spawn(inner.tracker.track_future(fut));
+            }
+        }
+        Ok(Bus { inner })
+    }
+}
+
+fn add_command<C: Command>(reg: &mut Registry, f: Arc<CommandFn<C>>) -> Result<(), Error> {
+    if let Some(existing) = reg.commands.get(C::NAME) {
+        let err = if existing.type_id == std::any::TypeId::of::<C>() {
+            Error::config(format!(
+                "two handlers registered for command `{}`; a command has exactly one handler per node",
+                C::NAME
+            ))
+            .with_message_name(C::NAME)
+        } else {
+            super::name_clash(C::NAME, existing.type_name, std::any::type_name::<C>())
+        };
+        return Err(err);
+    }
+    reg.commands.insert(C::NAME, CommandSlot::new(f));
+    Ok(())
+}
+
+fn add_subscriber<E: Event>(
+    reg: &mut Registry,
+    f: Arc<EventFn<E>>,
+    options: SubscriptionOptions,
+) -> Result<(), Error> {
+    let id = reg.next_subscription_id;
+    reg.next_subscription_id += 1;
+    let (tx, rx) = flume::bounded::<Delivery<E>>(options.get_capacity());
+    let sub = Arc::new(SubSender {
+        id,
+        tx,
+        policy: options.get_when_full(),
+        dropped: AtomicU64::new(0),
+    });
+    reg.events = table_with(&reg.events, sub)?;
+    for _ in 0..options.get_concurrency() {
+        let rx = rx.clone();
+        let f = Arc::clone(&f);
+        reg.workers
+            .push(Box::new(move |bus| Box::pin(run_subscriber(rx, f, bus))));
+    }
+    Ok(())
+}
+
+/// Runs one subscription worker: takes events off the queue one at a time until the queue is
+/// closed and empty, or the bus is gone.
+async fn run_subscriber<E: Event>(
+    rx: flume::Receiver<Delivery<E>>,
+    handler: Arc<EventFn<E>>,
+    bus: Weak<BusInner>,
+) {
+    while let Ok(delivery) = rx.recv_async().await {
+        let Some(inner) = bus.upgrade() else { return };
+        let meta = &delivery.meta;
+        let ctx = Context {
+            message_id: meta.message_id,
+            correlation_id: meta.correlation_id.clone(),
+            sender: meta.sender,
+            scope: meta.scope,
+            deadline: None,
+            headers: meta.headers.clone(),
+            cancel: None,
+            bus: Bus {
+                inner: Arc::clone(&inner),
+            },
+        };
+        let message_id = meta.message_id;
+        let outcome = AssertUnwindSafe(handler(delivery.event, ctx))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                Counters::bump(&inner.counters.event_handler_errors);
+                tracing::warn!(event = E::NAME, message_id, error = %err, "event handler failed");
+            }
+            Err(panic) => {
+                Counters::bump(&inner.counters.event_handler_panics);
+                tracing::error!(
+                    event = E::NAME,
+                    message_id,
+                    panic = %panic_message(&*panic),
+                    "event handler panicked"
+                );
+            }
+        }
+    }
+}
+
+/// The machine's stable id: `/etc/machine-id`, else the host name, else `"unknown-host"`.
+fn default_host_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+impl fmt::Debug for BusBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("name", &self.name)
+            .field("network", &self.network)
+            .field("cluster", &self.cluster)
+            .field("host_id", &self.host_id)
+            .field("services", &self.services)
+            .field("handlers", &self.registrations.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,178 @@
+//! What a handler knows about the message it handles.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::id::NodeId;
+use crate::scope::Scope;
+
+/// The context of one command or event delivery, given to every handler.
+///
+/// Cloning is cheap (a few reference counts).
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) message_id: u64,
+    pub(crate) correlation_id: Option<Arc<str>>,
+    pub(crate) sender: NodeId,
+    pub(crate) scope: Scope,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) headers: Headers,
+    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) bus: Bus,
+}
+
+impl Context {
+    /// The message's id, unique per sending node (see [`sender`](Context::sender)).
+    pub fn message_id(&self) -> u64 {
+        self.message_id
+    }
+
+    /// The correlation id the sender attached, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The node that sent the message.
+    pub fn sender(&self) -> NodeId {
+        self.sender
+    }
+
+    /// The scope the message was sent in.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// When the caller stops waiting for the reply, if it set a timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The headers the sender attached.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The idempotency key the sender attached, if any: a caller that retries after
+    /// [`Timeout`](crate::ErrorKind::Timeout) or [`PeerLost`](crate::ErrorKind::PeerLost) sends
+    /// the same key, so a handler can tell a retry from a new request.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.headers.get(Headers::IDEMPOTENCY_KEY)
+    }
+
+    /// The bus this handler runs on, to send commands or publish events from inside a handler.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Whether the caller has given up on this request (it was dropped, or timed out across the
+    /// network).
+    ///
+    /// A local command runs on the caller's task, so a local caller that gives up drops the
+    /// handler's future at its next `.await` instead; this is then always `false`.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+
+    /// Resolves when the caller gives up on this request; never resolves if it cannot.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: use it in `tokio::select!` beside the handler's work.
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("message_id", &self.message_id)
+            .field("correlation_id", &self.correlation_id)
+            .field("sender", &self.sender)
+            .field("scope", &self.scope)
+            .field("deadline", &self.deadline)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Key/value headers carried with a message (copy on write: cloning is a reference count).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Option<Arc<Vec<(String, String)>>>,
+}
+
+impl Headers {
+    /// The header that carries an idempotency key.
+    pub const IDEMPOTENCY_KEY: &'static str = "idempotency-key";
+
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers { entries: None }
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value of the same name.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        let entries = Arc::make_mut(self.entries.get_or_insert_with(Default::default));
+        match entries.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => entries.push((name, value)),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Every header, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.iter())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// How many headers are set.
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, |e| e.len())
+    }
+
+    /// Whether no header is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_replace_and_copy_on_write() {
+        let mut a = Headers::new();
+        a.insert("k", "1");
+        let b = a.clone();
+        a.insert("k", "2");
+        a.insert("j", "3");
+        assert_eq!(a.get("k"), Some("2"));
+        assert_eq!(b.get("k"), Some("1"));
+        assert_eq!(a.len(), 2);
+        assert_eq!(b.len(), 1);
+        assert!(Headers::new().is_empty());
+    }
+}

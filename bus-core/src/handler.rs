@@ -1,0 +1,146 @@
+//! Handler traits, and the erased forms the bus stores.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::message::{Command, Event};
+
+/// A boxed, `Send` future.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Handles one command type: exactly one handler per command name answers.
+///
+/// Implement it with `#[async_trait]` (re-exported in the prelude) for a handler with state and
+/// injected services; a plain async closure registered with
+/// [`BusBuilder::command_handler`](crate::BusBuilder::command_handler) does for the rest.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use meshbus_core::{Command, CommandHandler, Context, HandlerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Add(u32, u32);
+/// impl Command for Add { const NAME: &'static str = "calc.add"; type Reply = u32; }
+///
+/// struct Adder;
+///
+/// #[async_trait]
+/// impl CommandHandler<Add> for Adder {
+///     async fn handle(&self, cmd: Add, _ctx: &Context) -> Result<u32, HandlerError> {
+///         cmd.0.checked_add(cmd.1).ok_or_else(|| HandlerError::msg("overflow"))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait CommandHandler<C: Command>: Send + Sync + 'static {
+    /// Handles one command and returns its reply.
+    ///
+    /// An `Err` reaches the caller as [`ErrorKind::HandlerFailed`](crate::ErrorKind::HandlerFailed)
+    /// with the error's message; so does a panic, and the bus keeps serving.
+    async fn handle(&self, cmd: C, ctx: &Context) -> Result<C::Reply, HandlerError>;
+}
+
+/// Handles one event type: every subscriber in scope gets each event.
+///
+/// The event is shared between the subscribers of one process, hence `&E`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use async_trait::async_trait;
+/// use meshbus_core::{Context, Event, EventHandler, HandlerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Tick(u64);
+/// impl Event for Tick { const NAME: &'static str = "clock.tick"; }
+///
+/// #[derive(Default)]
+/// struct LastTick(AtomicU64);
+///
+/// #[async_trait]
+/// impl EventHandler<Tick> for LastTick {
+///     async fn handle(&self, tick: &Tick, _ctx: &Context) -> Result<(), HandlerError> {
+///         self.0.store(tick.0, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait EventHandler<E: Event>: Send + Sync + 'static {
+    /// Handles one event. An `Err` or a panic is logged and counted in
+    /// [`BusStats`](crate::BusStats); the subscription goes on with the next event.
+    async fn handle(&self, event: &E, ctx: &Context) -> Result<(), HandlerError>;
+}
+
+/// A command handler with its type erased down to its command type: what the bus stores.
+pub(crate) type CommandFn<C> = dyn Fn(C, Context) -> BoxFuture<'static, Result<<C as Command>::Reply, HandlerError>>
+    + Send
+    + Sync;
+
+/// An event handler erased down to its event type.
+pub(crate) type EventFn<E> =
+    dyn Fn(Arc<E>, Context) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
+
+pub(crate) fn command_fn_from_closure<C, F, Fut>(f: F) -> Arc<CommandFn<C>>
+where
+    C: Command,
+    F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
+{
+    Arc::new(move |cmd, ctx| Box::pin(f(cmd, ctx)))
+}
+
+pub(crate) fn command_fn_from_handler<C, H>(h: H) -> Arc<CommandFn<C>>
+where
+    C: Command,
+    H: CommandHandler<C>,
+{
+    let h = Arc::new(h);
+    Arc::new(move |cmd, ctx| {
+        let h = Arc::clone(&h);
+        Box::pin(async move { h.handle(cmd, &ctx).await })
+    })
+}
+
+pub(crate) fn event_fn_from_closure<E, F, Fut>(f: F) -> Arc<EventFn<E>>
+where
+    E: Event,
+    F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    Arc::new(move |ev, ctx| Box::pin(f(ev, ctx)))
+}
+
+pub(crate) fn event_fn_from_handler<E, H>(h: H) -> Arc<EventFn<E>>
+where
+    E: Event,
+    H: EventHandler<E>,
+{
+    let h = Arc::new(h);
+    Arc::new(move |ev, ctx| {
+        let h = Arc::clone(&h);
+        Box::pin(async move { h.handle(&ev, &ctx).await })
+    })
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}

@@ -1,0 +1,180 @@
+//! Subscriptions: the bounded queue in front of every event handler, its options, and the
+//! run-time [`Subscription`] stream.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
+use std::task::{Context as TaskContext, Poll};
+
+use futures_core::Stream;
+use tokio::time::Instant;
+
+use crate::bus::BusInner;
+use crate::context::Headers;
+use crate::id::NodeId;
+use crate::message::Event;
+use crate::scope::Scope;
+
+/// What a publisher does when a subscription's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FullPolicy {
+    /// The publisher waits until the subscription has room (backpressure). The default.
+    #[default]
+    Wait,
+    /// The event is dropped for this subscription and counted in
+    /// [`BusStats::events_dropped`](crate::BusStats::events_dropped).
+    DropNewest,
+}
+
+/// How a subscription queues and runs its events.
+///
+/// # Examples
+///
+/// ```
+/// use meshbus_core::{FullPolicy, SubscriptionOptions};
+///
+/// let opts = SubscriptionOptions::new()
+///     .capacity(64)
+///     .concurrency(4)
+///     .when_full(FullPolicy::DropNewest);
+/// assert_eq!(opts.get_concurrency(), 4);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    capacity: usize,
+    concurrency: usize,
+    when_full: FullPolicy,
+}
+
+impl SubscriptionOptions {
+    /// The default queue capacity, in events.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+
+    /// Capacity 1024, one event at a time (in publish order), publishers wait when full.
+    pub const fn new() -> Self {
+        SubscriptionOptions {
+            capacity: Self::DEFAULT_CAPACITY,
+            concurrency: 1,
+            when_full: FullPolicy::Wait,
+        }
+    }
+
+    /// How many events may wait in the queue (at least 1).
+    pub const fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = if capacity == 0 { 1 } else { capacity };
+        self
+    }
+
+    /// How many events the handler may run at once (at least 1). Above 1, events of one
+    /// publisher may be handled out of order.
+    pub const fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = if concurrency == 0 { 1 } else { concurrency };
+        self
+    }
+
+    /// What a publisher does when the queue is full.
+    pub const fn when_full(mut self, policy: FullPolicy) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// The queue capacity.
+    pub const fn get_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The handler's concurrency.
+    pub const fn get_concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The full policy.
+    pub const fn get_when_full(&self) -> FullPolicy {
+        self.when_full
+    }
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What travels through a subscription's queue: the shared event and who sent it.
+pub(crate) struct Delivery<E> {
+    pub(crate) event: Arc<E>,
+    pub(crate) meta: Arc<EventMeta>,
+}
+
+/// The context of a published event, shared by all its deliveries.
+#[derive(Debug)]
+pub(crate) struct EventMeta {
+    pub(crate) message_id: u64,
+    pub(crate) correlation_id: Option<Arc<str>>,
+    pub(crate) sender: NodeId,
+    pub(crate) scope: Scope,
+    pub(crate) headers: Headers,
+    #[allow(dead_code)] // read once events cross the network
+    pub(crate) published_at: Option<Instant>,
+}
+
+/// The sending side of one subscription, held in the bus's routing snapshot.
+pub(crate) struct SubSender<E> {
+    pub(crate) id: u64,
+    pub(crate) tx: flume::Sender<Delivery<E>>,
+    pub(crate) policy: FullPolicy,
+    pub(crate) dropped: AtomicU64,
+}
+
+/// A run-time subscription to events of type `E`: a [`Stream`] of shared events.
+///
+/// Made by [`Bus::subscribe`](crate::Bus::subscribe). Dropping it unsubscribes. It ends when the
+/// bus shuts down, after every event already queued for it has been yielded.
+#[must_use = "a subscription receives nothing unless it is polled"]
+pub struct Subscription<E: Event> {
+    pub(crate) id: u64,
+    pub(crate) rx: flume::r#async::RecvStream<'static, Delivery<E>>,
+    pub(crate) bus: Weak<BusInner>,
+    pub(crate) _event: PhantomData<fn() -> E>,
+}
+
+impl<E: Event> Subscription<E> {
+    /// The next event, or `None` once the bus has shut down and the queue is empty.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken from the queue only when this resolves.
+    pub async fn recv(&mut self) -> Option<Arc<E>> {
+        futures_util::StreamExt::next(self).await
+    }
+}
+
+impl<E: Event> Stream for Subscription<E> {
+    type Item = Arc<E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Arc<E>>> {
+        Pin::new(&mut self.rx)
+            .poll_next(cx)
+            .map(|d| d.map(|d| d.event))
+    }
+}
+
+impl<E: Event> Drop for Subscription<E> {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.unsubscribe::<E>(self.id);
+        }
+    }
+}
+
+impl<E: Event> fmt::Debug for Subscription<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("event", &E::NAME)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

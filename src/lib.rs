@@ -1,0 +1,113 @@
+//! meshbus is an embedded, brokerless, peer-to-peer message bus for Rust services.
+//!
+//! A service links the library and becomes a node: it sends **commands** (request/reply:
+//! exactly one handler answers with a typed result) and publishes **events** (fire and forget:
+//! every subscriber gets a copy) to handlers in its own process, on its machine, in its cluster
+//! or across the network, with no broker in between. Handlers are registered at start-up,
+//! mediator style, with their dependencies injected from [`Services`].
+//!
+//! ```
+//! use meshbus::prelude::*;
+//!
+//! #[derive(Serialize, Deserialize, Command)]
+//! #[meshbus(name = "diag.ping", reply = String)]
+//! struct Ping { text: String }
+//!
+//! #[derive(Serialize, Deserialize, Event)]
+//! #[meshbus(name = "users.created")]
+//! struct UserCreated { user_id: u64 }
+//!
+//! struct Greeting(String);
+//!
+//! struct PongHandler { greeting: Arc<Greeting> }
+//!
+//! #[async_trait]
+//! impl CommandHandler<Ping> for PongHandler {
+//!     async fn handle(&self, cmd: Ping, _ctx: &Context) -> Result<String, HandlerError> {
+//!         Ok(format!("{} {}", self.greeting.0, cmd.text))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), meshbus::Error> {
+//! let bus = Bus::builder()
+//!     .cluster("shop")
+//!     .service(Greeting("pong".into()))
+//!     .command_handler_with(|s| Ok(PongHandler { greeting: s.get()? }))
+//!     .event_handler(|e: Arc<UserCreated>, _ctx: Context| async move {
+//!         println!("user {} created", e.user_id);
+//!         Ok(())
+//!     })
+//!     .start()
+//!     .await?;
+//!
+//! let reply = bus.commands().local().send(Ping { text: "hi".into() }).await?;
+//! assert_eq!(reply, "pong hi");
+//! bus.events().publish(UserCreated { user_id: 7 }).await?;
+//! bus.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `inmem` | yes | [`inmem`]: an in-memory network of nodes in one process, for tests |
+//! | `derive` | yes | `#[derive(Event)]` and `#[derive(Command)]` |
+//! | `tcp` | no | `tcp`: TCP and Unix-domain socket transport |
+//! | `ws` | no | `ws`: WebSocket transport |
+//! | `mdns` | no | `mdns`: zero-configuration discovery on the local link |
+//! | `full` | no | all of the above |
+//!
+//! # Scopes
+//!
+//! | scope | who may answer or receive |
+//! |---|---|
+//! | [`Scope::Local`] | handlers in this `Bus` instance; nothing is serialized |
+//! | [`Scope::Machine`] | nodes with our host id |
+//! | [`Scope::Cluster`] | nodes with our cluster name (the default) |
+//! | [`Scope::Network`] | every node of our network |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use meshbus_core::*;
+
+/// `#[derive(Event)]`: implements [`Event`] with the type's name as the wire name, or the name
+/// given by `#[meshbus(name = "...")]`.
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use meshbus_macros::Event;
+
+/// `#[derive(Command)]`: implements [`Command`]; `#[meshbus(reply = Type)]` sets the reply type
+/// (default `()`), `#[meshbus(name = "...")]` the wire name (default: the type's name).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use meshbus_macros::Command;
+
+/// The in-memory transport.
+#[cfg(feature = "inmem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inmem")))]
+pub use meshbus_transport_inmem as inmem;
+
+/// The TCP and Unix-domain socket transport.
+#[cfg(feature = "tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub use meshbus_transport_tcp as tcp;
+
+/// The WebSocket transport.
+#[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
+pub use meshbus_transport_ws as ws;
+
+/// Discovery with mDNS / DNS-SD.
+#[cfg(feature = "mdns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
+pub use meshbus_discovery_mdns as mdns;
+
+pub mod prelude;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use meshbus_core;
+}
