@@ -207,9 +207,7 @@ impl fmt::Display for Error {
             }
             (ErrorKind::NoHandler, Some(name), None) => write!(f, "no handler for `{name}`")?,
             (ErrorKind::Timeout, Some(name), _) => write!(f, "`{name}` timed out")?,
-            (ErrorKind::HandlerFailed, Some(name), _) => {
-                write!(f, "handler for `{name}` failed")?
-            }
+            (ErrorKind::HandlerFailed, Some(name), _) => write!(f, "handler for `{name}` failed")?,
             (kind, Some(name), _) => write!(f, "{kind} (`{name}`)")?,
             (kind, None, _) => write!(f, "{kind}")?,
         }

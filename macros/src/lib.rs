@@ -100,9 +100,7 @@ fn expand(input: DeriveInput, kind: Kind) -> syn::Result<proc_macro2::TokenStrea
     let name = attrs
         .name
         .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
-    let krate = attrs
-        .krate
-        .unwrap_or_else(|| syn::parse_quote!(::meshbus));
+    let krate = attrs.krate.unwrap_or_else(|| syn::parse_quote!(::meshbus));
     Ok(match kind {
         Kind::Event => quote! {
             impl #krate::Event for #ident {

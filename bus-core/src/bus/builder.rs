@@ -17,8 +17,8 @@ use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity
 use crate::context::Context;
 use crate::error::{Error, HandlerError};
 use crate::handler::{
-    command_fn_from_closure, command_fn_from_handler, event_fn_from_closure,
-    event_fn_from_handler, panic_message, BoxFuture, CommandFn, EventFn,
+    command_fn_from_closure, command_fn_from_handler, event_fn_from_closure, event_fn_from_handler,
+    panic_message, BoxFuture, CommandFn, EventFn,
 };
 use crate::id::NodeId;
 use crate::message::{Command, Event};
@@ -242,11 +242,7 @@ impl BusBuilder {
 
     /// Registers the subscriber of event `E` that `factory` builds, queued and run as `options`
     /// say.
-    pub fn event_handler_with_opts<E, H, F>(
-        self,
-        options: SubscriptionOptions,
-        factory: F,
-    ) -> Self
+    pub fn event_handler_with_opts<E, H, F>(self, options: SubscriptionOptions, factory: F) -> Self
     where
         E: Event,
         H: EventHandler<E>,
@@ -423,12 +419,16 @@ async fn run_subscriber<E: Event>(
 
 /// The machine's stable id: `/etc/machine-id`, else the host name, else `"unknown-host"`.
 fn default_host_id() -> String {
-    ["/etc/machine-id", "/var/lib/dbus/machine-id", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_owned())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned())
+    [
+        "/etc/machine-id",
+        "/var/lib/dbus/machine-id",
+        "/etc/hostname",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .map(|s| s.trim().to_owned())
+    .find(|s| !s.is_empty())
+    .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 impl fmt::Debug for BusBuilder {

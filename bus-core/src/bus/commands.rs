@@ -238,7 +238,8 @@ impl<R> Future for ResponseFuture<'_, R> {
         let outcome = match &mut this.state {
             State::Done(result) => {
                 return Poll::Ready(result.take().unwrap_or_else(|| {
-                    Err(Error::new(ErrorKind::Closed).with_detail("response polled after completion"))
+                    Err(Error::new(ErrorKind::Closed)
+                        .with_detail("response polled after completion"))
                 }))
             }
             State::Local(call) => match poll_local(call, cx) {

@@ -241,13 +241,15 @@ impl Bus {
             dropped: AtomicU64::new(0),
         });
         let mut clash = None;
-        inner.events.rcu(|table| match table_with(table, Arc::clone(&sub)) {
-            Ok(t) => t,
-            Err(e) => {
-                clash = Some(e);
-                EventTable::clone(table)
-            }
-        });
+        inner
+            .events
+            .rcu(|table| match table_with(table, Arc::clone(&sub)) {
+                Ok(t) => t,
+                Err(e) => {
+                    clash = Some(e);
+                    EventTable::clone(table)
+                }
+            });
         if let Some(e) = clash {
             return Err(e);
         }
