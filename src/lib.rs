@@ -70,6 +70,7 @@
 //! | [`Scope::Network`] | every node of our network |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 pub use meshbus_core::*;
 
@@ -111,3 +112,8 @@ pub mod prelude;
 pub mod __private {
     pub use meshbus_core;
 }
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

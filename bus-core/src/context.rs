@@ -26,6 +26,33 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context as a local caller of `bus` would make it, with no deadline: for calling a
+    /// handler directly, in a unit test or a benchmark.
+    ///
+    /// ```
+    /// use meshbus_core::{Bus, Context, Scope};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = Bus::builder().start().await?;
+    /// let ctx = Context::local(&bus);
+    /// assert_eq!(ctx.sender(), bus.node_id());
+    /// assert_eq!(ctx.scope(), Scope::Local);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn local(bus: &Bus) -> Self {
+        Context {
+            message_id: bus.inner.next_message_id(),
+            correlation_id: None,
+            sender: bus.node_id(),
+            scope: Scope::Local,
+            deadline: None,
+            headers: Headers::new(),
+            cancel: None,
+            bus: bus.clone(),
+        }
+    }
+
     /// The message's id, unique per sending node (see [`sender`](Context::sender)).
     pub fn message_id(&self) -> u64 {
         self.message_id

@@ -22,9 +22,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # Examples
 ///
 /// ```
-/// use std::sync::Arc;
 /// use async_trait::async_trait;
-/// use meshbus_core::{Command, CommandHandler, Context, HandlerError};
+/// use meshbus_core::{Bus, Command, CommandHandler, Context, HandlerError};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -39,6 +38,16 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///         cmd.0.checked_add(cmd.1).ok_or_else(|| HandlerError::msg("overflow"))
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), meshbus_core::Error> {
+/// let bus = Bus::builder().command_handler_with(|_| Ok(Adder)).start().await?;
+/// assert_eq!(bus.commands().local().send(Add(2, 3)).await?, 5);
+/// // A handler is a plain value too: call it directly in a unit test.
+/// let sum = Adder.handle(Add(1, 1), &Context::local(&bus)).await;
+/// assert_eq!(sum.ok(), Some(2));
+/// # Ok(())
+/// # }
 /// ```
 #[async_trait]
 pub trait CommandHandler<C: Command>: Send + Sync + 'static {
@@ -58,7 +67,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use async_trait::async_trait;
-/// use meshbus_core::{Context, Event, EventHandler, HandlerError};
+/// use meshbus_core::{Bus, Context, Event, EventHandler, HandlerError};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -75,6 +84,15 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 ///         Ok(())
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), meshbus_core::Error> {
+/// let bus = Bus::builder().start().await?;
+/// let last = LastTick::default();
+/// last.handle(&Tick(9), &Context::local(&bus)).await.ok();
+/// assert_eq!(last.0.load(Ordering::Relaxed), 9);
+/// # Ok(())
+/// # }
 /// ```
 #[async_trait]
 pub trait EventHandler<E: Event>: Send + Sync + 'static {

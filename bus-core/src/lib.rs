@@ -5,7 +5,6 @@
 //! feature, the transports and discovery. Transport crates depend on this one.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use meshbus_core::{Bus, Command, Event, HandlerError};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -38,6 +37,7 @@
 //! [meshbus]: https://docs.rs/meshbus
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 mod bus;
 mod context;

@@ -23,6 +23,10 @@ use serde::Serialize;
 /// impl Event for UserCreated {
 ///     const NAME: &'static str = "users.created";
 /// }
+///
+/// let event = UserCreated { user_id: 7 };
+/// assert_eq!(event.user_id, 7);
+/// assert_eq!(UserCreated::NAME, "users.created");
 /// ```
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable wire name of the event. Subscribers and publishers meet on it, so it must not
@@ -48,6 +52,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 ///     const NAME: &'static str = "diag.ping";
 ///     type Reply = String;
 /// }
+///
+/// let ping = Ping { text: "hi".into() };
+/// let reply: <Ping as Command>::Reply = ping.text;
+/// assert_eq!(reply, "hi");
 /// ```
 pub trait Command: Serialize + DeserializeOwned + Send + 'static {
     /// The stable wire name of the command.

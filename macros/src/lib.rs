@@ -23,6 +23,8 @@
 //! - `crate = "path"`: where the traits live (default `::meshbus`), for crates that depend on
 //!   `meshbus-core` directly (`crate = "::meshbus_core"`).
 
+#![doc(test(attr(deny(warnings))))]
+
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::{parse_macro_input, DeriveInput, LitStr, Path, Type};

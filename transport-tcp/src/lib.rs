@@ -22,3 +22,5 @@
 //! # bus.shutdown().await
 //! # }
 //! ```
+
+#![doc(test(attr(deny(warnings))))]

@@ -180,7 +180,7 @@ impl BusBuilder {
     /// # use meshbus_core::{Bus, Command, HandlerError};
     /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
     /// # impl Command for Ping { const NAME: &'static str = "ping"; type Reply = (); }
-    /// let builder = Bus::builder()
+    /// let _builder = Bus::builder()
     ///     .command_handler(|_: Ping, _ctx| async { Ok::<_, HandlerError>(()) });
     /// ```
     pub fn command_handler<C, F, Fut>(self, handler: F) -> Self
