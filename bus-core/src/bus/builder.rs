@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -311,6 +311,8 @@ impl BusBuilder {
             commands,
             events: ArcSwap::from_pointee(events),
             closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
             tracker: TaskTracker::new(),
             tasks: Mutex::new(JoinSet::new()),
             next_message_id: AtomicU64::new(1),

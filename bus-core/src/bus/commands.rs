@@ -10,9 +10,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::Bus;
+use super::{Bus, InFlight};
 use crate::context::{Context, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
@@ -138,9 +137,7 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
 
     fn into_future(self) -> ResponseFuture<'a, C::Reply> {
         let inner = &self.bus.inner;
-        // Take the in-flight token before looking at `closed`, so that shutdown, which sets
-        // `closed` and then waits for the tokens, cannot miss this request.
-        let token = inner.tracker.token();
+        let guard = inner.enter();
         if inner.is_closed() {
             return ResponseFuture::done(Err(Error::closed().with_message_name(C::NAME)));
         }
@@ -179,7 +176,7 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
                 sleep: None,
                 name: C::NAME,
                 bus: self.bus,
-                _token: token,
+                _in_flight: guard,
             }),
         }
     }
@@ -215,7 +212,7 @@ struct LocalCall<'a, R> {
     name: &'static str,
     bus: &'a Bus,
     /// Keeps shutdown waiting until this call is over.
-    _token: TaskTrackerToken,
+    _in_flight: InFlight<'a>,
 }
 
 impl<R> ResponseFuture<'_, R> {
@@ -247,7 +244,7 @@ impl<R> Future for ResponseFuture<'_, R> {
                 Poll::Pending => return Poll::Pending,
             },
         };
-        // Drops the handler future and the in-flight token now, not when the caller drops us.
+        // Drops the handler future and the in-flight guard now, not when the caller drops us.
         this.state = State::Done(None);
         Poll::Ready(outcome)
     }

@@ -7,12 +7,13 @@ mod events;
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
@@ -158,7 +159,11 @@ pub(crate) struct BusInner {
     pub(crate) commands: FxHashMap<&'static str, CommandSlot>,
     pub(crate) events: ArcSwap<EventTable>,
     pub(crate) closed: AtomicBool,
-    /// Counts in-flight handlers and the subscription workers, so shutdown can wait for them.
+    /// Local command handlers running now (on their callers' tasks).
+    pub(crate) in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero after `closed` was set.
+    pub(crate) drained: Notify,
+    /// Tracks the subscription workers, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     /// Owns the subscription workers: dropping the bus aborts them.
     pub(crate) tasks: Mutex<JoinSet<()>>,
@@ -173,7 +178,29 @@ impl BusInner {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Counts a handler in flight until the guard drops.
+    ///
+    /// Callers take the guard *before* checking [`is_closed`](Self::is_closed): with both sides
+    /// `SeqCst`, either the caller sees `closed`, or shutdown sees the count and waits for it.
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// Resolves once no handler is in flight. Only meaningful after `closed` is set.
+    async fn wait_in_flight(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn unsubscribe<E: Event>(&self, id: u64) {
@@ -189,6 +216,17 @@ impl BusInner {
             }
             table
         });
+    }
+}
+
+/// Keeps [`Bus::shutdown`] waiting while a handler runs.
+pub(crate) struct InFlight<'a>(&'a BusInner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.is_closed() {
+            self.0.drained.notify_waiters();
+        }
     }
 }
 
@@ -309,16 +347,14 @@ impl Bus {
     /// [`ErrorKind::Timeout`] when handlers were still running at the bound; they were aborted.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let inner = &self.inner;
-        inner.closed.store(true, Ordering::Release);
+        inner.closed.store(true, Ordering::SeqCst);
         // Dropping the senders lets each subscription worker drain its queue and end.
         inner.events.store(Arc::new(EventTable::default()));
         inner.tracker.close();
         let bound = inner.config.shutdown_timeout;
-        if tokio::time::timeout(bound, inner.tracker.wait())
-            .await
-            .is_err()
-        {
-            let still = inner.tracker.len();
+        let drained = async { tokio::join!(inner.wait_in_flight(), inner.tracker.wait()) };
+        if tokio::time::timeout(bound, drained).await.is_err() {
+            let still = inner.tracker.len() + inner.in_flight.load(Ordering::SeqCst);
             self.abort_tasks();
             return Err(Error::new(ErrorKind::Timeout).with_detail(format!(
                 "shutdown: {still} handlers still running after {bound:?} were aborted"

@@ -1,6 +1,6 @@
 //! Local dispatch: what the bus costs over calling the handler yourself.
 //!
-//! `cargo bench --bench local_dispatch`
+//! `cargo bench -p meshbus-bench --bench local_dispatch`
 //!
 //! - `command/direct_dyn_call` is the baseline: the same handler called through
 //!   `Arc<dyn CommandHandler<_>>`, with a context made once.

@@ -1,0 +1,27 @@
+//! Benchmarks of [meshbus](https://docs.rs/meshbus); the code is in `benches/`.
+//!
+//! Run them from the workspace root with
+//! `cargo bench -p meshbus-bench --bench local_dispatch`. They live in their own package so
+//! that the measured build does not include tokio's `test-util` feature, which the test suite
+//! needs and which slows every clock read.
+//!
+//! ```
+//! // The benchmarks measure code like this, against a direct call of the handler.
+//! use meshbus::prelude::*;
+//!
+//! #[derive(Serialize, Deserialize, Command)]
+//! #[meshbus(reply = u64)]
+//! struct Add(u64, u64);
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), meshbus::Error> {
+//! let bus = Bus::builder()
+//!     .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.0 + c.1) })
+//!     .start()
+//!     .await?;
+//! assert_eq!(bus.commands().local().send(Add(1, 2)).await?, 3);
+//! # Ok(())
+//! # }
+//! ```
+
+#![doc(test(attr(deny(warnings))))]
