@@ -519,7 +519,9 @@ impl FrameCodec {
     ///
     /// The body is offered to LZ4 when it is longer than
     /// [`compress_threshold`](Self::compress_threshold), and sent compressed only when the
-    /// compressed form plus its 4-byte size prefix is at most 7/8 of the original.
+    /// compressed form plus its 4-byte size prefix is at most 7/8 of the original. Compressing
+    /// a large body is real CPU work: an async caller should encode big frames off the
+    /// executor's threads (`spawn_blocking`).
     ///
     /// # Errors
     ///
