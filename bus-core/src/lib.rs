@@ -49,6 +49,7 @@ mod scope;
 mod services;
 mod stats;
 mod subscription;
+pub mod wire;
 
 pub use async_trait::async_trait;
 pub use bus::{

@@ -1,0 +1,108 @@
+//! MessagePack bodies (rmp-serde).
+//!
+//! Every body, control message or user message, is encoded with struct fields **named** (a
+//! MessagePack map keyed by field name, `rmp_serde::to_vec_named`). Names cost a few bytes per
+//! field but let nodes running different versions talk: a field added later with
+//! `#[serde(default)]` is simply absent in an older sender's body, and a field an older receiver
+//! does not know is ignored. This matters for user types too, because a mesh runs mixed versions
+//! of an application during a rolling deploy. Large bodies are LZ4-compressed by the frame codec,
+//! which takes most of the repeated names back out.
+//!
+//! The decoder accepts a struct as a map or as an array, so a later version may switch some
+//! bodies to the compact array form without breaking receivers of this one.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::frame::FrameError;
+
+/// Encodes `value` as MessagePack with named fields.
+///
+/// # Errors
+///
+/// [`FrameError::EncodeBody`] when the value's `Serialize` impl fails.
+pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, FrameError> {
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(FrameError::EncodeBody)
+}
+
+/// Decodes a MessagePack body into a `T`.
+///
+/// Meant for untrusted input: rmp-serde reads strings and binaries out of the slice, checking
+/// their lengths against it, and serde caps what a collection's declared length may
+/// preallocate; the tests feed it lying lengths and arbitrary bytes. Bytes after the value are
+/// ignored.
+///
+/// # Errors
+///
+/// [`FrameError::DecodeBody`] when `bytes` is not the MessagePack of a `T`.
+pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(bytes).map_err(FrameError::DecodeBody)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V1 {
+        text: String,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V2 {
+        text: String,
+        #[serde(default)]
+        count: u32,
+    }
+
+    #[test]
+    fn round_trips() {
+        let v = V2 {
+            text: "hi".into(),
+            count: 3,
+        };
+        let bytes = encode_body(&v).unwrap();
+        assert_eq!(decode_body::<V2>(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn fields_can_be_added_and_ignored() {
+        let old = encode_body(&V1 { text: "a".into() }).unwrap();
+        assert_eq!(
+            decode_body::<V2>(&old).unwrap(),
+            V2 {
+                text: "a".into(),
+                count: 0
+            }
+        );
+        let new = encode_body(&V2 {
+            text: "b".into(),
+            count: 9,
+        })
+        .unwrap();
+        assert_eq!(decode_body::<V1>(&new).unwrap(), V1 { text: "b".into() });
+    }
+
+    #[test]
+    fn compact_arrays_are_accepted_too() {
+        let compact = rmp_serde::to_vec(&V1 { text: "c".into() }).unwrap();
+        assert_eq!(
+            decode_body::<V1>(&compact).unwrap(),
+            V1 { text: "c".into() }
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(matches!(
+            decode_body::<V1>(&[0xc1, 0xff, 0x00]),
+            Err(FrameError::DecodeBody(_))
+        ));
+        // A str32 header claiming 4 GiB with nothing behind it must fail, not allocate.
+        assert!(decode_body::<String>(&[0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,475 @@
+//! Control messages: the bodies of handshake, interest and gossip frames.
+//!
+//! These are plain data. Every one is a struct encoded with named fields (see
+//! [`body`](super::body)), so a later protocol version can add a field: fields marked
+//! `#[serde(default)]` may be absent, and unknown fields are ignored. The rules for when each is
+//! sent and what the receiver does are specified with the state machines that use them.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::body::{decode_body, encode_body};
+use super::frame::{Frame, FrameError, FrameKind};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A control message: a body type tied to one frame kind.
+pub trait ControlMessage: Serialize + DeserializeOwned {
+    /// The kind of the frame that carries this message.
+    const KIND: FrameKind;
+
+    /// A frame of [`KIND`](Self::KIND) carrying this message, with no name, request id or
+    /// headers.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::EncodeBody`] if the message does not encode.
+    fn to_frame(&self) -> Result<Frame, FrameError> {
+        Ok(Frame::new(Self::KIND, encode_body(self)?))
+    }
+
+    /// The message carried by `frame`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Malformed`] if the frame is of another kind; [`FrameError::DecodeBody`] if
+    /// its body is not this message.
+    fn from_frame(frame: &Frame) -> Result<Self, FrameError> {
+        if frame.kind != Self::KIND {
+            return Err(FrameError::Malformed {
+                what: "frame kind does not match the control message",
+            });
+        }
+        decode_body(&frame.body)
+    }
+}
+
+/// An inclusive range of protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionRange {
+    /// The oldest version supported.
+    pub min: u16,
+    /// The newest version supported.
+    pub max: u16,
+}
+
+impl VersionRange {
+    /// The versions this build speaks: just [`PROTOCOL_VERSION`].
+    pub const CURRENT: VersionRange = VersionRange {
+        min: PROTOCOL_VERSION,
+        max: PROTOCOL_VERSION,
+    };
+
+    /// Whether `version` is in the range.
+    pub fn contains(self, version: u16) -> bool {
+        self.min <= version && version <= self.max
+    }
+
+    /// The highest version in both ranges: what the responder to a `Hello` picks. `None` (an
+    /// empty or inverted range included) means the responder rejects with
+    /// [`RejectReason::VersionMismatch`].
+    pub fn highest_common(self, other: VersionRange) -> Option<u16> {
+        let low = self.min.max(other.min);
+        let high = self.max.min(other.max);
+        (low <= high).then_some(high)
+    }
+}
+
+/// Who a node is, as it tells its peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerIdentity {
+    /// The random 128-bit node id, new for every start.
+    pub node_id: u128,
+    /// Random per start; tells a restarted node from stale news about its previous run.
+    pub incarnation: u64,
+    /// A human-readable name, for logs.
+    #[serde(default)]
+    pub name: String,
+    /// The network: nodes of another network are never peers.
+    pub network: String,
+    /// The cluster label, used for scoping.
+    pub cluster: String,
+    /// Stable per machine; equal host ids mean the same machine (`Machine` scope, `unix://`).
+    pub host_id: String,
+    /// The addresses peers should dial (advertised, never `0.0.0.0`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// The dialling side's opening of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol versions the dialler speaks.
+    pub versions: VersionRange,
+    /// The dialler.
+    pub identity: PeerIdentity,
+    /// The largest frame the dialler accepts after the handshake.
+    pub max_frame_size: u32,
+}
+
+impl ControlMessage for Hello {
+    const KIND: FrameKind = FrameKind::Hello;
+}
+
+/// The accepting side's acceptance of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version chosen: the highest both sides speak.
+    pub version: u16,
+    /// The accepting node.
+    pub identity: PeerIdentity,
+    /// The largest frame the accepting node accepts after the handshake.
+    pub max_frame_size: u32,
+}
+
+impl ControlMessage for Welcome {
+    const KIND: FrameKind = FrameKind::Welcome;
+}
+
+/// Why a handshake was refused.
+///
+/// On the wire it is a short string code (`"self_dial"`, `"wrong_network"`,
+/// `"version_mismatch"`, `"duplicate"`, `"unauthorized"`), so a node can read reasons added by
+/// later versions: it gets them as [`Other`](RejectReason::Other) with the code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The node dialled itself.
+    SelfDial,
+    /// The dialler belongs to another network.
+    WrongNetwork,
+    /// The two nodes share no protocol version.
+    VersionMismatch,
+    /// A connection to this node already exists and wins over this one.
+    Duplicate,
+    /// The dialler's credentials were refused.
+    Unauthorized,
+    /// A reason code this version does not know.
+    Other(String),
+}
+
+impl RejectReason {
+    /// The code on the wire.
+    pub fn code(&self) -> &str {
+        match self {
+            RejectReason::SelfDial => "self_dial",
+            RejectReason::WrongNetwork => "wrong_network",
+            RejectReason::VersionMismatch => "version_mismatch",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Other(code) => code,
+        }
+    }
+
+    /// The reason of a wire code.
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "self_dial" => RejectReason::SelfDial,
+            "wrong_network" => RejectReason::WrongNetwork,
+            "version_mismatch" => RejectReason::VersionMismatch,
+            "duplicate" => RejectReason::Duplicate,
+            "unauthorized" => RejectReason::Unauthorized,
+            other => RejectReason::Other(other.to_owned()),
+        }
+    }
+}
+
+impl Serialize for RejectReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Ok(RejectReason::from_code(&code))
+    }
+}
+
+/// The accepting side's refusal of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Why, as a value.
+    pub reason: RejectReason,
+    /// Why, for humans.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ControlMessage for Reject {
+    const KIND: FrameKind = FrameKind::Reject;
+}
+
+/// Why a node says goodbye.
+///
+/// On the wire it is a string code (`"shutdown"`); unknown codes arrive as
+/// [`Other`](GoodbyeReason::Other).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GoodbyeReason {
+    /// The node is shutting down.
+    Shutdown,
+    /// A reason code this version does not know.
+    Other(String),
+}
+
+impl GoodbyeReason {
+    /// The code on the wire.
+    pub fn code(&self) -> &str {
+        match self {
+            GoodbyeReason::Shutdown => "shutdown",
+            GoodbyeReason::Other(code) => code,
+        }
+    }
+
+    /// The reason of a wire code.
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "shutdown" => GoodbyeReason::Shutdown,
+            other => GoodbyeReason::Other(other.to_owned()),
+        }
+    }
+}
+
+impl Serialize for GoodbyeReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for GoodbyeReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Ok(GoodbyeReason::from_code(&code))
+    }
+}
+
+/// A node leaving on purpose, so that peers drop it at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: GoodbyeReason,
+}
+
+impl ControlMessage for Goodbye {
+    const KIND: FrameKind = FrameKind::Goodbye;
+}
+
+/// The command names a node handles and the event names it subscribes to.
+///
+/// A snapshot (`snapshot: true`) lists everything in the `*_added` fields and leaves the
+/// `*_removed` fields empty; a delta lists changes since the previous sequence number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interest {
+    /// The sender's interest sequence number; consecutive deltas differ by one.
+    pub seq: u64,
+    /// Whether this is a full snapshot rather than a delta.
+    pub snapshot: bool,
+    /// Command names now handled.
+    #[serde(default)]
+    pub commands_added: Vec<String>,
+    /// Command names no longer handled.
+    #[serde(default)]
+    pub commands_removed: Vec<String>,
+    /// Event names now subscribed to.
+    #[serde(default)]
+    pub events_added: Vec<String>,
+    /// Event names no longer subscribed to.
+    #[serde(default)]
+    pub events_removed: Vec<String>,
+}
+
+impl ControlMessage for Interest {
+    const KIND: FrameKind = FrameKind::Interest;
+}
+
+/// What a node knows of one peer, as gossiped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipEntry {
+    /// The peer's node id.
+    pub node_id: u128,
+    /// The peer's incarnation; a higher one supersedes news of a lower one.
+    pub incarnation: u64,
+    /// Addresses to dial it at.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Its network.
+    pub network: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its host id.
+    pub host_id: String,
+    /// `false` is a tombstone: this incarnation is dead and must not be resurrected.
+    pub alive: bool,
+}
+
+/// Peers the sender knows: a digest or the difference after comparing digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gossip {
+    /// The entries.
+    #[serde(default)]
+    pub peers: Vec<GossipEntry>,
+}
+
+impl ControlMessage for Gossip {
+    const KIND: FrameKind = FrameKind::Gossip;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> PeerIdentity {
+        PeerIdentity {
+            node_id: u128::MAX - 5,
+            incarnation: 42,
+            name: "node-a".into(),
+            network: "default".into(),
+            cluster: "shop".into(),
+            host_id: "host-1".into(),
+            addresses: vec!["tcp://10.0.0.1:7000".into()],
+        }
+    }
+
+    fn round_trip<M: ControlMessage + PartialEq + std::fmt::Debug>(msg: M) {
+        let frame = msg.to_frame().unwrap();
+        assert_eq!(frame.kind, M::KIND);
+        assert_eq!(M::from_frame(&frame).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_control_message_round_trips() {
+        round_trip(Hello {
+            versions: VersionRange { min: 1, max: 3 },
+            identity: identity(),
+            max_frame_size: 16 << 20,
+        });
+        round_trip(Welcome {
+            version: 1,
+            identity: identity(),
+            max_frame_size: 1 << 20,
+        });
+        for reason in [
+            RejectReason::SelfDial,
+            RejectReason::WrongNetwork,
+            RejectReason::VersionMismatch,
+            RejectReason::Duplicate,
+            RejectReason::Unauthorized,
+            RejectReason::Other("rate_limited".into()),
+        ] {
+            round_trip(Reject {
+                reason,
+                message: "no".into(),
+            });
+        }
+        round_trip(Goodbye {
+            reason: GoodbyeReason::Shutdown,
+        });
+        round_trip(Goodbye {
+            reason: GoodbyeReason::Other("upgrade".into()),
+        });
+        round_trip(Interest {
+            seq: 9,
+            snapshot: false,
+            commands_added: vec!["diag.ping".into()],
+            commands_removed: vec!["a".into()],
+            events_added: vec!["users.created".into()],
+            events_removed: vec![],
+        });
+        round_trip(Gossip {
+            peers: vec![GossipEntry {
+                node_id: 1,
+                incarnation: 2,
+                addresses: vec!["tcp://[::1]:1".into()],
+                network: "default".into(),
+                cluster: "c".into(),
+                host_id: "h".into(),
+                alive: false,
+            }],
+        });
+    }
+
+    #[test]
+    fn fields_are_named_on_the_wire() {
+        let body = encode_body(&Goodbye {
+            reason: GoodbyeReason::Shutdown,
+        })
+        .unwrap();
+        // fixmap(1) "reason" "shutdown"
+        let mut expected = vec![0x81, 0xa6];
+        expected.extend_from_slice(b"reason");
+        expected.push(0xa8);
+        expected.extend_from_slice(b"shutdown");
+        assert_eq!(&body[..], &expected[..]);
+    }
+
+    /// A later version's `Hello` with an extra field, and without the optional ones.
+    #[test]
+    fn unknown_fields_are_ignored_and_optional_ones_default() {
+        #[derive(Serialize)]
+        struct FutureIdentity {
+            node_id: u128,
+            incarnation: u64,
+            network: String,
+            cluster: String,
+            host_id: String,
+            zone: String,
+        }
+        #[derive(Serialize)]
+        struct FutureHello {
+            versions: VersionRange,
+            identity: FutureIdentity,
+            max_frame_size: u32,
+            auth_proof: Vec<u8>,
+        }
+        let body = encode_body(&FutureHello {
+            versions: VersionRange { min: 1, max: 4 },
+            identity: FutureIdentity {
+                node_id: 7,
+                incarnation: 1,
+                network: "n".into(),
+                cluster: "c".into(),
+                host_id: "h".into(),
+                zone: "eu".into(),
+            },
+            max_frame_size: 100,
+            auth_proof: vec![1, 2, 3],
+        })
+        .unwrap();
+        let hello: Hello = decode_body(&body).unwrap();
+        assert_eq!(hello.identity.node_id, 7);
+        assert_eq!(hello.identity.name, "");
+        assert!(hello.identity.addresses.is_empty());
+        assert_eq!(
+            hello.versions.highest_common(VersionRange::CURRENT),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_frame_of_another_kind_is_refused() {
+        let frame = Goodbye {
+            reason: GoodbyeReason::Shutdown,
+        }
+        .to_frame()
+        .unwrap();
+        assert!(matches!(
+            Hello::from_frame(&frame),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn version_negotiation_picks_the_highest_common_version() {
+        let r = |min, max| VersionRange { min, max };
+        assert_eq!(r(1, 3).highest_common(r(2, 5)), Some(3));
+        assert_eq!(r(2, 5).highest_common(r(1, 3)), Some(3));
+        assert_eq!(r(1, 1).highest_common(r(1, 1)), Some(1));
+        assert_eq!(r(1, 2).highest_common(r(3, 4)), None);
+        assert_eq!(r(3, 1).highest_common(r(1, 3)), None);
+        assert!(r(1, 3).contains(2));
+        assert!(!r(1, 3).contains(4));
+    }
+}

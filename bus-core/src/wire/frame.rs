@@ -1,0 +1,710 @@
+//! The frame: a length prefix, a fixed binary header and a body.
+//!
+//! All integers are big-endian. Sizes in bytes:
+//!
+//! | field | size | present when |
+//! |---|---|---|
+//! | total length of everything after this prefix | 4 (`u32`) | always |
+//! | kind ([`FrameKind`]) | 1 | always |
+//! | flags ([`flags`]) | 1 | always |
+//! | request id | 8 (`u64`) | always (0 when the kind has none) |
+//! | name id | 2 (`u16`) | flag [`flags::NAME_ID`] |
+//! | name inline: length, UTF-8 | 2 + n | flag [`flags::NAME_INLINE`] |
+//! | correlation id: length, bytes | 2 + n | flag [`flags::CORRELATION_ID`] |
+//! | remaining deadline, microseconds | 8 (`u64`) | flag [`flags::DEADLINE`] |
+//! | idempotency key: length, bytes | 2 + n | flag [`flags::IDEMPOTENCY_KEY`] |
+//! | trace context: length, bytes | 2 + n | flag [`flags::TRACE_CONTEXT`] |
+//! | extra headers: count, then (length, key, length, value) each | 2 + Σ(4 + k + v) | flag [`flags::EXTRA_HEADERS`] |
+//! | body | the rest | always (may be empty) |
+//!
+//! With flag [`flags::COMPRESSED`] the body is a `u32` decompressed size followed by an LZ4
+//! block (lz4_flex's block format, no frame header).
+//!
+//! The decoder never trusts a peer's lengths: the total length is checked against
+//! [`FrameCodec::max_frame_size`] before anything is reserved, every field is checked against
+//! the bytes that remain, and the decompressed size is checked against the same limit before
+//! the output buffer is allocated.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The default limit on a frame's size after the handshake: 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// The limit on a frame's size before the handshake completes: 64 KiB.
+pub const HANDSHAKE_MAX_FRAME_SIZE: usize = 64 * 1024;
+
+/// Bodies larger than this (4 KiB) are offered to LZ4 by default.
+pub const DEFAULT_COMPRESS_THRESHOLD: usize = 4 * 1024;
+
+/// Size of the length prefix.
+const PREFIX_LEN: usize = 4;
+
+/// Size of the header part every frame has: kind, flags, request id.
+const FIXED_HEADER_LEN: usize = 1 + 1 + 8;
+
+/// Size of the decompressed-size prefix of a compressed body.
+const DECOMPRESSED_SIZE_LEN: usize = 4;
+
+/// The bits of the flags byte.
+///
+/// All eight bits are assigned in protocol version 1; new optional fields need a new protocol
+/// version (negotiated in the handshake) rather than a new bit.
+pub mod flags {
+    /// The name is a `u16` id interned on this connection.
+    pub const NAME_ID: u8 = 0x01;
+    /// The name is inline: `u16` length, then UTF-8 bytes.
+    pub const NAME_INLINE: u8 = 0x02;
+    /// A correlation id header follows: `u16` length, then UTF-8 bytes.
+    pub const CORRELATION_ID: u8 = 0x04;
+    /// A remaining-deadline header follows: `u64` microseconds.
+    pub const DEADLINE: u8 = 0x08;
+    /// An idempotency key header follows: `u16` length, then UTF-8 bytes.
+    pub const IDEMPOTENCY_KEY: u8 = 0x10;
+    /// A trace context header follows: `u16` length, then UTF-8 bytes.
+    pub const TRACE_CONTEXT: u8 = 0x20;
+    /// Extra user headers follow: `u16` count, then key/value pairs of (`u16` length, bytes).
+    pub const EXTRA_HEADERS: u8 = 0x40;
+    /// The body is a `u32` decompressed size followed by an LZ4 block.
+    pub const COMPRESSED: u8 = 0x80;
+}
+
+/// What a frame is. The kind byte means the same in every protocol version, so a node can
+/// always read a `Hello` or a `Reject`, whatever the peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// The dialling side opens the handshake (body: [`Hello`](super::control::Hello)).
+    Hello,
+    /// The accepting side accepts the handshake (body: [`Welcome`](super::control::Welcome)).
+    Welcome,
+    /// The accepting side refuses the handshake (body: [`Reject`](super::control::Reject)).
+    Reject,
+    /// A heartbeat on an idle link; answered with `Pong`.
+    Ping,
+    /// The answer to a `Ping`.
+    Pong,
+    /// The peer is leaving on purpose (body: [`Goodbye`](super::control::Goodbye)).
+    Goodbye,
+    /// The handlers and subscriptions of the sender, a snapshot or a delta (body:
+    /// [`Interest`](super::control::Interest)).
+    Interest,
+    /// Asks the peer for a fresh interest snapshot (after a gap in the delta sequence).
+    InterestRequest,
+    /// Peers the sender knows (body: [`Gossip`](super::control::Gossip)).
+    Gossip,
+    /// A command; the request id matches its reply.
+    Command,
+    /// A handler's successful reply to the command with the same request id.
+    Reply,
+    /// A failed reply to the command with the same request id.
+    ReplyError,
+    /// The caller gave up on the command with the same request id.
+    Cancel,
+    /// An event.
+    Event,
+}
+
+impl FrameKind {
+    /// Every kind, in wire-byte order.
+    pub const ALL: [FrameKind; 14] = [
+        FrameKind::Hello,
+        FrameKind::Welcome,
+        FrameKind::Reject,
+        FrameKind::Ping,
+        FrameKind::Pong,
+        FrameKind::Goodbye,
+        FrameKind::Interest,
+        FrameKind::InterestRequest,
+        FrameKind::Gossip,
+        FrameKind::Command,
+        FrameKind::Reply,
+        FrameKind::ReplyError,
+        FrameKind::Cancel,
+        FrameKind::Event,
+    ];
+
+    /// The kind's byte on the wire.
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            FrameKind::Hello => 0x01,
+            FrameKind::Welcome => 0x02,
+            FrameKind::Reject => 0x03,
+            FrameKind::Ping => 0x04,
+            FrameKind::Pong => 0x05,
+            FrameKind::Goodbye => 0x06,
+            FrameKind::Interest => 0x10,
+            FrameKind::InterestRequest => 0x11,
+            FrameKind::Gossip => 0x12,
+            FrameKind::Command => 0x20,
+            FrameKind::Reply => 0x21,
+            FrameKind::ReplyError => 0x22,
+            FrameKind::Cancel => 0x23,
+            FrameKind::Event => 0x30,
+        }
+    }
+
+    /// The kind of a wire byte.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::UnknownKind`] for a byte no kind uses.
+    pub const fn from_u8(byte: u8) -> Result<Self, FrameError> {
+        Ok(match byte {
+            0x01 => FrameKind::Hello,
+            0x02 => FrameKind::Welcome,
+            0x03 => FrameKind::Reject,
+            0x04 => FrameKind::Ping,
+            0x05 => FrameKind::Pong,
+            0x06 => FrameKind::Goodbye,
+            0x10 => FrameKind::Interest,
+            0x11 => FrameKind::InterestRequest,
+            0x12 => FrameKind::Gossip,
+            0x20 => FrameKind::Command,
+            0x21 => FrameKind::Reply,
+            0x22 => FrameKind::ReplyError,
+            0x23 => FrameKind::Cancel,
+            0x30 => FrameKind::Event,
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+
+    /// Whether the frame belongs to the connection's own upkeep (handshake, heartbeats,
+    /// interest, gossip, cancel) rather than to application traffic.
+    pub const fn is_control(self) -> bool {
+        !matches!(
+            self,
+            FrameKind::Command | FrameKind::Reply | FrameKind::ReplyError | FrameKind::Event
+        )
+    }
+}
+
+impl TryFrom<u8> for FrameKind {
+    type Error = FrameError;
+
+    fn try_from(byte: u8) -> Result<Self, FrameError> {
+        FrameKind::from_u8(byte)
+    }
+}
+
+impl fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The message name a frame is about: inline, or an id interned on this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FrameName {
+    /// A `u16` id the two ends of this connection agreed on for a name.
+    Id(u16),
+    /// The name itself.
+    Inline(Arc<str>),
+}
+
+impl FrameName {
+    /// An inline name.
+    pub fn inline(name: impl Into<Arc<str>>) -> Self {
+        FrameName::Inline(name.into())
+    }
+}
+
+/// The optional headers of a frame. Each one travels only when it is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FrameHeaders {
+    /// An application-chosen id that ties related messages together.
+    pub correlation_id: Option<String>,
+    /// The time the caller still waits, measured when the frame was encoded: a remaining
+    /// duration, never a wall-clock instant, so clocks need not agree. Travels in whole
+    /// microseconds (rounded down, saturating at `u64::MAX`).
+    pub deadline: Option<Duration>,
+    /// The caller's idempotency key, for handlers that deduplicate retries.
+    pub idempotency_key: Option<String>,
+    /// Trace context (for example a W3C `traceparent`).
+    pub trace_context: Option<String>,
+    /// Further user headers, in order.
+    pub extra: Vec<(String, String)>,
+}
+
+impl FrameHeaders {
+    /// Whether no header is set.
+    pub fn is_empty(&self) -> bool {
+        self.correlation_id.is_none()
+            && self.deadline.is_none()
+            && self.idempotency_key.is_none()
+            && self.trace_context.is_none()
+            && self.extra.is_empty()
+    }
+}
+
+/// One frame: what the codec reads and writes.
+///
+/// The body is the uncompressed body; compression is the codec's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Frame {
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// The request id of a command and of its reply, error or cancel; 0 for other kinds.
+    pub request_id: u64,
+    /// The message name, if the kind has one.
+    pub name: Option<FrameName>,
+    /// The optional headers.
+    pub headers: FrameHeaders,
+    /// The body, uncompressed.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// A frame of `kind` with the given body, request id 0, no name and no headers.
+    pub fn new(kind: FrameKind, body: Bytes) -> Self {
+        Frame {
+            kind,
+            request_id: 0,
+            name: None,
+            headers: FrameHeaders::default(),
+            body,
+        }
+    }
+}
+
+/// Why a frame could not be encoded or decoded.
+///
+/// Any decode error is final for the connection: the codec makes no promise about what is left
+/// in the buffer, and the connection should be closed with the error logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame, or a body once decompressed, is larger than the limit.
+    #[error("frame of {declared} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// The declared or computed size.
+        declared: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A field runs past the end of its frame.
+    #[error("frame truncated in {what}")]
+    Truncated {
+        /// The field.
+        what: &'static str,
+    },
+    /// The frame's structure is impossible.
+    #[error("malformed frame: {what}")]
+    Malformed {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The kind byte names no kind.
+    #[error("unknown frame kind 0x{0:02x}")]
+    UnknownKind(u8),
+    /// A text field is not UTF-8.
+    #[error("{what} is not UTF-8")]
+    BadUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A name or header is too long for its `u16` length (or there are too many extra headers).
+    #[error("{what} is {len} long, over the limit of 65535")]
+    FieldTooLong {
+        /// The field.
+        what: &'static str,
+        /// Its length (or count).
+        len: usize,
+    },
+    /// The LZ4 block is corrupt or decompresses to more than its declared size.
+    #[error("LZ4 body does not decompress")]
+    Decompress(#[source] lz4_flex::block::DecompressError),
+    /// The LZ4 block decompresses to fewer bytes than its declared size.
+    #[error("LZ4 body decompressed to {actual} bytes, {declared} declared")]
+    DecompressedSizeMismatch {
+        /// The size the frame declared.
+        declared: usize,
+        /// The size the block produced.
+        actual: usize,
+    },
+    /// The buffer for a decompressed body could not be allocated.
+    #[error("cannot allocate {0} bytes for a decompressed body")]
+    Alloc(usize),
+    /// A body could not be encoded as MessagePack.
+    #[error("body does not encode")]
+    EncodeBody(#[source] rmp_serde::encode::Error),
+    /// A body is not the MessagePack of the expected type.
+    #[error("body does not decode")]
+    DecodeBody(#[source] rmp_serde::decode::Error),
+}
+
+impl From<FrameError> for crate::Error {
+    fn from(err: FrameError) -> Self {
+        let kind = match err {
+            FrameError::TooLarge { .. } => crate::ErrorKind::TooLarge,
+            _ => crate::ErrorKind::Decode,
+        };
+        crate::Error::new(kind)
+            .with_detail(err.to_string())
+            .with_source(err)
+    }
+}
+
+/// Encodes and decodes frames: a decoder/encoder pair over [`BytesMut`].
+///
+/// It holds only limits, so it is `Copy`; a connection typically uses one value with its own
+/// `max_frame_size` to decode and one with the peer's advertised limit to encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCodec {
+    /// The largest frame accepted or produced, counting everything after the length prefix;
+    /// also the largest decompressed body. Values over `u32::MAX` act as `u32::MAX`.
+    pub max_frame_size: usize,
+    /// Bodies longer than this are offered to LZ4; `usize::MAX` turns compression off.
+    pub compress_threshold: usize,
+}
+
+impl Default for FrameCodec {
+    /// [`DEFAULT_MAX_FRAME_SIZE`] and [`DEFAULT_COMPRESS_THRESHOLD`].
+    fn default() -> Self {
+        FrameCodec {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+        }
+    }
+}
+
+impl FrameCodec {
+    /// The codec of a connection whose handshake has not completed: frames up to
+    /// [`HANDSHAKE_MAX_FRAME_SIZE`].
+    pub const fn handshake() -> Self {
+        FrameCodec {
+            max_frame_size: HANDSHAKE_MAX_FRAME_SIZE,
+            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+        }
+    }
+
+    /// A codec with the given frame size limit and the default compression threshold.
+    pub const fn with_max_frame_size(max_frame_size: usize) -> Self {
+        FrameCodec {
+            max_frame_size,
+            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.max_frame_size.min(u32::MAX as usize)
+    }
+
+    /// Takes one whole frame off the front of `src`.
+    ///
+    /// Returns `Ok(None)` when `src` does not yet hold a whole frame; nothing is consumed then,
+    /// and, once the length is known and within the limit, `src` has room reserved for the rest.
+    /// On `Ok(Some(_))` exactly that frame's bytes are consumed. An uncompressed body shares
+    /// `src`'s memory (no copy).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLarge`] when the declared length or the decompressed size is over
+    /// [`max_frame_size`](Self::max_frame_size), checked before anything is reserved or
+    /// allocated; otherwise the error that names what is malformed. An error is final for the
+    /// connection.
+    pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(prefix) = src.get(..PREFIX_LEN) else {
+            return Ok(None);
+        };
+        let mut prefix = prefix;
+        let declared = prefix.get_u32() as usize;
+        let limit = self.limit();
+        if declared > limit {
+            return Err(FrameError::TooLarge { declared, limit });
+        }
+        if declared < FIXED_HEADER_LEN {
+            return Err(FrameError::Malformed {
+                what: "length shorter than the fixed header",
+            });
+        }
+        // Only a 32-bit `usize` can overflow here (a `u32` length plus the prefix).
+        let Some(whole) = declared.checked_add(PREFIX_LEN) else {
+            return Err(FrameError::TooLarge { declared, limit });
+        };
+        if src.len() < whole {
+            src.reserve(whole - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(whole).freeze();
+        frame.advance(PREFIX_LEN);
+        self.parse(frame).map(Some)
+    }
+
+    fn parse(&self, frame: Bytes) -> Result<Frame, FrameError> {
+        let mut r = Reader(frame);
+        let kind = FrameKind::from_u8(r.u8("kind")?)?;
+        let flag_bits = r.u8("flags")?;
+        let request_id = r.u64("request id")?;
+
+        let name = match (
+            flag_bits & flags::NAME_ID != 0,
+            flag_bits & flags::NAME_INLINE != 0,
+        ) {
+            (false, false) => None,
+            (true, false) => Some(FrameName::Id(r.u16("name id")?)),
+            (false, true) => Some(FrameName::Inline(Arc::from(r.str("name")?))),
+            (true, true) => {
+                return Err(FrameError::Malformed {
+                    what: "both name flags are set",
+                })
+            }
+        };
+
+        let mut headers = FrameHeaders::default();
+        if flag_bits & flags::CORRELATION_ID != 0 {
+            headers.correlation_id = Some(r.str("correlation id")?);
+        }
+        if flag_bits & flags::DEADLINE != 0 {
+            headers.deadline = Some(Duration::from_micros(r.u64("deadline")?));
+        }
+        if flag_bits & flags::IDEMPOTENCY_KEY != 0 {
+            headers.idempotency_key = Some(r.str("idempotency key")?);
+        }
+        if flag_bits & flags::TRACE_CONTEXT != 0 {
+            headers.trace_context = Some(r.str("trace context")?);
+        }
+        if flag_bits & flags::EXTRA_HEADERS != 0 {
+            let count = r.u16("extra header count")?;
+            // Each pair takes at least 4 bytes, so the count is bounded by what remains; the
+            // capacity is capped by that, not by the peer's number.
+            let cap = usize::from(count).min(r.0.len() / 4);
+            let mut extra = Vec::with_capacity(cap);
+            for _ in 0..count {
+                let key = r.str("extra header key")?;
+                let value = r.str("extra header value")?;
+                extra.push((key, value));
+            }
+            headers.extra = extra;
+        }
+
+        let body = if flag_bits & flags::COMPRESSED != 0 {
+            self.decompress(r)?
+        } else {
+            r.0
+        };
+        Ok(Frame {
+            kind,
+            request_id,
+            name,
+            headers,
+            body,
+        })
+    }
+
+    fn decompress(&self, mut r: Reader) -> Result<Bytes, FrameError> {
+        let declared = r.u32("decompressed size")? as usize;
+        let limit = self.limit();
+        if declared > limit {
+            return Err(FrameError::TooLarge { declared, limit });
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(declared)
+            .map_err(|_| FrameError::Alloc(declared))?;
+        out.resize(declared, 0);
+        let actual =
+            lz4_flex::block::decompress_into(&r.0, &mut out).map_err(FrameError::Decompress)?;
+        if actual != declared {
+            return Err(FrameError::DecompressedSizeMismatch { declared, actual });
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Appends `frame` to `dst`, compressing the body when that pays.
+    ///
+    /// The body is offered to LZ4 when it is longer than
+    /// [`compress_threshold`](Self::compress_threshold), and sent compressed only when the
+    /// compressed form plus its 4-byte size prefix is at most 7/8 of the original. Compressing
+    /// a large body is real CPU work: an async caller should encode big frames off the
+    /// executor's threads (`spawn_blocking`).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLarge`] when the encoded frame (after the length prefix) or the
+    /// uncompressed body is over [`max_frame_size`](Self::max_frame_size);
+    /// [`FrameError::FieldTooLong`] when a name or header does not fit its `u16` length. On
+    /// error nothing is written to `dst`.
+    pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let limit = self.limit();
+        let h = &frame.headers;
+
+        let mut flag_bits = 0u8;
+        let mut header_len = FIXED_HEADER_LEN;
+        match &frame.name {
+            None => {}
+            Some(FrameName::Id(_)) => {
+                flag_bits |= flags::NAME_ID;
+                header_len += 2;
+            }
+            Some(FrameName::Inline(name)) => {
+                flag_bits |= flags::NAME_INLINE;
+                header_len += str_len("name", name)?;
+            }
+        }
+        if let Some(v) = &h.correlation_id {
+            flag_bits |= flags::CORRELATION_ID;
+            header_len += str_len("correlation id", v)?;
+        }
+        if h.deadline.is_some() {
+            flag_bits |= flags::DEADLINE;
+            header_len += 8;
+        }
+        if let Some(v) = &h.idempotency_key {
+            flag_bits |= flags::IDEMPOTENCY_KEY;
+            header_len += str_len("idempotency key", v)?;
+        }
+        if let Some(v) = &h.trace_context {
+            flag_bits |= flags::TRACE_CONTEXT;
+            header_len += str_len("trace context", v)?;
+        }
+        if !h.extra.is_empty() {
+            flag_bits |= flags::EXTRA_HEADERS;
+            if h.extra.len() > usize::from(u16::MAX) {
+                return Err(FrameError::FieldTooLong {
+                    what: "extra header count",
+                    len: h.extra.len(),
+                });
+            }
+            header_len += 2;
+            for (k, v) in &h.extra {
+                header_len += str_len("extra header key", k)?;
+                header_len += str_len("extra header value", v)?;
+            }
+        }
+
+        let body_len = frame.body.len();
+        if body_len > limit {
+            return Err(FrameError::TooLarge {
+                declared: body_len,
+                limit,
+            });
+        }
+        let compressed = if body_len > self.compress_threshold {
+            let c = lz4_flex::block::compress(&frame.body);
+            // "Clearly smaller": at least an eighth saved, counting the size prefix.
+            (c.len() + DECOMPRESSED_SIZE_LEN <= body_len - body_len / 8).then_some(c)
+        } else {
+            None
+        };
+        let wire_body_len = match &compressed {
+            Some(c) => {
+                flag_bits |= flags::COMPRESSED;
+                DECOMPRESSED_SIZE_LEN + c.len()
+            }
+            None => body_len,
+        };
+
+        let total = header_len.saturating_add(wire_body_len);
+        if total > limit {
+            return Err(FrameError::TooLarge {
+                declared: total,
+                limit,
+            });
+        }
+
+        // Nothing fails past this point, so `dst` is either untouched or holds the whole frame.
+        dst.reserve(PREFIX_LEN + total);
+        dst.put_u32(total as u32);
+        dst.put_u8(frame.kind.to_u8());
+        dst.put_u8(flag_bits);
+        dst.put_u64(frame.request_id);
+        match &frame.name {
+            None => {}
+            Some(FrameName::Id(id)) => dst.put_u16(*id),
+            Some(FrameName::Inline(name)) => put_str(dst, name),
+        }
+        if let Some(v) = &h.correlation_id {
+            put_str(dst, v);
+        }
+        if let Some(d) = h.deadline {
+            dst.put_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
+        if let Some(v) = &h.idempotency_key {
+            put_str(dst, v);
+        }
+        if let Some(v) = &h.trace_context {
+            put_str(dst, v);
+        }
+        if !h.extra.is_empty() {
+            dst.put_u16(h.extra.len() as u16);
+            for (k, v) in &h.extra {
+                put_str(dst, k);
+                put_str(dst, v);
+            }
+        }
+        match compressed {
+            Some(c) => {
+                dst.put_u32(body_len as u32);
+                dst.put_slice(&c);
+            }
+            None => dst.put_slice(&frame.body),
+        }
+        Ok(())
+    }
+}
+
+/// The encoded size of a `u16`-length-prefixed string.
+fn str_len(what: &'static str, s: &str) -> Result<usize, FrameError> {
+    if s.len() > usize::from(u16::MAX) {
+        return Err(FrameError::FieldTooLong { what, len: s.len() });
+    }
+    Ok(2 + s.len())
+}
+
+/// Writes a string whose length [`str_len`] has checked.
+fn put_str(dst: &mut BytesMut, s: &str) {
+    dst.put_u16(s.len() as u16);
+    dst.put_slice(s.as_bytes());
+}
+
+/// Reads fields off the front of one complete frame, checking each length first.
+struct Reader(Bytes);
+
+impl Reader {
+    fn need(&self, n: usize, what: &'static str) -> Result<(), FrameError> {
+        if self.0.len() < n {
+            Err(FrameError::Truncated { what })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
+        self.need(1, what)?;
+        Ok(self.0.get_u8())
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
+        self.need(2, what)?;
+        Ok(self.0.get_u16())
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
+        self.need(4, what)?;
+        Ok(self.0.get_u32())
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
+        self.need(8, what)?;
+        Ok(self.0.get_u64())
+    }
+
+    /// A `u16`-length-prefixed UTF-8 string.
+    fn str(&mut self, what: &'static str) -> Result<String, FrameError> {
+        let len = usize::from(self.u16(what)?);
+        self.need(len, what)?;
+        let bytes = self.0.split_to(len);
+        match std::str::from_utf8(&bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(FrameError::BadUtf8 { what }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

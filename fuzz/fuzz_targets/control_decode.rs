@@ -1,0 +1,16 @@
+//! Feeds arbitrary bytes to the MessagePack decoder of every control message.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use meshbus_core::wire::body::decode_body;
+use meshbus_core::wire::control::{Goodbye, Gossip, Hello, Interest, Reject, Welcome};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode_body::<Hello>(data);
+    let _ = decode_body::<Welcome>(data);
+    let _ = decode_body::<Reject>(data);
+    let _ = decode_body::<Goodbye>(data);
+    let _ = decode_body::<Interest>(data);
+    let _ = decode_body::<Gossip>(data);
+});
