@@ -43,7 +43,7 @@ struct PlaceOrderHandler {
 
 #[async_trait]
 impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
-    async fn handle(&self, cmd: PlaceOrder, ctx: &Context) -> Result<u64, HandlerError> {
+    async fn handle(&self, cmd: PlaceOrder, ctx: Context) -> Result<u64, HandlerError> {
         if cmd.quantity == 0 {
             return Err(HandlerError::msg("quantity must be at least 1"));
         }

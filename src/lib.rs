@@ -23,7 +23,7 @@
 //!
 //! #[async_trait]
 //! impl CommandHandler<Ping> for PongHandler {
-//!     async fn handle(&self, cmd: Ping, _ctx: &Context) -> Result<String, HandlerError> {
+//!     async fn handle(&self, cmd: Ping, _ctx: Context) -> Result<String, HandlerError> {
 //!         Ok(format!("{} {}", self.greeting.0, cmd.text))
 //!     }
 //! }

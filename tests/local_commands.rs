@@ -44,7 +44,7 @@ struct Greeter {
 
 #[async_trait]
 impl CommandHandler<Greet> for Greeter {
-    async fn handle(&self, cmd: Greet, _ctx: &Context) -> Result<String, HandlerError> {
+    async fn handle(&self, cmd: Greet, _ctx: Context) -> Result<String, HandlerError> {
         Ok(format!(
             "{}, {}{}",
             self.greeting.0, cmd.0, self.punctuation.0
@@ -304,7 +304,7 @@ struct BarrierHandler(Arc<Barrier>);
 
 #[async_trait]
 impl CommandHandler<Wait> for BarrierHandler {
-    async fn handle(&self, _: Wait, _ctx: &Context) -> Result<(), HandlerError> {
+    async fn handle(&self, _: Wait, _ctx: Context) -> Result<(), HandlerError> {
         self.0.wait().await;
         Ok(())
     }

@@ -264,7 +264,7 @@ struct CountingHandler {
 
 #[async_trait]
 impl EventHandler<Numbered> for CountingHandler {
-    async fn handle(&self, event: &Numbered, ctx: &Context) -> Result<(), HandlerError> {
+    async fn handle(&self, event: &Numbered, ctx: Context) -> Result<(), HandlerError> {
         assert_eq!(ctx.scope(), Scope::Cluster);
         self.counter.0.fetch_add(event.0 as usize, Ordering::SeqCst);
         self.done.notify_one();

@@ -135,7 +135,7 @@ struct Holder(#[allow(dead_code)] Arc<DropSignal>);
 
 #[async_trait]
 impl EventHandler<Tick> for Holder {
-    async fn handle(&self, _: &Tick, _ctx: &Context) -> Result<(), HandlerError> {
+    async fn handle(&self, _: &Tick, _ctx: Context) -> Result<(), HandlerError> {
         Ok(())
     }
 }

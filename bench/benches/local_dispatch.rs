@@ -30,7 +30,7 @@ struct Adder;
 
 #[async_trait]
 impl CommandHandler<Add> for Adder {
-    async fn handle(&self, cmd: Add, _ctx: &Context) -> Result<u64, HandlerError> {
+    async fn handle(&self, cmd: Add, _ctx: Context) -> Result<u64, HandlerError> {
         Ok(cmd.0.wrapping_add(cmd.1))
     }
 }
@@ -66,7 +66,7 @@ fn commands(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("direct_dyn_call", |b| {
         b.to_async(&rt).iter(|| async {
-            let r = direct.handle(Add(black_box(1), 2), &ctx).await;
+            let r = direct.handle(Add(black_box(1), 2), ctx.clone()).await;
             black_box(r.ok())
         })
     });

@@ -1,7 +1,8 @@
 //! What a handler knows about the message it handles.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ pub struct Context {
     pub(crate) correlation_id: Option<Arc<str>>,
     pub(crate) sender: NodeId,
     pub(crate) scope: Scope,
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) deadline: Deadline,
     pub(crate) headers: Headers,
     pub(crate) cancel: Option<CancellationToken>,
     pub(crate) bus: Bus,
@@ -46,7 +47,7 @@ impl Context {
             correlation_id: None,
             sender: bus.node_id(),
             scope: Scope::Local,
-            deadline: None,
+            deadline: Deadline::None,
             headers: Headers::new(),
             cancel: None,
             bus: bus.clone(),
@@ -73,9 +74,12 @@ impl Context {
         self.scope
     }
 
-    /// When the caller stops waiting for the reply, if it set a timeout.
+    /// When the caller stops waiting for the reply, if it has a timeout.
+    ///
+    /// For a local command the deadline is fixed the first time it is read or the handler first
+    /// waits, so a handler that finishes at once never reads the clock.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.deadline.get()
     }
 
     /// The headers the sender attached.
@@ -113,6 +117,40 @@ impl Context {
         match &self.cancel {
             Some(c) => c.cancelled().await,
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// A request's deadline, read from the clock only when someone needs it.
+///
+/// A local handler runs inside its caller's future, which fixes its own deadline the first time
+/// the handler waits; the two may differ by the handler's first synchronous stretch, which is
+/// harmless: when the caller gives up, the local handler is dropped whatever it believes.
+#[derive(Debug, Clone)]
+pub(crate) enum Deadline {
+    None,
+    /// `timeout` from the first time the deadline is read.
+    After {
+        timeout: Duration,
+        at: OnceLock<Instant>,
+    },
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(timeout) => Deadline::After {
+                timeout,
+                at: OnceLock::new(),
+            },
+            None => Deadline::None,
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Instant> {
+        match self {
+            Deadline::None => None,
+            Deadline::After { timeout, at } => Some(*at.get_or_init(|| Instant::now() + *timeout)),
         }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// #[async_trait]
 /// impl CommandHandler<Add> for Adder {
-///     async fn handle(&self, cmd: Add, _ctx: &Context) -> Result<u32, HandlerError> {
+///     async fn handle(&self, cmd: Add, _ctx: Context) -> Result<u32, HandlerError> {
 ///         cmd.0.checked_add(cmd.1).ok_or_else(|| HandlerError::msg("overflow"))
 ///     }
 /// }
@@ -44,7 +44,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// let bus = Bus::builder().command_handler_with(|_| Ok(Adder)).start().await?;
 /// assert_eq!(bus.commands().local().send(Add(2, 3)).await?, 5);
 /// // A handler is a plain value too: call it directly in a unit test.
-/// let sum = Adder.handle(Add(1, 1), &Context::local(&bus)).await;
+/// let sum = Adder.handle(Add(1, 1), Context::local(&bus)).await;
 /// assert_eq!(sum.ok(), Some(2));
 /// # Ok(())
 /// # }
@@ -55,7 +55,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
     ///
     /// An `Err` reaches the caller as [`ErrorKind::HandlerFailed`](crate::ErrorKind::HandlerFailed)
     /// with the error's message; so does a panic, and the bus keeps serving.
-    async fn handle(&self, cmd: C, ctx: &Context) -> Result<C::Reply, HandlerError>;
+    async fn handle(&self, cmd: C, ctx: Context) -> Result<C::Reply, HandlerError>;
 }
 
 /// Handles one event type: every subscriber in scope gets each event.
@@ -79,7 +79,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 ///
 /// #[async_trait]
 /// impl EventHandler<Tick> for LastTick {
-///     async fn handle(&self, tick: &Tick, _ctx: &Context) -> Result<(), HandlerError> {
+///     async fn handle(&self, tick: &Tick, _ctx: Context) -> Result<(), HandlerError> {
 ///         self.0.store(tick.0, Ordering::Relaxed);
 ///         Ok(())
 ///     }
@@ -89,7 +89,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 /// # async fn main() -> Result<(), meshbus_core::Error> {
 /// let bus = Bus::builder().start().await?;
 /// let last = LastTick::default();
-/// last.handle(&Tick(9), &Context::local(&bus)).await.ok();
+/// last.handle(&Tick(9), Context::local(&bus)).await.ok();
 /// assert_eq!(last.0.load(Ordering::Relaxed), 9);
 /// # Ok(())
 /// # }
@@ -98,58 +98,50 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 pub trait EventHandler<E: Event>: Send + Sync + 'static {
     /// Handles one event. An `Err` or a panic is logged and counted in
     /// [`BusStats`](crate::BusStats); the subscription goes on with the next event.
-    async fn handle(&self, event: &E, ctx: &Context) -> Result<(), HandlerError>;
+    async fn handle(&self, event: &E, ctx: Context) -> Result<(), HandlerError>;
 }
 
-/// A command handler with its type erased down to its command type: what the bus stores.
-pub(crate) type CommandFn<C> = dyn Fn(C, Context) -> BoxFuture<'static, Result<<C as Command>::Reply, HandlerError>>
-    + Send
-    + Sync;
+/// A closure registered as a command handler.
+pub(crate) struct CommandFnHandler<F>(pub(crate) F);
 
-/// An event handler erased down to its event type.
-pub(crate) type EventFn<E> =
-    dyn Fn(Arc<E>, Context) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
-
-pub(crate) fn command_fn_from_closure<C, F, Fut>(f: F) -> Arc<CommandFn<C>>
+#[async_trait]
+impl<C, F, Fut> CommandHandler<C> for CommandFnHandler<F>
 where
     C: Command,
     F: Fn(C, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
 {
-    Arc::new(move |cmd, ctx| Box::pin(f(cmd, ctx)))
+    async fn handle(&self, cmd: C, ctx: Context) -> Result<C::Reply, HandlerError> {
+        (self.0)(cmd, ctx).await
+    }
 }
 
-pub(crate) fn command_fn_from_handler<C, H>(h: H) -> Arc<CommandFn<C>>
-where
-    C: Command,
-    H: CommandHandler<C>,
-{
-    let h = Arc::new(h);
-    Arc::new(move |cmd, ctx| {
-        let h = Arc::clone(&h);
-        Box::pin(async move { h.handle(cmd, &ctx).await })
-    })
+/// What the bus stores for a subscriber: trait handlers get `&E`, closures the `Arc<E>`.
+pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync + 'static {
+    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>>;
 }
 
-pub(crate) fn event_fn_from_closure<E, F, Fut>(f: F) -> Arc<EventFn<E>>
+/// A trait handler registered as a subscriber.
+pub(crate) struct EventTraitHandler<H>(pub(crate) H);
+
+impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for EventTraitHandler<H> {
+    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>> {
+        Box::pin(async move { self.0.handle(&event, ctx).await })
+    }
+}
+
+/// A closure registered as a subscriber.
+pub(crate) struct EventFnHandler<F>(pub(crate) F);
+
+impl<E, F, Fut> ErasedEventHandler<E> for EventFnHandler<F>
 where
     E: Event,
     F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    Arc::new(move |ev, ctx| Box::pin(f(ev, ctx)))
-}
-
-pub(crate) fn event_fn_from_handler<E, H>(h: H) -> Arc<EventFn<E>>
-where
-    E: Event,
-    H: EventHandler<E>,
-{
-    let h = Arc::new(h);
-    Arc::new(move |ev, ctx| {
-        let h = Arc::clone(&h);
-        Box::pin(async move { h.handle(&ev, &ctx).await })
-    })
+    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>> {
+        Box::pin((self.0)(event, ctx))
+    }
 }
 
 /// The text of a panic payload.

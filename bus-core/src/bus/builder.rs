@@ -14,11 +14,11 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
-use crate::context::Context;
+use crate::context::{Context, Deadline};
 use crate::error::{Error, HandlerError};
 use crate::handler::{
-    command_fn_from_closure, command_fn_from_handler, event_fn_from_closure, event_fn_from_handler,
-    panic_message, BoxFuture, CommandFn, EventFn,
+    panic_message, BoxFuture, CommandFnHandler, ErasedEventHandler, EventFnHandler,
+    EventTraitHandler,
 };
 use crate::id::NodeId;
 use crate::message::{Command, Event};
@@ -64,7 +64,7 @@ type Registration = Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error
 ///
 /// #[async_trait]
 /// impl CommandHandler<Greet> for Greeter {
-///     async fn handle(&self, cmd: Greet, _ctx: &Context) -> Result<String, HandlerError> {
+///     async fn handle(&self, cmd: Greet, _ctx: Context) -> Result<String, HandlerError> {
 ///         Ok(format!("{}, {}", self.greeting.0, cmd.0))
 ///     }
 /// }
@@ -189,8 +189,8 @@ impl BusBuilder {
         F: Fn(C, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
     {
-        let f = command_fn_from_closure(handler);
-        self.register(move |_, reg| add_command(reg, f))
+        let h: Arc<dyn CommandHandler<C>> = Arc::new(CommandFnHandler(handler));
+        self.register(move |_, reg| add_command(reg, h))
     }
 
     /// Registers the handler of command `C` that `factory` builds from the services, inside
@@ -202,8 +202,8 @@ impl BusBuilder {
         F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
     {
         self.register(move |services, reg| {
-            let h = factory(services)?;
-            add_command(reg, command_fn_from_handler::<C, H>(h))
+            let h: Arc<dyn CommandHandler<C>> = Arc::new(factory(services)?);
+            add_command(reg, h)
         })
     }
 
@@ -225,8 +225,8 @@ impl BusBuilder {
         F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let f = event_fn_from_closure(handler);
-        self.register(move |_, reg| add_subscriber(reg, f, options))
+        let h: Arc<dyn ErasedEventHandler<E>> = Arc::new(EventFnHandler(handler));
+        self.register(move |_, reg| add_subscriber(reg, h, options))
     }
 
     /// Registers the subscriber of event `E` that `factory` builds from the services, inside
@@ -249,8 +249,8 @@ impl BusBuilder {
         F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
     {
         self.register(move |services, reg| {
-            let h = factory(services)?;
-            add_subscriber(reg, event_fn_from_handler::<E, H>(h), options)
+            let h: Arc<dyn ErasedEventHandler<E>> = Arc::new(EventTraitHandler(factory(services)?));
+            add_subscriber(reg, h, options)
         })
     }
 
@@ -333,7 +333,7 @@ impl BusBuilder {
     }
 }
 
-fn add_command<C: Command>(reg: &mut Registry, f: Arc<CommandFn<C>>) -> Result<(), Error> {
+fn add_command<C: Command>(reg: &mut Registry, f: Arc<dyn CommandHandler<C>>) -> Result<(), Error> {
     if let Some(existing) = reg.commands.get(C::NAME) {
         let err = if existing.type_id == std::any::TypeId::of::<C>() {
             Error::config(format!(
@@ -352,7 +352,7 @@ fn add_command<C: Command>(reg: &mut Registry, f: Arc<CommandFn<C>>) -> Result<(
 
 fn add_subscriber<E: Event>(
     reg: &mut Registry,
-    f: Arc<EventFn<E>>,
+    f: Arc<dyn ErasedEventHandler<E>>,
     options: SubscriptionOptions,
 ) -> Result<(), Error> {
     let id = reg.next_subscription_id;
@@ -378,7 +378,7 @@ fn add_subscriber<E: Event>(
 /// closed and empty, or the bus is gone.
 async fn run_subscriber<E: Event>(
     rx: flume::Receiver<Delivery<E>>,
-    handler: Arc<EventFn<E>>,
+    handler: Arc<dyn ErasedEventHandler<E>>,
     bus: Weak<BusInner>,
 ) {
     while let Ok(delivery) = rx.recv_async().await {
@@ -389,7 +389,7 @@ async fn run_subscriber<E: Event>(
             correlation_id: meta.correlation_id.clone(),
             sender: meta.sender,
             scope: meta.scope,
-            deadline: None,
+            deadline: Deadline::None,
             headers: meta.headers.clone(),
             cancel: None,
             bus: Bus {
@@ -397,7 +397,7 @@ async fn run_subscriber<E: Event>(
             },
         };
         let message_id = meta.message_id;
-        let outcome = AssertUnwindSafe(handler(delivery.event, ctx))
+        let outcome = AssertUnwindSafe(handler.call(delivery.event, ctx))
             .catch_unwind()
             .await;
         match outcome {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::{Bus, InFlight};
-use crate::context::{Context, Headers};
+use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
@@ -157,22 +157,21 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
             Timeout::Default => inner.config.request_timeout,
             Timeout::Set(t) => t,
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
         let ctx = Context {
             message_id: inner.next_message_id(),
             correlation_id: self.correlation_id,
             sender: inner.identity.node_id,
             scope: self.scope,
-            deadline,
+            deadline: Deadline::after(timeout),
             headers: self.headers,
             cancel: None,
             bus: self.bus.clone(),
         };
-        let fut = handler(self.cmd, ctx);
+        let fut = handler.handle(self.cmd, ctx);
         ResponseFuture {
             state: State::Local(LocalCall {
                 fut,
-                deadline,
+                timeout,
                 sleep: None,
                 name: C::NAME,
                 bus: self.bus,
@@ -205,9 +204,11 @@ enum State<'a, R> {
 }
 
 struct LocalCall<'a, R> {
-    fut: BoxFuture<'static, Result<R, HandlerError>>,
-    deadline: Option<Instant>,
-    /// Made on the first `Pending`: a handler that finishes at once never touches the timer.
+    /// Borrows the handler from the bus's registry.
+    fut: BoxFuture<'a, Result<R, HandlerError>>,
+    timeout: Option<Duration>,
+    /// Made on the first `Pending`, `timeout` from then: a handler that finishes at once never
+    /// reads the clock or touches the timer.
     sleep: Option<Pin<Box<Sleep>>>,
     name: &'static str,
     bus: &'a Bus,
@@ -268,10 +269,10 @@ fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<
         }
         Ok(Poll::Pending) => {}
     }
-    if let Some(deadline) = call.deadline {
+    if let Some(timeout) = call.timeout {
         let sleep = call
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(
                 Error::new(ErrorKind::Timeout).with_message_name(call.name)

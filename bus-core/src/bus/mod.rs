@@ -22,7 +22,7 @@ pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
 
 use crate::error::{Error, ErrorKind};
-use crate::handler::CommandFn;
+use crate::handler::CommandHandler;
 use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::stats::{BusStats, Counters};
@@ -80,12 +80,12 @@ pub(crate) struct Config {
 pub(crate) struct CommandSlot {
     pub(crate) type_id: TypeId,
     pub(crate) type_name: &'static str,
-    /// An `Arc<CommandFn<C>>`.
+    /// An `Arc<dyn CommandHandler<C>>`.
     pub(crate) handler: Box<dyn Any + Send + Sync>,
 }
 
 impl CommandSlot {
-    pub(crate) fn new<C: Command>(handler: Arc<CommandFn<C>>) -> Self {
+    pub(crate) fn new<C: Command>(handler: Arc<dyn CommandHandler<C>>) -> Self {
         CommandSlot {
             type_id: TypeId::of::<C>(),
             type_name: std::any::type_name::<C>(),
@@ -93,7 +93,7 @@ impl CommandSlot {
         }
     }
 
-    pub(crate) fn get<C: Command>(&self) -> Option<&Arc<CommandFn<C>>> {
+    pub(crate) fn get<C: Command>(&self) -> Option<&Arc<dyn CommandHandler<C>>> {
         self.handler.downcast_ref()
     }
 }
