@@ -43,7 +43,7 @@ impl Context {
     /// ```
     pub fn local(bus: &Bus) -> Self {
         Context {
-            message_id: bus.inner.next_message_id(),
+            message_id: crate::id::next_message_id(),
             correlation_id: None,
             sender: bus.node_id(),
             scope: Scope::Local,

@@ -315,7 +315,6 @@ impl BusBuilder {
             drained: tokio::sync::Notify::new(),
             tracker: TaskTracker::new(),
             tasks: Mutex::new(JoinSet::new()),
-            next_message_id: AtomicU64::new(1),
             next_subscription_id: AtomicU64::new(next_subscription_id),
             counters: Counters::default(),
         });

@@ -158,7 +158,7 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
             Timeout::Set(t) => t,
         };
         let ctx = Context {
-            message_id: inner.next_message_id(),
+            message_id: crate::id::next_message_id(),
             correlation_id: self.correlation_id,
             sender: inner.identity.node_id,
             scope: self.scope,

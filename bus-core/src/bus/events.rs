@@ -127,7 +127,7 @@ impl<E: Event> IntoFuture for Publish<'_, E> {
         };
         let event = Arc::new(self.event);
         let meta = Arc::new(EventMeta {
-            message_id: inner.next_message_id(),
+            message_id: crate::id::next_message_id(),
             correlation_id: self.correlation_id,
             sender: inner.identity.node_id,
             scope: self.scope,

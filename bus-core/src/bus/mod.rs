@@ -167,16 +167,11 @@ pub(crate) struct BusInner {
     pub(crate) tracker: TaskTracker,
     /// Owns the subscription workers: dropping the bus aborts them.
     pub(crate) tasks: Mutex<JoinSet<()>>,
-    pub(crate) next_message_id: AtomicU64,
     pub(crate) next_subscription_id: AtomicU64,
     pub(crate) counters: Counters,
 }
 
 impl BusInner {
-    pub(crate) fn next_message_id(&self) -> u64 {
-        self.next_message_id.fetch_add(1, Ordering::Relaxed)
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
