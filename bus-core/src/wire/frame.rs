@@ -41,6 +41,9 @@ pub const HANDSHAKE_MAX_FRAME_SIZE: usize = 64 * 1024;
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 4 * 1024;
 
 /// Size of the length prefix.
+/// How far ahead of the received bytes the decoder reserves for an incomplete frame.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 const PREFIX_LEN: usize = 4;
 
 /// Size of the header part every frame has: kind, flags, request id.
@@ -428,7 +431,9 @@ impl FrameCodec {
             return Err(FrameError::TooLarge { declared, limit });
         };
         if src.len() < whole {
-            src.reserve(whole - src.len());
+            // Grow with the bytes that arrive, not with what the peer announces: a peer that
+            // declares 16 MiB and then trickles must not make us hold 16 MiB per connection.
+            src.reserve((whole - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         let mut frame = src.split_to(whole).freeze();

@@ -255,7 +255,22 @@ fn an_oversized_length_is_refused_before_reserving() {
     let mut at = BytesMut::new();
     at.put_u32(HANDSHAKE_MAX_FRAME_SIZE as u32);
     assert!(codec.decode(&mut at).unwrap().is_none());
-    assert!(at.capacity() >= HANDSHAKE_MAX_FRAME_SIZE + PREFIX_LEN);
+}
+
+#[test]
+fn an_announced_frame_does_not_reserve_its_whole_size() {
+    // A peer that declares a frame at the limit and then trickles it must not make the decoder
+    // hold the whole declared size up front.
+    let codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    buf.put_u32(DEFAULT_MAX_FRAME_SIZE as u32);
+    buf.put_u8(FrameKind::Event.to_u8());
+    assert!(codec.decode(&mut buf).unwrap().is_none());
+    assert!(
+        buf.capacity() <= 2 * RESERVE_AHEAD,
+        "reserved {} bytes for a frame that has not arrived",
+        buf.capacity()
+    );
 }
 
 /// A hand-built compressed frame: kind Event, no name or headers, the given decompressed-size
