@@ -285,6 +285,18 @@ impl ControlMessage for Interest {
     const KIND: FrameKind = FrameKind::Interest;
 }
 
+/// Asks the peer for a fresh [`Interest`] snapshot, after a gap in its delta sequence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterestRequest {
+    /// The last sequence number the asker applied, if any.
+    #[serde(default)]
+    pub have_seq: Option<u64>,
+}
+
+impl ControlMessage for InterestRequest {
+    const KIND: FrameKind = FrameKind::InterestRequest;
+}
+
 /// What a node knows of one peer, as gossiped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipEntry {

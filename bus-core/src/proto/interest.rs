@@ -1,0 +1,326 @@
+//! Interest: which commands a node handles and which events it subscribes to.
+//!
+//! A node sends each peer a snapshot when they connect, then numbered deltas as its handlers and
+//! subscriptions change. A receiver that sees a gap in the numbers keeps what it has and asks for
+//! a fresh snapshot ([`InterestRequest`]); deltas it has already applied are ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::wire::control::{Interest, InterestRequest};
+
+/// This node's own interest, and the deltas that tell peers about changes.
+///
+/// Event subscriptions are counted: a second subscription to the same event name changes
+/// nothing on the wire, and only the last unsubscription sends a delta.
+///
+/// # Examples
+///
+/// ```
+/// use meshbus_core::proto::interest::{LocalInterest, RemoteInterest, Applied};
+///
+/// let mut local = LocalInterest::new();
+/// local.add_command("orders.place");
+/// let mut remote = RemoteInterest::new();
+/// assert_eq!(remote.apply(&local.snapshot()), Applied::Changed);
+/// let delta = local.subscribe("orders.placed").expect("a new subscription is news");
+/// assert_eq!(remote.apply(&delta), Applied::Changed);
+/// assert!(remote.handles("orders.place") && remote.subscribes("orders.placed"));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct LocalInterest {
+    seq: u64,
+    commands: BTreeSet<String>,
+    events: BTreeMap<String, usize>,
+}
+
+impl LocalInterest {
+    /// No commands, no subscriptions, sequence 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Everything, to send on connect or on an [`InterestRequest`].
+    pub fn snapshot(&self) -> Interest {
+        Interest {
+            seq: self.seq,
+            snapshot: true,
+            commands_added: self.commands.iter().cloned().collect(),
+            commands_removed: Vec::new(),
+            events_added: self.events.keys().cloned().collect(),
+            events_removed: Vec::new(),
+        }
+    }
+
+    /// Starts handling `name`; the delta to send, if this is news.
+    pub fn add_command(&mut self, name: &str) -> Option<Interest> {
+        if !self.commands.insert(name.to_owned()) {
+            return None;
+        }
+        Some(self.delta(|d| d.commands_added.push(name.to_owned())))
+    }
+
+    /// Stops handling `name`; the delta to send, if this is news.
+    pub fn remove_command(&mut self, name: &str) -> Option<Interest> {
+        if !self.commands.remove(name) {
+            return None;
+        }
+        Some(self.delta(|d| d.commands_removed.push(name.to_owned())))
+    }
+
+    /// One more subscription to event `name`; a delta only for the first.
+    pub fn subscribe(&mut self, name: &str) -> Option<Interest> {
+        let count = self.events.entry(name.to_owned()).or_insert(0);
+        *count += 1;
+        (*count == 1).then(|| self.delta(|d| d.events_added.push(name.to_owned())))
+    }
+
+    /// One subscription to event `name` fewer; a delta only for the last.
+    pub fn unsubscribe(&mut self, name: &str) -> Option<Interest> {
+        let count = self.events.get_mut(name)?;
+        *count -= 1;
+        if *count > 0 {
+            return None;
+        }
+        self.events.remove(name);
+        Some(self.delta(|d| d.events_removed.push(name.to_owned())))
+    }
+
+    fn delta(&mut self, fill: impl FnOnce(&mut Interest)) -> Interest {
+        self.seq += 1;
+        let mut delta = Interest {
+            seq: self.seq,
+            snapshot: false,
+            ..Interest::default()
+        };
+        fill(&mut delta);
+        delta
+    }
+}
+
+/// What applying an [`Interest`] message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The peer's interest changed.
+    Changed,
+    /// The message was valid but changed nothing (a repeated snapshot, say).
+    Unchanged,
+    /// A delta already applied, or older than the snapshot we have: ignored.
+    Stale,
+    /// A delta after a gap (or before any snapshot): ignored; send the returned
+    /// [`RemoteInterest::snapshot_request`] and keep routing on what we have.
+    Gap {
+        /// The sequence number we expected.
+        expected: u64,
+        /// The one that came.
+        got: u64,
+    },
+}
+
+/// What we know of one peer's interest.
+#[derive(Debug, Default, Clone)]
+pub struct RemoteInterest {
+    seq: Option<u64>,
+    commands: BTreeSet<String>,
+    events: BTreeSet<String>,
+}
+
+impl RemoteInterest {
+    /// Nothing known yet: the peer handles nothing until its snapshot arrives.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The last sequence number applied, if a snapshot has arrived.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// Applies a snapshot or a delta.
+    pub fn apply(&mut self, msg: &Interest) -> Applied {
+        if msg.snapshot {
+            if self.seq.is_some_and(|seq| msg.seq < seq) {
+                return Applied::Stale;
+            }
+            let commands: BTreeSet<String> = msg.commands_added.iter().cloned().collect();
+            let events: BTreeSet<String> = msg.events_added.iter().cloned().collect();
+            let changed = commands != self.commands || events != self.events;
+            self.commands = commands;
+            self.events = events;
+            self.seq = Some(msg.seq);
+            return if changed {
+                Applied::Changed
+            } else {
+                Applied::Unchanged
+            };
+        }
+        let expected = self.seq.map_or(0, |s| s.saturating_add(1));
+        match self.seq {
+            Some(seq) if msg.seq <= seq => return Applied::Stale,
+            Some(_) if msg.seq == expected => {}
+            _ => {
+                return Applied::Gap {
+                    expected,
+                    got: msg.seq,
+                }
+            }
+        }
+        let mut changed = false;
+        for name in &msg.commands_added {
+            changed |= self.commands.insert(name.clone());
+        }
+        for name in &msg.commands_removed {
+            changed |= self.commands.remove(name);
+        }
+        for name in &msg.events_added {
+            changed |= self.events.insert(name.clone());
+        }
+        for name in &msg.events_removed {
+            changed |= self.events.remove(name);
+        }
+        self.seq = Some(msg.seq);
+        if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        }
+    }
+
+    /// The request to send after a [`Applied::Gap`].
+    pub fn snapshot_request(&self) -> InterestRequest {
+        InterestRequest { have_seq: self.seq }
+    }
+
+    /// Whether the peer handles command `name`.
+    pub fn handles(&self, name: &str) -> bool {
+        self.commands.contains(name)
+    }
+
+    /// Whether the peer subscribes to event `name`.
+    pub fn subscribes(&self, name: &str) -> bool {
+        self.events.contains(name)
+    }
+
+    /// The command names the peer handles.
+    pub fn commands(&self) -> impl Iterator<Item = &str> {
+        self.commands.iter().map(String::as_str)
+    }
+
+    /// The event names the peer subscribes to.
+    pub fn events(&self) -> impl Iterator<Item = &str> {
+        self.events.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::control::ControlMessage;
+    use crate::wire::frame::FrameCodec;
+    use bytes::BytesMut;
+
+    /// Sends `msg` through the real codec, as a peer would receive it.
+    fn over_the_wire(msg: &Interest) -> Interest {
+        let codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        codec.encode(&msg.to_frame().unwrap(), &mut buf).unwrap();
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        Interest::from_frame(&frame).unwrap()
+    }
+
+    #[test]
+    fn snapshot_then_deltas_track_the_peer() {
+        let mut local = LocalInterest::new();
+        local.add_command("a");
+        local.subscribe("e");
+        let mut remote = RemoteInterest::new();
+        assert_eq!(
+            remote.apply(&over_the_wire(&local.snapshot())),
+            Applied::Changed
+        );
+        assert!(remote.handles("a") && remote.subscribes("e"));
+
+        let d1 = local.add_command("b").unwrap();
+        let d2 = local.remove_command("a").unwrap();
+        let d3 = local.unsubscribe("e").unwrap();
+        for d in [&d1, &d2, &d3] {
+            assert_eq!(remote.apply(&over_the_wire(d)), Applied::Changed);
+        }
+        assert!(!remote.handles("a") && remote.handles("b") && !remote.subscribes("e"));
+        assert_eq!(remote.seq(), Some(local.seq()));
+    }
+
+    #[test]
+    fn an_interest_gap_asks_for_a_snapshot() {
+        let mut local = LocalInterest::new();
+        let mut remote = RemoteInterest::new();
+        remote.apply(&local.snapshot());
+        let d1 = local.add_command("a").unwrap();
+        let _lost = local.add_command("b").unwrap();
+        let d3 = local.add_command("c").unwrap();
+        assert_eq!(remote.apply(&d1), Applied::Changed);
+        // d2 never arrives: d3 is a gap and is not applied.
+        assert_eq!(
+            remote.apply(&d3),
+            Applied::Gap {
+                expected: 2,
+                got: 3
+            }
+        );
+        assert!(!remote.handles("c"));
+        assert_eq!(remote.snapshot_request().have_seq, Some(1));
+        // The snapshot the request brings repairs everything.
+        assert_eq!(remote.apply(&local.snapshot()), Applied::Changed);
+        assert!(remote.handles("a") && remote.handles("b") && remote.handles("c"));
+        // The late d3 is now stale.
+        assert_eq!(remote.apply(&d3), Applied::Stale);
+    }
+
+    #[test]
+    fn a_delta_before_any_snapshot_is_a_gap() {
+        let mut local = LocalInterest::new();
+        let d = local.add_command("a").unwrap();
+        let mut remote = RemoteInterest::new();
+        assert!(matches!(remote.apply(&d), Applied::Gap { .. }));
+        assert!(!remote.handles("a"));
+        assert_eq!(remote.snapshot_request().have_seq, None);
+    }
+
+    #[test]
+    fn repeated_and_older_messages_are_ignored() {
+        let mut local = LocalInterest::new();
+        let mut remote = RemoteInterest::new();
+        let d1 = local.add_command("a").unwrap();
+        let snap = local.snapshot();
+        assert_eq!(remote.apply(&snap), Applied::Changed);
+        assert_eq!(remote.apply(&snap), Applied::Unchanged);
+        assert_eq!(remote.apply(&d1), Applied::Stale);
+        let older = Interest {
+            seq: 0,
+            snapshot: true,
+            ..Interest::default()
+        };
+        assert_eq!(remote.apply(&older), Applied::Stale);
+        assert!(remote.handles("a"));
+    }
+
+    #[test]
+    fn subscriptions_are_counted() {
+        let mut local = LocalInterest::new();
+        assert!(local.subscribe("e").is_some());
+        assert!(
+            local.subscribe("e").is_none(),
+            "a second subscriber is no news"
+        );
+        assert!(local.unsubscribe("e").is_none(), "one subscriber is left");
+        assert!(local.unsubscribe("e").is_some());
+        assert!(local.unsubscribe("e").is_none(), "nothing left to remove");
+        assert!(local.add_command("c").is_some());
+        assert!(local.add_command("c").is_none());
+        assert_eq!(local.seq(), 3);
+    }
+}
