@@ -50,7 +50,7 @@ impl Context {
             deadline: Deadline::None,
             headers: Headers::new(),
             cancel: None,
-            bus: bus.clone(),
+            bus: bus.handler_handle(),
         }
     }
 

@@ -140,7 +140,9 @@ where
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>> {
-        Box::pin((self.0)(event, ctx))
+        // The closure is called inside the future, so that a panic in its synchronous part is
+        // caught where the future's panics are.
+        Box::pin(async move { (self.0)(event, ctx).await })
     }
 }
 

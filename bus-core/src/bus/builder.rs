@@ -311,6 +311,8 @@ impl BusBuilder {
             commands,
             events: ArcSwap::from_pointee(events),
             closed: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
+            sealed_token: tokio_util::sync::CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
             tracker: TaskTracker::new(),
@@ -328,7 +330,7 @@ impl BusBuilder {
                 tasks.spawn(inner.tracker.track_future(fut));
             }
         }
-        Ok(Bus { inner })
+        Ok(Bus::owning(inner))
     }
 }
 
@@ -367,8 +369,13 @@ fn add_subscriber<E: Event>(
     for _ in 0..options.get_concurrency() {
         let rx = rx.clone();
         let f = Arc::clone(&f);
-        reg.workers
-            .push(Box::new(move |bus| Box::pin(run_subscriber(rx, f, bus))));
+        let span = tracing::debug_span!("subscription", event = E::NAME, id);
+        reg.workers.push(Box::new(move |bus| {
+            Box::pin(tracing::Instrument::instrument(
+                run_subscriber(rx, f, bus),
+                span,
+            ))
+        }));
     }
     Ok(())
 }
@@ -391,9 +398,7 @@ async fn run_subscriber<E: Event>(
             deadline: Deadline::None,
             headers: meta.headers.clone(),
             cancel: None,
-            bus: Bus {
-                inner: Arc::clone(&inner),
-            },
+            bus: Bus::for_handler(Arc::clone(&inner)),
         };
         let message_id = meta.message_id;
         let outcome = AssertUnwindSafe(handler.call(delivery.event, ctx))

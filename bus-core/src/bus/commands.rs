@@ -133,25 +133,36 @@ impl<C: Command> SendCommand<'_, C> {
 
 impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
     type Output = Result<C::Reply, Error>;
-    type IntoFuture = ResponseFuture<'a, C::Reply>;
+    type IntoFuture = ResponseFuture<'a, C>;
 
-    fn into_future(self) -> ResponseFuture<'a, C::Reply> {
-        let inner = &self.bus.inner;
+    /// Nothing happens until the future is first polled.
+    fn into_future(self) -> ResponseFuture<'a, C> {
+        ResponseFuture {
+            state: State::Start(Some(self)),
+        }
+    }
+}
+
+impl<'a, C: Command> SendCommand<'a, C> {
+    /// Looks the handler up and starts it (on the caller's task).
+    fn start(self) -> Result<LocalCall<'a, C::Reply>, Error> {
+        let bus = self.bus;
+        let inner = &bus.inner;
         let guard = inner.enter();
-        if inner.is_closed() {
-            return ResponseFuture::done(Err(Error::closed().with_message_name(C::NAME)));
+        if bus.refuses_work() {
+            return Err(Error::closed().with_message_name(C::NAME));
         }
         let Some(slot) = inner.commands.get(C::NAME) else {
-            return ResponseFuture::done(Err(Error::new(ErrorKind::NoHandler)
+            return Err(Error::new(ErrorKind::NoHandler)
                 .with_message_name(C::NAME)
-                .with_scope(self.scope)));
+                .with_scope(self.scope));
         };
         let Some(handler) = slot.get::<C>() else {
-            return ResponseFuture::done(Err(super::name_clash(
+            return Err(super::name_clash(
                 C::NAME,
                 slot.type_name,
                 std::any::type_name::<C>(),
-            )));
+            ));
         };
         let timeout = match self.timeout {
             Timeout::Default => inner.config.request_timeout,
@@ -165,20 +176,30 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
             deadline: Deadline::after(timeout),
             headers: self.headers,
             cancel: None,
-            bus: self.bus.clone(),
+            bus: bus.handler_handle(),
         };
-        let fut = handler.handle(self.cmd, ctx);
-        ResponseFuture {
-            state: State::Local(LocalCall {
-                fut,
-                timeout,
-                sleep: None,
-                name: C::NAME,
-                bus: self.bus,
-                _in_flight: guard,
-            }),
-        }
+        let cmd = self.cmd;
+        // A hand-written handler may run code (and panic) before it returns its future.
+        let fut = catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, ctx)))
+            .map_err(|panic| handler_panicked(bus, C::NAME, &*panic))?;
+        Ok(LocalCall {
+            fut,
+            timeout,
+            sleep: None,
+            name: C::NAME,
+            bus,
+            _in_flight: guard,
+        })
     }
+}
+
+fn handler_panicked(bus: &Bus, name: &'static str, panic: &(dyn std::any::Any + Send)) -> Error {
+    let msg = panic_message(panic);
+    tracing::error!(command = name, panic = %msg, "command handler panicked");
+    Counters::bump(&bus.inner.counters.command_handler_panics);
+    Error::new(ErrorKind::HandlerFailed)
+        .with_message_name(name)
+        .with_handler_message(msg)
 }
 
 impl<C: Command> fmt::Debug for SendCommand<'_, C> {
@@ -193,14 +214,17 @@ impl<C: Command> fmt::Debug for SendCommand<'_, C> {
 }
 
 /// The future of a [`SendCommand`]: resolves to the handler's reply or an [`Error`].
+///
+/// It borrows the [`Bus`]; to send from a spawned task, move a clone of the bus into the task.
 #[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture<'a, R> {
-    state: State<'a, R>,
+pub struct ResponseFuture<'a, C: Command> {
+    state: State<'a, C>,
 }
 
-enum State<'a, R> {
-    Done(Option<Result<R, Error>>),
-    Local(LocalCall<'a, R>),
+enum State<'a, C: Command> {
+    Start(Option<SendCommand<'a, C>>),
+    Local(LocalCall<'a, C::Reply>),
+    Done,
 }
 
 struct LocalCall<'a, R> {
@@ -216,39 +240,43 @@ struct LocalCall<'a, R> {
     _in_flight: InFlight<'a>,
 }
 
-impl<R> ResponseFuture<'_, R> {
-    fn done(result: Result<R, Error>) -> Self {
-        ResponseFuture {
-            state: State::Done(Some(result)),
-        }
-    }
-}
+// Nothing in the future is ever pinned in place: the handler's future and the timer are boxed,
+// and the command and reply are only moved.
+impl<C: Command> Unpin for ResponseFuture<'_, C> {}
 
-// Nothing in the future is ever pinned in place: the handler's future is boxed, and the reply
-// is only moved out.
-impl<R> Unpin for ResponseFuture<'_, R> {}
-
-impl<R> Future for ResponseFuture<'_, R> {
-    type Output = Result<R, Error>;
+impl<C: Command> Future for ResponseFuture<'_, C> {
+    type Output = Result<C::Reply, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let outcome = match &mut this.state {
-            State::Done(result) => {
-                return Poll::Ready(result.take().unwrap_or_else(|| {
-                    Err(Error::new(ErrorKind::Closed)
-                        .with_detail("response polled after completion"))
-                }))
+        if let State::Start(send) = &mut this.state {
+            let Some(send) = send.take() else {
+                this.state = State::Done;
+                return Poll::Ready(Err(polled_after_completion()));
+            };
+            match send.start() {
+                Ok(call) => this.state = State::Local(call),
+                Err(e) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(e));
+                }
             }
+        }
+        let outcome = match &mut this.state {
             State::Local(call) => match poll_local(call, cx) {
                 Poll::Ready(r) => r,
                 Poll::Pending => return Poll::Pending,
             },
+            State::Start(_) | State::Done => Err(polled_after_completion()),
         };
         // Drops the handler future and the in-flight guard now, not when the caller drops us.
-        this.state = State::Done(None);
+        this.state = State::Done;
         Poll::Ready(outcome)
     }
+}
+
+fn polled_after_completion() -> Error {
+    Error::new(ErrorKind::Closed).with_detail("response polled after completion")
 }
 
 fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<Result<R, Error>> {
@@ -259,14 +287,7 @@ fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<
                 .with_message_name(call.name)
                 .with_handler_message(err.message())))
         }
-        Err(panic) => {
-            let msg = panic_message(&*panic);
-            tracing::error!(command = call.name, panic = %msg, "command handler panicked");
-            Counters::bump(&call.bus.inner.counters.command_handler_panics);
-            return Poll::Ready(Err(Error::new(ErrorKind::HandlerFailed)
-                .with_message_name(call.name)
-                .with_handler_message(msg)));
-        }
+        Err(panic) => return Poll::Ready(Err(handler_panicked(call.bus, call.name, &*panic))),
         Ok(Poll::Pending) => {}
     }
     if let Some(timeout) = call.timeout {
@@ -282,13 +303,15 @@ fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<
     Poll::Pending
 }
 
-impl<R> fmt::Debug for ResponseFuture<'_, R> {
+impl<C: Command> fmt::Debug for ResponseFuture<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Done(_) => "done",
+            State::Start(_) => "not started",
             State::Local(_) => "local",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
+            .field("command", &C::NAME)
             .field("state", &state)
             .finish()
     }

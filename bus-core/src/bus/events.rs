@@ -14,7 +14,7 @@ use crate::handler::BoxFuture;
 use crate::message::Event;
 use crate::scope::Scope;
 use crate::stats::Counters;
-use crate::subscription::{Delivery, EventMeta, FullPolicy};
+use crate::subscription::{Delivery, EventMeta, FullPolicy, SubSender};
 
 /// Publishes events in a scope. Made by [`Bus::events`]; the default scope is
 /// [`Scope::Cluster`].
@@ -72,16 +72,20 @@ impl<'a> Events<'a> {
 
 /// An event being published: set options, then `.await` it.
 ///
-/// It resolves once the event has been admitted to the queue of every subscription in scope
-/// (or dropped and counted there, when that subscription's policy is
-/// [`FullPolicy::DropNewest`]); it does not wait for the handlers. Subscribers with room are
-/// served at once; the future waits only for subscriptions that are full and use
-/// [`FullPolicy::Wait`].
+/// Nothing happens until the future is first polled. It then resolves once the event has been
+/// admitted to the queue of every subscription in scope (or dropped and counted there, when
+/// that subscription's policy is [`FullPolicy::DropNewest`]); it does not wait for the handlers.
+/// Every subscription with room gets the event at once; the future then waits only for those
+/// that are full and use [`FullPolicy::Wait`], one after the other.
+///
+/// An event handler that publishes into its own subscription's full queue with
+/// [`FullPolicy::Wait`] waits for itself: give such subscriptions room, or
+/// [`FullPolicy::DropNewest`].
 ///
 /// # Cancel safety
 ///
-/// Dropping the future while it waits for a full subscription leaves the event undelivered to
-/// that subscription and the ones after it; the ones before it have it.
+/// Dropping the future while it waits leaves the event undelivered to the full subscriptions it
+/// was still waiting for; every other subscription has it.
 #[must_use = "an event is not published unless awaited"]
 pub struct Publish<'a, E: Event> {
     bus: &'a Bus,
@@ -105,21 +109,36 @@ impl<E: Event> Publish<'_, E> {
     }
 }
 
-impl<E: Event> IntoFuture for Publish<'_, E> {
+impl<'a, E: Event> IntoFuture for Publish<'a, E> {
     type Output = Result<(), Error>;
-    type IntoFuture = PublishFuture;
+    type IntoFuture = PublishFuture<'a, E>;
 
-    fn into_future(self) -> PublishFuture {
-        let inner = &self.bus.inner;
-        if inner.is_closed() {
-            return PublishFuture::ready(Err(Error::closed().with_message_name(E::NAME)));
+    fn into_future(self) -> PublishFuture<'a, E> {
+        PublishFuture {
+            state: PublishState::Start(Some(self)),
+        }
+    }
+}
+
+/// What a publish still has to do after offering the event to every subscription once.
+enum Started {
+    Done(Result<(), Error>),
+    Waiting(BoxFuture<'static, Result<(), Error>>),
+}
+
+impl<E: Event> Publish<'_, E> {
+    fn start(self) -> Started {
+        let bus = self.bus;
+        let inner = &bus.inner;
+        if bus.refuses_work() {
+            return Started::Done(Err(Error::closed().with_message_name(E::NAME)));
         }
         let table = inner.events.load();
         let Some(slot) = table.get(E::NAME) else {
-            return PublishFuture::ready(Ok(()));
+            return Started::Done(Ok(()));
         };
         let Some(subs) = slot.get::<E>() else {
-            return PublishFuture::ready(Err(super::name_clash(
+            return Started::Done(Err(super::name_clash(
                 E::NAME,
                 slot.type_name,
                 std::any::type_name::<E>(),
@@ -134,7 +153,9 @@ impl<E: Event> IntoFuture for Publish<'_, E> {
             headers: self.headers,
             published_at: None,
         });
-        for (i, sub) in subs.iter().enumerate() {
+        // Full subscriptions that want the publisher to wait: only their senders are kept.
+        let mut full: Vec<(Arc<SubSender<E>>, Delivery<E>)> = Vec::new();
+        for sub in subs {
             let delivery = Delivery {
                 event: Arc::clone(&event),
                 meta: Arc::clone(&meta),
@@ -148,46 +169,26 @@ impl<E: Event> IntoFuture for Publish<'_, E> {
                         sub.dropped.fetch_add(1, Ordering::Relaxed);
                         Counters::bump(&inner.counters.events_dropped);
                     }
-                    FullPolicy::Wait => {
-                        // Slow path: wait for this subscription, then serve the rest in order.
-                        let Some(subs) = slot.get_arc::<E>() else {
-                            return PublishFuture::ready(Ok(()));
-                        };
-                        let bus = self.bus.clone();
-                        return PublishFuture {
-                            state: PublishState::Waiting(Box::pin(async move {
-                                let mut pending = Some(delivery);
-                                for sub in &subs[i..] {
-                                    let delivery = pending.take().unwrap_or_else(|| Delivery {
-                                        event: Arc::clone(&event),
-                                        meta: Arc::clone(&meta),
-                                    });
-                                    admit(&bus, sub, delivery).await;
-                                }
-                                Ok(())
-                            })),
-                        };
-                    }
+                    FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),
                 },
             }
         }
-        PublishFuture::ready(Ok(()))
-    }
-}
-
-/// Admits one delivery to one subscription, honouring its policy.
-async fn admit<E: Event>(bus: &Bus, sub: &crate::subscription::SubSender<E>, d: Delivery<E>) {
-    match sub.policy {
-        FullPolicy::Wait => {
-            // An error means the subscription is gone: nobody to deliver to.
-            let _ = sub.tx.send_async(d).await;
+        if full.is_empty() {
+            return Started::Done(Ok(()));
         }
-        FullPolicy::DropNewest => {
-            if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(d) {
-                sub.dropped.fetch_add(1, Ordering::Relaxed);
-                Counters::bump(&bus.inner.counters.events_dropped);
+        let sealed = inner.sealed_token.clone();
+        Started::Waiting(Box::pin(async move {
+            for (sub, delivery) in full {
+                tokio::select! {
+                    // An error means the subscription is gone: nobody left to deliver to.
+                    _ = sub.tx.send_async(delivery) => {}
+                    () = sealed.cancelled() => {
+                        return Err(Error::closed().with_message_name(E::NAME));
+                    }
+                }
             }
-        }
+            Ok(())
+        }))
     }
 }
 
@@ -203,41 +204,57 @@ impl<E: Event> fmt::Debug for Publish<'_, E> {
 
 /// The future of a [`Publish`].
 #[must_use = "futures do nothing unless polled"]
-pub struct PublishFuture {
-    state: PublishState,
+pub struct PublishFuture<'a, E: Event> {
+    state: PublishState<'a, E>,
 }
 
-enum PublishState {
-    Ready(Option<Result<(), Error>>),
+enum PublishState<'a, E: Event> {
+    Start(Option<Publish<'a, E>>),
     Waiting(BoxFuture<'static, Result<(), Error>>),
+    Done,
 }
 
-impl PublishFuture {
-    fn ready(result: Result<(), Error>) -> Self {
-        PublishFuture {
-            state: PublishState::Ready(Some(result)),
-        }
-    }
-}
+// The event is only moved, never pinned in place; the waiting part is boxed.
+impl<E: Event> Unpin for PublishFuture<'_, E> {}
 
-impl Future for PublishFuture {
+impl<E: Event> Future for PublishFuture<'_, E> {
     type Output = Result<(), Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            PublishState::Ready(r) => Poll::Ready(r.take().unwrap_or(Ok(()))),
-            PublishState::Waiting(fut) => fut.as_mut().poll(cx),
+        let this = &mut *self;
+        if let PublishState::Start(publish) = &mut this.state {
+            let Some(publish) = publish.take() else {
+                this.state = PublishState::Done;
+                return Poll::Ready(Ok(()));
+            };
+            match publish.start() {
+                Started::Done(result) => {
+                    this.state = PublishState::Done;
+                    return Poll::Ready(result);
+                }
+                Started::Waiting(fut) => this.state = PublishState::Waiting(fut),
+            }
+        }
+        match &mut this.state {
+            PublishState::Waiting(fut) => {
+                let result = std::task::ready!(fut.as_mut().poll(cx));
+                this.state = PublishState::Done;
+                Poll::Ready(result)
+            }
+            PublishState::Start(_) | PublishState::Done => Poll::Ready(Ok(())),
         }
     }
 }
 
-impl fmt::Debug for PublishFuture {
+impl<E: Event> fmt::Debug for PublishFuture<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            PublishState::Ready(_) => "ready",
+            PublishState::Start(_) => "not started",
             PublishState::Waiting(_) => "waiting",
+            PublishState::Done => "done",
         };
         f.debug_struct("PublishFuture")
+            .field("event", &E::NAME)
             .field("state", &state)
             .finish()
     }

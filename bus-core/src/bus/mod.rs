@@ -8,13 +8,14 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use builder::BusBuilder;
@@ -58,6 +59,21 @@ use crate::subscription::{SubSender, Subscription, SubscriptionOptions};
 #[derive(Clone)]
 pub struct Bus {
     pub(crate) inner: Arc<BusInner>,
+    /// Present on the application's handles: when the last one is dropped, the bus's tasks stop.
+    /// Absent on the handle a handler reaches through its [`Context`](crate::Context), so that a
+    /// running handler never keeps its own bus alive.
+    owner: Option<Arc<Owner>>,
+}
+
+/// Stops the bus's tasks when the application's last handle is dropped.
+struct Owner(Weak<BusInner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.abort_tasks();
+        }
+    }
 }
 
 /// Who this node is.
@@ -112,10 +128,6 @@ impl EventSlot {
     pub(crate) fn get<E: Event>(&self) -> Option<&SubList<E>> {
         self.subs.downcast_ref()
     }
-
-    pub(crate) fn get_arc<E: Event>(&self) -> Option<Arc<SubList<E>>> {
-        Arc::clone(&self.subs).downcast().ok()
-    }
 }
 
 /// The routing snapshot for events: replaced as a whole when a subscription comes or goes, so
@@ -158,7 +170,13 @@ pub(crate) struct BusInner {
     pub(crate) config: Config,
     pub(crate) commands: FxHashMap<&'static str, CommandSlot>,
     pub(crate) events: ArcSwap<EventTable>,
+    /// Shutdown has begun: the application's handles are refused new work.
     pub(crate) closed: AtomicBool,
+    /// In-flight commands have drained: handlers' handles are refused too, and the subscription
+    /// queues are closing.
+    pub(crate) sealed: AtomicBool,
+    /// Cancelled when the bus seals: publishes still waiting for room give up with `Closed`.
+    pub(crate) sealed_token: CancellationToken,
     /// Local command handlers running now (on their callers' tasks).
     pub(crate) in_flight: AtomicUsize,
     /// Woken when `in_flight` drops to zero after `closed` was set.
@@ -178,8 +196,8 @@ impl BusInner {
 
     /// Counts a handler in flight until the guard drops.
     ///
-    /// Callers take the guard *before* checking [`is_closed`](Self::is_closed): with both sides
-    /// `SeqCst`, either the caller sees `closed`, or shutdown sees the count and waits for it.
+    /// Callers take the guard *before* checking [`Bus::refuses_work`]: with both sides `SeqCst`,
+    /// either the caller sees the flag, or shutdown sees the count and waits for it.
     pub(crate) fn enter(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
@@ -195,6 +213,22 @@ impl BusInner {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Closes every subscription queue: workers handle what is queued, then end; run-time
+    /// subscriptions end once read empty; publishes still waiting give up.
+    fn seal(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.sealed.store(true, Ordering::SeqCst);
+        self.sealed_token.cancel();
+        self.events.store(Arc::new(EventTable::default()));
+        self.tracker.close();
+    }
+
+    pub(crate) fn abort_tasks(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.abort_all();
         }
     }
 
@@ -231,6 +265,35 @@ impl Bus {
         BusBuilder::new()
     }
 
+    /// The application's first handle to a new bus.
+    pub(crate) fn owning(inner: Arc<BusInner>) -> Self {
+        let owner = Arc::new(Owner(Arc::downgrade(&inner)));
+        Bus {
+            inner,
+            owner: Some(owner),
+        }
+    }
+
+    /// The handle a handler gets: it does not keep the bus's tasks running.
+    pub(crate) fn for_handler(inner: Arc<BusInner>) -> Self {
+        Bus { inner, owner: None }
+    }
+
+    /// A handler's handle to the same bus.
+    pub(crate) fn handler_handle(&self) -> Self {
+        Bus::for_handler(Arc::clone(&self.inner))
+    }
+
+    /// Whether this handle may no longer start work: the application's handles stop when
+    /// shutdown begins, handlers' handles only once in-flight commands have drained, so that a
+    /// finishing handler can still publish its outcome.
+    pub(crate) fn refuses_work(&self) -> bool {
+        match self.owner {
+            Some(_) => self.inner.closed.load(Ordering::SeqCst),
+            None => self.inner.sealed.load(Ordering::SeqCst),
+        }
+    }
+
     /// Sends commands: `bus.commands().local().send(cmd).await`.
     pub fn commands(&self) -> Commands<'_> {
         Commands::new(self)
@@ -262,7 +325,7 @@ impl Bus {
         options: SubscriptionOptions,
     ) -> Result<Subscription<E>, Error> {
         let inner = &self.inner;
-        if inner.is_closed() {
+        if self.refuses_work() {
             return Err(Error::closed());
         }
         let id = inner.next_subscription_id.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +340,11 @@ impl Bus {
         inner
             .events
             .rcu(|table| match table_with(table, Arc::clone(&sub)) {
-                Ok(t) => t,
+                Ok(t) => {
+                    // `rcu` may retry: only the attempt that lands counts.
+                    clash = None;
+                    t
+                }
                 Err(e) => {
                     clash = Some(e);
                     EventTable::clone(table)
@@ -285,6 +352,12 @@ impl Bus {
             });
         if let Some(e) = clash {
             return Err(e);
+        }
+        // Shutdown may have sealed the bus (and emptied the table) between the check above and
+        // the insert: then the subscription would never end. Take it back out.
+        if inner.sealed.load(Ordering::SeqCst) {
+            inner.unsubscribe::<E>(id);
+            return Err(Error::closed());
         }
         Ok(Subscription {
             id,
@@ -331,39 +404,53 @@ impl Bus {
 
     /// Shuts the bus down gracefully.
     ///
-    /// New commands, publishes and subscriptions fail with [`ErrorKind::Closed`] from the moment
-    /// this is called. In-flight command handlers finish, and every event already admitted to a
-    /// subscription's queue is handled, within the builder's
-    /// [`shutdown_timeout`](BusBuilder::shutdown_timeout); then every task of the bus is stopped.
-    /// Run-time [`Subscription`]s end once their queues are empty. Calling it again waits again.
+    /// 1. From the moment this is called, the application's new commands, publishes and
+    ///    subscriptions fail with [`ErrorKind::Closed`].
+    /// 2. In-flight command handlers finish. Until they have, handlers may still send commands
+    ///    and publish events (through [`Context::bus`](crate::Context::bus)), so that work in
+    ///    flight can report its outcome.
+    /// 3. Then the bus seals: every event already admitted to a subscription's queue is handled,
+    ///    run-time [`Subscription`]s end once read empty, and publishes still waiting for room
+    ///    fail with `Closed`.
+    /// 4. Every task of the bus is stopped.
+    ///
+    /// Steps 2 and 3 together are bounded by the builder's
+    /// [`shutdown_timeout`](BusBuilder::shutdown_timeout). Calling it again waits again.
+    ///
+    /// Called from inside a handler (through its context), it seals the bus at once and returns
+    /// without waiting, since it cannot wait for the handler that called it.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Timeout`] when handlers were still running at the bound; they were aborted.
+    /// [`ErrorKind::Timeout`] when handlers were still running at the bound. Subscription
+    /// workers are then aborted; command handlers still running on their callers' tasks go on
+    /// until their callers stop polling them.
     pub async fn shutdown(&self) -> Result<(), Error> {
         let inner = &self.inner;
+        if self.owner.is_none() {
+            inner.seal();
+            return Ok(());
+        }
         inner.closed.store(true, Ordering::SeqCst);
-        // Dropping the senders lets each subscription worker drain its queue and end.
-        inner.events.store(Arc::new(EventTable::default()));
-        inner.tracker.close();
         let bound = inner.config.shutdown_timeout;
-        let drained = async { tokio::join!(inner.wait_in_flight(), inner.tracker.wait()) };
-        if tokio::time::timeout(bound, drained).await.is_err() {
-            let still = inner.tracker.len() + inner.in_flight.load(Ordering::SeqCst);
-            self.abort_tasks();
+        let drain = async {
+            inner.wait_in_flight().await;
+            inner.seal();
+            // Handlers' commands admitted just before the seal are waited for too.
+            tokio::join!(inner.wait_in_flight(), inner.tracker.wait());
+        };
+        let result = tokio::time::timeout(bound, drain).await;
+        inner.seal();
+        inner.abort_tasks();
+        if result.is_err() {
+            let commands = inner.in_flight.load(Ordering::SeqCst);
             return Err(Error::new(ErrorKind::Timeout).with_detail(format!(
-                "shutdown: {still} handlers still running after {bound:?} were aborted"
+                "shutdown did not finish within {bound:?}: subscription workers were aborted; \
+                 {commands} command handlers were still running on their callers' tasks"
             )));
         }
-        self.abort_tasks();
         tracing::debug!(node = %inner.identity.node_id, "bus shut down");
         Ok(())
-    }
-
-    fn abort_tasks(&self) {
-        if let Ok(mut tasks) = self.inner.tasks.lock() {
-            tasks.abort_all();
-        }
     }
 }
 
