@@ -316,7 +316,6 @@ async fn a_cancelled_caller_does_not_stop_the_bus() {
     let entered_tx = Arc::new(Mutex::new(Some(entered_tx)));
     let dropped = Arc::new(AtomicUsize::new(0));
     let bus = Bus::builder()
-        .service_arc(Arc::clone(&dropped))
         .command_handler({
             let dropped = Arc::clone(&dropped);
             move |_: Wait, _ctx| {
@@ -436,4 +435,38 @@ async fn a_handler_can_send_commands_through_its_context() {
         .await
         .unwrap();
     assert_eq!(bus.commands().send(AddTwice(5)).await.unwrap(), 15);
+}
+
+/// A handler written without `#[async_trait]` that panics before it makes its future.
+struct EagerPanic;
+
+impl CommandHandler<Boom> for EagerPanic {
+    fn handle<'a, 'b>(
+        &'a self,
+        cmd: Boom,
+        _ctx: Context,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, HandlerError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        if cmd.panic {
+            panic!("before the future");
+        }
+        Box::pin(async { Ok(1) })
+    }
+}
+
+#[tokio::test]
+async fn a_panic_before_the_handler_future_gives_handler_failed() {
+    let bus = Bus::builder()
+        .command_handler_with(|_| Ok(EagerPanic))
+        .start()
+        .await
+        .unwrap();
+    let err = bus.commands().send(Boom { panic: true }).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HandlerFailed);
+    assert!(err.handler_message().unwrap().contains("before the future"));
+    assert_eq!(bus.stats().command_handler_panics, 1);
+    assert_eq!(bus.commands().send(Boom { panic: false }).await.unwrap(), 1);
 }

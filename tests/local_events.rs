@@ -187,6 +187,7 @@ async fn a_full_queue_makes_the_publisher_wait() {
 #[tokio::test]
 async fn drop_newest_counts_what_it_drops() {
     let gate = Arc::new(Notify::new());
+    let (seen_tx, mut seen) = mpsc::channel::<u32>(100);
     let bus = Bus::builder()
         .event_handler_opts(
             SubscriptionOptions::new()
@@ -194,10 +195,12 @@ async fn drop_newest_counts_what_it_drops() {
                 .when_full(FullPolicy::DropNewest),
             {
                 let gate = Arc::clone(&gate);
-                move |_: Arc<Numbered>, _ctx: Context| {
+                move |e: Arc<Numbered>, _ctx: Context| {
                     let gate = Arc::clone(&gate);
+                    let seen_tx = seen_tx.clone();
                     async move {
                         gate.notified().await;
+                        seen_tx.send(e.0).await.ok();
                         Ok(())
                     }
                 }
@@ -222,6 +225,12 @@ async fn drop_newest_counts_what_it_drops() {
     assert!((95..=96).contains(&dropped), "dropped {dropped}");
     for i in 0..100 {
         assert_eq!(sub.recv().await.unwrap().0, i);
+    }
+    // What the full subscription kept are the oldest events, in order: the newest were dropped.
+    let kept = 100 - dropped as u32;
+    for i in 0..kept {
+        gate.notify_one();
+        assert_eq!(seen.recv().await, Some(i));
     }
 }
 
@@ -259,15 +268,14 @@ struct Counter(AtomicUsize);
 
 struct CountingHandler {
     counter: Arc<Counter>,
-    done: Arc<Notify>,
+    scopes: mpsc::Sender<Scope>,
 }
 
 #[async_trait]
 impl EventHandler<Numbered> for CountingHandler {
     async fn handle(&self, event: &Numbered, ctx: Context) -> Result<(), HandlerError> {
-        assert_eq!(ctx.scope(), Scope::Cluster);
         self.counter.0.fetch_add(event.0 as usize, Ordering::SeqCst);
-        self.done.notify_one();
+        self.scopes.send(ctx.scope()).await.ok();
         Ok(())
     }
 }
@@ -275,21 +283,21 @@ impl EventHandler<Numbered> for CountingHandler {
 #[tokio::test]
 async fn a_trait_subscriber_built_from_services() {
     let counter = Arc::new(Counter(AtomicUsize::new(0)));
-    let done = Arc::new(Notify::new());
+    let (scopes_tx, mut scopes) = mpsc::channel(1);
     let bus = Bus::builder()
         .service_arc(Arc::clone(&counter))
-        .service_arc(Arc::clone(&done))
+        .service(scopes_tx)
         .event_handler_with(|s| {
             Ok(CountingHandler {
                 counter: s.get()?,
-                done: s.get()?,
+                scopes: mpsc::Sender::clone(&*s.get::<mpsc::Sender<Scope>>()?),
             })
         })
         .start()
         .await
         .unwrap();
     bus.events().publish(Numbered(5)).await.unwrap();
-    done.notified().await;
+    assert_eq!(scopes.recv().await, Some(Scope::Cluster));
     assert_eq!(counter.0.load(Ordering::SeqCst), 5);
 }
 
@@ -345,4 +353,64 @@ async fn publish_sees_headers_and_correlation_in_the_context() {
     assert_eq!(k.as_deref(), Some("v"));
     assert_eq!(c.as_deref(), Some("c-1"));
     assert_eq!(sender, bus.node_id().to_string());
+}
+
+#[tokio::test]
+async fn a_full_subscription_does_not_hold_up_the_others() {
+    let gate = Arc::new(Notify::new());
+    let bus = Bus::builder()
+        .event_handler_opts(SubscriptionOptions::new().capacity(1), {
+            let gate = Arc::clone(&gate);
+            move |_: Arc<Numbered>, _ctx: Context| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    gate.notified().await;
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut other = bus.subscribe::<Numbered>().unwrap();
+    // The slow handler takes 0 and blocks, 1 fills its queue; 2 must wait for it...
+    bus.events().publish(Numbered(0)).await.unwrap();
+    tokio::task::yield_now().await;
+    bus.events().publish(Numbered(1)).await.unwrap();
+    let mut third = Box::pin(bus.events().publish(Numbered(2)).into_future());
+    assert!((&mut third).now_or_never().is_none());
+    // ...but the subscription with room already has it.
+    for i in 0..3 {
+        assert_eq!(other.recv().await.unwrap().0, i);
+    }
+    gate.notify_one();
+    third.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_before_the_handler_future_is_caught_and_counted() {
+    let (tx, mut rx) = mpsc::channel::<u32>(4);
+    let bus = Bus::builder()
+        .event_handler(move |e: Arc<Numbered>, _ctx: Context| {
+            // The synchronous part of the closure, before its future exists.
+            assert_ne!(e.0, 1, "event one");
+            let tx = tx.clone();
+            async move {
+                tx.send(e.0).await.ok();
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        bus.events().publish(Numbered(i)).await.unwrap();
+    }
+    assert_eq!(rx.recv().await, Some(0));
+    assert_eq!(
+        rx.recv().await,
+        Some(2),
+        "the subscription died with the panic"
+    );
+    assert_eq!(bus.stats().event_handler_panics, 1);
 }

@@ -1,5 +1,6 @@
 //! Start-up, shutdown, drop, and the promise that the Local path never serializes.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -98,11 +99,15 @@ async fn shutdown_drains_in_flight_work_and_refuses_new_work() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_gives_up_on_stuck_handlers_after_its_bound() {
     let (entered_tx, mut entered_rx) = mpsc::channel::<()>(1);
+    let (dropped_tx, dropped_rx) = oneshot::channel();
+    let signal = Arc::new(DropSignal(std::sync::Mutex::new(Some(dropped_tx))));
     let bus = Bus::builder()
         .shutdown_timeout(Duration::from_secs(2))
         .event_handler(move |_: Arc<Tick>, _ctx: Context| {
             let entered_tx = entered_tx.clone();
+            let held = Arc::clone(&signal);
             async move {
+                let _held = held;
                 entered_tx.send(()).await.ok();
                 std::future::pending::<()>().await;
                 Ok(())
@@ -117,6 +122,11 @@ async fn shutdown_gives_up_on_stuck_handlers_after_its_bound() {
     let err = bus.shutdown().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(started.elapsed(), Duration::from_secs(2));
+    // The stuck handler was aborted, and what it owned released.
+    tokio::time::timeout(Duration::from_secs(60), dropped_rx)
+        .await
+        .expect("the stuck handler still runs")
+        .unwrap();
 }
 
 /// Sends a message on drop, so a test can see that what a handler owned was released.
@@ -259,4 +269,242 @@ fn derive_names_default_to_the_type_name() {
     let _: <CancelOrder as Command>::Reply = ();
     let _: <Fetch as Command>::Reply = Vec::<u8>::new();
     assert_eq!(<Tick as Event>::NAME, "test.tick");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_an_in_flight_command() {
+    let (entered_tx, mut entered_rx) = mpsc::channel::<()>(1);
+    let release = Arc::new(Notify::new());
+    let bus = Bus::builder()
+        .command_handler({
+            let release = Arc::clone(&release);
+            move |cmd: Slow, _ctx| {
+                let release = Arc::clone(&release);
+                let entered_tx = entered_tx.clone();
+                async move {
+                    entered_tx.send(()).await.ok();
+                    release.notified().await;
+                    Ok(cmd.0)
+                }
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.commands().send(Slow(5)).no_timeout().await }
+    });
+    entered_rx.recv().await.unwrap();
+    let shutdown = bus.shutdown();
+    tokio::pin!(shutdown);
+    // With the handler held, shutdown cannot finish (time runs on while everything waits).
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), &mut shutdown)
+            .await
+            .is_err(),
+        "shutdown returned while a command was in flight"
+    );
+    release.notify_one();
+    shutdown.await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), 5);
+}
+
+#[tokio::test]
+async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
+    #[derive(Serialize, Deserialize, Event)]
+    #[meshbus(name = "test.done")]
+    struct Done(u32);
+
+    let (entered_tx, mut entered_rx) = mpsc::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<u32>(1);
+    let release = Arc::new(Notify::new());
+    let bus = Bus::builder()
+        .command_handler({
+            let release = Arc::clone(&release);
+            move |cmd: Slow, ctx: Context| {
+                let release = Arc::clone(&release);
+                let entered_tx = entered_tx.clone();
+                async move {
+                    entered_tx.send(()).await.ok();
+                    release.notified().await;
+                    // Shutdown has begun, but work in flight can still report its outcome.
+                    ctx.bus().events().publish(Done(cmd.0)).await?;
+                    Ok(cmd.0)
+                }
+            }
+        })
+        .event_handler(move |e: Arc<Done>, _ctx: Context| {
+            let done_tx = done_tx.clone();
+            async move {
+                done_tx.send(e.0).await.ok();
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.commands().send(Slow(9)).no_timeout().await }
+    });
+    entered_rx.recv().await.unwrap();
+    let shutdown = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.shutdown().await }
+    });
+    while !bus.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        bus.events().publish(Done(0)).await.unwrap_err().kind(),
+        ErrorKind::Closed,
+        "the application is refused once shutdown has begun"
+    );
+    release.notify_one();
+    assert_eq!(call.await.unwrap().unwrap(), 9);
+    shutdown.await.unwrap().unwrap();
+    assert_eq!(done_rx.recv().await, Some(9), "the outcome event was lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_bus_while_a_handler_runs_stops_its_tasks() {
+    let (tx, rx) = oneshot::channel();
+    let (entered_tx, mut entered_rx) = mpsc::channel::<()>(1);
+    let signal = Arc::new(DropSignal(std::sync::Mutex::new(Some(tx))));
+    let bus = Bus::builder()
+        .event_handler(move |_: Arc<Tick>, _ctx: Context| {
+            let held = Arc::clone(&signal);
+            let entered_tx = entered_tx.clone();
+            async move {
+                let _held = held;
+                entered_tx.send(()).await.ok();
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    bus.events().publish(Tick(0)).await.unwrap();
+    entered_rx.recv().await.unwrap();
+    drop(bus);
+    tokio::time::timeout(Duration::from_secs(3600), rx)
+        .await
+        .expect("a running handler kept its bus and tasks alive")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_from_inside_a_handler_does_not_wait_for_itself() {
+    #[derive(Serialize, Deserialize, Command)]
+    #[meshbus(name = "test.stop")]
+    struct Stop;
+
+    let bus = Bus::builder()
+        .command_handler(|_: Stop, ctx: Context| async move {
+            ctx.bus().shutdown().await?;
+            Ok(())
+        })
+        .start()
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    bus.commands().send(Stop).await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "shutdown waited for its own caller"
+    );
+    assert!(bus.is_closed());
+    assert_eq!(
+        bus.commands().send(Stop).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_waiting_for_room_gives_up_when_the_bus_seals() {
+    let bus = Bus::builder()
+        .event_handler(|_: Arc<Tick>, _ctx: Context| async { Ok(()) })
+        .start()
+        .await
+        .unwrap();
+    // A run-time subscription nobody reads, with room for one event.
+    let unread = bus
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1))
+        .unwrap();
+    bus.events().publish(Tick(0)).await.unwrap();
+    let waiting = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.events().publish(Tick(1)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "the publish should wait for room");
+    let started = tokio::time::Instant::now();
+    bus.shutdown().await.unwrap();
+    assert!(
+        started.elapsed() < meshbus::BusBuilder::DEFAULT_SHUTDOWN_TIMEOUT,
+        "shutdown hit its bound"
+    );
+    assert_eq!(
+        waiting.await.unwrap().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    drop(unread);
+}
+
+#[tokio::test]
+async fn a_run_time_subscription_ends_after_shutdown_once_read_empty() {
+    let bus = Bus::builder().start().await.unwrap();
+    let mut sub = bus.subscribe::<Tick>().unwrap();
+    bus.events().publish(Tick(1)).await.unwrap();
+    bus.shutdown().await.unwrap();
+    assert_eq!(
+        sub.recv().await.map(|t| t.0),
+        Some(1),
+        "a queued event was lost"
+    );
+    assert!(sub.recv().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_while_shutting_down_never_leaves_a_subscription_that_cannot_end() {
+    // A race: run it a bounded number of times. A subscription that was granted must end once
+    // shutdown has returned.
+    for _ in 0..500 {
+        let bus = Bus::builder().start().await.unwrap();
+        let subscribe = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.subscribe::<Tick>() }
+        });
+        let shutdown = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.shutdown().await }
+        });
+        shutdown.await.unwrap().unwrap();
+        if let Ok(mut sub) = subscribe.await.unwrap() {
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .expect("a subscription granted during shutdown never ended");
+            assert!(next.is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_never_polled_does_not_hold_up_shutdown() {
+    let bus = Bus::builder()
+        .command_handler(|cmd: Slow, _ctx| async move { Ok(cmd.0) })
+        .start()
+        .await
+        .unwrap();
+    let idle = bus.commands().send(Slow(1)).into_future();
+    tokio::time::timeout(Duration::from_secs(10), bus.shutdown())
+        .await
+        .expect("an unpolled request held up shutdown")
+        .unwrap();
+    // Polled after shutdown, it is refused rather than run.
+    assert_eq!(idle.await.unwrap_err().kind(), ErrorKind::Closed);
 }
