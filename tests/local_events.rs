@@ -414,3 +414,21 @@ async fn a_panic_before_the_handler_future_is_caught_and_counted() {
     );
     assert_eq!(bus.stats().event_handler_panics, 1);
 }
+
+#[tokio::test]
+async fn a_run_time_subscription_can_read_the_context() {
+    let bus = Bus::builder().start().await.unwrap();
+    let mut sub = bus.subscribe::<Numbered>().unwrap();
+    bus.events()
+        .publish(Numbered(4))
+        .header("tenant", "acme")
+        .correlation_id("c-9")
+        .await
+        .unwrap();
+    let (event, ctx) = sub.recv_with_context().await.unwrap();
+    assert_eq!(event.0, 4);
+    assert_eq!(ctx.headers().get("tenant"), Some("acme"));
+    assert_eq!(ctx.correlation_id(), Some("c-9"));
+    assert_eq!(ctx.sender(), bus.node_id());
+    assert_eq!(ctx.scope(), Scope::Cluster);
+}

@@ -4,15 +4,15 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_core::Stream;
 use tokio::time::Instant;
 
-use crate::bus::BusInner;
+use crate::bus::{Bus, BusInner};
 use crate::context::Headers;
+use crate::context::{Context, Deadline};
 use crate::id::NodeId;
 use crate::message::Event;
 use crate::scope::Scope;
@@ -121,18 +121,37 @@ pub(crate) struct EventMeta {
     pub(crate) published_at: Option<Instant>,
 }
 
+impl EventMeta {
+    /// The context a subscriber of this event sees.
+    pub(crate) fn context(&self, bus: Bus) -> Context {
+        Context {
+            message_id: self.message_id,
+            correlation_id: self.correlation_id.clone(),
+            sender: self.sender,
+            scope: self.scope,
+            deadline: Deadline::None,
+            headers: self.headers.clone(),
+            cancel: None,
+            bus,
+        }
+    }
+}
+
 /// The sending side of one subscription, held in the bus's routing snapshot.
 pub(crate) struct SubSender<E> {
     pub(crate) id: u64,
     pub(crate) tx: flume::Sender<Delivery<E>>,
     pub(crate) policy: FullPolicy,
-    pub(crate) dropped: AtomicU64,
 }
 
 /// A run-time subscription to events of type `E`: a [`Stream`] of shared events.
 ///
 /// Made by [`Bus::subscribe`](crate::Bus::subscribe). Dropping it unsubscribes. It ends when the
 /// bus shuts down, after every event already queued for it has been yielded.
+///
+/// Its queue is bounded like every other: with the default [`FullPolicy::Wait`], a subscription
+/// that is held but not read makes publishers of `E` wait once its queue is full. Read it, drop
+/// it, or subscribe with [`FullPolicy::DropNewest`].
 #[must_use = "a subscription receives nothing unless it is polled"]
 pub struct Subscription<E: Event> {
     pub(crate) id: u64,
@@ -149,6 +168,18 @@ impl<E: Event> Subscription<E> {
     /// Cancel safe: an event is taken from the queue only when this resolves.
     pub async fn recv(&mut self) -> Option<Arc<E>> {
         futures_util::StreamExt::next(self).await
+    }
+
+    /// The next event with its [`Context`] (sender, headers, correlation id), or `None` once the
+    /// bus has shut down (or is gone) and the queue is empty.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv`](Subscription::recv).
+    pub async fn recv_with_context(&mut self) -> Option<(Arc<E>, Context)> {
+        let delivery = futures_util::StreamExt::next(&mut self.rx).await?;
+        let bus = Bus::for_handler(self.bus.upgrade()?);
+        Some((delivery.event, delivery.meta.context(bus)))
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
-use crate::context::{Context, Deadline};
+use crate::context::Context;
 use crate::error::{Error, HandlerError};
 use crate::handler::{
     panic_message, BoxFuture, CommandFnHandler, ErasedEventHandler, EventFnHandler,
@@ -363,7 +363,6 @@ fn add_subscriber<E: Event>(
         id,
         tx,
         policy: options.get_when_full(),
-        dropped: AtomicU64::new(0),
     });
     reg.events = table_with(&reg.events, sub)?;
     for _ in 0..options.get_concurrency() {
@@ -389,18 +388,8 @@ async fn run_subscriber<E: Event>(
 ) {
     while let Ok(delivery) = rx.recv_async().await {
         let Some(inner) = bus.upgrade() else { return };
-        let meta = &delivery.meta;
-        let ctx = Context {
-            message_id: meta.message_id,
-            correlation_id: meta.correlation_id.clone(),
-            sender: meta.sender,
-            scope: meta.scope,
-            deadline: Deadline::None,
-            headers: meta.headers.clone(),
-            cancel: None,
-            bus: Bus::for_handler(Arc::clone(&inner)),
-        };
-        let message_id = meta.message_id;
+        let ctx = delivery.meta.context(Bus::for_handler(Arc::clone(&inner)));
+        let message_id = delivery.meta.message_id;
         let outcome = AssertUnwindSafe(handler.call(delivery.event, ctx))
             .catch_unwind()
             .await;

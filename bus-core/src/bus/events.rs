@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -166,7 +165,6 @@ impl<E: Event> Publish<'_, E> {
                 Err(flume::TrySendError::Disconnected(_)) => {}
                 Err(flume::TrySendError::Full(delivery)) => match sub.policy {
                     FullPolicy::DropNewest => {
-                        sub.dropped.fetch_add(1, Ordering::Relaxed);
                         Counters::bump(&inner.counters.events_dropped);
                     }
                     FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),

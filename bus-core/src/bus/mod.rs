@@ -334,7 +334,6 @@ impl Bus {
             id,
             tx,
             policy: options.get_when_full(),
-            dropped: AtomicU64::new(0),
         });
         let mut clash = None;
         inner
