@@ -28,6 +28,13 @@ if [ -z "$targets" ]; then
 fi
 for target in $targets; do
   echo "== fuzzing $target for ${secs}s"
-  cargo +nightly fuzz run "$target" -- -max_total_time="$secs"
+  # fuzz/seeds/<target>/ (committed, read only) holds valid inputs the fuzzer would take long
+  # to find by itself; new inputs go to fuzz/corpus/<target>/ (not committed).
+  corpora=()
+  if [ -d "fuzz/seeds/$target" ]; then
+    mkdir -p "fuzz/corpus/$target"
+    corpora=("fuzz/corpus/$target" "fuzz/seeds/$target")
+  fi
+  cargo +nightly fuzz run "$target" ${corpora[@]+"${corpora[@]}"} -- -max_total_time="$secs"
 done
 echo "== no crash in: $(echo $targets)"

@@ -306,6 +306,40 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_peer_fails_its_pending_requests_at_peer_timeout() {
+        use crate::proto::liveness::{DeadReason, Liveness, LivenessConfig, LivenessEvent};
+
+        let t0 = Instant::now();
+        let config = LivenessConfig::default();
+        let timeout = config.peer_timeout();
+        let mut link_to_a = Liveness::new(config, t0).unwrap();
+        let mut pending = PendingRequests::new();
+        pending.insert(A, 1, None, "first").unwrap();
+        pending.insert(A, 2, None, "second").unwrap();
+        pending.insert(B, 3, None, "elsewhere").unwrap();
+
+        // A peer that sends nothing is alive until exactly `peer_timeout`...
+        let mut now = t0;
+        while now < t0 + timeout - Duration::from_millis(1) {
+            now += Duration::from_millis(250);
+            let now = now.min(t0 + timeout - Duration::from_millis(1));
+            if let Some(LivenessEvent::Dead { .. }) = link_to_a.poll(now) {
+                panic!("declared dead early, at {:?}", now - t0);
+            }
+        }
+        assert_eq!(pending.len(), 3);
+        // ...and then every request waiting on it resolves at once, the others untouched.
+        assert_eq!(
+            link_to_a.poll(t0 + timeout),
+            Some(LivenessEvent::Dead {
+                reason: DeadReason::Silent
+            })
+        );
+        assert_eq!(pending.on_peer_lost(A), vec![(1, "first"), (2, "second")]);
+        assert_eq!(pending.len(), 1);
+    }
+
+    #[test]
     fn deadlines_expire_in_order_and_not_before() {
         let t0 = Instant::now();
         let mut pending = PendingRequests::new();

@@ -1,0 +1,657 @@
+//! The handshake of a new connection, and which of two connections to one peer survives.
+//!
+//! The dialling side sends `Hello`; the accepting side answers `Welcome` or `Reject`; that is the
+//! whole exchange, one frame each way. Until it completes both sides read and write with
+//! [`FrameCodec::handshake()`] (64 KiB); afterwards each side decodes with its own
+//! `max_frame_size` and encodes with [`Established::send_limit`], the smaller of the two limits.
+//!
+//! ```
+//! use std::time::Instant;
+//! use meshbus_core::proto::handshake::{Handshake, LocalNode, Step};
+//! use meshbus_core::wire::control::PeerIdentity;
+//!
+//! # fn main() -> Result<(), meshbus_core::proto::handshake::HandshakeError> {
+//! let node = |node_id| PeerIdentity {
+//!     node_id,
+//!     incarnation: 1,
+//!     name: String::new(),
+//!     network: "default".into(),
+//!     cluster: "shop".into(),
+//!     host_id: "host-1".into(),
+//!     addresses: Vec::new(),
+//! };
+//! let now = Instant::now();
+//! let (mut dialler, hello) = Handshake::dial(&LocalNode::new(node(1)), now)?;
+//! let mut acceptor = Handshake::accept(&LocalNode::new(node(2)), now)?;
+//!
+//! let Step::Established { send: Some(welcome), established: at_acceptor } =
+//!     acceptor.on_frame(hello, now)?
+//! else {
+//!     panic!("node 2 accepts node 1");
+//! };
+//! let Step::Established { established: at_dialler, .. } = dialler.on_frame(welcome, now)? else {
+//!     panic!("node 1 is welcomed");
+//! };
+//! assert_eq!(at_acceptor.peer.node_id, 1);
+//! assert_eq!(at_dialler.peer.node_id, 2);
+//! assert_eq!(at_dialler.version, at_acceptor.version);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connection arbitration
+//!
+//! Two nodes that dial each other at once end up with two connections, and a node that restarts
+//! may dial a peer that still holds the old, half-open connection. [`arbitrate`] decides which
+//! connection survives, from facts both ends know, so that each end reaches the same decision
+//! without another message. Queues and pending requests belong to the peer, not to a
+//! connection: when a connection is replaced, the runtime moves them to the survivor, so nothing
+//! queued is lost or sent twice.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::wire::control::{
+    ControlMessage, Hello, PeerIdentity, Reject, RejectReason, VersionRange, Welcome,
+};
+use crate::wire::HANDSHAKE_MAX_FRAME_SIZE;
+use crate::wire::{Frame, FrameCodec, FrameError, FrameKind, DEFAULT_MAX_FRAME_SIZE};
+
+/// How long a handshake may take by default: 10 s from dialling or accepting.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The smallest `max_frame_size` a node may announce: the handshake limit, 64 KiB. Every node
+/// reads frames of that size before the handshake, so none may ask for less after it.
+pub const MIN_MAX_FRAME_SIZE: u32 = HANDSHAKE_MAX_FRAME_SIZE as u32;
+
+const DEFAULT_LIMIT: u32 = DEFAULT_MAX_FRAME_SIZE as u32;
+const _: () = assert!(DEFAULT_MAX_FRAME_SIZE <= u32::MAX as usize);
+const _: () = assert!(HANDSHAKE_MAX_FRAME_SIZE <= u32::MAX as usize);
+
+/// The longest handshake timeout accepted: a day. Bounding it keeps `now + timeout` from
+/// overflowing `Instant`.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What this node brings to every handshake: who it is, what it speaks, what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalNode {
+    identity: PeerIdentity,
+    versions: VersionRange,
+    max_frame_size: u32,
+    handshake_timeout: Duration,
+}
+
+impl LocalNode {
+    /// A node with `identity`, speaking [`VersionRange::CURRENT`], accepting frames up to
+    /// [`DEFAULT_MAX_FRAME_SIZE`] (16 MiB) and allowing [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn new(identity: PeerIdentity) -> Self {
+        LocalNode {
+            identity,
+            versions: VersionRange::CURRENT,
+            max_frame_size: DEFAULT_LIMIT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Sets the protocol versions offered in `Hello` and accepted from a dialler.
+    pub fn with_versions(mut self, versions: VersionRange) -> Self {
+        self.versions = versions;
+        self
+    }
+
+    /// Sets the largest frame this node accepts after the handshake (announced to peers); at
+    /// least [`MIN_MAX_FRAME_SIZE`].
+    pub fn with_max_frame_size(mut self, max_frame_size: u32) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// Sets how long a handshake may take, from dialling or accepting to its last frame.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Who this node is.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.identity
+    }
+
+    /// The protocol versions this node speaks.
+    pub fn versions(&self) -> VersionRange {
+        self.versions
+    }
+
+    /// The largest frame this node accepts after the handshake.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// How long a handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Checks the configuration; [`Handshake::dial`] and [`Handshake::accept`] call it.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Config`] when the version range is empty, `max_frame_size` is under
+    /// [`MIN_MAX_FRAME_SIZE`], the timeout is zero or over a day, or the identity is too large
+    /// to fit a 64 KiB handshake frame.
+    pub fn validate(&self) -> Result<(), HandshakeError> {
+        if self.versions.min > self.versions.max {
+            return Err(HandshakeError::Config("the version range is empty"));
+        }
+        if self.max_frame_size < MIN_MAX_FRAME_SIZE {
+            return Err(HandshakeError::Config(
+                "max_frame_size is under the 64 KiB handshake limit",
+            ));
+        }
+        if self.handshake_timeout.is_zero() || self.handshake_timeout > MAX_TIMEOUT {
+            return Err(HandshakeError::Config(
+                "the handshake timeout must be above zero and at most a day",
+            ));
+        }
+        // `Hello` is the larger of the two messages that carry the identity.
+        let mut scratch = BytesMut::new();
+        self.hello()
+            .to_frame()
+            .and_then(|frame| FrameCodec::handshake().encode(&frame, &mut scratch))
+            .map_err(|_| HandshakeError::Config("the identity does not fit a handshake frame"))
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            versions: self.versions,
+            identity: self.identity.clone(),
+            max_frame_size: self.max_frame_size,
+        }
+    }
+}
+
+/// Which end of a connection this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// This node dialled: it sent `Hello`.
+    Outbound,
+    /// The peer dialled: this node answered its `Hello`.
+    Inbound,
+}
+
+/// What the handshake agreed: the connection is ready for traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Established {
+    /// Who the peer is.
+    pub peer: PeerIdentity,
+    /// The protocol version chosen for the connection.
+    pub version: u16,
+    /// The largest frame the peer accepts.
+    pub peer_max_frame_size: u32,
+    /// The largest frame this node accepts (what it announced).
+    pub local_max_frame_size: u32,
+    /// Which end dialled.
+    pub direction: Direction,
+}
+
+impl Established {
+    /// The largest frame this node sends on the connection: the smaller of the two limits.
+    pub fn send_limit(&self) -> usize {
+        limit(self.peer_max_frame_size.min(self.local_max_frame_size))
+    }
+
+    /// The codec for frames this node sends: limited by [`send_limit`](Self::send_limit).
+    pub fn send_codec(&self) -> FrameCodec {
+        FrameCodec::with_max_frame_size(self.send_limit())
+    }
+
+    /// The codec for frames this node receives: limited by its own `max_frame_size`.
+    pub fn receive_codec(&self) -> FrameCodec {
+        FrameCodec::with_max_frame_size(limit(self.local_max_frame_size))
+    }
+
+    /// What [`arbitrate`] needs to know about this connection.
+    pub fn key(&self) -> ConnectionKey {
+        ConnectionKey {
+            direction: self.direction,
+            peer_incarnation: self.peer.incarnation,
+        }
+    }
+}
+
+fn limit(bytes: u32) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// What to do after [`Handshake::on_frame`].
+#[derive(Debug)]
+#[must_use]
+pub enum Step {
+    /// The handshake completed. Write `send` first if there is one (the acceptor's `Welcome`,
+    /// or a `Reject` of its own if [`arbitrate`] refuses the connection), then switch to the
+    /// codecs of `established`.
+    Established {
+        /// The frame to write: `Some(Welcome)` at the acceptor, `None` at the dialler.
+        send: Option<Frame>,
+        /// What was agreed.
+        established: Established,
+    },
+    /// This node, the acceptor, refuses the dialler: write `send` (the `Reject` frame), then
+    /// close the connection.
+    Refused {
+        /// The `Reject` frame.
+        send: Frame,
+        /// What it says.
+        reject: Reject,
+    },
+}
+
+/// Why a handshake failed. Every error ends the connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The handshake did not complete by its deadline.
+    #[error("the handshake timed out")]
+    TimedOut,
+    /// The peer answered our `Hello` with `Reject`.
+    #[error("the peer rejected the handshake ({}): {message}", reason.code())]
+    Rejected {
+        /// Why, as the peer said.
+        reason: RejectReason,
+        /// The peer's explanation, for humans.
+        message: String,
+    },
+    /// We refused the peer's `Welcome`: it came from this node's own id, or from another
+    /// network.
+    #[error("refused the peer's welcome ({})", reason.code())]
+    Refused {
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A frame of a kind the handshake does not expect at this point.
+    #[error("expected {expected} during the handshake, got {got}")]
+    UnexpectedFrame {
+        /// What was expected.
+        expected: &'static str,
+        /// What arrived.
+        got: FrameKind,
+    },
+    /// The peer broke a rule of the handshake.
+    #[error("handshake protocol violation: {0}")]
+    Protocol(&'static str),
+    /// A handshake frame's body is not the message its kind says.
+    #[error("malformed handshake message")]
+    Malformed(#[source] FrameError),
+    /// A handshake message of ours did not encode.
+    #[error("handshake message does not encode")]
+    Encode(#[source] FrameError),
+    /// The local configuration is unusable.
+    #[error("invalid handshake configuration: {0}")]
+    Config(&'static str),
+    /// A frame was fed to a handshake that has already completed or failed.
+    #[error("the handshake is over")]
+    Finished,
+}
+
+impl From<HandshakeError> for crate::Error {
+    fn from(err: HandshakeError) -> Self {
+        use crate::ErrorKind;
+        let reason_kind = |reason: &RejectReason| match reason {
+            RejectReason::VersionMismatch => ErrorKind::VersionMismatch,
+            RejectReason::Unauthorized => ErrorKind::Unauthorized,
+            RejectReason::SelfDial | RejectReason::WrongNetwork => ErrorKind::Config,
+            // Duplicate: the other connection to that peer lives on; unknown codes: the peer
+            // hung up for a reason we cannot name.
+            _ => ErrorKind::Closed,
+        };
+        let kind = match &err {
+            HandshakeError::TimedOut => ErrorKind::Timeout,
+            HandshakeError::Rejected { reason, .. } | HandshakeError::Refused { reason } => {
+                reason_kind(reason)
+            }
+            HandshakeError::UnexpectedFrame { .. }
+            | HandshakeError::Protocol(_)
+            | HandshakeError::Malformed(_)
+            | HandshakeError::Encode(_) => ErrorKind::Decode,
+            HandshakeError::Config(_) => ErrorKind::Config,
+            HandshakeError::Finished => ErrorKind::Closed,
+        };
+        crate::Error::new(kind)
+            .with_detail(err.to_string())
+            .with_source(err)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the peer's one frame.
+    Waiting,
+    /// Completed, refused or failed: nothing more to do.
+    Over,
+}
+
+/// The handshake of one connection, from either end.
+///
+/// Feed it every frame read before the handshake completes (decoded with
+/// [`codec`](Self::codec)) and arm a timer for [`deadline`](Self::deadline).
+#[derive(Debug)]
+pub struct Handshake {
+    local: LocalNode,
+    direction: Direction,
+    deadline: Instant,
+    state: State,
+}
+
+impl Handshake {
+    /// Starts dialling: returns the handshake and the `Hello` frame to write.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Config`] when [`LocalNode::validate`] fails.
+    pub fn dial(local: &LocalNode, now: Instant) -> Result<(Handshake, Frame), HandshakeError> {
+        let handshake = Handshake::new(local, Direction::Outbound, now)?;
+        let hello = local.hello().to_frame().map_err(HandshakeError::Encode)?;
+        Ok((handshake, hello))
+    }
+
+    /// Starts accepting a connection: waits for the dialler's `Hello`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::Config`] when [`LocalNode::validate`] fails.
+    pub fn accept(local: &LocalNode, now: Instant) -> Result<Handshake, HandshakeError> {
+        Handshake::new(local, Direction::Inbound, now)
+    }
+
+    fn new(local: &LocalNode, direction: Direction, now: Instant) -> Result<Self, HandshakeError> {
+        local.validate()?;
+        let deadline = now
+            .checked_add(local.handshake_timeout)
+            .ok_or(HandshakeError::Config("the handshake deadline overflows"))?;
+        Ok(Handshake {
+            local: local.clone(),
+            direction,
+            deadline,
+            state: State::Waiting,
+        })
+    }
+
+    /// The codec to read and write with until the handshake completes: 64 KiB frames.
+    pub fn codec(&self) -> FrameCodec {
+        FrameCodec::handshake()
+    }
+
+    /// Which end of the connection this node is.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// When the handshake times out, while it is waiting for the peer; `None` once it is over.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.state == State::Waiting).then_some(self.deadline)
+    }
+
+    /// Whether the handshake has completed, been refused or failed.
+    pub fn is_over(&self) -> bool {
+        self.state == State::Over
+    }
+
+    /// Checks the deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::TimedOut`] when the handshake is still waiting and `now` is at or past
+    /// its [`deadline`](Self::deadline); the handshake is then over.
+    pub fn poll_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        if self.state == State::Waiting && now >= self.deadline {
+            self.state = State::Over;
+            return Err(HandshakeError::TimedOut);
+        }
+        Ok(())
+    }
+
+    /// Handles the peer's frame: `Hello` at the acceptor, `Welcome` or `Reject` at the
+    /// dialler.
+    ///
+    /// The acceptor refuses a `Hello` from its own node id (`SelfDial`), from another network
+    /// (`WrongNetwork`) or with no version in common (`VersionMismatch`), answering with a
+    /// `Reject` ([`Step::Refused`]). Whatever the outcome, the handshake is over afterwards.
+    ///
+    /// # Errors
+    ///
+    /// - [`HandshakeError::Rejected`]: the acceptor sent `Reject`.
+    /// - [`HandshakeError::Refused`]: a `Welcome` from our own node id or another network.
+    /// - [`HandshakeError::UnexpectedFrame`]: any other kind of frame.
+    /// - [`HandshakeError::Malformed`]: the body is not the message of its kind.
+    /// - [`HandshakeError::Protocol`]: a `Welcome` choosing a version we did not offer, or a
+    ///   peer announcing a `max_frame_size` under [`MIN_MAX_FRAME_SIZE`].
+    /// - [`HandshakeError::TimedOut`]: `now` is at or past the deadline.
+    /// - [`HandshakeError::Finished`]: the handshake was already over.
+    pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<Step, HandshakeError> {
+        if self.state == State::Over {
+            return Err(HandshakeError::Finished);
+        }
+        // One frame each way: whatever this one is, the handshake ends with it.
+        self.state = State::Over;
+        if now >= self.deadline {
+            return Err(HandshakeError::TimedOut);
+        }
+        match self.direction {
+            Direction::Inbound => self.on_hello(&frame),
+            Direction::Outbound => self.on_answer(&frame),
+        }
+    }
+
+    fn on_hello(&self, frame: &Frame) -> Result<Step, HandshakeError> {
+        if frame.kind != FrameKind::Hello {
+            return Err(HandshakeError::UnexpectedFrame {
+                expected: "Hello",
+                got: frame.kind,
+            });
+        }
+        let hello = Hello::from_frame(frame).map_err(HandshakeError::Malformed)?;
+        let ours = &self.local.identity;
+        if hello.identity.node_id == ours.node_id {
+            return refuse(RejectReason::SelfDial, "this is the dialler's own node id");
+        }
+        if hello.identity.network != ours.network {
+            return refuse(
+                RejectReason::WrongNetwork,
+                "this node is in another network",
+            );
+        }
+        let Some(version) = self.local.versions.highest_common(hello.versions) else {
+            let VersionRange { min, max } = self.local.versions;
+            return refuse(
+                RejectReason::VersionMismatch,
+                format!("this node speaks protocol versions {min} to {max}"),
+            );
+        };
+        check_peer_limit(hello.max_frame_size)?;
+        let welcome = Welcome {
+            version,
+            identity: ours.clone(),
+            max_frame_size: self.local.max_frame_size,
+        }
+        .to_frame()
+        .map_err(HandshakeError::Encode)?;
+        Ok(Step::Established {
+            send: Some(welcome),
+            established: Established {
+                peer: hello.identity,
+                version,
+                peer_max_frame_size: hello.max_frame_size,
+                local_max_frame_size: self.local.max_frame_size,
+                direction: Direction::Inbound,
+            },
+        })
+    }
+
+    fn on_answer(&self, frame: &Frame) -> Result<Step, HandshakeError> {
+        match frame.kind {
+            FrameKind::Welcome => {}
+            FrameKind::Reject => {
+                let reject = Reject::from_frame(frame).map_err(HandshakeError::Malformed)?;
+                return Err(HandshakeError::Rejected {
+                    reason: reject.reason,
+                    message: reject.message,
+                });
+            }
+            got => {
+                return Err(HandshakeError::UnexpectedFrame {
+                    expected: "Welcome or Reject",
+                    got,
+                })
+            }
+        }
+        let welcome = Welcome::from_frame(frame).map_err(HandshakeError::Malformed)?;
+        if !self.local.versions.contains(welcome.version) {
+            return Err(HandshakeError::Protocol(
+                "Welcome chose a version the Hello did not offer",
+            ));
+        }
+        // The acceptor should have refused these; a dialler does not rely on it.
+        let ours = &self.local.identity;
+        if welcome.identity.node_id == ours.node_id {
+            return Err(HandshakeError::Refused {
+                reason: RejectReason::SelfDial,
+            });
+        }
+        if welcome.identity.network != ours.network {
+            return Err(HandshakeError::Refused {
+                reason: RejectReason::WrongNetwork,
+            });
+        }
+        check_peer_limit(welcome.max_frame_size)?;
+        Ok(Step::Established {
+            send: None,
+            established: Established {
+                peer: welcome.identity,
+                version: welcome.version,
+                peer_max_frame_size: welcome.max_frame_size,
+                local_max_frame_size: self.local.max_frame_size,
+                direction: Direction::Outbound,
+            },
+        })
+    }
+}
+
+fn refuse(reason: RejectReason, message: impl Into<String>) -> Result<Step, HandshakeError> {
+    let reject = Reject {
+        reason,
+        message: message.into(),
+    };
+    let send = reject.to_frame().map_err(HandshakeError::Encode)?;
+    Ok(Step::Refused { send, reject })
+}
+
+fn check_peer_limit(max_frame_size: u32) -> Result<(), HandshakeError> {
+    if max_frame_size < MIN_MAX_FRAME_SIZE {
+        return Err(HandshakeError::Protocol(
+            "the peer's max_frame_size is under the 64 KiB handshake limit",
+        ));
+    }
+    Ok(())
+}
+
+/// What [`arbitrate`] compares about one connection to a peer; see [`Established::key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionKey {
+    /// Which end dialled the connection.
+    pub direction: Direction,
+    /// The peer's incarnation, as its handshake announced it.
+    pub peer_incarnation: u64,
+}
+
+impl ConnectionKey {
+    /// The node id of the node that dialled this connection.
+    pub fn dialler(self, local_node_id: u128, peer_node_id: u128) -> u128 {
+        match self.direction {
+            Direction::Outbound => local_node_id,
+            Direction::Inbound => peer_node_id,
+        }
+    }
+}
+
+/// Which of two connections to one peer survives.
+///
+/// Queues and pending requests belong to the peer, not to a connection: whichever connection
+/// is closed, the runtime moves them to the survivor, so nothing is lost or sent twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Arbitration {
+    /// Keep the existing connection and close the new one. The peer decides the same about
+    /// the same two connections, so no message is needed; an acceptor that has not written its
+    /// `Welcome` yet may answer `Reject { reason: Duplicate }` instead.
+    KeepExisting,
+    /// Keep the new connection and close the existing one; the runtime moves the peer's queues
+    /// and pending requests to the new one.
+    ReplaceWithNew,
+    /// Refuse the new connection: it speaks for an older incarnation of the peer than the one
+    /// we are connected to. Answer `Reject { reason }` if this node is the acceptor and has not
+    /// welcomed it yet; close it in any case.
+    RejectNew {
+        /// The reason to send: [`RejectReason::Duplicate`].
+        reason: RejectReason,
+    },
+}
+
+/// Decides which connection to keep when a new connection to a peer completes its handshake
+/// while an established one to the same peer exists.
+///
+/// `local_node_id` is ours, `peer_node_id` the peer's (the same for both connections).
+///
+/// - **A newer incarnation** of the peer on the new connection: the peer restarted and the
+///   existing connection is half-open; [`ReplaceWithNew`](Arbitration::ReplaceWithNew).
+/// - **An older incarnation**: stale; [`RejectNew`](Arbitration::RejectNew) with
+///   [`RejectReason::Duplicate`].
+/// - **The same incarnation, dialled by different ends** (a simultaneous dial): keep the
+///   connection whose dialler has the smaller node id. Both ends compare the same two ids, so
+///   both keep the same connection, whichever completed first.
+/// - **The same incarnation, dialled by the same end**: the dialler dialled again, so it has
+///   given up on the existing connection, which is half-open here;
+///   [`ReplaceWithNew`](Arbitration::ReplaceWithNew). (A runtime does not dial a peer it is
+///   connected to or already dialling, so this is a reconnect, not a race.)
+///
+/// Incarnations are compared as numbers, larger is newer: a node that keeps its node id across
+/// restarts must start each run with a larger incarnation than the last (for example the start
+/// time in the high bits and random bits below).
+pub fn arbitrate(
+    local_node_id: u128,
+    peer_node_id: u128,
+    existing: ConnectionKey,
+    new: ConnectionKey,
+) -> Arbitration {
+    use std::cmp::Ordering;
+    match new.peer_incarnation.cmp(&existing.peer_incarnation) {
+        Ordering::Greater => Arbitration::ReplaceWithNew,
+        Ordering::Less => Arbitration::RejectNew {
+            reason: RejectReason::Duplicate,
+        },
+        Ordering::Equal if new.direction == existing.direction => Arbitration::ReplaceWithNew,
+        Ordering::Equal => {
+            let new_dialler = new.dialler(local_node_id, peer_node_id);
+            let existing_dialler = existing.dialler(local_node_id, peer_node_id);
+            if new_dialler < existing_dialler {
+                Arbitration::ReplaceWithNew
+            } else {
+                Arbitration::KeepExisting
+            }
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
