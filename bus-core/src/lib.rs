@@ -45,6 +45,7 @@ mod error;
 mod handler;
 mod id;
 mod message;
+pub mod proto;
 mod scope;
 mod services;
 mod stats;

@@ -563,7 +563,10 @@ mod tests {
         });
         let body = encode_body(&msg).unwrap();
         // fixmap(1) "Digest" → fixmap(2) "hash" u64 "count" u32
-        assert_eq!(&body[..8], &[0x81, 0xa6, b'D', b'i', b'g', b'e', b's', b't']);
+        assert_eq!(
+            &body[..8],
+            &[0x81, 0xa6, b'D', b'i', b'g', b'e', b's', b't']
+        );
         assert!(body.len() <= 40, "{} bytes", body.len());
         // A digest entry travels as an array, not a map.
         let entry = encode_body(&EntryDigest(u128::MAX, u64::MAX, 2)).unwrap();
