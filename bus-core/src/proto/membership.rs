@@ -22,9 +22,11 @@
 //! [`GossipDigest`] (a hash of every entry's version and the entry count, about 40 bytes with
 //! the frame header) to [`gossip_fanout`](MembershipConfig::gossip_fanout) connected peers
 //! picked at random. A peer whose table hashes the same answers nothing: that is the steady
-//! state. Otherwise it answers with a [`GossipSummary`] (one [`EntryDigest`] per entry), the
-//! opener answers that with a [`GossipDelta`] holding the entries the peer lacks or has older
-//! and the ids of those it lacks itself, and the peer sends those in a last delta.
+//! state. Otherwise it answers with a [`GossipSummary`] (the 64-bit
+//! [`entry_hash`] of every entry's version), the opener answers that with a [`GossipDelta`]
+//! holding the entries whose version the peer lacks and the hashes it lacks itself, and the
+//! peer sends those entries in a last delta. A peer that knows less than half of what we do
+//! (a node joining) gets our whole table at once instead of a summary.
 //!
 //! # Dialling
 //!
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::wire::control::MemberState;
 use crate::wire::control::{
-    EntryDigest, GossipDelta, GossipDigest, GossipEntry, GossipMessage, GossipSummary, PeerIdentity,
+    entry_hash, GossipDelta, GossipDigest, GossipEntry, GossipMessage, GossipSummary, PeerIdentity,
 };
 use crate::NodeId;
 
@@ -284,6 +286,10 @@ impl Member {
         (self.identity.incarnation, self.state.rank())
     }
 
+    fn hash(&self) -> u64 {
+        entry_hash(self.identity.node_id, self.identity.incarnation, self.state)
+    }
+
     fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
@@ -484,7 +490,7 @@ impl Membership {
         if self.dirty {
             let mut hash = 0u64;
             for m in self.table.values() {
-                hash = hash.wrapping_add(entry_hash(m.identity.node_id, m.version()));
+                hash = hash.wrapping_add(m.hash());
             }
             self.digest = GossipDigest {
                 hash,
@@ -784,13 +790,7 @@ impl Membership {
                         }),
                     ));
                 } else {
-                    let entries = self
-                        .table
-                        .values()
-                        .map(|m| {
-                            EntryDigest(m.identity.node_id, m.identity.incarnation, m.state.rank())
-                        })
-                        .collect();
+                    let entries = self.table.values().map(Member::hash).collect();
                     out.push(Output::SendTo(
                         from,
                         GossipMessage::Summary(GossipSummary {
@@ -801,23 +801,21 @@ impl Membership {
                 }
             }
             GossipMessage::Summary(summary) => {
-                let mut theirs: BTreeMap<NodeId, (u64, u8)> = BTreeMap::new();
-                for EntryDigest(node, incarnation, rank) in
-                    summary.entries.into_iter().take(self.config.max_members)
-                {
-                    theirs.insert(NodeId::from_u128(node), (incarnation, rank));
-                }
+                let theirs: BTreeSet<u64> = summary
+                    .entries
+                    .into_iter()
+                    .take(self.config.max_members)
+                    .collect();
+                let ours: BTreeSet<u64> = self.table.values().map(Member::hash).collect();
+                // Entries whose version they do not hold: they lack the node or hold another
+                // version of it. Where theirs is newer, they ignore ours and we want theirs.
                 let entries: Vec<GossipEntry> = self
                     .table
-                    .iter()
-                    .filter(|(id, m)| theirs.get(id).is_none_or(|v| *v < m.version()))
-                    .map(|(_, m)| m.entry(now))
+                    .values()
+                    .filter(|m| !theirs.contains(&m.hash()))
+                    .map(|m| m.entry(now))
                     .collect();
-                let want: Vec<u128> = theirs
-                    .iter()
-                    .filter(|(id, v)| self.table.get(id).is_none_or(|m| m.version() < **v))
-                    .map(|(id, _)| id.as_u128())
-                    .collect();
+                let want: Vec<u64> = theirs.difference(&ours).copied().collect();
                 if !entries.is_empty() || !want.is_empty() {
                     out.push(Output::SendTo(
                         from,
@@ -829,17 +827,20 @@ impl Membership {
                 for entry in delta.entries.into_iter().take(self.config.max_members) {
                     self.apply(entry, Source::Gossip, now, &mut out);
                 }
-                let want: BTreeSet<NodeId> = delta
+                let want: BTreeSet<u64> = delta
                     .want
                     .into_iter()
                     .take(self.config.max_members)
-                    .map(NodeId::from_u128)
                     .collect();
-                let entries: Vec<GossipEntry> = want
-                    .iter()
-                    .filter_map(|id| self.table.get(id))
-                    .map(|m| m.entry(now))
-                    .collect();
+                let entries: Vec<GossipEntry> = if want.is_empty() {
+                    Vec::new()
+                } else {
+                    self.table
+                        .values()
+                        .filter(|m| want.contains(&m.hash()))
+                        .map(|m| m.entry(now))
+                        .collect()
+                };
                 if !entries.is_empty() {
                     out.push(Output::SendTo(
                         from,
@@ -1013,20 +1014,4 @@ fn is_valid(entry: &GossipEntry) -> bool {
         .all(|s| s.len() <= MAX_FIELD_LEN)
         && entry.addresses.len() <= MAX_ADDRESSES
         && entry.addresses.iter().all(|a| a.len() <= MAX_FIELD_LEN)
-}
-
-/// The hash of one entry's version; the table digest is their wrapping sum, so it does not
-/// depend on order. Fixed (splitmix64's finalizer), so every build of every node agrees.
-fn entry_hash(node: u128, (incarnation, rank): (u64, u8)) -> u64 {
-    let mut h = mix(node as u64);
-    h = mix(h ^ (node >> 64) as u64);
-    h = mix(h ^ incarnation);
-    mix(h ^ u64::from(rank))
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

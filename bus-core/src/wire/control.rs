@@ -287,9 +287,9 @@ impl ControlMessage for Interest {
 
 /// The state of a member of the mesh, as gossiped.
 ///
-/// On the wire it is a string code in a [`GossipEntry`] (`"alive"`, `"dead"`, `"left"`) and a
-/// rank (`0`, `1`, `2`) in an [`EntryDigest`]. For one incarnation the states only move forward
-/// in rank order, so a higher rank is newer news about the same incarnation.
+/// On the wire it is a string code in a [`GossipEntry`] (`"alive"`, `"dead"`, `"left"`); its
+/// rank (`0`, `1`, `2`) goes into the [`entry_hash`]. For one incarnation the states only move
+/// forward in rank order, so a higher rank is newer news about the same incarnation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberState {
@@ -382,53 +382,65 @@ impl GossipEntry {
     pub const fn version(&self) -> (u64, u8) {
         (self.incarnation, self.state.rank())
     }
+
+    /// The [`entry_hash`] of the entry.
+    pub fn hash(&self) -> u64 {
+        entry_hash(self.node_id, self.incarnation, self.state)
+    }
 }
 
-/// The version of what a node knows of one member, without the identity:
-/// `(node id, incarnation, state rank)`.
+/// The hash of one entry's version, `(node id, incarnation, state rank)`: what a
+/// [`GossipSummary`] lists and a [`GossipDelta`] wants, and what the table hash in a
+/// [`GossipDigest`] sums.
 ///
-/// A tuple struct, so it travels as a 3-element array (about 30 bytes) rather than a map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct EntryDigest(
-    /// The member's node id.
-    pub u128,
-    /// The member's incarnation.
-    pub u64,
-    /// The [rank](MemberState::rank) of its state.
-    pub u8,
-);
+/// Fixed so every build of every node agrees: splitmix64's finalizer `mix`, applied as
+/// `mix(mix(mix(mix(low 64 bits of the id) ^ high 64 bits) ^ incarnation) ^ rank)`.
+pub fn entry_hash(node_id: u128, incarnation: u64, state: MemberState) -> u64 {
+    let mut h = mix(node_id as u64);
+    h = mix(h ^ (node_id >> 64) as u64);
+    h = mix(h ^ incarnation);
+    mix(h ^ u64::from(state.rank()))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// The opening of a gossip round: a digest of the sender's whole table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipDigest {
-    /// An order-independent hash of the `(node id, incarnation, state rank)` of every entry.
+    /// The wrapping sum of the [`entry_hash`] of every entry (so order does not matter).
     pub hash: u64,
     /// The number of entries.
     pub count: u32,
 }
 
-/// The answer to a [`GossipDigest`] that does not match: the version of every entry the
-/// sender holds.
+/// The answer to a [`GossipDigest`] that does not match: the [`entry_hash`] of every entry
+/// the sender holds (9 bytes each).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipSummary {
-    /// The sender's table digest, for logs and checks.
+    /// The sender's table hash, for logs and checks.
     pub hash: u64,
-    /// One digest per entry.
+    /// One [`entry_hash`] per entry.
     #[serde(default)]
-    pub entries: Vec<EntryDigest>,
+    pub entries: Vec<u64>,
 }
 
-/// The difference: entries the receiver lacks or holds older versions of, and the node ids
-/// the sender wants in return.
+/// The difference: entries the receiver lacks or holds older versions of, and the entries
+/// of the receiver's summary the sender wants in return.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipDelta {
     /// Entries newer than (or missing from) the receiver's table.
     #[serde(default)]
     pub entries: Vec<GossipEntry>,
-    /// Node ids whose entries the sender lacks or holds older; the receiver answers with a
-    /// delta holding them (and an empty `want`).
+    /// [`entry_hash`]es from the receiver's [`GossipSummary`] that the sender does not hold
+    /// (it lacks the node or holds another version); the receiver answers with a delta of the
+    /// entries that still have these hashes (and an empty `want`).
     #[serde(default)]
-    pub want: Vec<u128>,
+    pub want: Vec<u64>,
 }
 
 /// The body of a [`Gossip`](FrameKind::Gossip) frame.
@@ -517,7 +529,7 @@ mod tests {
         }));
         round_trip(GossipMessage::Summary(GossipSummary {
             hash: 5,
-            entries: vec![EntryDigest(u128::MAX, 7, 2), EntryDigest(1, 0, 0)],
+            entries: vec![u64::MAX, 0, 7],
         }));
         for (state, ttl_ms) in [
             (MemberState::Alive, 0),
@@ -536,7 +548,7 @@ mod tests {
                     state,
                     ttl_ms,
                 }],
-                want: vec![3, u128::MAX],
+                want: vec![3, u64::MAX],
             }));
         }
     }
@@ -568,10 +580,29 @@ mod tests {
             &[0x81, 0xa6, b'D', b'i', b'g', b'e', b's', b't']
         );
         assert!(body.len() <= 40, "{} bytes", body.len());
-        // A digest entry travels as an array, not a map.
-        let entry = encode_body(&EntryDigest(u128::MAX, u64::MAX, 2)).unwrap();
-        assert_eq!(entry[0], 0x93);
-        assert!(entry.len() <= 30, "{} bytes", entry.len());
+        // A summary costs at most 9 bytes per entry.
+        let summary = GossipMessage::Summary(GossipSummary {
+            hash: u64::MAX,
+            entries: vec![u64::MAX; 100],
+        });
+        let body = encode_body(&summary).unwrap();
+        assert!(body.len() <= 40 + 9 * 100, "{} bytes", body.len());
+    }
+
+    #[test]
+    fn entry_hashes_are_fixed_and_tell_versions_apart() {
+        // Pinned (values computed apart from this code): every node must compute the same
+        // hashes, whatever its build.
+        assert_eq!(entry_hash(0, 0, MemberState::Alive), 0x2130_748a_aac8_0268);
+        assert_eq!(
+            entry_hash(u128::MAX - 5, 42, MemberState::Dead),
+            0xad0b_5b0c_7205_6663
+        );
+        let h = entry_hash(u128::MAX - 5, 42, MemberState::Alive);
+        assert_ne!(h, entry_hash(u128::MAX - 5, 43, MemberState::Alive));
+        assert_ne!(h, entry_hash(u128::MAX - 5, 42, MemberState::Dead));
+        assert_ne!(h, entry_hash(u128::MAX - 4, 42, MemberState::Alive));
+        assert_ne!(h, entry_hash((u128::MAX - 5) >> 64, 42, MemberState::Alive));
     }
 
     /// A later version's `Hello` with an extra field, and without the optional ones.
