@@ -654,6 +654,9 @@ impl Membership {
                     if m.state == MemberState::Alive {
                         seed.node = Some(node);
                         m.add_address(&dial.addr, Source::Seed);
+                        if m.learned == Source::Direct {
+                            m.learned = Source::Seed;
+                        }
                     }
                 }
             }

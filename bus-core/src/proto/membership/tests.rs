@@ -248,6 +248,7 @@ fn a_seed_address_found_to_be_a_node_is_never_forgotten() {
     m.on_connected(&seed, now);
     m.on_dial_succeeded(&dials[0], node(7), now);
     assert_eq!(m.route(node(7)), Route::Direct);
+    assert_eq!(m.member(node(7)).unwrap().learned(), Source::Seed);
     m.on_disconnected(node(7), now);
     let mut clock = now;
     for _ in 0..6 {
