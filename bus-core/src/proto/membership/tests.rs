@@ -464,3 +464,128 @@ fn a_round_between_differing_tables_moves_only_the_difference() {
     assert_eq!(out, vec![Output::Left(node(10)), Output::Joined(node(60))]);
     assert_eq!(a.digest(), b.digest());
 }
+
+mod props {
+    use super::*;
+    use crate::wire::control::entry_hash;
+    use proptest::prelude::*;
+
+    fn arb_state() -> impl Strategy<Value = MemberState> {
+        prop_oneof![
+            Just(MemberState::Alive),
+            Just(MemberState::Dead),
+            Just(MemberState::Left)
+        ]
+    }
+
+    /// Entries about a few nodes (1 is the table's own), some of another network.
+    fn arb_entry() -> impl Strategy<Value = GossipEntry> {
+        (
+            1u128..6,
+            0u64..4,
+            arb_state(),
+            0u64..3,
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(node, incarnation, state, ttl_ms, foreign)| {
+                let mut e = entry(node, incarnation, state);
+                e.ttl_ms = ttl_ms;
+                if foreign {
+                    e.network = "other".into();
+                }
+                e
+            })
+    }
+
+    fn arb_message() -> impl Strategy<Value = GossipMessage> {
+        let hash = (1u128..6, 0u64..4, arb_state()).prop_map(|(n, i, s)| entry_hash(n, i, s));
+        let hashes = prop::collection::vec(prop_oneof![hash, any::<u64>()], 0..8);
+        prop_oneof![
+            (any::<u64>(), 0u32..10)
+                .prop_map(|(hash, count)| GossipMessage::Digest(GossipDigest { hash, count })),
+            (any::<u64>(), hashes.clone()).prop_map(|(hash, entries)| GossipMessage::Summary(
+                GossipSummary { hash, entries }
+            )),
+            (prop::collection::vec(arb_entry(), 0..6), hashes)
+                .prop_map(|(entries, want)| GossipMessage::Delta(GossipDelta { entries, want })),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Gossip(GossipMessage),
+        Goodbye(u128),
+        Dead(u128),
+        Connected(u128, u64),
+        Disconnected(u128),
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => arb_message().prop_map(Step::Gossip),
+            1 => (1u128..6).prop_map(Step::Goodbye),
+            1 => (1u128..6).prop_map(Step::Dead),
+            1 => (1u128..6, 0u64..4).prop_map(|(n, i)| Step::Connected(n, i)),
+            1 => (1u128..6).prop_map(Step::Disconnected),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, at one instant (so no tombstone expires): no entry's version ever
+        /// goes down and no entry disappears, our own entry stays alive, answers go to the
+        /// sender, and `Joined`/`Left` report exactly the changes of who is alive.
+        #[test]
+        fn versions_never_go_back(steps in prop::collection::vec(arb_step(), 1..40)) {
+            let now = t0();
+            let mut m = table(now);
+            let snapshot = |m: &Membership| -> BTreeMap<NodeId, (u64, u8)> {
+                m.members().map(|x| (x.node_id(), x.version())).collect()
+            };
+            for step in steps {
+                let before = snapshot(&m);
+                let out = match step {
+                    Step::Gossip(msg) => m.handle_gossip(node(9), msg, now),
+                    Step::Goodbye(n) => m.on_goodbye(node(n), now),
+                    Step::Dead(n) => m.on_peer_dead(node(n), now),
+                    Step::Connected(n, i) => m.on_connected(&identity(n, i), now),
+                    Step::Disconnected(n) => {
+                        m.on_disconnected(node(n), now);
+                        Vec::new()
+                    }
+                };
+                let after = snapshot(&m);
+                for (id, v) in &before {
+                    let now_v = after.get(id);
+                    prop_assert!(now_v.is_some_and(|a| a >= v), "{id:?}: {v:?} -> {now_v:?}");
+                }
+                let me = m.member(node(1)).unwrap();
+                prop_assert_eq!(me.state(), MemberState::Alive);
+                // Replaying `Joined`/`Left` in order over the states before gives the states
+                // after: they alternate and end where the table is.
+                let mut alive: BTreeMap<NodeId, bool> =
+                    before.iter().map(|(id, v)| (*id, v.1 == 0)).collect();
+                for o in &out {
+                    match o {
+                        Output::SendTo(to, _) => prop_assert_eq!(*to, node(9)),
+                        Output::Joined(n) => {
+                            prop_assert!(!alive.get(n).copied().unwrap_or(false), "{n:?}");
+                            alive.insert(*n, true);
+                        }
+                        Output::Left(n) => {
+                            prop_assert!(alive.get(n).copied().unwrap_or(false), "{n:?}");
+                            alive.insert(*n, false);
+                        }
+                        Output::Refuted { incarnation } => {
+                            prop_assert!(*incarnation <= me.incarnation());
+                        }
+                        Output::Dial(_) => prop_assert!(false, "inputs never dial"),
+                    }
+                }
+                for (id, v) in &after {
+                    prop_assert_eq!(alive.get(id).copied().unwrap_or(false), v.1 == 0, "{:?}", id);
+                }
+                prop_assert!(m.members().all(|x| x.identity().network == "default"));
+            }
+        }
+    }
+}
