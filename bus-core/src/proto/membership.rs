@@ -19,7 +19,7 @@
 //! # Gossip
 //!
 //! Every [`gossip_interval`](MembershipConfig::gossip_interval) a node sends a
-//! [`GossipDigest`] (a hash of every entry's version and the entry count, about 40 bytes with
+//! [`GossipDigest`] (a hash of every entry's version and the entry count, 44 bytes with
 //! the frame header) to [`gossip_fanout`](MembershipConfig::gossip_fanout) connected peers
 //! picked at random. A peer whose table hashes the same answers nothing: that is the steady
 //! state. Otherwise it answers with a [`GossipSummary`] (the 64-bit
