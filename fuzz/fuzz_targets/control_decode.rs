@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshbus_core::wire::body::decode_body;
-use meshbus_core::wire::control::{Goodbye, Gossip, Hello, Interest, Reject, Welcome};
+use meshbus_core::wire::control::{Goodbye, GossipMessage, Hello, Interest, Reject, Welcome};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<Hello>(data);
@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<Reject>(data);
     let _ = decode_body::<Goodbye>(data);
     let _ = decode_body::<Interest>(data);
-    let _ = decode_body::<Gossip>(data);
+    let _ = decode_body::<GossipMessage>(data);
 });

@@ -7,4 +7,5 @@
 pub mod handshake;
 pub mod interest;
 pub mod liveness;
+pub mod membership;
 pub mod requests;

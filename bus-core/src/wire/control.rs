@@ -297,35 +297,180 @@ impl ControlMessage for InterestRequest {
     const KIND: FrameKind = FrameKind::InterestRequest;
 }
 
-/// What a node knows of one peer, as gossiped.
+/// The state of a member of the mesh, as gossiped.
+///
+/// On the wire it is a string code in a [`GossipEntry`] (`"alive"`, `"dead"`, `"left"`); its
+/// rank (`0`, `1`, `2`) goes into the [`entry_hash`]. For one incarnation the states only move
+/// forward in rank order, so a higher rank is newer news about the same incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// The node is running.
+    Alive,
+    /// The node was declared dead (silent past the peer timeout): a tombstone.
+    Dead,
+    /// The node said goodbye: a tombstone.
+    Left,
+}
+
+impl MemberState {
+    /// The rank of the state: news of one incarnation with a higher rank supersedes news with
+    /// a lower one.
+    pub const fn rank(self) -> u8 {
+        match self {
+            MemberState::Alive => 0,
+            MemberState::Dead => 1,
+            MemberState::Left => 2,
+        }
+    }
+
+    /// Whether the state is a tombstone (`Dead` or `Left`).
+    pub const fn is_tombstone(self) -> bool {
+        !matches!(self, MemberState::Alive)
+    }
+}
+
+/// What a node knows of one member, as gossiped: its identity and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipEntry {
-    /// The peer's node id.
+    /// The member's node id.
     pub node_id: u128,
-    /// The peer's incarnation; a higher one supersedes news of a lower one.
+    /// The member's incarnation; a higher one supersedes news of a lower one.
     pub incarnation: u64,
-    /// Addresses to dial it at.
+    /// A human-readable name, for logs.
     #[serde(default)]
-    pub addresses: Vec<String>,
+    pub name: String,
     /// Its network.
     pub network: String,
     /// Its cluster.
     pub cluster: String,
     /// Its host id.
     pub host_id: String,
-    /// `false` is a tombstone: this incarnation is dead and must not be resurrected.
-    pub alive: bool,
-}
-
-/// Peers the sender knows: a digest or the difference after comparing digests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gossip {
-    /// The entries.
+    /// The addresses it advertises.
     #[serde(default)]
-    pub peers: Vec<GossipEntry>,
+    pub addresses: Vec<String>,
+    /// Alive, or a tombstone for this incarnation.
+    pub state: MemberState,
+    /// For a tombstone, how long the sender will still keep it, in milliseconds; 0 (or absent)
+    /// means "use your own default". Relative, so clocks need not agree.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ttl_ms: u64,
 }
 
-impl ControlMessage for Gossip {
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl GossipEntry {
+    /// The entry of an identity in `state`, with no tombstone lifetime.
+    pub fn from_identity(identity: &PeerIdentity, state: MemberState) -> Self {
+        GossipEntry {
+            node_id: identity.node_id,
+            incarnation: identity.incarnation,
+            name: identity.name.clone(),
+            network: identity.network.clone(),
+            cluster: identity.cluster.clone(),
+            host_id: identity.host_id.clone(),
+            addresses: identity.addresses.clone(),
+            state,
+            ttl_ms: 0,
+        }
+    }
+
+    /// The identity part of the entry.
+    pub fn identity(&self) -> PeerIdentity {
+        PeerIdentity {
+            node_id: self.node_id,
+            incarnation: self.incarnation,
+            name: self.name.clone(),
+            network: self.network.clone(),
+            cluster: self.cluster.clone(),
+            host_id: self.host_id.clone(),
+            addresses: self.addresses.clone(),
+        }
+    }
+
+    /// The version of the entry's news, `(incarnation, state rank)`: higher is newer.
+    pub const fn version(&self) -> (u64, u8) {
+        (self.incarnation, self.state.rank())
+    }
+
+    /// The [`entry_hash`] of the entry.
+    pub fn hash(&self) -> u64 {
+        entry_hash(self.node_id, self.incarnation, self.state)
+    }
+}
+
+/// The hash of one entry's version, `(node id, incarnation, state rank)`: what a
+/// [`GossipSummary`] lists and a [`GossipDelta`] wants, and what the table hash in a
+/// [`GossipDigest`] sums.
+///
+/// Fixed so every build of every node agrees: splitmix64's finalizer `mix`, applied as
+/// `mix(mix(mix(mix(low 64 bits of the id) ^ high 64 bits) ^ incarnation) ^ rank)`.
+pub fn entry_hash(node_id: u128, incarnation: u64, state: MemberState) -> u64 {
+    let mut h = mix(node_id as u64);
+    h = mix(h ^ (node_id >> 64) as u64);
+    h = mix(h ^ incarnation);
+    mix(h ^ u64::from(state.rank()))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The opening of a gossip round: a digest of the sender's whole table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipDigest {
+    /// The wrapping sum of the [`entry_hash`] of every entry (so order does not matter).
+    pub hash: u64,
+    /// The number of entries.
+    pub count: u32,
+}
+
+/// The answer to a [`GossipDigest`] that does not match: the [`entry_hash`] of every entry
+/// the sender holds (9 bytes each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipSummary {
+    /// The sender's table hash, for logs and checks.
+    pub hash: u64,
+    /// One [`entry_hash`] per entry.
+    #[serde(default)]
+    pub entries: Vec<u64>,
+}
+
+/// The difference: entries the receiver lacks or holds older versions of, and the entries
+/// of the receiver's summary the sender wants in return.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipDelta {
+    /// Entries newer than (or missing from) the receiver's table.
+    #[serde(default)]
+    pub entries: Vec<GossipEntry>,
+    /// [`entry_hash`]es from the receiver's [`GossipSummary`] that the sender does not hold
+    /// (it lacks the node or holds another version); the receiver answers with a delta of the
+    /// entries that still have these hashes (and an empty `want`).
+    #[serde(default)]
+    pub want: Vec<u64>,
+}
+
+/// The body of a [`Gossip`](FrameKind::Gossip) frame.
+///
+/// Encoded as a one-entry map from the variant name to its body (`{"Digest": {..}}`). A round
+/// is `Digest` → (on mismatch) `Summary` → `Delta` → (if it wanted something) `Delta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GossipMessage {
+    /// The opening of a round.
+    Digest(GossipDigest),
+    /// The answer to a digest that does not match.
+    Summary(GossipSummary),
+    /// The difference.
+    Delta(GossipDelta),
+}
+
+impl ControlMessage for GossipMessage {
     const KIND: FrameKind = FrameKind::Gossip;
 }
 
@@ -390,17 +535,34 @@ mod tests {
             events_added: vec!["users.created".into()],
             events_removed: vec![],
         });
-        round_trip(Gossip {
-            peers: vec![GossipEntry {
-                node_id: 1,
-                incarnation: 2,
-                addresses: vec!["tcp://[::1]:1".into()],
-                network: "default".into(),
-                cluster: "c".into(),
-                host_id: "h".into(),
-                alive: false,
-            }],
-        });
+        round_trip(GossipMessage::Digest(GossipDigest {
+            hash: u64::MAX - 1,
+            count: 3,
+        }));
+        round_trip(GossipMessage::Summary(GossipSummary {
+            hash: 5,
+            entries: vec![u64::MAX, 0, 7],
+        }));
+        for (state, ttl_ms) in [
+            (MemberState::Alive, 0),
+            (MemberState::Dead, 1500),
+            (MemberState::Left, 1),
+        ] {
+            round_trip(GossipMessage::Delta(GossipDelta {
+                entries: vec![GossipEntry {
+                    node_id: 1,
+                    incarnation: 2,
+                    name: "n".into(),
+                    addresses: vec!["tcp://[::1]:1".into()],
+                    network: "default".into(),
+                    cluster: "c".into(),
+                    host_id: "h".into(),
+                    state,
+                    ttl_ms,
+                }],
+                want: vec![3, u64::MAX],
+            }));
+        }
     }
 
     #[test]
@@ -415,6 +577,44 @@ mod tests {
         expected.push(0xa8);
         expected.extend_from_slice(b"shutdown");
         assert_eq!(&body[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_gossip_digest_is_a_few_dozen_bytes() {
+        let msg = GossipMessage::Digest(GossipDigest {
+            hash: u64::MAX,
+            count: u32::MAX,
+        });
+        let body = encode_body(&msg).unwrap();
+        // fixmap(1) "Digest" → fixmap(2) "hash" u64 "count" u32
+        assert_eq!(
+            &body[..8],
+            &[0x81, 0xa6, b'D', b'i', b'g', b'e', b's', b't']
+        );
+        assert!(body.len() <= 40, "{} bytes", body.len());
+        // A summary costs at most 9 bytes per entry.
+        let summary = GossipMessage::Summary(GossipSummary {
+            hash: u64::MAX,
+            entries: vec![u64::MAX; 100],
+        });
+        let body = encode_body(&summary).unwrap();
+        assert!(body.len() <= 40 + 9 * 100, "{} bytes", body.len());
+    }
+
+    #[test]
+    fn entry_hashes_are_fixed_and_tell_versions_apart() {
+        // Pinned (values computed apart from this code): every node must compute the same
+        // hashes, whatever its build.
+        assert_eq!(entry_hash(0, 0, MemberState::Alive), 0x2130_748a_aac8_0268);
+        assert_eq!(
+            entry_hash(u128::MAX - 5, 42, MemberState::Dead),
+            0xad0b_5b0c_7205_6663
+        );
+        let h = entry_hash(u128::MAX - 5, 42, MemberState::Alive);
+        assert_ne!(h, entry_hash(u128::MAX - 5, 43, MemberState::Alive));
+        assert_ne!(h, entry_hash(u128::MAX - 5, 42, MemberState::Dead));
+        assert_ne!(h, entry_hash(u128::MAX - 4, 42, MemberState::Alive));
+        assert_ne!(h, entry_hash((u128::MAX - 5) >> 64, 42, MemberState::Alive));
     }
 
     /// A later version's `Hello` with an extra field, and without the optional ones.

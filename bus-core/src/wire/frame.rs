@@ -97,7 +97,8 @@ pub enum FrameKind {
     Interest,
     /// Asks the peer for a fresh interest snapshot (after a gap in the delta sequence).
     InterestRequest,
-    /// Peers the sender knows (body: [`Gossip`](super::control::Gossip)).
+    /// Membership gossip: a digest, a summary or a difference (body:
+    /// [`GossipMessage`](super::control::GossipMessage)).
     Gossip,
     /// A command; the request id matches its reply.
     Command,
