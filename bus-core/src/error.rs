@@ -40,6 +40,46 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind's stable code, as it travels in a `ReplyError` frame.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NoHandler => "no_handler",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::HandlerFailed => "handler_failed",
+            ErrorKind::PeerLost => "peer_lost",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Decode => "decode",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::VersionMismatch => "version_mismatch",
+            ErrorKind::Config => "config",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The kind of a code from [`code`](ErrorKind::code); a code this version does not know
+    /// (sent by a newer peer) reads as [`HandlerFailed`](ErrorKind::HandlerFailed).
+    pub fn from_code(code: &str) -> ErrorKind {
+        const ALL: [ErrorKind; 12] = [
+            ErrorKind::NoHandler,
+            ErrorKind::Timeout,
+            ErrorKind::HandlerFailed,
+            ErrorKind::PeerLost,
+            ErrorKind::Overloaded,
+            ErrorKind::Decode,
+            ErrorKind::TooLarge,
+            ErrorKind::Closed,
+            ErrorKind::Unauthorized,
+            ErrorKind::VersionMismatch,
+            ErrorKind::Config,
+            ErrorKind::Io,
+        ];
+        ALL.into_iter()
+            .find(|k| k.code() == code)
+            .unwrap_or(ErrorKind::HandlerFailed)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::NoHandler => "no handler",
@@ -327,6 +367,30 @@ mod tests {
         let e: HandlerError = Outer(std::io::Error::other("disk full")).into();
         assert_eq!(e.message(), "outer: disk full");
         assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn kind_codes_round_trip_and_unknown_codes_degrade() {
+        for kind in [
+            ErrorKind::NoHandler,
+            ErrorKind::Timeout,
+            ErrorKind::HandlerFailed,
+            ErrorKind::PeerLost,
+            ErrorKind::Overloaded,
+            ErrorKind::Decode,
+            ErrorKind::TooLarge,
+            ErrorKind::Closed,
+            ErrorKind::Unauthorized,
+            ErrorKind::VersionMismatch,
+            ErrorKind::Config,
+            ErrorKind::Io,
+        ] {
+            assert_eq!(ErrorKind::from_code(kind.code()), kind);
+        }
+        assert_eq!(
+            ErrorKind::from_code("from_the_future"),
+            ErrorKind::HandlerFailed
+        );
     }
 
     #[test]

@@ -285,6 +285,39 @@ impl ControlMessage for Interest {
     const KIND: FrameKind = FrameKind::Interest;
 }
 
+/// The body of a `ReplyError` frame: why a command got no reply from the node it was sent to.
+///
+/// `kind` is an [`ErrorKind::code`](crate::ErrorKind::code); a code the receiver does not know
+/// reads as `handler_failed`, so newer nodes can add kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyError {
+    /// The error kind's code: `handler_failed`, `overloaded`, `no_handler`, `decode`, ...
+    pub kind: String,
+    /// For `handler_failed`, the handler's own message (its `Err` text or panic message);
+    /// otherwise a human-readable detail.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ReplyError {
+    /// A reply error of `kind` with `message`.
+    pub fn new(kind: crate::ErrorKind, message: impl Into<String>) -> Self {
+        ReplyError {
+            kind: kind.code().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The error kind it carries.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::from_code(&self.kind)
+    }
+}
+
+impl ControlMessage for ReplyError {
+    const KIND: FrameKind = FrameKind::ReplyError;
+}
+
 /// Asks the peer for a fresh [`Interest`] snapshot, after a gap in its delta sequence.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterestRequest {
@@ -497,7 +530,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_error_carries_its_kind_by_code() {
+        let err = ReplyError::new(crate::ErrorKind::HandlerFailed, "out of stock");
+        assert_eq!(err.kind, "handler_failed");
+        assert_eq!(err.kind(), crate::ErrorKind::HandlerFailed);
+        let newer = ReplyError {
+            kind: "quota_exceeded".into(),
+            message: String::new(),
+        };
+        assert_eq!(newer.kind(), crate::ErrorKind::HandlerFailed);
+    }
+
+    #[test]
     fn every_control_message_round_trips() {
+        round_trip(ReplyError::new(
+            crate::ErrorKind::Overloaded,
+            "too many handlers",
+        ));
+        round_trip(InterestRequest { have_seq: Some(3) });
         round_trip(Hello {
             versions: VersionRange { min: 1, max: 3 },
             identity: identity(),
