@@ -9,3 +9,4 @@ pub mod interest;
 pub mod liveness;
 pub mod membership;
 pub mod requests;
+pub mod routing;
