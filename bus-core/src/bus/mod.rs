@@ -3,6 +3,8 @@
 mod builder;
 mod commands;
 mod events;
+#[allow(dead_code)] // driven by the node runtime
+pub(crate) mod remote;
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -98,6 +100,9 @@ pub(crate) struct CommandSlot {
     pub(crate) type_name: &'static str,
     /// An `Arc<dyn CommandHandler<C>>`.
     pub(crate) handler: Box<dyn Any + Send + Sync>,
+    /// The same handler for commands that arrive encoded from peers.
+    #[allow(dead_code)] // driven by the node runtime
+    pub(crate) remote: Arc<dyn remote::RemoteCommand>,
 }
 
 impl CommandSlot {
@@ -105,6 +110,9 @@ impl CommandSlot {
         CommandSlot {
             type_id: TypeId::of::<C>(),
             type_name: std::any::type_name::<C>(),
+            remote: Arc::new(remote::TypedRemoteCommand {
+                handler: Arc::clone(&handler),
+            }),
             handler: Box::new(handler),
         }
     }
