@@ -380,25 +380,23 @@ impl InMemNetwork {
         }
     }
 
-    /// Looks up a listener for a dial from `from`: its owner and backlog, or why not.
-    pub(crate) fn route(
+    /// Connects a dial from `from` to the listener called `name`: the listener's owner and
+    /// backlog, and the channels of the new connection, recorded under the same lock so a
+    /// concurrent `kill` or `cut` sees either all of it or none.
+    pub(crate) fn connect(
         &self,
-        from: &str,
+        from: &Arc<str>,
         name: &str,
-    ) -> Result<(Arc<str>, mpsc::Sender<Connection>), &'static str> {
-        let state = self.lock();
+    ) -> Result<(Arc<str>, mpsc::Sender<Connection>, NewConn), &'static str> {
+        let mut state = self.lock();
         let Some(listener) = state.listeners.get(name) else {
             return Err("connection refused: nobody listens there");
         };
         if state.faults(from, &listener.owner).cut {
             return Err("network unreachable: the link is cut");
         }
-        Ok((listener.owner.clone(), listener.backlog.clone()))
-    }
-
-    /// Makes the channels of a new connection between `dialler` and `listener` and records it.
-    pub(crate) fn open(&self, dialler: &Arc<str>, listener: &Arc<str>) -> NewConn {
-        let mut state = self.lock();
+        let owner = listener.owner.clone();
+        let backlog = listener.backlog.clone();
         let capacity = state.link_capacity;
         let (up_tx, up_rx) = mpsc::channel(capacity);
         let (down_tx, down_rx) = mpsc::channel(capacity);
@@ -408,14 +406,15 @@ impl InMemNetwork {
         state.conns.retain(|c| c.shared.strong_count() > 0);
         state.conns.push(ConnEntry {
             shared: Arc::downgrade(&shared),
-            ends: [dialler.clone(), listener.clone()],
+            ends: [from.clone(), owner.clone()],
             links: [up_tx.downgrade(), down_tx.downgrade()],
         });
-        NewConn {
+        let conn = NewConn {
             shared,
             up: (up_tx, up_rx),
             down: (down_tx, down_rx),
-        }
+        };
+        Ok((owner, backlog, conn))
     }
 
     /// Decides the fate of a frame handed to the link `from` → `to`, and counts it.

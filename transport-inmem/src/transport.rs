@@ -92,8 +92,7 @@ impl Transport for InMemTransport {
     async fn dial(&self, addr: &Addr) -> Result<Connection, Error> {
         self.check(addr)?;
         let me: Addr = format!("{SCHEME}://{}", self.node).parse()?;
-        let (owner, backlog) = self.net.route(&self.node, addr.rest()).map_err(io)?;
-        let conn = self.net.open(&self.node, &owner);
+        let (owner, backlog, conn) = self.net.connect(&self.node, addr.rest()).map_err(io)?;
         let (up_tx, up_rx) = conn.up;
         let (down_tx, down_rx) = conn.down;
         let server = Connection {
