@@ -50,6 +50,7 @@ mod scope;
 mod services;
 mod stats;
 mod subscription;
+pub mod transport;
 pub mod wire;
 
 pub use async_trait::async_trait;
@@ -65,3 +66,6 @@ pub use scope::Scope;
 pub use services::Services;
 pub use stats::BusStats;
 pub use subscription::{FullPolicy, Subscription, SubscriptionOptions};
+pub use transport::{
+    Addr, Connection, FrameReader, FrameWriter, Listener, ReadEvent, Transport, Transports,
+};

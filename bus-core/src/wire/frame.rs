@@ -40,11 +40,11 @@ pub const HANDSHAKE_MAX_FRAME_SIZE: usize = 64 * 1024;
 /// Bodies larger than this (4 KiB) are offered to LZ4 by default.
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 4 * 1024;
 
-/// Size of the length prefix.
 /// How far ahead of the received bytes the decoder reserves for an incomplete frame.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
-const PREFIX_LEN: usize = 4;
+/// Size of the length prefix.
+pub const PREFIX_LEN: usize = 4;
 
 /// Size of the header part every frame has: kind, flags, request id.
 const FIXED_HEADER_LEN: usize = 1 + 1 + 8;
@@ -413,31 +413,9 @@ impl FrameCodec {
     /// allocated; otherwise the error that names what is malformed. An error is final for the
     /// connection.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let Some(prefix) = src.get(..PREFIX_LEN) else {
+        let Some(mut frame) = split_frame(src, self.limit())? else {
             return Ok(None);
         };
-        let mut prefix = prefix;
-        let declared = prefix.get_u32() as usize;
-        let limit = self.limit();
-        if declared > limit {
-            return Err(FrameError::TooLarge { declared, limit });
-        }
-        if declared < FIXED_HEADER_LEN {
-            return Err(FrameError::Malformed {
-                what: "length shorter than the fixed header",
-            });
-        }
-        // Only a 32-bit `usize` can overflow here (a `u32` length plus the prefix).
-        let Some(whole) = declared.checked_add(PREFIX_LEN) else {
-            return Err(FrameError::TooLarge { declared, limit });
-        };
-        if src.len() < whole {
-            // Grow with the bytes that arrive, not with what the peer announces: a peer that
-            // declares 16 MiB and then trickles must not make us hold 16 MiB per connection.
-            src.reserve((whole - src.len()).min(RESERVE_AHEAD));
-            return Ok(None);
-        }
-        let mut frame = src.split_to(whole).freeze();
         frame.advance(PREFIX_LEN);
         self.parse(frame).map(Some)
     }
@@ -652,6 +630,62 @@ impl FrameCodec {
         }
         Ok(())
     }
+}
+
+/// The size of the whole frame (length prefix included) that starts `src`, once its length
+/// prefix is there.
+///
+/// Returns `Ok(None)` when `src` holds fewer than [`PREFIX_LEN`] bytes. `limit` bounds the
+/// declared length (everything after the prefix), as [`FrameCodec::max_frame_size`] does.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] when the declared length is over `limit`;
+/// [`FrameError::Malformed`] when it is shorter than the fixed header every frame has.
+pub fn frame_len(src: &[u8], limit: usize) -> Result<Option<usize>, FrameError> {
+    let Some(mut prefix) = src.get(..PREFIX_LEN) else {
+        return Ok(None);
+    };
+    let declared = prefix.get_u32() as usize;
+    let limit = limit.min(u32::MAX as usize);
+    if declared > limit {
+        return Err(FrameError::TooLarge { declared, limit });
+    }
+    if declared < FIXED_HEADER_LEN {
+        return Err(FrameError::Malformed {
+            what: "length shorter than the fixed header",
+        });
+    }
+    // Only a 32-bit `usize` can overflow here (a `u32` length plus the prefix).
+    match declared.checked_add(PREFIX_LEN) {
+        Some(whole) => Ok(Some(whole)),
+        None => Err(FrameError::TooLarge { declared, limit }),
+    }
+}
+
+/// Takes the bytes of one whole frame, length prefix included, off the front of `src`, without
+/// parsing it: the framing step of a byte-stream transport, whose output
+/// [`FrameCodec::decode`] accepts.
+///
+/// Returns `Ok(None)` when `src` does not yet hold a whole frame; nothing is consumed then.
+/// Once the length is known and within `limit`, `src` has room reserved for the rest of the
+/// frame, but never more than 64 KiB beyond what it holds: a peer that announces a large frame
+/// and then trickles does not make us hold its announced size.
+///
+/// # Errors
+///
+/// As [`frame_len`]: a declared length over `limit` (checked before anything is reserved) or
+/// shorter than the fixed header. An error is final for the connection.
+pub fn split_frame(src: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(whole) = frame_len(src, limit)? else {
+        return Ok(None);
+    };
+    if src.len() < whole {
+        // Grow with the bytes that arrive, not with what the peer announces.
+        src.reserve((whole - src.len()).min(RESERVE_AHEAD));
+        return Ok(None);
+    }
+    Ok(Some(src.split_to(whole).freeze()))
 }
 
 /// The encoded size of a `u16`-length-prefixed string.

@@ -35,6 +35,6 @@ pub mod frame;
 
 pub use control::PROTOCOL_VERSION;
 pub use frame::{
-    Frame, FrameCodec, FrameError, FrameHeaders, FrameKind, FrameName, DEFAULT_COMPRESS_THRESHOLD,
-    DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE,
+    frame_len, split_frame, Frame, FrameCodec, FrameError, FrameHeaders, FrameKind, FrameName,
+    DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, PREFIX_LEN,
 };

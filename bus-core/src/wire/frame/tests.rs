@@ -273,6 +273,56 @@ fn an_announced_frame_does_not_reserve_its_whole_size() {
     );
 }
 
+#[test]
+fn split_frame_takes_whole_frames_with_their_prefix() {
+    let codec = codec();
+    let first = encode(&codec, &Frame::new(FrameKind::Ping, Bytes::new())).freeze();
+    let second = encode(
+        &codec,
+        &Frame::new(FrameKind::Event, Bytes::from_static(b"\xc0")),
+    )
+    .freeze();
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second[..5]);
+    assert_eq!(
+        frame_len(&buf, DEFAULT_MAX_FRAME_SIZE).unwrap(),
+        Some(first.len())
+    );
+    let split = split_frame(&mut buf, DEFAULT_MAX_FRAME_SIZE)
+        .unwrap()
+        .unwrap();
+    assert_eq!(split, first);
+    assert_eq!(
+        codec
+            .decode(&mut BytesMut::from(&split[..]))
+            .unwrap()
+            .unwrap()
+            .kind,
+        FrameKind::Ping
+    );
+    assert_eq!(split_frame(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap(), None);
+    assert_eq!(&buf[..], &second[..5], "nothing consumed while incomplete");
+    buf.extend_from_slice(&second[5..]);
+    assert_eq!(
+        split_frame(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap(),
+        Some(second)
+    );
+    assert!(buf.is_empty());
+    assert_eq!(frame_len(&[0, 0, 0], 100).unwrap(), None);
+    assert!(matches!(
+        frame_len(&[0, 0, 0, 101], 100),
+        Err(FrameError::TooLarge {
+            declared: 101,
+            limit: 100
+        })
+    ));
+    assert!(matches!(
+        frame_len(&[0, 0, 0, 9], 100),
+        Err(FrameError::Malformed { .. })
+    ));
+}
+
 /// A hand-built compressed frame: kind Event, no name or headers, the given decompressed-size
 /// prefix and LZ4 block.
 fn compressed_frame(declared_size: u32, block: &[u8]) -> BytesMut {

@@ -1,0 +1,182 @@
+//! Frame reader and writer over a byte stream (TCP, Unix sockets, anything `AsyncRead` /
+//! `AsyncWrite`).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{FrameReader, FrameWriter, ReadEvent};
+use crate::wire::split_frame;
+use crate::{Error, ErrorKind};
+
+/// How much room a read asks for when the buffer has none left.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// A batch buffer grown beyond this is given back after the batch, so one burst does not pin
+/// its memory for the connection's lifetime.
+const KEEP_BATCH_CAPACITY: usize = 256 * 1024;
+
+fn io_error(what: &'static str, err: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io).with_detail(what).with_source(err)
+}
+
+/// A [`FrameReader`] over a byte stream: reads into a buffer and splits whole frames off by
+/// their 4-byte big-endian length prefix ([`split_frame`]).
+///
+/// Memory grows with the bytes that actually arrive: a declared length over the limit is
+/// refused before anything is reserved, and an announced large frame makes the buffer grow at
+/// most 64 KiB ahead of what was received.
+///
+/// An end of stream between frames is [`ReadEvent::Closed`]; an end of stream in the middle of
+/// a frame is an [`Io`](ErrorKind::Io) error (as `std::io::ErrorKind::UnexpectedEof`): the
+/// peer went away, the frame was not malformed.
+///
+/// `read` is cancel safe: bytes are only ever read into the reader's own buffer.
+pub struct StreamFrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    /// Whether the caller has heard of the unfinished frame's bytes now in `buf`.
+    partial_reported: bool,
+}
+
+impl<R> StreamFrameReader<R> {
+    /// A reader over `io`.
+    pub fn new(io: R) -> Self {
+        StreamFrameReader {
+            io,
+            buf: BytesMut::new(),
+            partial_reported: false,
+        }
+    }
+
+    /// The stream, and any bytes read from it but not yet returned as frames.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+impl<R> fmt::Debug for StreamFrameReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamFrameReader")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
+    async fn read(&mut self, limit: usize) -> Result<ReadEvent, Error> {
+        loop {
+            if let Some(frame) = split_frame(&mut self.buf, limit)? {
+                self.partial_reported = false;
+                return Ok(ReadEvent::Frame(frame));
+            }
+            if !self.buf.is_empty() && !self.partial_reported {
+                self.partial_reported = true;
+                return Ok(ReadEvent::Partial);
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_CHUNK);
+            }
+            // The only await: `read_buf` is cancel safe, and nothing above changes on retry.
+            let n = self
+                .io
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| io_error("read failed", e))?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(ReadEvent::Closed);
+                }
+                return Err(io_error(
+                    "connection closed in the middle of a frame",
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            self.partial_reported = false;
+        }
+    }
+}
+
+/// A [`FrameWriter`] over a byte stream: writes a whole batch with one `write_all` (the frames
+/// concatenated, or the one frame as it is), then flushes.
+///
+/// `write_batch` is not cancel safe (see [`FrameWriter::write_batch`]).
+pub struct StreamFrameWriter<W> {
+    io: W,
+    batch: BytesMut,
+    closed: bool,
+}
+
+impl<W> StreamFrameWriter<W> {
+    /// A writer over `io`.
+    pub fn new(io: W) -> Self {
+        StreamFrameWriter {
+            io,
+            batch: BytesMut::new(),
+            closed: false,
+        }
+    }
+
+    /// The stream.
+    pub fn into_inner(self) -> W {
+        self.io
+    }
+}
+
+impl<W> fmt::Debug for StreamFrameWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamFrameWriter")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
+    async fn write_batch(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::new(ErrorKind::Closed).with_detail("writer closed"));
+        }
+        match frames.as_slice() {
+            [] => return Ok(()),
+            [one] => self.io.write_all(one).await,
+            many => {
+                let total = many.iter().map(Bytes::len).sum();
+                self.batch.clear();
+                self.batch.reserve(total);
+                for frame in many {
+                    self.batch.extend_from_slice(frame);
+                }
+                let result = self.io.write_all(&self.batch).await;
+                if self.batch.capacity() > KEEP_BATCH_CAPACITY {
+                    self.batch = BytesMut::new();
+                }
+                result
+            }
+        }
+        .map_err(|e| io_error("write failed", e))?;
+        self.io
+            .flush()
+            .await
+            .map_err(|e| io_error("flush failed", e))?;
+        frames.clear();
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.io
+            .shutdown()
+            .await
+            .map_err(|e| io_error("shutdown failed", e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

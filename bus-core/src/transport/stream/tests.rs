@@ -1,0 +1,324 @@
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use tokio::io::{AsyncWriteExt, ReadBuf};
+
+use super::*;
+use crate::wire::{Frame, FrameCodec, FrameKind, DEFAULT_MAX_FRAME_SIZE};
+
+const LIMIT: usize = DEFAULT_MAX_FRAME_SIZE;
+
+fn encoded(kind: FrameKind, body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::new();
+    FrameCodec::default()
+        .encode(&Frame::new(kind, Bytes::copy_from_slice(body)), &mut buf)
+        .unwrap();
+    buf.freeze()
+}
+
+fn three_frames() -> Vec<Bytes> {
+    vec![
+        encoded(FrameKind::Ping, b""),
+        encoded(FrameKind::Event, b"\x91\xa5hello"),
+        encoded(FrameKind::Pong, &[7; 300]),
+    ]
+}
+
+/// A stream that hands out the scripted chunks one per read, then end of stream.
+struct Script(VecDeque<Vec<u8>>);
+
+impl Script {
+    fn new(chunks: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        Script(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+    }
+}
+
+impl AsyncRead for Script {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let chunks = &mut self.get_mut().0;
+        if let Some(chunk) = chunks.front_mut() {
+            let n = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..n]);
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                chunks.pop_front();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Frame(Bytes),
+    Partial,
+}
+
+/// Reads until `Closed`, collecting what was seen.
+async fn read_all<R: AsyncRead + Unpin + Send>(reader: &mut StreamFrameReader<R>) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    loop {
+        match reader.read(LIMIT).await.unwrap() {
+            ReadEvent::Frame(f) => seen.push(Seen::Frame(f)),
+            ReadEvent::Partial => seen.push(Seen::Partial),
+            ReadEvent::Closed => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_split_at_every_byte_boundary() {
+    let frames = three_frames();
+    let all: Vec<u8> = frames.concat();
+    let ends: Vec<usize> = frames
+        .iter()
+        .scan(0, |end, f| {
+            *end += f.len();
+            Some(*end)
+        })
+        .collect();
+    for cut in 0..=all.len() {
+        let mut reader =
+            StreamFrameReader::new(Script::new([all[..cut].to_vec(), all[cut..].to_vec()]));
+        let seen = read_all(&mut reader).await;
+        // Frames that end within the first chunk come first; if the cut is inside a frame, one
+        // `Partial` follows; then the rest.
+        let done = ends.iter().filter(|&&e| e <= cut).count();
+        let mut expected: Vec<Seen> = frames[..done].iter().cloned().map(Seen::Frame).collect();
+        if cut > 0 && cut < all.len() && !ends.contains(&cut) {
+            expected.push(Seen::Partial);
+        }
+        expected.extend(frames[done..].iter().cloned().map(Seen::Frame));
+        assert_eq!(seen, expected, "cut at {cut}");
+    }
+}
+
+#[tokio::test]
+async fn byte_by_byte_reports_each_partial_arrival_once() {
+    let frames = three_frames();
+    let all: Vec<u8> = frames.concat();
+    let mut reader = StreamFrameReader::new(Script::new(all.iter().map(|&b| vec![b])));
+    let seen = read_all(&mut reader).await;
+    let got: Vec<Bytes> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Frame(f) => Some(f.clone()),
+            Seen::Partial => None,
+        })
+        .collect();
+    assert_eq!(got, frames);
+    // Every byte but the last of each frame leaves an unfinished frame behind.
+    assert_eq!(seen.len() - frames.len(), all.len() - frames.len());
+    assert_eq!(
+        seen.iter().filter(|s| **s == Seen::Partial).count(),
+        all.len() - frames.len()
+    );
+}
+
+#[tokio::test]
+async fn many_frames_in_one_read_come_out_one_by_one() {
+    let frames = three_frames();
+    let mut reader = StreamFrameReader::new(Script::new([frames.concat()]));
+    let seen = read_all(&mut reader).await;
+    assert_eq!(
+        seen,
+        frames.into_iter().map(Seen::Frame).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_frame_followed_by_part_of_the_next_reports_the_part_without_more_io() {
+    let frames = three_frames();
+    let mut chunk = frames[0].to_vec();
+    chunk.extend_from_slice(&frames[1][..3]);
+    let (mut tx, rx) = tokio::io::duplex(4096);
+    tx.write_all(&chunk).await.unwrap();
+    let mut reader = StreamFrameReader::new(rx);
+    assert_eq!(
+        reader.read(LIMIT).await.unwrap(),
+        ReadEvent::Frame(frames[0].clone())
+    );
+    // The 3 bytes are already here: the liveness check must hear of them now, not when the
+    // peer next sends (it may never).
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Partial);
+    assert!(reader.read(LIMIT).now_or_never().is_none());
+}
+
+#[tokio::test]
+async fn a_4_gib_length_is_refused_without_allocating() {
+    let mut garbage = vec![0xff; 4];
+    garbage.extend_from_slice(&[0; 64]);
+    let mut reader = StreamFrameReader::new(Script::new([garbage]));
+    let err = reader.read(LIMIT).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(err.to_string().contains("4294967295"), "{err}");
+    assert!(
+        reader.buf.capacity() <= READ_CHUNK,
+        "{}",
+        reader.buf.capacity()
+    );
+}
+
+#[tokio::test]
+async fn one_byte_over_the_limit_is_refused_and_the_limit_itself_is_not() {
+    let limit = 1000;
+    let over = ((limit + 1) as u32).to_be_bytes().to_vec();
+    let mut reader = StreamFrameReader::new(Script::new([over]));
+    assert_eq!(
+        reader.read(limit).await.unwrap_err().kind(),
+        ErrorKind::TooLarge
+    );
+
+    let at = (limit as u32).to_be_bytes().to_vec();
+    let mut reader = StreamFrameReader::new(Script::new([at]));
+    assert_eq!(reader.read(limit).await.unwrap(), ReadEvent::Partial);
+}
+
+#[tokio::test]
+async fn an_announced_large_frame_grows_the_buffer_only_with_arrivals() {
+    let mut start = (LIMIT as u32).to_be_bytes().to_vec();
+    start.extend_from_slice(&[0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut reader = StreamFrameReader::new(Script::new([start]));
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Partial);
+    assert!(
+        reader.buf.capacity() <= READ_CHUNK + 64 * 1024,
+        "{}",
+        reader.buf.capacity()
+    );
+}
+
+#[tokio::test]
+async fn a_length_shorter_than_a_header_is_a_decode_error() {
+    let mut reader = StreamFrameReader::new(Script::new([vec![0, 0, 0, 3, 1, 2, 3]]));
+    assert_eq!(
+        reader.read(LIMIT).await.unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+}
+
+#[tokio::test]
+async fn end_of_stream_between_frames_is_closed_and_inside_one_is_an_io_error() {
+    let frames = three_frames();
+    let mut reader = StreamFrameReader::new(Script::new([frames[0].to_vec()]));
+    assert_eq!(
+        reader.read(LIMIT).await.unwrap(),
+        ReadEvent::Frame(frames[0].clone())
+    );
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Closed);
+
+    let mut reader = StreamFrameReader::new(Script::new([frames[1][..5].to_vec()]));
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Partial);
+    let err = reader.read(LIMIT).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .unwrap();
+    assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof);
+}
+
+#[tokio::test]
+async fn a_cancelled_read_loses_nothing() {
+    let frame = encoded(FrameKind::Event, b"\xa3abc");
+    let (mut tx, rx) = tokio::io::duplex(4096);
+    let mut reader = StreamFrameReader::new(rx);
+    assert!(reader.read(LIMIT).now_or_never().is_none());
+    tx.write_all(&frame[..6]).await.unwrap();
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Partial);
+    assert!(reader.read(LIMIT).now_or_never().is_none());
+    tx.write_all(&frame[6..]).await.unwrap();
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Frame(frame));
+    drop(tx);
+    assert_eq!(reader.read(LIMIT).await.unwrap(), ReadEvent::Closed);
+}
+
+/// Records every write call.
+#[derive(Default)]
+struct Recorder {
+    writes: Vec<usize>,
+    data: Vec<u8>,
+    flushes: usize,
+    shutdown: bool,
+}
+
+impl AsyncWrite for Recorder {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writes.push(buf.len());
+        this.data.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().flushes += 1;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().shutdown = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_one_write_in_order_then_a_flush() {
+    let frames = three_frames();
+    let mut writer = StreamFrameWriter::new(Recorder::default());
+    let mut batch = frames.clone();
+    writer.write_batch(&mut batch).await.unwrap();
+    assert!(batch.is_empty());
+    let mut one = vec![frames[1].clone()];
+    writer.write_batch(&mut one).await.unwrap();
+    writer.write_batch(&mut Vec::new()).await.unwrap();
+
+    let rec = &writer.io;
+    let total: usize = frames.iter().map(Bytes::len).sum();
+    assert_eq!(rec.writes, [total, frames[1].len()]);
+    assert_eq!(rec.flushes, 2);
+    let mut expected = frames.concat();
+    expected.extend_from_slice(&frames[1]);
+    assert_eq!(rec.data, expected);
+
+    writer.close().await.unwrap();
+    assert!(writer.io.shutdown);
+    let err = writer
+        .write_batch(&mut vec![frames[0].clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn writer_and_reader_round_trip_over_a_small_pipe() {
+    // A pipe smaller than one batch: the writer must wait for the reader, and nothing is lost.
+    let frames: Vec<Bytes> = (0..50u8)
+        .map(|i| encoded(FrameKind::Event, &vec![i; usize::from(i) * 7]))
+        .collect();
+    let (a, b) = tokio::io::duplex(64);
+    let mut writer = StreamFrameWriter::new(a);
+    let mut reader = StreamFrameReader::new(b);
+    let mut batch = frames.clone();
+    let write = async move {
+        writer.write_batch(&mut batch).await.unwrap();
+        writer.close().await.unwrap();
+    };
+    let (_, seen) = tokio::join!(write, read_all(&mut reader));
+    let got: Vec<Bytes> = seen
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Frame(f) => Some(f),
+            Seen::Partial => None,
+        })
+        .collect();
+    assert_eq!(got, frames);
+}
