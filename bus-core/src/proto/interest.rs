@@ -2,11 +2,22 @@
 //!
 //! A node sends each peer a snapshot when they connect, then numbered deltas as its handlers and
 //! subscriptions change. A receiver that sees a gap in the numbers keeps what it has and asks for
-//! a fresh snapshot ([`InterestRequest`]); deltas it has already applied are ignored.
+//! a fresh snapshot ([`InterestRequest`]), once; deltas it has already applied are ignored.
+//!
+//! A snapshot is always authoritative: it comes on a new connection, or in answer to our own
+//! request, on one ordered link, and a restarted peer numbers its interest from 0 again.
+//! What a peer can make us hold is bounded: [`MAX_NAMES`] names of each kind, of at most
+//! [`MAX_NAME_LEN`] bytes each.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::wire::control::{Interest, InterestRequest};
+
+/// The most command names, and the most event names, one peer's interest may hold.
+pub const MAX_NAMES: usize = 16 * 1024;
+
+/// The longest message name accepted in an interest, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
 
 /// This node's own interest, and the deltas that tell peers about changes.
 ///
@@ -119,12 +130,20 @@ pub enum Applied {
         /// The one that came.
         got: u64,
     },
+    /// A delta while a snapshot we asked for is on its way: ignored, and no new request.
+    AwaitingSnapshot,
+    /// The message would make the peer's interest exceed [`MAX_NAMES`] or carries a name over
+    /// [`MAX_NAME_LEN`]: nothing was applied; treat it as a protocol error and close the link.
+    TooLarge,
 }
 
 /// What we know of one peer's interest.
+///
+/// Keep one per connection: a new connection starts with a new snapshot.
 #[derive(Debug, Default, Clone)]
 pub struct RemoteInterest {
     seq: Option<u64>,
+    awaiting_snapshot: bool,
     commands: BTreeSet<String>,
     events: BTreeSet<String>,
 }
@@ -142,10 +161,20 @@ impl RemoteInterest {
 
     /// Applies a snapshot or a delta.
     pub fn apply(&mut self, msg: &Interest) -> Applied {
+        let names = [
+            &msg.commands_added,
+            &msg.commands_removed,
+            &msg.events_added,
+            &msg.events_removed,
+        ];
+        if names
+            .iter()
+            .any(|list| list.len() > MAX_NAMES || list.iter().any(|n| n.len() > MAX_NAME_LEN))
+        {
+            return Applied::TooLarge;
+        }
         if msg.snapshot {
-            if self.seq.is_some_and(|seq| msg.seq < seq) {
-                return Applied::Stale;
-            }
+            self.awaiting_snapshot = false;
             let commands: BTreeSet<String> = msg.commands_added.iter().cloned().collect();
             let events: BTreeSet<String> = msg.events_added.iter().cloned().collect();
             let changed = commands != self.commands || events != self.events;
@@ -161,13 +190,20 @@ impl RemoteInterest {
         let expected = self.seq.map_or(0, |s| s.saturating_add(1));
         match self.seq {
             Some(seq) if msg.seq <= seq => return Applied::Stale,
-            Some(_) if msg.seq == expected => {}
+            Some(_) if msg.seq == expected && !self.awaiting_snapshot => {}
+            _ if self.awaiting_snapshot => return Applied::AwaitingSnapshot,
             _ => {
+                self.awaiting_snapshot = true;
                 return Applied::Gap {
                     expected,
                     got: msg.seq,
-                }
+                };
             }
+        }
+        let grows = msg.commands_added.len() + self.commands.len() > MAX_NAMES
+            || msg.events_added.len() + self.events.len() > MAX_NAMES;
+        if grows {
+            return Applied::TooLarge;
         }
         let mut changed = false;
         for name in &msg.commands_added {
@@ -299,13 +335,83 @@ mod tests {
         assert_eq!(remote.apply(&snap), Applied::Changed);
         assert_eq!(remote.apply(&snap), Applied::Unchanged);
         assert_eq!(remote.apply(&d1), Applied::Stale);
-        let older = Interest {
+        assert!(remote.handles("a"));
+    }
+
+    #[test]
+    fn a_restarted_peer_s_snapshot_replaces_what_we_knew() {
+        let mut old_run = LocalInterest::new();
+        for i in 0..5 {
+            old_run.add_command(&format!("c{i}"));
+        }
+        let mut remote = RemoteInterest::new();
+        remote.apply(&old_run.snapshot());
+        // The peer restarts; its numbers start again at 0.
+        let mut new_run = LocalInterest::new();
+        new_run.add_command("fresh");
+        assert_eq!(remote.apply(&new_run.snapshot()), Applied::Changed);
+        assert!(remote.handles("fresh"));
+        assert!(!remote.handles("c0"));
+    }
+
+    #[test]
+    fn one_lost_delta_asks_for_one_snapshot() {
+        let mut local = LocalInterest::new();
+        let mut remote = RemoteInterest::new();
+        remote.apply(&local.snapshot());
+        let _lost = local.add_command("a");
+        let mut gaps = 0;
+        for i in 0..50 {
+            let d = local.add_command(&format!("x{i}")).unwrap();
+            match remote.apply(&d) {
+                Applied::Gap { .. } => gaps += 1,
+                other => assert_eq!(other, Applied::AwaitingSnapshot),
+            }
+        }
+        assert_eq!(gaps, 1);
+        // The snapshot ends the wait; deltas apply again after it.
+        assert_eq!(remote.apply(&local.snapshot()), Applied::Changed);
+        let d = local.add_command("after").unwrap();
+        assert_eq!(remote.apply(&d), Applied::Changed);
+    }
+
+    #[test]
+    fn a_peer_cannot_make_us_hold_unbounded_interest() {
+        let mut remote = RemoteInterest::new();
+        remote.apply(&Interest {
             seq: 0,
             snapshot: true,
             ..Interest::default()
+        });
+        let mut refused = 0;
+        for seq in 1..=(MAX_NAMES as u64 + 10) {
+            let d = Interest {
+                seq,
+                snapshot: false,
+                events_added: vec![format!("junk-{seq}")],
+                ..Interest::default()
+            };
+            if remote.apply(&d) == Applied::TooLarge {
+                refused += 1;
+                break;
+            }
+        }
+        assert_eq!(refused, 1);
+        assert_eq!(remote.events().count(), MAX_NAMES);
+        let long = Interest {
+            seq: 0,
+            snapshot: true,
+            commands_added: vec!["x".repeat(MAX_NAME_LEN + 1)],
+            ..Interest::default()
         };
-        assert_eq!(remote.apply(&older), Applied::Stale);
-        assert!(remote.handles("a"));
+        assert_eq!(RemoteInterest::new().apply(&long), Applied::TooLarge);
+        let many = Interest {
+            seq: 0,
+            snapshot: true,
+            commands_added: (0..=MAX_NAMES).map(|i| i.to_string()).collect(),
+            ..Interest::default()
+        };
+        assert_eq!(RemoteInterest::new().apply(&many), Applied::TooLarge);
     }
 
     #[test]

@@ -40,10 +40,14 @@ pub fn remaining(deadline: Instant, now: Instant) -> Duration {
 
 /// The local deadline of a request that arrived with `remaining` time at `now`.
 pub fn deadline_from_remaining(remaining: Duration, now: Instant) -> Instant {
-    // An absurd remaining time (a peer's choice) must not overflow `Instant`.
-    now.checked_add(remaining)
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+    // A peer chooses the remaining time: cap it, so it can neither overflow `Instant` nor keep
+    // a handler's deadline meaningfully in the future for longer than a day.
+    let capped = remaining.min(MAX_REMAINING);
+    now.checked_add(capped).unwrap_or(now)
 }
+
+/// The longest remaining time a request may carry; more is read as this.
+pub const MAX_REMAINING: Duration = Duration::from_secs(24 * 3600);
 
 /// The frame that tells a peer we no longer wait for request `id`.
 pub fn cancel_frame(id: u64) -> Frame {
@@ -191,10 +195,15 @@ pub struct Overloaded {
 
 /// The handlers this node runs for its peers, capped per peer. `C` is whatever cancels a
 /// handler (a cancellation token in the runtime).
+///
+/// Handlers stop cooperatively, so a cancelled handler keeps counting against its peer's cap
+/// until it has [`finish`](InboundRequests::finish)ed: a peer cannot start more handlers by
+/// cancelling the ones it started.
 #[derive(Debug)]
 pub struct InboundRequests<C> {
     per_peer_limit: usize,
-    running: HashMap<NodeId, HashMap<u64, C>>,
+    /// Per peer, per request id: the handle to cancel with, taken once it has been used.
+    running: HashMap<NodeId, HashMap<u64, Option<C>>>,
 }
 
 impl<C> InboundRequests<C> {
@@ -219,31 +228,40 @@ impl<C> InboundRequests<C> {
         if running.len() >= limit || running.contains_key(&id) {
             return Err(Overloaded { limit });
         }
-        running.insert(id, cancel);
+        running.insert(id, Some(cancel));
         Ok(())
     }
 
-    /// The handler for (`peer`, `id`) finished (its reply is being sent).
-    pub fn finish(&mut self, peer: NodeId, id: u64) -> Option<C> {
-        let running = self.running.get_mut(&peer)?;
-        let cancel = running.remove(&id);
+    /// The handler for (`peer`, `id`) finished (its reply, if any, is being sent): its slot is
+    /// free. Returns whether it was running.
+    pub fn finish(&mut self, peer: NodeId, id: u64) -> bool {
+        let Some(running) = self.running.get_mut(&peer) else {
+            return false;
+        };
+        let was = running.remove(&id).is_some();
         if running.is_empty() {
             self.running.remove(&peer);
         }
-        cancel
+        was
     }
 
-    /// `peer` sent `Cancel { id }`: the handle to signal the handler with, if it still runs.
+    /// `peer` sent `Cancel { id }`: the handle to signal the handler with, the first time. The
+    /// handler keeps its slot until it finishes.
     pub fn cancel(&mut self, peer: NodeId, id: u64) -> Option<C> {
-        self.finish(peer, id)
+        self.running.get_mut(&peer)?.get_mut(&id)?.take()
     }
 
-    /// `peer` died or left: every handler running for it, to cancel.
+    /// `peer` died or left: the handles of every handler still running for it, to cancel. They
+    /// keep their slots until they finish.
     pub fn on_peer_lost(&mut self, peer: NodeId) -> Vec<(u64, C)> {
         let mut cancelled: Vec<(u64, C)> = self
             .running
-            .remove(&peer)
-            .map(|m| m.into_iter().collect())
+            .get_mut(&peer)
+            .map(|m| {
+                m.iter_mut()
+                    .filter_map(|(id, c)| Some((*id, c.take()?)))
+                    .collect()
+            })
             .unwrap_or_default();
         cancelled.sort_by_key(|(id, _)| *id);
         cancelled
@@ -395,8 +413,11 @@ mod tests {
             remaining(deadline, deadline + Duration::from_secs(1)),
             Duration::ZERO
         );
-        // A peer's absurd remaining time does not overflow.
-        let _ = deadline_from_remaining(Duration::MAX, there);
+        // A peer's absurd remaining time is capped, and does not overflow.
+        assert_eq!(
+            deadline_from_remaining(Duration::MAX, there),
+            there + MAX_REMAINING
+        );
     }
 
     #[test]
@@ -409,11 +430,31 @@ mod tests {
         inbound.admit(B, 1, "b1").unwrap();
         // A reused live id is refused, not run twice.
         assert_eq!(inbound.admit(B, 1, "again"), Err(Overloaded { limit: 2 }));
-        assert_eq!(inbound.finish(A, 1), Some("a1"));
+        assert!(inbound.finish(A, 1));
+        assert!(!inbound.finish(A, 1), "finished once");
         inbound.admit(A, 3, "a3").unwrap();
         assert_eq!(inbound.cancel(A, 3), Some("a3"));
+        assert_eq!(inbound.cancel(A, 3), None, "signalled once");
         assert_eq!(inbound.on_peer_lost(A), vec![(2, "a2")]);
+        // Cancelled handlers still hold their slots until they finish.
+        assert_eq!(inbound.running_for(A), 2);
+        assert_eq!(inbound.admit(A, 4, "a4"), Err(Overloaded { limit: 2 }));
+        assert!(inbound.finish(A, 2) && inbound.finish(A, 3));
         assert_eq!(inbound.running_for(A), 0);
         assert_eq!(inbound.running_for(B), 1);
+    }
+
+    #[test]
+    fn cancelling_does_not_free_a_slot_before_the_handler_finishes() {
+        let mut inbound = InboundRequests::new(1);
+        let mut started = 0;
+        for id in 1..=100u64 {
+            if inbound.admit(A, id, ()).is_ok() {
+                started += 1;
+            }
+            // A peer that cancels at once, against a handler that ignores cancellation.
+            let _ = inbound.cancel(A, id);
+        }
+        assert_eq!(started, 1);
     }
 }

@@ -268,17 +268,22 @@ pub struct Interest {
     /// Whether this is a full snapshot rather than a delta.
     pub snapshot: bool,
     /// Command names now handled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "names")]
     pub commands_added: Vec<String>,
     /// Command names no longer handled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "names")]
     pub commands_removed: Vec<String>,
     /// Event names now subscribed to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "names")]
     pub events_added: Vec<String>,
     /// Event names no longer subscribed to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "names")]
     pub events_removed: Vec<String>,
+}
+
+/// A list of message names, bounded as [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES).
+fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    super::body::at_most::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
 }
 
 impl ControlMessage for Interest {
@@ -527,6 +532,24 @@ mod tests {
         let frame = msg.to_frame().unwrap();
         assert_eq!(frame.kind, M::KIND);
         assert_eq!(M::from_frame(&frame).unwrap(), msg);
+    }
+
+    #[test]
+    fn an_interest_with_too_many_names_does_not_decode() {
+        let n = crate::proto::interest::MAX_NAMES as u32 + 1;
+        // Compact form: [seq, snapshot, commands_added] with n empty names.
+        let mut body = vec![0x93, 0x00, 0xc3, 0xdd];
+        body.extend_from_slice(&n.to_be_bytes());
+        body.extend(std::iter::repeat_n(0xa0, n as usize));
+        assert!(decode_body::<Interest>(&body).is_err());
+        // The bound itself is fine.
+        let mut ok = vec![0x93, 0x00, 0xc3, 0xdd];
+        ok.extend_from_slice(&(n - 1).to_be_bytes());
+        ok.extend(std::iter::repeat_n(0xa0, n as usize - 1));
+        assert_eq!(
+            decode_body::<Interest>(&ok).unwrap().commands_added.len(),
+            n as usize - 1
+        );
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub const HANDSHAKE_MAX_FRAME_SIZE: usize = 64 * 1024;
 /// Bodies larger than this (4 KiB) are offered to LZ4 by default.
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 4 * 1024;
 
+/// The largest body of a control frame ([`FrameKind::is_control`]), after decompression.
+///
+/// Control bodies decode into owned collections (names, gossip entries) that take several times
+/// their encoded size in memory; this bound keeps what one peer's frame can make us allocate
+/// small, whatever `max_frame_size` allows for user messages.
+pub const MAX_CONTROL_BODY: usize = 1024 * 1024;
+
+/// LZ4 cannot expand a block by more than this factor (plus a few bytes): a declared
+/// decompressed size beyond it is a lie, refused before allocating.
+const LZ4_MAX_RATIO: usize = 255;
+
 /// How far ahead of the received bytes the decoder reserves for an incomplete frame.
 const RESERVE_AHEAD: usize = 64 * 1024;
 
@@ -467,11 +478,22 @@ impl FrameCodec {
             headers.extra = extra;
         }
 
+        let body_limit = if kind.is_control() {
+            self.limit().min(MAX_CONTROL_BODY)
+        } else {
+            self.limit()
+        };
         let body = if flag_bits & flags::COMPRESSED != 0 {
-            self.decompress(r)?
+            self.decompress(r, body_limit)?
         } else {
             r.0
         };
+        if body.len() > body_limit {
+            return Err(FrameError::TooLarge {
+                declared: body.len(),
+                limit: body_limit,
+            });
+        }
         Ok(Frame {
             kind,
             request_id,
@@ -481,11 +503,16 @@ impl FrameCodec {
         })
     }
 
-    fn decompress(&self, mut r: Reader) -> Result<Bytes, FrameError> {
+    fn decompress(&self, mut r: Reader, limit: usize) -> Result<Bytes, FrameError> {
         let declared = r.u32("decompressed size")? as usize;
-        let limit = self.limit();
         if declared > limit {
             return Err(FrameError::TooLarge { declared, limit });
+        }
+        // A 20-byte block cannot inflate to 16 MiB: refuse the lie before zeroing the buffer.
+        if declared > r.0.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
+            return Err(FrameError::Malformed {
+                what: "decompressed size beyond what LZ4 can produce from the block",
+            });
         }
         let mut out = Vec::new();
         out.try_reserve_exact(declared)
@@ -515,6 +542,12 @@ impl FrameCodec {
     /// error nothing is written to `dst`.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
         let limit = self.limit();
+        if frame.kind.is_control() && frame.body.len() > MAX_CONTROL_BODY {
+            return Err(FrameError::TooLarge {
+                declared: frame.body.len(),
+                limit: MAX_CONTROL_BODY,
+            });
+        }
         let h = &frame.headers;
 
         let mut flag_bits = 0u8;

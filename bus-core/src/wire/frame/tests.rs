@@ -727,3 +727,77 @@ proptest! {
         let _ = decode_all(&codec, &mut whole);
     }
 }
+
+/// Like [`compressed_frame`], with the frame kind to use.
+fn compressed_frame_of(kind: FrameKind, declared_size: u32, block: &[u8]) -> BytesMut {
+    let mut buf = compressed_frame(declared_size, block);
+    if let Some(byte) = buf.get_mut(PREFIX_LEN) {
+        *byte = kind.to_u8();
+    }
+    buf
+}
+
+#[test]
+fn the_decompression_limit_holds_at_its_boundary() {
+    let codec = FrameCodec::handshake();
+    let limit = HANDSHAKE_MAX_FRAME_SIZE;
+    // A body of exactly the limit, honestly declared, inflates...
+    let at = vec![0u8; limit];
+    let block = lz4_flex::block::compress(&at);
+    let mut frame = compressed_frame(limit as u32, &block);
+    assert_eq!(codec.decode(&mut frame).unwrap().unwrap().body.len(), limit);
+    // ...one byte more does not, and is refused before inflating.
+    let over = vec![0u8; limit + 1];
+    let block = lz4_flex::block::compress(&over);
+    let mut frame = compressed_frame(limit as u32 + 1, &block);
+    assert!(matches!(
+        codec.decode(&mut frame),
+        Err(FrameError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_tiny_block_cannot_claim_a_huge_body() {
+    // 16 bytes of block may not claim 8 MiB: refused before the buffer is zeroed.
+    let codec = FrameCodec::default();
+    let block = lz4_flex::block::compress(&[0u8; 64]);
+    assert!(block.len() < 32);
+    let mut frame = compressed_frame(8 * 1024 * 1024, &block);
+    assert!(matches!(
+        codec.decode(&mut frame),
+        Err(FrameError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn control_bodies_are_capped_well_below_the_frame_limit() {
+    let codec = FrameCodec::default();
+    // A user event may be large...
+    let big = Frame::new(FrameKind::Event, compressible(2 * MAX_CONTROL_BODY));
+    assert_eq!(round_trip(&codec, &big).body.len(), 2 * MAX_CONTROL_BODY);
+    // ...a control message may not, neither sent...
+    let interest = Frame::new(FrameKind::Interest, incompressible(MAX_CONTROL_BODY + 1));
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        codec.encode(&interest, &mut buf),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(buf.is_empty());
+    // ...nor received, compressed or not.
+    let event = Frame::new(FrameKind::Event, incompressible(MAX_CONTROL_BODY + 1));
+    let mut raw = encode(&codec, &event);
+    if let Some(byte) = raw.get_mut(PREFIX_LEN) {
+        *byte = FrameKind::Gossip.to_u8();
+    }
+    assert!(matches!(
+        codec.decode(&mut raw),
+        Err(FrameError::TooLarge { .. })
+    ));
+    let body = vec![0u8; MAX_CONTROL_BODY + 1];
+    let block = lz4_flex::block::compress(&body);
+    let mut packed = compressed_frame_of(FrameKind::Interest, body.len() as u32, &block);
+    assert!(matches!(
+        codec.decode(&mut packed),
+        Err(FrameError::TooLarge { .. })
+    ));
+}
