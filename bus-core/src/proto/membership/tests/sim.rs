@@ -72,7 +72,7 @@ impl Sim {
             rng_seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
             ..MembershipConfig::default()
         };
-        Membership::new(identity.clone(), vec![SEED_ADDR.to_string()], config, now)
+        Membership::new(identity.clone(), vec![SEED_ADDR.to_string()], config, now).unwrap()
     }
 
     fn id(&self, i: usize) -> NodeId {
@@ -109,7 +109,7 @@ impl Sim {
                 GossipMessage::Delta(_) => stats.deltas += 1,
             }
             let from_id = self.id(from);
-            let outputs = self.nodes[to].handle_gossip(from_id, msg, self.clock);
+            let outputs = self.nodes[to].gossip(from_id, msg, self.clock);
             self.route(to, outputs, &mut queue);
         }
         stats
@@ -165,15 +165,16 @@ impl Sim {
     /// connection drop.
     fn leave(&mut self, i: usize, told: impl Fn(usize) -> bool) {
         let node = self.id(i);
+        let incarnation = self.identities[i].incarnation;
         let now = self.clock;
         let peers: Vec<usize> = (0..self.nodes.len())
             .filter(|&j| j != i && self.linked(i, j) && !self.down.contains(&j))
             .collect();
         for j in peers {
             let out = if told(j) {
-                self.nodes[j].on_goodbye(node, now)
+                self.nodes[j].on_goodbye(node, incarnation, now)
             } else {
-                self.nodes[j].on_disconnected(node, now);
+                self.nodes[j].on_disconnected(node, incarnation, now);
                 Vec::new()
             };
             for o in out {
@@ -337,7 +338,7 @@ fn a_node_that_left_stays_gone_despite_stale_gossip_and_may_restart() {
     // Stale news of the leaver, replayed to everyone, changes nothing.
     let lagger_id = sim.id(lagger);
     for i in (0..N).filter(|i| !sim.down.contains(i)) {
-        let out = sim.nodes[i].handle_gossip(lagger_id, stale.clone(), sim.clock);
+        let out = sim.nodes[i].gossip(lagger_id, stale.clone(), sim.clock);
         assert!(out.is_empty(), "node {i}: {out:?}");
     }
 
