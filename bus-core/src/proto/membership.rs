@@ -5,7 +5,9 @@
 //! a dial failed, a gossip message arrived — and the current time, and gets back
 //! [`Output`]s: gossip messages to send, nodes that joined or left, dials to start. It never
 //! reads a clock: [`poll_timeout`](Membership::poll_timeout) says when it next wants
-//! [`handle_timeout`](Membership::handle_timeout).
+//! [`handle_timeout`](Membership::handle_timeout). Inputs about a connection carry the
+//! incarnation its handshake reached and are ignored if the table holds another run of the
+//! node.
 //!
 //! # The table
 //!
@@ -15,6 +17,9 @@
 //! node, and within one incarnation `Alive < Dead < Left`. News is taken only if it is newer
 //! than what the table holds, which is what keeps a node that left from being resurrected by
 //! stale gossip: its entry stays as a *tombstone* (state `Dead` or `Left`) until it expires.
+//! A live member we cannot reach is buried as `Dead` (see Dialling), so stale news that
+//! outlives a tombstone, or junk a peer gossips, cannot stay alive in the table for ever; a
+//! full table evicts tombstones and unreachable members before it refuses news.
 //!
 //! # Gossip
 //!
@@ -26,7 +31,9 @@
 //! [`entry_hash`] of every entry's version), the opener answers that with a [`GossipDelta`]
 //! holding the entries whose version the peer lacks and the hashes it lacks itself, and the
 //! peer sends those entries in a last delta. A peer that knows less than half of what we do
-//! (a node joining) gets our whole table at once instead of a summary.
+//! (a node joining) gets our whole table at once instead of a summary. No message is over
+//! [`max_message_size`](MembershipConfig::max_message_size) or the link's send limit: bigger
+//! deltas are split.
 //!
 //! # Dialling
 //!
@@ -35,8 +42,12 @@
 //! are retried with exponential [`Backoff`] and seeded jitter; an address learned from gossip,
 //! discovery or a handshake is forgotten after
 //! [`forget_after_failures`](MembershipConfig::forget_after_failures) consecutive failures,
-//! a seed address never is. Which nodes we link to and how traffic reaches a node is decided
-//! in one place, [`Membership::route`], so that relaying can be added there later.
+//! a seed address never is, and the node connecting to us or a discovery answer for it brings
+//! its advertised addresses back. A member with no address left, or failing every dial for
+//! [`unreachable_timeout`](MembershipConfig::unreachable_timeout), is buried as `Dead`. A
+//! link that keeps dropping is redialled with a growing backoff (its flap count). Which nodes
+//! we link to and how traffic reaches a node is decided in one place, [`Membership::route`],
+//! so that relaying can be added there later.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -740,7 +751,8 @@ impl Membership {
     }
 
     /// A node found by discovery (for example an mDNS answer). Its addresses are forgotten
-    /// after failed dials like gossiped ones.
+    /// after failed dials like gossiped ones; an answer for the incarnation we hold brings
+    /// forgotten ones back.
     pub fn on_discovered(&mut self, identity: &PeerIdentity, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if identity.node_id != self.me.as_u128() {
@@ -755,6 +767,9 @@ impl Membership {
     }
 
     /// A dial from [`next_dials`](Self::next_dials) failed (no connection, or no handshake).
+    /// A member whose last address this forgets is buried by the next
+    /// [`handle_timeout`](Self::handle_timeout), which [`poll_timeout`](Self::poll_timeout)
+    /// then says is due.
     pub fn on_dial_failed(&mut self, dial: &DialRequest, now: Instant) {
         let forget_after = self.config.forget_after_failures;
         match dial.node {
