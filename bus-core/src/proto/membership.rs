@@ -1107,7 +1107,7 @@ impl Membership {
     /// or else the member we have failed to reach the longest (reporting it
     /// [`Left`](Output::Left)). False if every entry is a live member we are linked to, or
     /// have not failed to reach yet.
-    fn evict_one(&mut self, out: &mut Vec<Output>) -> bool {
+    fn evict_one(&mut self, now: Instant, out: &mut Vec<Output>) -> bool {
         let tombstone = self
             .table
             .iter()
@@ -1128,6 +1128,7 @@ impl Membership {
             self.dirty = true;
             if m.state == MemberState::Alive {
                 out.push(Output::Left(node));
+                self.unbind_seeds(node, now);
             }
         }
         true
@@ -1190,7 +1191,7 @@ impl Membership {
             .then(|| now.checked_add(ttl).unwrap_or(now));
         if !self.table.contains_key(&node)
             && self.table.len() >= self.config.max_members
-            && !self.evict_one(out)
+            && !self.evict_one(now, out)
         {
             return;
         }

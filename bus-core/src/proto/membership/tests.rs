@@ -619,6 +619,45 @@ fn a_full_table_evicts_tombstones_then_unreachable_members_before_refusing_news(
     assert_eq!(m.members().count(), 4);
 }
 
+/// A seed bound to a member that is evicted is dialled as a seed again: the seed is never
+/// left bound to a node the table no longer holds.
+#[test]
+fn a_seed_bound_to_an_evicted_member_is_dialled_again() {
+    let now = t0();
+    let seed = "tcp://seed:1".to_string();
+    let config = MembershipConfig {
+        max_members: 3,
+        ..MembershipConfig::default()
+    };
+    let mut m = Membership::new(identity(1, 1), vec![seed.clone()], config, now).unwrap();
+    let dials = m.next_dials(now);
+    m.on_connected(&identity(7, 1), now);
+    m.on_dial_succeeded(&dials[0], node(7), now);
+    m.on_disconnected(node(7), 1, now);
+    let clock = now + PAST_ANY_BACKOFF;
+    let dials = m.next_dials(clock);
+    assert_eq!(dials.len(), 1);
+    assert_eq!(
+        dials[0].node,
+        Some(node(7)),
+        "the seed is dialled as its node"
+    );
+    for d in &dials {
+        m.on_dial_failed(d, clock);
+    }
+    m.gossip(node(9), delta(vec![entry(2, 1, MemberState::Alive)]), clock);
+    let out = m.gossip(node(9), delta(vec![entry(3, 1, MemberState::Alive)]), clock);
+    assert_eq!(out, vec![Output::Left(node(7)), Output::Joined(node(3))]);
+    let dials = m.next_dials(clock);
+    assert!(
+        dials.contains(&DialRequest {
+            node: None,
+            addr: seed
+        }),
+        "{dials:?}"
+    );
+}
+
 /// Stale gossip after the tombstone expired brings a node that left back as alive; being
 /// unreachable, it is buried again instead of staying alive for ever (found by review).
 #[test]

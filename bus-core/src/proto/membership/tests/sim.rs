@@ -450,7 +450,10 @@ fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again
         sim.round();
     }
     for i in running(&sim) {
-        assert_eq!(sim.nodes[i].member(gone).unwrap().state(), MemberState::Left);
+        assert_eq!(
+            sim.nodes[i].member(gone).unwrap().state(),
+            MemberState::Left
+        );
     }
     // Longer than the tombstone lifetime: the tombstones expire everywhere.
     sim.clock += ttl;
@@ -482,7 +485,9 @@ fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again
         }
     }
     assert!(resurrected, "the scenario did not resurrect the leaver");
-    eprintln!("the resurrected node was buried everywhere {rounds} rounds after the lagger came back");
+    eprintln!(
+        "the resurrected node was buried everywhere {rounds} rounds after the lagger came back"
+    );
     for _ in 0..10 {
         sim.round();
     }
