@@ -377,7 +377,8 @@ impl Member {
         self.expires_at
     }
 
-    /// Whether the runtime reported a connection to it that has not gone down since.
+    /// Whether the runtime reported a connection to the incarnation we hold that has not gone
+    /// down since (news of a newer incarnation ends it: that link is to the old run).
     pub fn is_connected(&self) -> bool {
         self.connected
     }
