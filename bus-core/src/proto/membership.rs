@@ -5,7 +5,9 @@
 //! a dial failed, a gossip message arrived — and the current time, and gets back
 //! [`Output`]s: gossip messages to send, nodes that joined or left, dials to start. It never
 //! reads a clock: [`poll_timeout`](Membership::poll_timeout) says when it next wants
-//! [`handle_timeout`](Membership::handle_timeout).
+//! [`handle_timeout`](Membership::handle_timeout). Inputs about a connection carry the
+//! incarnation its handshake reached and are ignored if the table holds another run of the
+//! node.
 //!
 //! # The table
 //!
@@ -15,6 +17,9 @@
 //! node, and within one incarnation `Alive < Dead < Left`. News is taken only if it is newer
 //! than what the table holds, which is what keeps a node that left from being resurrected by
 //! stale gossip: its entry stays as a *tombstone* (state `Dead` or `Left`) until it expires.
+//! A live member we cannot reach is buried as `Dead` (see Dialling), so stale news that
+//! outlives a tombstone, or junk a peer gossips, cannot stay alive in the table for ever; a
+//! full table evicts tombstones and unreachable members before it refuses news.
 //!
 //! # Gossip
 //!
@@ -26,7 +31,9 @@
 //! [`entry_hash`] of every entry's version), the opener answers that with a [`GossipDelta`]
 //! holding the entries whose version the peer lacks and the hashes it lacks itself, and the
 //! peer sends those entries in a last delta. A peer that knows less than half of what we do
-//! (a node joining) gets our whole table at once instead of a summary.
+//! (a node joining) gets our whole table at once instead of a summary. No message is over
+//! [`max_message_size`](MembershipConfig::max_message_size) or the link's send limit: bigger
+//! deltas are split.
 //!
 //! # Dialling
 //!
@@ -35,8 +42,12 @@
 //! are retried with exponential [`Backoff`] and seeded jitter; an address learned from gossip,
 //! discovery or a handshake is forgotten after
 //! [`forget_after_failures`](MembershipConfig::forget_after_failures) consecutive failures,
-//! a seed address never is. Which nodes we link to and how traffic reaches a node is decided
-//! in one place, [`Membership::route`], so that relaying can be added there later.
+//! a seed address never is, and the node connecting to us or a discovery answer for it brings
+//! its advertised addresses back. A member with no address left, or failing every dial for
+//! [`unreachable_timeout`](MembershipConfig::unreachable_timeout), is buried as `Dead`. A
+//! link that keeps dropping is redialled with a growing backoff (its flap count). Which nodes
+//! we link to and how traffic reaches a node is decided in one place, [`Membership::route`],
+//! so that relaying can be added there later.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -56,6 +67,35 @@ const MAX_ADDRESSES: usize = 16;
 /// The longest name, network, cluster, host id or address kept, in bytes; gossip entries with
 /// a longer one are ignored.
 const MAX_FIELD_LEN: usize = 256;
+
+/// The longest duration a setting may have: a day.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The smallest [`max_message_size`](MembershipConfig::max_message_size): room for the
+/// largest entry we keep, several times over.
+pub const MIN_MESSAGE_SIZE: usize = 16 * 1024;
+
+/// What a gossip message costs on top of its entries and hashes, at most: the frame prefix and
+/// header, the compression prefix and the message's own envelope (variant name, field names,
+/// array headers).
+const MESSAGE_OVERHEAD: usize = 128;
+
+/// The most an entry hash costs in an encoded list (a MessagePack `uint64`).
+const HASH_SIZE: usize = 9;
+
+/// An upper bound of the encoded size of `entry` inside a message: its strings with their
+/// longest headers, plus the field names and fixed-size fields (a `u128` id, two `u64`s, the
+/// state code) with room to spare.
+fn entry_size_bound(entry: &GossipEntry) -> usize {
+    const FIXED: usize = 160;
+    const STR_HEADER: usize = 5;
+    [&entry.name, &entry.network, &entry.cluster, &entry.host_id]
+        .into_iter()
+        .chain(&entry.addresses)
+        .fold(FIXED, |size, s| {
+            size.saturating_add(s.len()).saturating_add(STR_HEADER)
+        })
+}
 
 /// Exponential backoff with jitter: `min(cap, base × 2^attempt)`, then multiplied by a random
 /// factor in `[1 − jitter, 1 + jitter]`.
@@ -111,8 +151,9 @@ impl Backoff {
 pub struct MembershipConfig {
     /// The most nodes we keep links to (dialled or being dialled; seeds included). Default 256.
     pub max_peers: usize,
-    /// The most entries the table holds, tombstones included; news of further nodes is
-    /// dropped. Bounds what a peer can make us store. Default 4096.
+    /// The most entries the table holds, tombstones included. When it is full, news of a
+    /// further node first evicts a tombstone or a member we cannot reach, and is dropped if
+    /// there is none. Bounds what a peer can make us store. Default 4096.
     pub max_members: usize,
     /// How often a gossip round starts. Default 1 s.
     pub gossip_interval: Duration,
@@ -124,10 +165,75 @@ pub struct MembershipConfig {
     /// The redial schedule.
     pub backoff: Backoff,
     /// How long a tombstone is kept. It must outlive any stale news of the node still
-    /// travelling; after it expires, such news would bring the node back. Default 5 min.
+    /// travelling; after it expires, such news brings the node back until it is found
+    /// unreachable and buried again. Default 5 min.
     pub tombstone_ttl: Duration,
+    /// How long a live member may go on failing every dial (counted from the first failure
+    /// since we were last connected to it) before it is buried as `Dead`. A member with no
+    /// address left to dial is buried at once. Default 5 min.
+    pub unreachable_timeout: Duration,
+    /// The largest gossip message we send, in bytes as framed; bigger answers are split.
+    /// The runtime passes the send limit of each link to
+    /// [`handle_gossip`](Membership::handle_gossip), and the smaller of the two applies.
+    /// At least [`MIN_MESSAGE_SIZE`]. Default 512 KiB.
+    pub max_message_size: usize,
     /// The seed of the random source (gossip partners, jitter).
     pub rng_seed: u64,
+}
+
+impl MembershipConfig {
+    /// Checks the configuration; [`Membership::new`] calls it.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](crate::ErrorKind::Config) error when `max_peers`, `max_members` (which
+    /// counts our own entry), `gossip_fanout` or `forget_after_failures` is zero, a duration
+    /// (the gossip interval, the backoff base and cap, the tombstone lifetime, the
+    /// unreachable timeout) is zero or over a day, the backoff cap is under its base, the
+    /// jitter is not a number in `0.0..=1.0`, or `max_message_size` is under
+    /// [`MIN_MESSAGE_SIZE`]. A zero interval or backoff would make
+    /// [`poll_timeout`](Membership::poll_timeout) always due: a busy loop.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.max_peers == 0
+            || self.max_members < 2
+            || self.gossip_fanout == 0
+            || self.forget_after_failures == 0
+        {
+            return Err(crate::Error::config(
+                "max_peers, gossip_fanout and forget_after_failures must be above zero, \
+                 max_members at least 2",
+            ));
+        }
+        for d in [
+            self.gossip_interval,
+            self.backoff.base,
+            self.backoff.cap,
+            self.tombstone_ttl,
+            self.unreachable_timeout,
+        ] {
+            if d.is_zero() || d > MAX_DURATION {
+                return Err(crate::Error::config(
+                    "membership durations must be above zero and at most a day",
+                ));
+            }
+        }
+        if self.backoff.cap < self.backoff.base {
+            return Err(crate::Error::config(
+                "the backoff cap must not be under its base",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.backoff.jitter) {
+            return Err(crate::Error::config(
+                "the backoff jitter must be within 0.0..=1.0",
+            ));
+        }
+        if self.max_message_size < MIN_MESSAGE_SIZE {
+            return Err(crate::Error::config(
+                "max_message_size must be at least 16 KiB",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for MembershipConfig {
@@ -140,6 +246,8 @@ impl Default for MembershipConfig {
             forget_after_failures: 5,
             backoff: Backoff::default(),
             tombstone_ttl: Duration::from_secs(300),
+            unreachable_timeout: Duration::from_secs(300),
+            max_message_size: 512 * 1024,
             rng_seed: 0,
         }
     }
@@ -222,6 +330,13 @@ pub struct Member {
     changed_at: Instant,
     expires_at: Option<Instant>,
     connected: bool,
+    /// When the current connection came up.
+    up_since: Option<Instant>,
+    /// When a dial first failed since we were last connected.
+    unreachable_since: Option<Instant>,
+    /// Connections that dropped before staying up for a backoff cap: the attempt number of
+    /// the redial after the next drop.
+    flaps: u32,
     addresses: Vec<Address>,
     dial: DialState,
 }
@@ -262,7 +377,8 @@ impl Member {
         self.expires_at
     }
 
-    /// Whether the runtime reported a connection to it that has not gone down since.
+    /// Whether the runtime reported a connection to the incarnation we hold that has not gone
+    /// down since (news of a newer incarnation ends it: that link is to the old run).
     pub fn is_connected(&self) -> bool {
         self.connected
     }
@@ -280,6 +396,17 @@ impl Member {
     /// When it may next be dialled.
     pub fn next_dial(&self) -> Instant {
         self.dial.next_attempt
+    }
+
+    /// Connections to it that dropped soon after coming up, recently: the backoff attempt of
+    /// the redial after the next drop. Back to 0 once a connection stays up for a backoff cap.
+    pub fn flaps(&self) -> u32 {
+        self.flaps
+    }
+
+    /// When a dial of it first failed since we were last connected; `None` while reachable.
+    pub fn unreachable_since(&self) -> Option<Instant> {
+        self.unreachable_since
     }
 
     fn version(&self) -> (u64, u8) {
@@ -300,6 +427,12 @@ impl Member {
             if source == Source::Seed {
                 known.source = Source::Seed;
                 known.forgotten = false;
+            }
+            // The node itself, or a discovery service that just heard from it, vouches for
+            // the address: whatever failed before (a partition, a restart) is over.
+            if matches!(source, Source::Seed | Source::Direct | Source::Discovery) {
+                known.forgotten = false;
+                known.failures = 0;
             }
             return;
         }
@@ -404,12 +537,18 @@ impl Membership {
     /// The table of the node `local`, which dials `seeds` until it knows the nodes behind them.
     ///
     /// A seed equal to one of our own advertised addresses is skipped.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](crate::ErrorKind::Config) error if the configuration does not
+    /// [validate](MembershipConfig::validate).
     pub fn new(
         local: PeerIdentity,
         seeds: impl IntoIterator<Item = String>,
         config: MembershipConfig,
         now: Instant,
-    ) -> Self {
+    ) -> Result<Self, crate::Error> {
+        config.validate()?;
         let me = NodeId::from_u128(local.node_id);
         let network = local.network.clone();
         let mut seed_list: Vec<Seed> = Vec::new();
@@ -433,12 +572,15 @@ impl Membership {
                 changed_at: now,
                 expires_at: None,
                 connected: false,
+                up_since: None,
+                unreachable_since: None,
+                flaps: 0,
                 addresses: Vec::new(),
                 dial: DialState::new(now),
             },
         );
         let rng = fastrand::Rng::with_seed(config.rng_seed);
-        Membership {
+        Ok(Membership {
             config,
             me,
             network,
@@ -448,7 +590,7 @@ impl Membership {
             digest: GossipDigest::default(),
             dirty: true,
             next_gossip: now,
-        }
+        })
     }
 
     /// Our own node id.
@@ -522,7 +664,9 @@ impl Membership {
     ///
     /// A node of another network, or ourselves, is ignored. A node we hold a tombstone of for
     /// the same or a newer incarnation stays a tombstone (it is connected, so gossip tells it
-    /// and it can [refute](Output::Refuted)).
+    /// and it can [refute](Output::Refuted)). A connection to an older incarnation than the
+    /// table's is not counted as a link to the node. The addresses the node advertises are
+    /// dialled again even if they were forgotten.
     pub fn on_connected(&mut self, identity: &PeerIdentity, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         let node = NodeId::from_u128(identity.node_id);
@@ -536,45 +680,80 @@ impl Membership {
             &mut out,
         );
         if let Some(m) = self.table.get_mut(&node) {
+            if m.identity.incarnation != identity.incarnation {
+                return out;
+            }
             m.connected = true;
+            m.up_since = Some(now);
+            m.unreachable_since = None;
             m.dial.in_flight = false;
             m.dial.failures = 0;
-            if m.identity.incarnation == identity.incarnation {
-                for addr in identity.addresses.iter().take(MAX_ADDRESSES) {
-                    m.add_address(addr, Source::Direct);
-                }
+            for addr in identity.addresses.iter().take(MAX_ADDRESSES) {
+                m.add_address(addr, Source::Direct);
             }
         }
         out
     }
 
-    /// The connection to `node` went down without a goodbye. It stays a member and is
-    /// redialled after a backoff.
-    pub fn on_disconnected(&mut self, node: NodeId, now: Instant) {
-        let delay = self.config.backoff.delay(0, &mut self.rng);
-        if let Some(m) = self.table.get_mut(&node) {
-            m.connected = false;
-            m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
+    /// The connection to `incarnation` of `node` went down without a goodbye. It stays a
+    /// member and is redialled after a backoff whose attempt number is the member's
+    /// [flap count](Member::flaps): a link that keeps dropping soon after coming up is
+    /// redialled less and less often. Ignored if the table holds another incarnation of the
+    /// node (the connection belonged to an older run) or no connection to it.
+    pub fn on_disconnected(&mut self, node: NodeId, incarnation: u64, now: Instant) {
+        let cap = self.config.backoff.cap;
+        let Some(m) = self.table.get_mut(&node) else {
+            return;
+        };
+        if m.identity.incarnation != incarnation || !m.connected {
+            return;
         }
+        let stable = m
+            .up_since
+            .is_some_and(|at| now.saturating_duration_since(at) >= cap);
+        if stable {
+            m.flaps = 0;
+        }
+        let attempt = m.flaps;
+        m.flaps = m.flaps.saturating_add(1);
+        m.connected = false;
+        m.up_since = None;
+        let delay = self.config.backoff.delay(attempt, &mut self.rng);
+        m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
     }
 
-    /// `node` said goodbye: it becomes a `Left` tombstone.
-    pub fn on_goodbye(&mut self, node: NodeId, now: Instant) -> Vec<Output> {
+    /// `incarnation` of `node` said goodbye: it becomes a `Left` tombstone. Ignored if the
+    /// table holds another incarnation of the node.
+    pub fn on_goodbye(&mut self, node: NodeId, incarnation: u64, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
-        self.bury(node, MemberState::Left, now, &mut out);
+        if self.holds(node, incarnation) {
+            self.bury(node, MemberState::Left, now, &mut out);
+        }
         out
     }
 
-    /// `node` was silent past the peer timeout: it becomes a `Dead` tombstone, gossiped like
-    /// any news. If it is in fact alive it hears of it and refutes with a higher incarnation.
-    pub fn on_peer_dead(&mut self, node: NodeId, now: Instant) -> Vec<Output> {
+    /// The connection to `incarnation` of `node` was silent past the peer timeout: the node
+    /// becomes a `Dead` tombstone, gossiped like any news. If it is in fact alive it hears of
+    /// it and refutes with a higher incarnation. Ignored if the table holds another
+    /// incarnation of the node: the death of an old run's link says nothing of a new run.
+    pub fn on_peer_dead(&mut self, node: NodeId, incarnation: u64, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
-        self.bury(node, MemberState::Dead, now, &mut out);
+        if self.holds(node, incarnation) {
+            self.bury(node, MemberState::Dead, now, &mut out);
+        }
         out
+    }
+
+    /// Whether the table's entry of `node` is of `incarnation`.
+    fn holds(&self, node: NodeId, incarnation: u64) -> bool {
+        self.table
+            .get(&node)
+            .is_some_and(|m| m.identity.incarnation == incarnation)
     }
 
     /// A node found by discovery (for example an mDNS answer). Its addresses are forgotten
-    /// after failed dials like gossiped ones.
+    /// after failed dials like gossiped ones; an answer for the incarnation we hold brings
+    /// forgotten ones back.
     pub fn on_discovered(&mut self, identity: &PeerIdentity, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         if identity.node_id != self.me.as_u128() {
@@ -589,6 +768,9 @@ impl Membership {
     }
 
     /// A dial from [`next_dials`](Self::next_dials) failed (no connection, or no handshake).
+    /// A member whose last address this forgets is buried by the next
+    /// [`handle_timeout`](Self::handle_timeout), which [`poll_timeout`](Self::poll_timeout)
+    /// then says is due.
     pub fn on_dial_failed(&mut self, dial: &DialRequest, now: Instant) {
         let forget_after = self.config.forget_after_failures;
         match dial.node {
@@ -598,6 +780,7 @@ impl Membership {
                 };
                 m.dial.in_flight = false;
                 m.dial.failures = m.dial.failures.saturating_add(1);
+                m.unreachable_since.get_or_insert(now);
                 if let Some(a) = m.addresses.iter_mut().find(|a| a.addr == dial.addr) {
                     a.failures = a.failures.saturating_add(1);
                     if a.source != Source::Seed && a.failures >= forget_after {
@@ -644,19 +827,30 @@ impl Membership {
                 let Some(seed) = self.seeds.iter_mut().find(|s| s.addr == dial.addr) else {
                     return;
                 };
-                seed.dial = DialState::new(now);
                 if node == self.me {
                     // We are behind this seed address ourselves: never dial it again.
+                    seed.dial = DialState::new(now);
                     seed.node = Some(node);
                     return;
                 }
-                if let Some(m) = self.table.get_mut(&node) {
-                    if m.state == MemberState::Alive {
+                match self.table.get_mut(&node) {
+                    Some(m) if m.state == MemberState::Alive => {
+                        seed.dial = DialState::new(now);
                         seed.node = Some(node);
                         m.add_address(&dial.addr, Source::Seed);
                         if m.learned == Source::Direct {
                             m.learned = Source::Seed;
                         }
+                    }
+                    _ => {
+                        // A node we hold a tombstone of (it will refute over the connection,
+                        // and a later dial binds the seed) or could not take in: the seed stays
+                        // unbound, and is redialled with backoff, not at once.
+                        seed.dial.in_flight = false;
+                        seed.dial.failures = seed.dial.failures.saturating_add(1);
+                        let attempt = seed.dial.failures.saturating_sub(1);
+                        let delay = self.config.backoff.delay(attempt, &mut self.rng);
+                        seed.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
                     }
                 }
             }
@@ -710,8 +904,8 @@ impl Membership {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has something to do: the next
-    /// gossip round, dial or tombstone expiry. Always `Some` for now; `None` is kept for a
-    /// table with nothing scheduled.
+    /// gossip round, dial, burial of an unreachable member or tombstone expiry. Always `Some`
+    /// for now; `None` is kept for a table with nothing scheduled.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_gossip;
         let room = self.links() < self.config.max_peers;
@@ -729,18 +923,22 @@ impl Membership {
             if let Some(at) = m.expires_at {
                 next = next.min(at);
             }
+            if let Some(at) = self.burial_due(m) {
+                next = next.min(at);
+            }
         }
         Some(next)
     }
 
-    /// Does what is due at `now`: expires tombstones, starts a gossip round if one is due and
-    /// hands out the dials that are due.
+    /// Does what is due at `now`: expires tombstones, buries members we cannot reach, starts
+    /// a gossip round if one is due and hands out the dials that are due.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Output> {
-        let mut out = if now >= self.next_gossip {
-            self.gossip_round(now)
-        } else {
-            Vec::new()
-        };
+        self.purge(now);
+        let mut out = Vec::new();
+        self.bury_unreachable(now, &mut out);
+        if now >= self.next_gossip {
+            out.extend(self.gossip_round(now));
+        }
         out.extend(self.next_dials(now).into_iter().map(Output::Dial));
         out
     }
@@ -770,9 +968,24 @@ impl Membership {
         out
     }
 
-    /// A gossip message from the connected peer `from`.
-    pub fn handle_gossip(&mut self, from: NodeId, msg: GossipMessage, now: Instant) -> Vec<Output> {
+    /// A gossip message from the connected peer `from`, whose link takes frames of up to
+    /// `send_limit` bytes (the runtime's send limit of that connection).
+    ///
+    /// Every answer goes to `from` and is at most the smaller of `send_limit` and
+    /// [`max_message_size`](MembershipConfig::max_message_size) as a frame: a difference too
+    /// big for one message is split into several; an entry too big for any message is left
+    /// out. Of a message's `entries` and `want`, at most
+    /// [`max_members`](MembershipConfig::max_members) are read; the rest is ignored.
+    pub fn handle_gossip(
+        &mut self,
+        from: NodeId,
+        msg: GossipMessage,
+        send_limit: usize,
+        now: Instant,
+    ) -> Vec<Output> {
         self.purge(now);
+        let budget = send_limit.min(self.config.max_message_size);
+        let limit = self.config.max_members;
         let mut out = Vec::new();
         match msg {
             GossipMessage::Digest(theirs) => {
@@ -780,18 +993,19 @@ impl Membership {
                 if theirs == ours {
                     return out;
                 }
-                if u64::from(theirs.count) * 2 < u64::from(ours.count) {
+                let summary_size = self
+                    .table
+                    .len()
+                    .saturating_mul(HASH_SIZE)
+                    .saturating_add(MESSAGE_OVERHEAD);
+                if u64::from(theirs.count) * 2 < u64::from(ours.count) || summary_size > budget {
                     // The peer knows less than half of what we do (it is joining): our whole
                     // table costs about what a summary would, and saves a round trip. What it
-                    // knows and we do not reaches us in a later round.
-                    let entries = self.table.values().map(|m| m.entry(now)).collect();
-                    out.push(Output::SendTo(
-                        from,
-                        GossipMessage::Delta(GossipDelta {
-                            entries,
-                            want: Vec::new(),
-                        }),
-                    ));
+                    // knows and we do not reaches us in a later round. A summary that does not
+                    // fit in one message is replaced the same way.
+                    let entries: Vec<GossipEntry> =
+                        self.table.values().map(|m| m.entry(now)).collect();
+                    send_deltas(from, entries, Vec::new(), budget, &mut out);
                 } else {
                     let entries = self.table.values().map(Member::hash).collect();
                     out.push(Output::SendTo(
@@ -804,11 +1018,7 @@ impl Membership {
                 }
             }
             GossipMessage::Summary(summary) => {
-                let theirs: BTreeSet<u64> = summary
-                    .entries
-                    .into_iter()
-                    .take(self.config.max_members)
-                    .collect();
+                let theirs: BTreeSet<u64> = summary.entries.into_iter().take(limit).collect();
                 let ours: BTreeSet<u64> = self.table.values().map(Member::hash).collect();
                 // Entries whose version they do not hold: they lack the node or hold another
                 // version of it. Where theirs is newer, they ignore ours and we want theirs.
@@ -819,22 +1029,13 @@ impl Membership {
                     .map(|m| m.entry(now))
                     .collect();
                 let want: Vec<u64> = theirs.difference(&ours).copied().collect();
-                if !entries.is_empty() || !want.is_empty() {
-                    out.push(Output::SendTo(
-                        from,
-                        GossipMessage::Delta(GossipDelta { entries, want }),
-                    ));
-                }
+                send_deltas(from, entries, want, budget, &mut out);
             }
             GossipMessage::Delta(delta) => {
-                for entry in delta.entries.into_iter().take(self.config.max_members) {
+                for entry in delta.entries.into_iter().take(limit) {
                     self.apply(entry, Source::Gossip, now, &mut out);
                 }
-                let want: BTreeSet<u64> = delta
-                    .want
-                    .into_iter()
-                    .take(self.config.max_members)
-                    .collect();
+                let want: BTreeSet<u64> = delta.want.into_iter().take(limit).collect();
                 let entries: Vec<GossipEntry> = if want.is_empty() {
                     Vec::new()
                 } else {
@@ -844,15 +1045,7 @@ impl Membership {
                         .map(|m| m.entry(now))
                         .collect()
                 };
-                if !entries.is_empty() {
-                    out.push(Output::SendTo(
-                        from,
-                        GossipMessage::Delta(GossipDelta {
-                            entries,
-                            want: Vec::new(),
-                        }),
-                    ));
-                }
+                send_deltas(from, entries, Vec::new(), budget, &mut out);
             }
         }
         out
@@ -878,6 +1071,70 @@ impl Membership {
         }
     }
 
+    /// When the live member `m` is to be buried as unreachable: at once if it has no address
+    /// left to dial, else [`unreachable_timeout`](MembershipConfig::unreachable_timeout)
+    /// after a dial of it first failed. `None` for ourselves, a tombstone, a connected member,
+    /// one being dialled, and one we have not failed to reach.
+    fn burial_due(&self, m: &Member) -> Option<Instant> {
+        if m.node_id() == self.me
+            || m.state != MemberState::Alive
+            || m.connected
+            || m.dial.in_flight
+        {
+            return None;
+        }
+        if m.dial_address().is_none() {
+            return Some(m.unreachable_since.unwrap_or(m.changed_at));
+        }
+        m.unreachable_since?
+            .checked_add(self.config.unreachable_timeout)
+    }
+
+    /// Buries, as `Dead` at its incarnation, every member whose burial is due: it cannot hold
+    /// a table slot, nor be gossiped as alive, for ever.
+    fn bury_unreachable(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let due: Vec<NodeId> = self
+            .table
+            .iter()
+            .filter(|(_, m)| self.burial_due(m).is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for node in due {
+            self.bury(node, MemberState::Dead, now, out);
+        }
+    }
+
+    /// Makes room for one more entry in a full table: drops the tombstone that expires first,
+    /// or else the member we have failed to reach the longest (reporting it
+    /// [`Left`](Output::Left)). False if every entry is a live member we are linked to, or
+    /// have not failed to reach yet.
+    fn evict_one(&mut self, now: Instant, out: &mut Vec<Output>) -> bool {
+        let tombstone = self
+            .table
+            .iter()
+            .filter(|(id, m)| **id != self.me && m.state.is_tombstone())
+            .min_by_key(|(_, m)| m.expires_at)
+            .map(|(id, _)| *id);
+        let victim = tombstone.or_else(|| {
+            self.table
+                .iter()
+                .filter_map(|(id, m)| self.burial_due(m).map(|at| (at, *id)))
+                .min()
+                .map(|(_, id)| id)
+        });
+        let Some(node) = victim else {
+            return false;
+        };
+        if let Some(m) = self.table.remove(&node) {
+            self.dirty = true;
+            if m.state == MemberState::Alive {
+                out.push(Output::Left(node));
+                self.unbind_seeds(node, now);
+            }
+        }
+        true
+    }
+
     /// Turns the live entry of `node` into a tombstone of its current incarnation.
     fn bury(&mut self, node: NodeId, state: MemberState, now: Instant, out: &mut Vec<Output>) {
         if node == self.me {
@@ -888,6 +1145,7 @@ impl Membership {
             return;
         };
         m.connected = false;
+        m.up_since = None;
         if m.state.rank() >= state.rank() {
             return;
         }
@@ -913,7 +1171,8 @@ impl Membership {
     }
 
     /// Takes `entry` into the table if it is news: of our network, valid, and newer than what
-    /// we hold.
+    /// we hold. News that is not newer, from the node itself or a discovery service, still
+    /// brings back the addresses it advertises.
     fn apply(&mut self, entry: GossipEntry, source: Source, now: Instant, out: &mut Vec<Output>) {
         if entry.network != self.network || !is_valid(&entry) {
             return;
@@ -931,11 +1190,14 @@ impl Membership {
             .state
             .is_tombstone()
             .then(|| now.checked_add(ttl).unwrap_or(now));
+        if !self.table.contains_key(&node)
+            && self.table.len() >= self.config.max_members
+            && !self.evict_one(now, out)
+        {
+            return;
+        }
         match self.table.get_mut(&node) {
             None => {
-                if self.table.len() >= self.config.max_members {
-                    return;
-                }
                 let mut member = Member {
                     identity: entry.identity(),
                     state: entry.state,
@@ -943,6 +1205,9 @@ impl Membership {
                     changed_at: now,
                     expires_at,
                     connected: false,
+                    up_since: None,
+                    unreachable_since: None,
+                    flaps: 0,
                     addresses: Vec::new(),
                     dial: DialState::new(now),
                 };
@@ -958,13 +1223,20 @@ impl Membership {
             Some(m) => {
                 let expired = m.expired(now);
                 if !expired && entry.version() <= m.version() {
+                    let vouched = matches!(source, Source::Direct | Source::Discovery);
+                    if vouched && entry.incarnation == m.identity.incarnation {
+                        for addr in &entry.addresses {
+                            m.add_address(addr, source);
+                        }
+                    }
                     return;
                 }
                 let was_alive = m.state == MemberState::Alive && !expired;
                 let new_incarnation = expired || entry.incarnation != m.identity.incarnation;
                 if new_incarnation {
                     // A new run of the node: new addresses, fresh dial state; seed addresses
-                    // stay.
+                    // stay. A link we hold is to the old run (`on_connected` marks a link to
+                    // the new run after this).
                     m.addresses.retain(|a| a.source == Source::Seed);
                     for a in &mut m.addresses {
                         a.failures = 0;
@@ -975,6 +1247,10 @@ impl Membership {
                     m.dial.failures = 0;
                     m.dial.next_attempt = now;
                     m.learned = source;
+                    m.connected = false;
+                    m.up_since = None;
+                    m.unreachable_since = None;
+                    m.flaps = 0;
                 }
                 m.identity = entry.identity();
                 m.state = entry.state;
@@ -994,19 +1270,60 @@ impl Membership {
         }
     }
 
-    /// News that we are dead or gone, of our incarnation or a later one: we take a higher
-    /// incarnation, which beats it everywhere.
+    /// News that we are dead or gone, of exactly our incarnation: we take the next one,
+    /// which beats it everywhere. A tombstone of a later incarnation than ours is not of
+    /// us (we never ran it) and is ignored: taking it would let a peer push our incarnation
+    /// anywhere, up to `u64::MAX` where no refutation can win. It expires where it is held,
+    /// and our entry wins there again. At `u64::MAX` itself we cannot refute.
     fn refute(&mut self, entry: &GossipEntry, now: Instant, out: &mut Vec<Output>) {
         let Some(me) = self.table.get_mut(&self.me) else {
             return;
         };
-        if entry.state.is_tombstone() && entry.incarnation >= me.identity.incarnation {
-            let incarnation = entry.incarnation.saturating_add(1);
-            me.identity.incarnation = incarnation;
-            me.changed_at = now;
-            self.dirty = true;
-            out.push(Output::Refuted { incarnation });
+        if !entry.state.is_tombstone() || entry.incarnation != me.identity.incarnation {
+            return;
         }
+        let Some(incarnation) = entry.incarnation.checked_add(1) else {
+            return;
+        };
+        me.identity.incarnation = incarnation;
+        me.changed_at = now;
+        self.dirty = true;
+        out.push(Output::Refuted { incarnation });
+    }
+}
+
+/// Queues `entries` and `want` for `to` as [`GossipDelta`]s of at most `budget` bytes each as
+/// frames: `want` (as much of it as fits) in the first, entries in order after it. An entry
+/// that does not fit in a message of its own is left out; nothing is queued for nothing.
+fn send_deltas(
+    to: NodeId,
+    entries: Vec<GossipEntry>,
+    mut want: Vec<u64>,
+    budget: usize,
+    out: &mut Vec<Output>,
+) {
+    let room = budget.saturating_sub(MESSAGE_OVERHEAD);
+    want.truncate(room / HASH_SIZE);
+    let mut size = want.len().saturating_mul(HASH_SIZE);
+    let mut delta = GossipDelta {
+        entries: Vec::new(),
+        want,
+    };
+    for entry in entries {
+        let cost = entry_size_bound(&entry);
+        if cost > room {
+            continue;
+        }
+        if size.saturating_add(cost) > room {
+            let full = std::mem::take(&mut delta);
+            out.push(Output::SendTo(to, GossipMessage::Delta(full)));
+            size = 0;
+        }
+        size = size.saturating_add(cost);
+        delta.entries.push(entry);
+    }
+    if !delta.entries.is_empty() || !delta.want.is_empty() {
+        out.push(Output::SendTo(to, GossipMessage::Delta(delta)));
     }
 }
 

@@ -72,7 +72,7 @@ impl Sim {
             rng_seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
             ..MembershipConfig::default()
         };
-        Membership::new(identity.clone(), vec![SEED_ADDR.to_string()], config, now)
+        Membership::new(identity.clone(), vec![SEED_ADDR.to_string()], config, now).unwrap()
     }
 
     fn id(&self, i: usize) -> NodeId {
@@ -109,7 +109,7 @@ impl Sim {
                 GossipMessage::Delta(_) => stats.deltas += 1,
             }
             let from_id = self.id(from);
-            let outputs = self.nodes[to].handle_gossip(from_id, msg, self.clock);
+            let outputs = self.nodes[to].gossip(from_id, msg, self.clock);
             self.route(to, outputs, &mut queue);
         }
         stats
@@ -165,15 +165,16 @@ impl Sim {
     /// connection drop.
     fn leave(&mut self, i: usize, told: impl Fn(usize) -> bool) {
         let node = self.id(i);
+        let incarnation = self.identities[i].incarnation;
         let now = self.clock;
         let peers: Vec<usize> = (0..self.nodes.len())
             .filter(|&j| j != i && self.linked(i, j) && !self.down.contains(&j))
             .collect();
         for j in peers {
             let out = if told(j) {
-                self.nodes[j].on_goodbye(node, now)
+                self.nodes[j].on_goodbye(node, incarnation, now)
             } else {
-                self.nodes[j].on_disconnected(node, now);
+                self.nodes[j].on_disconnected(node, incarnation, now);
                 Vec::new()
             };
             for o in out {
@@ -337,7 +338,7 @@ fn a_node_that_left_stays_gone_despite_stale_gossip_and_may_restart() {
     // Stale news of the leaver, replayed to everyone, changes nothing.
     let lagger_id = sim.id(lagger);
     for i in (0..N).filter(|i| !sim.down.contains(i)) {
-        let out = sim.nodes[i].handle_gossip(lagger_id, stale.clone(), sim.clock);
+        let out = sim.nodes[i].gossip(lagger_id, stale.clone(), sim.clock);
         assert!(out.is_empty(), "node {i}: {out:?}");
     }
 
@@ -423,4 +424,97 @@ fn fifty_nodes_joining_in_waves_converge_with_bounded_traffic() {
         sim.events.iter().all(|&(_, _, _, joined)| joined),
         "nobody left"
     );
+}
+
+/// The lagging node is cut off for longer than the tombstone lifetime: every other node has
+/// dropped the leaver's tombstone when the lagger comes back still holding the leaver alive,
+/// so its stale news brings the leaver back. Nobody can reach it, so it is buried again as
+/// `Dead` at its old incarnation, everywhere, and finally forgotten.
+#[test]
+fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again() {
+    const N: usize = 12;
+    let (leaver, lagger) = (3, 8);
+    let mut sim = Sim::new(N, 11);
+    while !(sim.all_know_all() && sim.fully_meshed() && sim.digests_agree()) {
+        assert!(sim.round < 20, "no convergence");
+        sim.round();
+    }
+    let gone = sim.id(leaver);
+    let incarnation = sim.identities[leaver].incarnation;
+    let ttl = sim.nodes[0].config().tombstone_ttl;
+    let running = |sim: &Sim| (0..N).filter(|i| !sim.down.contains(i)).collect::<Vec<_>>();
+
+    sim.down.insert(lagger);
+    sim.leave(leaver, |_| true);
+    for _ in 0..5 {
+        sim.round();
+    }
+    for i in running(&sim) {
+        assert_eq!(
+            sim.nodes[i].member(gone).unwrap().state(),
+            MemberState::Left
+        );
+    }
+    // Longer than the tombstone lifetime: the tombstones expire everywhere.
+    sim.clock += ttl;
+    sim.round();
+    for i in running(&sim) {
+        assert!(sim.nodes[i].member(gone).is_none(), "node {i}");
+    }
+
+    // The lagger comes back with the leaver alive: the stale news spreads.
+    sim.down.remove(&lagger);
+    let back_at = sim.round;
+    let mut resurrected = false;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds <= 60, "the resurrected node is never buried");
+        sim.round();
+        let alive = running(&sim)
+            .into_iter()
+            .filter(|&i| {
+                sim.nodes[i]
+                    .member(gone)
+                    .is_some_and(|m| m.state() == MemberState::Alive)
+            })
+            .count();
+        resurrected |= alive > 1;
+        if alive == 0 {
+            break;
+        }
+    }
+    assert!(resurrected, "the scenario did not resurrect the leaver");
+    eprintln!(
+        "the resurrected node was buried everywhere {rounds} rounds after the lagger came back"
+    );
+    for _ in 0..10 {
+        sim.round();
+    }
+    for i in running(&sim) {
+        let member = sim.nodes[i].member(gone).unwrap();
+        assert_eq!(member.state(), MemberState::Dead, "node {i}");
+        assert_eq!(member.incarnation(), incarnation);
+        assert_eq!(sim.nodes[i].route(gone), Route::Unreachable);
+    }
+    assert!(sim.digests_agree());
+    // Each other node took it back once and buried it once; the lagger only buried it.
+    for i in running(&sim) {
+        let count = |joined: bool| {
+            sim.events
+                .iter()
+                .filter(|e| e.0 > back_at && e.1 == i && e.2 == gone && e.3 == joined)
+                .count()
+        };
+        let expected = if i == lagger { (0, 1) } else { (1, 1) };
+        assert_eq!((count(true), count(false)), expected, "node {i}");
+    }
+    // Once those tombstones expire too, the node is gone for good: no one gossips it alive.
+    sim.clock += ttl;
+    for _ in 0..3 {
+        sim.round();
+    }
+    for i in running(&sim) {
+        assert!(sim.nodes[i].member(gone).is_none(), "node {i}");
+    }
 }
