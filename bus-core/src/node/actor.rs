@@ -7,16 +7,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::conn::{self, Side};
+use super::conn::{self, now_std, Ended, Side};
 use super::routes::Routes;
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::bus::BusInner;
 use crate::id::NodeId;
-use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey};
+use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
+use crate::proto::membership::{Backoff, DialRequest, Membership, MembershipConfig, Output};
 use crate::transport::{Addr, Connection, Listener};
-use crate::wire::control::{ControlMessage, Goodbye, GoodbyeReason, Interest};
+use crate::wire::control::{
+    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, MemberState,
+};
 
 /// What the node's tasks and the bus tell the actor.
 #[derive(Debug)]
@@ -27,10 +30,24 @@ pub(crate) enum ActorMsg {
     PeerUp {
         peer: Arc<PeerHandle>,
         key: ConnectionKey,
+        /// The dial that made it, if this node dialled.
+        dial: Option<DialRequest>,
         keep: oneshot::Sender<bool>,
     },
     /// A connection ended.
-    PeerDown { node_id: NodeId, conn_id: u64 },
+    PeerDown {
+        node_id: NodeId,
+        conn_id: u64,
+        ended: Ended,
+    },
+    /// A dial found nobody, or no handshake completed.
+    DialFailed(DialRequest),
+    /// A peer's gossip.
+    Gossip {
+        node_id: NodeId,
+        conn_id: u64,
+        msg: GossipMessage,
+    },
     /// A peer's interest snapshot or delta.
     Interest {
         node_id: NodeId,
@@ -56,6 +73,7 @@ struct Actor {
     local: LocalInterest,
     /// The event names in `local`, to diff against the subscription table.
     local_events: BTreeSet<String>,
+    membership: Membership,
     tasks: JoinSet<()>,
 }
 
@@ -67,12 +85,25 @@ pub(crate) async fn run(
     listeners: Vec<Box<dyn Listener>>,
     seeds: Vec<Addr>,
 ) {
+    let identity = node.identity();
+    let config = MembershipConfig {
+        // Seeded from the node id, itself from the builder's seed.
+        rng_seed: (identity.node_id as u64) ^ 0x006d_6573_6862_7573,
+        backoff: Backoff {
+            base: node.config.redial_backoff,
+            ..Backoff::default()
+        },
+        ..MembershipConfig::default()
+    };
+    let seeds = seeds.iter().map(|a| a.as_str().to_owned());
+    let membership = Membership::new(identity, seeds, config, now_std());
     let mut actor = Actor {
         node: Arc::clone(&node),
         bus,
         peers: HashMap::new(),
         local: LocalInterest::new(),
         local_events: BTreeSet::new(),
+        membership,
         tasks: JoinSet::new(),
     };
     actor.init_interest();
@@ -85,12 +116,16 @@ pub(crate) async fn run(
             }
         });
     }
-    for seed in seeds {
-        let (node, bus) = (Arc::clone(&actor.node), actor.bus.clone());
-        actor.tasks.spawn(dial_loop(node, bus, seed));
-    }
     loop {
+        let timer = actor
+            .membership
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
+            () = sleep_until_some(timer) => {
+                let out = actor.membership.handle_timeout(now_std());
+                actor.apply(out);
+            }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
                 if let Some(done) = actor.on_msg(msg) {
@@ -124,13 +159,28 @@ impl Actor {
             ActorMsg::Inbound(c) => {
                 let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
                 self.tasks.spawn(async move {
-                    conn::run(node, bus, c, Side::Inbound).await;
+                    conn::run(node, bus, c, Side::Inbound, None).await;
                 });
             }
-            ActorMsg::PeerUp { peer, key, keep } => {
+            ActorMsg::PeerUp {
+                peer,
+                key,
+                dial,
+                keep,
+            } => {
+                let now = now_std();
+                let mut out = self.membership.on_connected(&peer.identity, now);
+                if let Some(dial) = &dial {
+                    self.membership.on_dial_succeeded(dial, peer.node_id, now);
+                }
                 let _ = keep.send(self.on_peer_up(peer, key));
+                self.apply(std::mem::take(&mut out));
             }
-            ActorMsg::PeerDown { node_id, conn_id } => {
+            ActorMsg::PeerDown {
+                node_id,
+                conn_id,
+                ended,
+            } => {
                 if self
                     .peers
                     .get(&node_id)
@@ -138,6 +188,31 @@ impl Actor {
                 {
                     self.peers.remove(&node_id);
                     self.publish();
+                    let now = now_std();
+                    let out = match ended {
+                        Ended::Goodbye => self.membership.on_goodbye(node_id, now),
+                        Ended::Dead => self.membership.on_peer_dead(node_id, now),
+                        Ended::Broken(_) | Ended::ByUs => {
+                            self.membership.on_disconnected(node_id, now);
+                            Vec::new()
+                        }
+                    };
+                    self.apply(out);
+                }
+            }
+            ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
+            ActorMsg::Gossip {
+                node_id,
+                conn_id,
+                msg,
+            } => {
+                if self
+                    .peers
+                    .get(&node_id)
+                    .is_some_and(|p| p.handle.conn_id == conn_id)
+                {
+                    let out = self.membership.handle_gossip(node_id, msg, now_std());
+                    self.apply(out);
                 }
             }
             ActorMsg::Interest {
@@ -155,6 +230,73 @@ impl Actor {
             ActorMsg::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// Does what membership asks.
+    fn apply(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::SendTo(node_id, msg) => {
+                    let Some(p) = self.peers.get(&node_id) else {
+                        continue;
+                    };
+                    let bytes = msg
+                        .to_frame()
+                        .ok()
+                        .and_then(|f| encode(&p.handle.send_codec, &f).ok());
+                    if let Some(bytes) = bytes {
+                        // A full control lane skips a round: gossip repairs itself.
+                        let _ = p.handle.lanes.control.try_send(bytes);
+                    }
+                }
+                Output::Dial(dial) => {
+                    if self.settle_linked(&dial) {
+                        continue;
+                    }
+                    let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
+                    self.tasks.spawn(dial_task(node, bus, dial));
+                }
+                Output::Joined(node_id) => tracing::debug!(node = %node_id, "member joined"),
+                Output::Left(node_id) => tracing::debug!(node = %node_id, "member left"),
+                Output::Refuted { incarnation } => {
+                    tracing::info!(incarnation, "refuted a rumour of our death");
+                    let mut identity = self.node.identity();
+                    identity.incarnation = incarnation;
+                    let local = LocalNode::new(identity)
+                        .with_versions(self.node.local.load().versions())
+                        .with_max_frame_size(self.node.local.load().max_frame_size());
+                    self.node.local.store(Arc::new(local));
+                }
+            }
+        }
+    }
+
+    /// A dial of a node we already have a link to (by its id, or by an address it advertises)
+    /// is not made: a second connection would only replace the first and fail what waits on
+    /// it. Membership is told the node is linked. Returns whether the dial was settled so.
+    fn settle_linked(&mut self, dial: &DialRequest) -> bool {
+        let linked = self.peers.values().find(|p| match dial.node {
+            Some(node) => p.handle.node_id == node,
+            None => p.handle.identity.addresses.contains(&dial.addr),
+        });
+        let Some(identity) = linked.map(|p| p.handle.identity.clone()) else {
+            return false;
+        };
+        let node = NodeId::from_u128(identity.node_id);
+        let now = now_std();
+        let out = self.membership.on_connected(&identity, now);
+        let alive = self
+            .membership
+            .member(node)
+            .is_some_and(|m| m.state() == MemberState::Alive);
+        if alive {
+            self.membership.on_dial_succeeded(dial, node, now);
+        } else {
+            // A tombstone behind a live link: back off until gossip settles it.
+            self.membership.on_dial_failed(dial, now);
+        }
+        self.apply(out);
+        true
     }
 
     fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
@@ -317,42 +459,46 @@ async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Sender<ActorM
     }
 }
 
-/// Dials a seed, runs the connection, and dials again when it ends (with backoff).
-async fn dial_loop(node: Arc<NodeShared>, bus: Weak<BusInner>, addr: Addr) {
-    let base = node.config.redial_backoff;
-    let mut backoff = base;
-    let stopping = node.stopping.clone();
-    loop {
-        if stopping.is_cancelled() || bus.upgrade().is_none_or(|b| b.is_closed()) {
+/// Makes one dial that membership asked for and runs the connection it opens; a failure is
+/// reported back, a success is reported by the connection's handshake.
+async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest) {
+    let addr = match Addr::parse(&dial.addr) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
             return;
         }
-        let dialled = tokio::select! {
-            d = node.config.transports.dial(&addr) => d,
-            () = stopping.cancelled() => return,
-        };
-        match dialled {
-            Ok(c) => {
-                backoff = base;
-                let reached = conn::run(Arc::clone(&node), bus.clone(), c, Side::Outbound).await;
-                // Connected to that node by another link (it dialled us too): dial again only
-                // once that link is gone.
-                if let (Some(peer), Some(b)) = (reached, bus.upgrade()) {
-                    let mut rx = b.membership.subscribe();
-                    drop(b);
-                    tokio::select! {
-                        _ = rx.wait_for(|v| v.peer(peer).is_none()) => {}
-                        () = stopping.cancelled() => return,
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(%addr, error = %e, "dial failed");
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
+    };
+    let stopping = node.stopping.clone();
+    let dialled = tokio::select! {
+        d = node.config.transports.dial(&addr) => d,
+        () = stopping.cancelled() => return,
+    };
+    let reached = match dialled {
+        Ok(c) => {
+            conn::run(
+                Arc::clone(&node),
+                bus,
+                c,
+                Side::Outbound,
+                Some(dial.clone()),
+            )
+            .await
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = stopping.cancelled() => return,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "dial failed");
+            None
         }
+    };
+    if reached.is_none() {
+        let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -17,12 +17,13 @@ use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
 use crate::proto::handshake::{Established, Handshake, Step};
 use crate::proto::liveness::{Liveness, LivenessEvent};
+use crate::proto::membership::DialRequest;
 use crate::proto::requests::{deadline_from_remaining, InboundRequests};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::subscription::EventMeta;
 use crate::transport::{Connection, FrameReader, FrameWriter, ReadEvent};
-use crate::wire::control::{ControlMessage, Interest, InterestRequest, ReplyError};
+use crate::wire::control::{ControlMessage, GossipMessage, Interest, InterestRequest, ReplyError};
 use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
 
 /// Which end of the connection this node is.
@@ -32,13 +33,26 @@ pub(crate) enum Side {
     Outbound,
 }
 
+/// Why a connection ended, as far as membership cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The peer said goodbye.
+    Goodbye,
+    /// The peer was silent past the timeout (or trickled a frame too slowly).
+    Dead,
+    /// The link broke or carried garbage: the peer may well be alive.
+    Broken(&'static str),
+    /// This node closed it (shutdown, or a replaced connection).
+    ByUs,
+}
+
 /// How many frames a writer takes off its lanes for one batch at most.
 const BATCH_BUDGET: usize = 256;
 
 /// How long a closing connection's writer may take to send what is queued.
 const FLUSH_BOUND: Duration = Duration::from_secs(1);
 
-fn now_std() -> std::time::Instant {
+pub(crate) fn now_std() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -48,6 +62,7 @@ pub(crate) async fn run(
     bus: Weak<BusInner>,
     conn: Connection,
     side: Side,
+    dial: Option<DialRequest>,
 ) -> Option<NodeId> {
     let Connection {
         mut reader,
@@ -75,6 +90,7 @@ pub(crate) async fn run(
     let up = ActorMsg::PeerUp {
         peer: Arc::clone(&peer),
         key: established.key(),
+        dial,
         keep: keep_tx,
     };
     if node.inbox.send(up).await.is_err() || !keep_rx.await.unwrap_or(false) {
@@ -85,7 +101,7 @@ pub(crate) async fn run(
     tracing::debug!(peer = %peer_id, name = %peer.identity.name, conn = conn_id, %remote, "peer connected");
     let mut tasks = JoinSet::new();
     tasks.spawn(write_loop(writer, receivers, peer.stop.clone()));
-    let reason = read_loop(
+    let ended = read_loop(
         &node,
         &bus,
         &peer,
@@ -93,13 +109,14 @@ pub(crate) async fn run(
         established.receive_codec(),
     )
     .await;
-    tracing::debug!(peer = %peer_id, reason, "connection closed");
+    tracing::debug!(peer = %peer_id, ?ended, "connection closed");
     peer.fail_all();
     let _ = node
         .inbox
         .send(ActorMsg::PeerDown {
             node_id: peer_id,
             conn_id,
+            ended,
         })
         .await;
     peer.stop.cancel();
@@ -117,13 +134,13 @@ async fn handshake(
     let now = now_std();
     let mut hs = match side {
         Side::Outbound => {
-            let (hs, hello) = Handshake::dial(&node.local, now)?;
+            let (hs, hello) = Handshake::dial(&node.local.load(), now)?;
             writer
                 .write_batch(&mut vec![encode(&codec, &hello)?])
                 .await?;
             hs
         }
-        Side::Inbound => Handshake::accept(&node.local, now)?,
+        Side::Inbound => Handshake::accept(&node.local.load(), now)?,
     };
     let deadline = hs
         .deadline()
@@ -177,9 +194,9 @@ async fn read_loop(
     peer: &Arc<PeerHandle>,
     reader: &mut dyn FrameReader,
     codec: FrameCodec,
-) -> &'static str {
+) -> Ended {
     let Ok(mut liveness) = Liveness::new(node.config.liveness, now_std()) else {
-        return "invalid liveness configuration";
+        return Ended::Broken("invalid liveness configuration");
     };
     let mut inbound = Inbound {
         node,
@@ -196,21 +213,21 @@ async fn read_loop(
                     liveness.on_frame_received(now_std());
                     match decode(&codec, bytes) {
                         Ok(frame) => {
-                            if let Err(reason) = inbound.on_frame(frame).await {
-                                return reason;
+                            if let Err(ended) = inbound.on_frame(frame).await {
+                                return ended;
                             }
                         }
                         Err(e) => {
                             tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
-                            return "undecodable frame";
+                            return Ended::Broken("undecodable frame");
                         }
                     }
                 }
                 Ok(ReadEvent::Partial) => liveness.on_partial_frame(now_std()),
-                Ok(ReadEvent::Closed) => return "closed by the peer",
+                Ok(ReadEvent::Closed) => return Ended::Broken("closed by the peer"),
                 Err(e) => {
                     tracing::warn!(peer = %peer.node_id, error = %e, "read failed: closing the connection");
-                    return "read error";
+                    return Ended::Broken("read error");
                 }
             },
             () = tokio::time::sleep_until(deadline) => match liveness.poll(now_std()) {
@@ -222,7 +239,7 @@ async fn read_loop(
                 }
                 Some(LivenessEvent::Dead { reason }) => {
                     tracing::info!(peer = %peer.node_id, %reason, "peer dead");
-                    return "peer timed out";
+                    return Ended::Dead;
                 }
                 None => {}
             },
@@ -231,7 +248,7 @@ async fn read_loop(
                     let _ = inbound.running.finish(peer.node_id, id);
                 }
             }
-            () = peer.stop.cancelled() => return "closed by this node",
+            () = peer.stop.cancelled() => return Ended::ByUs,
         }
     }
 }
@@ -257,7 +274,7 @@ impl Drop for Inbound<'_> {
 
 impl Inbound<'_> {
     /// Handles one frame; `Err` closes the connection.
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), &'static str> {
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), Ended> {
         let peer = self.peer;
         match frame.kind {
             FrameKind::Ping => {
@@ -267,8 +284,20 @@ impl Inbound<'_> {
                     let _ = peer.lanes.control.try_send(bytes);
                 }
             }
-            FrameKind::Pong | FrameKind::Gossip => {}
-            FrameKind::Goodbye => return Err("the peer said goodbye"),
+            FrameKind::Pong => {}
+            FrameKind::Goodbye => return Err(Ended::Goodbye),
+            FrameKind::Gossip => match GossipMessage::from_frame(&frame) {
+                Ok(msg) => {
+                    let msg = ActorMsg::Gossip {
+                        node_id: peer.node_id,
+                        conn_id: peer.conn_id,
+                        msg,
+                    };
+                    let _ = self.node.inbox.send(msg).await;
+                }
+                // Gossip repairs itself in a later round.
+                Err(e) => tracing::debug!(peer = %peer.node_id, error = %e, "bad gossip message"),
+            },
             FrameKind::Interest => match Interest::from_frame(&frame) {
                 Ok(msg) => {
                     let msg = ActorMsg::Interest {
@@ -305,7 +334,7 @@ impl Inbound<'_> {
             FrameKind::Event => self.on_event(frame),
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
                 tracing::warn!(peer = %peer.node_id, kind = ?frame.kind, "handshake frame after the handshake");
-                return Err("handshake frame after the handshake");
+                return Err(Ended::Broken("handshake frame after the handshake"));
             }
         }
         Ok(())

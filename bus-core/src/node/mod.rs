@@ -67,7 +67,9 @@ impl NodeConfig {
 
 /// What the bus's handles share with the node's tasks.
 pub(crate) struct NodeShared {
-    pub(crate) local: LocalNode,
+    /// Who we are in handshakes; replaced when membership refutes a rumour of our death with a
+    /// higher incarnation.
+    pub(crate) local: ArcSwap<LocalNode>,
     pub(crate) config: NodeConfig,
     /// The routing snapshot: replaced by the actor, read without a lock by senders.
     pub(crate) routes: ArcSwap<Routes>,
@@ -84,7 +86,7 @@ pub(crate) struct NodeShared {
 impl std::fmt::Debug for NodeShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeShared")
-            .field("node_id", &self.local.identity().node_id)
+            .field("node_id", &self.local.load().identity().node_id)
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +101,7 @@ impl NodeShared {
     ) -> (Arc<NodeShared>, mpsc::Receiver<ActorMsg>) {
         let (inbox, rx) = mpsc::channel(INBOX_CAPACITY);
         let shared = NodeShared {
-            local: LocalNode::new(identity),
+            local: ArcSwap::from_pointee(LocalNode::new(identity)),
             config,
             routes: ArcSwap::from_pointee(Routes::default()),
             picker: Picker::default(),
@@ -112,8 +114,8 @@ impl NodeShared {
         (Arc::new(shared), rx)
     }
 
-    pub(crate) fn identity(&self) -> &PeerIdentity {
-        self.local.identity()
+    pub(crate) fn identity(&self) -> PeerIdentity {
+        self.local.load().identity().clone()
     }
 
     /// A request id unique on this node (never 0).
