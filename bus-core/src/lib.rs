@@ -56,7 +56,7 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendCommand,
+    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendAll, SendCommand,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::remote::read_reply;
+use super::send_all::SendAll;
 use super::{Bus, InFlight};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
@@ -67,6 +68,13 @@ impl<'a> Commands<'a> {
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
+    }
+
+    /// Sends `cmd` to every node in scope that handles it (this one included) and yields
+    /// `(node, result)` as each answers; the stream ends when all have answered, failed or run
+    /// out of time.
+    pub fn send_all<C: Command>(self, cmd: C) -> SendAll<'a, C> {
+        SendAll::new(self.bus, self.scope, cmd)
     }
 
     /// Sends `cmd` to exactly one handler in scope: the local one if there is one.
@@ -247,7 +255,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
 ///
 /// The pending entry is removed at once when the caller gives up (the future is dropped or
 /// times out), and the peer is told with `Cancel`.
-async fn remote_call<C: Command>(
+pub(super) async fn remote_call<C: Command>(
     peer: Arc<PeerHandle>,
     id: u64,
     bytes: Bytes,

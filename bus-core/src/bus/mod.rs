@@ -4,6 +4,7 @@ mod builder;
 mod commands;
 mod events;
 pub(crate) mod remote;
+mod send_all;
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
+pub use send_all::SendAll;
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::CommandHandler;
