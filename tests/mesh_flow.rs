@@ -6,6 +6,7 @@ mod mesh_util;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
@@ -20,7 +21,7 @@ struct Name;
 struct Blob(u32);
 
 #[tokio::test(start_paused = true)]
-async fn commands_one_at_a_time_spread_evenly_over_idle_nodes() {
+async fn commands_spread_over_idle_nodes_one_at_a_time_and_fifty_at_a_time() {
     let net = InMemNetwork::new(50);
     let names = ["h1", "h2", "h3", "h4", "h5"];
     let mut handlers = Vec::new();
@@ -28,6 +29,8 @@ async fn commands_one_at_a_time_spread_evenly_over_idle_nodes() {
         handlers.push(
             node(&net, name)
                 .command_handler(|_: Name, ctx: Context| async move {
+                    // Some work, so that requests overlap when sent 50 at a time.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     Ok::<_, HandlerError>(ctx.bus().name().to_owned())
                 })
                 .start()
@@ -55,6 +58,19 @@ async fn commands_one_at_a_time_spread_evenly_over_idle_nodes() {
     for (name, n) in &counts {
         assert!((199..=201).contains(n), "{name} got {n}: {counts:?}");
     }
+
+    // 50 at a time: the least busy node gets the next one, so none gets twice its share.
+    let replies: Vec<String> = futures_util::stream::iter(0..1_000)
+        .map(|_| async { a.commands().send(Name).await.unwrap() })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in replies {
+        *counts.entry(r).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 5, "{counts:?}");
+    assert!(counts.values().all(|n| *n <= 400), "{counts:?}");
     a.shutdown().await.unwrap();
     for bus in &handlers {
         bus.shutdown().await.unwrap();

@@ -46,3 +46,66 @@ async fn five_nodes_joined_through_one_seed_reach_a_full_view() {
         bus.shutdown().await.unwrap();
     }
 }
+
+#[derive(Serialize, Deserialize, Event)]
+#[meshbus(name = "mesh.seq")]
+struct Seq {
+    publisher: usize,
+    n: u32,
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_nodes_through_one_seed_get_every_event_once_in_order() {
+    const NODES: usize = 20;
+    const PER_PUBLISHER: u32 = 3_334;
+    let net = InMemNetwork::new(31);
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let name = format!("g{i}");
+        let mut builder = node(&net, &name);
+        if i > 0 {
+            builder = builder.peers(["inmem://g0"]);
+        }
+        nodes.push(builder.start().await.unwrap());
+    }
+    let options = meshbus::SubscriptionOptions::new().capacity(3 * PER_PUBLISHER as usize);
+    let mut subs: Vec<_> = nodes
+        .iter()
+        .map(|b| b.subscribe_with::<Seq>(options).unwrap())
+        .collect();
+    for bus in &nodes {
+        within("a full view", bus.ready().peers(NODES - 1)).await;
+        within(
+            "every subscriber",
+            bus.ready().subscribers::<Seq>(Scope::Cluster, NODES),
+        )
+        .await;
+    }
+    let publishers = [0, 7, 19];
+    let publish = |p: usize| {
+        let bus = nodes[publishers[p]].clone();
+        async move {
+            for n in 0..PER_PUBLISHER {
+                bus.events().publish(Seq { publisher: p, n }).await.unwrap();
+            }
+        }
+    };
+    tokio::join!(publish(0), publish(1), publish(2));
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let mut next = [0u32; 3];
+        for _ in 0..3 * PER_PUBLISHER {
+            let e = within("an event", sub.recv()).await.unwrap();
+            assert_eq!(
+                e.n, next[e.publisher],
+                "node g{i}, publisher {}",
+                e.publisher
+            );
+            next[e.publisher] += 1;
+        }
+        assert_eq!(next, [PER_PUBLISHER; 3]);
+    }
+    for bus in &nodes {
+        assert_eq!(bus.stats().remote_events_dropped, 0);
+        bus.shutdown().await.unwrap();
+    }
+}
