@@ -109,3 +109,49 @@ async fn twenty_nodes_through_one_seed_get_every_event_once_in_order() {
         bus.shutdown().await.unwrap();
     }
 }
+
+/// Reports what the test sends it.
+#[derive(Debug)]
+struct Told(tokio::sync::mpsc::Receiver<meshbus::discovery::DiscoveryEvent>);
+
+#[async_trait]
+impl meshbus::discovery::Discovery for Told {
+    async fn advertise(
+        &mut self,
+        _local: &meshbus::wire::control::PeerIdentity,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+    async fn next(&mut self) -> Option<meshbus::discovery::DiscoveryEvent> {
+        self.0.recv().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_found_by_discovery_is_dialled() {
+    let net = InMemNetwork::new(32);
+    let b = node(&net, "b")
+        .command_handler(|_: Name, _ctx| async { Ok::<_, HandlerError>("b".to_owned()) })
+        .start()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let a = node(&net, "a").discovery(Told(rx)).start().await.unwrap();
+    assert!(a.membership().borrow().peers.is_empty());
+    let found = meshbus::wire::control::PeerIdentity {
+        node_id: b.node_id().as_u128(),
+        incarnation: 0, // older than b's run: the handshake tells the truth
+        name: "b".into(),
+        network: "default".into(),
+        cluster: "default".into(),
+        host_id: "host-1".into(),
+        addresses: vec!["inmem://b".into()],
+    };
+    tx.send(meshbus::discovery::DiscoveryEvent::Found(found))
+        .await
+        .unwrap();
+    within("b's handler", a.ready().handlers::<Name>(Scope::Cluster, 1)).await;
+    assert_eq!(a.commands().send(Name).await.unwrap(), "b");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

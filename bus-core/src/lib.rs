@@ -41,6 +41,7 @@
 
 mod bus;
 mod context;
+pub mod discovery;
 mod error;
 mod handler;
 mod id;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
 use crate::context::Context;
+use crate::discovery::Discovery;
 use crate::error::{Error, HandlerError};
 use crate::handler::{
     panic_message, BoxFuture, CommandFnHandler, ErasedEventHandler, EventFnHandler,
@@ -95,6 +96,7 @@ pub struct BusBuilder {
     registrations: Vec<Registration>,
     config: Config,
     node: NodeConfig,
+    discovery: Vec<Box<dyn Discovery>>,
 }
 
 impl BusBuilder {
@@ -117,7 +119,15 @@ impl BusBuilder {
                 shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             },
             node: NodeConfig::new(),
+            discovery: Vec::new(),
         }
+    }
+
+    /// Adds a discovery mechanism (mDNS, ...): the nodes it finds are dialled like nodes
+    /// learned from gossip. Needs a transport.
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery.push(Box::new(discovery));
+        self
     }
 
     /// Adds a transport (the in-memory network, TCP, ...). With none, the bus is local only.
@@ -361,10 +371,12 @@ impl BusBuilder {
             next_subscription_id,
         } = reg;
         let networked = !self.node.transports.is_empty();
-        let addresses = !(self.node.listen.is_empty() && self.node.peers.is_empty());
+        let addresses = !(self.node.listen.is_empty()
+            && self.node.peers.is_empty()
+            && self.discovery.is_empty());
         if addresses && !networked {
             return Err(Error::config(
-                "`listen` and `peers` need a transport: add one with `.transport(..)`",
+                "`listen`, `peers` and `discovery` need a transport: add one with `.transport(..)`",
             ));
         }
         self.node.liveness.validate()?;
@@ -398,6 +410,13 @@ impl BusBuilder {
             };
             NodeShared::new(peer_identity, self.node)
         });
+        let mut discovery = self.discovery;
+        if let Some((shared, _)) = &node {
+            let local = shared.identity();
+            for d in &mut discovery {
+                d.advertise(&local).await?;
+            }
+        }
         tracing::debug!(
             node = %identity.node_id,
             name = %identity.name,
@@ -438,6 +457,7 @@ impl BusBuilder {
                     inbox,
                     listeners,
                     seeds,
+                    discovery,
                 ));
             }
         }
@@ -548,6 +568,7 @@ impl fmt::Debug for BusBuilder {
             .field("handlers", &self.registrations.len())
             .field("config", &self.config)
             .field("node", &self.node)
+            .field("discovery", &self.discovery)
             .finish_non_exhaustive()
     }
 }

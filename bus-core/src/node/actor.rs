@@ -12,6 +12,7 @@ use super::routes::Routes;
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::bus::BusInner;
+use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
@@ -56,6 +57,8 @@ pub(crate) enum ActorMsg {
     },
     /// A peer asks for our interest snapshot.
     InterestRequest { node_id: NodeId, conn_id: u64 },
+    /// A discovery mechanism found or lost a node.
+    Discovered(DiscoveryEvent),
     /// Say goodbye, close every connection, stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -84,6 +87,7 @@ pub(crate) async fn run(
     mut inbox: mpsc::Receiver<ActorMsg>,
     listeners: Vec<Box<dyn Listener>>,
     seeds: Vec<Addr>,
+    discovery: Vec<Box<dyn Discovery>>,
 ) {
     let identity = node.identity();
     let config = MembershipConfig {
@@ -112,6 +116,15 @@ pub(crate) async fn run(
         actor.tasks.spawn(async move {
             tokio::select! {
                 () = accept_loop(listener, inbox) => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+    }
+    for source in discovery {
+        let (stopping, inbox) = (node.stopping.clone(), node.inbox.clone());
+        actor.tasks.spawn(async move {
+            tokio::select! {
+                () = discovery_loop(source, inbox) => {}
                 () = stopping.cancelled() => {}
             }
         });
@@ -201,6 +214,14 @@ impl Actor {
                 }
             }
             ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
+            ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
+                let out = self.membership.on_discovered(&identity, now_std());
+                self.apply(out);
+            }
+            ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
+                // Only a hint: the link decides whether the node is alive.
+                tracing::debug!(node = %node_id, "no longer advertised");
+            }
             ActorMsg::Gossip {
                 node_id,
                 conn_id,
@@ -492,6 +513,15 @@ async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest
     };
     if reached.is_none() {
         let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+    }
+}
+
+/// Hands what a discovery mechanism reports to the actor, until it ends.
+async fn discovery_loop(mut source: Box<dyn Discovery>, inbox: mpsc::Sender<ActorMsg>) {
+    while let Some(event) = source.next().await {
+        if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
+            return;
+        }
     }
 }
 
