@@ -132,3 +132,68 @@ async fn a_frame_that_never_completes_closes_its_link_within_the_peer_timeout() 
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
+    let net = InMemNetwork::new(54);
+    net.set_link_capacity(8);
+    let b = node(&net, "b").start().await.unwrap();
+    let mut sub = b
+        .subscribe_with::<Blob>(SubscriptionOptions::new().capacity(1_000))
+        .unwrap();
+    let waits = node(&net, "a")
+        .peers(["inmem://b"])
+        .peer_queue_capacity(4)
+        .start()
+        .await
+        .unwrap();
+    let drops = node(&net, "c")
+        .peers(["inmem://b"])
+        .peer_queue_capacity(4)
+        .peer_events_when_full(FullPolicy::DropNewest)
+        .start()
+        .await
+        .unwrap();
+    for bus in [&waits, &drops] {
+        within("b", bus.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
+    }
+    net.set_delay("a", "b", Duration::from_millis(100));
+    net.set_delay("c", "b", Duration::from_millis(100));
+
+    // Dropping: every publish resolves at once; what did not fit is counted.
+    let t0 = tokio::time::Instant::now();
+    for i in 0..100 {
+        drops.events().publish(Blob(i)).await.unwrap();
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let dropped = drops.stats().peer_events_dropped;
+    assert!(dropped > 0);
+
+    // Waiting: publishes wait for room on the slow link; nothing is dropped.
+    let t0 = tokio::time::Instant::now();
+    for i in 0..100 {
+        waits.events().publish(Blob(i)).await.unwrap();
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(waits.stats().peer_events_dropped, 0);
+
+    // b got all of a's, in order, and c's minus the dropped ones; both links are alive.
+    let (mut from_a, mut from_c) = (Vec::new(), 0u64);
+    while from_a.len() < 100 || from_c < 100 - dropped {
+        let (e, ctx) = within("an event", sub.recv_with_context()).await.unwrap();
+        if ctx.sender() == waits.node_id() {
+            from_a.push(e.0);
+        } else {
+            from_c += 1;
+        }
+    }
+    assert_eq!(from_a, (0..100).collect::<Vec<_>>());
+    assert_eq!(b.membership().borrow().peers.len(), 2);
+    for bus in [&waits, &drops, &b] {
+        bus.shutdown().await.unwrap();
+    }
+}

@@ -206,7 +206,7 @@ impl<E: Event> Publish<'_, E> {
                 .as_ref()
                 .map_or(FullPolicy::Wait, |n| n.config.peer_events_when_full);
             for peer in peers {
-                if bytes.len() - PREFIX_LEN > peer.send_codec.max_frame_size {
+                if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                     // Over this peer's limit: it could not read it.
                     Counters::bump(&inner.counters.peer_events_dropped);
                     continue;
