@@ -20,7 +20,7 @@ use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
-use crate::node::{encode, frame_headers, PeerHandle};
+use crate::node::{encode, frame_headers, PeerHandle, Queued};
 use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
@@ -272,9 +272,17 @@ pub(super) async fn remote_call<C: Command>(
     }
     let _pending = Pending { peer: &peer, id };
     let wait = async {
+        let queue = async {
+            let permit = peer.reserve(bytes.len()).await?;
+            peer.lanes
+                .commands
+                .send(Queued { bytes, permit })
+                .await
+                .ok()
+        };
         tokio::select! {
-            sent = peer.lanes.commands.send(bytes) => {
-                if sent.is_err() {
+            sent = queue => {
+                if sent.is_none() {
                     return Err(lost(&peer));
                 }
             }

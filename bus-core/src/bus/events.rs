@@ -14,7 +14,7 @@ use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::{encode, frame_headers, PeerHandle};
+use crate::node::{encode, frame_headers, PeerHandle, Queued};
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -211,15 +211,27 @@ impl<E: Event> Publish<'_, E> {
                     Counters::bump(&inner.counters.peer_events_dropped);
                     continue;
                 }
-                match peer.lanes.events.try_send(bytes.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    Err(mpsc::error::TrySendError::Full(b)) => match policy {
+                // Room in the peer's byte budget, then on its lane; either may be full.
+                let full = match peer.try_reserve(bytes.len()) {
+                    None => true,
+                    Some(permit) => {
+                        let queued = Queued {
+                            bytes: bytes.clone(),
+                            permit,
+                        };
+                        matches!(
+                            peer.lanes.events.try_send(queued),
+                            Err(mpsc::error::TrySendError::Full(_))
+                        )
+                    }
+                };
+                if full {
+                    match policy {
                         FullPolicy::DropNewest => {
                             Counters::bump(&inner.counters.peer_events_dropped);
                         }
-                        FullPolicy::Wait => full_peers.push((peer, b)),
-                    },
+                        FullPolicy::Wait => full_peers.push((peer, bytes.clone())),
+                    }
                 }
             }
         }
@@ -238,9 +250,13 @@ impl<E: Event> Publish<'_, E> {
                 }
             }
             for (peer, bytes) in full_peers {
+                let queue = async {
+                    let permit = peer.reserve(bytes.len()).await?;
+                    peer.lanes.events.send(Queued { bytes, permit }).await.ok()
+                };
                 tokio::select! {
-                    // An error means the connection is gone, and the peer with it.
-                    _ = peer.lanes.events.send(bytes) => {}
+                    // `None` means the connection is gone, and the peer with it.
+                    _ = queue => {}
                     () = peer.gone.cancelled() => {}
                     () = sealed.cancelled() => {
                         return Err(Error::closed().with_message_name(E::NAME));

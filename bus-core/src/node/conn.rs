@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,7 @@ pub(crate) async fn run(
         conn_id,
         lanes,
         established.send_codec(),
+        node.config.lane_bytes,
     ));
     let (keep_tx, keep_rx) = oneshot::channel();
     let up = ActorMsg::PeerUp {
@@ -493,15 +494,23 @@ async fn write_loop(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::new();
+    // The byte budget of the frames in `batch`, given back once they are written.
+    let mut held = Vec::new();
     loop {
         let first = tokio::select! {
             biased;
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
-            Some(b) = rx.commands.recv() => b,
-            Some(b) = rx.events.recv() => b,
+            Some(q) = rx.commands.recv() => {
+                held.push(q.permit);
+                q.bytes
+            }
+            Some(q) = rx.events.recv() => {
+                held.push(q.permit);
+                q.bytes
+            }
             () = stop.cancelled() => {
-                drain(&mut rx, &mut batch, usize::MAX);
+                drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {
                     let _ = writer.write_batch(&mut batch).await;
                 }
@@ -510,25 +519,37 @@ async fn write_loop(
             }
         };
         batch.push(first);
-        drain(&mut rx, &mut batch, BATCH_BUDGET);
+        drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
         if let Err(e) = writer.write_batch(&mut batch).await {
             tracing::debug!(error = %e, "write failed: closing the connection");
             stop.cancel();
             return;
         }
+        held.clear();
     }
 }
 
-fn drain(rx: &mut LaneReceivers, batch: &mut Vec<Bytes>, budget: usize) {
-    for lane in [
-        &mut rx.control,
-        &mut rx.replies,
-        &mut rx.commands,
-        &mut rx.events,
-    ] {
+fn drain(
+    rx: &mut LaneReceivers,
+    batch: &mut Vec<Bytes>,
+    held: &mut Vec<OwnedSemaphorePermit>,
+    budget: usize,
+) {
+    for lane in [&mut rx.control, &mut rx.replies] {
         while batch.len() < budget {
             match lane.try_recv() {
                 Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+    }
+    for lane in [&mut rx.commands, &mut rx.events] {
+        while batch.len() < budget {
+            match lane.try_recv() {
+                Ok(q) => {
+                    batch.push(q.bytes);
+                    held.push(q.permit);
+                }
                 Err(_) => break,
             }
         }

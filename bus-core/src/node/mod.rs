@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{run as run_actor, ActorMsg};
-pub(crate) use peer::PeerHandle;
+pub(crate) use peer::{PeerHandle, Queued};
 pub(crate) use routes::Routes;
 pub use view::{MembershipView, PeerInfo, Ready};
 
@@ -41,6 +41,7 @@ pub(crate) struct NodeConfig {
     pub(crate) liveness: LivenessConfig,
     pub(crate) max_in_flight_per_peer: usize,
     pub(crate) lane_capacity: usize,
+    pub(crate) lane_bytes: usize,
     pub(crate) redial_backoff: Duration,
     pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
 }
@@ -48,6 +49,8 @@ pub(crate) struct NodeConfig {
 impl NodeConfig {
     /// The default number of frames each lane of a peer holds.
     pub(crate) const DEFAULT_LANE_CAPACITY: usize = 1024;
+    /// The default byte budget of a peer's queued commands and events: 64 MiB.
+    pub(crate) const DEFAULT_LANE_BYTES: usize = 64 * 1024 * 1024;
     /// The default cap on handlers run at once for one peer.
     pub(crate) const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
 
@@ -59,6 +62,7 @@ impl NodeConfig {
             liveness: LivenessConfig::default(),
             max_in_flight_per_peer: Self::DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             lane_capacity: Self::DEFAULT_LANE_CAPACITY,
+            lane_bytes: Self::DEFAULT_LANE_BYTES,
             redial_backoff: Duration::from_millis(250),
             peer_events_when_full: crate::subscription::FullPolicy::Wait,
         }

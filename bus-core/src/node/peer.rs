@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::id::NodeId;
@@ -17,14 +17,23 @@ use crate::wire::FrameCodec;
 /// What a pending request is answered with: the reply's body or the peer's error.
 pub(crate) type ReplyOutcome = Result<Bytes, ReplyError>;
 
+/// A command or event frame on its lane, holding its share of the peer's byte budget until it
+/// is written.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) bytes: Bytes,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
 /// The sending ends of a peer's lanes, in priority order.
 #[derive(Debug, Clone)]
 pub(crate) struct Lanes {
     /// Ping, Pong, Cancel, Interest, Goodbye.
     pub(crate) control: mpsc::Sender<Bytes>,
     pub(crate) replies: mpsc::Sender<Bytes>,
-    pub(crate) commands: mpsc::Sender<Bytes>,
-    pub(crate) events: mpsc::Sender<Bytes>,
+    /// Bounded in frames and, with `events`, by the peer's byte budget.
+    pub(crate) commands: mpsc::Sender<Queued>,
+    pub(crate) events: mpsc::Sender<Queued>,
 }
 
 /// The receiving ends, owned by the connection's writer.
@@ -32,8 +41,8 @@ pub(crate) struct Lanes {
 pub(crate) struct LaneReceivers {
     pub(crate) control: mpsc::Receiver<Bytes>,
     pub(crate) replies: mpsc::Receiver<Bytes>,
-    pub(crate) commands: mpsc::Receiver<Bytes>,
-    pub(crate) events: mpsc::Receiver<Bytes>,
+    pub(crate) commands: mpsc::Receiver<Queued>,
+    pub(crate) events: mpsc::Receiver<Queued>,
 }
 
 pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
@@ -75,6 +84,9 @@ pub(crate) struct PeerHandle {
     /// Cancelled to close the connection on purpose (shutdown, a replaced connection): the
     /// writer sends what is queued, then closes.
     pub(crate) stop: CancellationToken,
+    /// Bytes of commands and events queued and not yet written.
+    budget: Arc<Semaphore>,
+    budget_total: u32,
 }
 
 impl PeerHandle {
@@ -83,7 +95,9 @@ impl PeerHandle {
         conn_id: u64,
         lanes: Lanes,
         send_codec: FrameCodec,
+        budget_bytes: usize,
     ) -> Self {
+        let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
         PeerHandle {
             node_id: NodeId::from_u128(identity.node_id),
             identity,
@@ -94,7 +108,36 @@ impl PeerHandle {
             in_flight: AtomicUsize::new(0),
             gone: CancellationToken::new(),
             stop: CancellationToken::new(),
+            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget_total,
         }
+    }
+
+    /// A frame larger than the whole budget takes all of it, so it waits for an empty queue
+    /// rather than forever.
+    fn permits_for(&self, len: usize) -> u32 {
+        u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .min(self.budget_total)
+    }
+
+    /// Room for `len` bytes, if the budget has it now.
+    pub(crate) fn try_reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.budget)
+            .try_acquire_many_owned(self.permits_for(len))
+            .ok()
+    }
+
+    /// Waits for room for `len` bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (a waiter that gives up loses its place in line, nothing else).
+    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.budget)
+            .acquire_many_owned(self.permits_for(len))
+            .await
+            .ok()
     }
 
     /// Waits for the reply to request `id`. `false` when the peer is already gone.
@@ -150,7 +193,7 @@ impl PeerHandle {
     }
 }
 
-impl Candidate for std::sync::Arc<PeerHandle> {
+impl Candidate for Arc<PeerHandle> {
     fn host_id(&self) -> &str {
         &self.identity.host_id
     }
