@@ -183,3 +183,65 @@ async fn commands_beyond_the_per_peer_cap_are_overloaded() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hello_of_another_version_is_rejected_and_the_node_keeps_serving() {
+    use bytes::BytesMut;
+    use meshbus::wire::control::{
+        ControlMessage, Hello, PeerIdentity, Reject, RejectReason, VersionRange,
+    };
+    use meshbus::wire::FrameCodec;
+    use meshbus::{ReadEvent, Transport};
+
+    let net = InMemNetwork::new(25);
+    let (b, _started) = server(&net, "b").await;
+    let a = client(&net, "a", "b").await;
+
+    let mut raw = net
+        .transport("x")
+        .dial(&"inmem://b".parse().unwrap())
+        .await
+        .unwrap();
+    let hello = Hello {
+        versions: VersionRange { min: 99, max: 99 },
+        identity: PeerIdentity {
+            node_id: 42,
+            incarnation: 1,
+            name: "x".into(),
+            network: "default".into(),
+            cluster: "default".into(),
+            host_id: "host-1".into(),
+            addresses: Vec::new(),
+        },
+        max_frame_size: 1 << 20,
+    };
+    let codec = FrameCodec::handshake();
+    let mut buf = BytesMut::new();
+    codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
+    raw.writer
+        .write_batch(&mut vec![buf.freeze()])
+        .await
+        .unwrap();
+    let ReadEvent::Frame(answer) = within("the answer", raw.reader.read(1 << 16))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a frame");
+    };
+    let frame = codec
+        .decode(&mut BytesMut::from(&answer[..]))
+        .unwrap()
+        .unwrap();
+    let reject = Reject::from_frame(&frame).unwrap();
+    assert_eq!(reject.reason, RejectReason::VersionMismatch);
+    // The connection is closed after the Reject.
+    assert_eq!(
+        within("the close", raw.reader.read(1 << 16)).await.unwrap(),
+        ReadEvent::Closed
+    );
+    // b never counted x as a peer, and still serves a.
+    assert!(b.membership().borrow().peers.iter().all(|p| p.name != "x"));
+    assert_eq!(a.commands().send(Echo(9)).await.unwrap(), 9);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
