@@ -199,3 +199,30 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
         bus.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_an_idle_link_sends_pings() {
+    let net = InMemNetwork::new(55);
+    let b = node(&net, "b").start().await.unwrap();
+    let _sub = b.subscribe::<Blob>().unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b", a.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
+
+    // Idle for 20 heartbeat intervals: a's Pings and its Pongs to b's (and gossip).
+    let before = net.link_stats("a", "b").sent;
+    tokio::time::sleep(HEARTBEAT * 20).await;
+    let idle = net.link_stats("a", "b").sent - before;
+    assert!((36..=44).contains(&idle), "{idle}");
+
+    // Busy for as long, an event every half interval: a sends no Ping (b, idle, still does,
+    // and a answers). Were a to ping anyway, some 20 more frames would go.
+    let before = net.link_stats("a", "b").sent;
+    for i in 0..40 {
+        a.events().publish(Blob(i)).await.unwrap();
+        tokio::time::sleep(HEARTBEAT / 2).await;
+    }
+    let busy = net.link_stats("a", "b").sent - before;
+    assert!((40 + 18..=40 + 26).contains(&busy), "{busy}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! One connection: the handshake, then a reader loop (with liveness) and an owned writer task.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -31,6 +32,33 @@ use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
 pub(crate) enum Side {
     Inbound,
     Outbound,
+}
+
+/// When the writer last wrote, for the reader's liveness check (which owns the `Liveness`).
+#[derive(Debug)]
+struct LastSent {
+    base: std::time::Instant,
+    micros: AtomicU64,
+}
+
+impl LastSent {
+    fn new() -> Self {
+        LastSent {
+            base: now_std(),
+            micros: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, at: std::time::Instant) {
+        let micros = at.saturating_duration_since(self.base).as_micros();
+        self.micros
+            .fetch_max(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> std::time::Instant {
+        let micros = Duration::from_micros(self.micros.load(Ordering::Relaxed));
+        self.base.checked_add(micros).unwrap_or(self.base)
+    }
 }
 
 /// Why a connection ended, as far as membership cares.
@@ -101,13 +129,20 @@ pub(crate) async fn run(
     }
     tracing::debug!(peer = %peer_id, name = %peer.identity.name, conn = conn_id, %remote, "peer connected");
     let mut tasks = JoinSet::new();
-    tasks.spawn(write_loop(writer, receivers, peer.stop.clone()));
+    let sent = Arc::new(LastSent::new());
+    tasks.spawn(write_loop(
+        writer,
+        receivers,
+        peer.stop.clone(),
+        Arc::clone(&sent),
+    ));
     let ended = read_loop(
         &node,
         &bus,
         &peer,
         &mut *reader,
         established.receive_codec(),
+        &sent,
     )
     .await;
     tracing::debug!(peer = %peer_id, ?ended, "connection closed");
@@ -195,6 +230,7 @@ async fn read_loop(
     peer: &Arc<PeerHandle>,
     reader: &mut dyn FrameReader,
     codec: FrameCodec,
+    sent: &LastSent,
 ) -> Ended {
     let Ok(mut liveness) = Liveness::new(node.config.liveness, now_std()) else {
         return Ended::Broken("invalid liveness configuration");
@@ -207,6 +243,8 @@ async fn read_loop(
         handlers: JoinSet::new(),
     };
     loop {
+        // What the writer sent counts: only an idle link needs a Ping.
+        liveness.on_frame_sent(sent.get());
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
         tokio::select! {
             read = reader.read(codec.max_frame_size) => match read {
@@ -231,19 +269,22 @@ async fn read_loop(
                     return Ended::Broken("read error");
                 }
             },
-            () = tokio::time::sleep_until(deadline) => match liveness.poll(now_std()) {
-                Some(LivenessEvent::SendPing) => {
-                    let ping = Frame::new(FrameKind::Ping, Bytes::new());
-                    if let Ok(bytes) = encode(&peer.send_codec, &ping) {
-                        let _ = peer.lanes.control.try_send(bytes);
+            () = tokio::time::sleep_until(deadline) => {
+                liveness.on_frame_sent(sent.get());
+                match liveness.poll(now_std()) {
+                    Some(LivenessEvent::SendPing) => {
+                        let ping = Frame::new(FrameKind::Ping, Bytes::new());
+                        if let Ok(bytes) = encode(&peer.send_codec, &ping) {
+                            let _ = peer.lanes.control.try_send(bytes);
+                        }
                     }
+                    Some(LivenessEvent::Dead { reason }) => {
+                        tracing::info!(peer = %peer.node_id, %reason, "peer dead");
+                        return Ended::Dead;
+                    }
+                    None => {}
                 }
-                Some(LivenessEvent::Dead { reason }) => {
-                    tracing::info!(peer = %peer.node_id, %reason, "peer dead");
-                    return Ended::Dead;
-                }
-                None => {}
-            },
+            }
             Some(done) = inbound.handlers.join_next() => {
                 if let Ok(id) = done {
                     let _ = inbound.running.finish(peer.node_id, id);
@@ -492,6 +533,7 @@ async fn write_loop(
     mut writer: Box<dyn FrameWriter>,
     mut rx: LaneReceivers,
     stop: CancellationToken,
+    sent: Arc<LastSent>,
 ) {
     let mut batch = Vec::new();
     // The byte budget of the frames in `batch`, given back once they are written.
@@ -525,6 +567,7 @@ async fn write_loop(
             stop.cancel();
             return;
         }
+        sent.set(now_std());
         held.clear();
     }
 }
