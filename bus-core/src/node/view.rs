@@ -63,8 +63,8 @@ impl Ready<'_> {
     /// Cancel safe.
     pub async fn handlers<C: Command>(self, scope: Scope, n: usize) {
         let local = self.bus.inner.commands.contains_key(C::NAME);
-        self.until(scope, n, move |bus, p| match p {
-            None => local && !bus.refuses_work(),
+        self.until(scope, n, move |_, p| match p {
+            None => local,
             Some(p) => p.commands.iter().any(|c| c == C::NAME),
         })
         .await;
