@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::actor::ActorMsg;
 use super::peer::{self, LaneReceivers, PeerHandle};
@@ -127,15 +128,15 @@ pub(crate) async fn run(
         let _ = writer.close().await;
         return Some(peer_id);
     }
-    tracing::debug!(peer = %peer_id, name = %peer.identity.name, conn = conn_id, %remote, "peer connected");
+    // One span per connection; its tasks carry it.
+    let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);
+    tracing::debug!(parent: &span, name = %peer.identity.name, "peer connected");
     let mut tasks = JoinSet::new();
     let sent = Arc::new(LastSent::new());
-    tasks.spawn(write_loop(
-        writer,
-        receivers,
-        peer.stop.clone(),
-        Arc::clone(&sent),
-    ));
+    tasks.spawn(
+        write_loop(writer, receivers, peer.stop.clone(), Arc::clone(&sent))
+            .instrument(span.clone()),
+    );
     let ended = read_loop(
         &node,
         &bus,
@@ -144,6 +145,7 @@ pub(crate) async fn run(
         established.receive_codec(),
         &sent,
     )
+    .instrument(span.clone())
     .await;
     tracing::debug!(peer = %peer_id, ?ended, "connection closed");
     peer.fail_all();
@@ -442,19 +444,23 @@ impl Inbound<'_> {
         let replies = peer.lanes.replies.clone();
         let codec = peer.send_codec;
         drop(bus);
-        self.handlers.spawn(async move {
-            let _guard = guard;
-            let outcome = fut.await;
-            // A caller that gave up wants no answer.
-            if token.is_cancelled() {
-                return id;
+        let span = tracing::Span::current();
+        self.handlers.spawn(
+            async move {
+                let _guard = guard;
+                let outcome = fut.await;
+                // A caller that gave up wants no answer.
+                if token.is_cancelled() {
+                    return id;
+                }
+                let bytes = reply_frame(&codec, id, outcome);
+                if let Some(bytes) = bytes {
+                    let _ = replies.send(bytes).await;
+                }
+                id
             }
-            let bytes = reply_frame(&codec, id, outcome);
-            if let Some(bytes) = bytes {
-                let _ = replies.send(bytes).await;
-            }
-            id
-        });
+            .instrument(span),
+        );
     }
 
     fn on_event(&self, frame: Frame) {
