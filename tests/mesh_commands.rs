@@ -203,3 +203,33 @@ async fn a_dropped_request_cancels_the_remote_handler() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "mesh.big", reply = usize)]
+struct Big(String);
+
+#[tokio::test(start_paused = true)]
+async fn a_command_over_the_peers_frame_limit_is_too_large_and_not_sent() {
+    let net = InMemNetwork::new(5);
+    let b = node(&net, "b")
+        .command_handler(|c: Big, _ctx| async move { Ok::<_, HandlerError>(c.0.len()) })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b's handler", a.ready().handlers::<Big>(Scope::Cluster, 1)).await;
+    // A large body travels (compressed or not) ...
+    let ok = "y".repeat(1 << 20);
+    assert_eq!(a.commands().send(Big(ok)).await.unwrap(), 1 << 20);
+    // ... one over the 16 MiB limit does not, and nothing goes on the link.
+    let sent = net.link_stats("a", "b").sent;
+    let err = a
+        .commands()
+        .send(Big("x".repeat(17 << 20)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert_eq!(net.link_stats("a", "b").sent, sent);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
