@@ -1,13 +1,16 @@
-//! The quickstart: a service with injected dependencies, typed commands and events.
+//! The quickstart: a service with injected dependencies, typed commands and events, on three
+//! nodes of an in-memory network.
 //!
 //! `cargo run --example quickstart`
 //!
-//! Today it runs one node; once the mesh transports land (issues 5 and 6) it becomes three
-//! nodes on loopback TCP with the same handler code.
+//! `orders` handles the commands, `billing` subscribes to the event, `web` sends. The same
+//! handler code runs on loopback TCP once that transport lands (issue 6): only the transport
+//! and the addresses change.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 
 /// A command with a typed reply.
@@ -49,7 +52,7 @@ impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
         }
         let order_id = self.ids.0.fetch_add(1, Ordering::Relaxed) + 1;
         println!(
-            "  [handler] placing order {order_id}: {} x {}",
+            "  [orders] placing order {order_id}: {} x {}",
             cmd.quantity, cmd.sku
         );
         ctx.bus()
@@ -65,29 +68,51 @@ impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
 
 #[tokio::main]
 async fn main() -> Result<(), meshbus::Error> {
-    let bus = Bus::builder()
-        .name("quickstart")
-        .cluster("shop")
+    let net = InMemNetwork::new(7);
+    // Every node joins through `orders`; gossip introduces the others.
+    let node = |name: &str| {
+        Bus::builder()
+            .name(name)
+            .cluster("shop")
+            .transport(net.transport(name))
+            .listen(format!("inmem://{name}"))
+            .peers(["inmem://orders"])
+    };
+    let orders = node("orders")
         .service(OrderIds::default())
         .command_handler_with(|s| Ok(PlaceOrderHandler { ids: s.get()? }))
         .command_handler(|cmd: CancelOrder, _ctx| async move {
-            println!("  [handler] cancelling order {}", cmd.order_id);
+            println!("  [orders] cancelling order {}", cmd.order_id);
             Ok(())
         })
+        .start()
+        .await?;
+    let billing = node("billing")
         .event_handler(|e: Arc<OrderPlaced>, _ctx: Context| async move {
             println!("  [billing] invoice for order {} ({})", e.order_id, e.sku);
             Ok(())
         })
         .start()
         .await?;
-    println!("node {} ({}) started", bus.name(), bus.node_id());
-
+    let web = node("web").start().await?;
     // A run-time subscription: a Stream that unsubscribes when dropped.
-    let mut placed = bus.subscribe::<OrderPlaced>()?;
+    let mut placed = web.subscribe::<OrderPlaced>()?;
 
-    let order_id = bus
+    // No sleeps: wait until the mesh can carry what follows.
+    let ready = async {
+        web.ready().handlers::<PlaceOrder>(Scope::Cluster, 1).await;
+        orders
+            .ready()
+            .subscribers::<OrderPlaced>(Scope::Cluster, 2)
+            .await;
+    };
+    tokio::time::timeout(Duration::from_secs(10), ready)
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout).with_detail("the mesh did not form"))?;
+    println!("three nodes up: orders, billing, web");
+
+    let order_id = web
         .commands()
-        .local()
         .send(PlaceOrder {
             sku: "book".into(),
             quantity: 2,
@@ -96,9 +121,9 @@ async fn main() -> Result<(), meshbus::Error> {
         .await?;
     println!("placed order {order_id}");
     let seen = placed.recv().await;
-    println!("subscriber saw {seen:?}");
+    println!("web's subscriber saw {seen:?}");
 
-    match bus
+    match web
         .commands()
         .cluster()
         .send(PlaceOrder {
@@ -111,7 +136,7 @@ async fn main() -> Result<(), meshbus::Error> {
         other => println!("unexpected: {other:?}"),
     }
 
-    bus.commands()
+    web.commands()
         .send(CancelOrder { order_id })
         .idempotency_key(format!("cancel-{order_id}"))
         .await?;
@@ -119,11 +144,13 @@ async fn main() -> Result<(), meshbus::Error> {
 
     #[derive(Serialize, Deserialize, Command)]
     struct Unhandled;
-    let err = bus.commands().send(Unhandled).await.unwrap_err();
+    let err = web.commands().send(Unhandled).await.unwrap_err();
     println!("as expected: {err}");
 
     drop(placed);
-    bus.shutdown().await?;
+    for bus in [&web, &billing, &orders] {
+        bus.shutdown().await?;
+    }
     println!("shut down cleanly");
     Ok(())
 }

@@ -180,7 +180,6 @@ impl Error {
         self
     }
 
-    #[allow(dead_code)] // used once peers exist
     pub(crate) fn with_peer(mut self, peer: NodeId) -> Self {
         self.inner.peer = Some(peer);
         self

@@ -41,10 +41,12 @@
 
 mod bus;
 mod context;
+pub mod discovery;
 mod error;
 mod handler;
 mod id;
 mod message;
+mod node;
 pub mod proto;
 mod scope;
 mod services;
@@ -55,13 +57,14 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendCommand,
+    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendAll, SendCommand,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
 pub use handler::{CommandHandler, EventHandler};
 pub use id::NodeId;
 pub use message::{Command, Event};
+pub use node::{MembershipView, PeerInfo, Ready};
 pub use scope::Scope;
 pub use services::Services;
 pub use stats::BusStats;

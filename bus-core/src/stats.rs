@@ -15,6 +15,12 @@ pub struct BusStats {
     pub event_handler_panics: u64,
     /// Command handler invocations that panicked (each became a `HandlerFailed` for its caller).
     pub command_handler_panics: u64,
+    /// Events from peers dropped because a subscription's queue was full: a connection never
+    /// waits for a subscriber, whatever its policy.
+    pub remote_events_dropped: u64,
+    /// Events not queued for a peer because its event lane was full and the publisher's policy
+    /// drops.
+    pub peer_events_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -23,6 +29,8 @@ pub(crate) struct Counters {
     pub(crate) event_handler_errors: AtomicU64,
     pub(crate) event_handler_panics: AtomicU64,
     pub(crate) command_handler_panics: AtomicU64,
+    pub(crate) remote_events_dropped: AtomicU64,
+    pub(crate) peer_events_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -36,6 +44,8 @@ impl Counters {
             event_handler_errors: self.event_handler_errors.load(Ordering::Relaxed),
             event_handler_panics: self.event_handler_panics.load(Ordering::Relaxed),
             command_handler_panics: self.command_handler_panics.load(Ordering::Relaxed),
+            remote_events_dropped: self.remote_events_dropped.load(Ordering::Relaxed),
+            peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
 use crate::context::Context;
+use crate::discovery::Discovery;
 use crate::error::{Error, HandlerError};
 use crate::handler::{
     panic_message, BoxFuture, CommandFnHandler, ErasedEventHandler, EventFnHandler,
@@ -22,9 +23,12 @@ use crate::handler::{
 };
 use crate::id::NodeId;
 use crate::message::{Command, Event};
+use crate::node::{MembershipView, NodeConfig, NodeShared};
 use crate::services::Services;
 use crate::stats::Counters;
 use crate::subscription::{Delivery, SubSender, SubscriptionOptions};
+use crate::transport::Transport;
+use crate::wire::control::PeerIdentity;
 use crate::{CommandHandler, EventHandler};
 
 /// What a registration adds to the bus being started.
@@ -91,6 +95,8 @@ pub struct BusBuilder {
     services: Services,
     registrations: Vec<Registration>,
     config: Config,
+    node: NodeConfig,
+    discovery: Vec<Box<dyn Discovery>>,
 }
 
 impl BusBuilder {
@@ -112,7 +118,91 @@ impl BusBuilder {
                 request_timeout: Some(Self::DEFAULT_REQUEST_TIMEOUT),
                 shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
             },
+            node: NodeConfig::new(),
+            discovery: Vec::new(),
         }
+    }
+
+    /// Adds a discovery mechanism (mDNS, ...): the nodes it finds are dialled like nodes
+    /// learned from gossip. Needs a transport.
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery.push(Box::new(discovery));
+        self
+    }
+
+    /// Adds a transport (the in-memory network, TCP, ...). With none, the bus is local only.
+    /// For a scheme served by several, the one added first wins.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.node.transports.push(Arc::new(transport));
+        self
+    }
+
+    /// Listens on `addr` (`"inmem://a"`, `"tcp://0.0.0.0:7000"`), with the transport of its
+    /// scheme. May be called several times.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.node.listen.push(addr.into());
+        self
+    }
+
+    /// Static seed addresses: dialled at start, and again (with backoff) whenever the link to
+    /// one is lost.
+    pub fn peers<I, S>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.node.peers.extend(addrs.into_iter().map(Into::into));
+        self
+    }
+
+    /// How long a link may carry nothing from this node before it sends a `Ping`
+    /// (default 1 s). Must be shorter than the [`peer_timeout`](Self::peer_timeout).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.node.liveness = self.node.liveness.with_heartbeat_interval(interval);
+        self
+    }
+
+    /// How long a peer may be silent before it is dead: its routes are removed and every
+    /// request waiting on it fails with `PeerLost` (default 5 s). Also bounds how long one
+    /// frame may take to arrive.
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        self.node.liveness = self
+            .node
+            .liveness
+            .with_peer_timeout(timeout)
+            .with_frame_read_deadline(timeout);
+        self
+    }
+
+    /// How many command handlers run at once for one peer (default 1024); beyond it a command
+    /// is answered with `Overloaded` at once.
+    pub fn max_in_flight_per_peer(mut self, limit: usize) -> Self {
+        self.node.max_in_flight_per_peer = limit.max(1);
+        self
+    }
+
+    /// How many bytes of commands and events may wait for one peer's link (default 64 MiB);
+    /// beyond it, senders wait (or drop events, per
+    /// [`peer_events_when_full`](Self::peer_events_when_full)). A frame larger than the whole
+    /// budget waits until the queue is empty.
+    pub fn peer_queue_bytes(mut self, bytes: usize) -> Self {
+        self.node.lane_bytes = bytes.max(1);
+        self
+    }
+
+    /// What a publisher does when a peer's event lane is full: wait for room (the default), or
+    /// drop the event for that peer and count it in
+    /// [`BusStats::peer_events_dropped`](crate::BusStats::peer_events_dropped).
+    pub fn peer_events_when_full(mut self, policy: crate::FullPolicy) -> Self {
+        self.node.peer_events_when_full = policy;
+        self
+    }
+
+    /// How many frames each of a peer's lanes (control, replies, commands, events) holds
+    /// (default 1024). A full command or event lane makes senders wait.
+    pub fn peer_queue_capacity(mut self, frames: usize) -> Self {
+        self.node.lane_capacity = frames.max(1);
+        self
     }
 
     /// The node's name, for logs and membership (default: `node-` and the start of its id).
@@ -289,6 +379,18 @@ impl BusBuilder {
             workers,
             next_subscription_id,
         } = reg;
+        let networked = !self.node.transports.is_empty();
+        let addresses = !(self.node.listen.is_empty()
+            && self.node.peers.is_empty()
+            && self.discovery.is_empty());
+        if addresses && !networked {
+            return Err(Error::config(
+                "`listen`, `peers` and `discovery` need a transport: add one with `.transport(..)`",
+            ));
+        }
+        self.node.liveness.validate()?;
+        let listen = crate::node::parse_addrs(&self.node.listen)?;
+        let seeds = crate::node::parse_addrs(&self.node.peers)?;
         let identity = Identity {
             node_id,
             name: self
@@ -298,6 +400,32 @@ impl BusBuilder {
             cluster: self.cluster,
             host_id: self.host_id.unwrap_or_else(default_host_id),
         };
+        let mut listeners = Vec::new();
+        for addr in &listen {
+            listeners.push(self.node.transports.listen(addr).await?);
+        }
+        let node = networked.then(|| {
+            let peer_identity = PeerIdentity {
+                node_id: node_id.as_u128(),
+                incarnation: crate::node::incarnation_now(),
+                name: identity.name.clone(),
+                network: identity.network.clone(),
+                cluster: identity.cluster.clone(),
+                host_id: identity.host_id.clone(),
+                addresses: listeners
+                    .iter()
+                    .map(|l| l.local_addr().as_str().to_owned())
+                    .collect(),
+            };
+            NodeShared::new(peer_identity, self.node)
+        });
+        let mut discovery = self.discovery;
+        if let Some((shared, _)) = &node {
+            let local = shared.identity();
+            for d in &mut discovery {
+                d.advertise(&local).await?;
+            }
+        }
         tracing::debug!(
             node = %identity.node_id,
             name = %identity.name,
@@ -319,6 +447,8 @@ impl BusBuilder {
             tasks: Mutex::new(JoinSet::new()),
             next_subscription_id: AtomicU64::new(next_subscription_id),
             counters: Counters::default(),
+            node: node.as_ref().map(|(shared, _)| Arc::clone(shared)),
+            membership: tokio::sync::watch::Sender::new(Arc::new(MembershipView::default())),
         });
         {
             let mut tasks = inner
@@ -328,6 +458,16 @@ impl BusBuilder {
             for worker in workers {
                 let fut = worker(Arc::downgrade(&inner));
                 tasks.spawn(inner.tracker.track_future(fut));
+            }
+            if let Some((shared, inbox)) = node {
+                tasks.spawn(crate::node::run_actor(
+                    shared,
+                    Arc::downgrade(&inner),
+                    inbox,
+                    listeners,
+                    seeds,
+                    discovery,
+                ));
             }
         }
         Ok(Bus::owning(inner))
@@ -436,6 +576,8 @@ impl fmt::Debug for BusBuilder {
             .field("services", &self.services)
             .field("handlers", &self.registrations.len())
             .field("config", &self.config)
+            .field("node", &self.node)
+            .field("discovery", &self.discovery)
             .finish_non_exhaustive()
     }
 }

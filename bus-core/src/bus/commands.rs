@@ -9,15 +9,24 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use super::remote::read_reply;
+use super::send_all::SendAll;
 use super::{Bus, InFlight};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
+use crate::node::{encode, frame_headers, PeerHandle, Queued};
+use crate::proto::requests::cancel_frame;
+use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
+use crate::wire::body::encode_body;
+use crate::wire::{Frame, FrameKind, FrameName};
 
 /// Sends commands in a scope. Made by [`Bus::commands`]; the default scope is
 /// [`Scope::Cluster`].
@@ -59,6 +68,13 @@ impl<'a> Commands<'a> {
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
+    }
+
+    /// Sends `cmd` to every node in scope that handles it (this one included) and yields
+    /// `(node, result)` as each answers; the stream ends when all have answered, failed or run
+    /// out of time.
+    pub fn send_all<C: Command>(self, cmd: C) -> SendAll<'a, C> {
+        SendAll::new(self.bus, self.scope, cmd)
     }
 
     /// Sends `cmd` to exactly one handler in scope: the local one if there is one.
@@ -144,8 +160,9 @@ impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
 }
 
 impl<'a, C: Command> SendCommand<'a, C> {
-    /// Looks the handler up and starts it (on the caller's task).
-    fn start(self) -> Result<LocalCall<'a, C::Reply>, Error> {
+    /// Looks the handler up and starts it: a local one on the caller's task, else a remote one
+    /// picked from the routing snapshot.
+    fn start(self) -> Result<Call<'a, C>, Error> {
         let bus = self.bus;
         let inner = &bus.inner;
         let guard = inner.enter();
@@ -153,9 +170,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
             return Err(Error::closed().with_message_name(C::NAME));
         }
         let Some(slot) = inner.commands.get(C::NAME) else {
-            return Err(Error::new(ErrorKind::NoHandler)
-                .with_message_name(C::NAME)
-                .with_scope(self.scope));
+            return self.start_remote(guard);
         };
         let Some(handler) = slot.get::<C>() else {
             return Err(super::name_clash(
@@ -182,14 +197,125 @@ impl<'a, C: Command> SendCommand<'a, C> {
         // A hand-written handler may run code (and panic) before it returns its future.
         let fut = catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, ctx)))
             .map_err(|panic| handler_panicked(bus, C::NAME, &*panic))?;
-        Ok(LocalCall {
+        Ok(Call::Local(LocalCall {
             fut,
             timeout,
             sleep: None,
             name: C::NAME,
             bus,
             _in_flight: guard,
-        })
+        }))
+    }
+
+    /// No local handler: the least busy peer in scope gets the command, or `NoHandler` at once.
+    fn start_remote(self, guard: InFlight<'a>) -> Result<Call<'a, C>, Error> {
+        let inner = &self.bus.inner;
+        let no_handler = || {
+            Error::new(ErrorKind::NoHandler)
+                .with_message_name(C::NAME)
+                .with_scope(self.scope)
+        };
+        let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) else {
+            return Err(no_handler());
+        };
+        let here = Here {
+            host_id: &inner.identity.host_id,
+            cluster: &inner.identity.cluster,
+        };
+        let routes = node.routes.load();
+        let Some(peer) = routes
+            .commands
+            .get(C::NAME)
+            .and_then(|candidates| node.picker.pick(candidates, here, self.scope))
+        else {
+            return Err(no_handler());
+        };
+        let peer = Arc::clone(peer);
+        let timeout = match self.timeout {
+            Timeout::Default => inner.config.request_timeout,
+            Timeout::Set(t) => t,
+        };
+        let id = node.next_request_id();
+        let with_name = |e: Error| e.with_message_name(C::NAME).with_peer(peer.node_id);
+        let body = encode_body(&self.cmd).map_err(|e| with_name(e.into()))?;
+        let mut frame = Frame::new(FrameKind::Command, body);
+        frame.request_id = id;
+        frame.name = Some(FrameName::inline(C::NAME));
+        frame.headers = frame_headers(&self.headers, self.correlation_id.as_deref(), timeout);
+        // Encoded once, with the peer's limit: too large fails here and nothing is sent.
+        let bytes = encode(&peer.send_codec, &frame).map_err(|e| with_name(e.into()))?;
+        Ok(Call::Remote(RemoteCall {
+            fut: Box::pin(remote_call::<C>(peer, id, bytes, timeout)),
+            _in_flight: guard,
+        }))
+    }
+}
+
+/// Sends an encoded command to `peer` and waits for its answer.
+///
+/// The pending entry is removed at once when the caller gives up (the future is dropped or
+/// times out), and the peer is told with `Cancel`.
+pub(super) async fn remote_call<C: Command>(
+    peer: Arc<PeerHandle>,
+    id: u64,
+    bytes: Bytes,
+    timeout: Option<Duration>,
+) -> Result<C::Reply, Error> {
+    let lost = |peer: &PeerHandle| {
+        Error::new(ErrorKind::PeerLost)
+            .with_message_name(C::NAME)
+            .with_peer(peer.node_id)
+    };
+    let (tx, rx) = oneshot::channel();
+    if !peer.register(id, tx) {
+        return Err(lost(&peer));
+    }
+    let _pending = Pending { peer: &peer, id };
+    let wait = async {
+        let queue = async {
+            let permit = peer.reserve(bytes.len()).await?;
+            peer.lanes
+                .commands
+                .send(Queued { bytes, permit })
+                .await
+                .ok()
+        };
+        tokio::select! {
+            sent = queue => {
+                if sent.is_none() {
+                    return Err(lost(&peer));
+                }
+            }
+            () = peer.gone.cancelled() => return Err(lost(&peer)),
+        }
+        // The sender is dropped when the peer is lost.
+        rx.await.map_err(|_| lost(&peer))
+    };
+    let outcome = match timeout {
+        Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
+            Error::new(ErrorKind::Timeout)
+                .with_message_name(C::NAME)
+                .with_peer(peer.node_id)
+        })??,
+        None => wait.await?,
+    };
+    read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+}
+
+/// Removes a request's pending entry when its caller stops waiting, and tells the peer.
+struct Pending<'p> {
+    peer: &'p PeerHandle,
+    id: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        // Still waiting: the caller gave up (a reply or the peer's loss removes it first).
+        if self.peer.forget(self.id) {
+            if let Ok(bytes) = encode(&self.peer.send_codec, &cancel_frame(self.id)) {
+                let _ = self.peer.lanes.control.try_send(bytes);
+            }
+        }
     }
 }
 
@@ -224,7 +350,20 @@ pub struct ResponseFuture<'a, C: Command> {
 enum State<'a, C: Command> {
     Start(Option<SendCommand<'a, C>>),
     Local(LocalCall<'a, C::Reply>),
+    Remote(RemoteCall<'a, C>),
     Done,
+}
+
+/// A started command: on this node, or sent to a peer.
+enum Call<'a, C: Command> {
+    Local(LocalCall<'a, C::Reply>),
+    Remote(RemoteCall<'a, C>),
+}
+
+struct RemoteCall<'a, C: Command> {
+    fut: BoxFuture<'static, Result<C::Reply, Error>>,
+    /// Keeps shutdown waiting until this call is over.
+    _in_flight: InFlight<'a>,
 }
 
 struct LocalCall<'a, R> {
@@ -255,7 +394,8 @@ impl<C: Command> Future for ResponseFuture<'_, C> {
                 return Poll::Ready(Err(polled_after_completion()));
             };
             match send.start() {
-                Ok(call) => this.state = State::Local(call),
+                Ok(Call::Local(call)) => this.state = State::Local(call),
+                Ok(Call::Remote(call)) => this.state = State::Remote(call),
                 Err(e) => {
                     this.state = State::Done;
                     return Poll::Ready(Err(e));
@@ -264,6 +404,10 @@ impl<C: Command> Future for ResponseFuture<'_, C> {
         }
         let outcome = match &mut this.state {
             State::Local(call) => match poll_local(call, cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+            State::Remote(call) => match call.fut.as_mut().poll(cx) {
                 Poll::Ready(r) => r,
                 Poll::Pending => return Poll::Pending,
             },
@@ -308,6 +452,7 @@ impl<C: Command> fmt::Debug for ResponseFuture<'_, C> {
         let state = match &self.state {
             State::Start(_) => "not started",
             State::Local(_) => "local",
+            State::Remote(_) => "remote",
             State::Done => "done",
         };
         f.debug_struct("ResponseFuture")

@@ -6,14 +6,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
 use super::Bus;
 use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
+use crate::node::{encode, frame_headers, PeerHandle, Queued};
+use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
 use crate::subscription::{Delivery, EventMeta, FullPolicy, SubSender};
+use crate::wire::body::encode_body;
+use crate::wire::{Frame, FrameCodec, FrameKind, FrameName, PREFIX_LEN};
 
 /// Publishes events in a scope. Made by [`Bus::events`]; the default scope is
 /// [`Scope::Cluster`].
@@ -133,45 +140,102 @@ impl<E: Event> Publish<'_, E> {
             return Started::Done(Err(Error::closed().with_message_name(E::NAME)));
         }
         let table = inner.events.load();
-        let Some(slot) = table.get(E::NAME) else {
+        let subs = match table.get(E::NAME) {
+            None => None,
+            Some(slot) => match slot.get::<E>() {
+                Some(subs) => Some(subs),
+                None => {
+                    return Started::Done(Err(super::name_clash(
+                        E::NAME,
+                        slot.type_name,
+                        std::any::type_name::<E>(),
+                    )))
+                }
+            },
+        };
+        let peers = self.peers_in_scope();
+        if subs.is_none() && peers.is_empty() {
             return Started::Done(Ok(()));
-        };
-        let Some(subs) = slot.get::<E>() else {
-            return Started::Done(Err(super::name_clash(
-                E::NAME,
-                slot.type_name,
-                std::any::type_name::<E>(),
-            )));
-        };
+        }
         let event = Arc::new(self.event);
-        let meta = Arc::new(EventMeta {
-            message_id: crate::id::next_message_id(),
-            correlation_id: self.correlation_id,
-            sender: inner.identity.node_id,
-            scope: self.scope,
-            headers: self.headers,
-            published_at: None,
-        });
         // Full subscriptions that want the publisher to wait: only their senders are kept.
         let mut full: Vec<(Arc<SubSender<E>>, Delivery<E>)> = Vec::new();
-        for sub in subs {
-            let delivery = Delivery {
-                event: Arc::clone(&event),
-                meta: Arc::clone(&meta),
-            };
-            match sub.tx.try_send(delivery) {
-                Ok(()) => {}
-                // The subscription was dropped a moment ago; it no longer wants events.
-                Err(flume::TrySendError::Disconnected(_)) => {}
-                Err(flume::TrySendError::Full(delivery)) => match sub.policy {
-                    FullPolicy::DropNewest => {
-                        Counters::bump(&inner.counters.events_dropped);
-                    }
-                    FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),
-                },
+        if let Some(subs) = subs {
+            let meta = Arc::new(EventMeta {
+                message_id: crate::id::next_message_id(),
+                correlation_id: self.correlation_id.clone(),
+                sender: inner.identity.node_id,
+                scope: self.scope,
+                headers: self.headers.clone(),
+                published_at: None,
+            });
+            for sub in subs {
+                let delivery = Delivery {
+                    event: Arc::clone(&event),
+                    meta: Arc::clone(&meta),
+                };
+                match sub.tx.try_send(delivery) {
+                    Ok(()) => {}
+                    // The subscription was dropped a moment ago; it no longer wants events.
+                    Err(flume::TrySendError::Disconnected(_)) => {}
+                    Err(flume::TrySendError::Full(delivery)) => match sub.policy {
+                        FullPolicy::DropNewest => {
+                            Counters::bump(&inner.counters.events_dropped);
+                        }
+                        FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),
+                    },
+                }
             }
         }
-        if full.is_empty() {
+        // Peers with a full event lane, when the policy is to wait for them.
+        let mut full_peers: Vec<(Arc<PeerHandle>, Bytes)> = Vec::new();
+        if !peers.is_empty() {
+            // Encoded once, however many peers get it.
+            let mut frame = match encode_body(&*event) {
+                Ok(body) => Frame::new(FrameKind::Event, body),
+                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
+            };
+            frame.name = Some(FrameName::inline(E::NAME));
+            frame.headers = frame_headers(&self.headers, self.correlation_id.as_deref(), None);
+            let bytes = match encode(&FrameCodec::default(), &frame) {
+                Ok(bytes) => bytes,
+                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
+            };
+            let policy = inner
+                .node
+                .as_ref()
+                .map_or(FullPolicy::Wait, |n| n.config.peer_events_when_full);
+            for peer in peers {
+                if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
+                    // Over this peer's limit: it could not read it.
+                    Counters::bump(&inner.counters.peer_events_dropped);
+                    continue;
+                }
+                // Room in the peer's byte budget, then on its lane; either may be full.
+                let full = match peer.try_reserve(bytes.len()) {
+                    None => true,
+                    Some(permit) => {
+                        let queued = Queued {
+                            bytes: bytes.clone(),
+                            permit,
+                        };
+                        matches!(
+                            peer.lanes.events.try_send(queued),
+                            Err(mpsc::error::TrySendError::Full(_))
+                        )
+                    }
+                };
+                if full {
+                    match policy {
+                        FullPolicy::DropNewest => {
+                            Counters::bump(&inner.counters.peer_events_dropped);
+                        }
+                        FullPolicy::Wait => full_peers.push((peer, bytes.clone())),
+                    }
+                }
+            }
+        }
+        if full.is_empty() && full_peers.is_empty() {
             return Started::Done(Ok(()));
         }
         let sealed = inner.sealed_token.clone();
@@ -185,8 +249,41 @@ impl<E: Event> Publish<'_, E> {
                     }
                 }
             }
+            for (peer, bytes) in full_peers {
+                let queue = async {
+                    let permit = peer.reserve(bytes.len()).await?;
+                    peer.lanes.events.send(Queued { bytes, permit }).await.ok()
+                };
+                tokio::select! {
+                    // `None` means the connection is gone, and the peer with it.
+                    _ = queue => {}
+                    () = peer.gone.cancelled() => {}
+                    () = sealed.cancelled() => {
+                        return Err(Error::closed().with_message_name(E::NAME));
+                    }
+                }
+            }
             Ok(())
         }))
+    }
+
+    /// The peers in scope that subscribe to `E`, from the routing snapshot.
+    fn peers_in_scope(&self) -> Vec<Arc<PeerHandle>> {
+        let inner = &self.bus.inner;
+        let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) else {
+            return Vec::new();
+        };
+        let routes = node.routes.load();
+        let Some(candidates) = routes.events.get(E::NAME) else {
+            return Vec::new();
+        };
+        let here = Here {
+            host_id: &inner.identity.host_id,
+            cluster: &inner.identity.cluster,
+        };
+        Picker::all_in_scope(candidates, here, self.scope)
+            .cloned()
+            .collect()
     }
 }
 

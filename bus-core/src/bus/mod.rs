@@ -3,8 +3,8 @@
 mod builder;
 mod commands;
 mod events;
-#[allow(dead_code)] // driven by the node runtime
 pub(crate) mod remote;
+mod send_all;
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -23,13 +23,16 @@ use tokio_util::task::TaskTracker;
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
+pub use send_all::SendAll;
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::CommandHandler;
 use crate::id::NodeId;
 use crate::message::{Command, Event};
+use crate::node::{MembershipView, NodeShared, Ready};
 use crate::stats::{BusStats, Counters};
-use crate::subscription::{SubSender, Subscription, SubscriptionOptions};
+use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
+use crate::wire::FrameError;
 
 /// A node of the mesh: the handle through which a service sends commands, publishes events and
 /// subscribes.
@@ -101,7 +104,6 @@ pub(crate) struct CommandSlot {
     /// An `Arc<dyn CommandHandler<C>>`.
     pub(crate) handler: Box<dyn Any + Send + Sync>,
     /// The same handler for commands that arrive encoded from peers.
-    #[allow(dead_code)] // driven by the node runtime
     pub(crate) remote: Arc<dyn remote::RemoteCommand>,
 }
 
@@ -128,6 +130,38 @@ pub(crate) struct EventSlot {
     pub(crate) type_name: &'static str,
     /// An `Arc<Vec<Arc<SubSender<E>>>>`.
     pub(crate) subs: Arc<dyn Any + Send + Sync>,
+    /// Delivers an event that arrived encoded from a peer: decodes it once and offers it to
+    /// every subscription without waiting.
+    pub(crate) deliver: DeliverRemote,
+}
+
+/// See [`EventSlot::deliver`].
+pub(crate) type DeliverRemote =
+    fn(&EventSlot, &[u8], Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
+
+/// Decodes a peer's event of type `E` once and offers the shared value to every subscription.
+/// A full queue drops it for that subscription and counts the drop: the connection's reader
+/// must never wait, or heartbeats would stall behind a slow subscriber.
+fn deliver_remote<E: Event>(
+    slot: &EventSlot,
+    body: &[u8],
+    meta: Arc<EventMeta>,
+    counters: &Counters,
+) -> Result<(), FrameError> {
+    let Some(subs) = slot.get::<E>() else {
+        return Ok(());
+    };
+    let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
+    for sub in subs {
+        let delivery = Delivery {
+            event: Arc::clone(&event),
+            meta: Arc::clone(&meta),
+        };
+        if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
+            Counters::bump(&counters.remote_events_dropped);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
@@ -161,6 +195,7 @@ pub(crate) fn table_with<E: Event>(
         EventSlot {
             type_name: std::any::type_name::<E>(),
             subs: Arc::new(list),
+            deliver: deliver_remote::<E>,
         },
     );
     Ok(table)
@@ -195,6 +230,10 @@ pub(crate) struct BusInner {
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) next_subscription_id: AtomicU64,
     pub(crate) counters: Counters,
+    /// The node runtime, when the bus has a transport.
+    pub(crate) node: Option<Arc<NodeShared>>,
+    /// The peers and their interest, for [`Bus::membership`].
+    pub(crate) membership: tokio::sync::watch::Sender<Arc<MembershipView>>,
 }
 
 impl BusInner {
@@ -209,6 +248,20 @@ impl BusInner {
     pub(crate) fn enter(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
+    }
+
+    /// As [`enter`](Self::enter), for a handler that runs in a task of its own.
+    pub(crate) fn enter_owned(self: &Arc<Self>) -> InFlightOwned {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlightOwned(Arc::clone(self))
+    }
+
+    /// Our handlers or subscriptions changed: readiness watchers and peers are told.
+    pub(crate) fn interest_changed(&self) {
+        self.membership.send_modify(|_| {});
+        if let Some(node) = &self.node {
+            node.interest_changed.notify_one();
+        }
     }
 
     /// Resolves once no handler is in flight. Only meaningful after `closed` is set.
@@ -253,6 +306,7 @@ impl BusInner {
             }
             table
         });
+        self.interest_changed();
     }
 }
 
@@ -261,8 +315,23 @@ pub(crate) struct InFlight<'a>(&'a BusInner);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.is_closed() {
-            self.0.drained.notify_waiters();
+        self.0.leave();
+    }
+}
+
+/// [`InFlight`] for a task that owns its share of the bus (a handler run for a peer).
+pub(crate) struct InFlightOwned(Arc<BusInner>);
+
+impl Drop for InFlightOwned {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+impl BusInner {
+    fn leave(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closed() {
+            self.drained.notify_waiters();
         }
     }
 }
@@ -366,6 +435,7 @@ impl Bus {
             inner.unsubscribe::<E>(id);
             return Err(Error::closed());
         }
+        inner.interest_changed();
         Ok(Subscription {
             id,
             rx: rx.into_stream(),
@@ -397,6 +467,18 @@ impl Bus {
     /// The host id that decides the [`Machine`](crate::Scope::Machine) scope.
     pub fn host_id(&self) -> &str {
         &self.inner.identity.host_id
+    }
+
+    /// A watch of the peers this node is connected to and what each handles and subscribes to.
+    ///
+    /// Without a transport the view never has peers.
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<Arc<MembershipView>> {
+        self.inner.membership.subscribe()
+    }
+
+    /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.
+    pub fn ready(&self) -> Ready<'_> {
+        Ready { bus: self }
     }
 
     /// A snapshot of the bus's counters.
@@ -445,6 +527,13 @@ impl Bus {
             inner.seal();
             // Handlers' commands admitted just before the seal are waited for too.
             tokio::join!(inner.wait_in_flight(), inner.tracker.wait());
+        };
+        let drain = async {
+            drain.await;
+            // Peers drop us at once instead of waiting for the timeout.
+            if let Some(node) = &inner.node {
+                node.shutdown(bound).await;
+            }
         };
         let result = tokio::time::timeout(bound, drain).await;
         inner.seal();

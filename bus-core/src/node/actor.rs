@@ -1,0 +1,534 @@
+//! The node's actor: the one task that owns the node's mutable state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::conn::{self, now_std, Ended, Side};
+use super::routes::Routes;
+use super::view::{self, MembershipView, PeerInfo};
+use super::{encode, NodeShared, PeerHandle};
+use crate::bus::BusInner;
+use crate::discovery::{Discovery, DiscoveryEvent};
+use crate::id::NodeId;
+use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
+use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
+use crate::proto::membership::{Backoff, DialRequest, Membership, MembershipConfig, Output};
+use crate::transport::{Addr, Connection, Listener};
+use crate::wire::control::{
+    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, MemberState,
+};
+
+/// What the node's tasks and the bus tell the actor.
+#[derive(Debug)]
+pub(crate) enum ActorMsg {
+    /// A listener accepted a connection.
+    Inbound(Connection),
+    /// A connection completed its handshake; answer whether to keep it.
+    PeerUp {
+        peer: Arc<PeerHandle>,
+        key: ConnectionKey,
+        /// The dial that made it, if this node dialled.
+        dial: Option<DialRequest>,
+        keep: oneshot::Sender<bool>,
+    },
+    /// A connection ended.
+    PeerDown {
+        node_id: NodeId,
+        conn_id: u64,
+        ended: Ended,
+    },
+    /// A dial found nobody, or no handshake completed.
+    DialFailed(DialRequest),
+    /// A peer's gossip.
+    Gossip {
+        node_id: NodeId,
+        conn_id: u64,
+        msg: GossipMessage,
+    },
+    /// A peer's interest snapshot or delta.
+    Interest {
+        node_id: NodeId,
+        conn_id: u64,
+        msg: Interest,
+    },
+    /// A peer asks for our interest snapshot.
+    InterestRequest { node_id: NodeId, conn_id: u64 },
+    /// A discovery mechanism found or lost a node.
+    Discovered(DiscoveryEvent),
+    /// Say goodbye, close every connection, stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct PeerEntry {
+    handle: Arc<PeerHandle>,
+    key: ConnectionKey,
+    interest: RemoteInterest,
+}
+
+struct Actor {
+    node: Arc<NodeShared>,
+    bus: Weak<BusInner>,
+    peers: HashMap<NodeId, PeerEntry>,
+    local: LocalInterest,
+    /// The event names in `local`, to diff against the subscription table.
+    local_events: BTreeSet<String>,
+    membership: Membership,
+    tasks: JoinSet<()>,
+}
+
+/// Runs the node: listens, dials the seeds, and keeps the peers' table until shutdown.
+pub(crate) async fn run(
+    node: Arc<NodeShared>,
+    bus: Weak<BusInner>,
+    mut inbox: mpsc::Receiver<ActorMsg>,
+    listeners: Vec<Box<dyn Listener>>,
+    seeds: Vec<Addr>,
+    discovery: Vec<Box<dyn Discovery>>,
+) {
+    let identity = node.identity();
+    let config = MembershipConfig {
+        // Seeded from the node id, itself from the builder's seed.
+        rng_seed: (identity.node_id as u64) ^ 0x006d_6573_6862_7573,
+        backoff: Backoff {
+            base: node.config.redial_backoff,
+            ..Backoff::default()
+        },
+        ..MembershipConfig::default()
+    };
+    let seeds = seeds.iter().map(|a| a.as_str().to_owned());
+    let membership = Membership::new(identity, seeds, config, now_std());
+    let mut actor = Actor {
+        node: Arc::clone(&node),
+        bus,
+        peers: HashMap::new(),
+        local: LocalInterest::new(),
+        local_events: BTreeSet::new(),
+        membership,
+        tasks: JoinSet::new(),
+    };
+    actor.init_interest();
+    for listener in listeners {
+        let (stopping, inbox) = (node.stopping.clone(), node.inbox.clone());
+        actor.tasks.spawn(async move {
+            tokio::select! {
+                () = accept_loop(listener, inbox) => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+    }
+    for source in discovery {
+        let (stopping, inbox) = (node.stopping.clone(), node.inbox.clone());
+        actor.tasks.spawn(async move {
+            tokio::select! {
+                () = discovery_loop(source, inbox) => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+    }
+    loop {
+        let timer = actor
+            .membership
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = sleep_until_some(timer) => {
+                let out = actor.membership.handle_timeout(now_std());
+                actor.apply(out);
+            }
+            msg = inbox.recv() => {
+                let Some(msg) = msg else { break };
+                if let Some(done) = actor.on_msg(msg) {
+                    actor.shutdown().await;
+                    let _ = done.send(());
+                    break;
+                }
+            }
+            () = node.interest_changed.notified() => actor.on_local_interest(),
+            Some(_) = actor.tasks.join_next() => {}
+        }
+    }
+}
+
+impl Actor {
+    fn init_interest(&mut self) {
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        for name in bus.commands.keys() {
+            let _ = self.local.add_command(name);
+        }
+        for name in bus.events.load().keys() {
+            let _ = self.local.subscribe(name);
+            self.local_events.insert((*name).to_owned());
+        }
+    }
+
+    fn on_msg(&mut self, msg: ActorMsg) -> Option<oneshot::Sender<()>> {
+        match msg {
+            ActorMsg::Inbound(c) => {
+                let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
+                self.tasks.spawn(async move {
+                    conn::run(node, bus, c, Side::Inbound, None).await;
+                });
+            }
+            ActorMsg::PeerUp {
+                peer,
+                key,
+                dial,
+                keep,
+            } => {
+                let now = now_std();
+                let mut out = self.membership.on_connected(&peer.identity, now);
+                if let Some(dial) = &dial {
+                    self.membership.on_dial_succeeded(dial, peer.node_id, now);
+                }
+                let _ = keep.send(self.on_peer_up(peer, key));
+                self.apply(std::mem::take(&mut out));
+            }
+            ActorMsg::PeerDown {
+                node_id,
+                conn_id,
+                ended,
+            } => {
+                if self
+                    .peers
+                    .get(&node_id)
+                    .is_some_and(|p| p.handle.conn_id == conn_id)
+                {
+                    self.peers.remove(&node_id);
+                    self.publish();
+                    let now = now_std();
+                    let out = match ended {
+                        Ended::Goodbye => self.membership.on_goodbye(node_id, now),
+                        Ended::Dead => self.membership.on_peer_dead(node_id, now),
+                        Ended::Broken(_) | Ended::ByUs => {
+                            self.membership.on_disconnected(node_id, now);
+                            Vec::new()
+                        }
+                    };
+                    self.apply(out);
+                }
+            }
+            ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
+            ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
+                let out = self.membership.on_discovered(&identity, now_std());
+                self.apply(out);
+            }
+            ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
+                // Only a hint: the link decides whether the node is alive.
+                tracing::debug!(node = %node_id, "no longer advertised");
+            }
+            ActorMsg::Gossip {
+                node_id,
+                conn_id,
+                msg,
+            } => {
+                if self
+                    .peers
+                    .get(&node_id)
+                    .is_some_and(|p| p.handle.conn_id == conn_id)
+                {
+                    let out = self.membership.handle_gossip(node_id, msg, now_std());
+                    self.apply(out);
+                }
+            }
+            ActorMsg::Interest {
+                node_id,
+                conn_id,
+                msg,
+            } => self.on_interest(node_id, conn_id, &msg),
+            ActorMsg::InterestRequest { node_id, conn_id } => {
+                if let Some(p) = self.peers.get(&node_id) {
+                    if p.handle.conn_id == conn_id {
+                        send_interest(&p.handle, &self.local.snapshot());
+                    }
+                }
+            }
+            ActorMsg::Shutdown(done) => return Some(done),
+        }
+        None
+    }
+
+    /// Does what membership asks.
+    fn apply(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::SendTo(node_id, msg) => {
+                    let Some(p) = self.peers.get(&node_id) else {
+                        continue;
+                    };
+                    let bytes = msg
+                        .to_frame()
+                        .ok()
+                        .and_then(|f| encode(&p.handle.send_codec, &f).ok());
+                    if let Some(bytes) = bytes {
+                        // A full control lane skips a round: gossip repairs itself.
+                        let _ = p.handle.lanes.control.try_send(bytes);
+                    }
+                }
+                Output::Dial(dial) => {
+                    if self.settle_linked(&dial) {
+                        continue;
+                    }
+                    let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
+                    self.tasks.spawn(dial_task(node, bus, dial));
+                }
+                Output::Joined(node_id) => tracing::debug!(node = %node_id, "member joined"),
+                Output::Left(node_id) => tracing::debug!(node = %node_id, "member left"),
+                Output::Refuted { incarnation } => {
+                    tracing::info!(incarnation, "refuted a rumour of our death");
+                    let mut identity = self.node.identity();
+                    identity.incarnation = incarnation;
+                    let local = LocalNode::new(identity)
+                        .with_versions(self.node.local.load().versions())
+                        .with_max_frame_size(self.node.local.load().max_frame_size());
+                    self.node.local.store(Arc::new(local));
+                }
+            }
+        }
+    }
+
+    /// A dial of a node we already have a link to (by its id, or by an address it advertises)
+    /// is not made: a second connection would only replace the first and fail what waits on
+    /// it. Membership is told the node is linked. Returns whether the dial was settled so.
+    fn settle_linked(&mut self, dial: &DialRequest) -> bool {
+        let linked = self.peers.values().find(|p| match dial.node {
+            Some(node) => p.handle.node_id == node,
+            None => p.handle.identity.addresses.contains(&dial.addr),
+        });
+        let Some(identity) = linked.map(|p| p.handle.identity.clone()) else {
+            return false;
+        };
+        let node = NodeId::from_u128(identity.node_id);
+        let now = now_std();
+        let out = self.membership.on_connected(&identity, now);
+        let alive = self
+            .membership
+            .member(node)
+            .is_some_and(|m| m.state() == MemberState::Alive);
+        if alive {
+            self.membership.on_dial_succeeded(dial, node, now);
+        } else {
+            // A tombstone behind a live link: back off until gossip settles it.
+            self.membership.on_dial_failed(dial, now);
+        }
+        self.apply(out);
+        true
+    }
+
+    fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
+        let local_id = self.node.identity().node_id;
+        if let Some(existing) = self.peers.get(&peer.node_id) {
+            match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
+                Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
+                Arbitration::ReplaceWithNew => existing.handle.stop.cancel(),
+            }
+        }
+        send_interest(&peer, &self.local.snapshot());
+        self.peers.insert(
+            peer.node_id,
+            PeerEntry {
+                handle: peer,
+                key,
+                interest: RemoteInterest::new(),
+            },
+        );
+        self.publish();
+        true
+    }
+
+    fn on_interest(&mut self, node_id: NodeId, conn_id: u64, msg: &Interest) {
+        let Some(p) = self.peers.get_mut(&node_id) else {
+            return;
+        };
+        if p.handle.conn_id != conn_id {
+            return;
+        }
+        match p.interest.apply(msg) {
+            Applied::Changed => self.publish(),
+            Applied::Unchanged | Applied::Stale => {}
+            Applied::Gap { .. } => {
+                let request = p.interest.snapshot_request();
+                if let Ok(frame) = request.to_frame() {
+                    if let Ok(bytes) = encode(&p.handle.send_codec, &frame) {
+                        let _ = p.handle.lanes.control.try_send(bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Our subscriptions changed: tell every peer the difference.
+    fn on_local_interest(&mut self) {
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        let now: BTreeSet<String> = bus.events.load().keys().map(|k| (*k).to_owned()).collect();
+        let mut deltas = Vec::new();
+        for added in now.difference(&self.local_events) {
+            deltas.extend(self.local.subscribe(added));
+        }
+        for removed in self.local_events.difference(&now) {
+            deltas.extend(self.local.unsubscribe(removed));
+        }
+        self.local_events = now;
+        for delta in &deltas {
+            for p in self.peers.values() {
+                send_interest(&p.handle, delta);
+            }
+        }
+    }
+
+    /// Rebuilds the routing snapshot and the membership view.
+    fn publish(&self) {
+        let mut routes = Routes::default();
+        let mut peers = Vec::new();
+        for p in self.peers.values() {
+            for c in p.interest.commands() {
+                routes
+                    .commands
+                    .entry(c.to_owned())
+                    .or_default()
+                    .push(Arc::clone(&p.handle));
+            }
+            for e in p.interest.events() {
+                routes
+                    .events
+                    .entry(e.to_owned())
+                    .or_default()
+                    .push(Arc::clone(&p.handle));
+            }
+            let id = &p.handle.identity;
+            peers.push(PeerInfo {
+                node_id: p.handle.node_id,
+                name: id.name.clone(),
+                cluster: id.cluster.clone(),
+                host_id: id.host_id.clone(),
+                commands: p.interest.commands().map(str::to_owned).collect(),
+                events: p.interest.events().map(str::to_owned).collect(),
+            });
+        }
+        peers.sort_by_key(|p| p.node_id);
+        self.node.routes.store(Arc::new(routes));
+        if let Some(bus) = self.bus.upgrade() {
+            bus.membership
+                .send_replace(view::shared(MembershipView { peers }));
+        }
+    }
+
+    /// Goodbye to every peer; each writer sends what is queued, then closes.
+    async fn shutdown(&mut self) {
+        self.node.stopping.cancel();
+        let goodbye = Goodbye {
+            reason: GoodbyeReason::Shutdown,
+        };
+        for p in self.peers.values() {
+            if let Ok(frame) = goodbye.to_frame() {
+                if let Ok(bytes) = encode(&p.handle.send_codec, &frame) {
+                    let _ = p.handle.lanes.control.try_send(bytes);
+                }
+            }
+            p.handle.stop.cancel();
+        }
+        self.peers.clear();
+        self.publish();
+        // The connections end once their writers have flushed; bounded, since a stuck link must
+        // not hold shutdown.
+        let drain = async {
+            while let Some(r) = self.tasks.join_next().await {
+                let _ = r;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        self.tasks.abort_all();
+    }
+}
+
+fn send_interest(peer: &PeerHandle, msg: &Interest) {
+    let sent = msg
+        .to_frame()
+        .ok()
+        .and_then(|f| encode(&peer.send_codec, &f).ok())
+        .map(|bytes| peer.lanes.control.try_send(bytes).is_ok());
+    if sent != Some(true) {
+        tracing::warn!(peer = %peer.node_id, "interest not sent: the control lane is full");
+    }
+}
+
+/// Accepts connections and hands them to the actor.
+async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Sender<ActorMsg>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(10);
+                if inbox.send(ActorMsg::Inbound(c)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Closed => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Makes one dial that membership asked for and runs the connection it opens; a failure is
+/// reported back, a success is reported by the connection's handshake.
+async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest) {
+    let addr = match Addr::parse(&dial.addr) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+            return;
+        }
+    };
+    let stopping = node.stopping.clone();
+    let dialled = tokio::select! {
+        d = node.config.transports.dial(&addr) => d,
+        () = stopping.cancelled() => return,
+    };
+    let reached = match dialled {
+        Ok(c) => {
+            conn::run(
+                Arc::clone(&node),
+                bus,
+                c,
+                Side::Outbound,
+                Some(dial.clone()),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "dial failed");
+            None
+        }
+    };
+    if reached.is_none() {
+        let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+    }
+}
+
+/// Hands what a discovery mechanism reports to the actor, until it ends.
+async fn discovery_loop(mut source: Box<dyn Discovery>, inbox: mpsc::Sender<ActorMsg>) {
+    while let Some(event) = source.next().await {
+        if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

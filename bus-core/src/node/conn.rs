@@ -1,0 +1,606 @@
+//! One connection: the handshake, then a reader loop (with liveness) and an owned writer task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::actor::ActorMsg;
+use super::peer::{self, LaneReceivers, PeerHandle};
+use super::{encode, NodeShared};
+use crate::bus::{Bus, BusInner};
+use crate::context::{Context, Deadline, Headers};
+use crate::error::{Error, ErrorKind};
+use crate::id::NodeId;
+use crate::proto::handshake::{Established, Handshake, Step};
+use crate::proto::liveness::{Liveness, LivenessEvent};
+use crate::proto::membership::DialRequest;
+use crate::proto::requests::{deadline_from_remaining, InboundRequests};
+use crate::proto::routing::Here;
+use crate::scope::Scope;
+use crate::subscription::EventMeta;
+use crate::transport::{Connection, FrameReader, FrameWriter, ReadEvent};
+use crate::wire::control::{ControlMessage, GossipMessage, Interest, InterestRequest, ReplyError};
+use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
+
+/// Which end of the connection this node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Inbound,
+    Outbound,
+}
+
+/// When the writer last wrote, for the reader's liveness check (which owns the `Liveness`).
+#[derive(Debug)]
+struct LastSent {
+    base: std::time::Instant,
+    micros: AtomicU64,
+}
+
+impl LastSent {
+    fn new() -> Self {
+        LastSent {
+            base: now_std(),
+            micros: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, at: std::time::Instant) {
+        let micros = at.saturating_duration_since(self.base).as_micros();
+        self.micros
+            .fetch_max(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> std::time::Instant {
+        let micros = Duration::from_micros(self.micros.load(Ordering::Relaxed));
+        self.base.checked_add(micros).unwrap_or(self.base)
+    }
+}
+
+/// Why a connection ended, as far as membership cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The peer said goodbye.
+    Goodbye,
+    /// The peer was silent past the timeout (or trickled a frame too slowly).
+    Dead,
+    /// The link broke or carried garbage: the peer may well be alive.
+    Broken(&'static str),
+    /// This node closed it (shutdown, or a replaced connection).
+    ByUs,
+}
+
+/// How many frames a writer takes off its lanes for one batch at most.
+const BATCH_BUDGET: usize = 256;
+
+/// How long a closing connection's writer may take to send what is queued.
+const FLUSH_BOUND: Duration = Duration::from_secs(1);
+
+pub(crate) fn now_std() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Runs a connection to its end. Returns the node it reached, if the handshake completed.
+pub(crate) async fn run(
+    node: Arc<NodeShared>,
+    bus: Weak<BusInner>,
+    conn: Connection,
+    side: Side,
+    dial: Option<DialRequest>,
+) -> Option<NodeId> {
+    let Connection {
+        mut reader,
+        mut writer,
+        remote,
+    } = conn;
+    let established = match handshake(&node, &mut *reader, &mut *writer, side).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            let _ = writer.close().await;
+            return None;
+        }
+    };
+    let peer_id = NodeId::from_u128(established.peer.node_id);
+    let conn_id = node.next_conn_id();
+    let (lanes, receivers) = peer::lanes(node.config.lane_capacity);
+    let peer = Arc::new(PeerHandle::new(
+        established.peer.clone(),
+        conn_id,
+        lanes,
+        established.send_codec(),
+        node.config.lane_bytes,
+    ));
+    let (keep_tx, keep_rx) = oneshot::channel();
+    let up = ActorMsg::PeerUp {
+        peer: Arc::clone(&peer),
+        key: established.key(),
+        dial,
+        keep: keep_tx,
+    };
+    if node.inbox.send(up).await.is_err() || !keep_rx.await.unwrap_or(false) {
+        tracing::debug!(peer = %peer_id, "duplicate connection closed");
+        let _ = writer.close().await;
+        return Some(peer_id);
+    }
+    // One span per connection; its tasks carry it.
+    let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);
+    tracing::debug!(parent: &span, name = %peer.identity.name, "peer connected");
+    let mut tasks = JoinSet::new();
+    let sent = Arc::new(LastSent::new());
+    tasks.spawn(
+        write_loop(writer, receivers, peer.stop.clone(), Arc::clone(&sent))
+            .instrument(span.clone()),
+    );
+    let ended = read_loop(
+        &node,
+        &bus,
+        &peer,
+        &mut *reader,
+        established.receive_codec(),
+        &sent,
+    )
+    .instrument(span.clone())
+    .await;
+    tracing::debug!(peer = %peer_id, ?ended, "connection closed");
+    peer.fail_all();
+    let _ = node
+        .inbox
+        .send(ActorMsg::PeerDown {
+            node_id: peer_id,
+            conn_id,
+            ended,
+        })
+        .await;
+    peer.stop.cancel();
+    let _ = tokio::time::timeout(FLUSH_BOUND, tasks.join_next()).await;
+    Some(peer_id)
+}
+
+async fn handshake(
+    node: &NodeShared,
+    reader: &mut dyn FrameReader,
+    writer: &mut dyn FrameWriter,
+    side: Side,
+) -> Result<Established, Error> {
+    let codec = FrameCodec::handshake();
+    let now = now_std();
+    let mut hs = match side {
+        Side::Outbound => {
+            let (hs, hello) = Handshake::dial(&node.local.load(), now)?;
+            writer
+                .write_batch(&mut vec![encode(&codec, &hello)?])
+                .await?;
+            hs
+        }
+        Side::Inbound => Handshake::accept(&node.local.load(), now)?,
+    };
+    let deadline = hs
+        .deadline()
+        .map(tokio::time::Instant::from_std)
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(10));
+    let frame = tokio::time::timeout_at(deadline, read_frame(reader, &codec))
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout).with_detail("the handshake timed out"))??;
+    match hs.on_frame(frame, now_std())? {
+        Step::Established { send, established } => {
+            if let Some(f) = send {
+                writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
+            }
+            Ok(established)
+        }
+        Step::Refused { send, reject } => {
+            let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
+            Err(Error::new(ErrorKind::Unauthorized).with_detail(format!(
+                "refused the peer ({}): {}",
+                reject.reason.code(),
+                reject.message
+            )))
+        }
+    }
+}
+
+/// Reads one whole frame (partial reads are skipped: the handshake has its own deadline).
+async fn read_frame(reader: &mut dyn FrameReader, codec: &FrameCodec) -> Result<Frame, Error> {
+    loop {
+        match reader.read(codec.max_frame_size).await? {
+            ReadEvent::Frame(bytes) => return decode(codec, bytes),
+            ReadEvent::Closed => {
+                return Err(Error::new(ErrorKind::Io).with_detail("closed during the handshake"))
+            }
+            _ => {}
+        }
+    }
+}
+
+fn decode(codec: &FrameCodec, bytes: Bytes) -> Result<Frame, Error> {
+    let mut buf = BytesMut::from(bytes);
+    codec
+        .decode(&mut buf)?
+        .ok_or_else(|| Error::new(ErrorKind::Decode).with_detail("a truncated frame"))
+}
+
+/// Reads frames until the connection ends; returns why it ended.
+async fn read_loop(
+    node: &NodeShared,
+    bus: &Weak<BusInner>,
+    peer: &Arc<PeerHandle>,
+    reader: &mut dyn FrameReader,
+    codec: FrameCodec,
+    sent: &LastSent,
+) -> Ended {
+    let Ok(mut liveness) = Liveness::new(node.config.liveness, now_std()) else {
+        return Ended::Broken("invalid liveness configuration");
+    };
+    let mut inbound = Inbound {
+        node,
+        bus,
+        peer,
+        running: InboundRequests::new(node.config.max_in_flight_per_peer),
+        handlers: JoinSet::new(),
+    };
+    loop {
+        // What the writer sent counts: only an idle link needs a Ping.
+        liveness.on_frame_sent(sent.get());
+        let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
+        tokio::select! {
+            read = reader.read(codec.max_frame_size) => match read {
+                Ok(ReadEvent::Frame(bytes)) => {
+                    liveness.on_frame_received(now_std());
+                    match decode(&codec, bytes) {
+                        Ok(frame) => {
+                            if let Err(ended) = inbound.on_frame(frame).await {
+                                return ended;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
+                            return Ended::Broken("undecodable frame");
+                        }
+                    }
+                }
+                Ok(ReadEvent::Partial) => liveness.on_partial_frame(now_std()),
+                Ok(ReadEvent::Closed) => return Ended::Broken("closed by the peer"),
+                Err(e) => {
+                    tracing::warn!(peer = %peer.node_id, error = %e, "read failed: closing the connection");
+                    return Ended::Broken("read error");
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                liveness.on_frame_sent(sent.get());
+                match liveness.poll(now_std()) {
+                    Some(LivenessEvent::SendPing) => {
+                        let ping = Frame::new(FrameKind::Ping, Bytes::new());
+                        if let Ok(bytes) = encode(&peer.send_codec, &ping) {
+                            let _ = peer.lanes.control.try_send(bytes);
+                        }
+                    }
+                    Some(LivenessEvent::Dead { reason }) => {
+                        tracing::info!(peer = %peer.node_id, %reason, "peer dead");
+                        return Ended::Dead;
+                    }
+                    None => {}
+                }
+            }
+            Some(done) = inbound.handlers.join_next() => {
+                if let Ok(id) = done {
+                    let _ = inbound.running.finish(peer.node_id, id);
+                }
+            }
+            () = peer.stop.cancelled() => return Ended::ByUs,
+        }
+    }
+}
+
+/// The reader's side of the requests a peer sends us.
+struct Inbound<'a> {
+    node: &'a NodeShared,
+    bus: &'a Weak<BusInner>,
+    peer: &'a Arc<PeerHandle>,
+    running: InboundRequests<CancellationToken>,
+    /// The handlers running for this peer; each returns its request id. Dropped (aborted) with
+    /// the connection.
+    handlers: JoinSet<u64>,
+}
+
+impl Drop for Inbound<'_> {
+    fn drop(&mut self) {
+        for (_, token) in self.running.on_peer_lost(self.peer.node_id) {
+            token.cancel();
+        }
+    }
+}
+
+impl Inbound<'_> {
+    /// Handles one frame; `Err` closes the connection.
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), Ended> {
+        let peer = self.peer;
+        match frame.kind {
+            FrameKind::Ping => {
+                let mut pong = Frame::new(FrameKind::Pong, Bytes::new());
+                pong.request_id = frame.request_id;
+                if let Ok(bytes) = encode(&peer.send_codec, &pong) {
+                    let _ = peer.lanes.control.try_send(bytes);
+                }
+            }
+            FrameKind::Pong => {}
+            FrameKind::Goodbye => return Err(Ended::Goodbye),
+            FrameKind::Gossip => match GossipMessage::from_frame(&frame) {
+                Ok(msg) => {
+                    let msg = ActorMsg::Gossip {
+                        node_id: peer.node_id,
+                        conn_id: peer.conn_id,
+                        msg,
+                    };
+                    let _ = self.node.inbox.send(msg).await;
+                }
+                // Gossip repairs itself in a later round.
+                Err(e) => tracing::debug!(peer = %peer.node_id, error = %e, "bad gossip message"),
+            },
+            FrameKind::Interest => match Interest::from_frame(&frame) {
+                Ok(msg) => {
+                    let msg = ActorMsg::Interest {
+                        node_id: peer.node_id,
+                        conn_id: peer.conn_id,
+                        msg,
+                    };
+                    let _ = self.node.inbox.send(msg).await;
+                }
+                Err(e) => tracing::warn!(peer = %peer.node_id, error = %e, "bad interest message"),
+            },
+            FrameKind::InterestRequest => {
+                if InterestRequest::from_frame(&frame).is_ok() {
+                    let msg = ActorMsg::InterestRequest {
+                        node_id: peer.node_id,
+                        conn_id: peer.conn_id,
+                    };
+                    let _ = self.node.inbox.send(msg).await;
+                }
+            }
+            FrameKind::Command => self.on_command(frame),
+            FrameKind::Reply => peer.complete(frame.request_id, Ok(frame.body)),
+            FrameKind::ReplyError => {
+                let err = ReplyError::from_frame(&frame).unwrap_or_else(|e| {
+                    ReplyError::new(ErrorKind::Decode, format!("malformed error reply: {e}"))
+                });
+                peer.complete(frame.request_id, Err(err));
+            }
+            FrameKind::Cancel => {
+                if let Some(token) = self.running.cancel(peer.node_id, frame.request_id) {
+                    token.cancel();
+                }
+            }
+            FrameKind::Event => self.on_event(frame),
+            FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
+                tracing::warn!(peer = %peer.node_id, kind = ?frame.kind, "handshake frame after the handshake");
+                return Err(Ended::Broken("handshake frame after the handshake"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers request `id` at once with an error (the reader never waits: a full reply lane
+    /// drops it, and the caller times out).
+    fn refuse(&self, id: u64, kind: ErrorKind, message: String) {
+        let err = ReplyError::new(kind, message);
+        if let Ok(mut frame) = err.to_frame() {
+            frame.request_id = id;
+            if let Ok(bytes) = encode(&self.peer.send_codec, &frame) {
+                let _ = self.peer.lanes.replies.try_send(bytes);
+            }
+        }
+    }
+
+    fn on_command(&mut self, frame: Frame) {
+        let id = frame.request_id;
+        let peer = self.peer;
+        let Some(bus) = self.bus.upgrade() else {
+            return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
+        };
+        let Some(FrameName::Inline(name)) = &frame.name else {
+            return self.refuse(id, ErrorKind::Decode, "a command without a name".into());
+        };
+        let Some(slot) = bus.commands.get(&**name) else {
+            return self.refuse(id, ErrorKind::NoHandler, format!("no handler for `{name}`"));
+        };
+        let guard = bus.enter_owned();
+        if bus.is_closed() {
+            return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
+        }
+        let token = CancellationToken::new();
+        if let Err(o) = self.running.admit(peer.node_id, id, token.clone()) {
+            return self.refuse(
+                id,
+                ErrorKind::Overloaded,
+                format!("{} requests already running for this peer", o.limit),
+            );
+        }
+        let deadline = match frame.headers.deadline {
+            Some(remaining) => {
+                let at = deadline_from_remaining(remaining, now_std());
+                Deadline::After {
+                    timeout: remaining,
+                    at: OnceLock::from(tokio::time::Instant::from_std(at)),
+                }
+            }
+            None => Deadline::None,
+        };
+        let ctx = Context {
+            message_id: crate::id::next_message_id(),
+            correlation_id: frame.headers.correlation_id.clone().map(Arc::from),
+            sender: peer.node_id,
+            scope: scope_of(&bus, peer),
+            deadline,
+            headers: headers_of(&frame),
+            cancel: Some(token.clone()),
+            bus: Bus::for_handler(Arc::clone(&bus)),
+        };
+        let fut = slot.remote.call(frame.body, ctx);
+        let replies = peer.lanes.replies.clone();
+        let codec = peer.send_codec;
+        drop(bus);
+        let span = tracing::Span::current();
+        self.handlers.spawn(
+            async move {
+                let _guard = guard;
+                let outcome = fut.await;
+                // A caller that gave up wants no answer.
+                if token.is_cancelled() {
+                    return id;
+                }
+                let bytes = reply_frame(&codec, id, outcome);
+                if let Some(bytes) = bytes {
+                    let _ = replies.send(bytes).await;
+                }
+                id
+            }
+            .instrument(span),
+        );
+    }
+
+    fn on_event(&self, frame: Frame) {
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        let Some(FrameName::Inline(name)) = &frame.name else {
+            tracing::warn!(peer = %self.peer.node_id, "an event without a name");
+            return;
+        };
+        let table = bus.events.load();
+        let Some(slot) = table.get(&**name) else {
+            return;
+        };
+        let meta = Arc::new(EventMeta {
+            message_id: crate::id::next_message_id(),
+            correlation_id: frame.headers.correlation_id.clone().map(Arc::from),
+            sender: self.peer.node_id,
+            scope: scope_of(&bus, self.peer),
+            headers: headers_of(&frame),
+            published_at: None,
+        });
+        if let Err(e) = (slot.deliver)(slot, &frame.body, meta, &bus.counters) {
+            tracing::warn!(peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
+        }
+    }
+}
+
+/// The encoded `Reply` or `ReplyError` for request `id`.
+fn reply_frame(codec: &FrameCodec, id: u64, outcome: Result<Bytes, ReplyError>) -> Option<Bytes> {
+    let mut frame = match outcome {
+        Ok(body) => Frame::new(FrameKind::Reply, body),
+        Err(e) => e.to_frame().ok()?,
+    };
+    frame.request_id = id;
+    match encode(codec, &frame) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            let mut err = ReplyError::new(ErrorKind::TooLarge, e.to_string())
+                .to_frame()
+                .ok()?;
+            err.request_id = id;
+            encode(codec, &err).ok()
+        }
+    }
+}
+
+/// The narrowest scope the sender is in, as seen from here.
+fn scope_of(bus: &BusInner, peer: &PeerHandle) -> Scope {
+    let here = Here {
+        host_id: &bus.identity.host_id,
+        cluster: &bus.identity.cluster,
+    };
+    let (h, c) = (&peer.identity.host_id, &peer.identity.cluster);
+    [Scope::Machine, Scope::Cluster]
+        .into_iter()
+        .find(|s| here.in_scope(*s, h, c))
+        .unwrap_or(Scope::Network)
+}
+
+fn headers_of(frame: &Frame) -> Headers {
+    let mut headers = Headers::new();
+    if let Some(key) = &frame.headers.idempotency_key {
+        headers.insert(Headers::IDEMPOTENCY_KEY, key.clone());
+    }
+    for (k, v) in &frame.headers.extra {
+        headers.insert(k.clone(), v.clone());
+    }
+    headers
+}
+
+/// Writes what the lanes hold: waits for any frame, then takes everything queued (control
+/// first, events last, up to a batch budget) and writes it in one batch. An idle link writes a
+/// lone frame at once. On `stop`, sends what is queued and closes.
+async fn write_loop(
+    mut writer: Box<dyn FrameWriter>,
+    mut rx: LaneReceivers,
+    stop: CancellationToken,
+    sent: Arc<LastSent>,
+) {
+    let mut batch = Vec::new();
+    // The byte budget of the frames in `batch`, given back once they are written.
+    let mut held = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some(b) = rx.control.recv() => b,
+            Some(b) = rx.replies.recv() => b,
+            Some(q) = rx.commands.recv() => {
+                held.push(q.permit);
+                q.bytes
+            }
+            Some(q) = rx.events.recv() => {
+                held.push(q.permit);
+                q.bytes
+            }
+            () = stop.cancelled() => {
+                drain(&mut rx, &mut batch, &mut held, usize::MAX);
+                if !batch.is_empty() {
+                    let _ = writer.write_batch(&mut batch).await;
+                }
+                let _ = writer.close().await;
+                return;
+            }
+        };
+        batch.push(first);
+        drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
+        if let Err(e) = writer.write_batch(&mut batch).await {
+            tracing::debug!(error = %e, "write failed: closing the connection");
+            stop.cancel();
+            return;
+        }
+        sent.set(now_std());
+        held.clear();
+    }
+}
+
+fn drain(
+    rx: &mut LaneReceivers,
+    batch: &mut Vec<Bytes>,
+    held: &mut Vec<OwnedSemaphorePermit>,
+    budget: usize,
+) {
+    for lane in [&mut rx.control, &mut rx.replies] {
+        while batch.len() < budget {
+            match lane.try_recv() {
+                Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+    }
+    for lane in [&mut rx.commands, &mut rx.events] {
+        while batch.len() < budget {
+            match lane.try_recv() {
+                Ok(q) => {
+                    batch.push(q.bytes);
+                    held.push(q.permit);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}

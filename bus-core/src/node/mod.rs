@@ -1,0 +1,185 @@
+//! The node runtime: the tasks that put a [`Bus`](crate::Bus) on the network.
+//!
+//! One actor task owns the node's mutable state (its peers, their interest, our own interest)
+//! and is told about everything by messages on a bounded inbox. Each connection has one task
+//! that runs the handshake and then reads, and one writer task it owns; both end with the
+//! connection. Senders on the hot path never talk to the actor: they read the routing snapshot
+//! ([`Routes`]) and queue frames on a peer's lanes.
+
+mod actor;
+mod conn;
+mod peer;
+mod routes;
+mod view;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub(crate) use actor::{run as run_actor, ActorMsg};
+pub(crate) use peer::{PeerHandle, Queued};
+pub(crate) use routes::Routes;
+pub use view::{MembershipView, PeerInfo, Ready};
+
+use crate::proto::handshake::LocalNode;
+use crate::proto::liveness::LivenessConfig;
+use crate::proto::routing::Picker;
+use crate::transport::{Addr, Transports};
+use crate::wire::control::PeerIdentity;
+use crate::wire::{Frame, FrameCodec, FrameError};
+
+/// The network settings of a bus, from its builder.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) transports: Transports,
+    pub(crate) listen: Vec<String>,
+    pub(crate) peers: Vec<String>,
+    pub(crate) liveness: LivenessConfig,
+    pub(crate) max_in_flight_per_peer: usize,
+    pub(crate) lane_capacity: usize,
+    pub(crate) lane_bytes: usize,
+    pub(crate) redial_backoff: Duration,
+    pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
+}
+
+impl NodeConfig {
+    /// The default number of frames each lane of a peer holds.
+    pub(crate) const DEFAULT_LANE_CAPACITY: usize = 1024;
+    /// The default byte budget of a peer's queued commands and events: 64 MiB.
+    pub(crate) const DEFAULT_LANE_BYTES: usize = 64 * 1024 * 1024;
+    /// The default cap on handlers run at once for one peer.
+    pub(crate) const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
+
+    pub(crate) fn new() -> Self {
+        NodeConfig {
+            transports: Transports::new(),
+            listen: Vec::new(),
+            peers: Vec::new(),
+            liveness: LivenessConfig::default(),
+            max_in_flight_per_peer: Self::DEFAULT_MAX_IN_FLIGHT_PER_PEER,
+            lane_capacity: Self::DEFAULT_LANE_CAPACITY,
+            lane_bytes: Self::DEFAULT_LANE_BYTES,
+            redial_backoff: Duration::from_millis(250),
+            peer_events_when_full: crate::subscription::FullPolicy::Wait,
+        }
+    }
+}
+
+/// What the bus's handles share with the node's tasks.
+pub(crate) struct NodeShared {
+    /// Who we are in handshakes; replaced when membership refutes a rumour of our death with a
+    /// higher incarnation.
+    pub(crate) local: ArcSwap<LocalNode>,
+    pub(crate) config: NodeConfig,
+    /// The routing snapshot: replaced by the actor, read without a lock by senders.
+    pub(crate) routes: ArcSwap<Routes>,
+    pub(crate) picker: Picker,
+    next_request_id: AtomicU64,
+    pub(crate) inbox: mpsc::Sender<ActorMsg>,
+    /// Our handlers or subscriptions changed: the actor tells the peers.
+    pub(crate) interest_changed: Notify,
+    next_conn_id: AtomicU64,
+    /// Cancelled at shutdown: listeners and seed dialling stop.
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeShared")
+            .field("node_id", &self.local.load().identity().node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The capacity of the actor's inbox.
+const INBOX_CAPACITY: usize = 256;
+
+impl NodeShared {
+    pub(crate) fn new(
+        identity: PeerIdentity,
+        config: NodeConfig,
+    ) -> (Arc<NodeShared>, mpsc::Receiver<ActorMsg>) {
+        let (inbox, rx) = mpsc::channel(INBOX_CAPACITY);
+        let shared = NodeShared {
+            local: ArcSwap::from_pointee(LocalNode::new(identity)),
+            config,
+            routes: ArcSwap::from_pointee(Routes::default()),
+            picker: Picker::default(),
+            next_request_id: AtomicU64::new(1),
+            inbox,
+            interest_changed: Notify::new(),
+            next_conn_id: AtomicU64::new(1),
+            stopping: tokio_util::sync::CancellationToken::new(),
+        };
+        (Arc::new(shared), rx)
+    }
+
+    pub(crate) fn identity(&self) -> PeerIdentity {
+        self.local.load().identity().clone()
+    }
+
+    /// A request id unique on this node (never 0).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed).max(1)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Says goodbye to every peer and stops the node's tasks, waiting at most `bound`.
+    pub(crate) async fn shutdown(&self, bound: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.inbox.send(ActorMsg::Shutdown(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(bound, rx).await;
+        }
+    }
+}
+
+/// Parses the configured addresses.
+pub(crate) fn parse_addrs(list: &[String]) -> Result<Vec<Addr>, crate::Error> {
+    list.iter().map(|a| Addr::parse(a)).collect()
+}
+
+/// One encoded frame, ready for a lane.
+pub(crate) fn encode(codec: &FrameCodec, frame: &Frame) -> Result<Bytes, FrameError> {
+    let mut buf = BytesMut::new();
+    codec.encode(frame, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// The start of this run in microseconds since the UNIX epoch: a later run of a node compares
+/// larger, as arbitration and membership expect of incarnations.
+pub(crate) fn incarnation_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The frame headers of a message: the idempotency key has its own field, every other header
+/// travels as an extra header.
+pub(crate) fn frame_headers(
+    headers: &crate::context::Headers,
+    correlation_id: Option<&str>,
+    deadline: Option<Duration>,
+) -> crate::wire::FrameHeaders {
+    let mut out = crate::wire::FrameHeaders {
+        correlation_id: correlation_id.map(str::to_owned),
+        deadline,
+        ..Default::default()
+    };
+    for (k, v) in headers.iter() {
+        if k == crate::context::Headers::IDEMPOTENCY_KEY {
+            out.idempotency_key = Some(v.to_owned());
+        } else {
+            out.extra.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}

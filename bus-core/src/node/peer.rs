@@ -1,0 +1,218 @@
+//! A connected peer as senders see it: who it is, its lanes and the replies we wait for.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::id::NodeId;
+use crate::proto::routing::Candidate;
+use crate::wire::control::{PeerIdentity, ReplyError};
+use crate::wire::FrameCodec;
+
+/// What a pending request is answered with: the reply's body or the peer's error.
+pub(crate) type ReplyOutcome = Result<Bytes, ReplyError>;
+
+/// A command or event frame on its lane, holding its share of the peer's byte budget until it
+/// is written.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) bytes: Bytes,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// The sending ends of a peer's lanes, in priority order.
+#[derive(Debug, Clone)]
+pub(crate) struct Lanes {
+    /// Ping, Pong, Cancel, Interest, Goodbye.
+    pub(crate) control: mpsc::Sender<Bytes>,
+    pub(crate) replies: mpsc::Sender<Bytes>,
+    /// Bounded in frames and, with `events`, by the peer's byte budget.
+    pub(crate) commands: mpsc::Sender<Queued>,
+    pub(crate) events: mpsc::Sender<Queued>,
+}
+
+/// The receiving ends, owned by the connection's writer.
+#[derive(Debug)]
+pub(crate) struct LaneReceivers {
+    pub(crate) control: mpsc::Receiver<Bytes>,
+    pub(crate) replies: mpsc::Receiver<Bytes>,
+    pub(crate) commands: mpsc::Receiver<Queued>,
+    pub(crate) events: mpsc::Receiver<Queued>,
+}
+
+pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
+    let capacity = capacity.max(1);
+    let (c_tx, c_rx) = mpsc::channel(capacity);
+    let (r_tx, r_rx) = mpsc::channel(capacity);
+    let (k_tx, k_rx) = mpsc::channel(capacity);
+    let (e_tx, e_rx) = mpsc::channel(capacity);
+    (
+        Lanes {
+            control: c_tx,
+            replies: r_tx,
+            commands: k_tx,
+            events: e_tx,
+        },
+        LaneReceivers {
+            control: c_rx,
+            replies: r_rx,
+            commands: k_rx,
+            events: e_rx,
+        },
+    )
+}
+
+/// One established connection to a peer, shared by the routing snapshot and the senders.
+pub(crate) struct PeerHandle {
+    pub(crate) node_id: NodeId,
+    pub(crate) identity: PeerIdentity,
+    /// Which connection this is, so the actor ignores news of a replaced one.
+    pub(crate) conn_id: u64,
+    pub(crate) lanes: Lanes,
+    /// The codec for frames we send: limited by the smaller of the two `max_frame_size`s.
+    pub(crate) send_codec: FrameCodec,
+    /// Replies we wait for, by request id. Short critical sections only, never across `.await`.
+    pending: Mutex<HashMap<u64, oneshot::Sender<ReplyOutcome>>>,
+    in_flight: AtomicUsize,
+    /// Cancelled when the connection is gone: senders stop waiting for room on its lanes.
+    pub(crate) gone: CancellationToken,
+    /// Cancelled to close the connection on purpose (shutdown, a replaced connection): the
+    /// writer sends what is queued, then closes.
+    pub(crate) stop: CancellationToken,
+    /// Bytes of commands and events queued and not yet written.
+    budget: Arc<Semaphore>,
+    budget_total: u32,
+}
+
+impl PeerHandle {
+    pub(crate) fn new(
+        identity: PeerIdentity,
+        conn_id: u64,
+        lanes: Lanes,
+        send_codec: FrameCodec,
+        budget_bytes: usize,
+    ) -> Self {
+        let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
+        PeerHandle {
+            node_id: NodeId::from_u128(identity.node_id),
+            identity,
+            conn_id,
+            lanes,
+            send_codec,
+            pending: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            gone: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget_total,
+        }
+    }
+
+    /// A frame larger than the whole budget takes all of it, so it waits for an empty queue
+    /// rather than forever.
+    fn permits_for(&self, len: usize) -> u32 {
+        u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .min(self.budget_total)
+    }
+
+    /// Room for `len` bytes, if the budget has it now.
+    pub(crate) fn try_reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.budget)
+            .try_acquire_many_owned(self.permits_for(len))
+            .ok()
+    }
+
+    /// Waits for room for `len` bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (a waiter that gives up loses its place in line, nothing else).
+    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.budget)
+            .acquire_many_owned(self.permits_for(len))
+            .await
+            .ok()
+    }
+
+    /// Waits for the reply to request `id`. `false` when the peer is already gone.
+    pub(crate) fn register(&self, id: u64, tx: oneshot::Sender<ReplyOutcome>) -> bool {
+        let Ok(mut pending) = self.pending.lock() else {
+            return false;
+        };
+        if self.gone.is_cancelled() {
+            return false;
+        }
+        pending.insert(id, tx);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Stops waiting for request `id`; whether it was still waiting.
+    pub(crate) fn forget(&self, id: u64) -> bool {
+        let removed = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.remove(&id));
+        if removed.is_some() {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed.is_some()
+    }
+
+    /// A reply or error for request `id` arrived.
+    pub(crate) fn complete(&self, id: u64, outcome: ReplyOutcome) {
+        let waiter = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.remove(&id));
+        if let Some(tx) = waiter {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // The caller may have given up a moment ago; nothing to do then.
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// The connection is gone: every request waiting on it fails at once (its sender is
+    /// dropped, which the caller reads as `PeerLost`).
+    pub(crate) fn fail_all(&self) {
+        self.gone.cancel();
+        let drained: Vec<_> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        self.in_flight.fetch_sub(drained.len(), Ordering::Relaxed);
+        drop(drained);
+    }
+}
+
+impl Candidate for Arc<PeerHandle> {
+    fn host_id(&self) -> &str {
+        &self.identity.host_id
+    }
+
+    fn cluster(&self) -> &str {
+        &self.identity.cluster
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerHandle")
+            .field("node_id", &self.node_id)
+            .field("name", &self.identity.name)
+            .field("conn_id", &self.conn_id)
+            .finish_non_exhaustive()
+    }
+}
