@@ -400,6 +400,9 @@ impl BusBuilder {
             cluster: self.cluster,
             host_id: self.host_id.unwrap_or_else(default_host_id),
         };
+        if networked {
+            crate::node::membership_config(&self.node, node_id.as_u128()).validate()?;
+        }
         let mut listeners = Vec::new();
         for addr in &listen {
             listeners.push(self.node.transports.listen(addr).await?);

@@ -80,6 +80,19 @@ struct Actor {
     tasks: JoinSet<()>,
 }
 
+/// The membership configuration the node runs with; `start()` validates it first.
+pub(crate) fn membership_config(config: &super::NodeConfig, node_id: u128) -> MembershipConfig {
+    MembershipConfig {
+        // Seeded from the node id, itself from the builder's seed.
+        rng_seed: (node_id as u64) ^ 0x006d_6573_6862_7573,
+        backoff: Backoff {
+            base: config.redial_backoff,
+            ..Backoff::default()
+        },
+        ..MembershipConfig::default()
+    }
+}
+
 /// Runs the node: listens, dials the seeds, and keeps the peers' table until shutdown.
 pub(crate) async fn run(
     node: Arc<NodeShared>,
@@ -90,17 +103,16 @@ pub(crate) async fn run(
     discovery: Vec<Box<dyn Discovery>>,
 ) {
     let identity = node.identity();
-    let config = MembershipConfig {
-        // Seeded from the node id, itself from the builder's seed.
-        rng_seed: (identity.node_id as u64) ^ 0x006d_6573_6862_7573,
-        backoff: Backoff {
-            base: node.config.redial_backoff,
-            ..Backoff::default()
-        },
-        ..MembershipConfig::default()
-    };
+    let config = membership_config(&node.config, identity.node_id);
     let seeds = seeds.iter().map(|a| a.as_str().to_owned());
-    let membership = Membership::new(identity, seeds, config, now_std());
+    let membership = match Membership::new(identity, seeds, config, now_std()) {
+        Ok(m) => m,
+        Err(e) => {
+            // `start()` validated the same configuration, so this is not expected.
+            tracing::error!(error = %e, "membership could not start; the node stays local");
+            return;
+        }
+    };
     let mut actor = Actor {
         node: Arc::clone(&node),
         bus,
@@ -199,14 +211,17 @@ impl Actor {
                     .get(&node_id)
                     .is_some_and(|p| p.handle.conn_id == conn_id)
                 {
-                    self.peers.remove(&node_id);
+                    let gone = self.peers.remove(&node_id)?;
+                    // Membership is told which run of the node this link reached, so the end of
+                    // an old run's link never buries a newer one.
+                    let incarnation = gone.handle.identity.incarnation;
                     self.publish();
                     let now = now_std();
                     let out = match ended {
-                        Ended::Goodbye => self.membership.on_goodbye(node_id, now),
-                        Ended::Dead => self.membership.on_peer_dead(node_id, now),
+                        Ended::Goodbye => self.membership.on_goodbye(node_id, incarnation, now),
+                        Ended::Dead => self.membership.on_peer_dead(node_id, incarnation, now),
                         Ended::Broken(_) | Ended::ByUs => {
-                            self.membership.on_disconnected(node_id, now);
+                            self.membership.on_disconnected(node_id, incarnation, now);
                             Vec::new()
                         }
                     };
@@ -227,12 +242,15 @@ impl Actor {
                 conn_id,
                 msg,
             } => {
-                if self
+                let send_limit = self
                     .peers
                     .get(&node_id)
-                    .is_some_and(|p| p.handle.conn_id == conn_id)
-                {
-                    let out = self.membership.handle_gossip(node_id, msg, now_std());
+                    .filter(|p| p.handle.conn_id == conn_id)
+                    .map(|p| p.handle.send_codec.max_frame_size);
+                if let Some(send_limit) = send_limit {
+                    let out = self
+                        .membership
+                        .handle_gossip(node_id, msg, send_limit, now_std());
                     self.apply(out);
                 }
             }
@@ -350,7 +368,13 @@ impl Actor {
         }
         match p.interest.apply(msg) {
             Applied::Changed => self.publish(),
-            Applied::Unchanged | Applied::Stale => {}
+            Applied::Unchanged | Applied::Stale | Applied::AwaitingSnapshot => {}
+            Applied::TooLarge => {
+                // A protocol violation: close the link; the peer may reconnect and send a
+                // snapshot we can hold.
+                tracing::warn!(peer = %node_id, "interest over the bounds; closing the link");
+                p.handle.stop.cancel();
+            }
             Applied::Gap { .. } => {
                 let request = p.interest.snapshot_request();
                 if let Ok(frame) = request.to_frame() {

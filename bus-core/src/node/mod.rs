@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-pub(crate) use actor::{run as run_actor, ActorMsg};
+pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
 pub(crate) use peer::{PeerHandle, Queued};
 pub(crate) use routes::Routes;
 pub use view::{MembershipView, PeerInfo, Ready};
