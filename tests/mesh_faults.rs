@@ -245,3 +245,15 @@ async fn a_hello_of_another_version_is_rejected_and_the_node_keeps_serving() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_bus_stops_its_node_and_peers_notice() {
+    let net = InMemNetwork::new(26);
+    let (b, _started) = server(&net, "b").await;
+    let a = client(&net, "a", "b").await;
+    drop(b);
+    until_view(&a, |v| v.peers.is_empty()).await;
+    let err = a.commands().send(Echo(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoHandler);
+    a.shutdown().await.unwrap();
+}

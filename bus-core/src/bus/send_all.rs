@@ -85,7 +85,7 @@ impl<'a, C: Command> SendAll<'a, C> {
 
     /// How long to wait for the answers (overrides the bus's
     /// [`request_timeout`](crate::BusBuilder::request_timeout)); a node that has not answered
-    /// by then yields [`ErrorKind::Timeout`]. Has no effect once polled.
+    /// by then yields [`ErrorKind::Timeout`](crate::ErrorKind::Timeout). Has no effect once polled.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         if let Some(s) = self.start_mut() {
             s.timeout = Some(Some(timeout));
