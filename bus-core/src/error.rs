@@ -40,6 +40,22 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for code lookups and tests.
+    const ALL: [ErrorKind; 12] = [
+        ErrorKind::NoHandler,
+        ErrorKind::Timeout,
+        ErrorKind::HandlerFailed,
+        ErrorKind::PeerLost,
+        ErrorKind::Overloaded,
+        ErrorKind::Decode,
+        ErrorKind::TooLarge,
+        ErrorKind::Closed,
+        ErrorKind::Unauthorized,
+        ErrorKind::VersionMismatch,
+        ErrorKind::Config,
+        ErrorKind::Io,
+    ];
+
     /// The kind's stable code, as it travels in a `ReplyError` frame.
     pub fn code(self) -> &'static str {
         match self {
@@ -61,21 +77,8 @@ impl ErrorKind {
     /// The kind of a code from [`code`](ErrorKind::code); a code this version does not know
     /// (sent by a newer peer) reads as [`HandlerFailed`](ErrorKind::HandlerFailed).
     pub fn from_code(code: &str) -> ErrorKind {
-        const ALL: [ErrorKind; 12] = [
-            ErrorKind::NoHandler,
-            ErrorKind::Timeout,
-            ErrorKind::HandlerFailed,
-            ErrorKind::PeerLost,
-            ErrorKind::Overloaded,
-            ErrorKind::Decode,
-            ErrorKind::TooLarge,
-            ErrorKind::Closed,
-            ErrorKind::Unauthorized,
-            ErrorKind::VersionMismatch,
-            ErrorKind::Config,
-            ErrorKind::Io,
-        ];
-        ALL.into_iter()
+        Self::ALL
+            .into_iter()
             .find(|k| k.code() == code)
             .unwrap_or(ErrorKind::HandlerFailed)
     }
@@ -370,20 +373,7 @@ mod tests {
 
     #[test]
     fn kind_codes_round_trip_and_unknown_codes_degrade() {
-        for kind in [
-            ErrorKind::NoHandler,
-            ErrorKind::Timeout,
-            ErrorKind::HandlerFailed,
-            ErrorKind::PeerLost,
-            ErrorKind::Overloaded,
-            ErrorKind::Decode,
-            ErrorKind::TooLarge,
-            ErrorKind::Closed,
-            ErrorKind::Unauthorized,
-            ErrorKind::VersionMismatch,
-            ErrorKind::Config,
-            ErrorKind::Io,
-        ] {
+        for kind in ErrorKind::ALL {
             assert_eq!(ErrorKind::from_code(kind.code()), kind);
         }
         assert_eq!(
