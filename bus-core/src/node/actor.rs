@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::conn::{self, now_std, Ended, Side};
+use super::conn::{self, now_std, sleep_until_some, Ended, Side};
 use super::routes::Routes;
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
@@ -71,6 +71,10 @@ struct PeerEntry {
     /// incarnation of it is the same process at the other end of this link).
     incarnation: u64,
     interest: RemoteInterest,
+    /// An interest message to this peer did not fit its control lane: a snapshot is owed,
+    /// sent on the next timer tick that finds room (a lost last delta would otherwise go
+    /// unnoticed until our interest changes again).
+    owes_interest: bool,
 }
 
 struct Actor {
@@ -154,6 +158,7 @@ pub(crate) async fn run(
             () = sleep_until_some(timer) => {
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
+                actor.pay_interest();
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
@@ -266,9 +271,10 @@ impl Actor {
                 msg,
             } => self.on_interest(node_id, conn_id, &msg),
             ActorMsg::InterestRequest { node_id, conn_id } => {
-                if let Some(p) = self.peers.get(&node_id) {
-                    if p.handle.conn_id == conn_id {
-                        send_interest(&p.handle, &self.local.snapshot());
+                let snapshot = self.local.snapshot();
+                if let Some(p) = self.peers.get_mut(&node_id) {
+                    if p.handle.conn_id == conn_id && !send_interest(&p.handle, &snapshot) {
+                        p.owes_interest = true;
                     }
                 }
             }
@@ -390,10 +396,11 @@ impl Actor {
         if let Some(existing) = self.peers.get(&peer.node_id) {
             match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
                 Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
-                Arbitration::ReplaceWithNew => existing.handle.stop.cancel(),
+                // The old connection drains: what is under way on it finishes there.
+                Arbitration::ReplaceWithNew => existing.handle.retire.cancel(),
             }
         }
-        send_interest(&peer, &self.local.snapshot());
+        let owes_interest = !send_interest(&peer, &self.local.snapshot());
         self.peers.insert(
             peer.node_id,
             PeerEntry {
@@ -401,6 +408,7 @@ impl Actor {
                 handle: peer,
                 key,
                 interest: RemoteInterest::new(),
+                owes_interest,
             },
         );
         self.publish();
@@ -434,6 +442,14 @@ impl Actor {
         }
     }
 
+    /// Sends the interest snapshots owed to peers whose control lane was full.
+    fn pay_interest(&mut self) {
+        let snapshot = self.local.snapshot();
+        for p in self.peers.values_mut().filter(|p| p.owes_interest) {
+            p.owes_interest = !send_interest(&p.handle, &snapshot);
+        }
+    }
+
     /// Our subscriptions changed: tell every peer the difference.
     fn on_local_interest(&mut self) {
         let Some(bus) = self.bus.upgrade() else {
@@ -449,8 +465,10 @@ impl Actor {
         }
         self.local_events = now;
         for delta in &deltas {
-            for p in self.peers.values() {
-                send_interest(&p.handle, delta);
+            for p in self.peers.values_mut() {
+                if !send_interest(&p.handle, delta) {
+                    p.owes_interest = true;
+                }
             }
         }
     }
@@ -520,15 +538,18 @@ impl Actor {
     }
 }
 
-fn send_interest(peer: &PeerHandle, msg: &Interest) {
+/// Queues `msg` on the peer's control lane; `false` if it did not fit (or could not be
+/// encoded), and a snapshot is owed.
+fn send_interest(peer: &PeerHandle, msg: &Interest) -> bool {
     let sent = msg
         .to_frame()
         .ok()
         .and_then(|f| encode(&peer.send_codec, &f).ok())
-        .map(|bytes| peer.lanes.control.try_send(bytes).is_ok());
-    if sent != Some(true) {
-        tracing::warn!(peer = %peer.node_id, "interest not sent: the control lane is full");
+        .is_some_and(|bytes| peer.lanes.control.try_send(bytes).is_ok());
+    if !sent {
+        tracing::debug!(peer = %peer.node_id, "interest not sent now: the control lane is full");
     }
+    sent
 }
 
 /// Accepts connections and hands them to the actor.
@@ -594,13 +615,5 @@ async fn discovery_loop(mut source: Box<dyn Discovery>, inbox: mpsc::Sender<Acto
         if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
             return;
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
