@@ -85,6 +85,8 @@ struct Actor {
     /// The event names in `local`, to diff against the subscription table.
     local_events: BTreeSet<String>,
     membership: Membership,
+    /// Live members that share no transport with us, as last published.
+    foreign: Vec<NodeId>,
     tasks: JoinSet<()>,
 }
 
@@ -97,6 +99,7 @@ pub(crate) fn membership_config(config: &super::NodeConfig, node_id: u128) -> Me
             base: config.redial_backoff,
             ..Backoff::default()
         },
+        schemes: config.transports.schemes().map(str::to_owned).collect(),
         ..MembershipConfig::default()
     }
 }
@@ -128,6 +131,7 @@ pub(crate) async fn run(
         local: LocalInterest::new(),
         local_events: BTreeSet::new(),
         membership,
+        foreign: Vec::new(),
         tasks: JoinSet::new(),
     };
     actor.init_interest();
@@ -243,6 +247,7 @@ impl Actor {
                 let mut out = self.membership.on_discovered(&identity, now);
                 out.extend(self.relink_refuted(now));
                 self.apply(out);
+                self.check_foreign();
             }
             ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
                 // Only a hint: the link decides whether the node is alive.
@@ -263,6 +268,7 @@ impl Actor {
                     let mut out = self.membership.handle_gossip(node_id, msg, send_limit, now);
                     out.extend(self.relink_refuted(now));
                     self.apply(out);
+                    self.check_foreign();
                 }
             }
             ActorMsg::Interest {
@@ -442,6 +448,32 @@ impl Actor {
         }
     }
 
+    /// Reports live members that share no transport with us: they are never dialled (not
+    /// redialled forever), and the application sees them in the membership view.
+    fn check_foreign(&mut self) {
+        let foreign: Vec<NodeId> = self
+            .membership
+            .members()
+            .map(|m| m.node_id())
+            .filter(|id| self.membership.is_foreign(*id))
+            .collect();
+        if foreign == self.foreign {
+            return;
+        }
+        for id in foreign.iter().filter(|id| !self.foreign.contains(id)) {
+            if let Some(m) = self.membership.member(*id) {
+                tracing::warn!(
+                    node = %id,
+                    name = %m.identity().name,
+                    addresses = ?m.identity().addresses,
+                    "unreachable: this node shares no transport with us"
+                );
+            }
+        }
+        self.foreign = foreign;
+        self.publish();
+    }
+
     /// Sends the interest snapshots owed to peers whose control lane was full.
     fn pay_interest(&mut self) {
         let snapshot = self.local.snapshot();
@@ -505,8 +537,9 @@ impl Actor {
         peers.sort_by_key(|p| p.node_id);
         self.node.routes.store(Arc::new(routes));
         if let Some(bus) = self.bus.upgrade() {
+            let unreachable = self.foreign.clone();
             bus.membership
-                .send_replace(view::shared(MembershipView { peers }));
+                .send_replace(view::shared(MembershipView { peers, unreachable }));
         }
     }
 
