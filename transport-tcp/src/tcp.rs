@@ -37,9 +37,21 @@ async fn resolve(addr: &Addr, target: &TcpTarget) -> Result<Vec<SocketAddr>, Err
     }
 }
 
-/// Listens on `target`, the parsed form of `addr`.
-pub(crate) async fn listen(addr: &Addr, target: &TcpTarget) -> Result<TcpFrameListener, Error> {
-    let candidates = resolve(addr, target).await?;
+/// Listens on `target`, the parsed form of `addr`, on the first address it resolves to that
+/// can be bound; `timeout` bounds the name resolution.
+pub(crate) async fn listen(
+    addr: &Addr,
+    target: &TcpTarget,
+    timeout: Duration,
+) -> Result<TcpFrameListener, Error> {
+    let candidates = tokio::time::timeout(timeout, resolve(addr, target))
+        .await
+        .map_err(|_| {
+            io_error(
+                format!("resolving the host of {addr} timed out after {timeout:?}"),
+                std::io::ErrorKind::TimedOut.into(),
+            )
+        })??;
     let mut last = None;
     for candidate in candidates {
         match TcpListener::bind(candidate).await {
@@ -253,7 +265,9 @@ mod tests {
     #[tokio::test]
     async fn nodelay_is_set_on_dialled_and_accepted_sockets() {
         let local = addr("tcp://127.0.0.1:0");
-        let l = listen(&local, &parse_tcp(&local).unwrap()).await.unwrap();
+        let l = listen(&local, &parse_tcp(&local).unwrap(), Duration::from_secs(5))
+            .await
+            .unwrap();
         let target = parse_tcp(&l.addr).unwrap();
         let (d, a) = tokio::join!(
             dial_stream(&l.addr, &target, Duration::from_secs(5)),

@@ -29,7 +29,9 @@ use crate::addr::{bad, parse_tcp, TCP_SCHEME, UNIX_SCHEME};
 ///
 /// A dial gives up after the [connect timeout](Self::connect_timeout) (default
 /// [`DEFAULT_CONNECT_TIMEOUT`](Self::DEFAULT_CONNECT_TIMEOUT)), name resolution included, so
-/// an address that swallows packets does not hold a dial for minutes.
+/// an address that swallows packets does not hold a dial for minutes. The same bound applies
+/// to resolving a host name to listen on, and to the probe of a Unix socket file found in
+/// the way.
 ///
 /// # Examples
 ///
@@ -106,7 +108,11 @@ impl Transport for TcpTransport {
     /// file that is not a socket) or cannot be bound.
     async fn listen(&self, addr: &Addr) -> Result<Box<dyn Listener>, Error> {
         match addr.scheme() {
-            TCP_SCHEME => Ok(Box::new(crate::tcp::listen(addr, &parse_tcp(addr)?).await?)),
+            TCP_SCHEME => {
+                let target = parse_tcp(addr)?;
+                let listener = crate::tcp::listen(addr, &target, self.connect_timeout).await?;
+                Ok(Box::new(listener))
+            }
             UNIX_SCHEME => crate::unix::listen(addr, self.connect_timeout).await,
             _ => Err(bad(
                 addr,

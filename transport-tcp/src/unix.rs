@@ -12,13 +12,15 @@ mod unsupported {
 
     use meshbus_core::{Addr, Connection, Error, Listener};
 
-    use crate::addr::bad;
+    use crate::addr::{bad, parse_unix};
 
     pub(crate) async fn listen(addr: &Addr, _: Duration) -> Result<Box<dyn Listener>, Error> {
+        parse_unix(addr)?;
         Err(bad(addr, "Unix-domain sockets need a Unix platform"))
     }
 
     pub(crate) async fn dial(addr: &Addr, _: Duration) -> Result<Connection, Error> {
+        parse_unix(addr)?;
         Err(bad(addr, "Unix-domain sockets need a Unix platform"))
     }
 }
