@@ -33,6 +33,12 @@ use crate::addr::{bad, parse_tcp, TCP_SCHEME, UNIX_SCHEME};
 /// to resolving a host name to listen on, and to the probe of a Unix socket file found in
 /// the way.
 ///
+/// A listener's `accept` skips failures that concern one incoming connection (aborted or
+/// reset before it was taken), returns an [`Io`](ErrorKind::Io) error for those that concern
+/// the process (out of file descriptors or memory), after which the bus backs off and
+/// accepts again, and returns [`Closed`](ErrorKind::Closed) only when the listening socket
+/// itself can no longer accept.
+///
 /// # Examples
 ///
 /// ```
