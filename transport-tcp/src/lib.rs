@@ -73,3 +73,12 @@ mod unix;
 
 pub use addr::{TCP_SCHEME, UNIX_SCHEME};
 pub use transport::TcpTransport;
+
+/// Runs a test's body with a bound, so that a broken socket test fails instead of hanging.
+#[cfg(test)]
+async fn bounded<T>(body: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), body).await {
+        Ok(v) => v,
+        Err(_) => panic!("the test took over 30 s"),
+    }
+}

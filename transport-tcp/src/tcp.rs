@@ -199,152 +199,173 @@ mod tests {
 
     #[tokio::test]
     async fn port_zero_reports_the_port_the_system_chose() {
-        let t = TcpTransport::new();
-        let mut listener = t.listen(&addr("tcp://127.0.0.1:0")).await.unwrap();
-        let local = listener.local_addr().clone();
-        assert!(local.as_str().starts_with("tcp://127.0.0.1:"), "{local}");
-        let port = crate::addr::parse_tcp(&local).unwrap().port;
-        assert_ne!(port, 0);
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let mut listener = t.listen(&addr("tcp://127.0.0.1:0")).await.unwrap();
+            let local = listener.local_addr().clone();
+            assert!(local.as_str().starts_with("tcp://127.0.0.1:"), "{local}");
+            let port = crate::addr::parse_tcp(&local).unwrap().port;
+            assert_ne!(port, 0);
 
-        let mut dialled = t.dial(&local).await.unwrap();
-        assert_eq!(dialled.remote, local);
-        let mut accepted = listener.accept().await.unwrap();
-        assert!(accepted.remote.as_str().starts_with("tcp://127.0.0.1:"));
-        assert_ne!(accepted.remote, local);
+            let mut dialled = t.dial(&local).await.unwrap();
+            assert_eq!(dialled.remote, local);
+            let mut accepted = listener.accept().await.unwrap();
+            assert!(accepted.remote.as_str().starts_with("tcp://127.0.0.1:"));
+            assert_ne!(accepted.remote, local);
 
-        let frame = bytes::Bytes::from_static(&[0, 0, 0, 24, 1, 2, 3]);
-        let mut frames = vec![frame.clone(); 2];
-        dialled.writer.write_batch(&mut frames).await.unwrap();
-        assert!(frames.is_empty());
-        dialled.writer.close().await.unwrap();
-        // Two prefixes promising 24 bytes and only 3 of each: 6 bytes, not one whole frame.
-        let mut buffered = Vec::new();
-        let end = loop {
-            match accepted.reader.read(1 << 16).await {
-                Ok(ReadEvent::Partial) => buffered.push(()),
-                other => break other,
-            }
-        };
-        assert!(!buffered.is_empty());
-        assert_eq!(end.unwrap_err().kind(), ErrorKind::Io);
+            let frame = bytes::Bytes::from_static(&[0, 0, 0, 24, 1, 2, 3]);
+            let mut frames = vec![frame.clone(); 2];
+            dialled.writer.write_batch(&mut frames).await.unwrap();
+            assert!(frames.is_empty());
+            dialled.writer.close().await.unwrap();
+            // Two prefixes promising 24 bytes and only 3 of each: 6 bytes, not one whole frame.
+            let mut buffered = Vec::new();
+            let end = loop {
+                match accepted.reader.read(1 << 16).await {
+                    Ok(ReadEvent::Partial) => buffered.push(()),
+                    other => break other,
+                }
+            };
+            assert!(!buffered.is_empty());
+            assert_eq!(end.unwrap_err().kind(), ErrorKind::Io);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_batch_of_frames_crosses_and_a_close_reads_as_closed() {
-        let t = TcpTransport::new();
-        let mut listener = t.listen(&addr("tcp://127.0.0.1:0")).await.unwrap();
-        let local = listener.local_addr().clone();
-        let (dialled, accepted) = tokio::join!(t.dial(&local), listener.accept());
-        let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
-        // A header-sized frame: 4-byte length, then 20 bytes.
-        let mut one = vec![0, 0, 0, 20];
-        one.extend_from_slice(&[9; 20]);
-        let one = bytes::Bytes::from(one);
-        dialled
-            .writer
-            .write_batch(&mut vec![one.clone(), one.clone()])
-            .await
-            .unwrap();
-        for _ in 0..2 {
-            let got = loop {
-                match accepted.reader.read(1 << 16).await.unwrap() {
-                    ReadEvent::Frame(f) => break f,
-                    ReadEvent::Partial => continue,
-                    other => panic!("expected a frame, got {other:?}"),
-                }
-            };
-            assert_eq!(got, one);
-        }
-        dialled.writer.close().await.unwrap();
-        assert_eq!(
-            accepted.reader.read(1 << 16).await.unwrap(),
-            ReadEvent::Closed
-        );
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let mut listener = t.listen(&addr("tcp://127.0.0.1:0")).await.unwrap();
+            let local = listener.local_addr().clone();
+            let (dialled, accepted) = tokio::join!(t.dial(&local), listener.accept());
+            let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
+            // A header-sized frame: 4-byte length, then 20 bytes.
+            let mut one = vec![0, 0, 0, 20];
+            one.extend_from_slice(&[9; 20]);
+            let one = bytes::Bytes::from(one);
+            dialled
+                .writer
+                .write_batch(&mut vec![one.clone(), one.clone()])
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                let got = loop {
+                    match accepted.reader.read(1 << 16).await.unwrap() {
+                        ReadEvent::Frame(f) => break f,
+                        ReadEvent::Partial => continue,
+                        other => panic!("expected a frame, got {other:?}"),
+                    }
+                };
+                assert_eq!(got, one);
+            }
+            dialled.writer.close().await.unwrap();
+            assert_eq!(
+                accepted.reader.read(1 << 16).await.unwrap(),
+                ReadEvent::Closed
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn nodelay_is_set_on_dialled_and_accepted_sockets() {
-        let local = addr("tcp://127.0.0.1:0");
-        let l = listen(&local, &parse_tcp(&local).unwrap(), Duration::from_secs(5))
-            .await
-            .unwrap();
-        let target = parse_tcp(&l.addr).unwrap();
-        let (d, a) = tokio::join!(
-            dial_stream(&l.addr, &target, Duration::from_secs(5)),
-            l.accept_stream()
-        );
-        let (d, (a, _)) = (d.unwrap(), a.unwrap());
-        assert!(d.nodelay().unwrap());
-        assert!(a.nodelay().unwrap());
+        crate::bounded(async {
+            let local = addr("tcp://127.0.0.1:0");
+            let l = listen(&local, &parse_tcp(&local).unwrap(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            let target = parse_tcp(&l.addr).unwrap();
+            let (d, a) = tokio::join!(
+                dial_stream(&l.addr, &target, Duration::from_secs(5)),
+                l.accept_stream()
+            );
+            let (d, (a, _)) = (d.unwrap(), a.unwrap());
+            assert!(d.nodelay().unwrap());
+            assert!(a.nodelay().unwrap());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn ipv6_loopback_when_the_machine_has_it() {
-        let t = TcpTransport::new();
-        let Ok(mut listener) = t.listen(&addr("tcp://[::1]:0")).await else {
-            eprintln!("skipped: ::1 cannot be bound on this machine");
-            return;
-        };
-        let local = listener.local_addr().clone();
-        assert!(local.as_str().starts_with("tcp://[::1]:"), "{local}");
-        let (d, a) = tokio::join!(t.dial(&local), listener.accept());
-        d.unwrap();
-        assert!(a.unwrap().remote.as_str().starts_with("tcp://[::1]:"));
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let Ok(mut listener) = t.listen(&addr("tcp://[::1]:0")).await else {
+                eprintln!("skipped: ::1 cannot be bound on this machine");
+                return;
+            };
+            let local = listener.local_addr().clone();
+            assert!(local.as_str().starts_with("tcp://[::1]:"), "{local}");
+            let (d, a) = tokio::join!(t.dial(&local), listener.accept());
+            d.unwrap();
+            assert!(a.unwrap().remote.as_str().starts_with("tcp://[::1]:"));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn host_names_resolve_on_dial_and_listen() {
-        let t = TcpTransport::new();
-        let mut listener = t.listen(&addr("tcp://localhost:0")).await.unwrap();
-        let local = listener.local_addr().clone();
-        let target = crate::addr::parse_tcp(&local).unwrap();
-        assert!(
-            matches!(target.host, Host::Ip(ip) if ip.is_loopback()),
-            "{local}"
-        );
-        // Dial by name: localhost resolves to the loopback address the listener took (or to
-        // another loopback address first, which refuses, and then this one).
-        let by_name = addr(&format!("tcp://localhost:{}", target.port));
-        let (d, a) = tokio::join!(t.dial(&by_name), listener.accept());
-        assert_eq!(d.unwrap().remote, by_name);
-        a.unwrap();
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let mut listener = t.listen(&addr("tcp://localhost:0")).await.unwrap();
+            let local = listener.local_addr().clone();
+            let target = crate::addr::parse_tcp(&local).unwrap();
+            assert!(
+                matches!(target.host, Host::Ip(ip) if ip.is_loopback()),
+                "{local}"
+            );
+            // Dial by name: localhost resolves to the loopback address the listener took (or to
+            // another loopback address first, which refuses, and then this one).
+            let by_name = addr(&format!("tcp://localhost:{}", target.port));
+            let (d, a) = tokio::join!(t.dial(&by_name), listener.accept());
+            assert_eq!(d.unwrap().remote, by_name);
+            a.unwrap();
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn refused_and_malformed_dials_are_io_and_config_errors() {
-        let t = TcpTransport::new();
-        // A port that was just free: nothing listens there now.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = free.local_addr().unwrap().port();
-        drop(free);
-        let err = t
-            .dial(&addr(&format!("tcp://127.0.0.1:{port}")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Io);
-        let source = std::error::Error::source(&err).expect("the system's error");
-        let io = source.downcast_ref::<std::io::Error>().unwrap();
-        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            // A port that was just free: nothing listens there now.
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = free.local_addr().unwrap().port();
+            drop(free);
+            let err = t
+                .dial(&addr(&format!("tcp://127.0.0.1:{port}")))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io);
+            let source = std::error::Error::source(&err).expect("the system's error");
+            let io = source.downcast_ref::<std::io::Error>().unwrap();
+            assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
 
-        for bad in ["tcp://127.0.0.1:0", "tcp://h", "tcp://::1:7"] {
-            let err = t.dial(&addr(bad)).await.unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
-        }
-        let err = t.listen(&addr("tcp://h:x")).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
+            for bad in ["tcp://127.0.0.1:0", "tcp://h", "tcp://::1:7"] {
+                let err = t.dial(&addr(bad)).await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+            }
+            let err = t.listen(&addr("tcp://h:x")).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_taken_port_is_an_io_error() {
-        let t = TcpTransport::new();
-        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = held.local_addr().unwrap().port();
-        let err = t
-            .listen(&addr(&format!("tcp://127.0.0.1:{port}")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(std::error::Error::source(&err).is_some());
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = held.local_addr().unwrap().port();
+            let err = t
+                .listen(&addr(&format!("tcp://127.0.0.1:{port}")))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io);
+            assert!(std::error::Error::source(&err).is_some());
+        })
+        .await;
     }
 
     /// A listener whose accept queue is full drops new SYNs (Linux), so a connect to it hangs
@@ -352,28 +373,31 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_dial_nobody_answers_gives_up_at_the_connect_timeout() {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let full = socket.listen(0).unwrap(); // never accepts
-        let local = tcp_addr(full.local_addr().unwrap()).unwrap();
-        let t = TcpTransport::new().connect_timeout(Duration::from_millis(200));
-        let mut held = Vec::new();
-        let mut timed_out = None;
-        // The queue holds a connection or two; the one after hangs.
-        for _ in 0..16 {
-            let t0 = tokio::time::Instant::now();
-            match t.dial(&local).await {
-                Ok(c) => held.push(c),
-                Err(e) => {
-                    timed_out = Some((e, t0.elapsed()));
-                    break;
+        crate::bounded(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let full = socket.listen(0).unwrap(); // never accepts
+            let local = tcp_addr(full.local_addr().unwrap()).unwrap();
+            let t = TcpTransport::new().connect_timeout(Duration::from_millis(200));
+            let mut held = Vec::new();
+            let mut timed_out = None;
+            // The queue holds a connection or two; the one after hangs.
+            for _ in 0..16 {
+                let t0 = tokio::time::Instant::now();
+                match t.dial(&local).await {
+                    Ok(c) => held.push(c),
+                    Err(e) => {
+                        timed_out = Some((e, t0.elapsed()));
+                        break;
+                    }
                 }
             }
-        }
-        let (err, took) = timed_out.expect("a dial to a full accept queue hangs");
-        assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(err.to_string().contains("timed out"), "{err}");
-        assert!(took >= Duration::from_millis(200), "{took:?}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+            let (err, took) = timed_out.expect("a dial to a full accept queue hangs");
+            assert_eq!(err.kind(), ErrorKind::Io);
+            assert!(err.to_string().contains("timed out"), "{err}");
+            assert!(took >= Duration::from_millis(200), "{took:?}");
+            assert!(took < Duration::from_secs(5), "{took:?}");
+        })
+        .await;
     }
 }

@@ -235,9 +235,12 @@ mod tests {
 
     #[tokio::test]
     async fn other_schemes_are_config_errors() {
-        let t = TcpTransport::new();
-        let ws: Addr = "ws://127.0.0.1:1/".parse().unwrap();
-        assert_eq!(t.dial(&ws).await.unwrap_err().kind(), ErrorKind::Config);
-        assert_eq!(t.listen(&ws).await.unwrap_err().kind(), ErrorKind::Config);
+        crate::bounded(async {
+            let t = TcpTransport::new();
+            let ws: Addr = "ws://127.0.0.1:1/".parse().unwrap();
+            assert_eq!(t.dial(&ws).await.unwrap_err().kind(), ErrorKind::Config);
+            assert_eq!(t.listen(&ws).await.unwrap_err().kind(), ErrorKind::Config);
+        })
+        .await;
     }
 }
