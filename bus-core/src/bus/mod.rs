@@ -469,6 +469,31 @@ impl Bus {
         &self.inner.identity.host_id
     }
 
+    /// The addresses this node listens on, resolved by their transports (a port 0 replaced by
+    /// the port chosen), in the order they were configured; empty without listeners.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = meshbus_core::Bus::builder().start().await?;
+    /// assert!(bus.listen_addrs().is_empty());
+    /// # bus.shutdown().await
+    /// # }
+    /// ```
+    pub fn listen_addrs(&self) -> Vec<crate::transport::Addr> {
+        self.inner
+            .node
+            .as_ref()
+            .map(|node| {
+                node.identity()
+                    .addresses
+                    .iter()
+                    .filter_map(|a| crate::transport::Addr::parse(a).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A watch of the peers this node is connected to and what each handles and subscribes to.
     ///
     /// Without a transport the view never has peers.
