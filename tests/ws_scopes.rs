@@ -144,15 +144,11 @@ async fn a_text_message_closes_the_connection() {
     let mut ws = raw_client(&node, "/meshbus").await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
     // The node closes: a close message, then the end (or a reset).
-    within("the node to close the connection", async {
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(other)) => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await;
+    let end = within("the node to close the connection", ws.next()).await;
+    assert!(
+        matches!(end, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+        "{end:?}"
+    );
     node.shutdown().await.unwrap();
 }
 

@@ -174,6 +174,15 @@ impl BusBuilder {
         self
     }
 
+    /// How long a new connection may take to complete the meshbus handshake, from dialling or
+    /// accepting to its last frame (default 10 s); a connection still short of it then is
+    /// closed, so a client that connects and sends nothing, or half a frame, is dropped. Must
+    /// be above zero and at most a day.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.node.handshake_timeout = timeout;
+        self
+    }
+
     /// How many command handlers run at once for one peer (default 1024); beyond it a command
     /// is answered with `Overloaded` at once.
     pub fn max_in_flight_per_peer(mut self, limit: usize) -> Self {
@@ -422,6 +431,9 @@ impl BusBuilder {
             };
             NodeShared::new(peer_identity, self.node)
         });
+        if let Some((shared, _)) = &node {
+            shared.local.load().validate()?;
+        }
         let mut discovery = self.discovery;
         if let Some((shared, _)) = &node {
             let local = shared.identity();

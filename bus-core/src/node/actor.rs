@@ -303,7 +303,8 @@ impl Actor {
                     identity.incarnation = incarnation;
                     let local = LocalNode::new(identity)
                         .with_versions(self.node.local.load().versions())
-                        .with_max_frame_size(self.node.local.load().max_frame_size());
+                        .with_max_frame_size(self.node.local.load().max_frame_size())
+                        .with_handshake_timeout(self.node.local.load().handshake_timeout());
                     self.node.local.store(Arc::new(local));
                 }
             }
