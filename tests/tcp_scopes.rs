@@ -218,3 +218,46 @@ async fn every_scope_over_unix_sockets() {
     assert!(left.is_empty(), "socket files left behind: {left:?}");
     dir.close().unwrap();
 }
+
+/// A node listening on every interface advertises `tcp://0.0.0.0:port`; the peer that reached
+/// it rewrites that to the host it used, so a third node that only hears of it by gossip can
+/// still dial it.
+#[tokio::test]
+async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
+    let run = async {
+        let a = node("a", "host-1", "shop", "tcp://0.0.0.0:0")
+            .command_handler(|_: Here, _ctx: Context| async {
+                Ok::<_, HandlerError>("a".to_owned())
+            })
+            .start()
+            .await
+            .unwrap();
+        let port = a.listen_addrs()[0]
+            .as_str()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned();
+        let b = node("b", "host-1", "shop", "tcp://127.0.0.1:0")
+            .peers([format!("tcp://127.0.0.1:{port}")])
+            .start()
+            .await
+            .unwrap();
+        // c listens nowhere, so only c can make the link to a.
+        let c = Bus::builder()
+            .name("c")
+            .host_id("host-1")
+            .cluster("shop")
+            .transport(TcpTransport::new())
+            .peers([b.listen_addrs()[0].to_string()])
+            .start()
+            .await
+            .unwrap();
+        within("c links a", c.ready().handlers::<Here>(Scope::Cluster, 1)).await;
+        assert_eq!(c.commands().send(Here).await.unwrap(), "a");
+        for bus in [&c, &b, &a] {
+            within("shutdown", bus.shutdown()).await.unwrap();
+        }
+    };
+    bounded(RUN_BOUND, "the run", run).await;
+}
