@@ -393,11 +393,21 @@ impl Actor {
 
     fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
         let local_id = self.node.identity().node_id;
+        let mut interest = RemoteInterest::new();
         if let Some(existing) = self.peers.get(&peer.node_id) {
             match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
                 Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
-                // The old connection drains: what is under way on it finishes there.
-                Arbitration::ReplaceWithNew => existing.handle.retire.cancel(),
+                Arbitration::ReplaceWithNew => {
+                    // The old connection drains: what is under way on it finishes there.
+                    existing.handle.retire.cancel();
+                    // The same run of the node handles what it handled a moment ago: routes
+                    // keep it until its snapshot on the new connection replaces this, rather
+                    // than showing a node that handles nothing (and failing its commands with
+                    // `NoHandler`) in between.
+                    if existing.key.peer_incarnation == key.peer_incarnation {
+                        interest = existing.interest.clone();
+                    }
+                }
             }
         }
         let owes_interest = !send_interest(&peer, &self.local.snapshot());
@@ -407,7 +417,7 @@ impl Actor {
                 incarnation: peer.identity.incarnation,
                 handle: peer,
                 key,
-                interest: RemoteInterest::new(),
+                interest,
                 owes_interest,
             },
         );

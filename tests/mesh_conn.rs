@@ -1,0 +1,168 @@
+//! Connections over their life: a replaced connection drains, the handlers of a lost one get
+//! a grace period, and interest that did not fit a full control lane still arrives.
+
+mod mesh_util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_util::raw::{Got, RawPeer};
+use mesh_util::*;
+use meshbus::inmem::InMemNetwork;
+use meshbus::prelude::*;
+use meshbus::wire::FrameKind;
+use meshbus::{MembershipView, NodeId, PeerInfo};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+/// Handled by the node under test: answers `n * 10` once released.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "conn.slow", reply = u32)]
+struct Slow(u32);
+
+/// Handled by the raw peer: the node under test sends it.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "conn.work", reply = u32)]
+struct Work(u32);
+
+/// How long a replaced connection may stay open for work under way (the runtime's
+/// `RETIRE_BOUND`).
+const RETIRE_BOUND: Duration = Duration::from_secs(30);
+
+/// How long a lost connection's handlers get after their cancel (the runtime's
+/// `CANCEL_GRACE`).
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+const X_ID: u128 = 0x00c0_ffee_0000_0000_0000_0000_0000_0001;
+
+/// Node `b` handling `Slow`: each call reports that it started, then waits for `release`.
+async fn slow_server(net: &InMemNetwork) -> (Bus, mpsc::Receiver<u32>, Arc<Notify>) {
+    let (started_tx, started) = mpsc::channel(8);
+    let release = Arc::new(Notify::new());
+    let gate = Arc::clone(&release);
+    let b = node(net, "b")
+        .command_handler(move |s: Slow, _ctx| {
+            let (started_tx, gate) = (started_tx.clone(), Arc::clone(&gate));
+            async move {
+                let _ = started_tx.send(s.0).await;
+                gate.notified().await;
+                Ok::<_, HandlerError>(s.0 * 10)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    (b, started, release)
+}
+
+/// The raw peer `x`, as `b` sees it.
+fn x_in(view: &MembershipView) -> Option<&PeerInfo> {
+    view.peers
+        .iter()
+        .find(|p| p.node_id == NodeId::from_u128(X_ID))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() {
+    let net = InMemNetwork::new(60);
+    let (b, mut started, release) = slow_server(&net).await;
+    let x = RawPeer::new(&net, "x", X_ID);
+
+    // The first connection: x handles `Work`, and each side has a request under way on it.
+    let mut old = x.connect("inmem://b").await;
+    old.send_interest(0, &[Work::NAME], &[]).await;
+    until_view(&b, |v| {
+        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
+    })
+    .await;
+    let b2 = b.clone();
+    let first = tokio::spawn(async move {
+        b2.commands()
+            .send(Work(1))
+            .timeout(Duration::from_secs(120))
+            .await
+    });
+    let (work_id, Work(n)) = old.recv_command::<Work>().await;
+    assert_eq!(n, 1);
+    let slow_id = old.send_command(&Slow(7)).await;
+    assert_eq!(within("the handler", started.recv()).await, Some(7));
+
+    // x dials again as the same run of the same node: arbitration replaces the old connection
+    // (same incarnation, same dialler). b's interest snapshot on the new one shows b kept it.
+    let mut new = x.connect("inmem://b").await;
+    let snapshot = new.recv_interest().await;
+    assert!(snapshot.snapshot);
+    assert_eq!(snapshot.commands_added, [Slow::NAME.to_owned()]);
+    // The replacement did not make x look like a node that handles nothing.
+    let view = b.membership().borrow().clone();
+    let seen = x_in(&view).map(|p| p.commands.clone());
+    assert_eq!(seen, Some(vec![Work::NAME.to_owned()]), "{view:?}");
+    new.send_interest(0, &[Work::NAME], &[]).await;
+
+    // b's request on the old connection gets its real reply there, not PeerLost.
+    old.reply(work_id, &11u32).await;
+    let reply = within("the first reply", first).await.unwrap();
+    assert_eq!(reply.unwrap(), 11);
+
+    // New requests go over the new connection; the old one carries none.
+    let b2 = b.clone();
+    let second = tokio::spawn(async move { b2.commands().send(Work(2)).await });
+    let (id, Work(n)) = new.recv_command::<Work>().await;
+    assert_eq!(n, 2);
+    new.reply(id, &22u32).await;
+    assert_eq!(
+        within("the second reply", second).await.unwrap().unwrap(),
+        22
+    );
+
+    // The old connection stays open while b's handler for it runs, whatever time passes
+    // (x answers b's pings on both connections meanwhile).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    while let Some(got) = old.try_recv() {
+        match got {
+            Got::Frame(f) => assert_ne!(f.kind, FrameKind::Command, "{f:?}"),
+            Got::Closed => panic!("the old connection closed with a handler running"),
+        }
+    }
+
+    // The handler answers on the old connection, which then closes at once: drained.
+    release.notify_one();
+    let t0 = Instant::now();
+    assert_eq!(old.recv_reply::<u32>(slow_id).await, 70);
+    old.closed().await;
+    assert!(t0.elapsed() < HEARTBEAT, "{:?}", t0.elapsed());
+
+    // The end of the old connection did not take x with it.
+    let view = b.membership().borrow().clone();
+    assert!(x_in(&view).is_some(), "{view:?}");
+    let b2 = b.clone();
+    let third = tokio::spawn(async move { b2.commands().send(Work(3)).await });
+    let (id, Work(n)) = new.recv_command::<Work>().await;
+    assert_eq!(n, 3);
+    new.reply(id, &33u32).await;
+    assert_eq!(within("the third reply", third).await.unwrap().unwrap(), 33);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_connection_with_a_handler_that_never_ends_closes_at_the_bound() {
+    let net = InMemNetwork::new(61);
+    let (b, mut started, _release) = slow_server(&net).await;
+    let x = RawPeer::new(&net, "x", X_ID);
+
+    let mut old = x.connect("inmem://b").await;
+    old.send_command(&Slow(1)).await;
+    assert_eq!(within("the handler", started.recv()).await, Some(1));
+    let mut new = x.connect("inmem://b").await;
+    new.recv_interest().await;
+    let retired_at = Instant::now();
+
+    old.closed().await;
+    let open = retired_at.elapsed();
+    assert!(open >= RETIRE_BOUND, "{open:?}");
+    assert!(open <= RETIRE_BOUND + CANCEL_GRACE, "{open:?}");
+    // The new connection lives on.
+    let view = b.membership().borrow().clone();
+    assert!(x_in(&view).is_some(), "{view:?}");
+    b.shutdown().await.unwrap();
+}
