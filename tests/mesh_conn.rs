@@ -25,6 +25,16 @@ struct Slow(u32);
 #[meshbus(name = "conn.work", reply = u32)]
 struct Work(u32);
 
+/// Its handler waits for the cancel, then cleans up (which takes a while) and reports.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "conn.polite")]
+struct Polite;
+
+/// Its handler ignores the cancel; a guard reports when the handler is dropped.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "conn.stubborn")]
+struct Stubborn;
+
 /// How long a replaced connection may stay open for work under way (the runtime's
 /// `RETIRE_BOUND`).
 const RETIRE_BOUND: Duration = Duration::from_secs(30);
@@ -164,5 +174,92 @@ async fn a_replaced_connection_with_a_handler_that_never_ends_closes_at_the_boun
     // The new connection lives on.
     let view = b.membership().borrow().clone();
     assert!(x_in(&view).is_some(), "{view:?}");
+    b.shutdown().await.unwrap();
+}
+
+/// Sends what happened to a handler, and when.
+type Log = mpsc::Sender<(&'static str, Instant)>;
+
+/// Reports when the handler holding it is dropped (finished or aborted).
+struct OnDrop(Log);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(("stubborn dropped", Instant::now()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handlers_of_a_lost_peer_are_cancelled_then_get_a_grace_period() {
+    const CLEANUP: Duration = Duration::from_millis(200);
+    let net = InMemNetwork::new(62);
+    let (log, mut events) = mpsc::channel(16);
+    let (polite_log, stubborn_log) = (log.clone(), log);
+    let b = node(&net, "b")
+        .command_handler(move |_: Polite, ctx: Context| {
+            let log = polite_log.clone();
+            async move {
+                log.send(("polite started", Instant::now())).await.unwrap();
+                ctx.cancelled().await;
+                log.send(("polite cancelled", Instant::now()))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(CLEANUP).await; // cleaning up takes time
+                log.send(("polite cleaned up", Instant::now()))
+                    .await
+                    .unwrap();
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .command_handler(move |_: Stubborn, _ctx| {
+            let log = stubborn_log.clone();
+            async move {
+                let _guard = OnDrop(log.clone());
+                log.send(("stubborn started", Instant::now()))
+                    .await
+                    .unwrap();
+                std::future::pending::<()>().await;
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b", a.ready().handlers::<Stubborn>(Scope::Cluster, 1)).await;
+
+    let long = Duration::from_secs(600);
+    let calls = async {
+        tokio::join!(
+            a.commands().send(Polite).timeout(long),
+            a.commands().send(Stubborn).timeout(long),
+        )
+    };
+    let mut cut_at = None;
+    let mut seen = std::collections::BTreeMap::new();
+    let ((polite, stubborn), ()) = tokio::join!(calls, async {
+        for _ in 0..2 {
+            let (what, at) = within("a handler", events.recv()).await.unwrap();
+            seen.insert(what, at);
+        }
+        net.cut("a", "b");
+        cut_at = Some(Instant::now());
+        for _ in 0..3 {
+            let (what, at) = within("the handlers' end", events.recv()).await.unwrap();
+            seen.insert(what, at);
+        }
+    });
+    assert_eq!(polite.unwrap_err().kind(), ErrorKind::PeerLost);
+    assert_eq!(stubborn.unwrap_err().kind(), ErrorKind::PeerLost);
+
+    // b finds a dead within the peer timeout and cancels what it runs for it.
+    let cancelled = seen["polite cancelled"];
+    let lost_after = cancelled - cut_at.unwrap();
+    assert!(lost_after <= PEER_TIMEOUT, "{lost_after:?}");
+    // The polite handler gets to finish its clean-up, past an `.await`.
+    assert_eq!(seen["polite cleaned up"] - cancelled, CLEANUP);
+    // The stubborn one is aborted: after the grace, not before, and not later.
+    assert_eq!(seen["stubborn dropped"] - cancelled, CANCEL_GRACE);
+    a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
