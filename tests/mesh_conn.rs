@@ -6,7 +6,7 @@ mod mesh_util;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_util::raw::{Got, RawPeer};
+use mesh_util::raw::{ping, Got, RawPeer};
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
@@ -24,6 +24,10 @@ struct Slow(u32);
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "conn.work", reply = u32)]
 struct Work(u32);
+
+#[derive(Serialize, Deserialize, Event)]
+#[meshbus(name = "conn.news")]
+struct News(u32);
 
 /// Its handler waits for the cancel, then cleans up (which takes a while) and reports.
 #[derive(Serialize, Deserialize, Command)]
@@ -262,4 +266,58 @@ async fn the_handlers_of_a_lost_peer_are_cancelled_then_get_a_grace_period() {
     assert_eq!(seen["stubborn dropped"] - cancelled, CANCEL_GRACE);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn interest_that_did_not_fit_a_full_control_lane_is_sent_later() {
+    let net = InMemNetwork::new(63);
+    // One frame per lane, and a long peer timeout: x stops reading for a while.
+    let b = node(&net, "b")
+        .peer_queue_capacity(1)
+        .peer_timeout(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    // c is a witness: it learns of b's subscription as soon as b's actor has handled it.
+    let c = node(&net, "c").peers(["inmem://b"]).start().await.unwrap();
+    until_view(&c, |v| v.peers.iter().any(|p| p.name == "b")).await;
+
+    // x's connection holds one frame each way, and x does not read: b's writer to x stalls
+    // with one frame on the link and one in hand, and one more fills the control lane. x's
+    // pings make b queue pongs there; once six are on the link, b has handled at least four.
+    net.set_link_capacity(1);
+    let x = RawPeer::new(&net, "x", X_ID);
+    let mut conn = x.connect_with("inmem://b", false).await;
+    for _ in 0..6 {
+        conn.send(ping()).await;
+    }
+    conn.flush().await;
+
+    // b subscribes at run time: the delta for x does not fit.
+    let _news = b.subscribe::<News>().unwrap();
+    until_view(&c, |v| {
+        v.peers
+            .iter()
+            .any(|p| p.name == "b" && p.events == [News::NAME.to_owned()])
+    })
+    .await;
+
+    // Once x reads again, b's interest reaches it without any further change: as a
+    // snapshot, since the delta was never sent.
+    conn.resume_reading();
+    let resumed = Instant::now();
+    let first = conn.recv_interest().await;
+    assert!(first.snapshot && first.events_added.is_empty(), "{first:?}");
+    let owed = conn.recv_interest().await;
+    assert!(owed.snapshot, "{owed:?}");
+    assert_eq!(owed.events_added, [News::NAME.to_owned()]);
+    assert_eq!(owed.commands_added, Vec::<String>::new());
+    // Paid on the next timer tick that finds room (gossip ticks every second).
+    assert!(
+        resumed.elapsed() <= Duration::from_secs(1),
+        "{:?}",
+        resumed.elapsed()
+    );
+    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
 }

@@ -156,9 +156,11 @@ pub(crate) async fn run(
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = sleep_until_some(timer) => {
+                // Owed interest before this tick's gossip takes the room on the control lanes:
+                // a skipped gossip round repairs itself, a lost interest change does not.
+                actor.pay_interest();
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
-                actor.pay_interest();
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
