@@ -321,3 +321,35 @@ async fn interest_that_did_not_fit_a_full_control_lane_is_sent_later() {
     b.shutdown().await.unwrap();
     c.shutdown().await.unwrap();
 }
+
+/// Known gap, deterministic under paused time: each end closes its retired connection once
+/// its *own* replies and handlers are done, and b had none when it retired the connection, so
+/// it closed it at once and x's request, already on its way, is lost (x's caller would get
+/// `PeerLost`). The ends retire the same connection at different times (half a round trip
+/// apart at least), so the first cannot know what the other still sends. A fix needs a fence
+/// on the wire: each end says on the old connection that it sends nothing new there (e.g. a
+/// `Goodbye` with a `replaced` reason, handled as a fence rather than an end) and closes once
+/// it is drained *and* has the peer's fence, RETIRE_BOUND still bounding it.
+#[tokio::test(start_paused = true)]
+#[ignore = "known gap: a replaced connection closes before the peer's in-flight requests arrive; needs a fence on the wire"]
+async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answered() {
+    let net = InMemNetwork::new(64);
+    let (b, mut started, release) = slow_server(&net).await;
+    let x = RawPeer::new(&net, "x", X_ID);
+    let mut old = x.connect("inmem://b").await;
+
+    // 100 ms each way: b welcomes the new connection (and retires the old one) 100 ms after x
+    // dials it, while x learns of it only 100 ms later. A request x sends on the old
+    // connection in between (as a node does until its own handshake completes) reaches b after
+    // b retired that connection.
+    net.set_delay("x", "b", Duration::from_millis(100));
+    let (mut new, id) = tokio::join!(x.connect("inmem://b"), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        old.send_command(&Slow(5)).await
+    });
+    new.recv_interest().await;
+    assert_eq!(within("the handler", started.recv()).await, Some(5));
+    release.notify_one();
+    assert_eq!(old.recv_reply::<u32>(id).await, 50);
+    b.shutdown().await.unwrap();
+}
