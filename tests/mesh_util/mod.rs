@@ -42,3 +42,5 @@ pub(crate) async fn until_view(bus: &Bus, f: impl Fn(&MembershipView) -> bool) {
         .await
         .unwrap();
 }
+
+pub(crate) mod raw;

@@ -160,9 +160,11 @@ pub(crate) async fn run(
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = sleep_until_some(timer) => {
+                // Owed interest before this tick's gossip takes the room on the control lanes:
+                // a skipped gossip round repairs itself, a lost interest change does not.
+                actor.pay_interest();
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
-                actor.pay_interest();
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
@@ -400,11 +402,21 @@ impl Actor {
 
     fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
         let local_id = self.node.identity().node_id;
+        let mut interest = RemoteInterest::new();
         if let Some(existing) = self.peers.get(&peer.node_id) {
             match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
                 Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
-                // The old connection drains: what is under way on it finishes there.
-                Arbitration::ReplaceWithNew => existing.handle.retire.cancel(),
+                Arbitration::ReplaceWithNew => {
+                    // The old connection drains: what is under way on it finishes there.
+                    existing.handle.retire.cancel();
+                    // The same run of the node handles what it handled a moment ago: routes
+                    // keep it until its snapshot on the new connection replaces this, rather
+                    // than showing a node that handles nothing (and failing its commands with
+                    // `NoHandler`) in between.
+                    if existing.key.peer_incarnation == key.peer_incarnation {
+                        interest = existing.interest.clone();
+                    }
+                }
             }
         }
         let owes_interest = !send_interest(&peer, &self.local.snapshot());
@@ -414,7 +426,7 @@ impl Actor {
                 incarnation: peer.identity.incarnation,
                 handle: peer,
                 key,
-                interest: RemoteInterest::new(),
+                interest,
                 owes_interest,
             },
         );

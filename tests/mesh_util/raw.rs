@@ -1,0 +1,309 @@
+//! A hand-driven peer: speaks the wire protocol with `meshbus::wire` and
+//! `meshbus::proto::handshake` over an in-memory connection, so a test decides exactly which
+//! connection carries what.
+
+use bytes::{Bytes, BytesMut};
+use meshbus::inmem::InMemNetwork;
+use meshbus::proto::handshake::{Established, Handshake, LocalNode, Step};
+use meshbus::wire::body::{decode_body, encode_body};
+use meshbus::wire::control::{ControlMessage, Interest, PeerIdentity};
+use meshbus::wire::{Frame, FrameCodec, FrameKind, FrameName};
+use meshbus::{Addr, FrameReader, FrameWriter, NodeId, ReadEvent, Transport};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::within;
+
+/// A peer with a fixed identity that dials nodes by hand.
+pub(crate) struct RawPeer {
+    pub(crate) identity: PeerIdentity,
+    net: InMemNetwork,
+    name: String,
+}
+
+impl RawPeer {
+    /// Node `name` on `net`, in the default network and cluster, on `host-1`, advertising no
+    /// address (so no node dials it: every connection is one the test opens).
+    pub(crate) fn new(net: &InMemNetwork, name: &str, node_id: u128) -> Self {
+        RawPeer {
+            identity: PeerIdentity {
+                node_id,
+                incarnation: 1,
+                name: name.to_owned(),
+                network: "default".into(),
+                cluster: "default".into(),
+                host_id: "host-1".into(),
+                addresses: Vec::new(),
+            },
+            net: net.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        NodeId::from_u128(self.identity.node_id)
+    }
+
+    /// Dials `addr` and completes the handshake; the connection reads from the start.
+    pub(crate) async fn connect(&self, addr: &str) -> RawConn {
+        self.connect_with(addr, true).await
+    }
+
+    /// Dials `addr` and completes the handshake; with `reading == false` nothing more is read
+    /// from the connection until [`RawConn::resume_reading`], so the node's writer stalls
+    /// once the link is full.
+    pub(crate) async fn connect_with(&self, addr: &str, reading: bool) -> RawConn {
+        let addr: Addr = addr.parse().unwrap();
+        let conn = self.net.transport(&self.name).dial(&addr).await.unwrap();
+        let (mut reader, mut writer) = (conn.reader, conn.writer);
+        let now = tokio::time::Instant::now().into_std();
+        let local = LocalNode::new(self.identity.clone());
+        let (mut hs, hello) = Handshake::dial(&local, now).unwrap();
+        let codec = FrameCodec::handshake();
+        writer
+            .write_batch(&mut vec![encode(&codec, &hello)])
+            .await
+            .unwrap();
+        let ReadEvent::Frame(bytes) = reader.read(codec.max_frame_size).await.unwrap() else {
+            panic!("no welcome");
+        };
+        let welcome = decode(&codec, bytes);
+        let now = tokio::time::Instant::now().into_std();
+        let Step::Established { established, .. } = hs.on_frame(welcome, now).unwrap() else {
+            panic!("refused");
+        };
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let (in_tx, in_rx) = mpsc::channel(256);
+        let (reading_tx, reading_rx) = watch::channel(reading);
+        let task = tokio::spawn(pump(
+            reader,
+            writer,
+            established.clone(),
+            out_rx,
+            in_tx,
+            reading_rx,
+        ));
+        RawConn {
+            established,
+            out: out_tx,
+            inbox: in_rx,
+            reading: reading_tx,
+            next_id: 1_000,
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// What a [`RawConn`] received, Ping, Pong and Gossip left out (Pings are answered).
+#[derive(Debug)]
+pub(crate) enum Got {
+    Frame(Frame),
+    /// The node closed the connection.
+    Closed,
+}
+
+/// One connection of a [`RawPeer`].
+pub(crate) struct RawConn {
+    pub(crate) established: Established,
+    out: mpsc::Sender<Out>,
+    inbox: mpsc::Receiver<Got>,
+    reading: watch::Sender<bool>,
+    next_id: u64,
+    _task: AbortOnDrop,
+}
+
+enum Out {
+    Frame(Frame),
+    Flush(oneshot::Sender<()>),
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RawConn {
+    /// Queues `frame` for writing; lost, as on a closed socket, once the node has closed the
+    /// connection.
+    pub(crate) async fn send(&self, frame: Frame) {
+        let _ = self.out.send(Out::Frame(frame)).await;
+    }
+
+    /// Waits until every frame queued before has been handed to the link (which waits for
+    /// room: the node has taken all but the link's capacity of them).
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.out.send(Out::Flush(tx)).await.unwrap();
+        within("a flush", rx).await.unwrap();
+    }
+
+    /// Tells the node what this peer handles: an interest snapshot.
+    pub(crate) async fn send_interest(&self, seq: u64, commands: &[&str], events: &[&str]) {
+        let interest = Interest {
+            seq,
+            snapshot: true,
+            commands_added: commands.iter().map(|c| (*c).to_owned()).collect(),
+            events_added: events.iter().map(|e| (*e).to_owned()).collect(),
+            ..Interest::default()
+        };
+        self.send(interest.to_frame().unwrap()).await;
+    }
+
+    /// Sends command `C` under a fresh request id; returns the id.
+    pub(crate) async fn send_command<C: meshbus::Command>(&mut self, cmd: &C) -> u64 {
+        self.next_id += 1;
+        let mut frame = Frame::new(FrameKind::Command, encode_body(cmd).unwrap());
+        frame.request_id = self.next_id;
+        frame.name = Some(FrameName::inline(C::NAME));
+        self.send(frame).await;
+        self.next_id
+    }
+
+    /// Answers request `id` with `reply`.
+    pub(crate) async fn reply<R: Serialize>(&self, id: u64, reply: &R) {
+        let mut frame = Frame::new(FrameKind::Reply, encode_body(reply).unwrap());
+        frame.request_id = id;
+        self.send(frame).await;
+    }
+
+    /// The next frame or the close, within a minute.
+    pub(crate) async fn recv(&mut self) -> Got {
+        within("a frame from the node", self.inbox.recv())
+            .await
+            .unwrap_or(Got::Closed)
+    }
+
+    /// What has arrived already, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Got> {
+        self.inbox.try_recv().ok()
+    }
+
+    /// The next frame that `keep` accepts, skipping others; panics on a close.
+    pub(crate) async fn recv_where(&mut self, what: &str, keep: impl Fn(&Frame) -> bool) -> Frame {
+        loop {
+            match self.recv().await {
+                Got::Frame(f) if keep(&f) => return f,
+                Got::Frame(_) => {}
+                Got::Closed => panic!("closed while waiting for {what}"),
+            }
+        }
+    }
+
+    /// The next command frame named `C::NAME`: its request id and body.
+    pub(crate) async fn recv_command<C: meshbus::Command + DeserializeOwned>(
+        &mut self,
+    ) -> (u64, C) {
+        let f = self
+            .recv_where(C::NAME, |f| {
+                f.kind == FrameKind::Command
+                    && matches!(&f.name, Some(FrameName::Inline(n)) if &**n == C::NAME)
+            })
+            .await;
+        (f.request_id, decode_body(&f.body).unwrap())
+    }
+
+    /// The reply to request `id`.
+    pub(crate) async fn recv_reply<R: DeserializeOwned>(&mut self, id: u64) -> R {
+        let f = self
+            .recv_where("a reply", |f| {
+                matches!(f.kind, FrameKind::Reply | FrameKind::ReplyError) && f.request_id == id
+            })
+            .await;
+        assert_eq!(f.kind, FrameKind::Reply, "{f:?}");
+        decode_body(&f.body).unwrap()
+    }
+
+    /// The next interest message.
+    pub(crate) async fn recv_interest(&mut self) -> Interest {
+        let f = self
+            .recv_where("interest", |f| f.kind == FrameKind::Interest)
+            .await;
+        Interest::from_frame(&f).unwrap()
+    }
+
+    /// Waits until the node closes the connection, skipping frames.
+    pub(crate) async fn closed(&mut self) {
+        while let Got::Frame(_) = self.recv().await {}
+    }
+
+    /// Starts reading a connection opened with `reading == false`.
+    pub(crate) fn resume_reading(&self) {
+        self.reading.send_replace(true);
+    }
+}
+
+async fn pump(
+    mut reader: Box<dyn FrameReader>,
+    mut writer: Box<dyn FrameWriter>,
+    established: Established,
+    mut out: mpsc::Receiver<Out>,
+    inbox: mpsc::Sender<Got>,
+    mut reading: watch::Receiver<bool>,
+) {
+    let (send, receive) = (established.send_codec(), established.receive_codec());
+    loop {
+        let is_reading = *reading.borrow_and_update();
+        tokio::select! {
+            read = reader.read(receive.max_frame_size), if is_reading => {
+                let frame = match read {
+                    Ok(ReadEvent::Frame(bytes)) => decode(&receive, bytes),
+                    Ok(ReadEvent::Closed) | Err(_) => {
+                        let _ = inbox.send(Got::Closed).await;
+                        return;
+                    }
+                    Ok(_) => continue,
+                };
+                match frame.kind {
+                    FrameKind::Ping => {
+                        let mut pong = Frame::new(FrameKind::Pong, Bytes::new());
+                        pong.request_id = frame.request_id;
+                        let _ = writer.write_batch(&mut vec![encode(&send, &pong)]).await;
+                    }
+                    FrameKind::Pong | FrameKind::Gossip => {}
+                    _ => {
+                        if inbox.send(Got::Frame(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            out = out.recv() => match out {
+                Some(Out::Frame(frame)) => {
+                    let _ = writer.write_batch(&mut vec![encode(&send, &frame)]).await;
+                }
+                Some(Out::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                None => return,
+            },
+            changed = reading.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A Ping frame, for a peer that proves it is alive without reading.
+pub(crate) fn ping() -> Frame {
+    Frame::new(FrameKind::Ping, Bytes::new())
+}
+
+fn encode(codec: &FrameCodec, frame: &Frame) -> Bytes {
+    let mut buf = BytesMut::new();
+    codec.encode(frame, &mut buf).unwrap();
+    buf.freeze()
+}
+
+fn decode(codec: &FrameCodec, bytes: Bytes) -> Frame {
+    codec
+        .decode(&mut BytesMut::from(&bytes[..]))
+        .unwrap()
+        .unwrap()
+}
