@@ -112,6 +112,9 @@ async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() 
     let seen = x_in(&view).map(|p| p.commands.clone());
     assert_eq!(seen, Some(vec![Work::NAME.to_owned()]), "{view:?}");
     new.send_interest(0, &[Work::NAME], &[]).await;
+    // Each end tells the other on the old connection that it replaced it.
+    old.recv_replaced().await;
+    old.send_replaced().await;
 
     // b's request on the old connection gets its real reply there, not PeerLost.
     old.reply(work_id, &11u32).await;
@@ -322,16 +325,11 @@ async fn interest_that_did_not_fit_a_full_control_lane_is_sent_later() {
     c.shutdown().await.unwrap();
 }
 
-/// Known gap, deterministic under paused time: each end closes its retired connection once
-/// its *own* replies and handlers are done, and b had none when it retired the connection, so
-/// it closed it at once and x's request, already on its way, is lost (x's caller would get
-/// `PeerLost`). The ends retire the same connection at different times (half a round trip
-/// apart at least), so the first cannot know what the other still sends. A fix needs a fence
-/// on the wire: each end says on the old connection that it sends nothing new there (e.g. a
-/// `Goodbye` with a `replaced` reason, handled as a fence rather than an end) and closes once
-/// it is drained *and* has the peer's fence, RETIRE_BOUND still bounding it.
+/// The ends retire the same connection at different times (half a round trip apart at
+/// least), so the first to retire cannot know what the other still sends there. The fence on
+/// the wire settles it: each end says `Goodbye { Replaced }` on the old connection once it
+/// sends nothing new there, and closes it only once drained *and* fenced by the peer.
 #[tokio::test(start_paused = true)]
-#[ignore = "known gap: a replaced connection closes before the peer's in-flight requests arrive; needs a fence on the wire"]
 async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answered() {
     let net = InMemNetwork::new(64);
     let (b, mut started, release) = slow_server(&net).await;
@@ -348,8 +346,12 @@ async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answere
         old.send_command(&Slow(5)).await
     });
     new.recv_interest().await;
+    // Only now does x, like a node, fence the old connection: after the request it sent there.
+    old.send_replaced().await;
     assert_eq!(within("the handler", started.recv()).await, Some(5));
     release.notify_one();
     assert_eq!(old.recv_reply::<u32>(id).await, 50);
+    // Drained on both sides: b closes it.
+    old.closed().await;
     b.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use meshbus::inmem::InMemNetwork;
 use meshbus::proto::handshake::{Established, Handshake, LocalNode, Step};
 use meshbus::wire::body::{decode_body, encode_body};
-use meshbus::wire::control::{ControlMessage, Interest, PeerIdentity};
+use meshbus::wire::control::{ControlMessage, Goodbye, GoodbyeReason, Interest, PeerIdentity};
 use meshbus::wire::{Frame, FrameCodec, FrameKind, FrameName};
 use meshbus::{Addr, FrameReader, FrameWriter, NodeId, ReadEvent, Transport};
 use serde::de::DeserializeOwned;
@@ -140,6 +140,23 @@ impl RawConn {
         let (tx, rx) = oneshot::channel();
         self.out.send(Out::Flush(tx)).await.unwrap();
         within("a flush", rx).await.unwrap();
+    }
+
+    /// Says what a node says on a connection it replaced: nothing new comes on it.
+    pub(crate) async fn send_replaced(&self) {
+        let notice = Goodbye {
+            reason: GoodbyeReason::Replaced,
+        };
+        self.send(notice.to_frame().unwrap()).await;
+    }
+
+    /// Waits for the node's notice that it replaced this connection.
+    pub(crate) async fn recv_replaced(&mut self) {
+        let frame = self
+            .recv_where("a replaced notice", |f| f.kind == FrameKind::Goodbye)
+            .await;
+        let notice = Goodbye::from_frame(&frame).unwrap();
+        assert_eq!(notice.reason, GoodbyeReason::Replaced);
     }
 
     /// Tells the node what this peer handles: an interest snapshot.

@@ -25,7 +25,9 @@ use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::subscription::EventMeta;
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
-use crate::wire::control::{ControlMessage, GossipMessage, Interest, InterestRequest, ReplyError};
+use crate::wire::control::{
+    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, ReplyError,
+};
 use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
 
 /// Which end of the connection this node is.
@@ -154,6 +156,7 @@ pub(crate) async fn run(
         peer: &peer,
         running: InboundRequests::new(node.config.max_in_flight_per_peer),
         handlers: JoinSet::new(),
+        peer_replaced: false,
     };
     let ended = read_loop(
         &node,
@@ -285,10 +288,19 @@ async fn read_loop(
     };
     // Set once another connection replaced this one: when it must close at the latest.
     let mut retired_until: Option<tokio::time::Instant> = None;
+    // Whether our `Goodbye { Replaced }` notice is queued.
+    let mut notice_sent = false;
     loop {
-        if retired_until.is_some() && !peer.has_pending() && inbound.handlers.is_empty() {
-            tracing::debug!(peer = %peer.node_id, "replaced connection drained");
-            return Ended::ByUs;
+        if retired_until.is_some() {
+            notice_sent = notice_sent || send_replaced_notice(peer);
+            if notice_sent
+                && inbound.peer_replaced
+                && !peer.has_pending()
+                && inbound.handlers.is_empty()
+            {
+                tracing::debug!(peer = %peer.node_id, "replaced connection drained");
+                return Ended::ByUs;
+            }
         }
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
@@ -349,6 +361,19 @@ async fn read_loop(
     }
 }
 
+/// Queues our notice that this connection was replaced; `false` if the control lane is full
+/// (the read loop tries again on its next turn).
+fn send_replaced_notice(peer: &PeerHandle) -> bool {
+    let notice = Goodbye {
+        reason: GoodbyeReason::Replaced,
+    };
+    match notice.to_frame().map(|f| encode(&peer.send_codec, &f)) {
+        Ok(Ok(bytes)) => peer.lanes.control.try_send(bytes).is_ok(),
+        // Cannot happen for this fixed message; the retirement bound still closes the link.
+        _ => true,
+    }
+}
+
 /// Sleeps until `at`, or forever.
 pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -366,6 +391,8 @@ struct Inbound<'a> {
     /// The handlers running for this peer; each returns its request id. Dropped (aborted) with
     /// the connection.
     handlers: JoinSet<u64>,
+    /// The peer said it replaced this connection: it sends nothing new here.
+    peer_replaced: bool,
 }
 
 impl Drop for Inbound<'_> {
@@ -394,7 +421,12 @@ impl Inbound<'_> {
                 }
             }
             FrameKind::Pong => {}
-            FrameKind::Goodbye => return Err(Ended::Goodbye),
+            FrameKind::Goodbye => match Goodbye::from_frame(&frame) {
+                Ok(Goodbye {
+                    reason: GoodbyeReason::Replaced,
+                }) => self.peer_replaced = true,
+                _ => return Err(Ended::Goodbye),
+            },
             FrameKind::Gossip => match GossipMessage::from_frame(&frame) {
                 Ok(msg) => {
                     let msg = ActorMsg::Gossip {

@@ -211,6 +211,12 @@ impl ControlMessage for Reject {
 pub enum GoodbyeReason {
     /// The node is shutting down.
     Shutdown,
+    /// Not the end of the node: another connection between the two nodes replaced this one,
+    /// and the sender will send nothing new on it (replies to what it received still come).
+    /// Each end closes a replaced connection once it has this notice from the other end and
+    /// its own work on the connection is done, so nothing either end sent before learning of
+    /// the replacement is lost.
+    Replaced,
     /// A reason code this version does not know.
     Other(String),
 }
@@ -220,6 +226,7 @@ impl GoodbyeReason {
     pub fn code(&self) -> &str {
         match self {
             GoodbyeReason::Shutdown => "shutdown",
+            GoodbyeReason::Replaced => "replaced",
             GoodbyeReason::Other(code) => code,
         }
     }
@@ -228,6 +235,7 @@ impl GoodbyeReason {
     pub fn from_code(code: &str) -> Self {
         match code {
             "shutdown" => GoodbyeReason::Shutdown,
+            "replaced" => GoodbyeReason::Replaced,
             other => GoodbyeReason::Other(other.to_owned()),
         }
     }
@@ -596,6 +604,9 @@ mod tests {
         }
         round_trip(Goodbye {
             reason: GoodbyeReason::Shutdown,
+        });
+        round_trip(Goodbye {
+            reason: GoodbyeReason::Replaced,
         });
         round_trip(Goodbye {
             reason: GoodbyeReason::Other("upgrade".into()),
