@@ -64,6 +64,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod addr;
+mod browse;
 mod mdns;
 mod txt;
 

@@ -1,6 +1,5 @@
 //! [`Mdns`]: the [`Discovery`] that advertises and browses with mdns-sd.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -11,7 +10,8 @@ use meshbus_core::discovery::{Discovery, DiscoveryEvent};
 use meshbus_core::wire::control::{PeerIdentity, VersionRange};
 use meshbus_core::{async_trait, Error, ErrorKind, NodeId};
 
-use crate::addr::{dialable, Resolved};
+use crate::addr::Resolved;
+use crate::browse::Browser;
 use crate::txt;
 
 /// How long [`Discovery::shutdown`] waits for the mDNS thread to confirm it has said goodbye.
@@ -50,13 +50,7 @@ pub struct Mdns {
 struct Running {
     daemon: ServiceDaemon,
     events: Receiver<ServiceEvent>,
-    /// Our own instance's full name, when we advertise.
-    registered: Option<String>,
-    me: u128,
-    network: String,
-    /// The nodes reported found, by instance full name (lower-case), so a removal can say
-    /// which node it was.
-    found: HashMap<String, NodeId>,
+    browser: Browser,
 }
 
 impl Mdns {
@@ -122,10 +116,7 @@ impl Mdns {
         let running = self.running.insert(Running {
             daemon,
             events,
-            registered: None,
-            me: local.node_id,
-            network: local.network.clone(),
-            found: HashMap::new(),
+            browser: Browser::new(local),
         });
         if local.addresses.is_empty() {
             // Nobody could dial us: find the others, stay unseen.
@@ -138,7 +129,7 @@ impl Mdns {
             .daemon
             .register(info)
             .map_err(|e| io("could not register the mDNS service", e))?;
-        running.registered = Some(fullname);
+        running.browser.registered(fullname);
         Ok(running)
     }
 
@@ -197,27 +188,6 @@ fn service_info(
 
 impl Running {
     fn on_resolved(&mut self, service: &ResolvedService) -> Option<DiscoveryEvent> {
-        let advert = txt::decode(|key| service.get_property_val_str(key))?;
-        let fullname = service.get_fullname().to_lowercase();
-        let identity = advert.identity;
-        if identity.node_id == self.me || self.registered.as_ref() == Some(&fullname) {
-            return None;
-        }
-        if identity.network != self.network {
-            tracing::trace!(node = %NodeId::from_u128(identity.node_id), network = %identity.network, "ignoring a node of another network");
-            return None;
-        }
-        if let Some(v) = advert.versions {
-            if VersionRange::CURRENT.highest_common(v).is_none() {
-                tracing::debug!(
-                    node = %NodeId::from_u128(identity.node_id),
-                    min = v.min,
-                    max = v.max,
-                    "ignoring a node that speaks no protocol version of ours"
-                );
-                return None;
-            }
-        }
         let resolved: Vec<Resolved> = service
             .get_addresses()
             .iter()
@@ -229,24 +199,11 @@ impl Running {
                 },
             })
             .collect();
-        let addresses = dialable(&identity.addresses, &resolved);
-        let node = NodeId::from_u128(identity.node_id);
-        if addresses.is_empty() {
-            tracing::debug!(%node, ?resolved, "no dialable address in this answer yet");
-            return None;
-        }
-        tracing::debug!(%node, ?addresses, "found by mDNS");
-        self.found.insert(fullname, node);
-        Some(DiscoveryEvent::Found(PeerIdentity {
-            addresses,
-            ..identity
-        }))
-    }
-
-    fn on_removed(&mut self, fullname: &str) -> Option<DiscoveryEvent> {
-        let node = self.found.remove(&fullname.to_lowercase())?;
-        tracing::debug!(%node, "mDNS advert withdrawn");
-        Some(DiscoveryEvent::Lost(node))
+        self.browser.on_answer(
+            service.get_fullname(),
+            |key| service.get_property_val_str(key),
+            &resolved,
+        )
     }
 }
 
@@ -285,7 +242,7 @@ impl Discovery for Mdns {
             let event = running.events.recv_async().await.ok()?;
             let found = match event {
                 ServiceEvent::ServiceResolved(service) => running.on_resolved(&service),
-                ServiceEvent::ServiceRemoved(_, fullname) => running.on_removed(&fullname),
+                ServiceEvent::ServiceRemoved(_, fullname) => running.browser.on_removed(&fullname),
                 _ => None,
             };
             if found.is_some() {
