@@ -66,6 +66,10 @@ pub(crate) enum ActorMsg {
 struct PeerEntry {
     handle: Arc<PeerHandle>,
     key: ConnectionKey,
+    /// The run of the node this link reaches: the handshake's incarnation, raised when the
+    /// node refutes a rumour of its death (a node id names one process, so a newer
+    /// incarnation of it is the same process at the other end of this link).
+    incarnation: u64,
     interest: RemoteInterest,
 }
 
@@ -217,7 +221,7 @@ impl Actor {
                     let gone = self.peers.remove(&node_id)?;
                     // Membership is told which run of the node this link reached, so the end of
                     // an old run's link never buries a newer one.
-                    let incarnation = gone.handle.identity.incarnation;
+                    let incarnation = gone.incarnation;
                     self.publish();
                     let now = now_std();
                     let out = match ended {
@@ -233,7 +237,9 @@ impl Actor {
             }
             ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
             ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
-                let out = self.membership.on_discovered(&identity, now_std());
+                let now = now_std();
+                let mut out = self.membership.on_discovered(&identity, now);
+                out.extend(self.relink_refuted(now));
                 self.apply(out);
             }
             ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
@@ -251,9 +257,9 @@ impl Actor {
                     .filter(|p| p.handle.conn_id == conn_id)
                     .map(|p| p.handle.send_codec.max_frame_size);
                 if let Some(send_limit) = send_limit {
-                    let out = self
-                        .membership
-                        .handle_gossip(node_id, msg, send_limit, now_std());
+                    let now = now_std();
+                    let mut out = self.membership.handle_gossip(node_id, msg, send_limit, now);
+                    out.extend(self.relink_refuted(now));
                     self.apply(out);
                 }
             }
@@ -321,24 +327,65 @@ impl Actor {
             Some(node) => p.handle.node_id == node,
             None => p.handle.identity.addresses.contains(&dial.addr),
         });
-        let Some(identity) = linked.map(|p| p.handle.identity.clone()) else {
+        let Some(node) = linked.map(|p| p.handle.node_id) else {
             return false;
         };
-        let node = NodeId::from_u128(identity.node_id);
         let now = now_std();
-        let out = self.membership.on_connected(&identity, now);
-        let alive = self
+        let out = self.relink(node, now);
+        let linked = self
             .membership
             .member(node)
-            .is_some_and(|m| m.state() == MemberState::Alive);
-        if alive {
+            .is_some_and(|m| m.state() == MemberState::Alive && m.is_connected());
+        if linked {
             self.membership.on_dial_succeeded(dial, node, now);
         } else {
-            // A tombstone behind a live link: back off until gossip settles it.
+            // A tombstone behind a live link: back off until gossip settles it (the node hears
+            // of its death over this link and refutes). Never "succeeded" while membership
+            // does not count the link, or it would ask for the same dial at once, forever.
             self.membership.on_dial_failed(dial, now);
         }
         self.apply(out);
         true
+    }
+
+    /// Tells membership that the link to `node` is up, at the newest incarnation membership
+    /// holds of it if that is newer than the link's: the node refuted a rumour of its death,
+    /// and the refutation reached us as gossip rather than a new handshake.
+    fn relink(&mut self, node: NodeId, now: std::time::Instant) -> Vec<Output> {
+        let Some(entry) = self.peers.get_mut(&node) else {
+            return Vec::new();
+        };
+        if let Some(m) = self.membership.member(node) {
+            if m.state() == MemberState::Alive && m.incarnation() > entry.incarnation {
+                entry.incarnation = m.incarnation();
+            }
+        }
+        let mut identity = entry.handle.identity.clone();
+        identity.incarnation = entry.incarnation;
+        self.membership.on_connected(&identity, now)
+    }
+
+    /// After news that may carry newer incarnations of linked nodes (gossip, discovery):
+    /// links whose node refuted are counted again at the new incarnation.
+    fn relink_refuted(&mut self, now: std::time::Instant) -> Vec<Output> {
+        let refuted: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                self.membership.member(**id).is_some_and(|m| {
+                    m.state() == MemberState::Alive
+                        && !m.is_connected()
+                        && m.incarnation() > p.incarnation
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for node in refuted {
+            tracing::debug!(%node, "linked node refuted its death; link counted again");
+            out.extend(self.relink(node, now));
+        }
+        out
     }
 
     fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
@@ -353,6 +400,7 @@ impl Actor {
         self.peers.insert(
             peer.node_id,
             PeerEntry {
+                incarnation: peer.identity.incarnation,
                 handle: peer,
                 key,
                 interest: RemoteInterest::new(),
