@@ -257,3 +257,50 @@ async fn dropping_a_bus_stops_its_node_and_peers_notice() {
     assert_eq!(err.kind(), ErrorKind::NoHandler);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_completes_the_handshake_is_closed_at_the_handshake_timeout() {
+    use meshbus::{ReadEvent, Transport};
+
+    let net = InMemNetwork::new(27);
+    let b = node(&net, "b")
+        .handshake_timeout(Duration::from_millis(300))
+        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(b.listen_addrs(), ["inmem://b".parse().unwrap()]);
+    let a = client(&net, "a", "b").await;
+
+    let t0 = Instant::now();
+    let mut raw = net
+        .transport("x")
+        .dial(&"inmem://b".parse().unwrap())
+        .await
+        .unwrap();
+    // Half a frame: a length prefix promising 100 bytes, then 10 of them.
+    let mut half = vec![0, 0, 0, 100];
+    half.extend_from_slice(&[7; 10]);
+    raw.writer
+        .write_batch(&mut vec![Bytes::from(half)])
+        .await
+        .unwrap();
+    let end = within("the close", raw.reader.read(1 << 16)).await;
+    assert!(matches!(end, Ok(ReadEvent::Closed) | Err(_)), "{end:?}");
+    assert_eq!(Instant::now() - t0, Duration::from_millis(300));
+    assert_eq!(a.commands().send(Echo(3)).await.unwrap(), 3);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_zero_handshake_timeout_is_a_config_error() {
+    let net = InMemNetwork::new(28);
+    let err = node(&net, "b")
+        .handshake_timeout(Duration::ZERO)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("handshake timeout"), "{err}");
+}

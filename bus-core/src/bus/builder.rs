@@ -27,7 +27,7 @@ use crate::node::{MembershipView, NodeConfig, NodeShared};
 use crate::services::Services;
 use crate::stats::Counters;
 use crate::subscription::{Delivery, SubSender, SubscriptionOptions};
-use crate::transport::Transport;
+use crate::transport::{Addr, Transport};
 use crate::wire::control::PeerIdentity;
 use crate::{CommandHandler, EventHandler};
 
@@ -171,6 +171,17 @@ impl BusBuilder {
             .liveness
             .with_peer_timeout(timeout)
             .with_frame_read_deadline(timeout);
+        self
+    }
+
+    /// How long a new connection may take to complete its handshake, from being accepted or
+    /// dialled to the last handshake frame (default 10 s,
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT)). A
+    /// connection that has not said who it is by then is closed, so a client that opens a
+    /// socket and trickles bytes (or none) cannot hold it open. Must be above zero and at most a
+    /// day; [`start`](Self::start) checks.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.node.handshake_timeout = timeout;
         self
     }
 
@@ -389,6 +400,13 @@ impl BusBuilder {
             ));
         }
         self.node.liveness.validate()?;
+        if self.node.handshake_timeout.is_zero()
+            || self.node.handshake_timeout > Duration::from_secs(24 * 60 * 60)
+        {
+            return Err(Error::config(
+                "the handshake timeout must be above zero and at most a day",
+            ));
+        }
         let listen = crate::node::parse_addrs(&self.node.listen)?;
         let seeds = crate::node::parse_addrs(&self.node.peers)?;
         let identity = Identity {
@@ -407,6 +425,7 @@ impl BusBuilder {
         for addr in &listen {
             listeners.push(self.node.transports.listen(addr).await?);
         }
+        let listen_addrs: Vec<Addr> = listeners.iter().map(|l| l.local_addr().clone()).collect();
         let node = networked.then(|| {
             let peer_identity = PeerIdentity {
                 node_id: node_id.as_u128(),
@@ -452,6 +471,7 @@ impl BusBuilder {
             counters: Counters::default(),
             node: node.as_ref().map(|(shared, _)| Arc::clone(shared)),
             membership: tokio::sync::watch::Sender::new(Arc::new(MembershipView::default())),
+            listen_addrs,
         });
         {
             let mut tasks = inner

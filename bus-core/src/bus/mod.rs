@@ -32,6 +32,7 @@ use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeShared, Ready};
 use crate::stats::{BusStats, Counters};
 use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
+use crate::transport::Addr;
 use crate::wire::FrameError;
 
 /// A node of the mesh: the handle through which a service sends commands, publishes events and
@@ -234,6 +235,8 @@ pub(crate) struct BusInner {
     pub(crate) node: Option<Arc<NodeShared>>,
     /// The peers and their interest, for [`Bus::membership`].
     pub(crate) membership: tokio::sync::watch::Sender<Arc<MembershipView>>,
+    /// What the listeners actually listen on, for [`Bus::listen_addrs`].
+    pub(crate) listen_addrs: Vec<Addr>,
 }
 
 impl BusInner {
@@ -467,6 +470,29 @@ impl Bus {
     /// The host id that decides the [`Machine`](crate::Scope::Machine) scope.
     pub fn host_id(&self) -> &str {
         &self.inner.identity.host_id
+    }
+
+    /// The addresses this node listens on, one per [`listen`](BusBuilder::listen) call and in
+    /// that order, as the transports resolved them: a port 0 is replaced by the port the
+    /// system chose (`tcp://127.0.0.1:0` becomes `tcp://127.0.0.1:41234`). Empty when the bus
+    /// listens on nothing.
+    ///
+    /// These are what other nodes of this machine can dial, e.g. as their
+    /// [`peers`](BusBuilder::peers); an address with an unspecified host (`0.0.0.0`) is
+    /// reported as such.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = meshbus_core::Bus::builder().start().await?;
+    /// assert!(bus.listen_addrs().is_empty());
+    /// # bus.shutdown().await
+    /// # }
+    /// ```
+    pub fn listen_addrs(&self) -> &[Addr] {
+        &self.inner.listen_addrs
     }
 
     /// A watch of the peers this node is connected to and what each handles and subscribes to.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::conn::{self, now_std, Ended, Side};
+use super::conn::{self, now_std, sleep_until_some, Ended, Side};
 use super::routes::Routes;
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
@@ -71,6 +71,10 @@ struct PeerEntry {
     /// incarnation of it is the same process at the other end of this link).
     incarnation: u64,
     interest: RemoteInterest,
+    /// An interest message to this peer did not fit its control lane: a snapshot is owed,
+    /// sent on the next timer tick that finds room (a lost last delta would otherwise go
+    /// unnoticed until our interest changes again).
+    owes_interest: bool,
 }
 
 struct Actor {
@@ -81,6 +85,8 @@ struct Actor {
     /// The event names in `local`, to diff against the subscription table.
     local_events: BTreeSet<String>,
     membership: Membership,
+    /// Live members that share no transport with us, as last published.
+    foreign: Vec<NodeId>,
     tasks: JoinSet<()>,
 }
 
@@ -93,6 +99,7 @@ pub(crate) fn membership_config(config: &super::NodeConfig, node_id: u128) -> Me
             base: config.redial_backoff,
             ..Backoff::default()
         },
+        schemes: config.transports.schemes().map(str::to_owned).collect(),
         ..MembershipConfig::default()
     }
 }
@@ -124,6 +131,7 @@ pub(crate) async fn run(
         local: LocalInterest::new(),
         local_events: BTreeSet::new(),
         membership,
+        foreign: Vec::new(),
         tasks: JoinSet::new(),
     };
     actor.init_interest();
@@ -157,6 +165,7 @@ pub(crate) async fn run(
             () = sleep_until_some(timer) => {
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
+                actor.pay_interest();
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
@@ -241,6 +250,7 @@ impl Actor {
                 let mut out = self.membership.on_discovered(&identity, now);
                 out.extend(self.relink_refuted(now));
                 self.apply(out);
+                self.check_foreign();
             }
             ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
                 // Only a hint: the link decides whether the node is alive.
@@ -261,6 +271,7 @@ impl Actor {
                     let mut out = self.membership.handle_gossip(node_id, msg, send_limit, now);
                     out.extend(self.relink_refuted(now));
                     self.apply(out);
+                    self.check_foreign();
                 }
             }
             ActorMsg::Interest {
@@ -269,9 +280,10 @@ impl Actor {
                 msg,
             } => self.on_interest(node_id, conn_id, &msg),
             ActorMsg::InterestRequest { node_id, conn_id } => {
-                if let Some(p) = self.peers.get(&node_id) {
-                    if p.handle.conn_id == conn_id {
-                        send_interest(&p.handle, &self.local.snapshot());
+                let snapshot = self.local.snapshot();
+                if let Some(p) = self.peers.get_mut(&node_id) {
+                    if p.handle.conn_id == conn_id && !send_interest(&p.handle, &snapshot) {
+                        p.owes_interest = true;
                     }
                 }
             }
@@ -312,7 +324,8 @@ impl Actor {
                     identity.incarnation = incarnation;
                     let local = LocalNode::new(identity)
                         .with_versions(self.node.local.load().versions())
-                        .with_max_frame_size(self.node.local.load().max_frame_size());
+                        .with_max_frame_size(self.node.local.load().max_frame_size())
+                        .with_handshake_timeout(self.node.local.load().handshake_timeout());
                     self.node.local.store(Arc::new(local));
                 }
             }
@@ -393,10 +406,11 @@ impl Actor {
         if let Some(existing) = self.peers.get(&peer.node_id) {
             match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
                 Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
-                Arbitration::ReplaceWithNew => existing.handle.stop.cancel(),
+                // The old connection drains: what is under way on it finishes there.
+                Arbitration::ReplaceWithNew => existing.handle.retire.cancel(),
             }
         }
-        send_interest(&peer, &self.local.snapshot());
+        let owes_interest = !send_interest(&peer, &self.local.snapshot());
         self.peers.insert(
             peer.node_id,
             PeerEntry {
@@ -404,6 +418,7 @@ impl Actor {
                 handle: peer,
                 key,
                 interest: RemoteInterest::new(),
+                owes_interest,
             },
         );
         self.publish();
@@ -437,6 +452,40 @@ impl Actor {
         }
     }
 
+    /// Reports live members that share no transport with us: they are never dialled (not
+    /// redialled forever), and the application sees them in the membership view.
+    fn check_foreign(&mut self) {
+        let foreign: Vec<NodeId> = self
+            .membership
+            .members()
+            .map(|m| m.node_id())
+            .filter(|id| self.membership.is_foreign(*id))
+            .collect();
+        if foreign == self.foreign {
+            return;
+        }
+        for id in foreign.iter().filter(|id| !self.foreign.contains(id)) {
+            if let Some(m) = self.membership.member(*id) {
+                tracing::warn!(
+                    node = %id,
+                    name = %m.identity().name,
+                    addresses = ?m.identity().addresses,
+                    "unreachable: this node shares no transport with us"
+                );
+            }
+        }
+        self.foreign = foreign;
+        self.publish();
+    }
+
+    /// Sends the interest snapshots owed to peers whose control lane was full.
+    fn pay_interest(&mut self) {
+        let snapshot = self.local.snapshot();
+        for p in self.peers.values_mut().filter(|p| p.owes_interest) {
+            p.owes_interest = !send_interest(&p.handle, &snapshot);
+        }
+    }
+
     /// Our subscriptions changed: tell every peer the difference.
     fn on_local_interest(&mut self) {
         let Some(bus) = self.bus.upgrade() else {
@@ -452,8 +501,10 @@ impl Actor {
         }
         self.local_events = now;
         for delta in &deltas {
-            for p in self.peers.values() {
-                send_interest(&p.handle, delta);
+            for p in self.peers.values_mut() {
+                if !send_interest(&p.handle, delta) {
+                    p.owes_interest = true;
+                }
             }
         }
     }
@@ -490,8 +541,9 @@ impl Actor {
         peers.sort_by_key(|p| p.node_id);
         self.node.routes.store(Arc::new(routes));
         if let Some(bus) = self.bus.upgrade() {
+            let unreachable = self.foreign.clone();
             bus.membership
-                .send_replace(view::shared(MembershipView { peers }));
+                .send_replace(view::shared(MembershipView { peers, unreachable }));
         }
     }
 
@@ -523,15 +575,18 @@ impl Actor {
     }
 }
 
-fn send_interest(peer: &PeerHandle, msg: &Interest) {
+/// Queues `msg` on the peer's control lane; `false` if it did not fit (or could not be
+/// encoded), and a snapshot is owed.
+fn send_interest(peer: &PeerHandle, msg: &Interest) -> bool {
     let sent = msg
         .to_frame()
         .ok()
         .and_then(|f| encode(&peer.send_codec, &f).ok())
-        .map(|bytes| peer.lanes.control.try_send(bytes).is_ok());
-    if sent != Some(true) {
-        tracing::warn!(peer = %peer.node_id, "interest not sent: the control lane is full");
+        .is_some_and(|bytes| peer.lanes.control.try_send(bytes).is_ok());
+    if !sent {
+        tracing::debug!(peer = %peer.node_id, "interest not sent now: the control lane is full");
     }
+    sent
 }
 
 /// Accepts connections and hands them to the actor.
@@ -597,13 +652,5 @@ async fn discovery_loop(source: &mut dyn Discovery, inbox: mpsc::Sender<ActorMsg
         if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
             return;
         }
-    }
-}
-
-/// Sleeps until `at`, or forever.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -81,6 +81,15 @@ const BATCH_BUDGET: usize = 256;
 /// How long a closing connection's writer may take to send what is queued.
 const FLUSH_BOUND: Duration = Duration::from_secs(1);
 
+/// How long a replaced connection stays open for the replies and handlers still under way on
+/// it. Both ends replace the same connection (arbitration is symmetric), so each waits for
+/// its own requests; this bounds a handler that never ends.
+const RETIRE_BOUND: Duration = Duration::from_secs(30);
+
+/// How long the handlers of a lost connection get, once cancelled, to finish before they are
+/// aborted: time to see `ctx.cancelled()` and clean up.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 pub(crate) fn now_std() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -137,10 +146,17 @@ pub(crate) async fn run(
         write_loop(writer, receivers, peer.stop.clone(), Arc::clone(&sent))
             .instrument(span.clone()),
     );
+    let mut inbound = Inbound {
+        node: &node,
+        bus: &bus,
+        peer: &peer,
+        running: InboundRequests::new(node.config.max_in_flight_per_peer),
+        handlers: JoinSet::new(),
+    };
     let ended = read_loop(
         &node,
-        &bus,
         &peer,
+        &mut inbound,
         &mut *reader,
         established.receive_codec(),
         &sent,
@@ -157,6 +173,13 @@ pub(crate) async fn run(
             ended,
         })
         .await;
+    // Handlers still running for this peer are told to stop and get a moment to do so.
+    inbound.cancel_all();
+    let grace = async { while inbound.handlers.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(CANCEL_GRACE, grace)
+        .instrument(span.clone())
+        .await;
+    drop(inbound);
     peer.stop.cancel();
     let _ = tokio::time::timeout(FLUSH_BOUND, tasks.join_next()).await;
     Some(peer_id)
@@ -228,8 +251,8 @@ fn decode(codec: &FrameCodec, bytes: Bytes) -> Result<Frame, Error> {
 /// Reads frames until the connection ends; returns why it ended.
 async fn read_loop(
     node: &NodeShared,
-    bus: &Weak<BusInner>,
     peer: &Arc<PeerHandle>,
+    inbound: &mut Inbound<'_>,
     reader: &mut dyn FrameReader,
     codec: FrameCodec,
     sent: &LastSent,
@@ -237,14 +260,13 @@ async fn read_loop(
     let Ok(mut liveness) = Liveness::new(node.config.liveness, now_std()) else {
         return Ended::Broken("invalid liveness configuration");
     };
-    let mut inbound = Inbound {
-        node,
-        bus,
-        peer,
-        running: InboundRequests::new(node.config.max_in_flight_per_peer),
-        handlers: JoinSet::new(),
-    };
+    // Set once another connection replaced this one: when it must close at the latest.
+    let mut retired_until: Option<tokio::time::Instant> = None;
     loop {
+        if retired_until.is_some() && !peer.has_pending() && inbound.handlers.is_empty() {
+            tracing::debug!(peer = %peer.node_id, "replaced connection drained");
+            return Ended::ByUs;
+        }
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
@@ -293,7 +315,22 @@ async fn read_loop(
                 }
             }
             () = peer.stop.cancelled() => return Ended::ByUs,
+            () = peer.retire.cancelled(), if retired_until.is_none() => {
+                retired_until = Some(tokio::time::Instant::now() + RETIRE_BOUND);
+            }
+            () = sleep_until_some(retired_until) => {
+                tracing::debug!(peer = %peer.node_id, "replaced connection still busy: closing");
+                return Ended::ByUs;
+            }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -310,13 +347,18 @@ struct Inbound<'a> {
 
 impl Drop for Inbound<'_> {
     fn drop(&mut self) {
-        for (_, token) in self.running.on_peer_lost(self.peer.node_id) {
-            token.cancel();
-        }
+        self.cancel_all();
     }
 }
 
 impl Inbound<'_> {
+    /// The connection is gone: every handler running for it sees `ctx.cancelled()`.
+    fn cancel_all(&mut self) {
+        for (_, token) in self.running.on_peer_lost(self.peer.node_id) {
+            token.cancel();
+        }
+    }
+
     /// Handles one frame; `Err` closes the connection.
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Ended> {
         let peer = self.peer;

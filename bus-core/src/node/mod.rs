@@ -44,6 +44,7 @@ pub(crate) struct NodeConfig {
     pub(crate) lane_bytes: usize,
     pub(crate) redial_backoff: Duration,
     pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
+    pub(crate) handshake_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -65,6 +66,7 @@ impl NodeConfig {
             lane_bytes: Self::DEFAULT_LANE_BYTES,
             redial_backoff: Duration::from_millis(250),
             peer_events_when_full: crate::subscription::FullPolicy::Wait,
+            handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -105,7 +107,9 @@ impl NodeShared {
     ) -> (Arc<NodeShared>, mpsc::Receiver<ActorMsg>) {
         let (inbox, rx) = mpsc::channel(INBOX_CAPACITY);
         let shared = NodeShared {
-            local: ArcSwap::from_pointee(LocalNode::new(identity)),
+            local: ArcSwap::from_pointee(
+                LocalNode::new(identity).with_handshake_timeout(config.handshake_timeout),
+            ),
             config,
             routes: ArcSwap::from_pointee(Routes::default()),
             picker: Picker::default(),

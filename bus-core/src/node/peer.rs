@@ -81,9 +81,13 @@ pub(crate) struct PeerHandle {
     in_flight: AtomicUsize,
     /// Cancelled when the connection is gone: senders stop waiting for room on its lanes.
     pub(crate) gone: CancellationToken,
-    /// Cancelled to close the connection on purpose (shutdown, a replaced connection): the
-    /// writer sends what is queued, then closes.
+    /// Cancelled to close the connection on purpose (shutdown): the writer sends what is
+    /// queued, then closes.
     pub(crate) stop: CancellationToken,
+    /// Cancelled when another connection to the same node replaced this one: nothing new is
+    /// sent here, and the connection closes once the replies it waits for have come and the
+    /// handlers it runs have answered (within a bound).
+    pub(crate) retire: CancellationToken,
     /// Bytes of commands and events queued and not yet written.
     budget: Arc<Semaphore>,
     budget_total: u32,
@@ -108,6 +112,7 @@ impl PeerHandle {
             in_flight: AtomicUsize::new(0),
             gone: CancellationToken::new(),
             stop: CancellationToken::new(),
+            retire: CancellationToken::new(),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
         }
@@ -151,6 +156,11 @@ impl PeerHandle {
         pending.insert(id, tx);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Whether any request waits for a reply on this connection.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.lock().is_ok_and(|p| !p.is_empty())
     }
 
     /// Stops waiting for request `id`; whether it was still waiting.

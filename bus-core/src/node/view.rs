@@ -32,6 +32,10 @@ pub struct PeerInfo {
 pub struct MembershipView {
     /// Connected peers, sorted by node id.
     pub peers: Vec<PeerInfo>,
+    /// Live members we know of (through gossip or discovery) but cannot dial: none of the
+    /// addresses they advertise uses a transport we have (Unix sockets count only on our own
+    /// host). Other nodes may reach them; this node never redials them. Sorted.
+    pub unreachable: Vec<NodeId>,
 }
 
 impl MembershipView {

@@ -179,6 +179,14 @@ pub struct MembershipConfig {
     pub max_message_size: usize,
     /// The seed of the random source (gossip partners, jitter).
     pub rng_seed: u64,
+    /// The address schemes we can dial (`"tcp"`, `"ws"`), lower-case; empty means every
+    /// scheme. A member none of whose addresses we can dial is never dialled nor buried by
+    /// us: it is [`Route::Unreachable`] from here, and stays a member for the nodes that
+    /// share a transport with it. Default empty.
+    pub schemes: Vec<String>,
+    /// Schemes that reach only nodes of our own host id, such as `"unix"` (a socket path means
+    /// nothing on another machine). Default `["unix"]`.
+    pub same_host_schemes: Vec<String>,
 }
 
 impl MembershipConfig {
@@ -249,6 +257,8 @@ impl Default for MembershipConfig {
             unreachable_timeout: Duration::from_secs(300),
             max_message_size: 512 * 1024,
             rng_seed: 0,
+            schemes: Vec::new(),
+            same_host_schemes: vec!["unix".to_owned()],
         }
     }
 }
@@ -446,12 +456,9 @@ impl Member {
         }
     }
 
-    /// The address to dial next: the one with the fewest failures, first listed on a tie.
-    fn dial_address(&self) -> Option<&Address> {
-        self.addresses
-            .iter()
-            .filter(|a| !a.forgotten)
-            .min_by_key(|a| a.failures)
+    /// Whether any address is left that is not forgotten (usable by us or not).
+    fn has_address(&self) -> bool {
+        self.addresses.iter().any(|a| !a.forgotten)
     }
 
     fn entry(&self, now: Instant) -> GossipEntry {
@@ -524,6 +531,8 @@ pub struct Membership {
     config: MembershipConfig,
     me: NodeId,
     network: String,
+    /// Our host id: same-host schemes dial only nodes with it.
+    host_id: String,
     table: BTreeMap<NodeId, Member>,
     seeds: Vec<Seed>,
     rng: fastrand::Rng,
@@ -551,6 +560,7 @@ impl Membership {
         config.validate()?;
         let me = NodeId::from_u128(local.node_id);
         let network = local.network.clone();
+        let host_id = local.host_id.clone();
         let mut seed_list: Vec<Seed> = Vec::new();
         for addr in seeds {
             if local.addresses.contains(&addr) || seed_list.iter().any(|s| s.addr == addr) {
@@ -584,12 +594,46 @@ impl Membership {
             config,
             me,
             network,
+            host_id,
             table,
             seeds: seed_list,
             rng,
             digest: GossipDigest::default(),
             dirty: true,
             next_gossip: now,
+        })
+    }
+
+    /// Whether we can dial `addr` of member `m`: a scheme we have a transport for, and a
+    /// same-host scheme only for a node of our host id.
+    fn can_dial(&self, m: &Member, addr: &str) -> bool {
+        let Some((scheme, _)) = addr.split_once("://") else {
+            return false;
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let ours = self.config.schemes.is_empty() || self.config.schemes.contains(&scheme);
+        let same_host_only = self.config.same_host_schemes.contains(&scheme);
+        ours && (!same_host_only || m.identity.host_id == self.host_id)
+    }
+
+    /// The address of `m` to dial next: of those we can dial, the one with the fewest
+    /// failures, first listed on a tie.
+    fn dial_address<'m>(&self, m: &'m Member) -> Option<&'m Address> {
+        m.addresses
+            .iter()
+            .filter(|a| !a.forgotten && self.can_dial(m, &a.addr))
+            .min_by_key(|a| a.failures)
+    }
+
+    /// Whether `node` is a live member that advertises addresses, none of which we can dial
+    /// (it shares no transport with us). Such a node is reachable only by others.
+    pub fn is_foreign(&self, node: NodeId) -> bool {
+        self.table.get(&node).is_some_and(|m| {
+            node != self.me
+                && m.state == MemberState::Alive
+                && !m.connected
+                && m.has_address()
+                && self.dial_address(m).is_none()
         })
     }
 
@@ -650,7 +694,7 @@ impl Membership {
             Some(m) if node != self.me && m.state == MemberState::Alive => {
                 if m.connected {
                     Route::Direct
-                } else if m.dial_address().is_some() {
+                } else if self.dial_address(m).is_some() {
                     Route::Pending
                 } else {
                     Route::Unreachable
@@ -890,14 +934,17 @@ impl Membership {
             .take(budget)
             .collect();
         for node in due {
-            if let Some(m) = self.table.get_mut(&node) {
-                if let Some(addr) = m.dial_address().map(|a| a.addr.clone()) {
-                    m.dial.in_flight = true;
-                    dials.push(DialRequest {
-                        node: Some(node),
-                        addr,
-                    });
-                }
+            let addr = self
+                .table
+                .get(&node)
+                .and_then(|m| self.dial_address(m))
+                .map(|a| a.addr.clone());
+            if let (Some(m), Some(addr)) = (self.table.get_mut(&node), addr) {
+                m.dial.in_flight = true;
+                dials.push(DialRequest {
+                    node: Some(node),
+                    addr,
+                });
             }
         }
         dials
@@ -1083,9 +1130,11 @@ impl Membership {
         {
             return None;
         }
-        if m.dial_address().is_none() {
+        if !m.has_address() {
             return Some(m.unreachable_since.unwrap_or(m.changed_at));
         }
+        // One that shares no transport with us is reached by others: we do not judge it.
+        self.dial_address(m)?;
         m.unreachable_since?
             .checked_add(self.config.unreachable_timeout)
     }

@@ -1370,3 +1370,83 @@ mod props {
         }
     }
 }
+
+fn with_addresses(node: u128, host: &str, addresses: &[&str]) -> GossipEntry {
+    let mut id = identity(node, 1);
+    id.host_id = host.into();
+    id.addresses = addresses.iter().map(|a| (*a).to_owned()).collect();
+    GossipEntry::from_identity(&id, MemberState::Alive)
+}
+
+#[test]
+fn a_member_is_dialled_on_its_first_address_we_have_a_transport_for() {
+    let now = t0();
+    let config = MembershipConfig {
+        schemes: vec!["tcp".into(), "ws".into()],
+        ..MembershipConfig::default()
+    };
+    let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
+    let addrs = ["quic://10.0.0.2:1", "ws://10.0.0.2:2/m", "tcp://10.0.0.2:3"];
+    m.gossip(node(9), delta(vec![with_addresses(2, "h2", &addrs)]), now);
+    let dials = m.next_dials(now);
+    assert_eq!(dials.len(), 1);
+    assert_eq!(dials[0].addr, "ws://10.0.0.2:2/m");
+    // A failure moves on to the next usable address, never to the unusable one.
+    m.on_dial_failed(&dials[0], now);
+    let dials = m.next_dials(now + PAST_ANY_BACKOFF);
+    assert_eq!(dials[0].addr, "tcp://10.0.0.2:3");
+}
+
+#[test]
+fn unix_sockets_are_dialled_only_on_our_own_host() {
+    let now = t0();
+    let mut local = identity(1, 1);
+    local.host_id = "here".into();
+    let mut m = Membership::new(local, Vec::new(), MembershipConfig::default(), now).unwrap();
+    let addrs = ["unix:///run/a.sock", "tcp://10.0.0.9:1"];
+    m.gossip(
+        node(9),
+        delta(vec![
+            with_addresses(2, "here", &addrs),
+            with_addresses(3, "elsewhere", &addrs),
+        ]),
+        now,
+    );
+    let mut dials = m.next_dials(now);
+    dials.sort_by_key(|d| d.node);
+    assert_eq!(dials[0].addr, "unix:///run/a.sock", "same host: the socket");
+    assert_eq!(
+        dials[1].addr, "tcp://10.0.0.9:1",
+        "another host: never the socket"
+    );
+}
+
+#[test]
+fn a_member_sharing_no_transport_is_neither_dialled_nor_buried() {
+    let now = t0();
+    let config = MembershipConfig {
+        schemes: vec!["tcp".into()],
+        unreachable_timeout: ms(1_000),
+        ..MembershipConfig::default()
+    };
+    let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
+    let remote = with_addresses(2, "h2", &["ws://10.0.0.2:2/m", "unix:///x.sock"]);
+    m.gossip(node(9), delta(vec![remote]), now);
+    assert!(m.is_foreign(node(2)));
+    assert_eq!(m.route(node(2)), Route::Unreachable);
+    // Long after any burial would be due: no dial asked for, and still a live member, so we
+    // never gossip a death that the nodes that can reach it would have to refute.
+    let mut clock = now;
+    for _ in 0..20 {
+        clock += PAST_ANY_BACKOFF;
+        assert!(m.next_dials(clock).is_empty());
+        m.handle_timeout(clock);
+    }
+    let member = m.member(node(2)).unwrap();
+    assert_eq!(member.state(), MemberState::Alive);
+    // A member with no address at all is still buried at once, as before.
+    m.gossip(node(9), delta(vec![with_addresses(3, "h3", &[])]), clock);
+    m.handle_timeout(clock);
+    assert_ne!(m.member(node(3)).unwrap().state(), MemberState::Alive);
+    assert!(!m.is_foreign(node(3)));
+}

@@ -1,0 +1,205 @@
+//! Every scope across a 3-node mesh over real sockets: TCP on 127.0.0.1, Unix-domain sockets,
+//! and TCP on the IPv6 loopback when the machine has one. Real time, so every wait is bounded
+//! and waits for an event of the mesh (membership, a reply, a marker event), never a sleep.
+
+#![cfg(feature = "tcp")]
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use meshbus::prelude::*;
+use meshbus::tcp::TcpTransport;
+use meshbus::{BusBuilder, Subscription};
+
+#[derive(Serialize, Deserialize, Event, Debug)]
+#[meshbus(name = "tcp.tick")]
+struct Tick(u32);
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "tcp.where", reply = String)]
+struct Where;
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "tcp.here", reply = String)]
+struct Here;
+
+/// The bound on one wait; generous for a loaded 2-core machine, and still a bound.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// The bound on a whole run: several waits.
+const RUN_BOUND: Duration = Duration::from_secs(90);
+
+/// The last event of a run: everything published before it has arrived once it has.
+const MARKER: u32 = u32::MAX;
+
+async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
+    bounded(BOUND, what, fut).await
+}
+
+async fn bounded<T>(bound: Duration, what: &str, fut: impl IntoFuture<Output = T>) -> T {
+    match tokio::time::timeout(bound, fut.into_future()).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+fn node(name: &str, host: &str, cluster: &str, listen: &str) -> BusBuilder {
+    Bus::builder()
+        .name(name)
+        .host_id(host)
+        .cluster(cluster)
+        .transport(TcpTransport::new())
+        .listen(listen)
+}
+
+/// The ticks `sub` receives up to the marker.
+async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        let tick = within("an event", sub.recv())
+            .await
+            .expect("an open subscription");
+        if tick.0 == MARKER {
+            return got;
+        }
+        got.push(tick.0);
+    }
+}
+
+/// a: host-1/shop, b: host-1/billing, c: host-2/shop; a lists b and c as its seeds. `listen`
+/// gives each node's listen address (port 0 or a socket path).
+async fn every_scope_over(listen: [String; 3], scheme: &str) {
+    let answer = |name: &'static str| {
+        move |_: Where, _ctx: Context| async move { Ok::<_, HandlerError>(name.to_owned()) }
+    };
+    let [la, lb, lc] = listen;
+    let b = node("b", "host-1", "billing", &lb)
+        .command_handler(answer("b"))
+        .start()
+        .await
+        .unwrap();
+    let c = node("c", "host-2", "shop", &lc)
+        .command_handler(answer("c"))
+        .start()
+        .await
+        .unwrap();
+    let seeds = [&b, &c].map(|bus| {
+        let addr = bus.listen_addrs()[0].clone();
+        assert_eq!(addr.scheme(), scheme);
+        assert!(!addr.as_str().ends_with(":0"), "{addr}: port 0 resolved");
+        addr.to_string()
+    });
+    let a = node("a", "host-1", "shop", &la)
+        .command_handler(|_: Here, _ctx: Context| async { Ok::<_, HandlerError>("a".to_owned()) })
+        .peers(seeds)
+        .start()
+        .await
+        .unwrap();
+    let mut subs: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|bus| bus.subscribe::<Tick>().unwrap())
+        .collect();
+    within("the mesh", a.ready().subscribers::<Tick>(Scope::Network, 3)).await;
+    within(
+        "the handlers",
+        a.ready().handlers::<Where>(Scope::Network, 2),
+    )
+    .await;
+
+    // Local: only this bus's handlers, never a peer's.
+    assert_eq!(a.commands().local().send(Here).await.unwrap(), "a");
+    let err = a.commands().local().send(Where).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoHandler);
+    assert_eq!(err.scope(), Some(Scope::Local));
+    // Machine: b (our host, another cluster); c is on another host.
+    for _ in 0..3 {
+        let reply = within("a reply", a.commands().machine().send(Where)).await;
+        assert_eq!(reply.unwrap(), "b");
+    }
+    // Cluster: c (our cluster, another host); b is in another cluster.
+    for _ in 0..3 {
+        let reply = within("a reply", a.commands().cluster().send(Where)).await;
+        assert_eq!(reply.unwrap(), "c");
+    }
+    // Network: both.
+    let mut network = Vec::new();
+    for _ in 0..4 {
+        network.push(
+            within("a reply", a.commands().network().send(Where))
+                .await
+                .unwrap(),
+        );
+    }
+    network.sort();
+    assert_eq!(network, ["b", "b", "c", "c"], "both nodes answer in turn");
+    let all: Vec<_> = within(
+        "send_all",
+        a.commands().network().send_all(Where).collect::<Vec<_>>(),
+    )
+    .await;
+    let mut all: Vec<String> = all.into_iter().map(|(_, r)| r.unwrap()).collect();
+    all.sort();
+    assert_eq!(all, ["b", "c"]);
+
+    // Events: each scope reaches a, plus the nodes in it; the marker reaches everyone.
+    a.events().machine().publish(Tick(1)).await.unwrap();
+    a.events().cluster().publish(Tick(2)).await.unwrap();
+    a.events().network().publish(Tick(3)).await.unwrap();
+    a.events().local().publish(Tick(4)).await.unwrap();
+    a.events().network().publish(Tick(MARKER)).await.unwrap();
+    let [sa, sb, sc] = &mut subs[..] else {
+        unreachable!()
+    };
+    assert_eq!(ticks_until_marker(sa).await, [1, 2, 3, 4]);
+    assert_eq!(ticks_until_marker(sb).await, [1, 3]);
+    assert_eq!(ticks_until_marker(sc).await, [2, 3]);
+
+    // A subscriber elsewhere hears a publisher elsewhere: c publishes to the network, once
+    // gossip has linked it to b too.
+    within(
+        "c's view of the mesh",
+        c.ready().subscribers::<Tick>(Scope::Network, 3),
+    )
+    .await;
+    c.events().network().publish(Tick(5)).await.unwrap();
+    c.events().network().publish(Tick(MARKER)).await.unwrap();
+    for sub in [sa, sb, sc] {
+        assert_eq!(ticks_until_marker(sub).await, [5]);
+    }
+
+    for bus in [&a, &b, &c] {
+        within("shutdown", bus.shutdown()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn every_scope_over_tcp_on_ipv4_loopback() {
+    let listen = ["tcp://127.0.0.1:0"; 3].map(String::from);
+    bounded(RUN_BOUND, "the run", every_scope_over(listen, "tcp")).await;
+}
+
+#[tokio::test]
+async fn every_scope_over_tcp_on_ipv6_loopback() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        eprintln!("skipped: the IPv6 loopback ::1 cannot be bound here ({e})");
+        return;
+    }
+    let listen = ["tcp://[::1]:0"; 3].map(String::from);
+    bounded(RUN_BOUND, "the run", every_scope_over(listen, "tcp")).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn every_scope_over_unix_sockets() {
+    let dir = tempfile::Builder::new()
+        .prefix("meshbus-tcp-scopes")
+        .tempdir()
+        .unwrap();
+    let listen = ["a", "b", "c"].map(|n| format!("unix://{}/{n}.sock", dir.path().display()));
+    bounded(RUN_BOUND, "the run", every_scope_over(listen, "unix")).await;
+    // Every listener removed its socket file when its bus stopped.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "socket files left behind: {left:?}");
+    dir.close().unwrap();
+}
