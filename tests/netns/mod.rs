@@ -183,6 +183,15 @@ impl Lab {
         format!("{}-host{}", self.bridge.trim_end_matches("-br"), i + 1)
     }
 
+    /// Unplugs host `i` from the bridge (its port goes down): its node falls silent, with no
+    /// connection closed, as when a machine loses its network.
+    pub(crate) fn unplug(&self, i: usize) {
+        let port = format!("v{}", i + 1);
+        if let Err(e) = ip(&["-n", &self.bridge, "link", "set", &port, "down"]) {
+            panic!("unplugging host {i}: {e}");
+        }
+    }
+
     /// Starts a node process in host `i`'s namespace; returns its index for [`node`](Self::node).
     ///
     /// # Panics
