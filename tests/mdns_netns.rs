@@ -12,7 +12,9 @@
 //! | `bus`: a node over TCP with mDNS | `ready <id>`, `peers <n> <names,>` on every change, `handling hang`, `event <from> <text>`, `reply <tag> ok <value>` / `reply <tag> err <kind>`, `waited`, `published`, `bye` | `send <tag> <scope> probe\|hang`, `publish <scope> <text>`, `wait probe\|note\|peers <scope> <n>`, `quit` |
 //!
 //! A `bus` node handles `probe` (answers its name) and `hang` (never answers) when `MB_HANDLES`
-//! names them, and every node subscribes to `note` events.
+//! names them, and every node subscribes to `note` events. Its environment: `MB_NAME`,
+//! `MB_NETWORK`, `MB_CLUSTER`, `MB_HOST_ID` (the lab's per namespace), `MB_LISTEN` (default
+//! `tcp://0.0.0.0:0`), `MB_PEERS` (static seeds, comma-separated).
 
 #![cfg(feature = "mdns")]
 
@@ -262,7 +264,7 @@ fn mdns_a_killed_node_is_dropped_and_its_requests_fail() {
 
 /// Five namespaces: network `a` with clusters `x` (a1, a2) and `y` (a3), network `b` (b1, b2).
 /// Each network meshes on its own, whatever the other's adverts; the node of cluster `y` is a
-/// peer of `x`'s nodes and gets only their `Network` traffic.
+/// peer of `x`'s nodes and gets only their `Network` traffic. b1 has a static seed beside mDNS.
 #[cfg(feature = "tcp")]
 #[test]
 fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
@@ -279,7 +281,15 @@ fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
         ("b2", "b", "x", "probe"),
     ];
     for (i, (name, net, cluster, handles)) in nodes.iter().enumerate() {
-        let k = lab.spawn(i, name, bus_node(net, cluster, handles));
+        let mut spec = bus_node(net, cluster, handles);
+        // b1 also has b2 as a static seed: the seed and mDNS lead to the same single link.
+        if *name == "b2" {
+            spec = spec.env("MB_LISTEN", "tcp://0.0.0.0:7700");
+        }
+        if *name == "b1" {
+            spec = spec.env("MB_PEERS", format!("tcp://{}:7700", lab.ip(4)));
+        }
+        let k = lab.spawn(i, name, spec);
         lab.node(k).expect_prefix("ready ", STEP);
     }
     for (k, (name, net, ..)) in nodes.iter().enumerate() {
@@ -459,6 +469,7 @@ mod node {
 
         let name = env("MB_NAME", "node");
         let handles = env("MB_HANDLES", "");
+        let seeds = env("MB_PEERS", "");
         let mut builder = Bus::builder()
             .name(name.clone())
             .network(env("MB_NETWORK", "default"))
@@ -471,6 +482,7 @@ mod node {
             .transport(TcpTransport::new())
             .listen(env("MB_LISTEN", "tcp://0.0.0.0:0"))
             .discovery(Mdns::new())
+            .peers(seeds.split(',').filter(|s| !s.is_empty()))
             .event_handler(|e: Arc<Note>, _ctx: Context| async move {
                 say(&format!("event {} {}", e.from, e.text));
                 Ok(())
