@@ -1,11 +1,14 @@
-//! The WebSocket transport for [meshbus](https://docs.rs/meshbus).
+//! The WebSocket transport for [meshbus](https://docs.rs/meshbus): nodes talk over
+//! `ws://host:port/path`, each binary WebSocket message carrying one whole frame.
 //!
-//! **Not built yet:** binary WebSocket frames over `ws://host:port/path` arrives with the TCP and WebSocket issue (issue 6). Until then this crate only reserves its
-//! place in the workspace, so that the `meshbus` facade's `ws` feature compiles. Every node
-//! already works in one process over the local bus:
+//! Add a [`WsTransport`] to a bus, listen on a `ws://` address (port 0 picks a free port,
+//! which [`Bus::listen_addrs`](meshbus_core::Bus::listen_addrs) reports) and name peers by
+//! theirs:
 //!
 //! ```
-//! use meshbus_core::{Bus, Command, HandlerError};
+//! use std::time::Duration;
+//! use meshbus_core::{Bus, Command, HandlerError, Scope};
+//! use meshbus_transport_ws::WsTransport;
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -14,13 +17,57 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus_core::Error> {
-//! let bus = Bus::builder()
+//! let server = Bus::builder()
+//!     .transport(WsTransport::new())
+//!     .listen("ws://127.0.0.1:0/meshbus")
 //!     .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
 //!     .start()
 //!     .await?;
-//! assert_eq!(bus.commands().local().send(Echo("hi".into())).await?, "hi");
-//! # bus.shutdown().await
+//! let addr = server.listen_addrs()[0].to_string(); // ws://127.0.0.1:<port>/meshbus
+//!
+//! let client = Bus::builder()
+//!     .transport(WsTransport::new())
+//!     .peers([addr])
+//!     .start()
+//!     .await?;
+//! # tokio::time::timeout(Duration::from_secs(10), async {
+//! client.ready().handlers::<Echo>(Scope::Cluster, 1).await; // the mesh has formed
+//! let reply = client.commands().cluster().send(Echo("hi".into())).await?;
+//! assert_eq!(reply, "hi");
+//! # Ok::<_, meshbus_core::Error>(()) }).await.expect("the example timed out")?;
+//! client.shutdown().await?;
+//! server.shutdown().await
 //! # }
 //! ```
+//!
+//! # On the wire
+//!
+//! - The dialling node connects over TCP (`TCP_NODELAY` on) and upgrades to WebSocket with a
+//!   `GET` of the address's path; a listener answers another path with `404 Not Found`. Dial
+//!   and upgrade are bounded by [`WsTransport::connect_timeout`] and
+//!   [`WsTransport::upgrade_timeout`], so a client that never finishes its upgrade is dropped.
+//! - Every frame is one binary message, sent as WebSocket fragments of at most
+//!   [`FRAGMENT_SIZE`] bytes. The receiver checks that the frame's length prefix matches the
+//!   message's size and the current frame limit; a message over
+//!   [`WsTransport::max_message_size`] closes the connection with a `TooLarge` error.
+//!   Reading a WebSocket frame header reserves the frame's declared length, so WebSocket
+//!   frames over [`FRAGMENT_SIZE`] are refused: a peer announcing a huge frame makes us
+//!   allocate nothing of it, and a message grows only with the bytes that arrive.
+//! - Text messages are refused (the connection closes with a `Decode` error); pings are
+//!   answered with pongs; a close message ends the connection cleanly.
+//! - A batch of frames is written with one flush.
 
 #![doc(test(attr(deny(warnings))))]
+
+mod addr;
+mod conn;
+mod error;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use transport::{
+    WsListener, WsTransport, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_UPGRADE_TIMEOUT, FRAGMENT_SIZE, SCHEME,
+};

@@ -441,6 +441,9 @@ impl BusBuilder {
             };
             NodeShared::new(peer_identity, self.node)
         });
+        if let Some((shared, _)) = &node {
+            shared.local.load().validate()?;
+        }
         let mut discovery = self.discovery;
         if let Some((shared, _)) = &node {
             let local = shared.identity();

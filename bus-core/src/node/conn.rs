@@ -24,7 +24,7 @@ use crate::proto::requests::{deadline_from_remaining, InboundRequests};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::subscription::EventMeta;
-use crate::transport::{Connection, FrameReader, FrameWriter, ReadEvent};
+use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{ControlMessage, GossipMessage, Interest, InterestRequest, ReplyError};
 use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
 
@@ -118,8 +118,10 @@ pub(crate) async fn run(
     let peer_id = NodeId::from_u128(established.peer.node_id);
     let conn_id = node.next_conn_id();
     let (lanes, receivers) = peer::lanes(node.config.lane_capacity);
+    let mut identity = established.peer.clone();
+    resolve_unspecified(&mut identity.addresses, &remote);
     let peer = Arc::new(PeerHandle::new(
-        established.peer.clone(),
+        identity,
         conn_id,
         lanes,
         established.send_codec(),
@@ -183,6 +185,27 @@ pub(crate) async fn run(
     peer.stop.cancel();
     let _ = tokio::time::timeout(FLUSH_BOUND, tasks.join_next()).await;
     Some(peer_id)
+}
+
+/// A peer that listens on every interface advertises `tcp://0.0.0.0:port`, which is nowhere
+/// to dial. The host this connection reached it at (or came from) is one of its interfaces, so
+/// such an address is rewritten to that host; the rewritten one is what membership stores and
+/// gossips. Addresses of other schemes, and connections with no host (in-memory, Unix), are
+/// left alone.
+fn resolve_unspecified(addresses: &mut [String], remote: &Addr) {
+    let Some(host) = remote.host().filter(|_| !remote.has_unspecified_host()) else {
+        return;
+    };
+    for text in addresses.iter_mut() {
+        let Ok(addr) = Addr::parse(text) else {
+            continue;
+        };
+        if addr.has_unspecified_host() {
+            if let Some(resolved) = addr.with_host(host) {
+                *text = resolved.as_str().to_owned();
+            }
+        }
+    }
 }
 
 async fn handshake(
@@ -643,6 +666,39 @@ fn drain(
                 }
                 Err(_) => break,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_on_every_interface_takes_the_host_the_connection_used() {
+        let mut addrs = vec![
+            "tcp://0.0.0.0:7000".to_owned(),
+            "ws://[::]:80/mesh".to_owned(),
+            "tcp://10.0.0.9:7001".to_owned(),
+            "unix:///run/a.sock".to_owned(),
+        ];
+        let remote: Addr = "tcp://192.168.1.5:53211".parse().unwrap();
+        resolve_unspecified(&mut addrs, &remote);
+        assert_eq!(
+            addrs,
+            [
+                "tcp://192.168.1.5:7000",
+                "ws://192.168.1.5:80/mesh",
+                "tcp://10.0.0.9:7001",
+                "unix:///run/a.sock"
+            ]
+        );
+        // No host to go by: nothing changes.
+        let before = vec!["tcp://0.0.0.0:7000".to_owned()];
+        for remote in ["inmem://a", "unix:///x.sock", "tcp://0.0.0.0:1"] {
+            let mut addrs = before.clone();
+            resolve_unspecified(&mut addrs, &remote.parse().unwrap());
+            assert_eq!(addrs, before, "{remote}");
         }
     }
 }

@@ -607,12 +607,17 @@ impl Membership {
     /// Whether we can dial `addr` of member `m`: a scheme we have a transport for, and a
     /// same-host scheme only for a node of our host id.
     fn can_dial(&self, m: &Member, addr: &str) -> bool {
-        let Some((scheme, _)) = addr.split_once("://") else {
+        let Ok(parsed) = crate::transport::Addr::parse(addr) else {
             return false;
         };
-        let scheme = scheme.to_ascii_lowercase();
-        let ours = self.config.schemes.is_empty() || self.config.schemes.contains(&scheme);
-        let same_host_only = self.config.same_host_schemes.contains(&scheme);
+        if parsed.has_unspecified_host() {
+            // `0.0.0.0` would reach whatever listens on our own machine.
+            return false;
+        }
+        let scheme = parsed.scheme();
+        let ours =
+            self.config.schemes.is_empty() || self.config.schemes.iter().any(|s| s == scheme);
+        let same_host_only = self.config.same_host_schemes.iter().any(|s| s == scheme);
         ours && (!same_host_only || m.identity.host_id == self.host_id)
     }
 

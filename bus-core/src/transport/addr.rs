@@ -87,6 +87,52 @@ impl Addr {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The host of a network address shaped `scheme://host:port[/path]` (`"127.0.0.1"`,
+    /// `"[::1]"` with its brackets, `"example.org"`); `None` for a path (`unix:///x`) or a
+    /// rest without a port.
+    ///
+    /// ```
+    /// use meshbus_core::transport::Addr;
+    ///
+    /// # fn main() -> Result<(), meshbus_core::Error> {
+    /// assert_eq!(Addr::parse("ws://[::1]:80/mesh")?.host(), Some("[::1]"));
+    /// assert_eq!(Addr::parse("tcp://10.0.0.1:7000")?.host(), Some("10.0.0.1"));
+    /// assert_eq!(Addr::parse("unix:///run/a.sock")?.host(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn host(&self) -> Option<&str> {
+        let (host, _) = self.split_host()?;
+        Some(host)
+    }
+
+    /// Splits the rest into the host and what follows it (`":port/path"`).
+    fn split_host(&self) -> Option<(&str, &str)> {
+        let rest = self.rest();
+        let authority = rest.split('/').next().unwrap_or_default();
+        let colon = if authority.starts_with('[') {
+            let close = authority.find(']')?;
+            (authority.as_bytes().get(close + 1) == Some(&b':')).then_some(close + 1)?
+        } else {
+            authority.rfind(':')?
+        };
+        let host = rest.get(..colon)?;
+        (!host.is_empty()).then_some((host, rest.get(colon..)?))
+    }
+
+    /// Whether the host is the unspecified address (`0.0.0.0` or `[::]`): listening there
+    /// means every interface, and it is no address to dial.
+    pub fn has_unspecified_host(&self) -> bool {
+        matches!(self.host(), Some("0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]"))
+    }
+
+    /// The same address with another host (`host` as [`host`](Self::host) returns it, IPv6
+    /// in brackets); `None` if this address has no host.
+    pub fn with_host(&self, host: &str) -> Option<Addr> {
+        let (_, tail) = self.split_host()?;
+        Addr::parse(&format!("{}{SEPARATOR}{host}{tail}", self.scheme())).ok()
+    }
 }
 
 impl FromStr for Addr {
@@ -157,6 +203,40 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Config, "{text:?}");
             assert!(err.to_string().contains("bad transport address"), "{err}");
         }
+    }
+
+    #[test]
+    fn hosts_are_found_and_replaced() {
+        for (text, host, replaced) in [
+            ("tcp://0.0.0.0:7000", Some("0.0.0.0"), "tcp://10.1.2.3:7000"),
+            ("ws://[::]:80/mesh", Some("[::]"), "ws://10.1.2.3:80/mesh"),
+            (
+                "tcp://name.example:1",
+                Some("name.example"),
+                "tcp://10.1.2.3:1",
+            ),
+        ] {
+            let addr: Addr = text.parse().unwrap();
+            assert_eq!(addr.host(), host, "{text}");
+            assert_eq!(addr.with_host("10.1.2.3").unwrap().as_str(), replaced);
+        }
+        for text in [
+            "unix:///run/a.sock",
+            "inmem://a",
+            "tcp://:7000",
+            "tcp://[::1]",
+        ] {
+            let addr: Addr = text.parse().unwrap();
+            assert_eq!(addr.host(), None, "{text}");
+            assert!(addr.with_host("h").is_none());
+        }
+        assert!(Addr::parse("tcp://0.0.0.0:1")
+            .unwrap()
+            .has_unspecified_host());
+        assert!(Addr::parse("ws://[::]:1/m").unwrap().has_unspecified_host());
+        assert!(!Addr::parse("tcp://127.0.0.1:1")
+            .unwrap()
+            .has_unspecified_host());
     }
 
     #[test]

@@ -1450,3 +1450,18 @@ fn a_member_sharing_no_transport_is_neither_dialled_nor_buried() {
     assert_ne!(m.member(node(3)).unwrap().state(), MemberState::Alive);
     assert!(!m.is_foreign(node(3)));
 }
+
+#[test]
+fn an_unspecified_host_is_never_dialled() {
+    let now = t0();
+    let mut m = table(now);
+    let addrs = [
+        "tcp://0.0.0.0:7000",
+        "ws://[::]:80/m",
+        "tcp://10.0.0.2:7000",
+    ];
+    m.gossip(node(9), delta(vec![with_addresses(2, "h2", &addrs)]), now);
+    let dials = m.next_dials(now);
+    assert_eq!(dials.len(), 1);
+    assert_eq!(dials[0].addr, "tcp://10.0.0.2:7000");
+}

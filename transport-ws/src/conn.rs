@@ -1,0 +1,287 @@
+//! The two halves of a WebSocket connection.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use meshbus_core::transport::Addr;
+use meshbus_core::wire::frame_len;
+use meshbus_core::{Connection, Error, ErrorKind, FrameReader, FrameWriter, ReadEvent};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::ws_error;
+use crate::FRAGMENT_SIZE;
+
+/// The socket under a WebSocket, counting the bytes that arrive, so the reader can tell
+/// "bytes of an unfinished message arrived" ([`ReadEvent::Partial`]) from "nothing arrived".
+#[derive(Debug)]
+pub(crate) struct Counted<S> {
+    io: S,
+    arrived: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    pub(crate) fn new(io: S) -> (Self, Arc<AtomicU64>) {
+        let arrived = Arc::new(AtomicU64::new(0));
+        let counted = Counted {
+            io,
+            arrived: Arc::clone(&arrived),
+        };
+        (counted, arrived)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.arrived.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An upgraded WebSocket over TCP.
+pub(crate) type Ws = WebSocketStream<Counted<TcpStream>>;
+
+/// Splits an upgraded WebSocket into the two halves of a [`Connection`].
+///
+/// The halves share the socket through the lock of [`StreamExt::split`], held only while one
+/// of them is polled. The reader answers pings: tungstenite queues the pong when it reads a
+/// ping and writes it out at the start of the next read, which [`WsReader::read`] makes at
+/// once, so pongs go out even while the writer has nothing to send.
+pub(crate) fn connection(ws: Ws, arrived: Arc<AtomicU64>, remote: Addr) -> Connection {
+    let (sink, stream) = ws.split();
+    // The upgrade's bytes are not news for the caller.
+    let seen = arrived.load(Ordering::Relaxed);
+    Connection {
+        reader: Box::new(WsReader {
+            stream,
+            arrived,
+            seen,
+        }),
+        writer: Box::new(WsWriter {
+            sink,
+            closed: false,
+        }),
+        remote,
+    }
+}
+
+/// Reads frames: each binary WebSocket message is one whole frame, length prefix included.
+pub(crate) struct WsReader {
+    stream: SplitStream<Ws>,
+    /// Bytes read from the socket so far, counted by [`Counted`].
+    arrived: Arc<AtomicU64>,
+    /// `arrived` when the caller last heard of bytes (a frame, or `Partial`).
+    seen: u64,
+}
+
+impl fmt::Debug for WsReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsReader")
+            .field("arrived", &self.arrived.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one poll of the WebSocket gave.
+enum Polled {
+    Message(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    /// Bytes arrived and no message is whole yet.
+    Partial,
+}
+
+/// Checks that a binary message is one whole frame within `limit`: its length prefix declares
+/// exactly the bytes that follow.
+fn check_frame(bytes: &Bytes, limit: usize) -> Result<(), Error> {
+    match frame_len(bytes, limit)? {
+        Some(whole) if whole == bytes.len() => Ok(()),
+        Some(whole) => Err(Error::new(ErrorKind::Decode).with_detail(format!(
+            "a WebSocket message of {} bytes holds a frame of {whole}",
+            bytes.len()
+        ))),
+        None => Err(Error::new(ErrorKind::Decode).with_detail(format!(
+            "a WebSocket message of {} bytes is shorter than a length prefix",
+            bytes.len()
+        ))),
+    }
+}
+
+/// Every binary message is returned as [`ReadEvent::Frame`] once its length prefix is checked
+/// against `limit` and against the message's size; pings and pongs are skipped (tungstenite
+/// answers pings); a close message is [`ReadEvent::Closed`]; a text message is a
+/// [`Decode`](ErrorKind::Decode) error. Bytes that arrive without completing a message give
+/// [`ReadEvent::Partial`], pings included: they are not frames, so not proof of life.
+///
+/// Cancel safe: tungstenite keeps what it has read of an unfinished message in the stream.
+#[async_trait]
+impl FrameReader for WsReader {
+    async fn read(&mut self, limit: usize) -> Result<ReadEvent, Error> {
+        loop {
+            let polled = poll_fn(|cx| match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(item) => Poll::Ready(Polled::Message(item)),
+                Poll::Pending => {
+                    let arrived = self.arrived.load(Ordering::Relaxed);
+                    if arrived != self.seen {
+                        self.seen = arrived;
+                        Poll::Ready(Polled::Partial)
+                    } else {
+                        Poll::Pending
+                    }
+                }
+            })
+            .await;
+            let message = match polled {
+                Polled::Partial => return Ok(ReadEvent::Partial),
+                Polled::Message(None) => return Ok(ReadEvent::Closed),
+                Polled::Message(Some(Err(e))) => return Err(ws_error("read failed", e)),
+                Polled::Message(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Binary(bytes) => {
+                    self.seen = self.arrived.load(Ordering::Relaxed);
+                    check_frame(&bytes, limit)?;
+                    return Ok(ReadEvent::Frame(bytes));
+                }
+                Message::Text(_) => {
+                    return Err(Error::new(ErrorKind::Decode)
+                        .with_detail("a text WebSocket message: meshbus speaks binary only"))
+                }
+                Message::Close(_) => return Ok(ReadEvent::Closed),
+                // The next poll writes the queued pong.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+}
+
+/// Writes frames, each as one binary WebSocket message.
+pub(crate) struct WsWriter {
+    sink: SplitSink<Ws, Message>,
+    closed: bool,
+}
+
+impl fmt::Debug for WsWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsWriter")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsWriter {
+    /// Queues one frame as a binary message, split into WebSocket fragments of at most
+    /// [`FRAGMENT_SIZE`] bytes (the receiver refuses larger WebSocket frames, so a peer cannot
+    /// make it reserve a huge frame up front).
+    async fn feed(&mut self, frame: &Bytes) -> Result<(), Error> {
+        let feed_failed = |e| ws_error("write failed", e);
+        if frame.len() <= FRAGMENT_SIZE {
+            return self
+                .sink
+                .feed(Message::Binary(frame.clone()))
+                .await
+                .map_err(feed_failed);
+        }
+        let mut start = 0;
+        while start < frame.len() {
+            let end = frame.len().min(start.saturating_add(FRAGMENT_SIZE));
+            let opcode = if start == 0 {
+                OpCode::Data(Data::Binary)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let fragment = Frame::message(frame.slice(start..end), opcode, end == frame.len());
+            self.sink
+                .feed(Message::Frame(fragment))
+                .await
+                .map_err(feed_failed)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds every frame of the batch to tungstenite's write buffer, then flushes once. Not
+/// cancel safe.
+#[async_trait]
+impl FrameWriter for WsWriter {
+    async fn write_batch(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::new(ErrorKind::Closed).with_detail("writer closed"));
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for frame in frames.iter() {
+            self.feed(frame).await?;
+        }
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| ws_error("flush failed", e))?;
+        frames.clear();
+        Ok(())
+    }
+
+    /// Sends a close message and flushes; the other end reads [`ReadEvent::Closed`].
+    async fn close(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        match self.sink.close().await {
+            Ok(()) | Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Ok(()),
+            Err(e) => Err(ws_error("close failed", e)),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The transport: listening on and dialling `ws://` addresses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use meshbus_core::transport::Addr;
+use meshbus_core::wire::{DEFAULT_MAX_FRAME_SIZE, PREFIX_LEN};
+use meshbus_core::{Connection, Error, ErrorKind, Listener, Transport};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::addr::Target;
+use crate::conn::{connection, Counted};
+use crate::error::{io_error, upgrade_error, ws_error};
+
+/// The address scheme this transport serves.
+pub const SCHEME: &str = "ws";
+
+/// The default largest WebSocket message accepted: the core's default
+/// [`max_frame_size`](meshbus_core::wire::DEFAULT_MAX_FRAME_SIZE) plus its 4-byte length
+/// prefix, since each message carries one whole frame.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = DEFAULT_MAX_FRAME_SIZE + PREFIX_LEN;
+
+/// The largest WebSocket frame sent or accepted: a larger message goes out as fragments of this
+/// size. tungstenite reserves a frame's whole declared length as soon as it has read the frame's
+/// header, so bounding frames (not only messages) keeps what a peer can make us reserve ahead
+/// of the bytes it actually sends to 64 KiB.
+pub const FRAGMENT_SIZE: usize = 64 * 1024;
+
+/// The default bound on dialling: TCP connect and WebSocket upgrade together.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default bound on an inbound connection's upgrade, from TCP accept to the upgrade
+/// response.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many inbound connections may be in the middle of their upgrade at once; beyond it the
+/// listener accepts nothing more until one finishes or times out.
+const MAX_PENDING_UPGRADES: usize = 128;
+
+/// How many upgraded connections wait for [`Listener::accept`].
+const ACCEPT_QUEUE: usize = 16;
+
+/// The WebSocket transport: binary messages over `ws://host:port/path`, one frame each.
+///
+/// A cheap, cloneable configuration; every listener and connection it makes takes a copy.
+///
+/// ```
+/// use std::time::Duration;
+/// use meshbus_transport_ws::WsTransport;
+///
+/// let ws = WsTransport::new()
+///     .max_message_size(1024 * 1024 + 4)
+///     .connect_timeout(Duration::from_secs(3))
+///     .upgrade_timeout(Duration::from_secs(2));
+/// assert_eq!(ws.get_max_message_size(), 1024 * 1024 + 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct WsTransport {
+    max_message_size: usize,
+    connect_timeout: Duration,
+    upgrade_timeout: Duration,
+}
+
+impl Default for WsTransport {
+    fn default() -> Self {
+        WsTransport {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+        }
+    }
+}
+
+impl WsTransport {
+    /// A transport with the defaults: [`DEFAULT_MAX_MESSAGE_SIZE`],
+    /// [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_UPGRADE_TIMEOUT`].
+    pub fn new() -> Self {
+        WsTransport::default()
+    }
+
+    /// The largest WebSocket message accepted (default [`DEFAULT_MAX_MESSAGE_SIZE`]); a larger
+    /// one closes the connection with a [`TooLarge`](ErrorKind::TooLarge) error. A message
+    /// holds a frame and its 4-byte prefix, so keep this at least the node's `max_frame_size`
+    /// plus 4. A message still grows only with the bytes that arrive
+    /// (see [`FRAGMENT_SIZE`]).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.max(1);
+        self
+    }
+
+    /// The configured [`max_message_size`](Self::max_message_size).
+    pub fn get_max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// How long a dial may take, TCP connect and WebSocket upgrade together (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an inbound connection may take to complete its WebSocket upgrade (default
+    /// [`DEFAULT_UPGRADE_TIMEOUT`]); a client still short of it then is dropped.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(FRAGMENT_SIZE.min(self.max_message_size)))
+    }
+}
+
+/// Sets `TCP_NODELAY`: frames are batched by the writer, never by the kernel.
+fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
+fn remote_addr(peer: SocketAddr) -> Option<Addr> {
+    Addr::parse(&format!("{SCHEME}://{peer}")).ok()
+}
+
+#[async_trait]
+impl Transport for WsTransport {
+    fn schemes(&self) -> &'static [&'static str] {
+        &[SCHEME]
+    }
+
+    async fn listen(&self, addr: &Addr) -> Result<Box<dyn Listener>, Error> {
+        let target = Target::parse(addr)?;
+        let listener = TcpListener::bind(&target.authority)
+            .await
+            .map_err(|e| io_error("could not listen", e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| io_error("no local address", e))?;
+        let local = Addr::parse(&format!("{SCHEME}://{local}{}", target.path))?;
+        let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let upgrade = Upgrade {
+            path: target.path.into(),
+            config: self.ws_config(),
+            timeout: self.upgrade_timeout,
+        };
+        let mut driver = JoinSet::new();
+        driver.spawn(accept_loop(listener, upgrade, tx));
+        Ok(Box::new(WsListener {
+            local,
+            incoming,
+            _driver: driver,
+        }))
+    }
+
+    async fn dial(&self, addr: &Addr) -> Result<Connection, Error> {
+        let target = Target::parse(addr)?;
+        let config = self.ws_config();
+        let dial = async {
+            let stream = TcpStream::connect(&target.authority)
+                .await
+                .map_err(|e| io_error("could not connect", e))?;
+            no_delay(&stream);
+            let (stream, arrived) = Counted::new(stream);
+            let (ws, _response) =
+                tokio_tungstenite::client_async_with_config(target.uri(), stream, Some(config))
+                    .await
+                    .map_err(upgrade_error)?;
+            Ok::<_, Error>(connection(ws, arrived, addr.clone()))
+        };
+        tokio::time::timeout(self.connect_timeout, dial)
+            .await
+            .map_err(|_| {
+                Error::new(ErrorKind::Io).with_detail(format!(
+                    "connecting to {addr} took longer than {:?}",
+                    self.connect_timeout
+                ))
+            })?
+    }
+}
+
+/// What an inbound connection's upgrade needs.
+#[derive(Debug, Clone)]
+struct Upgrade {
+    path: Arc<str>,
+    config: WebSocketConfig,
+    timeout: Duration,
+}
+
+impl Upgrade {
+    /// Upgrades one accepted socket and hands the connection over; a failed or slow upgrade
+    /// drops the socket.
+    async fn run(self, stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Accepted>) {
+        no_delay(&stream);
+        let (stream, arrived) = Counted::new(stream);
+        let path = Arc::clone(&self.path);
+        // tungstenite's `Callback` fixes the error type.
+        #[allow(clippy::result_large_err)]
+        let check = move |request: &Request, response: Response| {
+            if request.uri().path() == &*path {
+                Ok(response)
+            } else {
+                let mut refused = ErrorResponse::new(Some(format!(
+                    "no meshbus endpoint at {}",
+                    request.uri().path()
+                )));
+                *refused.status_mut() = StatusCode::NOT_FOUND;
+                Err(refused)
+            }
+        };
+        let upgraded = tokio::time::timeout(
+            self.timeout,
+            tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(self.config)),
+        )
+        .await;
+        let ws = match upgraded {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %ws_error("upgrade", e), "WebSocket upgrade refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "WebSocket upgrade timed out");
+                return;
+            }
+        };
+        let Some(remote) = remote_addr(peer) else {
+            return;
+        };
+        let _ = tx.send(Ok(connection(ws, arrived, remote))).await;
+    }
+}
+
+/// Accepts TCP connections and upgrades several at once, so a slow client does not hold up
+/// the others. Ends when the listener is dropped (it owns this task).
+async fn accept_loop(listener: TcpListener, upgrade: Upgrade, tx: mpsc::Sender<Accepted>) {
+    let mut upgrades = JoinSet::new();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let room = upgrades.len() < MAX_PENDING_UPGRADES;
+        tokio::select! {
+            accepted = listener.accept(), if room => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = MIN_BACKOFF;
+                    upgrades.spawn(upgrade.clone().run(stream, peer, tx.clone()));
+                }
+                Err(e) => {
+                    // Often transient (out of file descriptors): report, then back off.
+                    if tx.send(Err(io_error("accept failed", e))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            },
+            Some(_) = upgrades.join_next() => {}
+            () = tx.closed() => return,
+        }
+    }
+}
+
+type Accepted = Result<Connection, Error>;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Listens on a `ws://` address. Dropping it stops listening and drops the connections still
+/// in their upgrade.
+#[derive(Debug)]
+pub struct WsListener {
+    local: Addr,
+    incoming: mpsc::Receiver<Accepted>,
+    /// The accept loop and, inside it, the upgrades in progress.
+    _driver: JoinSet<()>,
+}
+
+#[async_trait]
+impl Listener for WsListener {
+    fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    /// Cancel safe: upgraded connections wait in a queue.
+    async fn accept(&mut self) -> Result<Connection, Error> {
+        self.incoming.recv().await.unwrap_or_else(|| {
+            Err(Error::new(ErrorKind::Closed).with_detail("the WebSocket listener stopped"))
+        })
+    }
+}
