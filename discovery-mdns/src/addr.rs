@@ -11,6 +11,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use meshbus_core::Addr;
+
 /// An address from an mDNS answer, with the interface it was seen on when it needs one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Resolved {
@@ -31,20 +33,15 @@ pub(crate) fn dialable(advertised: &[String], resolved: &[Resolved]) -> Vec<Stri
     ips.sort_by_key(|r| rank(r.ip));
     ips.dedup_by_key(|r| r.ip);
     let mut out: Vec<String> = Vec::new();
-    for addr in advertised {
-        let Some((scheme, host, tail)) = split(addr) else {
-            push_new(&mut out, addr.clone());
-            continue;
+    for text in advertised {
+        let addr = match Addr::parse(text) {
+            Ok(addr) if addr.has_unspecified_host() => addr,
+            _ => {
+                push_new(&mut out, text.clone());
+                continue;
+            }
         };
-        let wildcard = match host {
-            "0.0.0.0" => Some(false),
-            "[::]" | "[0:0:0:0:0:0:0:0]" => Some(true),
-            _ => None,
-        };
-        let Some(takes_v6) = wildcard else {
-            push_new(&mut out, addr.clone());
-            continue;
-        };
+        let takes_v6 = addr.host().is_some_and(|h| h.starts_with('['));
         for r in &ips {
             let host = match r.ip {
                 IpAddr::V4(v4) => v4.to_string(),
@@ -52,7 +49,9 @@ pub(crate) fn dialable(advertised: &[String], resolved: &[Resolved]) -> Vec<Stri
                 IpAddr::V6(v6) if is_unicast_link_local(v6) => format!("[{v6}%{}]", r.scope),
                 IpAddr::V6(v6) => format!("[{v6}]"),
             };
-            push_new(&mut out, format!("{scheme}://{host}{tail}"));
+            if let Some(dialable) = addr.with_host(&host) {
+                push_new(&mut out, dialable.as_str().to_owned());
+            }
         }
     }
     out
@@ -76,24 +75,6 @@ fn push_new(out: &mut Vec<String>, addr: String) {
     if !out.contains(&addr) {
         out.push(addr);
     }
-}
-
-/// `scheme://host:port/path` as (`scheme`, `host`, `:port/path`); IPv6 hosts keep their
-/// brackets. `None` for an address without a host and port (`unix:///path`, `inmem://name`).
-fn split(addr: &str) -> Option<(&str, &str, &str)> {
-    let (scheme, rest) = addr.split_once("://")?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let colon = if authority.starts_with('[') {
-        let close = authority.find(']')?;
-        (authority.as_bytes().get(close + 1) == Some(&b':')).then_some(close + 1)?
-    } else {
-        authority.rfind(':')?
-    };
-    if colon == 0 {
-        return None;
-    }
-    Some((scheme, &rest[..colon], &rest[colon..]))
 }
 
 #[cfg(test)]
