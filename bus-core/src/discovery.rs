@@ -69,4 +69,14 @@ pub trait Discovery: Send + fmt::Debug + 'static {
     ///
     /// Must be cancel safe: the node drops the future at shutdown.
     async fn next(&mut self) -> Option<DiscoveryEvent>;
+
+    /// Stops advertising (for mDNS: announces a goodbye, so others forget this node at once)
+    /// and releases what the source holds. Called once when the bus shuts down, after the last
+    /// [`next`](Self::next); a source that ended earlier is kept until then, so its advert
+    /// stays up as long as the node runs. The node bounds the wait (about a second), so a
+    /// source must not rely on this being awaited to the end: a bus dropped without
+    /// `shutdown()` never calls it, and `Drop` should release the source's resources too.
+    ///
+    /// The default does nothing.
+    async fn shutdown(&mut self) {}
 }

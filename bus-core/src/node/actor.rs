@@ -144,13 +144,16 @@ pub(crate) async fn run(
             }
         });
     }
-    for source in discovery {
+    for mut source in discovery {
         let (stopping, inbox) = (node.stopping.clone(), node.inbox.clone());
         actor.tasks.spawn(async move {
             tokio::select! {
-                () = discovery_loop(source, inbox) => {}
+                () = discovery_loop(&mut *source, inbox) => {}
                 () = stopping.cancelled() => {}
             }
+            // A source that has ended may still advertise us: it is withdrawn at shutdown.
+            stopping.cancelled().await;
+            source.shutdown().await;
         });
     }
     loop {
@@ -656,7 +659,7 @@ async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest
 }
 
 /// Hands what a discovery mechanism reports to the actor, until it ends.
-async fn discovery_loop(mut source: Box<dyn Discovery>, inbox: mpsc::Sender<ActorMsg>) {
+async fn discovery_loop(source: &mut dyn Discovery, inbox: mpsc::Sender<ActorMsg>) {
     while let Some(event) = source.next().await {
         if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
             return;
