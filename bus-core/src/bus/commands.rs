@@ -226,7 +226,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let Some(peer) = routes
             .commands
             .get(C::NAME)
-            .and_then(|candidates| node.picker.pick(candidates, here, self.scope))
+            .and_then(|route| route.picker.pick(&route.peers, here, self.scope))
         else {
             return Err(no_handler());
         };

@@ -153,7 +153,10 @@ impl<'a, C: Command> Start<'a, C> {
                 cluster: &inner.identity.cluster,
             };
             let routes = node.routes.load();
-            let candidates = routes.commands.get(C::NAME).map_or(&[][..], Vec::as_slice);
+            let candidates = routes
+                .commands
+                .get(C::NAME)
+                .map_or(&[][..], |r| r.peers.as_slice());
             for peer in Picker::all_in_scope(candidates, here, self.scope) {
                 let peer = Arc::clone(peer);
                 let id = node.next_request_id();

@@ -531,6 +531,7 @@ impl Actor {
                     .commands
                     .entry(c.to_owned())
                     .or_default()
+                    .peers
                     .push(Arc::clone(&p.handle));
             }
             for e in p.interest.events() {

@@ -27,7 +27,6 @@ pub use view::{MembershipView, PeerInfo, Ready};
 
 use crate::proto::handshake::LocalNode;
 use crate::proto::liveness::LivenessConfig;
-use crate::proto::routing::Picker;
 use crate::transport::{Addr, Transports};
 use crate::wire::control::PeerIdentity;
 use crate::wire::{Frame, FrameCodec, FrameError};
@@ -79,7 +78,6 @@ pub(crate) struct NodeShared {
     pub(crate) config: NodeConfig,
     /// The routing snapshot: replaced by the actor, read without a lock by senders.
     pub(crate) routes: ArcSwap<Routes>,
-    pub(crate) picker: Picker,
     next_request_id: AtomicU64,
     pub(crate) inbox: mpsc::Sender<ActorMsg>,
     /// Our handlers or subscriptions changed: the actor tells the peers.
@@ -112,7 +110,6 @@ impl NodeShared {
             ),
             config,
             routes: ArcSwap::from_pointee(Routes::default()),
-            picker: Picker::default(),
             next_request_id: AtomicU64::new(1),
             inbox,
             interest_changed: Notify::new(),

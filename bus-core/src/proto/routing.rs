@@ -39,6 +39,15 @@ impl Here<'_> {
     }
 }
 
+fn scope_index(scope: Scope) -> usize {
+    match scope {
+        Scope::Local => 0,
+        Scope::Machine => 1,
+        Scope::Cluster => 2,
+        Scope::Network => 3,
+    }
+}
+
 /// Picks the remote node for a command: among the candidates in scope, the one with the fewest
 /// of our requests in flight; among ties, the next in turn, so that commands sent one at a time
 /// to idle nodes go round robin.
@@ -70,7 +79,8 @@ impl Here<'_> {
 /// ```
 #[derive(Debug, Default)]
 pub struct Picker {
-    turn: AtomicUsize,
+    /// One turn per scope, so sends in one scope go round robin whatever is sent in others.
+    turns: [AtomicUsize; 4],
 }
 
 impl Picker {
@@ -81,25 +91,29 @@ impl Picker {
         here: Here<'_>,
         scope: Scope,
     ) -> Option<&'c C> {
-        let n = candidates.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, &C)> = None;
-        for i in 0..n {
-            let Some(c) = candidates.get((start + i) % n) else {
-                continue;
-            };
-            if !here.in_scope(scope, c.host_id(), c.cluster()) {
-                continue;
-            }
+        // First pass: the least load in scope and how many candidates share it.
+        let in_scope = |c: &&C| here.in_scope(scope, c.host_id(), c.cluster());
+        let mut least: Option<(usize, usize)> = None;
+        for c in candidates.iter().filter(in_scope) {
             let load = c.in_flight();
-            if best.is_none_or(|(b, _)| load < b) {
-                best = Some((load, c));
-            }
+            least = match least {
+                Some((l, ties)) if load == l => Some((l, ties + 1)),
+                Some((l, ties)) if load > l => Some((l, ties)),
+                _ => Some((load, 1)),
+            };
         }
-        best.map(|(_, c)| c)
+        let (load, ties) = least?;
+        // Second pass: the next in turn among the ties. (Loads may move between the passes;
+        // then the first candidate in scope with the least load seen is a fine answer.)
+        let turn = self.turns[scope_index(scope)].fetch_add(1, Ordering::Relaxed) % ties;
+        let mut tied = candidates
+            .iter()
+            .filter(in_scope)
+            .filter(|c| c.in_flight() == load);
+        tied.clone()
+            .nth(turn)
+            .or_else(|| tied.next())
+            .or_else(|| candidates.iter().find(in_scope))
     }
 
     /// Every candidate in scope (for `send_all` and events).
@@ -221,5 +235,34 @@ mod tests {
         );
         assert!(picker.pick(&nodes, HERE, Scope::Local).is_none());
         assert!(picker.pick(&nodes[..0], HERE, Scope::Network).is_none());
+    }
+
+    #[test]
+    fn sends_alternating_between_scopes_go_round_robin_in_each() {
+        // Node 0 is in another cluster; 1 and 2 are in ours. Cluster and Network sends
+        // alternate: each scope must still spread over all of its own nodes.
+        let mut nodes = nodes(3);
+        nodes[0].cluster = "other".into();
+        let picker = Picker::default();
+        let (mut cluster, mut network) = ([0usize; 3], [0usize; 3]);
+        for _ in 0..300 {
+            cluster[picker.pick(&nodes, HERE, Scope::Cluster).unwrap().id] += 1;
+            network[picker.pick(&nodes, HERE, Scope::Network).unwrap().id] += 1;
+        }
+        assert_eq!(cluster, [0, 150, 150]);
+        assert_eq!(network, [100, 100, 100]);
+    }
+
+    #[test]
+    fn ties_rotate_among_the_least_busy_only() {
+        let nodes = nodes(4);
+        nodes[0].busy.set(1);
+        nodes[2].busy.set(1);
+        let picker = Picker::default();
+        let mut counts = [0usize; 4];
+        for _ in 0..100 {
+            counts[picker.pick(&nodes, HERE, Scope::Network).unwrap().id] += 1;
+        }
+        assert_eq!(counts, [0, 50, 0, 50]);
     }
 }
