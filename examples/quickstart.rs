@@ -1,19 +1,28 @@
-//! The quickstart: a service with injected dependencies, typed commands and events, on three
-//! nodes of an in-memory network.
+//! The quickstart: three nodes of a real mesh on loopback TCP, with typed commands and events.
 //!
-//! `cargo run --example quickstart`
+//! ```sh
+//! cargo run --example quickstart
+//! ```
 //!
-//! `orders` handles the commands, `billing` subscribes to the event, `web` sends. The same
-//! handler code runs on loopback TCP once that transport lands (issue 6): only the transport
-//! and the addresses change.
+//! It exits by itself within a few seconds. No multicast and no fixed ports: `orders` listens
+//! on `tcp://127.0.0.1:0` (the system picks a port), and `billing` and `web` are given the
+//! address it got as their one static peer; gossip does the rest. `orders` and `web` are in the
+//! cluster `shop`, `billing` in `finance`:
+//!
+//! - `orders` handles `PlaceOrder` (a reply, or a handler error) and `CancelOrder` (no reply),
+//!   with an id generator injected as a service, and publishes `OrderPlaced` to the network;
+//! - `billing` subscribes to `OrderPlaced`, answers `Charge` and publishes `InvoiceSent`;
+//! - `web` sends the commands, in the `Local`, `Cluster` and `Network` scopes, and subscribes
+//!   to both events at run time.
 
+use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use meshbus::tcp::TcpTransport;
 
-/// A command with a typed reply.
+/// A command with a typed reply: the new order's id.
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "shop.place-order", reply = u64)]
 struct PlaceOrder {
@@ -21,12 +30,25 @@ struct PlaceOrder {
     quantity: u32,
 }
 
-/// A command whose caller waits until it has been handled.
+/// A command without a reply: the caller still waits until it has been handled.
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "shop.cancel-order")]
 struct CancelOrder {
     order_id: u64,
 }
+
+/// Answered by `billing`, which is in another cluster: only the `Network` scope reaches it.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "finance.charge", reply = String)]
+struct Charge {
+    order_id: u64,
+    cents: u64,
+}
+
+/// Answered by whoever sends it: `web` handles it itself, in the `Local` scope.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "web.greet", reply = String)]
+struct Greet(String);
 
 /// An event every subscriber gets a copy of.
 #[derive(Serialize, Deserialize, Event, Debug)]
@@ -36,7 +58,14 @@ struct OrderPlaced {
     sku: String,
 }
 
-/// A shared service, injected into the handler.
+/// Published by `billing`'s event handler once it has seen an order.
+#[derive(Serialize, Deserialize, Event, Debug)]
+#[meshbus(name = "finance.invoice-sent")]
+struct InvoiceSent {
+    order_id: u64,
+}
+
+/// A shared service, injected into the handler that needs it.
 #[derive(Default)]
 struct OrderIds(AtomicU64);
 
@@ -52,11 +81,13 @@ impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
         }
         let order_id = self.ids.0.fetch_add(1, Ordering::Relaxed) + 1;
         println!(
-            "  [orders] placing order {order_id}: {} x {}",
+            "  [orders]  placing order {order_id}: {} x {}",
             cmd.quantity, cmd.sku
         );
+        // Billing is in another cluster: publish to the whole network.
         ctx.bus()
             .events()
+            .network()
             .publish(OrderPlaced {
                 order_id,
                 sku: cmd.sku,
@@ -66,53 +97,87 @@ impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
     }
 }
 
+/// A node of the demo: its own name and cluster, TCP on a port the system picks.
+fn node(name: &str, cluster: &str) -> meshbus::BusBuilder {
+    Bus::builder()
+        .name(name)
+        .cluster(cluster)
+        .transport(TcpTransport::new())
+        .listen("tcp://127.0.0.1:0")
+}
+
 #[tokio::main]
-async fn main() -> Result<(), meshbus::Error> {
-    let net = InMemNetwork::new(7);
-    // Every node joins through `orders`; gossip introduces the others.
-    let node = |name: &str| {
-        Bus::builder()
-            .name(name)
-            .cluster("shop")
-            .transport(net.transport(name))
-            .listen(format!("inmem://{name}"))
-            .peers(["inmem://orders"])
-    };
-    let orders = node("orders")
+async fn main() -> Result<(), Box<dyn StdError>> {
+    let orders = node("orders", "shop")
         .service(OrderIds::default())
         .command_handler_with(|s| Ok(PlaceOrderHandler { ids: s.get()? }))
         .command_handler(|cmd: CancelOrder, _ctx| async move {
-            println!("  [orders] cancelling order {}", cmd.order_id);
+            println!("  [orders]  cancelling order {}", cmd.order_id);
             Ok(())
         })
         .start()
         .await?;
-    let billing = node("billing")
-        .event_handler(|e: Arc<OrderPlaced>, _ctx: Context| async move {
-            println!("  [billing] invoice for order {} ({})", e.order_id, e.sku);
-            Ok(())
-        })
-        .start()
-        .await?;
-    let web = node("web").start().await?;
-    // A run-time subscription: a Stream that unsubscribes when dropped.
-    let mut placed = web.subscribe::<OrderPlaced>()?;
+    // The address `orders` got, e.g. tcp://127.0.0.1:41234: the others' one static peer.
+    let seed = orders.listen_addrs()[0].to_string();
+    println!("orders listens on {seed}");
 
-    // No sleeps: wait until the mesh can carry what follows.
+    let billing = node("billing", "finance")
+        .peers([seed.clone()])
+        .command_handler(|cmd: Charge, _ctx| async move {
+            println!(
+                "  [billing] charging {} cents for order {}",
+                cmd.cents, cmd.order_id
+            );
+            Ok::<_, HandlerError>(format!("receipt-{}", cmd.order_id))
+        })
+        .event_handler(|e: Arc<OrderPlaced>, ctx: Context| async move {
+            println!("  [billing] invoice for order {} ({})", e.order_id, e.sku);
+            ctx.bus()
+                .events()
+                .network()
+                .publish(InvoiceSent {
+                    order_id: e.order_id,
+                })
+                .await?;
+            Ok(())
+        })
+        .start()
+        .await?;
+    let web = node("web", "shop")
+        .peers([seed])
+        .command_handler(|g: Greet, _ctx| async move {
+            Ok::<_, HandlerError>(format!("hello, {}", g.0))
+        })
+        .start()
+        .await?;
+    // Run-time subscriptions: Streams that unsubscribe when dropped.
+    let mut placed = web.subscribe::<OrderPlaced>()?;
+    let mut invoiced = web.subscribe::<InvoiceSent>()?;
+
+    // No sleeps: wait until the mesh can carry what follows, with a bound.
     let ready = async {
         web.ready().handlers::<PlaceOrder>(Scope::Cluster, 1).await;
+        web.ready().handlers::<Charge>(Scope::Network, 1).await;
         orders
             .ready()
-            .subscribers::<OrderPlaced>(Scope::Cluster, 2)
+            .subscribers::<OrderPlaced>(Scope::Network, 2)
+            .await;
+        billing
+            .ready()
+            .subscribers::<InvoiceSent>(Scope::Network, 1)
             .await;
     };
-    tokio::time::timeout(Duration::from_secs(10), ready)
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout).with_detail("the mesh did not form"))?;
-    println!("three nodes up: orders, billing, web");
+    within("the mesh to form", ready).await?;
+    println!("mesh ready: orders, billing and web are connected over TCP");
 
+    // Local: web's own handler; nothing is serialized.
+    let greeting = web.commands().local().send(Greet("web".into())).await?;
+    println!("local command answered: {greeting}");
+
+    // Cluster (the default scope): orders answers with a typed reply.
     let order_id = web
         .commands()
+        .cluster()
         .send(PlaceOrder {
             sku: "book".into(),
             quantity: 2,
@@ -120,37 +185,77 @@ async fn main() -> Result<(), meshbus::Error> {
         .timeout(Duration::from_secs(5))
         .await?;
     println!("placed order {order_id}");
-    let seen = placed.recv().await;
-    println!("web's subscriber saw {seen:?}");
+    let event = within("OrderPlaced", placed.recv())
+        .await?
+        .ok_or("the subscription ended")?;
+    println!("web saw OrderPlaced for order {}", event.order_id);
+    let invoice = within("InvoiceSent", invoiced.recv())
+        .await?
+        .ok_or("the subscription ended")?;
+    println!("web saw InvoiceSent for order {}", invoice.order_id);
 
-    match web
+    // A handler's error comes back to the caller with its message.
+    let refused = web
         .commands()
-        .cluster()
         .send(PlaceOrder {
             sku: "pen".into(),
             quantity: 0,
         })
-        .await
-    {
-        Err(e) if e.kind() == ErrorKind::HandlerFailed => println!("refused as expected: {e}"),
-        other => println!("unexpected: {other:?}"),
+        .await;
+    match refused {
+        Err(e) if e.kind() == ErrorKind::HandlerFailed => println!("order refused: {e}"),
+        other => return Err(unexpected("a refused order", other)),
     }
 
+    // Network: billing is in another cluster.
+    let receipt = web
+        .commands()
+        .network()
+        .send(Charge {
+            order_id,
+            cents: 1999,
+        })
+        .await?;
+    println!("charged over the network: {receipt}");
+    // The same command in the Cluster scope finds no handler, at once.
+    match web
+        .commands()
+        .cluster()
+        .send(Charge { order_id, cents: 1 })
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::NoHandler => println!("not in our cluster: {e}"),
+        other => return Err(unexpected("NoHandler", other)),
+    }
+
+    // No reply: Ok(()) once orders has handled it.
     web.commands()
         .send(CancelOrder { order_id })
         .idempotency_key(format!("cancel-{order_id}"))
         .await?;
     println!("cancelled order {order_id}");
 
-    #[derive(Serialize, Deserialize, Command)]
-    struct Unhandled;
-    let err = web.commands().send(Unhandled).await.unwrap_err();
-    println!("as expected: {err}");
-
-    drop(placed);
+    drop((placed, invoiced));
+    // Each says goodbye, so the others drop it at once.
     for bus in [&web, &billing, &orders] {
         bus.shutdown().await?;
+        println!("{} shut down", bus.name());
     }
-    println!("shut down cleanly");
+    println!("done");
     Ok(())
+}
+
+/// Waits for `what`, at most 10 s: a demo that cannot go on says so instead of hanging.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| format!("gave up waiting 10 s for {what}"))
+}
+
+/// The error for a result the demo did not expect.
+fn unexpected<T>(wanted: &str, got: Result<T, Error>) -> Box<dyn StdError> {
+    match got {
+        Ok(_) => format!("expected {wanted}, got a success").into(),
+        Err(e) => format!("expected {wanted}, got: {e}").into(),
+    }
 }

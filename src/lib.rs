@@ -55,7 +55,7 @@
 //! |---|---|---|
 //! | `inmem` | yes | [`inmem`]: an in-memory network of nodes in one process, for tests |
 //! | `derive` | yes | `#[derive(Event)]` and `#[derive(Command)]` |
-//! | `tcp` | no | `tcp`: TCP and Unix-domain socket transport |
+//! | `tcp` | yes | `tcp`: TCP and Unix-domain socket transport |
 //! | `ws` | no | `ws`: WebSocket transport |
 //! | `mdns` | no | `mdns`: zero-configuration discovery on the local link |
 //! | `full` | no | all of the above |

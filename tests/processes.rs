@@ -1,0 +1,416 @@
+//! Nodes in separate processes over TCP on 127.0.0.1: the quickstart, a two-process
+//! `ping_pong`, and a child node killed with SIGKILL while it handles a request.
+//!
+//! The examples are run from the binaries `cargo test` built next to this test's (in
+//! `target/<profile>/examples/`); when they are missing (a run of this test target alone), they
+//! are built with the cargo that runs the tests, bounded in time. (Run alone after editing an
+//! example, this target may find the example's older binary: `cargo test` rebuilds it.) The killed node is this test
+//! binary run again in node mode ([`NODE_ENV`]). Every wait is bounded and waits for a line the
+//! child prints or a change in the mesh, never for a fixed time; every child is killed and
+//! reaped when its guard drops, so a failing test leaves no process behind.
+
+#![cfg(feature = "tcp")]
+
+use std::ffi::OsStr;
+use std::future::IntoFuture;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command as Process, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use meshbus::prelude::*;
+use meshbus::tcp::TcpTransport;
+use meshbus::BusBuilder;
+use tokio::sync::mpsc;
+
+/// Set in a child started by [`a_node_killed_with_sigkill_fails_its_requests_with_peer_lost`]:
+/// the child runs [`child_node`] instead of tests. Its value is the seed address.
+const NODE_ENV: &str = "MESHBUS_PROCESS_TEST_NODE";
+
+/// The bound on one step (a line, a reply, a change in the mesh).
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The bound on a whole child run (the quickstart, a ping run).
+const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// The bound on building a missing example.
+const BUILD_BOUND: Duration = Duration::from_secs(900);
+
+const HEARTBEAT: Duration = Duration::from_millis(200);
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
+    match tokio::time::timeout(BOUND, fut.into_future()).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {BOUND:?} waiting for {what}"),
+    }
+}
+
+// ----- child processes -----
+
+/// A child process, killed and reaped when dropped, whose stdout arrives line by line.
+struct ChildProc {
+    name: String,
+    child: Child,
+    /// Kept open so the child can watch it; dropping it tells a `serve` node to stop.
+    stdin: Option<ChildStdin>,
+    /// Lines of stdout; closed at its end.
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far, for failure messages.
+    seen: Vec<String>,
+}
+
+impl ChildProc {
+    fn spawn(name: &str, mut cmd: Process) -> ChildProc {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel(1024);
+        // Reads until the child closes stdout (it exits or is killed); bounded by that.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildProc {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of stdout.
+    async fn next_line(&mut self, deadline: tokio::time::Instant) -> Option<String> {
+        match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+            Ok(line) => {
+                if let Some(line) = &line {
+                    eprintln!("[{}] {line}", self.name);
+                    self.seen.push(line.clone());
+                }
+                line
+            }
+            Err(_) => panic!(
+                "{}: timed out waiting for output; so far: {:#?}",
+                self.name, self.seen
+            ),
+        }
+    }
+
+    /// Reads lines until one contains `marker`, and returns what follows it. (Not only at the
+    /// start: libtest prints `test child_node ... ` before the child node's first line.)
+    async fn line_after(&mut self, marker: &str) -> String {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            match self.next_line(deadline).await {
+                Some(line) => {
+                    if let Some((_, rest)) = line.split_once(marker) {
+                        return rest.to_owned();
+                    }
+                }
+                None => panic!(
+                    "{}: output ended before a line with {marker:?}: {:#?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Reads stdout to its end and waits for the exit; the whole output and the status.
+    async fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = tokio::time::Instant::now() + RUN_BOUND;
+        while self.next_line(deadline).await.is_some() {}
+        // Stdout is closed, so the child is exiting: this wait is short.
+        let status = self.child.wait().expect("waiting for the child");
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Closes the child's stdin.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        // SIGKILL (a no-op error if it has exited), then reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/<profile>/`, from this test's binary in `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the deps directory");
+    deps.parent().expect("the profile directory").to_path_buf()
+}
+
+/// The binary of example `name`, built if it is missing.
+async fn example(name: &str) -> PathBuf {
+    let dir = profile_dir();
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if path.is_file() {
+        return path;
+    }
+    // Not built by this cargo invocation (`cargo test --test processes`): build it with the
+    // same cargo, profile and target directory, bounded in time.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = tokio::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "--features", "tcp", "--example", name])
+        .arg("--manifest-path")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(target) = dir.parent() {
+        cmd.arg("--target-dir").arg(target);
+    }
+    match dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    eprintln!("building example {name}: {cmd:?}");
+    let mut build = cmd.spawn().expect("spawning cargo");
+    let status = match tokio::time::timeout(BUILD_BOUND, build.wait()).await {
+        Ok(status) => status.expect("waiting for cargo"),
+        Err(_) => {
+            let _ = build.kill().await;
+            panic!("building example {name} took over {BUILD_BOUND:?}");
+        }
+    };
+    assert!(status.success(), "building example {name}: {status}");
+    assert!(path.is_file(), "{} missing after the build", path.display());
+    path
+}
+
+async fn run_example(name: &str, args: &[&str]) -> ChildProc {
+    let mut cmd = Process::new(example(name).await);
+    cmd.args(args);
+    ChildProc::spawn(name, cmd)
+}
+
+// ----- the examples -----
+
+#[tokio::test]
+async fn the_quickstart_runs_and_exits_zero() {
+    let quickstart = run_example("quickstart", &[]).await;
+    let (status, out) = quickstart.finish().await;
+    assert!(status.success(), "quickstart: {status}; output: {out:#?}");
+    let has = |text: &str| out.iter().any(|l| l.contains(text));
+    for line in [
+        "orders listens on tcp://127.0.0.1:",
+        "mesh ready",
+        "local command answered: hello, web",
+        "placed order 1",
+        "[billing] invoice for order 1 (book)",
+        "web saw OrderPlaced for order 1",
+        "web saw InvoiceSent for order 1",
+        "order refused: handler for `shop.place-order` failed",
+        "quantity must be at least 1",
+        "charged over the network: receipt-1",
+        "not in our cluster: no handler for `finance.charge` in scope cluster",
+        "cancelled order 1",
+        "orders shut down",
+        "done",
+    ] {
+        assert!(has(line), "no line with {line:?} in {out:#?}");
+    }
+}
+
+#[tokio::test]
+async fn ping_pong_across_two_processes() {
+    let mut serve = run_example("ping_pong", &["serve", "120"]).await;
+    let addr = serve.line_after("listening ").await;
+    assert!(addr.starts_with("tcp://127.0.0.1:"), "{addr}");
+
+    let ping = run_example("ping_pong", &["ping", &addr, "20"]).await;
+    let (status, out) = ping.finish().await;
+    assert!(status.success(), "ping: {status}; output: {out:#?}");
+    let replies: Vec<_> = out.iter().filter(|l| l.starts_with("reply ")).collect();
+    assert_eq!(replies.len(), 20, "{out:#?}");
+    for (i, line) in replies.iter().enumerate() {
+        assert!(line.starts_with(&format!("reply {} in ", i + 1)), "{line}");
+    }
+    assert!(
+        out.iter().any(|l| l.starts_with("20 pings: min ")),
+        "{out:#?}"
+    );
+
+    // The server stops when its stdin closes, and exits 0.
+    serve.close_stdin();
+    assert_eq!(serve.line_after("stopping: ").await, "stdin closed");
+    let (status, out) = serve.finish().await;
+    assert!(status.success(), "serve: {status}; output: {out:#?}");
+}
+
+// ----- a node killed with SIGKILL -----
+
+/// Held by the child until it is killed.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "proc.slow", reply = String)]
+struct Slow(u32);
+
+/// Answered by the surviving in-process node.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "proc.echo", reply = String)]
+struct Echo(String);
+
+fn node(name: &str) -> BusBuilder {
+    Bus::builder()
+        .name(name)
+        .host_id("proc-host")
+        .cluster("proc")
+        .heartbeat_interval(HEARTBEAT)
+        .peer_timeout(PEER_TIMEOUT)
+        .transport(TcpTransport::new())
+        .listen("tcp://127.0.0.1:0")
+}
+
+/// The child node: not a test of its own. Run without [`NODE_ENV`] it returns at once.
+///
+/// It joins the seed, prints `node listening <addr>`, and answers `Slow` by printing
+/// `node handling slow <n>` and then holding the request until it is cancelled or the process
+/// dies. It stops when its stdin closes or after [`RUN_BOUND`].
+#[tokio::test]
+async fn child_node() {
+    let Ok(seed) = std::env::var(NODE_ENV) else {
+        return;
+    };
+    let bus = node("child")
+        .peers([seed])
+        .command_handler(|cmd: Slow, ctx: Context| async move {
+            println!("node handling slow {}", cmd.0);
+            tokio::select! {
+                _ = ctx.cancelled() => Err(HandlerError::msg("cancelled")),
+                _ = tokio::time::sleep(RUN_BOUND) => Ok(format!("slow {} done", cmd.0)),
+            }
+        })
+        .start()
+        .await
+        .expect("the child node starts");
+    println!("node listening {}", bus.listen_addrs()[0]);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        // Bounded by the input: ends at its end.
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+        let _ = tx.send(());
+    });
+    let _ = tokio::time::timeout(RUN_BOUND, rx).await;
+    let _ = bus.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_fails_its_requests_with_peer_lost() {
+    // caller sends; survivor serves Echo; the child (another process) holds Slow.
+    let caller = node("caller").start().await.unwrap();
+    let seed = caller.listen_addrs()[0].to_string();
+    let survivor = node("survivor")
+        .peers([seed.clone()])
+        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .start()
+        .await
+        .unwrap();
+
+    let mut cmd = Process::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
+        .env(NODE_ENV, &seed);
+    let mut child = ChildProc::spawn("child", cmd);
+    let child_addr = child.line_after("node listening ").await;
+    assert!(child_addr.starts_with("tcp://127.0.0.1:"), "{child_addr}");
+    within("the mesh of three", async {
+        caller.ready().handlers::<Slow>(Scope::Cluster, 1).await;
+        caller.ready().handlers::<Echo>(Scope::Cluster, 1).await;
+        survivor.ready().peers(2).await;
+    })
+    .await;
+    let child_id = caller
+        .membership()
+        .borrow()
+        .peer_named("child")
+        .expect("the child is a peer")
+        .node_id;
+
+    // A request the child answers... never: it holds it.
+    let in_flight = {
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            caller
+                .commands()
+                .send(Slow(1))
+                .timeout(Duration::from_secs(60))
+                .await
+        })
+    };
+    assert_eq!(child.line_after("node handling slow ").await, "1");
+
+    // SIGKILL: no goodbye, no shutdown.
+    let killed = Instant::now();
+    child.child.kill().expect("killing the child");
+    let outcome = tokio::time::timeout(PEER_TIMEOUT + Duration::from_secs(3), in_flight)
+        .await
+        .expect("the in-flight request ends within peer_timeout (+ slack)")
+        .expect("the request task");
+    let err = outcome.expect_err("the child never answered");
+    assert_eq!(err.kind(), ErrorKind::PeerLost, "{err}");
+    assert_eq!(err.peer(), Some(child_id), "{err}");
+    eprintln!("PeerLost {:?} after the kill", killed.elapsed());
+    // Reaped here; the guard would do it too.
+    let status = child.child.wait().unwrap();
+    assert!(!status.success(), "killed: {status}");
+
+    // Once it is out of the view, a new request finds no handler, at once.
+    let mut view = caller.membership();
+    within(
+        "the caller to drop the child",
+        view.wait_for(|v| v.peer(child_id).is_none()),
+    )
+    .await
+    .unwrap();
+    let err = within(
+        "a request to the dead child",
+        caller.commands().send(Slow(2)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoHandler, "{err}");
+
+    // The survivor serves on, and drops the child too.
+    let reply = within(
+        "the survivor's reply",
+        caller.commands().send(Echo("still here".into())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply, "still here");
+    let mut view = survivor.membership();
+    within(
+        "the survivor to drop the child",
+        view.wait_for(|v| v.peer(child_id).is_none()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(survivor.membership().borrow().peers.len(), 1);
+
+    for bus in [&caller, &survivor] {
+        within("shutdown", bus.shutdown()).await.unwrap();
+    }
+}
