@@ -182,6 +182,9 @@ struct EvRow {
     bus: f64,
     bus_dropped: u64,
     bus_count: u64,
+    /// CPU nanoseconds per event: (publisher, subscriber), raw then meshbus.
+    raw_cpu: (f64, f64),
+    bus_cpu: (f64, f64),
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +197,7 @@ struct StallRow {
     rss_peak: u64,
     dropped: u64,
     queue_full: u64,
+    queued: u64,
     bound: u64,
 }
 
@@ -404,7 +408,7 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
     drop(publisher);
     drop(sub);
     let mut rows: Vec<EvRow> = Vec::new();
-    for r in results.iter().filter(|r| r.len() >= 7 && r[0] == "ev") {
+    for r in results.iter().filter(|r| r.len() >= 9 && r[0] == "ev") {
         let size: usize = r[1].parse().unwrap_or(0);
         let rate: f64 = r[3].parse().unwrap_or(f64::NAN);
         let row = match rows.iter_mut().find(|x| x.size == size) {
@@ -418,13 +422,21 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
                     bus: f64::NAN,
                     bus_dropped: 0,
                     bus_count: 0,
+                    raw_cpu: (f64::NAN, f64::NAN),
+                    bus_cpu: (f64::NAN, f64::NAN),
                 });
                 rows.last_mut().expect("just pushed")
             }
         };
+        let cpu = (
+            r[7].parse().unwrap_or(f64::NAN),
+            r[8].parse().unwrap_or(f64::NAN),
+        );
         if r[2] == "raw" {
             row.raw = rate;
+            row.raw_cpu = cpu;
         } else {
+            row.bus_cpu = cpu;
             row.bus = rate;
             row.bus_count = r[4].parse().unwrap_or(0);
             row.bus_dropped = r[6].parse().unwrap_or(0);
@@ -473,7 +485,7 @@ fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
     drop(publisher);
     let r = results
         .iter()
-        .find(|r| r.len() >= 10 && r[0] == "stall")
+        .find(|r| r.len() >= 11 && r[0] == "stall")
         .ok_or("stall-pub: no result")?;
     Ok(StallRow {
         policy: r[1].clone(),
@@ -484,6 +496,7 @@ fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
         rss_peak: r[6].parse().unwrap_or(0),
         dropped: r[8].parse().unwrap_or(0),
         queue_full: r[9].parse().unwrap_or(0),
+        queued: r[10].parse().unwrap_or(0),
         bound: bound_mib << 20,
     })
 }
@@ -532,17 +545,21 @@ fn print_events(rows: &[EvRow]) {
     println!(
         "\n## Events, one publisher process to one subscriber process (msgs/s at the subscriber)\n"
     );
-    println!("| wire | placement | payload | raw coalescing writer | meshbus events | meshbus / raw | meshbus received (dropped at the subscriber) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| wire | placement | payload | raw coalescing writer | meshbus events | meshbus / raw | CPU per event, publisher + subscriber: raw | meshbus | meshbus received (dropped at the subscriber) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} B | {} | {} | {:.0}% | {} ({}) |",
+            "| {} | {} | {} B | {} | {} | {:.0}% | {:.2} + {:.2} µs | {:.2} + {:.2} µs | {} ({}) |",
             r.wire.name(),
             r.place.name(),
             r.size,
             rate(r.raw),
             rate(r.bus),
             100.0 * r.bus / r.raw,
+            r.raw_cpu.0 / 1e3,
+            r.raw_cpu.1 / 1e3,
+            r.bus_cpu.0 / 1e3,
+            r.bus_cpu.1 / 1e3,
             r.bus_count,
             r.bus_dropped
         );
@@ -558,12 +575,12 @@ fn print_stall(rows: &[StallRow]) {
         return;
     }
     println!("\n## Stalled subscriber (its process SIGSTOPped), publisher over TCP\n");
-    println!("| policy | published | in | rate | stalled | RSS before | RSS peak | growth | limit (2 x bound + 16 MiB) | peer_events_dropped | peer queue full |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| policy | published | in | rate | stalled | RSS before | RSS peak | growth | limit (2 x bound + 16 MiB) | `stats().peer_events_dropped` | `stats().peer_events_queue_full` | `peer_stats()[0].queued_bytes` |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let growth = r.rss_peak.saturating_sub(r.rss_before);
         println!(
-            "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.policy,
             r.published,
             r.secs,
@@ -574,7 +591,8 @@ fn print_stall(rows: &[StallRow]) {
             mib(growth),
             mib(2 * r.bound + (16 << 20)),
             r.dropped,
-            r.queue_full
+            r.queue_full,
+            mib(r.queued)
         );
     }
 }

@@ -10,7 +10,7 @@ use meshbus::SubscriptionOptions;
 use serde_bytes::ByteBuf;
 
 use crate::msg::{bounded, builder, payload, Drain, SubReport, Tick, Wire};
-use crate::raw::{self, RawListener};
+use crate::raw::{self, RawListener, RunReport};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -21,6 +21,8 @@ struct Seen {
     /// Nanoseconds since `base` (+1, so that 0 means "none yet").
     first: AtomicU64,
     last: AtomicU64,
+    /// The process's CPU time at the first event.
+    cpu_first: AtomicU64,
 }
 
 impl Seen {
@@ -28,15 +30,19 @@ impl Seen {
         let now = self.base.elapsed().as_nanos() as u64 + 1;
         if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
             self.first.store(now, Ordering::Relaxed);
+            self.cpu_first
+                .store(crate::msg::cpu_ns(), Ordering::Relaxed);
         }
         self.last.store(now, Ordering::Relaxed);
     }
 
-    fn take(&self) -> (u64, u64) {
+    /// (count, nanos from the first event to the last, CPU nanos since the first).
+    fn take(&self) -> (u64, u64, u64) {
         let count = self.count.swap(0, Ordering::Relaxed);
         let first = self.first.swap(0, Ordering::Relaxed);
         let last = self.last.swap(0, Ordering::Relaxed);
-        (count, last.saturating_sub(first))
+        let cpu = crate::msg::cpu_ns().saturating_sub(self.cpu_first.swap(0, Ordering::Relaxed));
+        (count, last.saturating_sub(first), cpu)
     }
 }
 
@@ -53,6 +59,7 @@ pub(crate) async fn subscriber(wire: Wire) {
         count: AtomicU64::new(0),
         first: AtomicU64::new(0),
         last: AtomicU64::new(0),
+        cpu_first: AtomicU64::new(0),
     });
     let dropped_before = Arc::new(AtomicU64::new(0));
     let listen = crate::listen_addr(wire);
@@ -75,13 +82,14 @@ pub(crate) async fn subscriber(wire: Wire) {
                 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                let (count, nanos) = seen.take();
+                let (count, nanos, cpu_nanos) = seen.take();
                 let now = dropped();
                 let before = dropped_before.swap(now, Ordering::Relaxed);
                 Ok::<_, HandlerError>(SubReport {
                     count,
                     nanos,
                     dropped: now - before,
+                    cpu_nanos,
                 })
             }
         })
@@ -115,7 +123,8 @@ pub(crate) struct EventOpts {
 }
 
 /// The publisher: for each size and round, a raw run and a meshbus run (in alternating order);
-/// prints `RESULT ev <size> <impl> <msgs/s at the subscriber> <received> <sent> <dropped>`.
+/// prints `RESULT ev <size> <impl> <msgs/s at the subscriber> <received> <sent> <dropped>
+/// <publisher CPU ns per event> <subscriber CPU ns per event>`.
 pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: EventOpts) {
     let bus = builder(wire)
         .name("ev-pub")
@@ -151,14 +160,14 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
             let raw_first = round % 2 == 0;
             for turn in 0..2 {
                 if (turn == 0) == raw_first {
-                    let (sent, count, nanos) = bounded(
+                    let r = bounded(
                         "a raw run",
                         BOUND,
                         raw::blast(wire, raw_addr, &body, opts.secs, opts.max),
                     )
                     .await
                     .expect("raw run");
-                    raw_total.add(sent, count, nanos, 0);
+                    raw_total.add(r);
                 } else {
                     let r = bounded(
                         "a meshbus run",
@@ -166,17 +175,20 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
                         bus_blast(&bus, &body, opts.secs, opts.max),
                     )
                     .await;
-                    bus_total.add(r.0, r.1.count, r.1.nanos, r.1.dropped);
+                    bus_total.add(r);
                 }
             }
         }
         for (name, t) in [("raw", raw_total), ("bus", bus_total)] {
+            let r = t.0;
             println!(
-                "RESULT ev {size} {name} {:.0} {} {} {}",
+                "RESULT ev {size} {name} {:.0} {} {} {} {:.0} {:.0}",
                 t.rate(),
-                t.count,
-                t.sent,
-                t.dropped
+                r.count,
+                r.sent,
+                r.dropped,
+                r.pub_cpu as f64 / r.sent.max(1) as f64,
+                r.sub_cpu as f64 / r.count.max(1) as f64,
             );
         }
     }
@@ -184,27 +196,26 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
     let _ = bus.shutdown().await;
 }
 
+/// The sum of a kind's runs.
 #[derive(Debug, Default, Clone, Copy)]
-struct Total {
-    sent: u64,
-    count: u64,
-    nanos: u64,
-    dropped: u64,
-}
+struct Total(RunReport);
 
 impl Total {
-    fn add(&mut self, sent: u64, count: u64, nanos: u64, dropped: u64) {
-        self.sent += sent;
-        self.count += count;
-        self.nanos += nanos;
-        self.dropped += dropped;
+    fn add(&mut self, r: RunReport) {
+        let t = &mut self.0;
+        t.sent += r.sent;
+        t.count += r.count;
+        t.nanos += r.nanos;
+        t.dropped += r.dropped;
+        t.pub_cpu += r.pub_cpu;
+        t.sub_cpu += r.sub_cpu;
     }
 
     fn rate(&self) -> f64 {
         SubReport {
-            count: self.count,
-            nanos: self.nanos,
-            dropped: 0,
+            count: self.0.count,
+            nanos: self.0.nanos,
+            ..SubReport::default()
         }
         .rate()
     }
@@ -212,8 +223,9 @@ impl Total {
 
 /// One meshbus run: publishes [`Tick`]s for `secs` or `max` events, then asks the subscriber
 /// what it saw.
-async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> (u64, SubReport) {
+async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RunReport {
     let start = Instant::now();
+    let cpu = crate::msg::cpu_ns();
     let mut sent = 0u64;
     while sent < max {
         // The application makes each event: one allocation and one copy, as the raw producer.
@@ -232,5 +244,12 @@ async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> (u64, Su
         .timeout(Duration::from_secs(20))
         .await
         .expect("the subscriber's report");
-    (sent, report)
+    RunReport {
+        sent,
+        count: report.count,
+        nanos: report.nanos,
+        dropped: report.dropped,
+        pub_cpu: crate::msg::cpu_ns().saturating_sub(cpu),
+        sub_cpu: report.cpu_nanos,
+    }
 }

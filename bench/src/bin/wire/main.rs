@@ -249,8 +249,3 @@ pub(crate) async fn until_stdin_closes() {
         }
     }
 }
-
-/// How often a send found a peer's queue full, if the bus counts it.
-pub(crate) fn queue_full(_stats: &meshbus::BusStats) -> u64 {
-    0
-}

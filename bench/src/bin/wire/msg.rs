@@ -32,6 +32,8 @@ pub(crate) struct SubReport {
     pub(crate) nanos: u64,
     /// Events the subscriber's bus dropped (its subscription queue was full).
     pub(crate) dropped: u64,
+    /// CPU time the subscriber's process spent from the first event to the report.
+    pub(crate) cpu_nanos: u64,
 }
 
 impl SubReport {
@@ -94,6 +96,20 @@ pub(crate) fn socket_path(what: &str) -> std::path::PathBuf {
 pub(crate) fn payload(len: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(7);
     (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// CPU time (user and system) this process has used so far, in nanoseconds.
+pub(crate) fn cpu_ns() -> u64 {
+    // SAFETY: getrusage(2) fills the zeroed struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Resident memory of this process, and its peak, in bytes, from `/proc/self/status`.

@@ -281,6 +281,7 @@ struct Counter {
     count: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+    cpu_first: u64,
 }
 
 impl Counter {
@@ -289,13 +290,17 @@ impl Counter {
             count: 0,
             first: None,
             last: None,
+            cpu_first: 0,
         }
     }
 
     fn hit(&mut self) {
         let now = Instant::now();
         self.count += 1;
-        self.first.get_or_insert(now);
+        if self.first.is_none() {
+            self.first = Some(now);
+            self.cpu_first = crate::msg::cpu_ns();
+        }
         self.last = Some(now);
     }
 
@@ -305,9 +310,10 @@ impl Counter {
             (Some(f), Some(l)) => l.duration_since(f).as_nanos() as u64,
             _ => 0,
         };
-        let mut b = BytesMut::with_capacity(16);
+        let mut b = BytesMut::with_capacity(24);
         b.put_u64(self.count);
         b.put_u64(nanos);
+        b.put_u64(crate::msg::cpu_ns().saturating_sub(self.cpu_first));
         *self = Counter::new();
         b.freeze()
     }
@@ -328,16 +334,27 @@ async fn count_stream<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     }
 }
 
+/// What one throughput run did, at both ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RunReport {
+    pub(crate) sent: u64,
+    pub(crate) count: u64,
+    pub(crate) nanos: u64,
+    pub(crate) dropped: u64,
+    pub(crate) pub_cpu: u64,
+    pub(crate) sub_cpu: u64,
+}
+
 /// One raw throughput run: frames of `payload` go through a bounded channel to a writer task
 /// that coalesces everything queued (up to [`BATCH`] frames) into one write, for `secs` or
-/// `max` frames. Returns what the subscriber saw: (count, nanos).
+/// `max` frames.
 pub(crate) async fn blast(
     wire: Wire,
     addr: &str,
     payload: &[u8],
     secs: Duration,
     max: u64,
-) -> io::Result<(u64, u64, u64)> {
+) -> io::Result<RunReport> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
     let (report_tx, report_rx) = tokio::sync::oneshot::channel::<io::Result<Bytes>>();
     let wire_addr = addr.to_owned();
@@ -359,6 +376,7 @@ pub(crate) async fn blast(
         let _ = report_tx.send(result);
     });
     let start = Instant::now();
+    let cpu = crate::msg::cpu_ns();
     let mut sent = 0u64;
     while sent < max {
         // The producer pays what an application pays to make a message: one allocation and
@@ -386,11 +404,19 @@ pub(crate) async fn blast(
         .await
         .map_err(|_| io::Error::other("raw writer gone"))??;
     let _ = writer.await;
+    let pub_cpu = crate::msg::cpu_ns().saturating_sub(cpu);
     let mut r = report;
-    if r.len() < 16 {
+    if r.len() < 24 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "short report"));
     }
-    Ok((sent, r.get_u64(), r.get_u64()))
+    Ok(RunReport {
+        sent,
+        count: r.get_u64(),
+        nanos: r.get_u64(),
+        dropped: 0,
+        pub_cpu,
+        sub_cpu: r.get_u64(),
+    })
 }
 
 async fn coalesce_stream<S: AsyncRead + AsyncWrite + Unpin>(

@@ -45,7 +45,8 @@ pub(crate) struct StallOpts {
 /// The publisher: joins the subscriber, prints `READY`, waits for `GO` on its standard input
 /// (the driver has stopped the subscriber by then), publishes, and prints
 /// `RESULT stall <policy> <published> <secs to the last publish> <stalled 0|1>
-/// <rss before> <rss peak> <hwm after> <peer_events_dropped> <peer queue full>`.
+/// <rss before> <rss peak> <hwm after> <peer_events_dropped> <peer_events_queue_full>
+/// <bytes queued for the peer>`.
 pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
     let bus = builder(wire)
         .name("stall-pub")
@@ -105,16 +106,22 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
     let (rss_after, hwm) = rss();
     rss_peak = rss_peak.max(rss_after);
     let stats = bus.stats();
+    // What the application can see of its slow peer.
+    let peer = bus.peer_stats().into_iter().next();
+    let queued = peer.as_ref().map_or(0, |p| p.queued_bytes);
+    if let Some(p) = &peer {
+        eprintln!("wire: stall-pub: peer_stats() says: {p:?}");
+    }
     let policy = match opts.policy {
         FullPolicy::Wait => "wait",
         _ => "drop",
     };
     println!(
-        "RESULT stall {policy} {published} {:.3} {} {rss_before} {rss_peak} {hwm} {} {}",
+        "RESULT stall {policy} {published} {:.3} {} {rss_before} {rss_peak} {hwm} {} {} {queued}",
         last_ok.as_secs_f64(),
         u8::from(stalled),
         stats.peer_events_dropped,
-        crate::queue_full(&stats),
+        stats.peer_events_queue_full,
     );
     println!("DONE");
     // The subscriber is stopped: do not wait for a goodbye it cannot read.
