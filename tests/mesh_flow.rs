@@ -170,6 +170,19 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     let dropped = drops.stats().peer_events_dropped;
     // At most the link's 8 frames and 256 bytes of ~30-byte frames got through.
     assert!(dropped > 70, "{dropped}");
+    // The application sees which peer is slow, and what it cost.
+    assert_eq!(drops.stats().peer_events_queue_full, dropped);
+    let slow = drops.peer_stats();
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert_eq!(slow[0].node_id, b.node_id());
+    assert_eq!(slow[0].name, "b");
+    assert_eq!(slow[0].events_dropped, dropped);
+    assert_eq!(slow[0].events_queue_full, dropped);
+    assert_eq!(slow[0].queue_bytes_limit, 256);
+    assert!(
+        slow[0].queued_bytes > 0 && slow[0].queued_bytes <= 256,
+        "{slow:?}"
+    );
 
     // Waiting: publishes wait for room on the slow link; nothing is dropped.
     let t0 = tokio::time::Instant::now();
@@ -182,6 +195,12 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
         t0.elapsed()
     );
     assert_eq!(waits.stats().peer_events_dropped, 0);
+    let waited = waits.stats().peer_events_queue_full;
+    assert!(waited > 0, "the publisher waited for a full queue");
+    let slow = waits.peer_stats();
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    assert_eq!(slow[0].events_queue_full, waited);
+    assert_eq!(slow[0].events_dropped, 0);
 
     // b got all of a's, in order, and c's minus the dropped ones; both links are alive.
     let (mut from_a, mut from_c) = (Vec::new(), 0u64);

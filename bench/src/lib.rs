@@ -1,4 +1,7 @@
-//! Benchmarks of [meshbus](https://docs.rs/meshbus); the code is in `benches/`.
+//! Benchmarks of [meshbus](https://docs.rs/meshbus): the criterion benches in `benches/`, and
+//! the `wire` program (`src/bin/wire/`), which measures meshbus over TCP, Unix sockets and
+//! WebSocket against raw baselines in one run:
+//! `cargo run --release -p meshbus-bench --bin wire -- --help`.
 //!
 //! Run them from the workspace root with
 //! `cargo bench -p meshbus-bench --bench local_dispatch`. They live in their own package so

@@ -67,7 +67,7 @@ pub use message::{Command, Event};
 pub use node::{MembershipView, PeerInfo, Ready};
 pub use scope::Scope;
 pub use services::Services;
-pub use stats::BusStats;
+pub use stats::{BusStats, PeerStats};
 pub use subscription::{FullPolicy, Subscription, SubscriptionOptions};
 pub use transport::{
     Addr, Connection, FrameReader, FrameWriter, Listener, ReadEvent, Transport, Transports,

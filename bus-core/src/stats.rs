@@ -1,6 +1,9 @@
-//! Counters a program can read to see what the bus dropped or what failed.
+//! Counters a program can read to see what the bus dropped or what failed, and which peers
+//! read slower than we send.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::id::NodeId;
 
 /// A snapshot of the bus's counters, from [`Bus::stats`](crate::Bus::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,6 +24,43 @@ pub struct BusStats {
     /// Events not queued for a peer because its event lane was full and the publisher's policy
     /// drops.
     pub peer_events_dropped: u64,
+    /// Events that found a peer's queue full (its byte budget or its event lane), whatever
+    /// the policy: with [`FullPolicy::Wait`](crate::FullPolicy::Wait) the publisher waited
+    /// for that peer, with `DropNewest` the event was dropped for it. A growing count means a
+    /// peer reads slower than we publish; [`Bus::peer_stats`](crate::Bus::peer_stats) says
+    /// which.
+    pub peer_events_queue_full: u64,
+}
+
+/// What this node has queued for one peer, from [`Bus::peer_stats`](crate::Bus::peer_stats):
+/// how an application sees that a peer is slow (its queue stays near its bound, events find
+/// it full) and what that cost (events dropped for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// The peer's node id.
+    pub node_id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Bytes of commands and events queued for the peer and not yet written to its link.
+    pub queued_bytes: u64,
+    /// The bound on `queued_bytes`, from
+    /// [`BusBuilder::peer_queue_bytes`](crate::BusBuilder::peer_queue_bytes).
+    pub queue_bytes_limit: u64,
+    /// Events that found this peer's queue full: the publisher waited for it
+    /// ([`FullPolicy::Wait`](crate::FullPolicy::Wait)) or dropped the event for it
+    /// (`DropNewest`).
+    pub events_queue_full: u64,
+    /// Events dropped for this peer: its queue was full and the policy drops, or the event
+    /// was over its frame size limit.
+    pub events_dropped: u64,
+}
+
+/// The counters of one peer connection.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounters {
+    pub(crate) events_queue_full: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +71,7 @@ pub(crate) struct Counters {
     pub(crate) command_handler_panics: AtomicU64,
     pub(crate) remote_events_dropped: AtomicU64,
     pub(crate) peer_events_dropped: AtomicU64,
+    pub(crate) peer_events_queue_full: AtomicU64,
 }
 
 impl Counters {
@@ -46,6 +87,7 @@ impl Counters {
             command_handler_panics: self.command_handler_panics.load(Ordering::Relaxed),
             remote_events_dropped: self.remote_events_dropped.load(Ordering::Relaxed),
             peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
+            peer_events_queue_full: self.peer_events_queue_full.load(Ordering::Relaxed),
         }
     }
 }

@@ -164,6 +164,19 @@ pub trait FrameReader: Send + fmt::Debug {
     /// the future is dropped before it completes, no bytes are lost and the next call goes on
     /// where this one stopped.
     async fn read(&mut self, limit: usize) -> Result<ReadEvent, Error>;
+
+    /// The next whole frame if the reader already holds it, without waiting and without
+    /// touching the transport: `Ok(None)` when the next frame needs more bytes (or the
+    /// reader buffers nothing). After [`read`](Self::read) returned a frame, the runtime takes
+    /// the rest of a burst this way, without a wait per frame. The default returns `Ok(None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), for the frames it would have returned.
+    fn try_read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+        let _ = limit;
+        Ok(None)
+    }
 }
 
 /// The writing half of a [`Connection`].

@@ -209,6 +209,7 @@ impl<E: Event> Publish<'_, E> {
                 if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                     // Over this peer's limit: it could not read it.
                     Counters::bump(&inner.counters.peer_events_dropped);
+                    Counters::bump(&peer.counters.events_dropped);
                     continue;
                 }
                 // Room in the peer's byte budget, then on its lane; either may be full.
@@ -226,9 +227,12 @@ impl<E: Event> Publish<'_, E> {
                     }
                 };
                 if full {
+                    Counters::bump(&inner.counters.peer_events_queue_full);
+                    Counters::bump(&peer.counters.events_queue_full);
                     match policy {
                         FullPolicy::DropNewest => {
                             Counters::bump(&inner.counters.peer_events_dropped);
+                            Counters::bump(&peer.counters.events_dropped);
                         }
                         FullPolicy::Wait => full_peers.push((peer, bytes.clone())),
                     }

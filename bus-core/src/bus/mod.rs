@@ -30,7 +30,7 @@ use crate::handler::CommandHandler;
 use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeShared, Ready};
-use crate::stats::{BusStats, Counters};
+use crate::stats::{BusStats, Counters, PeerStats};
 use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
 use crate::transport::Addr;
 use crate::wire::FrameError;
@@ -510,6 +510,35 @@ impl Bus {
     /// A snapshot of the bus's counters.
     pub fn stats(&self) -> BusStats {
         self.inner.counters.snapshot()
+    }
+
+    /// What this node has queued for each connected peer, sorted by node
+    /// id: a peer that reads slower than we publish shows a queue near its bound and a growing
+    /// [`events_queue_full`](PeerStats::events_queue_full). The counters belong to the
+    /// current connection to the peer and start again from zero when it reconnects.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = meshbus_core::Bus::builder().start().await?;
+    /// for peer in bus.peer_stats() {
+    ///     if peer.events_queue_full > 0 {
+    ///         println!("{} is slow: {} bytes queued", peer.name, peer.queued_bytes);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let Some(node) = self.inner.node.as_ref() else {
+            return Vec::new();
+        };
+        let routes = node.routes.load();
+        let mut out: Vec<PeerStats> = routes.peers.iter().map(|p| p.stats()).collect();
+        out.sort_by_key(|s| s.node_id);
+        out
     }
 
     /// Whether [`shutdown`](Bus::shutdown) has begun.

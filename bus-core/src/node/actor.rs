@@ -526,6 +526,7 @@ impl Actor {
         let mut routes = Routes::default();
         let mut peers = Vec::new();
         for p in self.peers.values() {
+            routes.peers.push(Arc::clone(&p.handle));
             for c in p.interest.commands() {
                 routes
                     .commands

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use bytes::Bytes;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -80,6 +80,10 @@ pub(crate) enum Ended {
 /// How many frames a writer takes off its lanes for one batch at most.
 const BATCH_BUDGET: usize = 256;
 
+/// How many frames the reader handles at most before it looks at its timers and its other
+/// work again.
+const READ_BURST: usize = 256;
+
 /// How long a closing connection's writer may take to send what is queued.
 const FLUSH_BOUND: Duration = Duration::from_secs(1);
 
@@ -147,8 +151,14 @@ pub(crate) async fn run(
     let mut tasks = JoinSet::new();
     let sent = Arc::new(LastSent::new());
     tasks.spawn(
-        write_loop(writer, receivers, peer.stop.clone(), Arc::clone(&sent))
-            .instrument(span.clone()),
+        write_loop(
+            writer,
+            receivers,
+            peer.stop.clone(),
+            Arc::clone(&sent),
+            peer.budget(),
+        )
+        .instrument(span.clone()),
     );
     let mut inbound = Inbound {
         node: &node,
@@ -268,10 +278,7 @@ async fn read_frame(reader: &mut dyn FrameReader, codec: &FrameCodec) -> Result<
 }
 
 fn decode(codec: &FrameCodec, bytes: Bytes) -> Result<Frame, Error> {
-    let mut buf = BytesMut::from(bytes);
-    codec
-        .decode(&mut buf)?
-        .ok_or_else(|| Error::new(ErrorKind::Decode).with_detail("a truncated frame"))
+    Ok(codec.decode_frame(bytes)?)
 }
 
 /// Reads frames until the connection ends; returns why it ended.
@@ -309,16 +316,8 @@ async fn read_loop(
             read = reader.read(codec.max_frame_size) => match read {
                 Ok(ReadEvent::Frame(bytes)) => {
                     liveness.on_frame_received(now_std());
-                    match decode(&codec, bytes) {
-                        Ok(frame) => {
-                            if let Err(ended) = inbound.on_frame(frame).await {
-                                return ended;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
-                            return Ended::Broken("undecodable frame");
-                        }
+                    if let Err(ended) = on_burst(peer, inbound, reader, &codec, bytes).await {
+                        return ended;
                     }
                 }
                 Ok(ReadEvent::Partial) => liveness.on_partial_frame(now_std()),
@@ -372,6 +371,41 @@ fn send_replaced_notice(peer: &PeerHandle) -> bool {
         // Cannot happen for this fixed message; the retirement bound still closes the link.
         _ => true,
     }
+}
+
+/// Handles `first`, then the frames the reader already holds behind it (at most
+/// [`READ_BURST`]), without going back to the `select!` of the read loop for each: a burst of
+/// small frames costs no timer, clock read or wake-up per frame.
+async fn on_burst(
+    peer: &PeerHandle,
+    inbound: &mut Inbound<'_>,
+    reader: &mut dyn FrameReader,
+    codec: &FrameCodec,
+    first: Bytes,
+) -> Result<(), Ended> {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(bytes) = next.take() {
+        match decode(codec, bytes) {
+            Ok(frame) => inbound.on_frame(frame).await?,
+            Err(e) => {
+                tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
+                return Err(Ended::Broken("undecodable frame"));
+            }
+        }
+        taken += 1;
+        if taken >= READ_BURST {
+            break;
+        }
+        next = match reader.try_read_frame(codec.max_frame_size) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(peer = %peer.node_id, error = %e, "read failed: closing the connection");
+                return Err(Ended::Broken("read error"));
+            }
+        };
+    }
+    Ok(())
 }
 
 /// Sleeps until `at`, or forever.
@@ -637,21 +671,23 @@ async fn write_loop(
     mut rx: LaneReceivers,
     stop: CancellationToken,
     sent: Arc<LastSent>,
+    budget: Arc<Semaphore>,
 ) {
     let mut batch = Vec::new();
-    // The byte budget of the frames in `batch`, given back once they are written.
-    let mut held = Vec::new();
+    // The byte budget of the frames in `batch`, given back at once when they are written (one
+    // release per batch, not one per frame).
+    let mut held = Held(0);
     loop {
         let first = tokio::select! {
             biased;
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
             Some(q) = rx.commands.recv() => {
-                held.push(q.permit);
+                held.take(q.permit);
                 q.bytes
             }
             Some(q) = rx.events.recv() => {
-                held.push(q.permit);
+                held.take(q.permit);
                 q.bytes
             }
             () = stop.cancelled() => {
@@ -671,16 +707,27 @@ async fn write_loop(
             return;
         }
         sent.set(now_std());
-        held.clear();
+        held.release(&budget);
     }
 }
 
-fn drain(
-    rx: &mut LaneReceivers,
-    batch: &mut Vec<Bytes>,
-    held: &mut Vec<OwnedSemaphorePermit>,
-    budget: usize,
-) {
+/// Budget permits taken off queued frames and not yet given back.
+struct Held(usize);
+
+impl Held {
+    fn take(&mut self, permit: OwnedSemaphorePermit) {
+        self.0 += permit.num_permits();
+        permit.forget();
+    }
+
+    fn release(&mut self, budget: &Semaphore) {
+        if self.0 > 0 {
+            budget.add_permits(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+fn drain(rx: &mut LaneReceivers, batch: &mut Vec<Bytes>, held: &mut Held, budget: usize) {
     for lane in [&mut rx.control, &mut rx.replies] {
         while batch.len() < budget {
             match lane.try_recv() {
@@ -694,7 +741,7 @@ fn drain(
             match lane.try_recv() {
                 Ok(q) => {
                     batch.push(q.bytes);
-                    held.push(q.permit);
+                    held.take(q.permit);
                 }
                 Err(_) => break,
             }

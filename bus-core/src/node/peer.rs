@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::NodeId;
 use crate::proto::routing::Candidate;
+use crate::stats::{PeerCounters, PeerStats};
 use crate::wire::control::{PeerIdentity, ReplyError};
 use crate::wire::FrameCodec;
 
@@ -91,6 +92,8 @@ pub(crate) struct PeerHandle {
     /// Bytes of commands and events queued and not yet written.
     budget: Arc<Semaphore>,
     budget_total: u32,
+    /// What [`PeerStats`] reports beyond the budget.
+    pub(crate) counters: PeerCounters,
 }
 
 impl PeerHandle {
@@ -115,6 +118,21 @@ impl PeerHandle {
             retire: CancellationToken::new(),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
+            counters: PeerCounters::default(),
+        }
+    }
+
+    /// What is queued for this peer, and what its slowness cost.
+    pub(crate) fn stats(&self) -> PeerStats {
+        let limit = u64::from(self.budget_total);
+        let available = u64::try_from(self.budget.available_permits()).unwrap_or(u64::MAX);
+        PeerStats {
+            node_id: self.node_id,
+            name: self.identity.name.clone(),
+            queued_bytes: limit.saturating_sub(available),
+            queue_bytes_limit: limit,
+            events_queue_full: self.counters.events_queue_full.load(Ordering::Relaxed),
+            events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -124,6 +142,11 @@ impl PeerHandle {
         u32::try_from(len)
             .unwrap_or(u32::MAX)
             .min(self.budget_total)
+    }
+
+    /// The byte budget, for the writer that gives it back as frames are written.
+    pub(crate) fn budget(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.budget)
     }
 
     /// Room for `len` bytes, if the budget has it now.

@@ -11,6 +11,8 @@ use crate::proto::routing::Picker;
 /// senders read it without a lock.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
+    /// Every connected peer, whatever it handles.
+    pub(crate) peers: Vec<Arc<PeerHandle>>,
     pub(crate) commands: FxHashMap<String, CommandRoute>,
     pub(crate) events: FxHashMap<String, Vec<Arc<PeerHandle>>>,
 }

@@ -98,6 +98,14 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
             self.partial_reported = false;
         }
     }
+
+    fn try_read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+        let frame = split_frame(&mut self.buf, limit)?;
+        if frame.is_some() {
+            self.partial_reported = false;
+        }
+        Ok(frame)
+    }
 }
 
 /// A [`FrameWriter`] over a byte stream: writes a whole batch with one `write_all` (the frames

@@ -431,6 +431,26 @@ impl FrameCodec {
         self.parse(frame).map(Some)
     }
 
+    /// Decodes one whole frame, length prefix included, as [`split_frame`] (or a message-based
+    /// transport) hands it over, without copying it: the body shares `frame`'s memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode); also [`FrameError::Malformed`] when the length prefix does
+    /// not match the frame's size.
+    pub fn decode_frame(&self, mut frame: Bytes) -> Result<Frame, FrameError> {
+        match frame_len(&frame, self.limit())? {
+            Some(whole) if whole == frame.len() => {}
+            _ => {
+                return Err(FrameError::Malformed {
+                    what: "the length prefix does not match the frame",
+                })
+            }
+        }
+        frame.advance(PREFIX_LEN);
+        self.parse(frame)
+    }
+
     fn parse(&self, frame: Bytes) -> Result<Frame, FrameError> {
         let mut r = Reader(frame);
         let kind = FrameKind::from_u8(r.u8("kind")?)?;

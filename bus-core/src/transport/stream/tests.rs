@@ -123,6 +123,53 @@ async fn byte_by_byte_reports_each_partial_arrival_once() {
 }
 
 #[tokio::test]
+async fn try_read_frame_takes_the_buffered_frames_and_never_waits() {
+    let frames = three_frames();
+    let last = frames[2].clone();
+    // Two whole frames and the first half of the third arrive in one read.
+    let mut first = frames[..2].concat();
+    first.extend_from_slice(&last[..10]);
+    let mut reader = StreamFrameReader::new(Script::new([first, last[10..].to_vec()]));
+    // Nothing read yet: nothing buffered.
+    assert_eq!(reader.try_read_frame(LIMIT).unwrap(), None);
+    match reader.read(LIMIT).await.unwrap() {
+        ReadEvent::Frame(f) => assert_eq!(f, frames[0]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        reader.try_read_frame(LIMIT).unwrap(),
+        Some(frames[1].clone())
+    );
+    // Half a frame buffered: it waits for `read`, which reports the part, then the whole.
+    assert_eq!(reader.try_read_frame(LIMIT).unwrap(), None);
+    let mut rest = Vec::new();
+    loop {
+        match reader.read(LIMIT).await.unwrap() {
+            ReadEvent::Frame(f) => {
+                rest.push(f);
+                break;
+            }
+            ReadEvent::Partial => {}
+            ReadEvent::Closed => break,
+        }
+    }
+    assert_eq!(rest, vec![last]);
+    assert_eq!(reader.try_read_frame(LIMIT).unwrap(), None);
+}
+
+#[tokio::test]
+async fn try_read_frame_refuses_an_oversized_length() {
+    let mut reader = StreamFrameReader::new(Script::new([
+        encoded(FrameKind::Ping, b"").to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, 0],
+    ]));
+    let _ = reader.read(LIMIT).await.unwrap();
+    // The next read takes the bad prefix into the buffer; `read` and `try_read_frame` agree.
+    assert!(reader.read(LIMIT).await.is_err());
+    assert!(reader.try_read_frame(LIMIT).is_err());
+}
+
+#[tokio::test]
 async fn many_frames_in_one_read_come_out_one_by_one() {
     let frames = three_frames();
     let mut reader = StreamFrameReader::new(Script::new([frames.concat()]));

@@ -12,6 +12,35 @@ fn encode(codec: &FrameCodec, frame: &Frame) -> BytesMut {
     buf
 }
 
+#[test]
+fn decode_frame_takes_one_whole_frame_and_shares_its_memory() {
+    let codec = codec();
+    let mut frame = Frame::new(FrameKind::Event, incompressible(200));
+    frame.name = Some(FrameName::inline("users.created"));
+    frame.headers = full_headers();
+    let bytes = encode(&codec, &frame).freeze();
+    let decoded = codec.decode_frame(bytes.clone()).unwrap();
+    assert_eq!(decoded, frame);
+    // The body is a view into the frame, not a copy.
+    let start = bytes.as_ptr() as usize;
+    let body = decoded.body.as_ptr() as usize;
+    assert!(body >= start && body < start + bytes.len());
+    // A frame cut short, or with bytes after it, is malformed; a length over the limit is
+    // refused.
+    assert!(codec.decode_frame(bytes.slice(..bytes.len() - 1)).is_err());
+    let mut longer = BytesMut::from(&bytes[..]);
+    longer.extend_from_slice(b"x");
+    assert!(codec.decode_frame(longer.freeze()).is_err());
+    let small = FrameCodec {
+        max_frame_size: 100,
+        ..FrameCodec::default()
+    };
+    assert!(matches!(
+        small.decode_frame(bytes),
+        Err(FrameError::TooLarge { .. })
+    ));
+}
+
 fn round_trip(codec: &FrameCodec, frame: &Frame) -> Frame {
     let mut buf = encode(codec, frame);
     let decoded = codec.decode(&mut buf).unwrap().expect("a whole frame");

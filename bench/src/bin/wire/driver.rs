@@ -1,0 +1,758 @@
+//! The driver: starts the measured processes with their placement, collects their results and
+//! prints the tables and the targets.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::msg::Wire;
+use crate::Opts;
+
+/// Where the two processes of a scenario run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Both on CPU 0.
+    OneCore,
+    /// Server (subscriber) on CPU 1, client (publisher) on CPU 0.
+    TwoCores,
+    /// Wherever the scheduler puts them.
+    Free,
+}
+
+impl Placement {
+    fn parse(s: &str) -> Option<Placement> {
+        match s {
+            "1core" => Some(Placement::OneCore),
+            "2cores" => Some(Placement::TwoCores),
+            "free" => Some(Placement::Free),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Placement::OneCore => "1core",
+            Placement::TwoCores => "2cores",
+            Placement::Free => "free",
+        }
+    }
+
+    /// (server CPU, client CPU).
+    fn cpus(self) -> (Option<usize>, Option<usize>) {
+        match self {
+            Placement::OneCore => (Some(0), Some(0)),
+            Placement::TwoCores => (Some(1), Some(0)),
+            Placement::Free => (None, None),
+        }
+    }
+}
+
+/// A child process of ours: its output lines arrive on a channel; dropping it kills it (by its
+/// handle) and reaps it.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, role_args: &[String], cpu: Option<usize>) -> Proc {
+        let exe = std::env::current_exe().expect("the path of this program");
+        let mut cmd = Command::new(exe);
+        cmd.args(role_args);
+        if let Some(cpu) = cpu {
+            cmd.args(["--cpu".to_owned(), cpu.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a child process");
+        let stdout = child.stdout.take().expect("the child's stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line starting with `prefix` (others are ignored), within `bound`.
+    fn expect(&self, prefix: &str, bound: Duration) -> Result<String, String> {
+        let until = Instant::now() + bound;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Ok(line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("{}: no `{prefix}` within {bound:?}", self.name))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("{}: exited before `{prefix}`", self.name))
+                }
+            }
+        }
+    }
+
+    /// Every `RESULT` line up to `DONE`, within `bound`.
+    fn results(&self, bound: Duration) -> Result<Vec<Vec<String>>, String> {
+        let until = Instant::now() + bound;
+        let mut out = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == "DONE" => return Ok(out),
+                Ok(line) if line.starts_with("RESULT ") => {
+                    out.push(line.split_whitespace().skip(1).map(str::to_owned).collect())
+                }
+                Ok(_) => {}
+                Err(_) => return Err(format!("{}: no DONE within {bound:?}", self.name)),
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with the pid of a child we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Closing stdin asks a server to stop; give it a moment, then kill it by its handle.
+        drop(self.stdin.take());
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+#[derive(Debug, Clone)]
+struct RttRow {
+    wire: Wire,
+    place: Placement,
+    mode: String,
+    raw: (f64, f64, u64),
+    bus: (f64, f64, u64),
+}
+
+#[derive(Debug, Clone)]
+struct EvRow {
+    wire: Wire,
+    place: Placement,
+    size: usize,
+    raw: f64,
+    bus: f64,
+    bus_dropped: u64,
+    bus_count: u64,
+    /// CPU nanoseconds per event: (publisher, subscriber), raw then meshbus.
+    raw_cpu: (f64, f64),
+    bus_cpu: (f64, f64),
+}
+
+#[derive(Debug, Clone)]
+struct StallRow {
+    policy: String,
+    published: u64,
+    secs: f64,
+    stalled: bool,
+    rss_before: u64,
+    rss_peak: u64,
+    dropped: u64,
+    queue_full: u64,
+    queued: u64,
+    bound: u64,
+}
+
+/// Runs what the options ask for and prints the report.
+pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
+    let quick = opts.has("quick");
+    let only = opts.list("only", "rtt,events,stall");
+    let wires: Vec<Wire> = opts
+        .list("wires", "tcp,unix,ws")
+        .iter()
+        .filter_map(|w| Wire::parse(w))
+        .collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placements = |key: &str, default: &str| -> Vec<Placement> {
+        opts.list(key, default)
+            .iter()
+            .filter_map(|p| Placement::parse(p))
+            .filter(|p| {
+                let ok = *p != Placement::TwoCores || cpus >= 2;
+                if !ok {
+                    eprintln!("wire: one CPU only: skipping the 2cores placement");
+                }
+                ok
+            })
+            .collect()
+    };
+    let rtt_places = placements("placements", "1core,2cores,free");
+    let ev_places = if opts.has("event-placements") {
+        placements("event-placements", "")
+    } else if opts.has("placements") {
+        rtt_places.clone()
+    } else {
+        placements("placements", "2cores,free")
+    };
+    // Options passed on to the children as they are.
+    let mut pass: Vec<String> = Vec::new();
+    for key in [
+        "rounds",
+        "rtt-payload",
+        "rtt-samples",
+        "rtt-secs",
+        "paced",
+        "sizes",
+        "event-secs",
+        "event-max",
+        "stall-events",
+        "stall-payload",
+        "stall-bound-mib",
+        "stall-secs",
+    ] {
+        if let Some(v) = opts.str(key) {
+            pass.extend([format!("--{key}"), v.to_owned()]);
+        }
+    }
+    if quick {
+        for (k, v) in [
+            ("rounds", "1"),
+            ("rtt-samples", "5000"),
+            ("rtt-secs", "0.2"),
+            ("paced", "200"),
+            ("event-secs", "0.3"),
+        ] {
+            if !opts.has(k) {
+                pass.extend([format!("--{k}"), v.to_owned()]);
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let load_before = loadavg();
+    println!("# meshbus wire benchmark\n");
+    println!("- command: `{}`", command_line(args));
+    println!("- date: {}", date());
+    println!("- CPU: {} ({cpus} CPUs online)", cpu_model());
+    println!("- kernel: {}", kernel());
+    println!("- load average at start: {load_before}");
+    println!("- each process: a current-thread tokio runtime (one thread)\n");
+
+    let mut rtts = Vec::new();
+    let mut evs = Vec::new();
+    let mut stalls = Vec::new();
+    let mut failures = Vec::new();
+
+    if only.iter().any(|o| o == "rtt") {
+        for &wire in &wires {
+            for &place in &rtt_places {
+                eprintln!("wire: round trips over {} ({})", wire.name(), place.name());
+                match rtt_scenario(wire, place, &pass) {
+                    Ok(rows) => rtts.extend(rows),
+                    Err(e) => failures.push(e),
+                }
+            }
+        }
+    }
+    if only.iter().any(|o| o == "events") {
+        for &wire in &wires {
+            for &place in &ev_places {
+                eprintln!("wire: events over {} ({})", wire.name(), place.name());
+                match event_scenario(wire, place, &pass) {
+                    Ok(rows) => evs.extend(rows),
+                    Err(e) => failures.push(e),
+                }
+            }
+        }
+    }
+    if only.iter().any(|o| o == "stall") {
+        for policy in ["wait", "drop"] {
+            eprintln!("wire: stalled subscriber ({policy})");
+            match stall_scenario(policy, &pass) {
+                Ok(row) => stalls.push(row),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+
+    print_rtt(&rtts);
+    print_events(&evs);
+    print_stall(&stalls);
+    print_targets(&rtts, &evs, &stalls);
+    println!(
+        "\n- load average at end: {}; whole run {:.0} s",
+        loadavg(),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            eprintln!("wire: FAILED: {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn rtt_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<RttRow>, String> {
+    let (server_cpu, client_cpu) = place.cpus();
+    let t = wire.name();
+    let server = Proc::spawn(
+        "rtt-server",
+        &[s("--role"), s("rtt-server"), s("--transport"), s(t)],
+        server_cpu,
+    );
+    let ready = server.expect("READY", Duration::from_secs(20))?;
+    let parts: Vec<&str> = ready.split_whitespace().collect();
+    let (raw, bus) = (parts[1], parts[2]);
+    let mut args = vec![
+        s("--role"),
+        s("rtt-client"),
+        s("--transport"),
+        s(t),
+        s("--raw"),
+        s(raw),
+        s("--bus"),
+        s(bus),
+    ];
+    args.extend_from_slice(pass);
+    let client = Proc::spawn("rtt-client", &args, client_cpu);
+    let results = client.results(Duration::from_secs(120))?;
+    drop(client);
+    drop(server);
+    let get = |mode: &str, imp: &str| -> (f64, f64, u64) {
+        results
+            .iter()
+            .find(|r| r.len() >= 6 && r[0] == "rtt" && r[1] == mode && r[2] == imp)
+            .map_or((f64::NAN, f64::NAN, 0), |r| {
+                (
+                    r[3].parse().unwrap_or(f64::NAN),
+                    r[4].parse().unwrap_or(f64::NAN),
+                    r[5].parse().unwrap_or(0),
+                )
+            })
+    };
+    Ok(["b2b", "paced"]
+        .into_iter()
+        .map(|mode| RttRow {
+            wire,
+            place,
+            mode: s(mode),
+            raw: get(mode, "raw"),
+            bus: get(mode, "bus"),
+        })
+        .collect())
+}
+
+fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<EvRow>, String> {
+    let (sub_cpu, pub_cpu) = place.cpus();
+    let t = wire.name();
+    let sub = Proc::spawn(
+        "ev-sub",
+        &[s("--role"), s("ev-sub"), s("--transport"), s(t)],
+        sub_cpu,
+    );
+    let ready = sub.expect("READY", Duration::from_secs(20))?;
+    let parts: Vec<&str> = ready.split_whitespace().collect();
+    let mut args = vec![
+        s("--role"),
+        s("ev-pub"),
+        s("--transport"),
+        s(t),
+        s("--raw"),
+        s(parts[1]),
+        s("--bus"),
+        s(parts[2]),
+    ];
+    args.extend_from_slice(pass);
+    let publisher = Proc::spawn("ev-pub", &args, pub_cpu);
+    let results = publisher.results(Duration::from_secs(150))?;
+    drop(publisher);
+    drop(sub);
+    let mut rows: Vec<EvRow> = Vec::new();
+    for r in results.iter().filter(|r| r.len() >= 9 && r[0] == "ev") {
+        let size: usize = r[1].parse().unwrap_or(0);
+        let rate: f64 = r[3].parse().unwrap_or(f64::NAN);
+        let row = match rows.iter_mut().find(|x| x.size == size) {
+            Some(x) => x,
+            None => {
+                rows.push(EvRow {
+                    wire,
+                    place,
+                    size,
+                    raw: f64::NAN,
+                    bus: f64::NAN,
+                    bus_dropped: 0,
+                    bus_count: 0,
+                    raw_cpu: (f64::NAN, f64::NAN),
+                    bus_cpu: (f64::NAN, f64::NAN),
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        let cpu = (
+            r[7].parse().unwrap_or(f64::NAN),
+            r[8].parse().unwrap_or(f64::NAN),
+        );
+        if r[2] == "raw" {
+            row.raw = rate;
+            row.raw_cpu = cpu;
+        } else {
+            row.bus_cpu = cpu;
+            row.bus = rate;
+            row.bus_count = r[4].parse().unwrap_or(0);
+            row.bus_dropped = r[6].parse().unwrap_or(0);
+        }
+    }
+    Ok(rows)
+}
+
+fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
+    let sub = Proc::spawn(
+        "stall-sub",
+        &[s("--role"), s("stall-sub"), s("--transport"), s("tcp")],
+        None,
+    );
+    let ready = sub.expect("READY", Duration::from_secs(20))?;
+    let addr = ready
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut args = vec![
+        s("--role"),
+        s("stall-pub"),
+        s("--transport"),
+        s("tcp"),
+        s("--bus"),
+        addr,
+        s("--policy"),
+        s(policy),
+    ];
+    args.extend_from_slice(pass);
+    let bound_mib: u64 = pass
+        .windows(2)
+        .find(|w| w[0] == "--stall-bound-mib")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(16);
+    let mut publisher = Proc::spawn("stall-pub", &args, None);
+    publisher.expect("READY", Duration::from_secs(20))?;
+    // The subscriber stops reading anything: its process is frozen.
+    sub.signal(libc::SIGSTOP);
+    publisher.say("GO");
+    let results = publisher.results(Duration::from_secs(120));
+    // SIGKILL (in drop) ends a stopped process too.
+    drop(sub);
+    let results = results?;
+    drop(publisher);
+    let r = results
+        .iter()
+        .find(|r| r.len() >= 11 && r[0] == "stall")
+        .ok_or("stall-pub: no result")?;
+    Ok(StallRow {
+        policy: r[1].clone(),
+        published: r[2].parse().unwrap_or(0),
+        secs: r[3].parse().unwrap_or(f64::NAN),
+        stalled: r[4] == "1",
+        rss_before: r[5].parse().unwrap_or(0),
+        rss_peak: r[6].parse().unwrap_or(0),
+        dropped: r[8].parse().unwrap_or(0),
+        queue_full: r[9].parse().unwrap_or(0),
+        queued: r[10].parse().unwrap_or(0),
+        bound: bound_mib << 20,
+    })
+}
+
+fn us(ns: f64) -> String {
+    format!("{:.1} µs", ns / 1000.0)
+}
+
+fn print_rtt(rows: &[RttRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n## Round trip (64 B payload unless --rtt-payload), p50 / p99\n");
+    println!("| wire | placement | mode | raw p50 | meshbus p50 | ratio | raw p99 | meshbus p99 | ratio | samples raw / meshbus |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.2}x | {} | {} | {:.2}x | {} / {} |",
+            r.wire.name(),
+            r.place.name(),
+            r.mode,
+            us(r.raw.0),
+            us(r.bus.0),
+            r.bus.0 / r.raw.0,
+            us(r.raw.1),
+            us(r.bus.1),
+            r.bus.1 / r.raw.1,
+            r.raw.2,
+            r.bus.2
+        );
+    }
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else {
+        format!("{:.0} k/s", v / 1e3)
+    }
+}
+
+fn print_events(rows: &[EvRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\n## Events, one publisher process to one subscriber process (msgs/s at the subscriber)\n"
+    );
+    println!("| wire | placement | payload | raw coalescing writer | meshbus events | meshbus / raw | CPU per event, publisher + subscriber: raw | meshbus | meshbus received (dropped at the subscriber) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} B | {} | {} | {:.0}% | {:.2} + {:.2} µs | {:.2} + {:.2} µs | {} ({}) |",
+            r.wire.name(),
+            r.place.name(),
+            r.size,
+            rate(r.raw),
+            rate(r.bus),
+            100.0 * r.bus / r.raw,
+            r.raw_cpu.0 / 1e3,
+            r.raw_cpu.1 / 1e3,
+            r.bus_cpu.0 / 1e3,
+            r.bus_cpu.1 / 1e3,
+            r.bus_count,
+            r.bus_dropped
+        );
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn print_stall(rows: &[StallRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n## Stalled subscriber (its process SIGSTOPped), publisher over TCP\n");
+    println!("| policy | published | in | rate | stalled | RSS before | RSS peak | growth | limit (2 x bound + 16 MiB) | `stats().peer_events_dropped` | `stats().peer_events_queue_full` | `peer_stats()[0].queued_bytes` |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let growth = r.rss_peak.saturating_sub(r.rss_before);
+        println!(
+            "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.policy,
+            r.published,
+            r.secs,
+            rate(r.published as f64 / r.secs.max(1e-9)),
+            if r.stalled { "yes" } else { "no" },
+            mib(r.rss_before),
+            mib(r.rss_peak),
+            mib(growth),
+            mib(2 * r.bound + (16 << 20)),
+            r.dropped,
+            r.queue_full,
+            mib(r.queued)
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn print_targets(rtts: &[RttRow], evs: &[EvRow], stalls: &[StallRow]) {
+    println!("\n## Targets\n");
+    for r in rtts.iter().filter(|r| r.wire == Wire::Tcp) {
+        let p50 = r.bus.0 / r.raw.0;
+        let p99 = r.bus.1 / r.raw.1;
+        let limit = match r.place {
+            Placement::OneCore => Some(2.0),
+            Placement::TwoCores => Some(1.5),
+            Placement::Free => None,
+        };
+        match limit {
+            Some(l) => println!(
+                "- TCP RTT {} {}: p50 {p50:.2}x (≤ {l}x: {}), p99 {p99:.2}x (≤ 3x: {})",
+                r.place.name(),
+                r.mode,
+                verdict(p50 <= l),
+                verdict(p99 <= 3.0)
+            ),
+            None => println!(
+                "- TCP RTT {} {}: p50 {p50:.2}x (no p50 target unpinned), p99 {p99:.2}x (≤ 3x: {})",
+                r.place.name(),
+                r.mode,
+                verdict(p99 <= 3.0)
+            ),
+        }
+    }
+    for r in evs.iter().filter(|r| r.wire == Wire::Tcp && r.size == 64) {
+        let f = r.bus / r.raw;
+        println!(
+            "- TCP events 64 B {}: {:.0}% of the raw baseline (≥ 50%: {})",
+            r.place.name(),
+            100.0 * f,
+            verdict(f >= 0.5)
+        );
+    }
+    let find_rtt = |w: Wire, p: Placement, m: &str| {
+        rtts.iter()
+            .find(|r| r.wire == w && r.place == p && r.mode == m)
+    };
+    for r in rtts.iter().filter(|r| r.wire == Wire::Tcp) {
+        if let Some(ws) = find_rtt(Wire::Ws, r.place, &r.mode) {
+            let f = ws.bus.0 / r.bus.0;
+            println!(
+                "- WS vs TCP RTT {} {}: meshbus p50 {f:.2}x TCP's (≤ 1.5x: {})",
+                r.place.name(),
+                r.mode,
+                verdict(f <= 1.5)
+            );
+        }
+        if let Some(ux) = find_rtt(Wire::Unix, r.place, &r.mode) {
+            let f = ux.bus.0 / r.bus.0;
+            println!(
+                "- Unix vs TCP RTT {} {}: meshbus p50 {f:.2}x TCP's (< 1x: {})",
+                r.place.name(),
+                r.mode,
+                verdict(f < 1.0)
+            );
+        }
+    }
+    for r in evs.iter().filter(|r| r.wire == Wire::Tcp) {
+        let other = |w: Wire| {
+            evs.iter()
+                .find(|x| x.wire == w && x.place == r.place && x.size == r.size)
+        };
+        if let Some(ws) = other(Wire::Ws) {
+            let f = r.bus / ws.bus;
+            println!(
+                "- WS vs TCP events {} B {}: TCP does {f:.2}x WS's rate (≤ 1.5x: {})",
+                r.size,
+                r.place.name(),
+                verdict(f <= 1.5)
+            );
+        }
+        if let Some(ux) = other(Wire::Unix) {
+            let f = ux.bus / r.bus;
+            println!(
+                "- Unix vs TCP events {} B {}: Unix does {f:.2}x TCP's rate (> 1x: {})",
+                r.size,
+                r.place.name(),
+                verdict(f > 1.0)
+            );
+        }
+    }
+    for r in stalls {
+        let growth = r.rss_peak.saturating_sub(r.rss_before);
+        let limit = 2 * r.bound + (16 << 20);
+        let what = if r.policy == "wait" {
+            format!(
+                "publisher {} after {} events",
+                if r.stalled {
+                    "stalled"
+                } else {
+                    "did not stall"
+                },
+                r.published
+            )
+        } else {
+            format!("{} drops counted", r.dropped)
+        };
+        println!(
+            "- stalled subscriber ({}): RSS growth {} ≤ {}: {}; {what}",
+            r.policy,
+            mib(growth),
+            mib(limit),
+            verdict(growth <= limit)
+        );
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| s("unknown"))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| s("unknown"))
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|_| s("unknown"))
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_else(|| s("unknown"))
+}
+
+fn command_line(args: &[String]) -> String {
+    let mut c = s("cargo run --release -p meshbus-bench --bin wire");
+    if !args.is_empty() {
+        c.push_str(" -- ");
+        c.push_str(&args.join(" "));
+    }
+    c
+}

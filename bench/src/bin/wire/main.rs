@@ -1,0 +1,251 @@
+//! `wire`: meshbus over real sockets on loopback, against raw tokio baselines measured in the
+//! same run, and a stalled subscriber's cost in memory.
+//!
+//! ```sh
+//! cargo run --release -p meshbus-bench --bin wire            # everything, about 2 minutes
+//! cargo run --release -p meshbus-bench --bin wire -- --quick # a shorter run
+//! cargo run --release -p meshbus-bench --bin wire -- --help
+//! ```
+//!
+//! The driver (this program without `--role`) starts every measured node as a child process
+//! of its own (the same program with `--role ...`), pinned to CPUs as the placement says, and
+//! reads results from their standard output. Every wait is bounded; children are killed by
+//! handle when the driver is done with them (or gives up on them).
+
+#![allow(missing_docs)]
+
+mod driver;
+mod events;
+mod msg;
+mod raw;
+mod rtt;
+mod stall;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use meshbus::FullPolicy;
+
+use crate::msg::Wire;
+
+const HELP: &str = "\
+wire: meshbus against raw sockets on loopback (round trips, event throughput, a stalled subscriber)
+
+usage: wire [options]
+
+  --only rtt,events,stall      what to run (default: all three)
+  --wires tcp,unix,ws          which wires (default: all three)
+  --placements 1core,2cores,free
+                               1core: both processes on CPU 0; 2cores: server on CPU 1, client
+                               on CPU 0; free: unpinned (default: all three for round trips,
+                               2cores,free for events)
+  --event-placements LIST      placements of the event runs
+  --rounds N                   turns of raw and meshbus per measurement (default 2)
+  --rtt-payload BYTES          round-trip payload (default 64)
+  --rtt-samples N              back-to-back round trips per turn, at most (default 20000)
+  --rtt-secs S                 ...and seconds per turn, at most (default 0.5)
+  --paced N                    paced round trips (one per ms) per turn (default 500)
+  --sizes 64,1024              event payloads (default 64,1024)
+  --event-secs S               seconds of publishing per turn (default 1)
+  --event-max N                events per turn, at most (default 10000000)
+  --stall-events N             events published at the stalled subscriber (default 1000000)
+  --stall-payload BYTES        their payload (default 1024)
+  --stall-bound-mib M          the publisher's peer_queue_bytes (default 16)
+  --stall-secs S               bound on the stalled publishing (default 6)
+  --quick                      fewer samples and shorter turns (a smoke run)
+";
+
+/// Command-line options: `--key value` pairs and flags.
+#[derive(Debug, Default)]
+pub(crate) struct Opts {
+    map: HashMap<String, String>,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut map = HashMap::new();
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            let Some(key) = a.strip_prefix("--") else {
+                return Err(format!("unexpected argument `{a}`"));
+            };
+            let value = match it.peek() {
+                Some(v) if !v.starts_with("--") => it.next().cloned().unwrap_or_default(),
+                _ => String::from("1"),
+            };
+            map.insert(key.to_owned(), value);
+        }
+        Ok(Opts { map })
+    }
+
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub(crate) fn str(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    pub(crate) fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
+        match self.map.get(key) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                eprintln!("wire: --{key} {v}: not a number");
+                std::process::exit(2)
+            }),
+        }
+    }
+
+    pub(crate) fn secs(&self, key: &str, default: f64) -> Duration {
+        Duration::from_secs_f64(self.num(key, default))
+    }
+
+    pub(crate) fn list(&self, key: &str, default: &str) -> Vec<String> {
+        self.str(key)
+            .unwrap_or(default)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub(crate) fn wire(&self) -> Wire {
+        self.str("transport")
+            .and_then(Wire::parse)
+            .unwrap_or_else(|| {
+                eprintln!("wire: --transport tcp|unix|ws is required");
+                std::process::exit(2)
+            })
+    }
+
+    fn need(&self, key: &str) -> &str {
+        self.str(key).unwrap_or_else(|| {
+            eprintln!("wire: --{key} is required for this role");
+            std::process::exit(2)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("wire: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    if opts.has("help") {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(cpu) = opts.str("cpu") {
+        let cpu: usize = cpu.parse().unwrap_or(0);
+        if let Err(e) = pin_to(cpu) {
+            eprintln!("wire: cannot pin to CPU {cpu}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(role) = opts.str("role") else {
+        return driver::run(&opts, &args);
+    };
+    // One thread per process: the baseline and the bus get the same runtime, and placement
+    // means what it says.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        match role {
+            "rtt-server" => rtt::server(opts.wire()).await,
+            "rtt-client" => {
+                let o = rtt::RttOpts {
+                    payload: opts.num("rtt-payload", 64),
+                    rounds: opts.num("rounds", 2),
+                    samples: opts.num("rtt-samples", 20_000),
+                    secs: opts.secs("rtt-secs", 0.5),
+                    paced: opts.num("paced", 500),
+                };
+                rtt::client(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
+            }
+            "ev-sub" => events::subscriber(opts.wire()).await,
+            "ev-pub" => {
+                let o = events::EventOpts {
+                    sizes: opts
+                        .list("sizes", "64,1024")
+                        .iter()
+                        .filter_map(|s| s.parse().ok())
+                        .collect(),
+                    rounds: opts.num("rounds", 2),
+                    secs: opts.secs("event-secs", 1.0),
+                    max: opts.num("event-max", 10_000_000),
+                };
+                events::publisher(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
+            }
+            "stall-sub" => stall::subscriber(opts.wire()).await,
+            "stall-pub" => {
+                let o = stall::StallOpts {
+                    policy: if opts.str("policy") == Some("drop") {
+                        FullPolicy::DropNewest
+                    } else {
+                        FullPolicy::Wait
+                    },
+                    events: opts.num("stall-events", 1_000_000),
+                    payload: opts.num("stall-payload", 1024),
+                    bound_bytes: opts.num::<usize>("stall-bound-mib", 16) << 20,
+                    secs: opts.secs("stall-secs", 6.0),
+                };
+                stall::publisher(opts.wire(), opts.need("bus"), o).await
+            }
+            other => {
+                eprintln!("wire: unknown role `{other}`");
+                std::process::exit(2);
+            }
+        }
+    });
+    ExitCode::SUCCESS
+}
+
+/// Pins this thread (and the threads it starts later) to `cpu`.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: `set` is a plain bit set on our stack, initialised by CPU_ZERO; the call reads
+    // `size_of::<cpu_set_t>()` bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Where a node of `wire` listens.
+pub(crate) fn listen_addr(wire: Wire) -> String {
+    match wire {
+        Wire::Tcp => "tcp://127.0.0.1:0".into(),
+        Wire::Unix => format!("unix://{}", msg::socket_path("bus").display()),
+        Wire::Ws => "ws://127.0.0.1:0/meshbus".into(),
+    }
+}
+
+/// Removes the socket file of a `unix://` listen address.
+pub(crate) fn remove_socket(listen: &str) {
+    if let Some(path) = listen.strip_prefix("unix://") {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Resolves when standard input reaches its end: the driver closed it (or died).
+pub(crate) async fn until_stdin_closes() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
