@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -108,6 +108,8 @@ pub(crate) fn connection(ws: Ws, arrived: Arc<AtomicU64>, remote: Addr) -> Conne
             stream,
             arrived,
             seen,
+            stashed: None,
+            ended: false,
         }),
         writer: Box::new(WsWriter {
             sink,
@@ -124,6 +126,11 @@ pub(crate) struct WsReader {
     arrived: Arc<AtomicU64>,
     /// `arrived` when the caller last heard of bytes (a frame, or `Partial`).
     seen: u64,
+    /// A message [`try_read_frame`](FrameReader::try_read_frame) took that is not a frame
+    /// (a close, a text message, an error): the next `read` answers it.
+    stashed: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    /// The stream ended under `try_read_frame`: the next `read` says so.
+    ended: bool,
 }
 
 impl fmt::Debug for WsReader {
@@ -164,23 +171,36 @@ fn check_frame(bytes: &Bytes, limit: usize) -> Result<(), Error> {
 /// [`ReadEvent::Partial`], pings included: they are not frames, so not proof of life.
 ///
 /// Cancel safe: tungstenite keeps what it has read of an unfinished message in the stream.
+impl WsReader {
+    /// Waits for the next message, or for bytes of an unfinished one (`Partial`).
+    async fn poll_message(&mut self) -> Polled {
+        poll_fn(|cx| match self.stream.poll_next_unpin(cx) {
+            Poll::Ready(item) => Poll::Ready(Polled::Message(item)),
+            Poll::Pending => {
+                let arrived = self.arrived.load(Ordering::Relaxed);
+                if arrived != self.seen {
+                    self.seen = arrived;
+                    Poll::Ready(Polled::Partial)
+                } else {
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl FrameReader for WsReader {
     async fn read(&mut self, limit: usize) -> Result<ReadEvent, Error> {
         loop {
-            let polled = poll_fn(|cx| match self.stream.poll_next_unpin(cx) {
-                Poll::Ready(item) => Poll::Ready(Polled::Message(item)),
-                Poll::Pending => {
-                    let arrived = self.arrived.load(Ordering::Relaxed);
-                    if arrived != self.seen {
-                        self.seen = arrived;
-                        Poll::Ready(Polled::Partial)
-                    } else {
-                        Poll::Pending
-                    }
-                }
-            })
-            .await;
+            if self.ended {
+                return Ok(ReadEvent::Closed);
+            }
+            let polled = match self.stashed.take() {
+                Some(message) => Polled::Message(Some(message)),
+                None => self.poll_message().await,
+            };
             let message = match polled {
                 Polled::Partial => return Ok(ReadEvent::Partial),
                 Polled::Message(None) => return Ok(ReadEvent::Closed),
@@ -202,6 +222,37 @@ impl FrameReader for WsReader {
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
+    }
+
+    /// A binary message tungstenite already holds whole, without waiting: the rest of a burst.
+    /// Anything else it finds (a close, a text message, an error) is kept for the next
+    /// [`read`](FrameReader::read), which answers it as usual; pings and pongs are skipped.
+    fn try_read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+        if self.ended || self.stashed.is_some() {
+            return Ok(None);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        // Bounded: a burst of control messages ends the attempt, `read` goes on from there.
+        for _ in 0..16 {
+            match self.stream.poll_next_unpin(&mut cx) {
+                Poll::Pending => return Ok(None),
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                Poll::Ready(Some(Ok(Message::Binary(bytes)))) => {
+                    self.seen = self.arrived.load(Ordering::Relaxed);
+                    check_frame(&bytes, limit)?;
+                    return Ok(Some(bytes));
+                }
+                Poll::Ready(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+                Poll::Ready(Some(other)) => {
+                    self.stashed = Some(other);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

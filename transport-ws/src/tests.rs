@@ -344,3 +344,36 @@ async fn dropping_the_listener_stops_listening() {
     .await;
     assert!(refused);
 }
+
+#[tokio::test]
+async fn a_burst_is_taken_without_waiting_and_what_is_not_a_frame_waits_for_read() {
+    let t = WsTransport::new();
+    let mut listener = listen(&t).await;
+    let mut raw = raw_client(&*listener, "/mesh").await;
+    let mut node = within(listener.accept()).await.unwrap();
+    let frames: Vec<Bytes> = (0..5).map(|i| frame(FrameKind::Event, i * 10)).collect();
+    for f in &frames {
+        raw.feed(Message::Binary(f.clone())).await.unwrap();
+    }
+    raw.feed(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    raw.feed(Message::text("not a frame")).await.unwrap();
+    raw.flush().await.unwrap();
+
+    // The first frame is waited for. All the messages went out in one write on loopback, so
+    // the read that found the first took in the rest: they come without waiting.
+    let ReadEvent::Frame(first) = next(&mut *node.reader, LIMIT).await.unwrap() else {
+        panic!("expected a frame");
+    };
+    assert_eq!(first, frames[0]);
+    let mut got = vec![first];
+    while let Some(f) = node.reader.try_read_frame(LIMIT).unwrap() {
+        got.push(f);
+    }
+    assert_eq!(got, frames, "the burst, the ping skipped");
+    // The text message is not lost by a burst that stops at it: `read` reports it.
+    assert_eq!(node.reader.try_read_frame(LIMIT).unwrap(), None);
+    let err = next(&mut *node.reader, LIMIT).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+}
