@@ -355,3 +355,63 @@ async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answere
     old.closed().await;
     b.shutdown().await.unwrap();
 }
+
+/// `Goodbye { Replaced }` is a fence: the peer takes it to mean that nothing sent before it is
+/// still to come on that connection, and closes the connection once its own work there is
+/// done. So the notice must follow every command and event the node queued there before it
+/// retired the connection; on the control lane it overtakes them, and a real peer that
+/// drains on it closes the connection with those commands still on the way (their callers
+/// get `PeerLost`, their events are lost).
+#[tokio::test(start_paused = true)]
+async fn the_replaced_notice_follows_the_commands_queued_before_it() {
+    let net = InMemNetwork::new(65);
+    let b = node(&net, "b")
+        .peer_timeout(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    // One frame in flight per direction; x does not read the old connection for a while.
+    net.set_link_capacity(1);
+    let x = RawPeer::new(&net, "x", X_ID);
+    let mut old = x.connect_with("inmem://b", false).await;
+    old.send_interest(0, &[Work::NAME], &[]).await;
+    until_view(&b, |v| {
+        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
+    })
+    .await;
+    // b's writer to x stalls: the first command is in its hands, the next ones queue.
+    let mut calls = Vec::new();
+    for n in 0..4 {
+        let b2 = b.clone();
+        calls.push(tokio::spawn(async move {
+            b2.commands()
+                .send(Work(n))
+                .timeout(Duration::from_secs(120))
+                .await
+        }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // x dials again: b replaces the old connection and fences it.
+    let mut new = x.connect("inmem://b").await;
+    new.recv_interest().await;
+    old.resume_reading();
+    let mut order = Vec::new();
+    while order.iter().filter(|k| **k == "command").count() < 4 || !order.contains(&"fence") {
+        match old.recv().await {
+            Got::Frame(f) if f.kind == FrameKind::Command => order.push("command"),
+            Got::Frame(f) if f.kind == FrameKind::Goodbye => order.push("fence"),
+            Got::Frame(_) => {}
+            Got::Closed => panic!("closed: {order:?}"),
+        }
+    }
+    assert_eq!(
+        order,
+        ["command", "command", "command", "command", "fence"],
+        "commands b queued on the old connection before retiring it came after its fence"
+    );
+    for call in calls {
+        call.abort();
+    }
+    b.shutdown().await.unwrap();
+}

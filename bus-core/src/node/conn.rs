@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
-use super::peer::{self, LaneReceivers, PeerHandle};
+use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::{encode, NodeShared};
 use crate::bus::{Bus, BusInner};
 use crate::context::{Context, Deadline, Headers};
@@ -360,14 +360,25 @@ async fn read_loop(
     }
 }
 
-/// Queues our notice that this connection was replaced; `false` if the control lane is full
-/// (the read loop tries again on its next turn).
+/// Queues our notice that this connection was replaced; `false` if the events lane or the
+/// byte budget is full (the read loop tries again on its next turn).
+///
+/// The notice is a fence: the peer reads it as "nothing sent before this is still to come",
+/// and closes once its own work here is done. So it goes on the events lane, the last in the
+/// writer's order: the writer takes an event only once the command lane is empty, and events
+/// in order, so every command and event queued before the notice is written before it. (On
+/// the control lane it would overtake them, and they would reach a closed connection.)
 fn send_replaced_notice(peer: &PeerHandle) -> bool {
     let notice = Goodbye {
         reason: GoodbyeReason::Replaced,
     };
     match notice.to_frame().map(|f| encode(&peer.send_codec, &f)) {
-        Ok(Ok(bytes)) => peer.lanes.control.try_send(bytes).is_ok(),
+        Ok(Ok(bytes)) => {
+            let Some(permit) = peer.try_reserve(bytes.len()) else {
+                return false;
+            };
+            peer.lanes.events.try_send(Queued { bytes, permit }).is_ok()
+        }
         // Cannot happen for this fixed message; the retirement bound still closes the link.
         _ => true,
     }

@@ -1169,13 +1169,24 @@ impl Membership {
             .filter(|(id, m)| **id != self.me && m.state.is_tombstone())
             .min_by_key(|(_, m)| m.expires_at)
             .map(|(id, _)| *id);
-        let victim = tombstone.or_else(|| {
-            self.table
-                .iter()
-                .filter_map(|(id, m)| self.burial_due(m).map(|at| (at, *id)))
-                .min()
-                .map(|(_, id)| id)
-        });
+        let victim = tombstone
+            .or_else(|| {
+                self.table
+                    .iter()
+                    .filter_map(|(id, m)| self.burial_due(m).map(|at| (at, *id)))
+                    .min()
+                    .map(|(_, id)| id)
+            })
+            .or_else(|| {
+                // One that shares no transport with us is not ours to bury, but it need not
+                // hold a slot either: it is forgotten here (no tombstone; gossip may bring it
+                // back), or junk nobody can dial would keep real nodes out for ever.
+                self.table
+                    .iter()
+                    .filter(|(id, _)| self.is_foreign(**id))
+                    .min_by_key(|(_, m)| m.changed_at)
+                    .map(|(id, _)| *id)
+            });
         let Some(node) = victim else {
             return false;
         };

@@ -1465,3 +1465,41 @@ fn an_unspecified_host_is_never_dialled() {
     assert_eq!(dials.len(), 1);
     assert_eq!(dials[0].addr, "tcp://10.0.0.2:7000");
 }
+
+/// Junk a peer gossips whose addresses nobody can dial (an unspecified host, text that is no
+/// address, a scheme we have no transport for) is "foreign", so it is never buried and never
+/// evicted: it holds the table for ever and a real node is refused. The same property as
+/// `unreachable_junk_is_buried_and_makes_room_for_real_nodes`, lost for such addresses.
+#[test]
+fn foreign_junk_does_not_hold_a_full_table_for_ever() {
+    let now = t0();
+    let config = MembershipConfig {
+        max_members: 50,
+        forget_after_failures: 2,
+        schemes: vec!["tcp".into()],
+        ..MembershipConfig::default()
+    };
+    let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
+    let kinds = ["tcp://0.0.0.0:7000", "not an address", "quic://10.9.9.9:1"];
+    let junk = (1000..1100u128)
+        .map(|n| with_addresses(n, "h", &[kinds[(n % 3) as usize]]))
+        .collect();
+    m.gossip(node(9), delta(junk), now);
+    assert_eq!(m.members().count(), 50);
+    let mut clock = now;
+    for _ in 0..20 {
+        clock += PAST_ANY_BACKOFF;
+        for d in m.next_dials(clock) {
+            m.on_dial_failed(&d, clock);
+        }
+        m.handle_timeout(clock);
+    }
+    clock += Duration::from_secs(24 * 3600);
+    m.handle_timeout(clock);
+    let out = m.gossip(node(9), delta(vec![entry(2, 1, MemberState::Alive)]), clock);
+    assert_eq!(
+        m.route(node(2)),
+        Route::Pending,
+        "a real node was refused by a table full of undialable junk: {out:?}"
+    );
+}
