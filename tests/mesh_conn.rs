@@ -415,3 +415,56 @@ async fn the_replaced_notice_follows_the_commands_queued_before_it() {
     }
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_never_overtakes_its_queued_command() {
+    let net = InMemNetwork::new(66);
+    let b = node(&net, "b")
+        .peer_timeout(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    // One frame in flight per direction, and x does not read for a while: b's commands queue.
+    net.set_link_capacity(1);
+    let x = RawPeer::new(&net, "x", X_ID);
+    let mut conn = x.connect_with("inmem://b", false).await;
+    conn.send_interest(0, &[Work::NAME], &[]).await;
+    until_view(&b, |v| {
+        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
+    })
+    .await;
+    // Each caller gives up after 10 ms, while its command still waits in b's queue.
+    for n in 0..3 {
+        let err = b
+            .commands()
+            .send(Work(n))
+            .timeout(Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+    }
+    conn.resume_reading();
+    // x sees each command before its cancel.
+    let mut seen: Vec<(FrameKind, u64)> = Vec::new();
+    while seen.iter().filter(|(k, _)| *k == FrameKind::Cancel).count() < 3 {
+        match conn.recv().await {
+            Got::Frame(f) if matches!(f.kind, FrameKind::Command | FrameKind::Cancel) => {
+                seen.push((f.kind, f.request_id));
+            }
+            Got::Frame(_) => {}
+            Got::Closed => panic!("closed: {seen:?}"),
+        }
+    }
+    for (i, (kind, id)) in seen.iter().enumerate() {
+        if *kind == FrameKind::Cancel {
+            let command_at = seen
+                .iter()
+                .position(|(k, c)| *k == FrameKind::Command && c == id);
+            assert!(
+                command_at.is_some_and(|at| at < i),
+                "the cancel of {id} came before its command: {seen:?}"
+            );
+        }
+    }
+    b.shutdown().await.unwrap();
+}

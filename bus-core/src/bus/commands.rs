@@ -313,7 +313,19 @@ impl Drop for Pending<'_> {
         // Still waiting: the caller gave up (a reply or the peer's loss removes it first).
         if self.peer.forget(self.id) {
             if let Ok(bytes) = encode(&self.peer.send_codec, &cancel_frame(self.id)) {
-                let _ = self.peer.lanes.control.try_send(bytes);
+                // Behind the command on its lane, so a command still queued is not overtaken
+                // by its own cancel (which the peer would ignore, then run the command). A
+                // full lane falls back to the control lane.
+                let queued = self.peer.try_reserve(bytes.len()).and_then(|permit| {
+                    let queued = Queued {
+                        bytes: bytes.clone(),
+                        permit,
+                    };
+                    self.peer.lanes.commands.try_send(queued).ok()
+                });
+                if queued.is_none() {
+                    let _ = self.peer.lanes.control.try_send(bytes);
+                }
             }
         }
     }

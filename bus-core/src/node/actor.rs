@@ -218,6 +218,8 @@ impl Actor {
                 }
                 let _ = keep.send(self.on_peer_up(peer, key));
                 self.apply(std::mem::take(&mut out));
+                // A node we cannot dial may have dialled us: no longer unreachable.
+                self.check_foreign();
             }
             ActorMsg::PeerDown {
                 node_id,
@@ -244,6 +246,7 @@ impl Actor {
                         }
                     };
                     self.apply(out);
+                    self.check_foreign();
                 }
             }
             ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),

@@ -715,7 +715,8 @@ impl Membership {
     /// the same or a newer incarnation stays a tombstone (it is connected, so gossip tells it
     /// and it can [refute](Output::Refuted)). A connection to an older incarnation than the
     /// table's is not counted as a link to the node. The addresses the node advertises are
-    /// dialled again even if they were forgotten.
+    /// dialled again even if they were forgotten, and the identity we gossip takes the link's
+    /// addresses.
     pub fn on_connected(&mut self, identity: &PeerIdentity, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
         let node = NodeId::from_u128(identity.node_id);
@@ -728,9 +729,16 @@ impl Membership {
             now,
             &mut out,
         );
+        let valid = is_valid(&GossipEntry::from_identity(identity, MemberState::Alive));
         if let Some(m) = self.table.get_mut(&node) {
             if m.identity.incarnation != identity.incarnation {
                 return out;
+            }
+            // The link's word on where the node can be reached wins over gossip of the same
+            // run: the runtime resolved what the node itself advertises (`0.0.0.0` becomes the
+            // host the link uses), and that is what we gossip on.
+            if valid && m.identity.addresses != identity.addresses {
+                m.identity.addresses.clone_from(&identity.addresses);
             }
             m.connected = true;
             m.up_since = Some(now);

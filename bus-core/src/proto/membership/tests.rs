@@ -1503,3 +1503,34 @@ fn foreign_junk_does_not_hold_a_full_table_for_ever() {
         "a real node was refused by a table full of undialable junk: {out:?}"
     );
 }
+
+#[test]
+fn a_linked_node_that_refutes_is_gossiped_at_the_addresses_its_link_resolved() {
+    let now = t0();
+    let mut m = table(now);
+    let mut linked = identity(2, 1);
+    linked.addresses = vec!["tcp://10.0.0.2:7000".into()];
+    m.on_connected(&linked, now);
+    // Its own refutation, gossiped by itself, still says where it listens: on every interface.
+    let mut refuted = identity(2, 2);
+    refuted.addresses = vec!["tcp://0.0.0.0:7000".into()];
+    m.gossip(
+        node(2),
+        delta(vec![GossipEntry::from_identity(
+            &refuted,
+            MemberState::Alive,
+        )]),
+        now,
+    );
+    assert_eq!(
+        m.member(node(2)).unwrap().identity().addresses,
+        refuted.addresses
+    );
+    // The runtime counts the link again at the new incarnation, with the resolved address.
+    let mut relinked = refuted.clone();
+    relinked.addresses = linked.addresses.clone();
+    m.on_connected(&relinked, now);
+    let member = m.member(node(2)).unwrap();
+    assert!(member.is_connected());
+    assert_eq!(member.identity().addresses, linked.addresses);
+}
