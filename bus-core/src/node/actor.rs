@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::conn::{self, now_std, sleep_until_some, Ended, Side};
-use super::routes::Routes;
+use super::routes::{CommandRoute, Routes};
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::bus::BusInner;
@@ -527,6 +527,7 @@ impl Actor {
     /// Rebuilds the routing snapshot and the membership view.
     fn publish(&self) {
         let mut routes = Routes::default();
+        let previous = self.node.routes.load();
         let mut peers = Vec::new();
         for p in self.peers.values() {
             routes.peers.push(Arc::clone(&p.handle));
@@ -534,7 +535,14 @@ impl Actor {
                 routes
                     .commands
                     .entry(c.to_owned())
-                    .or_default()
+                    .or_insert_with(|| CommandRoute {
+                        peers: Vec::new(),
+                        picker: previous
+                            .commands
+                            .get(c)
+                            .map(|r| Arc::clone(&r.picker))
+                            .unwrap_or_default(),
+                    })
                     .peers
                     .push(Arc::clone(&p.handle));
             }

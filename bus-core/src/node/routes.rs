@@ -22,5 +22,6 @@ pub(crate) struct Routes {
 #[derive(Debug, Default)]
 pub(crate) struct CommandRoute {
     pub(crate) peers: Vec<Arc<PeerHandle>>,
-    pub(crate) picker: Picker,
+    /// Shared with the snapshots before and after, so the turns go on across changes.
+    pub(crate) picker: Arc<Picker>,
 }
