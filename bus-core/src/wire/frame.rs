@@ -428,7 +428,7 @@ impl FrameCodec {
             return Ok(None);
         };
         frame.advance(PREFIX_LEN);
-        self.parse(frame).map(Some)
+        self.parse(frame, None).map(Some)
     }
 
     /// Decodes one whole frame, length prefix included, as [`split_frame`] (or a message-based
@@ -448,10 +448,34 @@ impl FrameCodec {
             }
         }
         frame.advance(PREFIX_LEN);
-        self.parse(frame)
+        self.parse(frame, None)
     }
 
-    fn parse(&self, frame: Bytes) -> Result<Frame, FrameError> {
+    /// As [`decode_frame`](Self::decode_frame), taking an inline name that `names` already
+    /// holds from it rather than allocating it again: the reader of a connection keeps one
+    /// [`NameCache`], since a peer repeats the same few names in every frame.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_frame`](Self::decode_frame).
+    pub fn decode_frame_cached(
+        &self,
+        mut frame: Bytes,
+        names: &mut NameCache,
+    ) -> Result<Frame, FrameError> {
+        match frame_len(&frame, self.limit())? {
+            Some(whole) if whole == frame.len() => {}
+            _ => {
+                return Err(FrameError::Malformed {
+                    what: "the length prefix does not match the frame",
+                })
+            }
+        }
+        frame.advance(PREFIX_LEN);
+        self.parse(frame, Some(names))
+    }
+
+    fn parse(&self, frame: Bytes, names: Option<&mut NameCache>) -> Result<Frame, FrameError> {
         let mut r = Reader(frame);
         let kind = FrameKind::from_u8(r.u8("kind")?)?;
         let flag_bits = r.u8("flags")?;
@@ -463,7 +487,10 @@ impl FrameCodec {
         ) {
             (false, false) => None,
             (true, false) => Some(FrameName::Id(r.u16("name id")?)),
-            (false, true) => Some(FrameName::Inline(r.with_str("name", |s| Arc::from(s))?)),
+            (false, true) => Some(FrameName::Inline(match names {
+                Some(names) => r.with_str("name", |s| names.get(s))?,
+                None => r.with_str("name", |s| Arc::from(s))?,
+            })),
             (true, true) => {
                 return Err(FrameError::Malformed {
                     what: "both name flags are set",
@@ -696,6 +723,50 @@ impl FrameCodec {
             prefix.copy_from_slice(&(total as u32).to_be_bytes());
         }
         Ok(())
+    }
+}
+
+/// The inline names a connection has seen, so that a name a peer repeats (every event of a
+/// type carries its name) decodes without an allocation. See
+/// [`FrameCodec::decode_frame_cached`].
+///
+/// Bounded whatever the peer sends: at most [`NameCache::ENTRIES`] names of at most
+/// [`NameCache::MAX_NAME_LEN`] bytes; a longer name is allocated each time, and a new name
+/// beyond the bound takes the place of an older one in turn.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: Vec<Arc<str>>,
+    /// The entry the next new name replaces once the cache is full.
+    next: usize,
+}
+
+impl NameCache {
+    /// How many names a cache holds at most.
+    pub const ENTRIES: usize = 32;
+    /// The longest name a cache keeps.
+    pub const MAX_NAME_LEN: usize = 128;
+
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `name` as an `Arc<str>`: the cached one if `name` is cached, else a new one, which is
+    /// cached if it is short enough.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(cached) = self.names.iter().find(|n| ***n == *name) {
+            return Arc::clone(cached);
+        }
+        let fresh: Arc<str> = Arc::from(name);
+        if name.len() <= Self::MAX_NAME_LEN {
+            if self.names.len() < Self::ENTRIES {
+                self.names.push(Arc::clone(&fresh));
+            } else if let Some(slot) = self.names.get_mut(self.next) {
+                *slot = Arc::clone(&fresh);
+                self.next = (self.next + 1) % Self::ENTRIES;
+            }
+        }
+        fresh
     }
 }
 

@@ -992,3 +992,43 @@ fn control_bodies_are_capped_well_below_the_frame_limit() {
         Err(FrameError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn cached_decoding_shares_repeated_names_and_stays_bounded() {
+    let codec = codec();
+    let mut names = NameCache::new();
+    let mut frame = Frame::new(FrameKind::Event, Bytes::from_static(b"\x90"));
+    frame.name = Some(FrameName::inline("users.created"));
+    let bytes = encode(&codec, &frame).freeze();
+    let first = codec
+        .decode_frame_cached(bytes.clone(), &mut names)
+        .unwrap();
+    let second = codec
+        .decode_frame_cached(bytes.clone(), &mut names)
+        .unwrap();
+    assert_eq!(first, frame);
+    assert_eq!(second, frame);
+    match (&first.name, &second.name) {
+        (Some(FrameName::Inline(a)), Some(FrameName::Inline(b))) => assert!(Arc::ptr_eq(a, b)),
+        other => panic!("expected inline names, got {other:?}"),
+    }
+    // The same checks as `decode_frame`.
+    assert!(codec
+        .decode_frame_cached(bytes.slice(..bytes.len() - 1), &mut names)
+        .is_err());
+
+    // Many names, and long ones: every one decodes, the cache keeps a bounded few.
+    for i in 0..200 {
+        let name = if i % 2 == 0 {
+            format!("event.{i}")
+        } else {
+            "z".repeat(NameCache::MAX_NAME_LEN + i)
+        };
+        assert_eq!(&*names.get(&name), name.as_str());
+    }
+    assert!(names.names.len() <= NameCache::ENTRIES);
+    assert!(names
+        .names
+        .iter()
+        .all(|n| n.len() <= NameCache::MAX_NAME_LEN));
+}
