@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::Bus;
@@ -14,13 +14,12 @@ use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::{encode, frame_headers, PeerHandle, Queued};
+use crate::node::{frame_headers, PeerHandle, Queued};
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
 use crate::subscription::{Delivery, EventMeta, FullPolicy, SubSender};
-use crate::wire::body::encode_body;
-use crate::wire::{Frame, FrameCodec, FrameKind, FrameName, PREFIX_LEN};
+use crate::wire::{FrameCodec, FrameKind, PREFIX_LEN};
 
 /// Publishes events in a scope. Made by [`Bus::events`]; the default scope is
 /// [`Scope::Cluster`].
@@ -126,6 +125,12 @@ impl<'a, E: Event> IntoFuture for Publish<'a, E> {
     }
 }
 
+/// The event being published: moved into an `Arc` only when local subscribers share it.
+enum Published<E> {
+    Owned(E),
+    Shared(Arc<E>),
+}
+
 /// What a publish still has to do after offering the event to every subscription once.
 enum Started {
     Done(Result<(), Error>),
@@ -153,14 +158,33 @@ impl<E: Event> Publish<'_, E> {
                 }
             },
         };
-        let peers = self.peers_in_scope();
-        if subs.is_none() && peers.is_empty() {
+        // The routing snapshot stays loaded while the event is queued: the peers in scope are
+        // read from it in place, without collecting them.
+        let routes = inner
+            .node
+            .as_ref()
+            .filter(|_| self.scope != Scope::Local)
+            .map(|node| node.routes.load());
+        let candidates: &[Arc<PeerHandle>] = routes
+            .as_ref()
+            .and_then(|r| r.events.get(E::NAME))
+            .map_or(&[], Vec::as_slice);
+        let here = Here {
+            host_id: &inner.identity.host_id,
+            cluster: &inner.identity.cluster,
+        };
+        let mut peers = Picker::all_in_scope(candidates, here, self.scope).peekable();
+        if subs.is_none() && peers.peek().is_none() {
             return Started::Done(Ok(()));
         }
-        let event = Arc::new(self.event);
         // Full subscriptions that want the publisher to wait: only their senders are kept.
         let mut full: Vec<(Arc<SubSender<E>>, Delivery<E>)> = Vec::new();
-        if let Some(subs) = subs {
+        // Shared with local subscribers only when there are some.
+        let event = match subs {
+            None => Published::Owned(self.event),
+            Some(_) => Published::Shared(Arc::new(self.event)),
+        };
+        if let (Some(subs), Published::Shared(event)) = (subs, &event) {
             let meta = Arc::new(EventMeta {
                 message_id: crate::id::next_message_id(),
                 correlation_id: self.correlation_id.clone(),
@@ -171,7 +195,7 @@ impl<E: Event> Publish<'_, E> {
             });
             for sub in subs {
                 let delivery = Delivery {
-                    event: Arc::clone(&event),
+                    event: Arc::clone(event),
                     meta: Arc::clone(&meta),
                 };
                 match sub.tx.try_send(delivery) {
@@ -189,44 +213,55 @@ impl<E: Event> Publish<'_, E> {
         }
         // Peers with a full event lane, when the policy is to wait for them.
         let mut full_peers: Vec<(Arc<PeerHandle>, Bytes)> = Vec::new();
-        if !peers.is_empty() {
-            // Encoded once, however many peers get it.
-            let mut frame = match encode_body(&*event) {
-                Ok(body) => Frame::new(FrameKind::Event, body),
-                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
+        if peers.peek().is_some() {
+            let event: &E = match &event {
+                Published::Owned(event) => event,
+                Published::Shared(event) => event,
             };
-            frame.name = Some(FrameName::inline(E::NAME));
-            frame.headers = frame_headers(&self.headers, self.correlation_id.as_deref(), None);
-            let bytes = match encode(&FrameCodec::default(), &frame) {
-                Ok(bytes) => bytes,
-                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
-            };
+            // Encoded once, however many peers get it, straight into the frame's buffer.
+            let headers = frame_headers(&self.headers, self.correlation_id.as_deref(), None);
+            let mut buf = BytesMut::new();
+            if let Err(e) = FrameCodec::default().encode_message(
+                FrameKind::Event,
+                0,
+                E::NAME,
+                &headers,
+                event,
+                &mut buf,
+            ) {
+                return Started::Done(Err(Error::from(e).with_message_name(E::NAME)));
+            }
+            let mut bytes = buf.freeze();
             let policy = inner
                 .node
                 .as_ref()
                 .map_or(FullPolicy::Wait, |n| n.config.peer_events_when_full);
-            for peer in peers {
+            while let Some(peer) = peers.next() {
                 if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                     // Over this peer's limit: it could not read it.
                     Counters::bump(&inner.counters.peer_events_dropped);
                     Counters::bump(&peer.counters.events_dropped);
                     continue;
                 }
-                // Room in the peer's byte budget, then on its lane; either may be full.
-                let full = match peer.try_reserve(bytes.len()) {
-                    None => true,
-                    Some(permit) => {
-                        let queued = Queued {
-                            bytes: bytes.clone(),
-                            permit,
-                        };
-                        matches!(
-                            peer.lanes.events.try_send(queued),
-                            Err(mpsc::error::TrySendError::Full(_))
-                        )
-                    }
+                // The last peer takes the frame itself: cloning a `Bytes` made from a vector
+                // allocates its shared header, so one peer costs no clone at all.
+                let frame = if peers.peek().is_some() {
+                    bytes.clone()
+                } else {
+                    std::mem::take(&mut bytes)
                 };
-                if full {
+                // Room in the peer's byte budget, then on its lane; either may be full.
+                let full = match peer.try_reserve(frame.len()) {
+                    None => Some(frame),
+                    Some(permit) => match peer.lanes.events.try_send(Queued {
+                        bytes: frame,
+                        permit,
+                    }) {
+                        Err(mpsc::error::TrySendError::Full(q)) => Some(q.bytes),
+                        _ => None,
+                    },
+                };
+                if let Some(frame) = full {
                     Counters::bump(&inner.counters.peer_events_queue_full);
                     Counters::bump(&peer.counters.events_queue_full);
                     match policy {
@@ -234,7 +269,7 @@ impl<E: Event> Publish<'_, E> {
                             Counters::bump(&inner.counters.peer_events_dropped);
                             Counters::bump(&peer.counters.events_dropped);
                         }
-                        FullPolicy::Wait => full_peers.push((peer, bytes.clone())),
+                        FullPolicy::Wait => full_peers.push((Arc::clone(peer), frame)),
                     }
                 }
             }
@@ -269,25 +304,6 @@ impl<E: Event> Publish<'_, E> {
             }
             Ok(())
         }))
-    }
-
-    /// The peers in scope that subscribe to `E`, from the routing snapshot.
-    fn peers_in_scope(&self) -> Vec<Arc<PeerHandle>> {
-        let inner = &self.bus.inner;
-        let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) else {
-            return Vec::new();
-        };
-        let routes = node.routes.load();
-        let Some(candidates) = routes.events.get(E::NAME) else {
-            return Vec::new();
-        };
-        let here = Here {
-            host_id: &inner.identity.host_id,
-            cluster: &inner.identity.cluster,
-        };
-        Picker::all_in_scope(candidates, here, self.scope)
-            .cloned()
-            .collect()
     }
 }
 

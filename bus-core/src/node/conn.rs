@@ -28,7 +28,7 @@ use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, ReplyError,
 };
-use crate::wire::{Frame, FrameCodec, FrameKind, FrameName};
+use crate::wire::{Frame, FrameCodec, FrameKind, FrameName, NameCache};
 
 /// Which end of the connection this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +167,7 @@ pub(crate) async fn run(
         running: InboundRequests::new(node.config.max_in_flight_per_peer),
         handlers: JoinSet::new(),
         peer_replaced: false,
+        names: NameCache::new(),
     };
     let ended = read_loop(
         &node,
@@ -397,7 +398,7 @@ async fn on_burst(
     let mut next = Some(first);
     let mut taken = 0;
     while let Some(bytes) = next.take() {
-        match decode(codec, bytes) {
+        match codec.decode_frame_cached(bytes, &mut inbound.names) {
             Ok(frame) => inbound.on_frame(frame).await?,
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
@@ -438,6 +439,8 @@ struct Inbound<'a> {
     handlers: JoinSet<u64>,
     /// The peer said it replaced this connection: it sends nothing new here.
     peer_replaced: bool,
+    /// The message names this peer sent, so that its frames decode without allocating them.
+    names: NameCache,
 }
 
 impl Drop for Inbound<'_> {

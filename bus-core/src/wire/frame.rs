@@ -428,7 +428,7 @@ impl FrameCodec {
             return Ok(None);
         };
         frame.advance(PREFIX_LEN);
-        self.parse(frame).map(Some)
+        self.parse(frame, None).map(Some)
     }
 
     /// Decodes one whole frame, length prefix included, as [`split_frame`] (or a message-based
@@ -448,10 +448,34 @@ impl FrameCodec {
             }
         }
         frame.advance(PREFIX_LEN);
-        self.parse(frame)
+        self.parse(frame, None)
     }
 
-    fn parse(&self, frame: Bytes) -> Result<Frame, FrameError> {
+    /// As [`decode_frame`](Self::decode_frame), taking an inline name that `names` already
+    /// holds from it rather than allocating it again: the reader of a connection keeps one
+    /// [`NameCache`], since a peer repeats the same few names in every frame.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_frame`](Self::decode_frame).
+    pub fn decode_frame_cached(
+        &self,
+        mut frame: Bytes,
+        names: &mut NameCache,
+    ) -> Result<Frame, FrameError> {
+        match frame_len(&frame, self.limit())? {
+            Some(whole) if whole == frame.len() => {}
+            _ => {
+                return Err(FrameError::Malformed {
+                    what: "the length prefix does not match the frame",
+                })
+            }
+        }
+        frame.advance(PREFIX_LEN);
+        self.parse(frame, Some(names))
+    }
+
+    fn parse(&self, frame: Bytes, names: Option<&mut NameCache>) -> Result<Frame, FrameError> {
         let mut r = Reader(frame);
         let kind = FrameKind::from_u8(r.u8("kind")?)?;
         let flag_bits = r.u8("flags")?;
@@ -463,7 +487,10 @@ impl FrameCodec {
         ) {
             (false, false) => None,
             (true, false) => Some(FrameName::Id(r.u16("name id")?)),
-            (false, true) => Some(FrameName::Inline(Arc::from(r.str("name")?))),
+            (false, true) => Some(FrameName::Inline(match names {
+                Some(names) => r.with_str("name", |s| names.get(s))?,
+                None => r.with_str("name", |s| Arc::from(s))?,
+            })),
             (true, true) => {
                 return Err(FrameError::Malformed {
                     what: "both name flags are set",
@@ -568,51 +595,11 @@ impl FrameCodec {
                 limit: MAX_CONTROL_BODY,
             });
         }
-        let h = &frame.headers;
-
-        let mut flag_bits = 0u8;
-        let mut header_len = FIXED_HEADER_LEN;
-        match &frame.name {
-            None => {}
-            Some(FrameName::Id(_)) => {
-                flag_bits |= flags::NAME_ID;
-                header_len += 2;
-            }
-            Some(FrameName::Inline(name)) => {
-                flag_bits |= flags::NAME_INLINE;
-                header_len += str_len("name", name)?;
-            }
-        }
-        if let Some(v) = &h.correlation_id {
-            flag_bits |= flags::CORRELATION_ID;
-            header_len += str_len("correlation id", v)?;
-        }
-        if h.deadline.is_some() {
-            flag_bits |= flags::DEADLINE;
-            header_len += 8;
-        }
-        if let Some(v) = &h.idempotency_key {
-            flag_bits |= flags::IDEMPOTENCY_KEY;
-            header_len += str_len("idempotency key", v)?;
-        }
-        if let Some(v) = &h.trace_context {
-            flag_bits |= flags::TRACE_CONTEXT;
-            header_len += str_len("trace context", v)?;
-        }
-        if !h.extra.is_empty() {
-            flag_bits |= flags::EXTRA_HEADERS;
-            if h.extra.len() > usize::from(u16::MAX) {
-                return Err(FrameError::FieldTooLong {
-                    what: "extra header count",
-                    len: h.extra.len(),
-                });
-            }
-            header_len += 2;
-            for (k, v) in &h.extra {
-                header_len += str_len("extra header key", k)?;
-                header_len += str_len("extra header value", v)?;
-            }
-        }
+        let name = frame.name.as_ref().map(|n| match n {
+            FrameName::Id(id) => NameRef::Id(*id),
+            FrameName::Inline(name) => NameRef::Inline(name),
+        });
+        let head = Head::new(frame.kind, frame.request_id, name, &frame.headers)?;
 
         let body_len = frame.body.len();
         if body_len > limit {
@@ -623,20 +610,16 @@ impl FrameCodec {
         }
         let compressed = if body_len > self.compress_threshold {
             let c = lz4_flex::block::compress(&frame.body);
-            // "Clearly smaller": at least an eighth saved, counting the size prefix.
-            (c.len() + DECOMPRESSED_SIZE_LEN <= body_len - body_len / 8).then_some(c)
+            worth_it(c.len(), body_len).then_some(c)
         } else {
             None
         };
         let wire_body_len = match &compressed {
-            Some(c) => {
-                flag_bits |= flags::COMPRESSED;
-                DECOMPRESSED_SIZE_LEN + c.len()
-            }
+            Some(c) => DECOMPRESSED_SIZE_LEN + c.len(),
             None => body_len,
         };
 
-        let total = header_len.saturating_add(wire_body_len);
+        let total = head.len.saturating_add(wire_body_len);
         if total > limit {
             return Err(FrameError::TooLarge {
                 declared: total,
@@ -647,13 +630,248 @@ impl FrameCodec {
         // Nothing fails past this point, so `dst` is either untouched or holds the whole frame.
         dst.reserve(PREFIX_LEN + total);
         dst.put_u32(total as u32);
-        dst.put_u8(frame.kind.to_u8());
-        dst.put_u8(flag_bits);
-        dst.put_u64(frame.request_id);
-        match &frame.name {
+        head.put(dst, compressed.is_some());
+        match compressed {
+            Some(c) => {
+                dst.put_u32(body_len as u32);
+                dst.put_slice(&c);
+            }
+            None => dst.put_slice(&frame.body),
+        }
+        Ok(())
+    }
+
+    /// Appends the frame of a message named `name` whose body is `body` encoded as
+    /// [`encode_body`](super::body::encode_body) does, serializing it straight into `dst`:
+    /// no intermediate body buffer and no copy of an uncompressed body. The bytes are those
+    /// [`encode`](Self::encode) writes for the same frame, compression included.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode), and [`FrameError::EncodeBody`] when the body's `Serialize`
+    /// impl fails. On error nothing is written to `dst` (it may have grown its capacity).
+    pub fn encode_message<T: serde::Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        request_id: u64,
+        name: &str,
+        headers: &FrameHeaders,
+        body: &T,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        let start = dst.len();
+        let result = self.encode_message_at(start, kind, request_id, name, headers, body, dst);
+        if result.is_err() {
+            dst.truncate(start);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_message_at<T: serde::Serialize + ?Sized>(
+        &self,
+        start: usize,
+        kind: FrameKind,
+        request_id: u64,
+        name: &str,
+        headers: &FrameHeaders,
+        body: &T,
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        let limit = self.limit();
+        let head = Head::new(kind, request_id, Some(NameRef::Inline(name)), headers)?;
+        // Room for a small body up front, so that most bodies serialize without growing the
+        // buffer.
+        dst.reserve(PREFIX_LEN + head.len + BODY_GUESS);
+        dst.put_u32(0);
+        head.put(dst, false);
+        let body_start = dst.len();
+        rmp_serde::encode::write_named(&mut (&mut *dst).writer(), body)
+            .map_err(FrameError::EncodeBody)?;
+        let body_len = dst.len() - body_start;
+        let body_limit = if kind.is_control() {
+            limit.min(MAX_CONTROL_BODY)
+        } else {
+            limit
+        };
+        if body_len > body_limit {
+            return Err(FrameError::TooLarge {
+                declared: body_len,
+                limit: body_limit,
+            });
+        }
+        if body_len > self.compress_threshold {
+            let c = lz4_flex::block::compress(&dst[body_start..]);
+            if worth_it(c.len(), body_len) {
+                dst.truncate(body_start);
+                dst.put_u32(body_len as u32);
+                dst.put_slice(&c);
+                // The flags byte follows the prefix and the kind byte.
+                if let Some(f) = dst.get_mut(start + PREFIX_LEN + 1) {
+                    *f |= flags::COMPRESSED;
+                }
+            }
+        }
+        let total = dst.len() - start - PREFIX_LEN;
+        if total > limit {
+            return Err(FrameError::TooLarge {
+                declared: total,
+                limit,
+            });
+        }
+        if let Some(prefix) = dst.get_mut(start..start + PREFIX_LEN) {
+            prefix.copy_from_slice(&(total as u32).to_be_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// The inline names a connection has seen, so that a name a peer repeats (every event of a
+/// type carries its name) decodes without an allocation. See
+/// [`FrameCodec::decode_frame_cached`].
+///
+/// Bounded whatever the peer sends: at most [`NameCache::ENTRIES`] names of at most
+/// [`NameCache::MAX_NAME_LEN`] bytes; a longer name is allocated each time, and a new name
+/// beyond the bound takes the place of an older one in turn.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: Vec<Arc<str>>,
+    /// The entry the next new name replaces once the cache is full.
+    next: usize,
+}
+
+impl NameCache {
+    /// How many names a cache holds at most.
+    pub const ENTRIES: usize = 32;
+    /// The longest name a cache keeps.
+    pub const MAX_NAME_LEN: usize = 128;
+
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `name` as an `Arc<str>`: the cached one if `name` is cached, else a new one, which is
+    /// cached if it is short enough.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(cached) = self.names.iter().find(|n| ***n == *name) {
+            return Arc::clone(cached);
+        }
+        let fresh: Arc<str> = Arc::from(name);
+        if name.len() <= Self::MAX_NAME_LEN {
+            if self.names.len() < Self::ENTRIES {
+                self.names.push(Arc::clone(&fresh));
+            } else if let Some(slot) = self.names.get_mut(self.next) {
+                *slot = Arc::clone(&fresh);
+                self.next = (self.next + 1) % Self::ENTRIES;
+            }
+        }
+        fresh
+    }
+}
+
+/// How many body bytes [`FrameCodec::encode_message`] reserves before serializing.
+const BODY_GUESS: usize = 128;
+
+/// Whether an LZ4 block of `compressed` bytes is "clearly smaller" than the `body_len` bytes it
+/// replaces: at least an eighth saved, counting the size prefix.
+fn worth_it(compressed: usize, body_len: usize) -> bool {
+    compressed + DECOMPRESSED_SIZE_LEN <= body_len - body_len / 8
+}
+
+/// A frame's name, borrowed.
+#[derive(Clone, Copy)]
+enum NameRef<'a> {
+    Id(u16),
+    Inline(&'a str),
+}
+
+/// Everything of a frame between its length prefix and its body, checked and measured.
+struct Head<'a> {
+    kind: FrameKind,
+    request_id: u64,
+    name: Option<NameRef<'a>>,
+    headers: &'a FrameHeaders,
+    /// The flags, without [`flags::COMPRESSED`].
+    flag_bits: u8,
+    /// The encoded size of the head.
+    len: usize,
+}
+
+impl<'a> Head<'a> {
+    fn new(
+        kind: FrameKind,
+        request_id: u64,
+        name: Option<NameRef<'a>>,
+        h: &'a FrameHeaders,
+    ) -> Result<Self, FrameError> {
+        let mut flag_bits = 0u8;
+        let mut len = FIXED_HEADER_LEN;
+        match name {
             None => {}
-            Some(FrameName::Id(id)) => dst.put_u16(*id),
-            Some(FrameName::Inline(name)) => put_str(dst, name),
+            Some(NameRef::Id(_)) => {
+                flag_bits |= flags::NAME_ID;
+                len += 2;
+            }
+            Some(NameRef::Inline(name)) => {
+                flag_bits |= flags::NAME_INLINE;
+                len += str_len("name", name)?;
+            }
+        }
+        if let Some(v) = &h.correlation_id {
+            flag_bits |= flags::CORRELATION_ID;
+            len += str_len("correlation id", v)?;
+        }
+        if h.deadline.is_some() {
+            flag_bits |= flags::DEADLINE;
+            len += 8;
+        }
+        if let Some(v) = &h.idempotency_key {
+            flag_bits |= flags::IDEMPOTENCY_KEY;
+            len += str_len("idempotency key", v)?;
+        }
+        if let Some(v) = &h.trace_context {
+            flag_bits |= flags::TRACE_CONTEXT;
+            len += str_len("trace context", v)?;
+        }
+        if !h.extra.is_empty() {
+            flag_bits |= flags::EXTRA_HEADERS;
+            if h.extra.len() > usize::from(u16::MAX) {
+                return Err(FrameError::FieldTooLong {
+                    what: "extra header count",
+                    len: h.extra.len(),
+                });
+            }
+            len += 2;
+            for (k, v) in &h.extra {
+                len += str_len("extra header key", k)?;
+                len += str_len("extra header value", v)?;
+            }
+        }
+        Ok(Head {
+            kind,
+            request_id,
+            name,
+            headers: h,
+            flag_bits,
+            len,
+        })
+    }
+
+    /// Writes the head; every length in it was checked by [`Head::new`].
+    fn put(&self, dst: &mut BytesMut, compressed: bool) {
+        let h = self.headers;
+        let mut flag_bits = self.flag_bits;
+        if compressed {
+            flag_bits |= flags::COMPRESSED;
+        }
+        dst.put_u8(self.kind.to_u8());
+        dst.put_u8(flag_bits);
+        dst.put_u64(self.request_id);
+        match self.name {
+            None => {}
+            Some(NameRef::Id(id)) => dst.put_u16(id),
+            Some(NameRef::Inline(name)) => put_str(dst, name),
         }
         if let Some(v) = &h.correlation_id {
             put_str(dst, v);
@@ -674,14 +892,6 @@ impl FrameCodec {
                 put_str(dst, v);
             }
         }
-        match compressed {
-            Some(c) => {
-                dst.put_u32(body_len as u32);
-                dst.put_slice(&c);
-            }
-            None => dst.put_slice(&frame.body),
-        }
-        Ok(())
     }
 }
 
@@ -789,11 +999,21 @@ impl Reader {
 
     /// A `u16`-length-prefixed UTF-8 string.
     fn str(&mut self, what: &'static str) -> Result<String, FrameError> {
+        self.with_str(what, str::to_owned)
+    }
+
+    /// A `u16`-length-prefixed UTF-8 string, borrowed by `f` (one allocation for an
+    /// `Arc<str>`, not a `String` and then an `Arc<str>`).
+    fn with_str<T>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&str) -> T,
+    ) -> Result<T, FrameError> {
         let len = usize::from(self.u16(what)?);
         self.need(len, what)?;
         let bytes = self.0.split_to(len);
         match std::str::from_utf8(&bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(f(s)),
             Err(_) => Err(FrameError::BadUtf8 { what }),
         }
     }

@@ -36,5 +36,6 @@ pub mod frame;
 pub use control::PROTOCOL_VERSION;
 pub use frame::{
     frame_len, split_frame, Frame, FrameCodec, FrameError, FrameHeaders, FrameKind, FrameName,
-    DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, PREFIX_LEN,
+    NameCache, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE,
+    PREFIX_LEN,
 };

@@ -452,6 +452,145 @@ fn encoding_over_the_limit_is_refused_and_writes_nothing() {
     assert_eq!(buf.len(), 7 + PREFIX_LEN + 1024);
 }
 
+/// A user message as the bus sends one: a struct with named fields and a byte string.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Message {
+    text: String,
+    count: u32,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+fn message(data: Vec<u8>) -> Message {
+    Message {
+        text: "hello".into(),
+        count: 7,
+        data,
+    }
+}
+
+/// What [`FrameCodec::encode_message`] must produce: the body encoded on its own, then framed.
+fn encode_the_old_way(
+    codec: &FrameCodec,
+    kind: FrameKind,
+    request_id: u64,
+    name: &str,
+    headers: &FrameHeaders,
+    body: &Message,
+) -> Result<BytesMut, FrameError> {
+    let mut frame = Frame::new(kind, encode_body(body)?);
+    frame.request_id = request_id;
+    frame.name = Some(FrameName::inline(name));
+    frame.headers = headers.clone();
+    let mut buf = BytesMut::new();
+    codec.encode(&frame, &mut buf)?;
+    Ok(buf)
+}
+
+#[test]
+fn encode_message_writes_the_bytes_encode_writes_and_round_trips() {
+    let codec = codec();
+    for headers in header_variants() {
+        for data in [
+            vec![],
+            vec![1, 2, 3],
+            incompressible(300).to_vec(),
+            vec![9; 10_000],
+        ] {
+            let body = message(data);
+            let old = encode_the_old_way(
+                &codec,
+                FrameKind::Event,
+                3,
+                "users.created",
+                &headers,
+                &body,
+            )
+            .unwrap();
+            let mut new = BytesMut::from(&b"before"[..]);
+            codec
+                .encode_message(
+                    FrameKind::Event,
+                    3,
+                    "users.created",
+                    &headers,
+                    &body,
+                    &mut new,
+                )
+                .unwrap();
+            assert_eq!(&new[..6], b"before");
+            assert_eq!(&new[6..], &old[..]);
+            new.advance(6);
+            let decoded = codec.decode(&mut new).unwrap().unwrap();
+            assert!(new.is_empty());
+            assert_eq!(decoded.kind, FrameKind::Event);
+            assert_eq!(decoded.request_id, 3);
+            assert_eq!(decoded.name, Some(FrameName::inline("users.created")));
+            assert_eq!(decoded.headers, headers);
+            assert_eq!(
+                crate::wire::body::decode_body::<Message>(&decoded.body).unwrap(),
+                body
+            );
+        }
+    }
+    // The large compressible body went through LZ4.
+    let mut buf = BytesMut::new();
+    codec
+        .encode_message(
+            FrameKind::Event,
+            0,
+            "x",
+            &FrameHeaders::default(),
+            &message(vec![9; 10_000]),
+            &mut buf,
+        )
+        .unwrap();
+    assert_ne!(flags_of(&buf) & flags::COMPRESSED, 0);
+}
+
+#[test]
+fn encode_message_over_the_limit_is_refused_and_writes_nothing() {
+    let codec = FrameCodec::with_max_frame_size(1024);
+    let headers = FrameHeaders::default();
+    let mut buf = BytesMut::from(&b"earlier"[..]);
+    for data in [incompressible(1024).to_vec(), vec![0; 2048]] {
+        let err = codec
+            .encode_message(FrameKind::Event, 0, "x", &headers, &message(data), &mut buf)
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
+        assert_eq!(&buf[..], b"earlier");
+    }
+    let long = "n".repeat(usize::from(u16::MAX) + 1);
+    assert!(matches!(
+        codec.encode_message(
+            FrameKind::Event,
+            0,
+            &long,
+            &headers,
+            &message(vec![]),
+            &mut buf
+        ),
+        Err(FrameError::FieldTooLong { .. })
+    ));
+    assert_eq!(&buf[..], b"earlier");
+
+    /// A value whose `Serialize` fails halfway through.
+    struct Fails;
+    impl serde::Serialize for Fails {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeSeq};
+            let mut seq = s.serialize_seq(Some(2))?;
+            seq.serialize_element("written")?;
+            Err(S::Error::custom("no"))
+        }
+    }
+    assert!(matches!(
+        codec.encode_message(FrameKind::Event, 0, "x", &headers, &Fails, &mut buf),
+        Err(FrameError::EncodeBody(_))
+    ));
+    assert_eq!(&buf[..], b"earlier");
+}
+
 #[test]
 fn encoding_a_field_over_u16_is_refused() {
     let codec = codec();
@@ -716,6 +855,29 @@ proptest! {
     }
 
     #[test]
+    fn prop_encode_message_matches_encode(
+        kind in proptest::sample::select(FrameKind::ALL.to_vec()),
+        request_id in any::<u64>(),
+        name in arb_text(),
+        headers in arb_headers(),
+        data in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            (any::<u8>(), 4097..20_000usize).prop_map(|(b, n)| vec![b; n]),
+        ],
+    ) {
+        let codec = codec();
+        let body = message(data);
+        let old = encode_the_old_way(&codec, kind, request_id, &name, &headers, &body);
+        let mut new = BytesMut::new();
+        let result = codec.encode_message(kind, request_id, &name, &headers, &body, &mut new);
+        match (old, result) {
+            (Ok(old), Ok(())) => prop_assert_eq!(&new[..], &old[..]),
+            (Err(_), Err(_)) => prop_assert!(new.is_empty()),
+            (old, new) => prop_assert!(false, "old {:?}, new {:?}", old.map(|_| ()), new),
+        }
+    }
+
+    #[test]
     fn prop_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut buf = BytesMut::from(&bytes[..]);
         let _ = decode_all(&FrameCodec::handshake(), &mut buf);
@@ -829,4 +991,44 @@ fn control_bodies_are_capped_well_below_the_frame_limit() {
         codec.decode(&mut packed),
         Err(FrameError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn cached_decoding_shares_repeated_names_and_stays_bounded() {
+    let codec = codec();
+    let mut names = NameCache::new();
+    let mut frame = Frame::new(FrameKind::Event, Bytes::from_static(b"\x90"));
+    frame.name = Some(FrameName::inline("users.created"));
+    let bytes = encode(&codec, &frame).freeze();
+    let first = codec
+        .decode_frame_cached(bytes.clone(), &mut names)
+        .unwrap();
+    let second = codec
+        .decode_frame_cached(bytes.clone(), &mut names)
+        .unwrap();
+    assert_eq!(first, frame);
+    assert_eq!(second, frame);
+    match (&first.name, &second.name) {
+        (Some(FrameName::Inline(a)), Some(FrameName::Inline(b))) => assert!(Arc::ptr_eq(a, b)),
+        other => panic!("expected inline names, got {other:?}"),
+    }
+    // The same checks as `decode_frame`.
+    assert!(codec
+        .decode_frame_cached(bytes.slice(..bytes.len() - 1), &mut names)
+        .is_err());
+
+    // Many names, and long ones: every one decodes, the cache keeps a bounded few.
+    for i in 0..200 {
+        let name = if i % 2 == 0 {
+            format!("event.{i}")
+        } else {
+            "z".repeat(NameCache::MAX_NAME_LEN + i)
+        };
+        assert_eq!(&*names.get(&name), name.as_str());
+    }
+    assert!(names.names.len() <= NameCache::ENTRIES);
+    assert!(names
+        .names
+        .iter()
+        .all(|n| n.len() <= NameCache::MAX_NAME_LEN));
 }
