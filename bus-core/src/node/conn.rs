@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -571,27 +571,69 @@ impl Inbound<'_> {
             cancel: Some(token.clone()),
             bus: Bus::for_handler(Arc::clone(&bus)),
         };
-        let fut = slot.remote.call(frame.body, ctx);
-        let replies = peer.lanes.replies.clone();
+        let mut fut = slot.remote.call(frame.body, ctx);
         let codec = peer.send_codec;
         drop(bus);
+        // Poll the handler once here: one that answers at once (the common case) replies
+        // without a hand-off to a task of its own, which after an idle link is a wake-up. The
+        // future catches its handler's panics, so polling it here cannot unwind into the
+        // reader. The waker is a no-op: a handler still pending is spawned below, and its
+        // task's first poll registers the real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let outcome = match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => Some(outcome),
+            std::task::Poll::Pending => None,
+        };
+        let replies = peer.lanes.replies.clone();
         let span = tracing::Span::current();
-        self.handlers.spawn(
-            async move {
-                let _guard = guard;
-                let outcome = fut.await;
-                // A caller that gave up wants no answer.
-                if token.is_cancelled() {
-                    return id;
+        match outcome {
+            Some(outcome) => {
+                // Nothing can have cancelled it yet: the reader is still on this frame.
+                let Some(bytes) = reply_frame(&codec, id, outcome) else {
+                    let _ = self.running.finish(peer.node_id, id);
+                    return;
+                };
+                match replies.try_send(bytes) {
+                    Ok(()) => {
+                        let _ = self.running.finish(peer.node_id, id);
+                    }
+                    // A full reply lane: a task waits for room, so the reader never does.
+                    Err(mpsc::error::TrySendError::Full(bytes)) => {
+                        self.handlers.spawn(
+                            async move {
+                                let _guard = guard;
+                                if !token.is_cancelled() {
+                                    let _ = replies.send(bytes).await;
+                                }
+                                id
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        let _ = self.running.finish(peer.node_id, id);
+                    }
                 }
-                let bytes = reply_frame(&codec, id, outcome);
-                if let Some(bytes) = bytes {
-                    let _ = replies.send(bytes).await;
-                }
-                id
             }
-            .instrument(span),
-        );
+            None => {
+                self.handlers.spawn(
+                    async move {
+                        let _guard = guard;
+                        let outcome = fut.await;
+                        // A caller that gave up wants no answer.
+                        if token.is_cancelled() {
+                            return id;
+                        }
+                        let bytes = reply_frame(&codec, id, outcome);
+                        if let Some(bytes) = bytes {
+                            let _ = replies.send(bytes).await;
+                        }
+                        id
+                    }
+                    .instrument(span),
+                );
+            }
+        }
     }
 
     fn on_event(&self, frame: Frame) {
