@@ -297,6 +297,13 @@ async fn read_loop(
     let mut retired_until: Option<tokio::time::Instant> = None;
     // Whether our `Goodbye { Replaced }` notice is queued.
     let mut notice_sent = false;
+    // Made once, not per turn of the loop: a new timer or cancellation waiter per frame
+    // would register (and deregister) itself each time. A later deadline only moves the
+    // timer's expiry, without touching the timer wheel.
+    let stopped = peer.stop.cancelled();
+    let retired = peer.retire.cancelled();
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(liveness.next_deadline()));
+    tokio::pin!(stopped, retired, timer);
     loop {
         if retired_until.is_some() {
             notice_sent = notice_sent || send_replaced_notice(peer);
@@ -312,6 +319,9 @@ async fn read_loop(
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             read = reader.read(codec.max_frame_size) => match read {
                 Ok(ReadEvent::Frame(bytes)) => {
@@ -327,7 +337,7 @@ async fn read_loop(
                     return Ended::Broken("read error");
                 }
             },
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 liveness.on_frame_sent(sent.get());
                 match liveness.poll(now_std()) {
                     Some(LivenessEvent::SendPing) => {
@@ -348,8 +358,8 @@ async fn read_loop(
                     let _ = inbound.running.finish(peer.node_id, id);
                 }
             }
-            () = peer.stop.cancelled() => return Ended::ByUs,
-            () = peer.retire.cancelled(), if retired_until.is_none() => {
+            () = &mut stopped => return Ended::ByUs,
+            () = &mut retired, if retired_until.is_none() => {
                 retired_until = Some(tokio::time::Instant::now() + RETIRE_BOUND);
             }
             () = sleep_until_some(retired_until) => {
@@ -719,6 +729,9 @@ async fn write_loop(
     // The byte budget of the frames in `batch`, given back at once when they are written (one
     // release per batch, not one per frame).
     let mut held = Held(0);
+    // One waiter for the whole loop, not one registered and dropped per batch.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let first = tokio::select! {
             biased;
@@ -732,7 +745,7 @@ async fn write_loop(
                 held.take(q.permit);
                 q.bytes
             }
-            () = stop.cancelled() => {
+            () = &mut stopped => {
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {
                     let _ = writer.write_batch(&mut batch).await;
