@@ -233,3 +233,123 @@ async fn a_command_over_the_peers_frame_limit_is_too_large_and_not_sent() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "mesh.wait", reply = u32)]
+struct Wait;
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "mesh.open")]
+struct Open(u32);
+
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "mesh.late_boom", reply = u32)]
+struct LateBoom;
+
+// The reader polls a handler once before it spawns it: these cover a handler that answers on
+// that first poll, one that is pending then and woken later, and one that panics after it.
+#[tokio::test(start_paused = true)]
+async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() {
+    let net = InMemNetwork::new(31);
+    // `Wait` parks on a oneshot that only `Open` fills: it is pending on its first poll, and
+    // its wake-up must reach the task it continues in.
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel::<u32>();
+    let open_tx = Arc::new(std::sync::Mutex::new(Some(open_tx)));
+    let open_rx = Arc::new(tokio::sync::Mutex::new(Some(open_rx)));
+    let b = node(&net, "b")
+        .max_in_flight_per_peer(2)
+        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
+        .command_handler(move |_: Wait, _ctx| {
+            let open_rx = Arc::clone(&open_rx);
+            async move {
+                let rx = open_rx.lock().await.take();
+                let n = match rx {
+                    Some(rx) => rx.await.unwrap_or(0),
+                    None => 0,
+                };
+                Ok::<_, HandlerError>(n)
+            }
+        })
+        .command_handler(move |Open(n): Open, _ctx| {
+            let open_tx = Arc::clone(&open_tx);
+            async move {
+                if let Some(tx) = open_tx.lock().unwrap().take() {
+                    let _ = tx.send(n);
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .command_handler(|_: LateBoom, _ctx| async move {
+            tokio::task::yield_now().await;
+            panic!("late kaboom");
+            #[allow(unreachable_code)]
+            Ok::<u32, HandlerError>(0)
+        })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b's handlers", a.ready().handlers::<Add>(Scope::Cluster, 1)).await;
+
+    // Immediate handlers give their in-flight slot back at once: far more of them than the
+    // cap of 2, sent at the same time, all answer (none is Overloaded). (Were each spawned,
+    // the reader would admit a burst of them before any ran.)
+    let calls = (0..64u64)
+        .map(|i| std::future::IntoFuture::into_future(a.commands().send(Add { a: i, b: 1 })));
+    let replies = within(
+        "64 immediate replies",
+        futures_util::future::join_all(calls),
+    )
+    .await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), i as u64 + 1);
+    }
+
+    // A pending handler holds one slot; an immediate one still fits beside it and opens it.
+    let waiting = a.commands().send(Wait).no_timeout();
+    let opener = async {
+        tokio::task::yield_now().await;
+        a.commands().send(Open(7)).await
+    };
+    let (waited, opened) = within("the waiting handler", async {
+        tokio::join!(waiting, opener)
+    })
+    .await;
+    opened.unwrap();
+    assert_eq!(waited.unwrap(), 7);
+
+    // A panic after the first poll is still the caller's HandlerFailed, and b keeps serving.
+    let err = a.commands().send(LateBoom).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HandlerFailed);
+    assert!(
+        err.handler_message().unwrap().contains("late kaboom"),
+        "{err}"
+    );
+    assert_eq!(a.commands().send(Add { a: 1, b: 1 }).await.unwrap(), 2);
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn immediate_replies_that_find_the_reply_lane_full_still_arrive() {
+    let net = InMemNetwork::new(32);
+    let b = node(&net, "b")
+        // One frame per lane: a burst of immediate replies finds the reply lane full, and
+        // those replies wait in tasks of their own (the reader never waits).
+        .peer_queue_capacity(1)
+        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b's handler", a.ready().handlers::<Add>(Scope::Cluster, 1)).await;
+    let calls = (0..64u64)
+        .map(|i| std::future::IntoFuture::into_future(a.commands().send(Add { a: i, b: 2 })));
+    let replies = within("64 replies", futures_util::future::join_all(calls)).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), i as u64 + 2);
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

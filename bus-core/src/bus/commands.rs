@@ -10,7 +10,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
 use super::remote::read_reply;
@@ -272,21 +272,33 @@ pub(super) async fn remote_call<C: Command>(
     }
     let _pending = Pending { peer: &peer, id };
     let wait = async {
-        let queue = async {
-            let permit = peer.reserve(bytes.len()).await?;
-            peer.lanes
-                .commands
-                .send(Queued { bytes, permit })
-                .await
-                .ok()
+        // Room at once (the usual case): queue without the waiter on `gone` that waiting for
+        // room needs.
+        let bytes = match peer.try_reserve(bytes.len()) {
+            Some(permit) => match peer.lanes.commands.try_send(Queued { bytes, permit }) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(q)) => Some(q.bytes),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(lost(&peer)),
+            },
+            None => Some(bytes),
         };
-        tokio::select! {
-            sent = queue => {
-                if sent.is_none() {
-                    return Err(lost(&peer));
+        if let Some(bytes) = bytes {
+            let queue = async {
+                let permit = peer.reserve(bytes.len()).await?;
+                peer.lanes
+                    .commands
+                    .send(Queued { bytes, permit })
+                    .await
+                    .ok()
+            };
+            tokio::select! {
+                sent = queue => {
+                    if sent.is_none() {
+                        return Err(lost(&peer));
+                    }
                 }
+                () = peer.gone.cancelled() => return Err(lost(&peer)),
             }
-            () = peer.gone.cancelled() => return Err(lost(&peer)),
         }
         // The sender is dropped when the peer is lost.
         rx.await.map_err(|_| lost(&peer))

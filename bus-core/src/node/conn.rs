@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -298,6 +298,13 @@ async fn read_loop(
     let mut retired_until: Option<tokio::time::Instant> = None;
     // Whether our `Goodbye { Replaced }` notice is queued.
     let mut notice_sent = false;
+    // Made once, not per turn of the loop: a new timer or cancellation waiter per frame
+    // would register (and deregister) itself each time. A later deadline only moves the
+    // timer's expiry, without touching the timer wheel.
+    let stopped = peer.stop.cancelled();
+    let retired = peer.retire.cancelled();
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(liveness.next_deadline()));
+    tokio::pin!(stopped, retired, timer);
     loop {
         if retired_until.is_some() {
             notice_sent = notice_sent || send_replaced_notice(peer);
@@ -313,6 +320,9 @@ async fn read_loop(
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             read = reader.read(codec.max_frame_size) => match read {
                 Ok(ReadEvent::Frame(bytes)) => {
@@ -328,7 +338,7 @@ async fn read_loop(
                     return Ended::Broken("read error");
                 }
             },
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 liveness.on_frame_sent(sent.get());
                 match liveness.poll(now_std()) {
                     Some(LivenessEvent::SendPing) => {
@@ -349,8 +359,8 @@ async fn read_loop(
                     let _ = inbound.running.finish(peer.node_id, id);
                 }
             }
-            () = peer.stop.cancelled() => return Ended::ByUs,
-            () = peer.retire.cancelled(), if retired_until.is_none() => {
+            () = &mut stopped => return Ended::ByUs,
+            () = &mut retired, if retired_until.is_none() => {
                 retired_until = Some(tokio::time::Instant::now() + RETIRE_BOUND);
             }
             () = sleep_until_some(retired_until) => {
@@ -585,27 +595,69 @@ impl Inbound<'_> {
             cancel: Some(token.clone()),
             bus: Bus::for_handler(Arc::clone(&bus)),
         };
-        let fut = slot.remote.call(frame.body, ctx);
-        let replies = peer.lanes.replies.clone();
+        let mut fut = slot.remote.call(frame.body, ctx);
         let codec = peer.send_codec;
         drop(bus);
+        // Poll the handler once here: one that answers at once (the common case) replies
+        // without a hand-off to a task of its own, which after an idle link is a wake-up. The
+        // future catches its handler's panics, so polling it here cannot unwind into the
+        // reader. The waker is a no-op: a handler still pending is spawned below, and its
+        // task's first poll registers the real waker.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let outcome = match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => Some(outcome),
+            std::task::Poll::Pending => None,
+        };
+        let replies = peer.lanes.replies.clone();
         let span = tracing::Span::current();
-        self.handlers.spawn(
-            async move {
-                let _guard = guard;
-                let outcome = fut.await;
-                // A caller that gave up wants no answer.
-                if token.is_cancelled() {
-                    return id;
+        match outcome {
+            Some(outcome) => {
+                // Nothing can have cancelled it yet: the reader is still on this frame.
+                let Some(bytes) = reply_frame(&codec, id, outcome) else {
+                    let _ = self.running.finish(peer.node_id, id);
+                    return;
+                };
+                match replies.try_send(bytes) {
+                    Ok(()) => {
+                        let _ = self.running.finish(peer.node_id, id);
+                    }
+                    // A full reply lane: a task waits for room, so the reader never does.
+                    Err(mpsc::error::TrySendError::Full(bytes)) => {
+                        self.handlers.spawn(
+                            async move {
+                                let _guard = guard;
+                                if !token.is_cancelled() {
+                                    let _ = replies.send(bytes).await;
+                                }
+                                id
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        let _ = self.running.finish(peer.node_id, id);
+                    }
                 }
-                let bytes = reply_frame(&codec, id, outcome);
-                if let Some(bytes) = bytes {
-                    let _ = replies.send(bytes).await;
-                }
-                id
             }
-            .instrument(span),
-        );
+            None => {
+                self.handlers.spawn(
+                    async move {
+                        let _guard = guard;
+                        let outcome = fut.await;
+                        // A caller that gave up wants no answer.
+                        if token.is_cancelled() {
+                            return id;
+                        }
+                        let bytes = reply_frame(&codec, id, outcome);
+                        if let Some(bytes) = bytes {
+                            let _ = replies.send(bytes).await;
+                        }
+                        id
+                    }
+                    .instrument(span),
+                );
+            }
+        }
     }
 
     fn on_event(&self, frame: Frame) {
@@ -691,6 +743,9 @@ async fn write_loop(
     // The byte budget of the frames in `batch`, given back at once when they are written (one
     // release per batch, not one per frame).
     let mut held = Held(0);
+    // One waiter for the whole loop, not one registered and dropped per batch.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let first = tokio::select! {
             biased;
@@ -704,7 +759,7 @@ async fn write_loop(
                 held.take(q.permit);
                 q.bytes
             }
-            () = stop.cancelled() => {
+            () = &mut stopped => {
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {
                     let _ = writer.write_batch(&mut batch).await;
