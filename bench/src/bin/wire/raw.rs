@@ -35,7 +35,7 @@ impl RawListener {
         }
     }
 
-    /// What a client passes to [`connect`]: `host:port` or a path.
+    /// What a client passes to [`EchoClient::connect`]: `host:port` or a path.
     pub(crate) fn addr(&self) -> String {
         match self {
             RawListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
