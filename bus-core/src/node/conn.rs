@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::actor::ActorMsg;
 use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::{encode, NodeShared};
-use crate::bus::{Bus, BusInner};
+use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
@@ -407,9 +407,24 @@ async fn on_burst(
 ) -> Result<(), Ended> {
     let mut next = Some(first);
     let mut taken = 0;
+    // The bus, its event table and the sender's scope, taken at the first event of the burst
+    // and used for the events behind it (not an upgrade and a table load per frame). Let go
+    // before any other frame, whose handling may wait.
+    let mut events: Option<EventTarget> = None;
     while let Some(bytes) = next.take() {
         match codec.decode_frame_cached(bytes, &mut inbound.names) {
-            Ok(frame) => inbound.on_frame(frame).await?,
+            Ok(frame) if frame.kind == FrameKind::Event => {
+                if events.is_none() {
+                    events = inbound.event_target();
+                }
+                if let Some(target) = &events {
+                    inbound.on_event(target, frame);
+                }
+            }
+            Ok(frame) => {
+                events = None;
+                inbound.on_frame(frame).await?;
+            }
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
                 return Err(Ended::Broken("undecodable frame"));
@@ -530,7 +545,11 @@ impl Inbound<'_> {
                     token.cancel();
                 }
             }
-            FrameKind::Event => self.on_event(frame),
+            FrameKind::Event => {
+                if let Some(target) = self.event_target() {
+                    self.on_event(&target, frame);
+                }
+            }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
                 tracing::warn!(peer = %peer.node_id, kind = ?frame.kind, "handshake frame after the handshake");
                 return Err(Ended::Broken("handshake frame after the handshake"));
@@ -660,30 +679,41 @@ impl Inbound<'_> {
         }
     }
 
-    fn on_event(&self, frame: Frame) {
-        let Some(bus) = self.bus.upgrade() else {
-            return;
-        };
+    /// What delivering events needs, or `None` once the bus is gone.
+    fn event_target(&self) -> Option<EventTarget> {
+        let bus = self.bus.upgrade()?;
+        let table = bus.events.load_full();
+        let scope = scope_of(&bus, self.peer);
+        Some(EventTarget { bus, table, scope })
+    }
+
+    fn on_event(&self, target: &EventTarget, frame: Frame) {
         let Some(FrameName::Inline(name)) = &frame.name else {
             tracing::warn!(peer = %self.peer.node_id, "an event without a name");
             return;
         };
-        let table = bus.events.load();
-        let Some(slot) = table.get(&**name) else {
+        let Some(slot) = target.table.get(&**name) else {
             return;
         };
         let meta = Arc::new(EventMeta {
             message_id: crate::id::next_message_id(),
             correlation_id: frame.headers.correlation_id.clone().map(Arc::from),
             sender: self.peer.node_id,
-            scope: scope_of(&bus, self.peer),
+            scope: target.scope,
             headers: headers_of(&frame),
             published_at: None,
         });
-        if let Err(e) = (slot.deliver)(slot, &frame.body, meta, &bus.counters) {
+        if let Err(e) = (slot.deliver)(slot, &frame.body, meta, &target.bus.counters) {
             tracing::warn!(peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
         }
     }
+}
+
+/// The bus, its event table and the sender's scope, shared by the events of one read burst.
+struct EventTarget {
+    bus: Arc<BusInner>,
+    table: Arc<EventTable>,
+    scope: Scope,
 }
 
 /// The encoded `Reply` or `ReplyError` for request `id`.
