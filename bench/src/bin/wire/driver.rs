@@ -58,8 +58,8 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, role_args: &[String], cpu: Option<usize>) -> Proc {
-        let exe = std::env::current_exe().expect("the path of this program");
+    fn spawn(name: &str, role_args: &[String], cpu: Option<usize>) -> Result<Proc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("the path of this program: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.args(role_args);
         if let Some(cpu) = cpu {
@@ -70,8 +70,11 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start a child process");
-        let stdout = child.stdout.take().expect("the child's stdout");
+            .map_err(|e| format!("start {name}: {e}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| format!("{name} has no piped stdout"))?;
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -82,12 +85,12 @@ impl Proc {
                 }
             }
         });
-        Proc {
+        Ok(Proc {
             name: name.to_owned(),
             child,
             stdin,
             lines,
-        }
+        })
     }
 
     fn pid(&self) -> i32 {
@@ -95,7 +98,7 @@ impl Proc {
     }
 
     /// The next line starting with `prefix` (others are ignored), within `bound`.
-    fn expect(&self, prefix: &str, bound: Duration) -> Result<String, String> {
+    fn wait_line(&self, prefix: &str, bound: Duration) -> Result<String, String> {
         let until = Instant::now() + bound;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -339,8 +342,8 @@ fn rtt_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<Rtt
         "rtt-server",
         &[s("--role"), s("rtt-server"), s("--transport"), s(t)],
         server_cpu,
-    );
-    let ready = server.expect("READY", Duration::from_secs(20))?;
+    )?;
+    let ready = server.wait_line("READY", Duration::from_secs(20))?;
     let parts: Vec<&str> = ready.split_whitespace().collect();
     let (raw, bus) = (parts[1], parts[2]);
     let mut args = vec![
@@ -354,7 +357,7 @@ fn rtt_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<Rtt
         s(bus),
     ];
     args.extend_from_slice(pass);
-    let client = Proc::spawn("rtt-client", &args, client_cpu);
+    let client = Proc::spawn("rtt-client", &args, client_cpu)?;
     let results = client.results(Duration::from_secs(120))?;
     drop(client);
     drop(server);
@@ -389,8 +392,8 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
         "ev-sub",
         &[s("--role"), s("ev-sub"), s("--transport"), s(t)],
         sub_cpu,
-    );
-    let ready = sub.expect("READY", Duration::from_secs(20))?;
+    )?;
+    let ready = sub.wait_line("READY", Duration::from_secs(20))?;
     let parts: Vec<&str> = ready.split_whitespace().collect();
     let mut args = vec![
         s("--role"),
@@ -403,7 +406,7 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
         s(parts[2]),
     ];
     args.extend_from_slice(pass);
-    let publisher = Proc::spawn("ev-pub", &args, pub_cpu);
+    let publisher = Proc::spawn("ev-pub", &args, pub_cpu)?;
     let results = publisher.results(Duration::from_secs(150))?;
     drop(publisher);
     drop(sub);
@@ -411,8 +414,8 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
     for r in results.iter().filter(|r| r.len() >= 9 && r[0] == "ev") {
         let size: usize = r[1].parse().unwrap_or(0);
         let rate: f64 = r[3].parse().unwrap_or(f64::NAN);
-        let row = match rows.iter_mut().find(|x| x.size == size) {
-            Some(x) => x,
+        let at = match rows.iter().position(|x| x.size == size) {
+            Some(at) => at,
             None => {
                 rows.push(EvRow {
                     wire,
@@ -425,9 +428,10 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
                     raw_cpu: (f64::NAN, f64::NAN),
                     bus_cpu: (f64::NAN, f64::NAN),
                 });
-                rows.last_mut().expect("just pushed")
+                rows.len() - 1
             }
         };
+        let row = &mut rows[at];
         let cpu = (
             r[7].parse().unwrap_or(f64::NAN),
             r[8].parse().unwrap_or(f64::NAN),
@@ -450,8 +454,8 @@ fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
         "stall-sub",
         &[s("--role"), s("stall-sub"), s("--transport"), s("tcp")],
         None,
-    );
-    let ready = sub.expect("READY", Duration::from_secs(20))?;
+    )?;
+    let ready = sub.wait_line("READY", Duration::from_secs(20))?;
     let addr = ready
         .split_whitespace()
         .nth(1)
@@ -473,8 +477,8 @@ fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
         .find(|w| w[0] == "--stall-bound-mib")
         .and_then(|w| w[1].parse().ok())
         .unwrap_or(16);
-    let mut publisher = Proc::spawn("stall-pub", &args, None);
-    publisher.expect("READY", Duration::from_secs(20))?;
+    let mut publisher = Proc::spawn("stall-pub", &args, None)?;
+    publisher.wait_line("READY", Duration::from_secs(20))?;
     // The subscriber stops reading anything: its process is frozen.
     sub.signal(libc::SIGSTOP);
     publisher.say("GO");
