@@ -438,17 +438,8 @@ impl FrameCodec {
     ///
     /// As [`decode`](Self::decode); also [`FrameError::Malformed`] when the length prefix does
     /// not match the frame's size.
-    pub fn decode_frame(&self, mut frame: Bytes) -> Result<Frame, FrameError> {
-        match frame_len(&frame, self.limit())? {
-            Some(whole) if whole == frame.len() => {}
-            _ => {
-                return Err(FrameError::Malformed {
-                    what: "the length prefix does not match the frame",
-                })
-            }
-        }
-        frame.advance(PREFIX_LEN);
-        self.parse(frame, None)
+    pub fn decode_frame(&self, frame: Bytes) -> Result<Frame, FrameError> {
+        self.decode_whole(frame, None)
     }
 
     /// As [`decode_frame`](Self::decode_frame), taking an inline name that `names` already
@@ -460,8 +451,17 @@ impl FrameCodec {
     /// As [`decode_frame`](Self::decode_frame).
     pub fn decode_frame_cached(
         &self,
-        mut frame: Bytes,
+        frame: Bytes,
         names: &mut NameCache,
+    ) -> Result<Frame, FrameError> {
+        self.decode_whole(frame, Some(names))
+    }
+
+    /// Checks that `frame` is exactly one whole frame, then parses what follows its prefix.
+    fn decode_whole(
+        &self,
+        mut frame: Bytes,
+        names: Option<&mut NameCache>,
     ) -> Result<Frame, FrameError> {
         match frame_len(&frame, self.limit())? {
             Some(whole) if whole == frame.len() => {}
@@ -472,7 +472,7 @@ impl FrameCodec {
             }
         }
         frame.advance(PREFIX_LEN);
-        self.parse(frame, Some(names))
+        self.parse(frame, names)
     }
 
     fn parse(&self, frame: Bytes, names: Option<&mut NameCache>) -> Result<Frame, FrameError> {
