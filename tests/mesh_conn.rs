@@ -6,7 +6,7 @@ mod mesh_util;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_util::raw::{ping, Got, RawPeer};
+use mesh_util::raw::{ping, Got, RawConn, RawPeer};
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
@@ -76,6 +76,25 @@ fn x_in(view: &MembershipView) -> Option<&PeerInfo> {
         .find(|p| p.node_id == NodeId::from_u128(X_ID))
 }
 
+/// Node `b`, and the raw peer `x` handling `Work` over a connection that `x` does not read
+/// until told to: one frame in flight per direction, so what `b` sends `x` queues at `b`.
+async fn b_and_a_stalled_x(net: &InMemNetwork) -> (Bus, RawPeer, RawConn) {
+    let b = node(net, "b")
+        .peer_timeout(Duration::from_secs(600))
+        .start()
+        .await
+        .unwrap();
+    net.set_link_capacity(1);
+    let x = RawPeer::new(net, "x", X_ID);
+    let conn = x.connect_with("inmem://b", false).await;
+    conn.send_interest(0, &[Work::NAME], &[]).await;
+    until_view(&b, |v| {
+        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
+    })
+    .await;
+    (b, x, conn)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() {
     let net = InMemNetwork::new(60);
@@ -134,13 +153,19 @@ async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() 
 
     // The old connection stays open while b's handler for it runs, whatever time passes
     // (x answers b's pings on both connections meanwhile).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    while let Some(got) = old.try_recv() {
-        match got {
-            Got::Frame(f) => assert_ne!(f.kind, FrameKind::Command, "{f:?}"),
-            Got::Closed => panic!("the old connection closed with a handler running"),
+    let nothing_new = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match old.recv().await {
+                Got::Frame(f) => assert_ne!(f.kind, FrameKind::Command, "{f:?}"),
+                Got::Closed => panic!("the old connection closed with a handler running"),
+            }
         }
-    }
+    })
+    .await;
+    assert!(
+        nothing_new.is_err(),
+        "5 s with neither a command nor the close"
+    );
 
     // The handler answers on the old connection, which then closes at once: drained.
     release.notify_one();
@@ -365,20 +390,7 @@ async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answere
 #[tokio::test(start_paused = true)]
 async fn the_replaced_notice_follows_the_commands_queued_before_it() {
     let net = InMemNetwork::new(65);
-    let b = node(&net, "b")
-        .peer_timeout(Duration::from_secs(600))
-        .start()
-        .await
-        .unwrap();
-    // One frame in flight per direction; x does not read the old connection for a while.
-    net.set_link_capacity(1);
-    let x = RawPeer::new(&net, "x", X_ID);
-    let mut old = x.connect_with("inmem://b", false).await;
-    old.send_interest(0, &[Work::NAME], &[]).await;
-    until_view(&b, |v| {
-        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
-    })
-    .await;
+    let (b, x, mut old) = b_and_a_stalled_x(&net).await;
     // b's writer to x stalls: the first command is in its hands, the next ones queue.
     let mut calls = Vec::new();
     for n in 0..4 {
@@ -419,20 +431,7 @@ async fn the_replaced_notice_follows_the_commands_queued_before_it() {
 #[tokio::test(start_paused = true)]
 async fn a_cancel_never_overtakes_its_queued_command() {
     let net = InMemNetwork::new(66);
-    let b = node(&net, "b")
-        .peer_timeout(Duration::from_secs(600))
-        .start()
-        .await
-        .unwrap();
-    // One frame in flight per direction, and x does not read for a while: b's commands queue.
-    net.set_link_capacity(1);
-    let x = RawPeer::new(&net, "x", X_ID);
-    let mut conn = x.connect_with("inmem://b", false).await;
-    conn.send_interest(0, &[Work::NAME], &[]).await;
-    until_view(&b, |v| {
-        x_in(v).is_some_and(|p| p.commands == [Work::NAME.to_owned()])
-    })
-    .await;
+    let (b, _x, mut conn) = b_and_a_stalled_x(&net).await;
     // Each caller gives up after 10 ms, while its command still waits in b's queue.
     for n in 0..3 {
         let err = b
