@@ -136,3 +136,46 @@ async fn scopes_pick_nodes_by_host_and_cluster() {
         bus.shutdown().await.unwrap();
     }
 }
+
+/// Events with and without headers, interleaved in one burst: each keeps its own headers and
+/// correlation id, every one has an id of its own, and all name their sender.
+#[tokio::test(start_paused = true)]
+async fn each_remote_event_keeps_its_own_headers_within_a_burst() {
+    let net = InMemNetwork::new(12);
+    let b = node(&net, "b").start().await.unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    let mut on_b = b.subscribe::<Tick>().unwrap();
+    within(
+        "b's subscription",
+        a.ready().subscribers::<Tick>(Scope::Cluster, 1),
+    )
+    .await;
+
+    // Published without awaiting in between, they are queued together and read as one burst.
+    for i in 0..40u32 {
+        let publish = a.events().publish(Tick(i));
+        match i % 4 {
+            1 => publish.header("tenant", format!("t{i}")).await.unwrap(),
+            3 => publish.correlation_id(format!("c{i}")).await.unwrap(),
+            _ => publish.await.unwrap(),
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..40u32 {
+        let (tick, ctx) = within("an event", on_b.recv_with_context()).await.unwrap();
+        assert_eq!(tick.0, i);
+        assert_eq!(ctx.sender(), a.node_id());
+        let tenant = ctx.headers().get("tenant").map(str::to_owned);
+        assert_eq!(tenant, (i % 4 == 1).then(|| format!("t{i}")), "event {i}");
+        let correlation = ctx.correlation_id().map(str::to_owned);
+        assert_eq!(
+            correlation,
+            (i % 4 == 3).then(|| format!("c{i}")),
+            "event {i}"
+        );
+        assert!(ids.insert(ctx.message_id()), "event {i} repeats an id");
+    }
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::{BusBuilder, Subscription};
+use meshbus::{BusBuilder, Subscription, SubscriptionOptions};
 
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "tcp.tick")]
@@ -260,4 +260,46 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
         }
     };
     bounded(RUN_BOUND, "the run", run).await;
+}
+
+/// A reader that finds many frames waiting lets the subscription's task run every so many of
+/// them: a burst far larger than the subscription's queue arrives whole, none dropped, though
+/// the reader never waits for a subscriber.
+#[tokio::test]
+async fn a_fast_reader_lets_its_subscription_keep_up() {
+    const EVENTS: u32 = 20_000;
+    let sub_bus = node("sub", "h", "c", "tcp://127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let addr = sub_bus.listen_addrs()[0].clone();
+    let mut sub = sub_bus
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(256))
+        .unwrap();
+    let publisher = node("pub", "h", "c", "tcp://127.0.0.1:0")
+        .peers([addr.to_string()])
+        .start()
+        .await
+        .unwrap();
+    within(
+        "the subscriber",
+        publisher.ready().subscribers::<Tick>(Scope::Cluster, 1),
+    )
+    .await;
+
+    let publish = async {
+        for i in 0..EVENTS {
+            publisher.events().publish(Tick(i)).await.unwrap();
+        }
+        publisher.events().publish(Tick(MARKER)).await.unwrap();
+    };
+    let (got, ()) = bounded(RUN_BOUND, "the burst", async {
+        tokio::join!(ticks_until_marker(&mut sub), publish)
+    })
+    .await;
+    assert_eq!(sub_bus.stats().remote_events_dropped, 0);
+    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+
+    publisher.shutdown().await.unwrap();
+    sub_bus.shutdown().await.unwrap();
 }

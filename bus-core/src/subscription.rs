@@ -103,16 +103,17 @@ impl Default for SubscriptionOptions {
     }
 }
 
-/// What travels through a subscription's queue: the shared event and who sent it.
+/// What travels through a subscription's queue: the shared event, its id and who sent it.
 pub(crate) struct Delivery<E> {
     pub(crate) event: Arc<E>,
+    pub(crate) message_id: u64,
     pub(crate) meta: Arc<EventMeta>,
 }
 
-/// The context of a published event, shared by all its deliveries.
+/// The context of a published event, shared by all its deliveries; the events of one peer
+/// without headers share one.
 #[derive(Debug)]
 pub(crate) struct EventMeta {
-    pub(crate) message_id: u64,
     pub(crate) correlation_id: Option<Arc<str>>,
     pub(crate) sender: NodeId,
     pub(crate) scope: Scope,
@@ -122,10 +123,10 @@ pub(crate) struct EventMeta {
 }
 
 impl EventMeta {
-    /// The context a subscriber of this event sees.
-    pub(crate) fn context(&self, bus: Bus) -> Context {
+    /// The context a subscriber of event `message_id` sees.
+    pub(crate) fn context(&self, message_id: u64, bus: Bus) -> Context {
         Context {
-            message_id: self.message_id,
+            message_id,
             correlation_id: self.correlation_id.clone(),
             sender: self.sender,
             scope: self.scope,
@@ -179,7 +180,8 @@ impl<E: Event> Subscription<E> {
     pub async fn recv_with_context(&mut self) -> Option<(Arc<E>, Context)> {
         let delivery = futures_util::StreamExt::next(&mut self.rx).await?;
         let bus = Bus::for_handler(self.bus.upgrade()?);
-        Some((delivery.event, delivery.meta.context(bus)))
+        let ctx = delivery.meta.context(delivery.message_id, bus);
+        Some((delivery.event, ctx))
     }
 }
 

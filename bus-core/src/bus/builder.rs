@@ -554,8 +554,10 @@ async fn run_subscriber<E: Event>(
 ) {
     while let Ok(delivery) = rx.recv_async().await {
         let Some(inner) = bus.upgrade() else { return };
-        let ctx = delivery.meta.context(Bus::for_handler(Arc::clone(&inner)));
-        let message_id = delivery.meta.message_id;
+        let message_id = delivery.message_id;
+        let ctx = delivery
+            .meta
+            .context(message_id, Bus::for_handler(Arc::clone(&inner)));
         let outcome = AssertUnwindSafe(handler.call(delivery.event, ctx))
             .catch_unwind()
             .await;

@@ -25,8 +25,7 @@ use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
-use crate::wire::body::encode_body;
-use crate::wire::{Frame, FrameKind, FrameName};
+use crate::wire::FrameKind;
 
 /// Sends commands in a scope. Made by [`Bus::commands`]; the default scope is
 /// [`Scope::Cluster`].
@@ -237,13 +236,13 @@ impl<'a, C: Command> SendCommand<'a, C> {
         };
         let id = node.next_request_id();
         let with_name = |e: Error| e.with_message_name(C::NAME).with_peer(peer.node_id);
-        let body = encode_body(&self.cmd).map_err(|e| with_name(e.into()))?;
-        let mut frame = Frame::new(FrameKind::Command, body);
-        frame.request_id = id;
-        frame.name = Some(FrameName::inline(C::NAME));
-        frame.headers = frame_headers(&self.headers, self.correlation_id.as_deref(), timeout);
-        // Encoded once, with the peer's limit: too large fails here and nothing is sent.
-        let bytes = encode(&peer.send_codec, &frame).map_err(|e| with_name(e.into()))?;
+        let headers = frame_headers(&self.headers, self.correlation_id.as_deref(), timeout);
+        // Encoded once, straight into the frame, with the peer's limit: too large fails here
+        // and nothing is sent.
+        let bytes = peer
+            .send_codec
+            .encode_message_to_bytes(FrameKind::Command, id, C::NAME, &headers, &self.cmd)
+            .map_err(|e| with_name(e.into()))?;
         Ok(Call::Remote(RemoteCall {
             fut: Box::pin(remote_call::<C>(peer, id, bytes, timeout)),
             _in_flight: guard,

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::Bus;
@@ -185,8 +185,8 @@ impl<E: Event> Publish<'_, E> {
             Some(_) => Published::Shared(Arc::new(self.event)),
         };
         if let (Some(subs), Published::Shared(event)) = (subs, &event) {
+            let message_id = crate::id::next_message_id();
             let meta = Arc::new(EventMeta {
-                message_id: crate::id::next_message_id(),
                 correlation_id: self.correlation_id.clone(),
                 sender: inner.identity.node_id,
                 scope: self.scope,
@@ -196,6 +196,7 @@ impl<E: Event> Publish<'_, E> {
             for sub in subs {
                 let delivery = Delivery {
                     event: Arc::clone(event),
+                    message_id,
                     meta: Arc::clone(&meta),
                 };
                 match sub.tx.try_send(delivery) {
@@ -220,18 +221,16 @@ impl<E: Event> Publish<'_, E> {
             };
             // Encoded once, however many peers get it, straight into the frame's buffer.
             let headers = frame_headers(&self.headers, self.correlation_id.as_deref(), None);
-            let mut buf = BytesMut::new();
-            if let Err(e) = FrameCodec::default().encode_message(
+            let mut bytes = match FrameCodec::default().encode_message_to_bytes(
                 FrameKind::Event,
                 0,
                 E::NAME,
                 &headers,
                 event,
-                &mut buf,
             ) {
-                return Started::Done(Err(Error::from(e).with_message_name(E::NAME)));
-            }
-            let mut bytes = buf.freeze();
+                Ok(bytes) => bytes,
+                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
+            };
             let policy = inner
                 .node
                 .as_ref()

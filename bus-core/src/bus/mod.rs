@@ -138,7 +138,7 @@ pub(crate) struct EventSlot {
 
 /// See [`EventSlot::deliver`].
 pub(crate) type DeliverRemote =
-    fn(&EventSlot, &[u8], Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
+    fn(&EventSlot, &[u8], u64, &Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
 
 /// Decodes a peer's event of type `E` once and offers the shared value to every subscription.
 /// A full queue drops it for that subscription and counts the drop: the connection's reader
@@ -146,7 +146,8 @@ pub(crate) type DeliverRemote =
 fn deliver_remote<E: Event>(
     slot: &EventSlot,
     body: &[u8],
-    meta: Arc<EventMeta>,
+    message_id: u64,
+    meta: &Arc<EventMeta>,
     counters: &Counters,
 ) -> Result<(), FrameError> {
     let Some(subs) = slot.get::<E>() else {
@@ -156,7 +157,8 @@ fn deliver_remote<E: Event>(
     for sub in subs {
         let delivery = Delivery {
             event: Arc::clone(&event),
-            meta: Arc::clone(&meta),
+            message_id,
+            meta: Arc::clone(meta),
         };
         if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
             Counters::bump(&counters.remote_events_dropped);

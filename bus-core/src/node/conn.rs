@@ -434,6 +434,11 @@ async fn on_burst(
         if taken >= READ_BURST {
             break;
         }
+        // One unit of the task's cooperative budget per frame: a reader fed faster than the
+        // subscriptions it fills lets their tasks run every so many frames, instead of
+        // filling their queues until they drop (a transport may hand over a whole socket
+        // buffer of frames without waiting, which costs no budget of its own).
+        tokio::task::consume_budget().await;
         next = match reader.try_read_frame(codec.max_frame_size) {
             Ok(next) => next,
             Err(e) => {
@@ -684,7 +689,28 @@ impl Inbound<'_> {
         let bus = self.bus.upgrade()?;
         let table = bus.events.load_full();
         let scope = scope_of(&bus, self.peer);
-        Some(EventTarget { bus, table, scope })
+        Some(EventTarget {
+            bus,
+            table,
+            scope,
+            plain: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// The context of this peer's events in `scope`.
+    fn meta(
+        &self,
+        scope: Scope,
+        correlation_id: Option<Arc<str>>,
+        headers: Headers,
+    ) -> Arc<EventMeta> {
+        Arc::new(EventMeta {
+            correlation_id,
+            sender: self.peer.node_id,
+            scope,
+            headers,
+            published_at: None,
+        })
     }
 
     fn on_event(&self, target: &EventTarget, frame: Frame) {
@@ -695,15 +721,18 @@ impl Inbound<'_> {
         let Some(slot) = target.table.get(&**name) else {
             return;
         };
-        let meta = Arc::new(EventMeta {
-            message_id: crate::id::next_message_id(),
-            correlation_id: frame.headers.correlation_id.clone().map(Arc::from),
-            sender: self.peer.node_id,
-            scope: target.scope,
-            headers: headers_of(&frame),
-            published_at: None,
-        });
-        if let Err(e) = (slot.deliver)(slot, &frame.body, meta, &target.bus.counters) {
+        let message_id = crate::id::next_message_id();
+        let with_headers;
+        let meta = if frame.headers.is_empty() {
+            target
+                .plain
+                .get_or_init(|| self.meta(target.scope, None, Headers::new()))
+        } else {
+            let correlation_id = frame.headers.correlation_id.clone().map(Arc::from);
+            with_headers = self.meta(target.scope, correlation_id, headers_of(&frame));
+            &with_headers
+        };
+        if let Err(e) = (slot.deliver)(slot, &frame.body, message_id, meta, &target.bus.counters) {
             tracing::warn!(peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
         }
     }
@@ -714,6 +743,8 @@ struct EventTarget {
     bus: Arc<BusInner>,
     table: Arc<EventTable>,
     scope: Scope,
+    /// The context of the burst's events without headers, made at the first.
+    plain: std::cell::OnceCell<Arc<EventMeta>>,
 }
 
 /// The encoded `Reply` or `ReplyError` for request `id`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
@@ -148,9 +148,7 @@ pub(crate) fn parse_addrs(list: &[String]) -> Result<Vec<Addr>, crate::Error> {
 
 /// One encoded frame, ready for a lane.
 pub(crate) fn encode(codec: &FrameCodec, frame: &Frame) -> Result<Bytes, FrameError> {
-    let mut buf = BytesMut::new();
-    codec.encode(frame, &mut buf)?;
-    Ok(buf.freeze())
+    codec.encode_to_bytes(frame)
 }
 
 /// The start of this run in microseconds since the UNIX epoch: a later run of a node compares

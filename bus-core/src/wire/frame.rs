@@ -724,6 +724,77 @@ impl FrameCodec {
         }
         Ok(())
     }
+
+    /// [`encode`](Self::encode) into a buffer of the frame's own, sized exactly.
+    ///
+    /// A small frame is serialized into a buffer the thread keeps and copied out into an
+    /// allocation of exactly its size; a `Bytes` made that way is freed without a reference
+    /// count, where a grown `BytesMut` frozen into `Bytes` costs a second allocation for its
+    /// shared header. A large frame keeps the buffer it was serialized into.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode).
+    pub fn encode_to_bytes(&self, frame: &Frame) -> Result<Bytes, FrameError> {
+        exact_frame(|dst| self.encode(frame, dst))
+    }
+
+    /// [`encode_message`](Self::encode_message) into a buffer of the frame's own, sized exactly
+    /// as [`encode_to_bytes`](Self::encode_to_bytes) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode_message`](Self::encode_message).
+    pub fn encode_message_to_bytes<T: serde::Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        request_id: u64,
+        name: &str,
+        headers: &FrameHeaders,
+        body: &T,
+    ) -> Result<Bytes, FrameError> {
+        exact_frame(|dst| self.encode_message(kind, request_id, name, headers, body, dst))
+    }
+}
+
+/// Frames up to this size are copied out of the thread's scratch buffer; a larger one takes the
+/// buffer with it (the copy would cost more than the second allocation it saves, and the thread
+/// would keep a large buffer).
+const SCRATCH_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Runs `fill` on this thread's scratch buffer (or on a new one, should a `Serialize` impl
+/// encode a frame of its own while `fill` runs) and returns what it wrote as `Bytes` of their own.
+fn exact_frame(
+    fill: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
+) -> Result<Bytes, FrameError> {
+    let own = || -> Result<Bytes, FrameError> {
+        let mut dst = BytesMut::new();
+        fill(&mut dst)?;
+        Ok(dst.freeze())
+    };
+    SCRATCH
+        .try_with(|scratch| {
+            let Ok(mut dst) = scratch.try_borrow_mut() else {
+                return own();
+            };
+            dst.clear();
+            match fill(&mut dst) {
+                // `to_vec` allocates exactly `len`, so the `Bytes` needs no shared header.
+                Ok(()) if dst.len() <= SCRATCH_KEEP => Ok(Bytes::from(dst.to_vec())),
+                Ok(()) => Ok(std::mem::take(&mut *dst).freeze()),
+                Err(e) => {
+                    if dst.capacity() > SCRATCH_KEEP {
+                        *dst = BytesMut::new();
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .unwrap_or_else(|_| own())
 }
 
 /// The inline names a connection has seen, so that a name a peer repeats (every event of a

@@ -592,6 +592,97 @@ fn encode_message_over_the_limit_is_refused_and_writes_nothing() {
 }
 
 #[test]
+fn to_bytes_writes_what_encode_writes_whatever_the_size_and_after_an_error() {
+    let codec = codec();
+    let headers = full_headers();
+    // Small (copied out of the scratch buffer), just over the scratch bound, large and
+    // compressible: each equal to what `encode_message` writes into a buffer of its own.
+    for data in [
+        vec![1, 2, 3],
+        incompressible(20_000).to_vec(),
+        vec![9; 100_000],
+    ] {
+        let body = message(data);
+        let mut want = BytesMut::new();
+        codec
+            .encode_message(FrameKind::Command, 5, "a.b", &headers, &body, &mut want)
+            .unwrap();
+        let got = codec
+            .encode_message_to_bytes(FrameKind::Command, 5, "a.b", &headers, &body)
+            .unwrap();
+        assert_eq!(&got[..], &want[..]);
+        let frame = codec.decode(&mut want).unwrap().unwrap();
+        assert_eq!(&codec.encode_to_bytes(&frame).unwrap()[..], &got[..]);
+    }
+    // A failed encoding leaves nothing behind for the next one.
+    let small = FrameCodec::with_max_frame_size(1024);
+    let err = small
+        .encode_message_to_bytes(FrameKind::Event, 0, "x", &headers, &message(vec![7; 5000]))
+        .unwrap_err();
+    assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
+    let ok = small
+        .encode_message_to_bytes(FrameKind::Event, 0, "x", &headers, &message(vec![1]))
+        .unwrap();
+    let mut want = BytesMut::new();
+    small
+        .encode_message(
+            FrameKind::Event,
+            0,
+            "x",
+            &headers,
+            &message(vec![1]),
+            &mut want,
+        )
+        .unwrap();
+    assert_eq!(&ok[..], &want[..]);
+}
+
+#[test]
+fn a_body_that_encodes_a_frame_while_it_serializes_gets_a_buffer_of_its_own() {
+    /// Encodes a frame of its own from inside `serialize`, while the thread's scratch buffer
+    /// is in use by the outer frame.
+    struct Nested;
+    impl serde::Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = FrameCodec::default()
+                .encode_message_to_bytes(
+                    FrameKind::Event,
+                    1,
+                    "inner",
+                    &FrameHeaders::default(),
+                    &message(vec![4; 8]),
+                )
+                .map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+    let codec = codec();
+    let outer = codec
+        .encode_message_to_bytes(
+            FrameKind::Event,
+            2,
+            "outer",
+            &FrameHeaders::default(),
+            &Nested,
+        )
+        .unwrap();
+    let frame = codec
+        .decode(&mut BytesMut::from(&outer[..]))
+        .unwrap()
+        .unwrap();
+    let inner: serde_bytes::ByteBuf = crate::wire::body::decode_body(&frame.body).unwrap();
+    let inner = codec
+        .decode(&mut BytesMut::from(&inner[..]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(inner.name, Some(FrameName::inline("inner")));
+    assert_eq!(
+        crate::wire::body::decode_body::<Message>(&inner.body).unwrap(),
+        message(vec![4; 8])
+    );
+}
+
+#[test]
 fn encoding_a_field_over_u16_is_refused() {
     let codec = codec();
     let long = "x".repeat(usize::from(u16::MAX) + 1);
