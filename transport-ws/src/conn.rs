@@ -274,12 +274,13 @@ impl WsWriter {
     /// Queues one frame as a binary message, split into WebSocket fragments of at most
     /// [`FRAGMENT_SIZE`] bytes (the receiver refuses larger WebSocket frames, so a peer cannot
     /// make it reserve a huge frame up front).
-    async fn feed(&mut self, frame: &Bytes) -> Result<(), Error> {
+    async fn feed(&mut self, frame: Bytes) -> Result<(), Error> {
         let feed_failed = |e| ws_error("write failed", e);
         if frame.len() <= FRAGMENT_SIZE {
+            // Moved, not cloned: the clone of a `Bytes` made from a vector allocates.
             return self
                 .sink
-                .feed(Message::Binary(frame.clone()))
+                .feed(Message::Binary(frame))
                 .await
                 .map_err(feed_failed);
         }
@@ -313,7 +314,7 @@ impl FrameWriter for WsWriter {
         if frames.is_empty() {
             return Ok(());
         }
-        for frame in frames.iter() {
+        for frame in frames.drain(..) {
             self.feed(frame).await?;
         }
         self.sink

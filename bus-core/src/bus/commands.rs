@@ -20,7 +20,7 @@ use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
-use crate::node::{encode, frame_headers, PeerHandle, Queued};
+use crate::node::{encode, frame_headers, PeerHandle};
 use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
@@ -273,26 +273,15 @@ pub(super) async fn remote_call<C: Command>(
     let wait = async {
         // Room at once (the usual case): queue without the waiter on `gone` that waiting for
         // room needs.
-        let bytes = match peer.try_reserve(bytes.len()) {
-            Some(permit) => match peer.lanes.commands.try_send(Queued { bytes, permit }) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(q)) => Some(q.bytes),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(lost(&peer)),
-            },
-            None => Some(bytes),
+        let bytes = match peer.try_queue(&peer.lanes.commands, bytes) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(bytes)) => Some(bytes),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(lost(&peer)),
         };
         if let Some(bytes) = bytes {
-            let queue = async {
-                let permit = peer.reserve(bytes.len()).await?;
-                peer.lanes
-                    .commands
-                    .send(Queued { bytes, permit })
-                    .await
-                    .ok()
-            };
             tokio::select! {
-                sent = queue => {
-                    if sent.is_none() {
+                queued = peer.queue(&peer.lanes.commands, bytes) => {
+                    if !queued {
                         return Err(lost(&peer));
                     }
                 }
@@ -327,14 +316,10 @@ impl Drop for Pending<'_> {
                 // Behind the command on its lane, so a command still queued is not overtaken
                 // by its own cancel (which the peer would ignore, then run the command). A
                 // full lane falls back to the control lane.
-                let queued = self.peer.try_reserve(bytes.len()).and_then(|permit| {
-                    let queued = Queued {
-                        bytes: bytes.clone(),
-                        permit,
-                    };
-                    self.peer.lanes.commands.try_send(queued).ok()
-                });
-                if queued.is_none() {
+                let lane = &self.peer.lanes.commands;
+                if let Err(mpsc::error::TrySendError::Full(bytes)) =
+                    self.peer.try_queue(lane, bytes)
+                {
                     let _ = self.peer.lanes.control.try_send(bytes);
                 }
             }

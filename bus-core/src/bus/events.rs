@@ -14,7 +14,7 @@ use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::{frame_headers, PeerHandle, Queued};
+use crate::node::{frame_headers, PeerHandle};
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -250,15 +250,9 @@ impl<E: Event> Publish<'_, E> {
                     std::mem::take(&mut bytes)
                 };
                 // Room in the peer's byte budget, then on its lane; either may be full.
-                let full = match peer.try_reserve(frame.len()) {
-                    None => Some(frame),
-                    Some(permit) => match peer.lanes.events.try_send(Queued {
-                        bytes: frame,
-                        permit,
-                    }) {
-                        Err(mpsc::error::TrySendError::Full(q)) => Some(q.bytes),
-                        _ => None,
-                    },
+                let full = match peer.try_queue(&peer.lanes.events, frame) {
+                    Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
+                    _ => None,
                 };
                 if let Some(frame) = full {
                     Counters::bump(&inner.counters.peer_events_queue_full);
@@ -288,13 +282,9 @@ impl<E: Event> Publish<'_, E> {
                 }
             }
             for (peer, bytes) in full_peers {
-                let queue = async {
-                    let permit = peer.reserve(bytes.len()).await?;
-                    peer.lanes.events.send(Queued { bytes, permit }).await.ok()
-                };
                 tokio::select! {
-                    // `None` means the connection is gone, and the peer with it.
-                    _ = queue => {}
+                    // `false` means the connection is gone, and the peer with it.
+                    _ = peer.queue(&peer.lanes.events, bytes) => {}
                     () = peer.gone.cancelled() => {}
                     () = sealed.cancelled() => {
                         return Err(Error::closed().with_message_name(E::NAME));

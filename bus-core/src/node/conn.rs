@@ -5,13 +5,13 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
-use super::peer::{self, LaneReceivers, PeerHandle, Queued};
+use super::peer::{self, LaneReceivers, PeerHandle};
 use super::{encode, NodeShared};
 use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
@@ -384,12 +384,7 @@ fn send_replaced_notice(peer: &PeerHandle) -> bool {
         reason: GoodbyeReason::Replaced,
     };
     match notice.to_frame().map(|f| encode(&peer.send_codec, &f)) {
-        Ok(Ok(bytes)) => {
-            let Some(permit) = peer.try_reserve(bytes.len()) else {
-                return false;
-            };
-            peer.lanes.events.try_send(Queued { bytes, permit }).is_ok()
-        }
+        Ok(Ok(bytes)) => peer.try_queue(&peer.lanes.events, bytes).is_ok(),
         // Cannot happen for this fixed message; the retirement bound still closes the link.
         _ => true,
     }
@@ -813,11 +808,11 @@ async fn write_loop(
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
             Some(q) = rx.commands.recv() => {
-                held.take(q.permit);
+                held.0 += q.permits as usize;
                 q.bytes
             }
             Some(q) = rx.events.recv() => {
-                held.take(q.permit);
+                held.0 += q.permits as usize;
                 q.bytes
             }
             () = &mut stopped => {
@@ -845,11 +840,6 @@ async fn write_loop(
 struct Held(usize);
 
 impl Held {
-    fn take(&mut self, permit: OwnedSemaphorePermit) {
-        self.0 += permit.num_permits();
-        permit.forget();
-    }
-
     fn release(&mut self, budget: &Semaphore) {
         if self.0 > 0 {
             budget.add_permits(std::mem::take(&mut self.0));
@@ -871,7 +861,7 @@ fn drain(rx: &mut LaneReceivers, batch: &mut Vec<Bytes>, held: &mut Held, budget
             match lane.try_recv() {
                 Ok(q) => {
                     batch.push(q.bytes);
-                    held.take(q.permit);
+                    held.0 += q.permits as usize;
                 }
                 Err(_) => break,
             }

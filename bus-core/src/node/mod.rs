@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
-pub(crate) use peer::{PeerHandle, Queued};
+pub(crate) use peer::PeerHandle;
 pub(crate) use routes::Routes;
 pub use view::{MembershipView, PeerInfo, Ready};
 
@@ -173,6 +173,9 @@ pub(crate) fn frame_headers(
         deadline,
         ..Default::default()
     };
+    if headers.is_empty() {
+        return out;
+    }
     for (k, v) in headers.iter() {
         if k == crate::context::Headers::IDEMPOTENCY_KEY {
             out.idempotency_key = Some(v.to_owned());

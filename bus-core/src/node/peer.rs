@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::id::NodeId;
@@ -19,11 +19,13 @@ use crate::wire::FrameCodec;
 pub(crate) type ReplyOutcome = Result<Bytes, ReplyError>;
 
 /// A command or event frame on its lane, holding its share of the peer's byte budget until it
-/// is written.
+/// is written: `permits` taken off the budget, which the writer gives back once it has written
+/// the frame. (A frame dropped unwritten keeps its share: that happens only when the
+/// connection, and the budget with it, is gone.)
 #[derive(Debug)]
 pub(crate) struct Queued {
     pub(crate) bytes: Bytes,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permits: u32,
 }
 
 /// The sending ends of a peer's lanes, in priority order.
@@ -149,23 +151,47 @@ impl PeerHandle {
         Arc::clone(&self.budget)
     }
 
-    /// Room for `len` bytes, if the budget has it now.
-    pub(crate) fn try_reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.budget)
-            .try_acquire_many_owned(self.permits_for(len))
-            .ok()
+    /// Queues `bytes` on `lane` (the commands or events lane) if the byte budget and the lane
+    /// both have room now; otherwise hands the frame back, or says the connection is gone.
+    pub(crate) fn try_queue(
+        &self,
+        lane: &mpsc::Sender<Queued>,
+        bytes: Bytes,
+    ) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+        let permits = self.permits_for(bytes.len());
+        // The budget's share is taken off for good here, and given back by the writer once the
+        // frame is written (no reference to the budget travels with each frame).
+        match self.budget.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(mpsc::error::TrySendError::Full(bytes)),
+        }
+        lane.try_send(Queued { bytes, permits }).map_err(|e| {
+            self.budget.add_permits(permits as usize);
+            match e {
+                mpsc::error::TrySendError::Full(q) => mpsc::error::TrySendError::Full(q.bytes),
+                mpsc::error::TrySendError::Closed(q) => mpsc::error::TrySendError::Closed(q.bytes),
+            }
+        })
     }
 
-    /// Waits for room for `len` bytes.
+    /// Waits for room on `lane` and in the byte budget, then queues `bytes`; `false` if the
+    /// connection is gone.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe (a waiter that gives up loses its place in line, nothing else).
-    pub(crate) async fn reserve(&self, len: usize) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.budget)
-            .acquire_many_owned(self.permits_for(len))
-            .await
-            .ok()
+    /// Cancel safe: the lane's slot is taken first and the budget's share last, and the frame
+    /// is queued in the same step as the share is taken, so giving up never loses either.
+    pub(crate) async fn queue(&self, lane: &mpsc::Sender<Queued>, bytes: Bytes) -> bool {
+        let Ok(slot) = lane.reserve().await else {
+            return false;
+        };
+        let permits = self.permits_for(bytes.len());
+        match self.budget.acquire_many(permits).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return false,
+        }
+        slot.send(Queued { bytes, permits });
+        true
     }
 
     /// Waits for the reply to request `id`. `false` when the peer is already gone.

@@ -147,16 +147,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let Some(role) = opts.str("role") else {
+    if opts.str("role").is_none() {
         return driver::run(&opts, &args);
-    };
+    }
+    // The role runs for the life of the process.
+    let opts: &'static Opts = Box::leak(Box::new(opts));
+    let role = opts.str("role").unwrap_or_default();
     // One thread per process: the baseline and the bus get the same runtime, and placement
     // means what it says.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    rt.block_on(async {
+    // Each role runs in a spawned task, as a service's work does, not in the `block_on`
+    // future: that future is not a task, and every wake-up of it from a task (a reply that
+    // the bus's reader task hands over) costs the runtime an extra poll of its driver, a
+    // system call that raw code doing its own reads in that future never pays.
+    let role = rt.spawn(async move {
         match role {
             "rtt-server" => rtt::server(opts.wire()).await,
             "rtt-client" => {
@@ -204,7 +211,13 @@ fn main() -> ExitCode {
             }
         }
     });
-    ExitCode::SUCCESS
+    match rt.block_on(role) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wire: the role failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Pins this thread (and the threads it starts later) to `cpu`.
