@@ -4,6 +4,7 @@
 mod mesh_util;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -217,6 +218,64 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     for bus in [&waits, &drops, &b] {
         bus.shutdown().await.unwrap();
     }
+}
+
+/// A publish that waits for room on a full lane and is given up takes neither a slot nor its
+/// share of the byte budget with it: what was sent arrives, the budget comes back whole, and
+/// later publishes go through.
+#[tokio::test(start_paused = true)]
+async fn a_publish_given_up_while_it_waits_for_room_takes_nothing_with_it() {
+    let net = InMemNetwork::new(55);
+    net.set_link_capacity(8);
+    let b = node(&net, "b").start().await.unwrap();
+    let mut sub = b
+        .subscribe_with::<Blob>(SubscriptionOptions::new().capacity(1_000))
+        .unwrap();
+    let a = node(&net, "a")
+        .peers(["inmem://b"])
+        .peer_queue_capacity(4)
+        .peer_queue_bytes(4096)
+        .start()
+        .await
+        .unwrap();
+    within("b", a.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
+    net.set_delay("a", "b", Duration::from_millis(100));
+
+    let (mut sent, mut given_up) = (0u32, 0u32);
+    for i in 0..200 {
+        let publish = a.events().publish(Blob(i)).into_future();
+        match tokio::time::timeout(Duration::from_millis(1), publish).await {
+            Ok(done) => {
+                done.unwrap();
+                sent += 1;
+            }
+            Err(_) => given_up += 1,
+        }
+    }
+    assert!(
+        given_up > 100 && sent > 8,
+        "sent {sent}, given up {given_up}"
+    );
+    for _ in 0..sent {
+        within("a sent event", sub.recv()).await.unwrap();
+    }
+    let stats = a.peer_stats();
+    assert_eq!(stats[0].queued_bytes, 0, "{stats:?}");
+
+    // The whole budget and every slot are there for the next ones.
+    for i in 0..50 {
+        within(
+            "a later publish",
+            a.events().publish(Blob(1_000 + i)).into_future(),
+        )
+        .await
+        .unwrap();
+    }
+    for _ in 0..50 {
+        assert!(within("a later event", sub.recv()).await.unwrap().0 >= 1_000);
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
