@@ -319,8 +319,11 @@ async fn read_loop(
         }
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
+        // The timer is only ever brought forward, or re-armed once it has fired. Every frame
+        // sent or received moves the deadline later; the timer then fires early, finds nothing
+        // due and is re-armed here, once, instead of being moved in the timer wheel per frame.
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
-        if timer.deadline() != deadline {
+        if deadline < timer.deadline() || timer.is_elapsed() {
             timer.as_mut().reset(deadline);
         }
         tokio::select! {
