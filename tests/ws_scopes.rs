@@ -164,3 +164,44 @@ async fn a_wrong_path_is_refused_at_the_upgrade() {
     assert!(raw_client(&node, "/meshbus").await.is_ok());
     node.shutdown().await.unwrap();
 }
+
+/// Tungstenite hands over a whole read buffer of messages without waiting: the reader still
+/// lets the subscription's task run every so many frames, so a burst far larger than the
+/// subscription's queue arrives whole, none dropped.
+#[tokio::test]
+async fn a_fast_websocket_reader_lets_its_subscription_keep_up() {
+    const EVENTS: u32 = 20_000;
+    let sub_bus = ws_node("sub", "h", "c").start().await.unwrap();
+    let mut sub = sub_bus
+        .subscribe_with::<News>(meshbus::SubscriptionOptions::new().capacity(256))
+        .unwrap();
+    let publisher = ws_node("pub", "h", "c")
+        .peers([addr(&sub_bus)])
+        .start()
+        .await
+        .unwrap();
+    within(
+        "the subscriber",
+        publisher.ready().subscribers::<News>(Scope::Cluster, 1),
+    )
+    .await;
+
+    let publish = async {
+        for i in 0..=EVENTS {
+            publisher.events().publish(News(i)).await.unwrap();
+        }
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        while got.len() <= EVENTS as usize {
+            got.push(sub.recv().await.expect("an open subscription").0);
+        }
+        got
+    };
+    let (got, ()) = within("the burst", async { tokio::join!(receive, publish) }).await;
+    assert_eq!(sub_bus.stats().remote_events_dropped, 0);
+    assert_eq!(got, (0..=EVENTS).collect::<Vec<_>>());
+
+    publisher.shutdown().await.unwrap();
+    sub_bus.shutdown().await.unwrap();
+}
