@@ -488,7 +488,7 @@ impl FrameCodec {
             (false, false) => None,
             (true, false) => Some(FrameName::Id(r.u16("name id")?)),
             (false, true) => Some(FrameName::Inline(match names {
-                Some(names) => r.with_str("name", |s| names.get(s))?,
+                Some(names) => r.with_bytes("name", |b| names.get_utf8(b))?,
                 None => r.with_str("name", |s| Arc::from(s))?,
             })),
             (true, true) => {
@@ -822,6 +822,18 @@ impl NameCache {
         Self::default()
     }
 
+    /// The name whose UTF-8 is `bytes`: a cached one is found by its bytes, without checking
+    /// them again; anything else is checked, then made and cached as [`get`](Self::get) does.
+    fn get_utf8(&mut self, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
+        if let Some(cached) = self.names.iter().find(|n| n.as_bytes() == bytes) {
+            return Ok(Arc::clone(cached));
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(name) => Ok(self.get(name)),
+            Err(_) => Err(FrameError::BadUtf8 { what: "name" }),
+        }
+    }
+
     /// `name` as an `Arc<str>`: the cached one if `name` is cached, else a new one, which is
     /// cached if it is short enough.
     pub fn get(&mut self, name: &str) -> Arc<str> {
@@ -1080,13 +1092,23 @@ impl Reader {
         what: &'static str,
         f: impl FnOnce(&str) -> T,
     ) -> Result<T, FrameError> {
-        let len = usize::from(self.u16(what)?);
-        self.need(len, what)?;
-        let bytes = self.0.split_to(len);
-        match std::str::from_utf8(&bytes) {
+        self.with_bytes(what, |bytes| match std::str::from_utf8(bytes) {
             Ok(s) => Ok(f(s)),
             Err(_) => Err(FrameError::BadUtf8 { what }),
-        }
+        })
+    }
+
+    /// `u16`-length-prefixed bytes, borrowed in place by `f`, then skipped.
+    fn with_bytes<T>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&[u8]) -> Result<T, FrameError>,
+    ) -> Result<T, FrameError> {
+        let len = usize::from(self.u16(what)?);
+        self.need(len, what)?;
+        let out = f(self.0.get(..len).unwrap_or_default());
+        self.0.advance(len);
+        out
     }
 }
 

@@ -1103,10 +1103,21 @@ fn cached_decoding_shares_repeated_names_and_stays_bounded() {
         (Some(FrameName::Inline(a)), Some(FrameName::Inline(b))) => assert!(Arc::ptr_eq(a, b)),
         other => panic!("expected inline names, got {other:?}"),
     }
-    // The same checks as `decode_frame`.
+    // The same checks as `decode_frame`, names included: a name that is not UTF-8 is refused
+    // with a cache full of names (it is looked up by its bytes first).
     assert!(codec
         .decode_frame_cached(bytes.slice(..bytes.len() - 1), &mut names)
         .is_err());
+    let bad = raw_frame(0x30, flags::NAME_INLINE, &[0, 2, 0xc3, 0x28]).freeze();
+    assert!(matches!(
+        codec.decode_frame_cached(bad, &mut names),
+        Err(FrameError::BadUtf8 { what: "name" })
+    ));
+    let truncated = raw_frame(0x30, flags::NAME_INLINE, &[0, 9, b'a']).freeze();
+    assert!(matches!(
+        codec.decode_frame_cached(truncated, &mut names),
+        Err(FrameError::Truncated { what: "name" })
+    ));
 
     // Many names, and long ones: every one decodes, the cache keeps a bounded few.
     for i in 0..200 {
