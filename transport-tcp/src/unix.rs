@@ -142,7 +142,16 @@ mod imp {
         Ok(connection(stream, addr.clone()))
     }
 
+    /// How many bytes a Unix socket holds unread before its writer waits: 1 MiB where the
+    /// system allows it (the kernel caps it at `net.core.wmem_max`). The default, about
+    /// 208 KiB, makes a writer of a burst wait for its reader every two hundred frames of
+    /// 1 KiB, where TCP on loopback grows its buffers by itself.
+    const SEND_BUFFER: usize = 1 << 20;
+
     fn connection(stream: UnixStream, remote: Addr) -> Connection {
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(%remote, error = %e, "unix: the send buffer keeps its default size");
+        }
         let (read, write) = stream.into_split();
         Connection {
             reader: Box::new(StreamFrameReader::new(read)),

@@ -296,15 +296,28 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         }
     }
     if only.iter().any(|o| o == "events") {
-        for &wire in &wires {
-            for &place in &ev_places {
-                eprintln!("wire: events over {} ({})", wire.name(), place.name());
-                match event_scenario(wire, place, &pass) {
-                    Ok(rows) => evs.extend(rows),
-                    Err(e) => failures.push(e),
+        // Passes go over every wire in turn, so that a drift of the machine's speed over the
+        // run touches each wire alike; the wires are compared with each other on the mean of
+        // their passes (each pass against its own raw baseline, as always).
+        let passes: usize = opts.num("event-passes", 1).max(1);
+        let mut runs: Vec<EvRow> = Vec::new();
+        for pass_no in 0..passes {
+            for &wire in &wires {
+                for &place in &ev_places {
+                    eprintln!(
+                        "wire: events over {} ({}), pass {}",
+                        wire.name(),
+                        place.name(),
+                        pass_no + 1
+                    );
+                    match event_scenario(wire, place, &pass) {
+                        Ok(rows) => runs.extend(rows),
+                        Err(e) => failures.push(e),
+                    }
                 }
             }
         }
+        evs = mean_of_passes(&runs);
     }
     if only.iter().any(|o| o == "stall") {
         for policy in ["wait", "drop"] {
@@ -447,6 +460,36 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
         }
     }
     Ok(rows)
+}
+
+/// One row per wire, placement and size: the mean of its passes' rates and CPU figures, and
+/// the sum of their counts.
+fn mean_of_passes(runs: &[EvRow]) -> Vec<EvRow> {
+    let mut out: Vec<(EvRow, f64)> = Vec::new();
+    for r in runs {
+        let same =
+            |x: &(EvRow, f64)| x.0.wire == r.wire && x.0.place == r.place && x.0.size == r.size;
+        match out.iter_mut().find(|x| same(x)) {
+            None => out.push((r.clone(), 1.0)),
+            Some((m, n)) => {
+                let mean = |a: f64, b: f64| (a * *n + b) / (*n + 1.0);
+                m.raw = mean(m.raw, r.raw);
+                m.bus = mean(m.bus, r.bus);
+                m.raw_cpu = (
+                    mean(m.raw_cpu.0, r.raw_cpu.0),
+                    mean(m.raw_cpu.1, r.raw_cpu.1),
+                );
+                m.bus_cpu = (
+                    mean(m.bus_cpu.0, r.bus_cpu.0),
+                    mean(m.bus_cpu.1, r.bus_cpu.1),
+                );
+                m.bus_count += r.bus_count;
+                m.bus_dropped += r.bus_dropped;
+                *n += 1.0;
+            }
+        }
+    }
+    out.into_iter().map(|(row, _)| row).collect()
 }
 
 fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
