@@ -110,8 +110,8 @@ pub(crate) struct Delivery<E> {
     pub(crate) meta: Arc<EventMeta>,
 }
 
-/// The context of a published event, shared by all its deliveries; the events of one peer
-/// without headers share one.
+/// The context of a published event, shared by all its deliveries; the events without
+/// headers of one read burst from a peer share one.
 #[derive(Debug)]
 pub(crate) struct EventMeta {
     pub(crate) correlation_id: Option<Arc<str>>,

@@ -321,7 +321,6 @@ impl FrameWriter for WsWriter {
             .flush()
             .await
             .map_err(|e| ws_error("flush failed", e))?;
-        frames.clear();
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
-use super::peer::{self, LaneReceivers, PeerHandle};
+use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::{encode, NodeShared};
 use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
@@ -320,8 +320,9 @@ async fn read_loop(
         // What the writer sent counts: only an idle link needs a Ping.
         liveness.on_frame_sent(sent.get());
         // The timer is only ever brought forward, or re-armed once it has fired. Every frame
-        // sent or received moves the deadline later; the timer then fires early, finds nothing
-        // due and is re-armed here, once, instead of being moved in the timer wheel per frame.
+        // sent or received moves the deadline later: rather than follow it on every turn, the
+        // timer fires early (about once per heartbeat period), finds nothing due, and is
+        // re-armed here.
         let deadline = tokio::time::Instant::from_std(liveness.next_deadline());
         if deadline < timer.deadline() || timer.is_elapsed() {
             timer.as_mut().reset(deadline);
@@ -407,7 +408,9 @@ async fn on_burst(
     let mut taken = 0;
     // The bus, its event table and the sender's scope, taken at the first event of the burst
     // and used for the events behind it (not an upgrade and a table load per frame). Let go
-    // before any other frame, whose handling may wait.
+    // before any other frame, whose handling may wait. (A yield for the cooperative budget
+    // between two events keeps it: the events after the yield are delivered as if they had
+    // been read before it.)
     let mut events: Option<EventTarget> = None;
     while let Some(bytes) = next.take() {
         match codec.decode_frame_cached(bytes, &mut inbound.names) {
@@ -436,7 +439,7 @@ async fn on_burst(
         // subscriptions it fills lets their tasks run every so many frames, instead of
         // filling their queues until they drop (a transport may hand over a whole socket
         // buffer of frames without waiting, which costs no budget of its own).
-        tokio::task::consume_budget().await;
+        tokio::task::coop::consume_budget().await;
         next = match reader.try_read_frame(codec.max_frame_size) {
             Ok(next) => next,
             Err(e) => {
@@ -810,14 +813,8 @@ async fn write_loop(
             biased;
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
-            Some(q) = rx.commands.recv() => {
-                held.0 += q.permits as usize;
-                q.bytes
-            }
-            Some(q) = rx.events.recv() => {
-                held.0 += q.permits as usize;
-                q.bytes
-            }
+            Some(q) = rx.commands.recv() => held.take(q),
+            Some(q) = rx.events.recv() => held.take(q),
             () = &mut stopped => {
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {
@@ -843,6 +840,12 @@ async fn write_loop(
 struct Held(usize);
 
 impl Held {
+    /// The frame of `q`, its share of the budget now held until the batch is written.
+    fn take(&mut self, q: Queued) -> Bytes {
+        self.0 += q.permits as usize;
+        q.bytes
+    }
+
     fn release(&mut self, budget: &Semaphore) {
         if self.0 > 0 {
             budget.add_permits(std::mem::take(&mut self.0));
@@ -863,8 +866,7 @@ fn drain(rx: &mut LaneReceivers, batch: &mut Vec<Bytes>, held: &mut Held, budget
         while batch.len() < budget {
             match lane.try_recv() {
                 Ok(q) => {
-                    batch.push(q.bytes);
-                    held.0 += q.permits as usize;
+                    batch.push(held.take(q));
                 }
                 Err(_) => break,
             }

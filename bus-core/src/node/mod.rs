@@ -173,9 +173,6 @@ pub(crate) fn frame_headers(
         deadline,
         ..Default::default()
     };
-    if headers.is_empty() {
-        return out;
-    }
     for (k, v) in headers.iter() {
         if k == crate::context::Headers::IDEMPOTENCY_KEY {
             out.idempotency_key = Some(v.to_owned());

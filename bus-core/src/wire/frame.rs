@@ -758,8 +758,9 @@ impl FrameCodec {
 }
 
 /// Frames up to this size are copied out of the thread's scratch buffer; a larger one takes the
-/// buffer with it (the copy would cost more than the second allocation it saves, and the thread
-/// would keep a large buffer).
+/// buffer with it (the copy would cost more than the second allocation it saves), unless the
+/// buffer is more than twice its size (a body that compressed well). The thread never keeps a
+/// buffer larger than this.
 const SCRATCH_KEEP: usize = 16 * 1024;
 
 thread_local! {
@@ -782,17 +783,20 @@ fn exact_frame(
                 return own();
             };
             dst.clear();
-            match fill(&mut dst) {
-                // `to_vec` allocates exactly `len`, so the `Bytes` needs no shared header.
-                Ok(()) if dst.len() <= SCRATCH_KEEP => Ok(Bytes::from(dst.to_vec())),
-                Ok(()) => Ok(std::mem::take(&mut *dst).freeze()),
-                Err(e) => {
-                    if dst.capacity() > SCRATCH_KEEP {
-                        *dst = BytesMut::new();
-                    }
-                    Err(e)
+            let filled = fill(&mut dst).map(|()| {
+                if dst.len() <= SCRATCH_KEEP || dst.capacity() / 2 > dst.len() {
+                    // `to_vec` allocates exactly `len`, so the `Bytes` needs no shared header.
+                    Bytes::from(dst.to_vec())
+                } else {
+                    std::mem::take(&mut *dst).freeze()
                 }
+            });
+            // An uncompressed body is serialized before it is compressed: whatever the outcome,
+            // a buffer grown past the bound is not kept.
+            if dst.capacity() > SCRATCH_KEEP {
+                *dst = BytesMut::new();
             }
+            filled
         })
         .unwrap_or_else(|_| own())
 }
@@ -825,11 +829,11 @@ impl NameCache {
     /// The name whose UTF-8 is `bytes`: a cached one is found by its bytes, without checking
     /// them again; anything else is checked, then made and cached as [`get`](Self::get) does.
     fn get_utf8(&mut self, bytes: &[u8]) -> Result<Arc<str>, FrameError> {
-        if let Some(cached) = self.names.iter().find(|n| n.as_bytes() == bytes) {
-            return Ok(Arc::clone(cached));
+        if let Some(cached) = self.find(bytes) {
+            return Ok(cached);
         }
         match std::str::from_utf8(bytes) {
-            Ok(name) => Ok(self.get(name)),
+            Ok(name) => Ok(self.insert(name)),
             Err(_) => Err(FrameError::BadUtf8 { what: "name" }),
         }
     }
@@ -837,9 +841,21 @@ impl NameCache {
     /// `name` as an `Arc<str>`: the cached one if `name` is cached, else a new one, which is
     /// cached if it is short enough.
     pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(cached) = self.names.iter().find(|n| ***n == *name) {
-            return Arc::clone(cached);
+        match self.find(name.as_bytes()) {
+            Some(cached) => cached,
+            None => self.insert(name),
         }
+    }
+
+    fn find(&self, bytes: &[u8]) -> Option<Arc<str>> {
+        self.names
+            .iter()
+            .find(|n| n.as_bytes() == bytes)
+            .map(Arc::clone)
+    }
+
+    /// A new `Arc<str>` of `name`, cached if it is short enough.
+    fn insert(&mut self, name: &str) -> Arc<str> {
         let fresh: Arc<str> = Arc::from(name);
         if name.len() <= Self::MAX_NAME_LEN {
             if self.names.len() < Self::ENTRIES {
@@ -1105,8 +1121,10 @@ impl Reader {
         f: impl FnOnce(&[u8]) -> Result<T, FrameError>,
     ) -> Result<T, FrameError> {
         let len = usize::from(self.u16(what)?);
-        self.need(len, what)?;
-        let out = f(self.0.get(..len).unwrap_or_default());
+        let Some(bytes) = self.0.get(..len) else {
+            return Err(FrameError::Truncated { what });
+        };
+        let out = f(bytes);
         self.0.advance(len);
         out
     }

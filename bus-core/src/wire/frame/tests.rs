@@ -638,6 +638,29 @@ fn to_bytes_writes_what_encode_writes_whatever_the_size_and_after_an_error() {
 }
 
 #[test]
+fn the_scratch_buffer_is_never_kept_large() {
+    let codec = codec();
+    // 1 MiB that compresses to a few KiB (serialized whole before it is compressed), one that
+    // does not compress, and one over the limit.
+    let small = FrameCodec::with_max_frame_size(64 * 1024);
+    for (codec, data) in [
+        (&codec, vec![7; 1 << 20]),
+        (&codec, incompressible(100_000).to_vec()),
+        (&small, incompressible(100_000).to_vec()),
+    ] {
+        let _ = codec.encode_message_to_bytes(
+            FrameKind::Event,
+            0,
+            "x",
+            &FrameHeaders::default(),
+            &message(data),
+        );
+        let kept = SCRATCH.with(|s| s.borrow().capacity());
+        assert!(kept <= SCRATCH_KEEP, "{kept}");
+    }
+}
+
+#[test]
 fn a_body_that_encodes_a_frame_while_it_serializes_gets_a_buffer_of_its_own() {
     /// Encodes a frame of its own from inside `serialize`, while the thread's scratch buffer
     /// is in use by the outer frame.
