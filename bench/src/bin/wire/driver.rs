@@ -284,22 +284,31 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     let mut stalls = Vec::new();
     let mut failures = Vec::new();
 
+    // Passes go over every wire in turn, so that a drift of the machine's speed over the run
+    // touches each wire alike: the wires are compared with each other on the mean of their
+    // passes (and each pass is measured against its own raw baseline, as always).
+    let passes: usize = opts.num("passes", 1).max(1);
     if only.iter().any(|o| o == "rtt") {
-        for &wire in &wires {
-            for &place in &rtt_places {
-                eprintln!("wire: round trips over {} ({})", wire.name(), place.name());
-                match rtt_scenario(wire, place, &pass) {
-                    Ok(rows) => rtts.extend(rows),
-                    Err(e) => failures.push(e),
+        let mut runs: Vec<RttRow> = Vec::new();
+        for pass_no in 0..passes {
+            for &wire in &wires {
+                for &place in &rtt_places {
+                    eprintln!(
+                        "wire: round trips over {} ({}), pass {}",
+                        wire.name(),
+                        place.name(),
+                        pass_no + 1
+                    );
+                    match rtt_scenario(wire, place, &pass) {
+                        Ok(rows) => runs.extend(rows),
+                        Err(e) => failures.push(e),
+                    }
                 }
             }
         }
+        rtts = rtt_mean_of_passes(&runs);
     }
     if only.iter().any(|o| o == "events") {
-        // Passes go over every wire in turn, so that a drift of the machine's speed over the
-        // run touches each wire alike; the wires are compared with each other on the mean of
-        // their passes (each pass against its own raw baseline, as always).
-        let passes: usize = opts.num("event-passes", 1).max(1);
         let mut runs: Vec<EvRow> = Vec::new();
         for pass_no in 0..passes {
             for &wire in &wires {
@@ -317,7 +326,7 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
                 }
             }
         }
-        evs = mean_of_passes(&runs);
+        evs = events_mean_of_passes(&runs);
     }
     if only.iter().any(|o| o == "stall") {
         for policy in ["wait", "drop"] {
@@ -462,9 +471,30 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
     Ok(rows)
 }
 
+/// One row per wire, placement and mode: the mean of its passes' percentiles, and the sum of
+/// their samples.
+fn rtt_mean_of_passes(runs: &[RttRow]) -> Vec<RttRow> {
+    let mut out: Vec<(RttRow, f64)> = Vec::new();
+    for r in runs {
+        let same =
+            |x: &(RttRow, f64)| x.0.wire == r.wire && x.0.place == r.place && x.0.mode == r.mode;
+        match out.iter_mut().find(|x| same(x)) {
+            None => out.push((r.clone(), 1.0)),
+            Some((m, n)) => {
+                let mean = |a: f64, b: f64| (a * *n + b) / (*n + 1.0);
+                for (m, r) in [(&mut m.raw, &r.raw), (&mut m.bus, &r.bus)] {
+                    *m = (mean(m.0, r.0), mean(m.1, r.1), m.2 + r.2);
+                }
+                *n += 1.0;
+            }
+        }
+    }
+    out.into_iter().map(|(row, _)| row).collect()
+}
+
 /// One row per wire, placement and size: the mean of its passes' rates and CPU figures, and
 /// the sum of their counts.
-fn mean_of_passes(runs: &[EvRow]) -> Vec<EvRow> {
+fn events_mean_of_passes(runs: &[EvRow]) -> Vec<EvRow> {
     let mut out: Vec<(EvRow, f64)> = Vec::new();
     for r in runs {
         let same =

@@ -41,8 +41,9 @@ usage: wire [options]
                                on CPU 0; free: unpinned (default: all three for round trips,
                                2cores,free for events)
   --event-placements LIST      placements of the event runs
-  --event-passes N             passes over every wire in turn, averaged (default 1)
   --rounds N                   turns of raw and meshbus per measurement (default 2)
+  --passes N                   passes over every wire in turn, averaged: the wires are
+                               compared on the mean (default 1)
   --rtt-payload BYTES          round-trip payload (default 64)
   --rtt-samples N              back-to-back round trips per turn, at most (default 20000)
   --rtt-secs S                 ...and seconds per turn, at most (default 0.5)
