@@ -11,7 +11,7 @@
 //! The decoder accepts a struct as a map or as an array, so a later version may switch some
 //! bodies to the compact array form without breaking receivers of this one.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -23,9 +23,11 @@ use super::frame::FrameError;
 ///
 /// [`FrameError::EncodeBody`] when the value's `Serialize` impl fails.
 pub fn encode_body<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, FrameError> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(FrameError::EncodeBody)
+    // Serialized into the thread's scratch buffer and copied out at its exact size: no
+    // growing vector, and no shared header for the `Bytes` made of it.
+    super::frame::exact_bytes(|dst| {
+        rmp_serde::encode::write_named(&mut dst.writer(), value).map_err(FrameError::EncodeBody)
+    })
 }
 
 /// Decodes a MessagePack body into a `T`.

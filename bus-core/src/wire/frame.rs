@@ -736,7 +736,7 @@ impl FrameCodec {
     ///
     /// As [`encode`](Self::encode).
     pub fn encode_to_bytes(&self, frame: &Frame) -> Result<Bytes, FrameError> {
-        exact_frame(|dst| self.encode(frame, dst))
+        exact_bytes(|dst| self.encode(frame, dst))
     }
 
     /// [`encode_message`](Self::encode_message) into a buffer of the frame's own, sized exactly
@@ -753,12 +753,12 @@ impl FrameCodec {
         headers: &FrameHeaders,
         body: &T,
     ) -> Result<Bytes, FrameError> {
-        exact_frame(|dst| self.encode_message(kind, request_id, name, headers, body, dst))
+        exact_bytes(|dst| self.encode_message(kind, request_id, name, headers, body, dst))
     }
 }
 
-/// Frames up to this size are copied out of the thread's scratch buffer; a larger one takes the
-/// buffer with it (the copy would cost more than the second allocation it saves), unless the
+/// Frames (and bodies) up to this size are copied out of the thread's scratch buffer; a larger
+/// one takes the buffer with it (the copy would cost more than the second allocation it saves), unless the
 /// buffer is more than twice its size (a body that compressed well). The thread never keeps a
 /// buffer larger than this.
 const SCRATCH_KEEP: usize = 16 * 1024;
@@ -769,7 +769,7 @@ thread_local! {
 
 /// Runs `fill` on this thread's scratch buffer (or on a new one, should a `Serialize` impl
 /// encode a frame of its own while `fill` runs) and returns what it wrote as `Bytes` of their own.
-fn exact_frame(
+pub(crate) fn exact_bytes(
     fill: impl Fn(&mut BytesMut) -> Result<(), FrameError>,
 ) -> Result<Bytes, FrameError> {
     let own = || -> Result<Bytes, FrameError> {
