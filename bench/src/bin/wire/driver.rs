@@ -288,44 +288,17 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     // touches each wire alike: the wires are compared with each other on the mean of their
     // passes (and each pass is measured against its own raw baseline, as always).
     let passes: usize = opts.num("passes", 1).max(1);
+    let each = Passes {
+        passes,
+        wires: &wires,
+        pass: &pass,
+    };
     if only.iter().any(|o| o == "rtt") {
-        let mut runs: Vec<RttRow> = Vec::new();
-        for pass_no in 0..passes {
-            for &wire in &wires {
-                for &place in &rtt_places {
-                    eprintln!(
-                        "wire: round trips over {} ({}), pass {}",
-                        wire.name(),
-                        place.name(),
-                        pass_no + 1
-                    );
-                    match rtt_scenario(wire, place, &pass) {
-                        Ok(rows) => runs.extend(rows),
-                        Err(e) => failures.push(e),
-                    }
-                }
-            }
-        }
+        let runs = each.run("round trips", &rtt_places, rtt_scenario, &mut failures);
         rtts = rtt_mean_of_passes(&runs);
     }
     if only.iter().any(|o| o == "events") {
-        let mut runs: Vec<EvRow> = Vec::new();
-        for pass_no in 0..passes {
-            for &wire in &wires {
-                for &place in &ev_places {
-                    eprintln!(
-                        "wire: events over {} ({}), pass {}",
-                        wire.name(),
-                        place.name(),
-                        pass_no + 1
-                    );
-                    match event_scenario(wire, place, &pass) {
-                        Ok(rows) => runs.extend(rows),
-                        Err(e) => failures.push(e),
-                    }
-                }
-            }
-        }
+        let runs = each.run("events", &ev_places, event_scenario, &mut failures);
         evs = events_mean_of_passes(&runs);
     }
     if only.iter().any(|o| o == "stall") {
@@ -469,6 +442,47 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
         }
     }
     Ok(rows)
+}
+
+/// A measurement of one wire in one placement: its rows, or why it failed.
+type Scenario<R> = fn(Wire, Placement, &[String]) -> Result<Vec<R>, String>;
+
+/// Runs a scenario for every wire and placement, `passes` times over.
+struct Passes<'a> {
+    passes: usize,
+    wires: &'a [Wire],
+    /// Options passed on to the children.
+    pass: &'a [String],
+}
+
+impl Passes<'_> {
+    /// Every row of every pass; a scenario that fails is added to `failures`.
+    fn run<R>(
+        &self,
+        what: &str,
+        places: &[Placement],
+        scenario: Scenario<R>,
+        failures: &mut Vec<String>,
+    ) -> Vec<R> {
+        let mut runs = Vec::new();
+        for pass_no in 0..self.passes {
+            for &wire in self.wires {
+                for &place in places {
+                    eprintln!(
+                        "wire: {what} over {} ({}), pass {}",
+                        wire.name(),
+                        place.name(),
+                        pass_no + 1
+                    );
+                    match scenario(wire, place, self.pass) {
+                        Ok(rows) => runs.extend(rows),
+                        Err(e) => failures.push(e),
+                    }
+                }
+            }
+        }
+        runs
+    }
 }
 
 /// One row per wire, placement and mode: the mean of its passes' percentiles, and the sum of
