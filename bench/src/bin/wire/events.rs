@@ -9,7 +9,7 @@ use meshbus::prelude::*;
 use meshbus::SubscriptionOptions;
 use serde_bytes::ByteBuf;
 
-use crate::msg::{bounded, builder, payload, Drain, SubReport, Tick, Wire};
+use crate::msg::{bounded, builder, payload, Drain, OrFail, RoleResult, SubReport, Tick, Wire};
 use crate::raw::{self, RawListener, RunReport};
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -48,10 +48,10 @@ impl Seen {
 
 /// The subscriber: a raw counting server and a bus subscribed to [`Tick`]; prints
 /// `READY <raw addr> <bus addr>` and serves until its standard input closes.
-pub(crate) async fn subscriber(wire: Wire) {
+pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
     let raw = RawListener::bind(wire)
         .await
-        .expect("bind the raw listener");
+        .or_fail("bind the raw listener")?;
     let raw_addr = raw.addr();
     let counter = tokio::spawn(raw::count_server(raw, wire));
     let seen = Arc::new(Seen {
@@ -95,22 +95,23 @@ pub(crate) async fn subscriber(wire: Wire) {
         })
         .start()
         .await
-        .expect("start the subscriber bus");
+        .or_fail("start the subscriber bus")?;
     let mut sub = bus
         .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1 << 16))
-        .expect("subscribe");
+        .or_fail("subscribe")?;
     let consumer = tokio::spawn(async move {
         while let Some(tick) = sub.recv().await {
             std::hint::black_box(&tick.0);
             seen.hit();
         }
     });
-    println!("READY {raw_addr} {}", bus.listen_addrs()[0]);
+    println!("READY {raw_addr} {}", crate::msg::listening(&bus)?);
     crate::until_stdin_closes().await;
     counter.abort();
     consumer.abort();
     let _ = bus.shutdown().await;
     crate::remove_socket(&listen);
+    Ok(())
 }
 
 /// What the publisher does, from the driver's options.
@@ -125,13 +126,18 @@ pub(crate) struct EventOpts {
 /// The publisher: for each size and round, a raw run and a meshbus run (in alternating order);
 /// prints `RESULT ev <size> <impl> <msgs/s at the subscriber> <received> <sent> <dropped>
 /// <publisher CPU ns per event> <subscriber CPU ns per event>`.
-pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: EventOpts) {
+pub(crate) async fn publisher(
+    wire: Wire,
+    raw_addr: &str,
+    bus_addr: &str,
+    opts: EventOpts,
+) -> RoleResult {
     let bus = builder(wire)
         .name("ev-pub")
         .peers([bus_addr.to_owned()])
         .start()
         .await
-        .expect("start the publisher bus");
+        .or_fail("start the publisher bus")?;
     bounded(
         "the mesh",
         BOUND,
@@ -148,13 +154,13 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
             raw::blast(wire, raw_addr, &body, short, opts.max),
         )
         .await
-        .expect("raw warm-up");
+        .or_fail("raw warm-up")?;
         bounded(
             "bus warm-up",
             BOUND,
             bus_blast(&bus, &body, short, opts.max),
         )
-        .await;
+        .await?;
         let (mut raw_total, mut bus_total) = (Total::default(), Total::default());
         for round in 0..opts.rounds {
             let raw_first = round % 2 == 0;
@@ -166,7 +172,7 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
                         raw::blast(wire, raw_addr, &body, opts.secs, opts.max),
                     )
                     .await
-                    .expect("raw run");
+                    .or_fail("raw run")?;
                     raw_total.add(r);
                 } else {
                     let r = bounded(
@@ -174,7 +180,7 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
                         BOUND,
                         bus_blast(&bus, &body, opts.secs, opts.max),
                     )
-                    .await;
+                    .await?;
                     bus_total.add(r);
                 }
             }
@@ -194,6 +200,7 @@ pub(crate) async fn publisher(wire: Wire, raw_addr: &str, bus_addr: &str, opts: 
     }
     println!("DONE");
     let _ = bus.shutdown().await;
+    Ok(())
 }
 
 /// The sum of a kind's runs.
@@ -223,7 +230,7 @@ impl Total {
 
 /// One meshbus run: publishes [`Tick`]s for `secs` or `max` events, then asks the subscriber
 /// what it saw.
-async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RunReport {
+async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RoleResult<RunReport> {
     let start = Instant::now();
     let cpu = crate::msg::cpu_ns();
     let mut sent = 0u64;
@@ -232,7 +239,7 @@ async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RunRepor
         bus.events()
             .publish(Tick(ByteBuf::from(body.to_vec())))
             .await
-            .expect("publish");
+            .or_fail("publish")?;
         sent += 1;
         if sent % 1024 == 0 && start.elapsed() >= secs {
             break;
@@ -243,13 +250,13 @@ async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RunRepor
         .send(Drain { published: sent })
         .timeout(Duration::from_secs(20))
         .await
-        .expect("the subscriber's report");
-    RunReport {
+        .or_fail("the subscriber's report")?;
+    Ok(RunReport {
         sent,
         count: report.count,
         nanos: report.nanos,
         dropped: report.dropped,
         pub_cpu: crate::msg::cpu_ns().saturating_sub(cpu),
         sub_cpu: report.cpu_nanos,
-    }
+    })
 }

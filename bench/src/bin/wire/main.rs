@@ -155,12 +155,19 @@ fn main() -> ExitCode {
     // The role runs for the life of the process.
     let opts: &'static Opts = Box::leak(Box::new(opts));
     let role = opts.str("role").unwrap_or_default();
+    let role_name = role;
     // One thread per process: the baseline and the bus get the same runtime, and placement
     // means what it says.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a tokio runtime");
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wire: no tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Each role runs in a spawned task, as a service's work does, not in the `block_on`
     // future: that future is not a task, and every wake-up of it from a task (a reply that
     // the bus's reader task hands over) costs the runtime an extra poll of its driver, a
@@ -214,9 +221,13 @@ fn main() -> ExitCode {
         }
     });
     match rt.block_on(role) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("wire: {role_name}: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("wire: the role failed: {e}");
+            eprintln!("wire: {role_name} failed: {e}");
             ExitCode::FAILURE
         }
     }

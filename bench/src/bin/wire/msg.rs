@@ -126,6 +126,28 @@ pub(crate) fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Why a role could not go on: the step that failed, and its error.
+pub(crate) type RoleResult<T = ()> = Result<T, String>;
+
+/// Names the step an error came from, for a role that ends on it (`.or_fail("what")?`).
+pub(crate) trait OrFail<T> {
+    fn or_fail(self, what: &str) -> RoleResult<T>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, what: &str) -> RoleResult<T> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// The address `bus` listens on, for the driver to pass on.
+pub(crate) fn listening(bus: &Bus) -> RoleResult<String> {
+    bus.listen_addrs()
+        .first()
+        .map(ToString::to_string)
+        .ok_or_else(|| "the bus listens nowhere".to_owned())
+}
+
 /// Waits at most `bound` for `fut`, or ends the process with a message: every wait of this
 /// program is bounded.
 pub(crate) async fn bounded<T>(

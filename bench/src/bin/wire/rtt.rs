@@ -8,17 +8,17 @@ use hdrhistogram::Histogram;
 use meshbus::prelude::*;
 use serde_bytes::ByteBuf;
 
-use crate::msg::{bounded, builder, payload, Echo, Wire};
+use crate::msg::{bounded, builder, payload, Echo, OrFail, RoleResult, Wire};
 use crate::raw::{self, EchoClient, RawListener};
 
 const BOUND: Duration = Duration::from_secs(20);
 
 /// The server: a raw echo server and a bus that answers [`Echo`]; prints
 /// `READY <raw addr> <bus addr>` and serves until its standard input closes.
-pub(crate) async fn server(wire: Wire) {
+pub(crate) async fn server(wire: Wire) -> RoleResult {
     let raw = RawListener::bind(wire)
         .await
-        .expect("bind the raw listener");
+        .or_fail("bind the raw listener")?;
     let raw_addr = raw.addr();
     let echo = tokio::spawn(raw::echo_server(raw, wire));
     let listen = crate::listen_addr(wire);
@@ -28,12 +28,13 @@ pub(crate) async fn server(wire: Wire) {
         .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
         .start()
         .await
-        .expect("start the server bus");
-    println!("READY {raw_addr} {}", bus.listen_addrs()[0]);
+        .or_fail("start the server bus")?;
+    println!("READY {raw_addr} {}", crate::msg::listening(&bus)?);
     crate::until_stdin_closes().await;
     echo.abort();
     let _ = bus.shutdown().await;
     crate::remove_socket(&listen);
+    Ok(())
 }
 
 /// What the client measures, from the driver's options.
@@ -49,22 +50,27 @@ pub(crate) struct RttOpts {
     pub(crate) paced: u64,
 }
 
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+fn hist() -> RoleResult<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).or_fail("histogram bounds")
 }
 
 /// The client: warms both up, then takes turns (raw, meshbus; back-to-back, then paced) for
 /// `rounds` rounds, and prints `RESULT rtt <mode> <impl> <p50 ns> <p99 ns> <n>` lines.
-pub(crate) async fn client(wire: Wire, raw_addr: &str, bus_addr: &str, opts: RttOpts) {
+pub(crate) async fn client(
+    wire: Wire,
+    raw_addr: &str,
+    bus_addr: &str,
+    opts: RttOpts,
+) -> RoleResult {
     let mut raw = bounded("raw connect", BOUND, EchoClient::connect(wire, raw_addr))
         .await
-        .expect("connect to the raw echo server");
+        .or_fail("connect to the raw echo server")?;
     let bus = builder(wire)
         .name("rtt-client")
         .peers([bus_addr.to_owned()])
         .start()
         .await
-        .expect("start the client bus");
+        .or_fail("start the client bus")?;
     bounded(
         "the mesh",
         BOUND,
@@ -83,11 +89,11 @@ pub(crate) async fn client(wire: Wire, raw_addr: &str, bus_addr: &str, opts: Rtt
     };
     // Warm up both paths (connections, allocator, caches).
     for imp in [Impl::Raw, Impl::Bus] {
-        let mut h = hist();
+        let mut h = hist()?;
         one.back_to_back(imp, &mut h, 2000, Duration::from_millis(300))
-            .await;
+            .await?;
     }
-    let mut h = [hist(), hist(), hist(), hist()];
+    let mut h = [hist()?, hist()?, hist()?, hist()?];
     for round in 0..opts.rounds {
         // Alternate who goes first, so a drift in load does not always favour one.
         let order = if round % 2 == 0 {
@@ -97,10 +103,10 @@ pub(crate) async fn client(wire: Wire, raw_addr: &str, bus_addr: &str, opts: Rtt
         };
         for imp in order {
             one.back_to_back(imp, &mut h[imp as usize], opts.samples, opts.secs)
-                .await;
+                .await?;
         }
         for imp in order {
-            one.paced(imp, &mut h[2 + imp as usize], opts.paced).await;
+            one.paced(imp, &mut h[2 + imp as usize], opts.paced).await?;
         }
     }
     for (i, (mode, imp)) in [
@@ -122,6 +128,7 @@ pub(crate) async fn client(wire: Wire, raw_addr: &str, bus_addr: &str, opts: Rtt
     }
     println!("DONE");
     let _ = bus.shutdown().await;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,14 +146,14 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    async fn once(&mut self, imp: Impl) -> Duration {
+    async fn once(&mut self, imp: Impl) -> RoleResult<Duration> {
         let start = Instant::now();
         match imp {
             Impl::Raw => {
                 self.raw
                     .round_trip(self.frame, self.body)
                     .await
-                    .expect("raw round trip");
+                    .or_fail("raw round trip")?;
             }
             Impl::Bus => {
                 let reply = self
@@ -154,30 +161,39 @@ impl Turn<'_> {
                     .commands()
                     .send(Echo(ByteBuf::from(self.vec.clone())))
                     .await
-                    .expect("meshbus round trip");
-                assert_eq!(
-                    reply.len(),
-                    self.vec.len(),
-                    "the echo has the payload's size"
-                );
+                    .or_fail("meshbus round trip")?;
+                if reply.len() != self.vec.len() {
+                    return Err(format!(
+                        "the echo has {} bytes, the payload {}",
+                        reply.len(),
+                        self.vec.len()
+                    ));
+                }
             }
         }
-        start.elapsed()
+        Ok(start.elapsed())
     }
 
-    async fn back_to_back(&mut self, imp: Impl, h: &mut Histogram<u64>, n: u64, secs: Duration) {
+    async fn back_to_back(
+        &mut self,
+        imp: Impl,
+        h: &mut Histogram<u64>,
+        n: u64,
+        secs: Duration,
+    ) -> RoleResult {
         let start = Instant::now();
         for i in 0..n {
-            let rtt = bounded("a round trip", BOUND, self.once(imp)).await;
+            let rtt = bounded("a round trip", BOUND, self.once(imp)).await?;
             let _ = h.record(rtt.as_nanos() as u64);
             if i % 256 == 255 && start.elapsed() >= secs {
                 break;
             }
         }
+        Ok(())
     }
 
     /// One round trip every millisecond: each request finds an idle link.
-    async fn paced(&mut self, imp: Impl, h: &mut Histogram<u64>, n: u64) {
+    async fn paced(&mut self, imp: Impl, h: &mut Histogram<u64>, n: u64) -> RoleResult {
         let mut next = tokio::time::Instant::now();
         for _ in 0..n {
             next += Duration::from_millis(1);
@@ -186,8 +202,9 @@ impl Turn<'_> {
                 next = now;
             }
             tokio::time::sleep_until(next).await;
-            let rtt = bounded("a round trip", BOUND, self.once(imp)).await;
+            let rtt = bounded("a round trip", BOUND, self.once(imp)).await?;
             let _ = h.record(rtt.as_nanos() as u64);
         }
+        Ok(())
     }
 }

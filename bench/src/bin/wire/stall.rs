@@ -7,13 +7,13 @@ use meshbus::prelude::*;
 use meshbus::FullPolicy;
 use serde_bytes::ByteBuf;
 
-use crate::msg::{bounded, builder, payload, rss, Tick, Wire};
+use crate::msg::{bounded, builder, payload, rss, OrFail, RoleResult, Tick, Wire};
 
 const BOUND: Duration = Duration::from_secs(20);
 
 /// The subscriber: subscribes to [`Tick`] and reads it; prints `READY <bus addr>`, then
 /// serves until its standard input closes (or the driver stops it).
-pub(crate) async fn subscriber(wire: Wire) {
+pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
     let listen = crate::listen_addr(wire);
     let bus = builder(wire)
         .name("stall-sub")
@@ -22,14 +22,15 @@ pub(crate) async fn subscriber(wire: Wire) {
         .peer_timeout(Duration::from_secs(120))
         .start()
         .await
-        .expect("start the subscriber bus");
-    let mut sub = bus.subscribe::<Tick>().expect("subscribe");
+        .or_fail("start the subscriber bus")?;
+    let mut sub = bus.subscribe::<Tick>().or_fail("subscribe")?;
     let reader = tokio::spawn(async move { while sub.recv().await.is_some() {} });
-    println!("READY {}", bus.listen_addrs()[0]);
+    println!("READY {}", crate::msg::listening(&bus)?);
     crate::until_stdin_closes().await;
     reader.abort();
     let _ = bus.shutdown().await;
     crate::remove_socket(&listen);
+    Ok(())
 }
 
 /// What the publisher does, from the driver's options.
@@ -47,7 +48,7 @@ pub(crate) struct StallOpts {
 /// `RESULT stall <policy> <published> <secs to the last publish> <stalled 0|1>
 /// <rss before> <rss peak> <hwm after> <peer_events_dropped> <peer_events_queue_full>
 /// <bytes queued for the peer>`.
-pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
+pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) -> RoleResult {
     let bus = builder(wire)
         .name("stall-pub")
         .peers([bus_addr.to_owned()])
@@ -60,7 +61,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
         .peer_timeout(Duration::from_secs(120))
         .start()
         .await
-        .expect("start the publisher bus");
+        .or_fail("start the publisher bus")?;
     bounded(
         "the mesh",
         BOUND,
@@ -80,7 +81,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
         tokio::io::AsyncBufReadExt::read_line(&mut stdin, &mut line),
     )
     .await
-    .expect("read GO");
+    .or_fail("read GO")?;
     let (rss_before, _) = rss();
     let mut rss_peak = rss_before;
     let start = Instant::now();
@@ -91,7 +92,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) {
     while published < opts.events {
         let publish = bus.events().publish(Tick(template.clone()));
         match tokio::time::timeout_at(deadline, publish).await {
-            Ok(r) => r.expect("publish"),
+            Ok(r) => r.or_fail("publish")?,
             Err(_) => {
                 stalled = true;
                 break;
