@@ -3,6 +3,7 @@
 
 mod mesh_util;
 
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -391,17 +392,20 @@ async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answere
 async fn the_replaced_notice_follows_the_commands_queued_before_it() {
     let net = InMemNetwork::new(65);
     let (b, x, mut old) = b_and_a_stalled_x(&net).await;
-    // b's writer to x stalls: the first command is in its hands, the next ones queue.
+    // b's writer to x stalls: the first command is in its hands, the next ones queue. One
+    // poll of each call queues its command, in this order; x never answers, so each stays
+    // pending.
     let mut calls = Vec::new();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for n in 0..4 {
-        let b2 = b.clone();
-        calls.push(tokio::spawn(async move {
-            b2.commands()
+        let mut call = Box::pin(
+            b.commands()
                 .send(Work(n))
                 .timeout(Duration::from_secs(120))
-                .await
-        }));
-        tokio::time::sleep(Duration::from_millis(1)).await;
+                .into_future(),
+        );
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        calls.push(call);
     }
 
     // x dials again: b replaces the old connection and fences it.
@@ -422,9 +426,7 @@ async fn the_replaced_notice_follows_the_commands_queued_before_it() {
         ["command", "command", "command", "command", "fence"],
         "commands b queued on the old connection before retiring it came after its fence"
     );
-    for call in calls {
-        call.abort();
-    }
+    drop(calls);
     b.shutdown().await.unwrap();
 }
 
