@@ -191,7 +191,11 @@ pub trait FrameWriter: Send + fmt::Debug {
     ///
     /// An [`Io`](crate::ErrorKind::Io) error when the connection is broken (reset, closed by
     /// the other end); [`Closed`](crate::ErrorKind::Closed) after [`close`](Self::close).
-    /// After an error, which frames arrived is unknown: the caller drops the connection.
+    /// After an error the caller drops the connection. The frames still in `frames` then were
+    /// not handed to the transport whole (none of their bytes, or only part of a frame, which
+    /// the other end can never read whole); those removed may have reached the peer. A
+    /// transport that cannot tell removes them all. The runtime sends commands it knows were
+    /// not written to another handler.
     ///
     /// # Cancel safety
     ///

@@ -174,6 +174,51 @@ impl BusBuilder {
         self
     }
 
+    /// How often this node starts a gossip round with a peer, exchanging what each knows of
+    /// the mesh (default 1 s). Shorter spreads news of joins and deaths faster for more
+    /// traffic. Above zero and at most a day; [`start`](Self::start) checks.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.node.membership.gossip_interval = interval;
+        self
+    }
+
+    /// The redial schedule of seeds and members this node has no link to: the first retry
+    /// after `base`, doubling up to `cap`, each ±20 % (defaults 250 ms and 30 s). Seeds are
+    /// redialled on this schedule for as long as the bus runs. `base` above zero, `cap` at
+    /// least `base` and at most a day; [`start`](Self::start) checks.
+    pub fn redial_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.node.membership.backoff.base = base;
+        self.node.membership.backoff.cap = cap;
+        self
+    }
+
+    /// How long a member this node cannot reach (every dial fails) stays a member before it
+    /// is declared dead (default 5 min). A member with no address left to dial goes at once.
+    pub fn unreachable_timeout(mut self, timeout: Duration) -> Self {
+        self.node.membership.unreachable_timeout = timeout;
+        self
+    }
+
+    /// How long a dead or departed node is remembered, so that stale gossip cannot bring it
+    /// back (default 5 min). It should outlive any stale news still travelling in the mesh.
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.node.membership.tombstone_ttl = ttl;
+        self
+    }
+
+    /// The most nodes this node keeps links to, dials under way included (default 256).
+    pub fn max_peers(mut self, n: usize) -> Self {
+        self.node.membership.max_peers = n;
+        self
+    }
+
+    /// The most nodes this node remembers, itself and dead ones included (default 4096): what
+    /// gossip can make it store is bounded by this.
+    pub fn max_members(mut self, n: usize) -> Self {
+        self.node.membership.max_members = n;
+        self
+    }
+
     /// How long a new connection may take to complete its handshake, from being accepted or
     /// dialled to the last handshake frame (default 10 s,
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT)). A

@@ -20,12 +20,12 @@ use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
-use crate::node::{encode, frame_headers, PeerHandle};
+use crate::node::{encode, frame_headers, Answer, NodeShared, PeerHandle, ReplyOutcome};
 use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
-use crate::wire::FrameKind;
+use crate::wire::{FrameKind, PREFIX_LEN};
 
 /// Sends commands in a scope. Made by [`Bus::commands`]; the default scope is
 /// [`Scope::Cluster`].
@@ -243,14 +243,96 @@ impl<'a, C: Command> SendCommand<'a, C> {
             .send_codec
             .encode_message_to_bytes(FrameKind::Command, id, C::NAME, &headers, &self.cmd)
             .map_err(|e| with_name(e.into()))?;
+        let route = Reroute {
+            node: Arc::clone(node),
+            scope: self.scope,
+        };
         Ok(Call::Remote(RemoteCall {
-            fut: Box::pin(remote_call::<C>(peer, id, bytes, timeout)),
+            fut: Box::pin(routed_call::<C>(route, peer, id, bytes, timeout)),
             _in_flight: guard,
         }))
     }
 }
 
-/// Sends an encoded command to `peer` and waits for its answer.
+/// How many times a command that was never sent is sent to another handler at most.
+const MAX_REROUTES: usize = 4;
+
+/// What a command needs to find another handler when its connection failed before it was
+/// written.
+struct Reroute {
+    node: Arc<NodeShared>,
+    scope: Scope,
+}
+
+impl Reroute {
+    /// Another available handler of `name` in scope that can take `bytes`, if there is one.
+    /// The connection that failed is already out of the routes' picks.
+    fn next(&self, name: &str, bytes: &Bytes) -> Option<Arc<PeerHandle>> {
+        let local = self.node.local.load();
+        let identity = local.identity();
+        let here = Here {
+            host_id: &identity.host_id,
+            cluster: &identity.cluster,
+        };
+        let routes = self.node.routes.load();
+        let route = routes.commands.get(name)?;
+        route
+            .picker
+            .pick(&route.peers, here, self.scope)
+            .filter(|p| bytes.len().saturating_sub(PREFIX_LEN) <= p.send_codec.max_frame_size)
+            .map(Arc::clone)
+    }
+}
+
+/// Sends an encoded command to `peer` and waits for its answer. A command whose connection
+/// failed before any byte of it was written never reached a handler, so it goes to another
+/// handler in scope (at most [`MAX_REROUTES`] times, within the same timeout) rather than
+/// failing with `PeerLost`: at-most-once still holds.
+async fn routed_call<C: Command>(
+    route: Reroute,
+    mut peer: Arc<PeerHandle>,
+    id: u64,
+    mut bytes: Bytes,
+    timeout: Option<Duration>,
+) -> Result<C::Reply, Error> {
+    let routed = async {
+        let mut reroutes = 0;
+        loop {
+            match attempt(&peer, id, bytes).await {
+                Attempt::Answered(outcome) => {
+                    return read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+                }
+                Attempt::Lost => return Err(lost::<C>(&peer)),
+                Attempt::NotSent(back) => {
+                    bytes = back;
+                    let next = (reroutes < MAX_REROUTES)
+                        .then(|| route.next(C::NAME, &bytes))
+                        .flatten();
+                    let Some(next) = next else {
+                        return Err(not_sent::<C>(&peer));
+                    };
+                    tracing::debug!(
+                        command = C::NAME,
+                        from = %peer.node_id,
+                        to = %next.node_id,
+                        "the link failed before the command was sent: sent to another handler"
+                    );
+                    reroutes += 1;
+                    peer = next;
+                }
+            }
+        }
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, routed)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout).with_message_name(C::NAME))?,
+        None => routed.await,
+    }
+}
+
+/// Sends an encoded command to `peer` and waits for its answer; a command that was never sent
+/// fails with `PeerLost` too (for `send_all`, which asks each node once).
 ///
 /// The pending entry is removed at once when the caller gives up (the future is dropped or
 /// times out), and the peer is told with `Cancel`.
@@ -260,36 +342,12 @@ pub(super) async fn remote_call<C: Command>(
     bytes: Bytes,
     timeout: Option<Duration>,
 ) -> Result<C::Reply, Error> {
-    let lost = |peer: &PeerHandle| {
-        Error::new(ErrorKind::PeerLost)
-            .with_message_name(C::NAME)
-            .with_peer(peer.node_id)
-    };
-    let (tx, rx) = oneshot::channel();
-    if !peer.register(id, tx) {
-        return Err(lost(&peer));
-    }
-    let _pending = Pending { peer: &peer, id };
     let wait = async {
-        // Room at once (the usual case): queue without the waiter on `gone` that waiting for
-        // room needs.
-        let bytes = match peer.try_queue(&peer.lanes.commands, bytes) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(bytes)) => Some(bytes),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(lost(&peer)),
-        };
-        if let Some(bytes) = bytes {
-            tokio::select! {
-                queued = peer.queue(&peer.lanes.commands, bytes) => {
-                    if !queued {
-                        return Err(lost(&peer));
-                    }
-                }
-                () = peer.gone.cancelled() => return Err(lost(&peer)),
-            }
+        match attempt(&peer, id, bytes).await {
+            Attempt::Answered(outcome) => Ok(outcome),
+            Attempt::Lost => Err(lost::<C>(&peer)),
+            Attempt::NotSent(_) => Err(not_sent::<C>(&peer)),
         }
-        // The sender is dropped when the peer is lost.
-        rx.await.map_err(|_| lost(&peer))
     };
     let outcome = match timeout {
         Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
@@ -302,10 +360,73 @@ pub(super) async fn remote_call<C: Command>(
     read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
 }
 
+/// The peer was lost after the command may have been written: the outcome is unknown.
+fn lost<C: Command>(peer: &PeerHandle) -> Error {
+    Error::new(ErrorKind::PeerLost)
+        .with_message_name(C::NAME)
+        .with_peer(peer.node_id)
+}
+
+/// The peer was lost before the command was written, and no other handler could take it.
+fn not_sent<C: Command>(peer: &PeerHandle) -> Error {
+    lost::<C>(peer).with_detail("the link failed before the command was sent: it did not run")
+}
+
+/// How one try of sending a command to one peer ended.
+enum Attempt {
+    Answered(ReplyOutcome),
+    /// No byte of it was written; here it is back.
+    NotSent(Bytes),
+    /// The peer was lost after it may have been written.
+    Lost,
+}
+
+/// Registers request `id` with `peer`, queues its frame and waits for the answer.
+///
+/// # Cancel safety
+///
+/// Dropping it removes the pending entry and queues a `Cancel` for the peer.
+async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
+    let (tx, rx) = oneshot::channel();
+    if !peer.register(id, tx) {
+        return Attempt::NotSent(bytes);
+    }
+    let pending = Pending { peer, id };
+    // Room at once (the usual case): queue without the waiter on `gone` that waiting for room
+    // needs.
+    match peer.try_queue(&peer.lanes.commands, bytes) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(bytes)) => {
+            if let Err(bytes) = peer.queue(&peer.lanes.commands, bytes).await {
+                pending.disarm();
+                return Attempt::NotSent(bytes);
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(bytes)) => {
+            pending.disarm();
+            return Attempt::NotSent(bytes);
+        }
+    }
+    // The sender is dropped when the peer is lost after the frame may have been written.
+    match rx.await {
+        Ok(Answer::Reply(outcome)) => Attempt::Answered(outcome),
+        Ok(Answer::NotSent(bytes)) => Attempt::NotSent(bytes),
+        Err(_) => Attempt::Lost,
+    }
+}
+
 /// Removes a request's pending entry when its caller stops waiting, and tells the peer.
 struct Pending<'p> {
     peer: &'p PeerHandle,
     id: u64,
+}
+
+impl Pending<'_> {
+    /// The frame never reached the lanes: the entry goes without a `Cancel`.
+    fn disarm(self) {
+        self.peer.forget(self.id);
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Pending<'_> {

@@ -504,6 +504,39 @@ impl Bus {
         self.inner.membership.subscribe()
     }
 
+    /// Adds seed addresses at run time: each is dialled at once and then, like the seeds given
+    /// to [`BusBuilder::peers`], redialled with backoff whenever this node has no link to the
+    /// node behind it, for as long as the bus runs. For a node cut off from the mesh
+    /// ([`MembershipView::alone`]) whose seeds moved. An address already a seed is dialled
+    /// again now.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](crate::ErrorKind::Config) if an address does not parse (nothing is added
+    /// then) or the bus has no transport; [`Closed`](crate::ErrorKind::Closed) once the bus is
+    /// shutting down.
+    pub async fn add_peers<I, S>(&self, addrs: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        let parsed = crate::node::parse_addrs(&addrs)?;
+        let Some(node) = &self.inner.node else {
+            return Err(Error::config(
+                "`add_peers` needs a transport: add one with `BusBuilder::transport`",
+            ));
+        };
+        let addrs = parsed.iter().map(|a| a.as_str().to_owned()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let closed = || Error::closed().with_detail("the bus is shutting down");
+        node.inbox
+            .send(crate::node::ActorMsg::AddPeers(addrs, tx))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())
+    }
+
     /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.
     pub fn ready(&self) -> Ready<'_> {
         Ready { bus: self }

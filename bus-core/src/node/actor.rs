@@ -16,7 +16,7 @@ use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
-use crate::proto::membership::{Backoff, DialRequest, Membership, MembershipConfig, Output};
+use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
 use crate::transport::{Addr, Connection, Listener};
 use crate::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, MemberState,
@@ -59,6 +59,8 @@ pub(crate) enum ActorMsg {
     InterestRequest { node_id: NodeId, conn_id: u64 },
     /// A discovery mechanism found or lost a node.
     Discovered(DiscoveryEvent),
+    /// The application gave further seed addresses (checked); answered once they are taken.
+    AddPeers(Vec<String>, oneshot::Sender<()>),
     /// Say goodbye, close every connection, stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -87,6 +89,9 @@ struct Actor {
     membership: Membership,
     /// Live members that share no transport with us, as last published.
     foreign: Vec<NodeId>,
+    /// Whether the node was, at the last publish, without a peer while it has somewhere to
+    /// look for one: its transitions are logged.
+    alone: std::cell::Cell<bool>,
     tasks: JoinSet<()>,
 }
 
@@ -95,12 +100,8 @@ pub(crate) fn membership_config(config: &super::NodeConfig, node_id: u128) -> Me
     MembershipConfig {
         // Seeded from the node id, itself from the builder's seed.
         rng_seed: (node_id as u64) ^ 0x006d_6573_6862_7573,
-        backoff: Backoff {
-            base: config.redial_backoff,
-            ..Backoff::default()
-        },
         schemes: config.transports.schemes().map(str::to_owned).collect(),
-        ..MembershipConfig::default()
+        ..config.membership.clone()
     }
 }
 
@@ -132,6 +133,7 @@ pub(crate) async fn run(
         local_events: BTreeSet::new(),
         membership,
         foreign: Vec::new(),
+        alone: std::cell::Cell::new(false),
         tasks: JoinSet::new(),
     };
     actor.init_interest();
@@ -256,6 +258,11 @@ impl Actor {
                 out.extend(self.relink_refuted(now));
                 self.apply(out);
                 self.check_foreign();
+            }
+            ActorMsg::AddPeers(addrs, done) => {
+                self.membership.add_seeds(addrs, now_std());
+                self.publish();
+                let _ = done.send(());
             }
             ActorMsg::Discovered(DiscoveryEvent::Lost(node_id)) => {
                 // Only a hint: the link decides whether the node is alive.
@@ -413,7 +420,9 @@ impl Actor {
             match arbitrate(local_id, peer.identity.node_id, existing.key, key) {
                 Arbitration::KeepExisting | Arbitration::RejectNew { .. } => return false,
                 Arbitration::ReplaceWithNew => {
-                    // The old connection drains: what is under way on it finishes there.
+                    // The old connection drains: what is under way on it finishes there, and
+                    // nothing new is routed to it from now on.
+                    existing.handle.set_unavailable();
                     existing.handle.retire.cancel();
                     // The same run of the node handles what it handled a moment ago: routes
                     // keep it until its snapshot on the new connection replaces this, rather
@@ -565,10 +574,25 @@ impl Actor {
         }
         peers.sort_by_key(|p| p.node_id);
         self.node.routes.store(Arc::new(routes));
+        let alone = peers.is_empty() && self.membership.has_somewhere_to_look();
+        if alone != self.alone.replace(alone) {
+            if alone {
+                tracing::warn!(
+                    seeds = self.membership.seed_count(),
+                    "no peer: this node is cut off from the mesh; it keeps redialling its seeds \
+                     and known members with backoff (add addresses with `Bus::add_peers`)"
+                );
+            } else {
+                tracing::info!(peers = peers.len(), "connected to the mesh again");
+            }
+        }
         if let Some(bus) = self.bus.upgrade() {
             let unreachable = self.foreign.clone();
-            bus.membership
-                .send_replace(view::shared(MembershipView { peers, unreachable }));
+            bus.membership.send_replace(view::shared(MembershipView {
+                peers,
+                unreachable,
+                alone,
+            }));
         }
     }
 
@@ -584,6 +608,7 @@ impl Actor {
                     let _ = p.handle.lanes.control.try_send(bytes);
                 }
             }
+            p.handle.set_unavailable();
             p.handle.stop.cancel();
         }
         self.peers.clear();

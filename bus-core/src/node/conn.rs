@@ -148,17 +148,11 @@ pub(crate) async fn run(
     // One span per connection; its tasks carry it.
     let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);
     tracing::debug!(parent: &span, name = %peer.identity.name, "peer connected");
-    let mut tasks = JoinSet::new();
+    let mut writer_task = JoinSet::new();
     let sent = Arc::new(LastSent::new());
-    tasks.spawn(
-        write_loop(
-            writer,
-            receivers,
-            peer.stop.clone(),
-            Arc::clone(&sent),
-            peer.budget(),
-        )
-        .instrument(span.clone()),
+    writer_task.spawn(
+        write_loop(writer, receivers, Arc::clone(&peer), Arc::clone(&sent))
+            .instrument(span.clone()),
     );
     let mut inbound = Inbound {
         node: &node,
@@ -180,7 +174,24 @@ pub(crate) async fn run(
     .instrument(span.clone())
     .await;
     tracing::debug!(peer = %peer_id, ?ended, "connection closed");
-    peer.fail_all();
+    // Out of every route before anything else: no new request picks this connection.
+    peer.mark_gone();
+    // A link that failed or that the peer left is not flushed: its writer stops now and hands
+    // back what it never took off the lanes. Closing on purpose (shutdown, a drained replaced
+    // connection) lets the writer send what is queued first.
+    match ended {
+        Ended::ByUs => peer.stop.cancel(),
+        Ended::Goodbye | Ended::Dead | Ended::Broken(_) => peer.abort.cancel(),
+    }
+    let receivers = match tokio::time::timeout(FLUSH_BOUND, writer_task.join_next()).await {
+        Ok(Some(Ok(receivers))) => Some(receivers),
+        _ => None,
+    };
+    writer_task.abort_all();
+    // Commands the writer never took were never written: their callers may send them to
+    // another handler. Every other request waiting here fails with `PeerLost`.
+    let unsent = receivers.map(unsent_commands).unwrap_or_default();
+    peer.fail_all(unsent);
     let _ = node
         .inbox
         .send(ActorMsg::PeerDown {
@@ -197,7 +208,6 @@ pub(crate) async fn run(
         .await;
     drop(inbound);
     peer.stop.cancel();
-    let _ = tokio::time::timeout(FLUSH_BOUND, tasks.join_next()).await;
     Some(peer_id)
 }
 
@@ -793,24 +803,28 @@ fn headers_of(frame: &Frame) -> Headers {
 
 /// Writes what the lanes hold: waits for any frame, then takes everything queued (control
 /// first, events last, up to a batch budget) and writes it in one batch. An idle link writes a
-/// lone frame at once. On `stop`, sends what is queued and closes.
+/// lone frame at once. On `stop`, sends what is queued and closes; on `abort` (the link failed)
+/// or a failed write, stops at once. Returns what was never written: the lanes, holding what
+/// was never taken off them, and the frames of a failed write that the transport did not take.
 async fn write_loop(
     mut writer: Box<dyn FrameWriter>,
     mut rx: LaneReceivers,
-    stop: CancellationToken,
+    peer: Arc<PeerHandle>,
     sent: Arc<LastSent>,
-    budget: Arc<Semaphore>,
-) {
+) -> Unwritten {
+    let budget = peer.budget();
     let mut batch = Vec::new();
     // The byte budget of the frames in `batch`, given back at once when they are written (one
     // release per batch, not one per frame).
     let mut held = Held(0);
-    // One waiter for the whole loop, not one registered and dropped per batch.
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
+    // One waiter each for the whole loop, not one registered and dropped per batch.
+    let stopped = peer.stop.cancelled();
+    let aborted = peer.abort.cancelled();
+    tokio::pin!(stopped, aborted);
     loop {
         let first = tokio::select! {
             biased;
+            () = &mut aborted => return Unwritten { rx, batch },
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
             Some(q) = rx.commands.recv() => held.take(q),
@@ -818,22 +832,67 @@ async fn write_loop(
             () = &mut stopped => {
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {
-                    let _ = writer.write_batch(&mut batch).await;
+                    tokio::select! {
+                        biased;
+                        _ = writer.write_batch(&mut batch) => {}
+                        () = &mut aborted => {}
+                    }
                 }
                 let _ = writer.close().await;
-                return;
+                batch.clear();
+                return Unwritten { rx, batch };
             }
         };
         batch.push(first);
         drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
-        if let Err(e) = writer.write_batch(&mut batch).await {
+        // The write first: one that completes at once never polls the abort waiter.
+        let written = tokio::select! {
+            biased;
+            w = writer.write_batch(&mut batch) => w,
+            () = &mut aborted => {
+                // A write given up part way may have sent any of the batch.
+                batch.clear();
+                return Unwritten { rx, batch };
+            }
+        };
+        if let Err(e) = written {
             tracing::debug!(error = %e, "write failed: closing the connection");
-            stop.cancel();
-            return;
+            // The transport left in `batch` what it did not write; what is still on the lanes
+            // was not written either. Out of the routes now, not when the reader notices.
+            peer.set_unavailable();
+            peer.stop.cancel();
+            return Unwritten { rx, batch };
         }
         sent.set(now_std());
         held.release(&budget);
     }
+}
+
+/// What a stopped writer never wrote.
+struct Unwritten {
+    /// The lanes, with what the writer never took off them.
+    rx: LaneReceivers,
+    /// Frames of a failed write that the transport did not take.
+    batch: Vec<Bytes>,
+}
+
+/// The commands a stopped writer never wrote, by request id: those of its failed batch that
+/// the transport did not take, and those still on the commands lane. The lane is closed first,
+/// so no sender adds one after this looked.
+fn unsent_commands(unwritten: Unwritten) -> Vec<(u64, Bytes)> {
+    let Unwritten { mut rx, batch } = unwritten;
+    rx.commands.close();
+    let mut frames = batch;
+    while let Ok(q) = rx.commands.try_recv() {
+        frames.push(q.bytes);
+    }
+    frames
+        .into_iter()
+        .filter_map(|bytes| match crate::wire::peek_kind_and_id(&bytes) {
+            Some((FrameKind::Command, id)) => Some((id, bytes)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Budget permits taken off queued frames and not yet given back.

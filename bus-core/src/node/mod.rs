@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
-pub(crate) use peer::PeerHandle;
+pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
 pub(crate) use routes::Routes;
 pub use view::{MembershipView, PeerInfo, Ready};
 
@@ -41,7 +41,9 @@ pub(crate) struct NodeConfig {
     pub(crate) max_in_flight_per_peer: usize,
     pub(crate) lane_capacity: usize,
     pub(crate) lane_bytes: usize,
-    pub(crate) redial_backoff: Duration,
+    /// Gossip, dialling and tombstone settings; the runtime fills in the seed of its random
+    /// source and the schemes it has transports for.
+    pub(crate) membership: crate::proto::membership::MembershipConfig,
     pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
     pub(crate) handshake_timeout: Duration,
 }
@@ -63,7 +65,7 @@ impl NodeConfig {
             max_in_flight_per_peer: Self::DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             lane_capacity: Self::DEFAULT_LANE_CAPACITY,
             lane_bytes: Self::DEFAULT_LANE_BYTES,
-            redial_backoff: Duration::from_millis(250),
+            membership: crate::proto::membership::MembershipConfig::default(),
             peer_events_when_full: crate::subscription::FullPolicy::Wait,
             handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,6 +17,16 @@ use crate::wire::FrameCodec;
 
 /// What a pending request is answered with: the reply's body or the peer's error.
 pub(crate) type ReplyOutcome = Result<Bytes, ReplyError>;
+
+/// How a pending request ends, short of the peer being lost with it (its sender dropped).
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The peer answered.
+    Reply(ReplyOutcome),
+    /// The connection ended before any byte of the command was written: the peer never saw
+    /// it, so it may go to another handler without breaking at-most-once. Its frame, back.
+    NotSent(Bytes),
+}
 
 /// A command or event frame on its lane, holding its share of the peer's byte budget until it
 /// is written: `permits` taken off the budget, which the writer gives back once it has written
@@ -80,13 +90,20 @@ pub(crate) struct PeerHandle {
     /// The codec for frames we send: limited by the smaller of the two `max_frame_size`s.
     pub(crate) send_codec: FrameCodec,
     /// Replies we wait for, by request id. Short critical sections only, never across `.await`.
-    pending: Mutex<HashMap<u64, oneshot::Sender<ReplyOutcome>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     in_flight: AtomicUsize,
+    /// Set the moment the connection is known to be failing, closing or replaced: routing
+    /// skips it from then on, before the actor publishes routes without it. (An atomic, not a
+    /// token: routing reads it per candidate on every send.)
+    unavailable: AtomicBool,
     /// Cancelled when the connection is gone: senders stop waiting for room on its lanes.
     pub(crate) gone: CancellationToken,
     /// Cancelled to close the connection on purpose (shutdown): the writer sends what is
     /// queued, then closes.
     pub(crate) stop: CancellationToken,
+    /// Cancelled when the link failed: the writer stops at once, leaving what it has not
+    /// taken on the lanes (commands there were never written, and may go elsewhere).
+    pub(crate) abort: CancellationToken,
     /// Cancelled when another connection to the same node replaced this one: nothing new is
     /// sent here, and the connection closes once the replies it waits for have come and the
     /// handlers it runs have answered (within a bound).
@@ -115,8 +132,10 @@ impl PeerHandle {
             send_codec,
             pending: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
+            unavailable: AtomicBool::new(false),
             gone: CancellationToken::new(),
             stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
             retire: CancellationToken::new(),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
@@ -174,28 +193,58 @@ impl PeerHandle {
         })
     }
 
-    /// Waits for room on `lane` and in the byte budget, then queues `bytes`; `false` if the
-    /// connection is gone.
+    /// Waits for room on `lane` and in the byte budget, then queues `bytes`; hands `bytes` back
+    /// if the connection is gone (or goes while this waits).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the lane's slot is taken first and the budget's share last, and the frame
     /// is queued in the same step as the share is taken, so giving up never loses either.
-    pub(crate) async fn queue(&self, lane: &mpsc::Sender<Queued>, bytes: Bytes) -> bool {
-        let Ok(slot) = lane.reserve().await else {
-            return false;
-        };
+    pub(crate) async fn queue(
+        &self,
+        lane: &mpsc::Sender<Queued>,
+        bytes: Bytes,
+    ) -> Result<(), Bytes> {
         let permits = self.permits_for(bytes.len());
-        match self.budget.acquire_many(permits).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return false,
+        let room = async {
+            let slot = lane.reserve().await.ok()?;
+            self.budget.acquire_many(permits).await.ok()?.forget();
+            Some(slot)
+        };
+        let slot = tokio::select! {
+            slot = room => slot,
+            () = self.gone.cancelled() => None,
+        };
+        match slot {
+            Some(slot) => {
+                slot.send(Queued { bytes, permits });
+                Ok(())
+            }
+            None => Err(bytes),
         }
-        slot.send(Queued { bytes, permits });
-        true
+    }
+
+    /// Whether new requests may be sent here: the connection is neither failing, closing nor
+    /// replaced.
+    pub(crate) fn is_available(&self) -> bool {
+        !self.unavailable.load(Ordering::Relaxed)
+    }
+
+    /// Takes the connection out of every route at once: nothing new is sent here.
+    pub(crate) fn set_unavailable(&self) {
+        self.unavailable.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection is ending: routing skips it and nothing new is registered or queued
+    /// (senders waiting for room give up). Requests already waiting stay until
+    /// [`fail_all`](Self::fail_all).
+    pub(crate) fn mark_gone(&self) {
+        self.set_unavailable();
+        self.gone.cancel();
     }
 
     /// Waits for the reply to request `id`. `false` when the peer is already gone.
-    pub(crate) fn register(&self, id: u64, tx: oneshot::Sender<ReplyOutcome>) -> bool {
+    pub(crate) fn register(&self, id: u64, tx: oneshot::Sender<Answer>) -> bool {
         let Ok(mut pending) = self.pending.lock() else {
             return false;
         };
@@ -235,18 +284,27 @@ impl PeerHandle {
         if let Some(tx) = waiter {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             // The caller may have given up a moment ago; nothing to do then.
-            let _ = tx.send(outcome);
+            let _ = tx.send(Answer::Reply(outcome));
         }
     }
 
-    /// The connection is gone: every request waiting on it fails at once (its sender is
-    /// dropped, which the caller reads as `PeerLost`).
-    pub(crate) fn fail_all(&self) {
-        self.gone.cancel();
-        let drained: Vec<_> = match self.pending.lock() {
-            Ok(mut pending) => pending.drain().collect(),
-            Err(_) => Vec::new(),
+    /// The connection is gone: every request waiting on it ends at once. Those in `unsent`
+    /// (commands still on their lane when the writer stopped, with their frames) are told
+    /// [`Answer::NotSent`]; the others' senders are dropped, which their callers read as
+    /// `PeerLost`.
+    pub(crate) fn fail_all(&self, unsent: Vec<(u64, Bytes)>) {
+        self.mark_gone();
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
         };
+        for (id, bytes) in unsent {
+            if let Some(tx) = pending.remove(&id) {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let _ = tx.send(Answer::NotSent(bytes));
+            }
+        }
+        let drained: Vec<_> = pending.drain().collect();
+        drop(pending);
         self.in_flight.fetch_sub(drained.len(), Ordering::Relaxed);
         drop(drained);
     }
@@ -263,6 +321,10 @@ impl Candidate for Arc<PeerHandle> {
 
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn is_available(&self) -> bool {
+        PeerHandle::is_available(self)
     }
 }
 

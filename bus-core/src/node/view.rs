@@ -36,6 +36,11 @@ pub struct MembershipView {
     /// addresses they advertise uses a transport we have (Unix sockets count only on our own
     /// host). Other nodes may reach them; this node never redials them. Sorted.
     pub unreachable: Vec<NodeId>,
+    /// No peer is connected although this node has somewhere to look for one (seed
+    /// addresses, or members it learned of): it is cut off from the mesh, and keeps
+    /// redialling with backoff. The node also logs a warning when this becomes true. False for
+    /// a node with nothing to dial (the first node of a mesh, waiting for others).
+    pub alone: bool,
 }
 
 impl MembershipView {

@@ -604,6 +604,46 @@ impl Membership {
         })
     }
 
+    /// Adds seed addresses at run time (for example when every configured seed is gone for
+    /// good): each is dialled at once, then with backoff like any seed until it reaches a
+    /// node, and never forgotten. A seed already known is dialled again now if it is waiting
+    /// out a backoff; one of our own addresses is skipped.
+    pub fn add_seeds(&mut self, addrs: impl IntoIterator<Item = String>, now: Instant) {
+        let own = self
+            .table
+            .get(&self.me)
+            .map(|m| m.identity.addresses.clone())
+            .unwrap_or_default();
+        for addr in addrs {
+            if own.contains(&addr) {
+                continue;
+            }
+            match self.seeds.iter_mut().find(|s| s.addr == addr) {
+                Some(seed) => {
+                    if !seed.dial.in_flight {
+                        seed.dial.next_attempt = now;
+                    }
+                }
+                None => self.seeds.push(Seed {
+                    addr,
+                    node: None,
+                    dial: DialState::new(now),
+                }),
+            }
+        }
+    }
+
+    /// How many seed addresses we dial (configured and added).
+    pub fn seed_count(&self) -> usize {
+        self.seeds.len()
+    }
+
+    /// Whether we have anywhere to look for peers: a seed address, or a live member other than
+    /// ourselves. A node with neither (the first of a mesh) waits to be dialled.
+    pub fn has_somewhere_to_look(&self) -> bool {
+        !self.seeds.is_empty() || self.peers().next().is_some()
+    }
+
     /// Whether we can dial `addr` of member `m`: a scheme we have a transport for, and a
     /// same-host scheme only for a node of our host id.
     fn can_dial(&self, m: &Member, addr: &str) -> bool {

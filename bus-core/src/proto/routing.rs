@@ -15,6 +15,11 @@ pub trait Candidate {
     fn cluster(&self) -> &str;
     /// How many of our requests it has in flight now.
     fn in_flight(&self) -> usize;
+    /// Whether it may be sent to now. A candidate whose link is failing is skipped at once,
+    /// before a new snapshot of the candidates leaves it out. Default: always.
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// Who this node is, for scope decisions.
@@ -84,7 +89,7 @@ pub struct Picker {
 }
 
 impl Picker {
-    /// The candidate to send to, or `None` when no candidate is in scope.
+    /// The candidate to send to, or `None` when no available candidate is in scope.
     pub fn pick<'c, C: Candidate>(
         &self,
         candidates: &'c [C],
@@ -92,7 +97,7 @@ impl Picker {
         scope: Scope,
     ) -> Option<&'c C> {
         // First pass: the least load in scope and how many candidates share it.
-        let in_scope = |c: &&C| here.in_scope(scope, c.host_id(), c.cluster());
+        let in_scope = |c: &&C| c.is_available() && here.in_scope(scope, c.host_id(), c.cluster());
         let mut least: Option<(usize, usize)> = None;
         for c in candidates.iter().filter(in_scope) {
             let load = c.in_flight();
@@ -116,7 +121,7 @@ impl Picker {
             .or_else(|| candidates.iter().find(in_scope))
     }
 
-    /// Every candidate in scope (for `send_all` and events).
+    /// Every available candidate in scope (for `send_all` and events).
     pub fn all_in_scope<'c, C: Candidate>(
         candidates: &'c [C],
         here: Here<'c>,
@@ -124,7 +129,7 @@ impl Picker {
     ) -> impl Iterator<Item = &'c C> {
         candidates
             .iter()
-            .filter(move |c| here.in_scope(scope, c.host_id(), c.cluster()))
+            .filter(move |c| c.is_available() && here.in_scope(scope, c.host_id(), c.cluster()))
     }
 }
 

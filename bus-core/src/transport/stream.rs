@@ -108,8 +108,9 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
     }
 }
 
-/// A [`FrameWriter`] over a byte stream: writes a whole batch with one `write_all` (the frames
-/// concatenated, or the one frame as it is), then flushes.
+/// A [`FrameWriter`] over a byte stream: writes a whole batch at once (the frames
+/// concatenated, or the one frame as it is), then flushes. After a failed write, the frames
+/// left in the batch are those no byte of which reached the stream, or only part of.
 ///
 /// `write_batch` is not cancel safe (see [`FrameWriter::write_batch`]).
 pub struct StreamFrameWriter<W> {
@@ -148,9 +149,9 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
         if self.closed {
             return Err(Error::new(ErrorKind::Closed).with_detail("writer closed"));
         }
-        match frames.as_slice() {
+        let written = match frames.as_slice() {
             [] => return Ok(()),
-            [one] => self.io.write_all(one).await,
+            [one] => write_counted(&mut self.io, one).await,
             many => {
                 let total = many.iter().map(Bytes::len).sum();
                 self.batch.clear();
@@ -158,20 +159,33 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
                 for frame in many {
                     self.batch.extend_from_slice(frame);
                 }
-                let result = self.io.write_all(&self.batch).await;
+                let result = write_counted(&mut self.io, &self.batch).await;
                 if self.batch.capacity() > KEEP_BATCH_CAPACITY {
                     self.batch = BytesMut::new();
                 }
                 result
             }
+        };
+        if let Err((done, e)) = written {
+            // The frames written whole may have reached the peer; the rest (a frame cut short
+            // included: the peer can never read it whole) did not, and stay in `frames`.
+            let mut whole = 0;
+            let mut end = 0;
+            for frame in frames.iter() {
+                end += frame.len();
+                if end > done {
+                    break;
+                }
+                whole += 1;
+            }
+            frames.drain(..whole);
+            return Err(io_error("write failed", e));
         }
-        .map_err(|e| io_error("write failed", e))?;
+        frames.clear();
         self.io
             .flush()
             .await
-            .map_err(|e| io_error("flush failed", e))?;
-        frames.clear();
-        Ok(())
+            .map_err(|e| io_error("flush failed", e))
     }
 
     async fn close(&mut self) -> Result<(), Error> {
@@ -184,6 +198,23 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
             .await
             .map_err(|e| io_error("shutdown failed", e))
     }
+}
+
+/// Writes all of `buf`, as `write_all` does, but says on failure how many bytes were written.
+async fn write_counted<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+) -> Result<(), (usize, std::io::Error)> {
+    let mut done = 0;
+    while let Some(rest) = buf.get(done..).filter(|r| !r.is_empty()) {
+        match io.write(rest).await {
+            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1025,6 +1025,15 @@ pub fn frame_len(src: &[u8], limit: usize) -> Result<Option<usize>, FrameError> 
     }
 }
 
+/// The kind and request id of the encoded frame `frame` (length prefix included), read from
+/// its fixed header without parsing the rest; `None` if it is too short or of an unknown kind.
+pub fn peek_kind_and_id(frame: &[u8]) -> Option<(FrameKind, u64)> {
+    let mut header = frame.get(PREFIX_LEN..PREFIX_LEN + FIXED_HEADER_LEN)?;
+    let kind = FrameKind::from_u8(header.get_u8()).ok()?;
+    let _flags = header.get_u8();
+    Some((kind, header.get_u64()))
+}
+
 /// Takes the bytes of one whole frame, length prefix included, off the front of `src`, without
 /// parsing it: the framing step of a byte-stream transport, whose output
 /// [`FrameCodec::decode`] accepts.

@@ -1157,3 +1157,19 @@ fn cached_decoding_shares_repeated_names_and_stays_bounded() {
         .iter()
         .all(|n| n.len() <= NameCache::MAX_NAME_LEN));
 }
+
+#[test]
+fn the_kind_and_request_id_are_read_without_parsing() {
+    let mut frame = Frame::new(FrameKind::Command, Bytes::from_static(b"\x80"));
+    frame.request_id = 0x0102_0304_0506_0708;
+    frame.name = Some(FrameName::inline("diag.ping"));
+    let bytes = FrameCodec::default().encode_to_bytes(&frame).unwrap();
+    assert_eq!(
+        peek_kind_and_id(&bytes),
+        Some((FrameKind::Command, 0x0102_0304_0506_0708))
+    );
+    assert_eq!(peek_kind_and_id(&bytes[..13]), None, "a cut header");
+    let mut unknown = bytes.to_vec();
+    unknown[4] = 0xff;
+    assert_eq!(peek_kind_and_id(&unknown), None, "an unknown kind");
+}
