@@ -15,6 +15,8 @@
 //! every node prints. It keeps serving until Ctrl-C (or, with `--once`, until it has heard the
 //! others' `Greeted` too), then says goodbye, over TCP and mDNS, so the others drop it at once.
 
+mod support;
+
 use std::time::Duration;
 
 use meshbus::mdns::Mdns;
@@ -40,6 +42,7 @@ const CONFIRM: &str = "MESHBUS_MDNS_NETNS";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    support::init_logging();
     if std::env::var(CONFIRM).as_deref() != Ok("1") {
         eprintln!(
             "discovery: refusing to start. mDNS multicasts on every interface that is up; run \

@@ -21,6 +21,8 @@
 //! `OrderShipped`, which `frontend` waits for. Handlers are structs built in `start()` from the
 //! services they need (`command_handler_with`); a missing service would make `start()` fail.
 
+mod support;
+
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -304,6 +306,7 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Res
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn StdError>> {
+    support::init_logging();
     let orders = start_orders().await?;
     let seed = orders.listen_addrs()[0].to_string();
     let warehouse = start_warehouse(&seed).await?;

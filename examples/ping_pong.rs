@@ -24,6 +24,8 @@
 //! and a summary, shuts down (the server sees its goodbye) and exits 0. The server stops when
 //! its standard input closes, on Ctrl-C, or when its lifetime is over; it exits 0 too.
 
+mod support;
+
 use std::error::Error as StdError;
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -56,6 +58,7 @@ const USAGE: &str = "usage: ping_pong serve [SECONDS] | ping ADDR [N]";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn StdError>> {
+    support::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["serve"] => serve(DEFAULT_LIFETIME).await,

@@ -15,6 +15,8 @@
 //! - `web` sends the commands, in the `Local`, `Cluster` and `Network` scopes, and subscribes
 //!   to both events at run time.
 
+mod support;
+
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,6 +110,7 @@ fn node(name: &str, cluster: &str) -> meshbus::BusBuilder {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn StdError>> {
+    support::init_logging();
     let orders = node("orders", "shop")
         .service(OrderIds::default())
         .command_handler_with(|s| Ok(PlaceOrderHandler { ids: s.get()? }))

@@ -9,6 +9,8 @@
 //! `tcp://127.0.0.1:0`; the host ids are set by hand, as network namespaces or containers
 //! would.) `b` and `c` join through `a`'s address and find each other by gossip.
 
+mod support;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -67,6 +69,7 @@ async fn heard(sub: &mut Subscription<Announce>) -> Result<Vec<String>, String> 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    support::init_logging();
     let a = start("a", "shop", "host-1", None).await?;
     let seed = a.listen_addrs()[0].to_string();
     let b = start("b", "billing", "host-1", Some(&seed)).await?;

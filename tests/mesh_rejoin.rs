@@ -43,10 +43,13 @@ async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
     drop(x);
     until_view(&y, |v| v.peers.is_empty()).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
+    // Y says it is cut off; X's new run, with nothing to dial, is merely first.
     assert!(y.membership().borrow().peers.is_empty());
+    assert!(y.membership().borrow().alone);
 
     // A new run of X, at the configured address.
     let x2 = pinged(&net, "x").await;
+    assert!(!x2.membership().borrow().alone);
     let t0 = Instant::now();
     within(
         "y to rejoin x",
@@ -59,6 +62,7 @@ async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
         t0.elapsed()
     );
     assert_eq!(y.commands().send(Ping).await.unwrap(), "x");
+    assert!(!y.membership().borrow().alone);
     y.shutdown().await.unwrap();
     x2.shutdown().await.unwrap();
 }

@@ -414,3 +414,189 @@ async fn a_node_killed_with_sigkill_fails_its_requests_with_peer_lost() {
         within("shutdown", bus.shutdown()).await.unwrap();
     }
 }
+
+// ----- chaos: nodes killed and restarted under load -----
+
+/// Set in a child started by [`killed_and_restarted_nodes_lose_no_unsent_command`]: the child
+/// runs [`chaos_node`]. Its value is `<seed> <listen address>`.
+const CHAOS_ENV: &str = "MESHBUS_PROCESS_TEST_CHAOS";
+
+/// Answered with its own number by every chaos node.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "proc.work", reply = u64)]
+struct Work(u64);
+
+/// A chaos node: not a test of its own. Run without [`CHAOS_ENV`] it returns at once.
+///
+/// It listens on the address it is given, joins the seed, prints `chaos listening`, and
+/// answers each `Work(n)` with `n`, printing `chaos got <n>` first. It stops when its stdin
+/// closes or after [`RUN_BOUND`].
+#[tokio::test]
+async fn chaos_node() {
+    let Ok(env) = std::env::var(CHAOS_ENV) else {
+        return;
+    };
+    let (seed, listen) = env.split_once(' ').expect("seed and address");
+    let bus = Bus::builder()
+        .name("chaos")
+        .host_id("proc-host")
+        .cluster("proc")
+        .heartbeat_interval(HEARTBEAT)
+        .peer_timeout(PEER_TIMEOUT)
+        .transport(TcpTransport::new())
+        .listen(listen)
+        .peers([seed])
+        .command_handler(|w: Work, _ctx| async move {
+            println!("chaos got {}", w.0);
+            Ok::<_, HandlerError>(w.0)
+        })
+        .start()
+        .await
+        .expect("the chaos node starts");
+    println!("chaos listening {}", bus.listen_addrs()[0]);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+        let _ = tx.send(());
+    });
+    let _ = tokio::time::timeout(RUN_BOUND, rx).await;
+    let _ = bus.shutdown().await;
+}
+
+/// Starts a chaos node on `listen`; its output lines are collected into `seen` (drained as
+/// they come, so the child never blocks on a full pipe).
+async fn chaos_child(
+    seed: &str,
+    listen: &str,
+    seen: &std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    drains: &mut tokio::task::JoinSet<()>,
+) -> ChildProc {
+    let mut cmd = Process::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "chaos_node", "--nocapture", "--test-threads=1"])
+        .env(CHAOS_ENV, format!("{seed} {listen}"));
+    let mut proc = ChildProc::spawn("chaos", cmd);
+    proc.line_after("chaos listening ").await;
+    let mut lines = std::mem::replace(&mut proc.lines, mpsc::channel(1).1);
+    let seen = std::sync::Arc::clone(seen);
+    drains.spawn(async move {
+        // Ends when the child's stdout closes (it exits or is killed).
+        while let Some(line) = lines.recv().await {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    proc
+}
+
+/// A free loopback address for a node that restarts at the same address.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_nodes_lose_no_unsent_command() {
+    const NODES: usize = 4;
+    const IN_FLIGHT: usize = 50;
+    const KILLS: usize = 8;
+    let caller = node("caller").start().await.unwrap();
+    let seed = caller.listen_addrs()[0].to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut drains = tokio::task::JoinSet::new();
+    let addrs: Vec<String> = (0..NODES).map(|_| free_addr()).collect();
+    let mut children = Vec::new();
+    for addr in &addrs {
+        children.push(chaos_child(&seed, addr, &seen, &mut drains).await);
+    }
+    within(
+        "four workers",
+        caller.ready().handlers::<Work>(Scope::Cluster, NODES),
+    )
+    .await;
+
+    // 50 commands in flight at all times, each with its own number, until told to stop.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (caller, stop, next) = (caller.clone(), stop.clone(), next.clone());
+        load.spawn(async move {
+            let mut outcomes = Vec::new();
+            while !*stop.borrow() {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = caller
+                    .commands()
+                    .send(Work(n))
+                    .timeout(Duration::from_secs(10))
+                    .await;
+                outcomes.push((n, r));
+            }
+            outcomes
+        });
+    }
+    // The chaos: every ~300 ms one node is killed (SIGKILL) and started again at its address.
+    for k in 0..KILLS {
+        // A schedule, not a wait for anything: the load runs meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let i = (k * 3) % NODES;
+        children[i].child.kill().expect("killing a node");
+        children[i].child.wait().expect("reaping it");
+        children[i] = chaos_child(&seed, &addrs[i], &seen, &mut drains).await;
+    }
+    within(
+        "the workers back",
+        caller.ready().handlers::<Work>(Scope::Cluster, NODES),
+    )
+    .await;
+    stop_tx.send_replace(true);
+    let mut answered = 0;
+    let mut lost = 0;
+    while let Some(outcomes) = within("the load to stop (no hang)", load.join_next()).await {
+        for (n, r) in outcomes.unwrap() {
+            match r {
+                Ok(reply) => {
+                    assert_eq!(reply, n, "a reply to another command");
+                    answered += 1;
+                }
+                Err(e) => {
+                    // Three workers are up at any time: nothing that was never written to
+                    // the dead one may fail, and nothing times out or finds no handler.
+                    assert_eq!(e.kind(), ErrorKind::PeerLost, "command {n}: {e}");
+                    assert!(
+                        !e.to_string().contains("before the command was sent"),
+                        "command {n} failed although it never left: {e}"
+                    );
+                    lost += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{answered} answered, {lost} lost with PeerLost over {KILLS} kills");
+    assert!(
+        lost <= KILLS * IN_FLIGHT,
+        "{lost} lost: more than the commands in flight at each kill"
+    );
+    assert!(answered > 0);
+    // No command ran twice: every number the workers printed, printed once.
+    for child in &mut children {
+        let _ = child.child.kill();
+        let _ = child.child.wait();
+    }
+    while within("the outputs", drains.join_next()).await.is_some() {}
+    let mut ran: Vec<u64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            l.split_once("chaos got ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .collect();
+    let total = ran.len();
+    ran.sort_unstable();
+    ran.dedup();
+    assert_eq!(ran.len(), total, "a command ran twice");
+    within("shutdown", caller.shutdown()).await.unwrap();
+}

@@ -89,9 +89,9 @@ struct Actor {
     membership: Membership,
     /// Live members that share no transport with us, as last published.
     foreign: Vec<NodeId>,
-    /// Whether the node was, at the last publish, without a peer while it has somewhere to
-    /// look for one: its transitions are logged.
-    alone: std::cell::Cell<bool>,
+    /// Since when the node has had no peer while it has somewhere to look for one, and
+    /// whether that was logged as a warning.
+    alone: std::cell::Cell<Alone>,
     tasks: JoinSet<()>,
 }
 
@@ -133,7 +133,7 @@ pub(crate) async fn run(
         local_events: BTreeSet::new(),
         membership,
         foreign: Vec::new(),
-        alone: std::cell::Cell::new(false),
+        alone: std::cell::Cell::new(Alone::default()),
         tasks: JoinSet::new(),
     };
     actor.init_interest();
@@ -170,6 +170,7 @@ pub(crate) async fn run(
                 actor.pay_interest();
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
+                actor.check_alone();
             }
             msg = inbox.recv() => {
                 let Some(msg) = msg else { break };
@@ -533,6 +534,19 @@ impl Actor {
         }
     }
 
+    /// Warns once that the node has found no peer since it started, if it has looked for
+    /// [`ALONE_WARNING_AFTER`].
+    fn check_alone(&self) {
+        let alone = self.alone.get();
+        if !self.node.stopping.is_cancelled()
+            && alone.since.is_some_and(|since| {
+                now_std().saturating_duration_since(since) >= ALONE_WARNING_AFTER
+            })
+        {
+            self.alone.set(alone.warn(&self.membership));
+        }
+    }
+
     /// Rebuilds the routing snapshot and the membership view.
     fn publish(&self) {
         let mut routes = Routes::default();
@@ -575,17 +589,21 @@ impl Actor {
         peers.sort_by_key(|p| p.node_id);
         self.node.routes.store(Arc::new(routes));
         let alone = peers.is_empty() && self.membership.has_somewhere_to_look();
-        if alone != self.alone.replace(alone) {
-            if alone {
-                tracing::warn!(
-                    seeds = self.membership.seed_count(),
-                    "no peer: this node is cut off from the mesh; it keeps redialling its seeds \
-                     and known members with backoff (add addresses with `Bus::add_peers`)"
-                );
-            } else {
+        let was = self.alone.get();
+        // A node without peers gets `ALONE_WARNING_AFTER` to find one before it warns
+        // (`check_alone`): peers that leave or restart one by one are no news.
+        let now = if alone {
+            Alone {
+                since: was.since.or(Some(now_std())),
+                warned: was.warned,
+            }
+        } else {
+            if was.warned && !self.node.stopping.is_cancelled() {
                 tracing::info!(peers = peers.len(), "connected to the mesh again");
             }
-        }
+            Alone::default()
+        };
+        self.alone.set(now);
         if let Some(bus) = self.bus.upgrade() {
             let unreachable = self.foreign.clone();
             bus.membership.send_replace(view::shared(MembershipView {
@@ -622,6 +640,33 @@ impl Actor {
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         self.tasks.abort_all();
+    }
+}
+
+/// How long a node may look for its first peer before it warns that it has none.
+const ALONE_WARNING_AFTER: Duration = Duration::from_secs(10);
+
+/// Since when a node has had no peer while it has somewhere to look for one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Alone {
+    since: Option<std::time::Instant>,
+    warned: bool,
+}
+
+impl Alone {
+    /// Says so in the logs, once.
+    fn warn(self, membership: &Membership) -> Self {
+        if !self.warned {
+            tracing::warn!(
+                seeds = membership.seed_count(),
+                "no peer: this node is cut off from the mesh; it keeps redialling its seeds and \
+                 the members it knows with backoff (more addresses: `Bus::add_peers`)"
+            );
+        }
+        Alone {
+            warned: true,
+            ..self
+        }
     }
 }
 

@@ -173,7 +173,13 @@ pub(crate) async fn run(
     )
     .instrument(span.clone())
     .await;
-    tracing::debug!(peer = %peer_id, ?ended, "connection closed");
+    match ended {
+        // Worth seeing by default: the link failed, not a node's choice.
+        Ended::Broken(reason) => {
+            tracing::info!(peer = %peer_id, name = %peer.identity.name, %reason, "connection closed")
+        }
+        _ => tracing::debug!(peer = %peer_id, ?ended, "connection closed"),
+    }
     // Out of every route before anything else: no new request picks this connection.
     peer.mark_gone();
     // A link that failed or that the peer left is not flushed: its writer stops now and hands

@@ -369,3 +369,66 @@ async fn writer_and_reader_round_trip_over_a_small_pipe() {
         .collect();
     assert_eq!(got, frames);
 }
+
+/// Takes `room` bytes (in writes of at most `chunk`), then fails every write.
+struct Breaks {
+    room: usize,
+    chunk: usize,
+    taken: Vec<u8>,
+}
+
+impl AsyncWrite for Breaks {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(self.chunk).min(self.room - self.taken.len());
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        self.taken.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_the_frames_that_did_not_leave_whole() {
+    let frames = three_frames();
+    let lens: Vec<usize> = frames.iter().map(Bytes::len).collect();
+    // Room for the first frame whole and part of the second, in small writes.
+    for (room, left) in [
+        (0, 3),
+        (lens[0] - 1, 3),
+        (lens[0], 2),
+        (lens[0] + 1, 2),
+        (lens[0] + lens[1], 1),
+    ] {
+        let mut writer = StreamFrameWriter::new(Breaks {
+            room,
+            chunk: 3,
+            taken: Vec::new(),
+        });
+        let mut batch = frames.clone();
+        let err = writer.write_batch(&mut batch).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(batch, frames[3 - left..], "room for {room} bytes");
+    }
+    // One frame alone goes the same way.
+    let mut writer = StreamFrameWriter::new(Breaks {
+        room: 2,
+        chunk: 1,
+        taken: Vec::new(),
+    });
+    let mut batch = vec![frames[0].clone()];
+    assert!(writer.write_batch(&mut batch).await.is_err());
+    assert_eq!(batch, [frames[0].clone()], "a frame cut short never left");
+}
