@@ -11,6 +11,7 @@ mod conn;
 mod peer;
 mod routes;
 mod view;
+mod warn;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
