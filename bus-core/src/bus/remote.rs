@@ -27,7 +27,11 @@ pub(crate) trait RemoteCommand: Send + Sync {
     /// As [`call`](Self::call) for a large body: `body` makes it (decompresses it, or hands
     /// over the bytes as they came) and the command is decoded from it on a blocking thread,
     /// so that the CPU work of a big body never holds an executor thread.
-    fn call_large(&self, body: BodyJob, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
+    fn call_large(
+        &self,
+        body: BodyJob,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
 }
 
 /// Makes a large command's body, off the executor's threads.
@@ -52,7 +56,11 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
         })
     }
 
-    fn call_large(&self, body: BodyJob, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
+    fn call_large(
+        &self,
+        body: BodyJob,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
             let decoded = tokio::task::spawn_blocking(move || -> Result<C, ReplyError> {

@@ -16,7 +16,6 @@ use super::{encode, NodeShared, LARGE_BODY};
 use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind};
-use crate::stats::Counters;
 use crate::id::NodeId;
 use crate::proto::handshake::{Established, Handshake, Step};
 use crate::proto::liveness::{Liveness, LivenessEvent};
@@ -24,6 +23,7 @@ use crate::proto::membership::DialRequest;
 use crate::proto::requests::{deadline_from_remaining, InboundRequests};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
+use crate::stats::Counters;
 use crate::subscription::EventMeta;
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
@@ -661,8 +661,7 @@ impl Inbound<'_> {
                 }
                 // A body larger than the whole budget takes all of it.
                 let share = u32::try_from(size.min(self.large_budget)).unwrap_or(u32::MAX);
-                let Ok(permit) = Arc::clone(&self.large_bytes).try_acquire_many_owned(share)
-                else {
+                let Ok(permit) = Arc::clone(&self.large_bytes).try_acquire_many_owned(share) else {
                     self.refuse(
                         id,
                         ErrorKind::Overloaded,

@@ -839,7 +839,10 @@ impl CompressedFrame {
     /// for a corrupt block or one that would write more than declared,
     /// [`FrameError::DecompressedSizeMismatch`] for one that writes less.
     pub fn decompress(self) -> Result<Frame, FrameError> {
-        let CompressedFrame { mut frame, declared } = self;
+        let CompressedFrame {
+            mut frame,
+            declared,
+        } = self;
         let mut out = Vec::new();
         out.try_reserve_exact(declared)
             .map_err(|_| FrameError::Alloc(declared))?;

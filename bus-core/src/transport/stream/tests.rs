@@ -401,7 +401,10 @@ async fn a_large_frame_takes_its_allocation_with_it() {
     assert_eq!(frame, big);
     // The reader kept none of the frame's allocation: the frame is its only owner (so the
     // memory goes when the frame does), and the buffer holds the next frame's bytes only.
-    assert!(frame.is_unique(), "the reader still shares the frame's buffer");
+    assert!(
+        frame.is_unique(),
+        "the reader still shares the frame's buffer"
+    );
     assert!(
         reader.buf.capacity() <= KEEP_READ_CAPACITY,
         "{}",

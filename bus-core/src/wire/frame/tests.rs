@@ -1193,7 +1193,10 @@ fn a_large_compressed_body_is_handed_back_undecompressed_with_its_declared_size(
     let wire = compressed_frame(original.len() as u32, &block).freeze();
     assert!(matches!(
         small.decode_frame_deferred(wire, &mut names, 1024),
-        Err(FrameError::TooLarge { declared: 200_000, .. })
+        Err(FrameError::TooLarge {
+            declared: 200_000,
+            ..
+        })
     ));
     let lie = compressed_frame(16 << 20, &block[..100]).freeze();
     assert!(matches!(
@@ -1205,7 +1208,10 @@ fn a_large_compressed_body_is_handed_back_undecompressed_with_its_declared_size(
 #[test]
 fn bodies_over_the_default_decompressed_cap_travel_uncompressed() {
     let codec = codec();
-    let at = Frame::new(FrameKind::Event, Bytes::from(vec![0u8; DEFAULT_MAX_DECOMPRESSED_SIZE]));
+    let at = Frame::new(
+        FrameKind::Event,
+        Bytes::from(vec![0u8; DEFAULT_MAX_DECOMPRESSED_SIZE]),
+    );
     let over = Frame::new(
         FrameKind::Event,
         Bytes::from(vec![0u8; DEFAULT_MAX_DECOMPRESSED_SIZE + 1]),
