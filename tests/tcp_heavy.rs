@@ -551,3 +551,99 @@ async fn after_floods_of_connections_that_all_closed_memory_comes_back() {
     );
     healthy.shutdown().await.unwrap();
 }
+
+#[derive(Serialize, Deserialize, Event, Debug, PartialEq)]
+#[meshbus(name = "heavy.note")]
+struct Note {
+    seq: u32,
+    text: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_keep_their_order_and_one_over_the_cap_is_dropped_and_counted() {
+    if std::env::var(NODE_ENV).is_ok() {
+        return;
+    }
+    let node = Bus::builder()
+        .name("target")
+        .transport(TcpTransport::new())
+        .listen("tcp://127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let mut notes = node.subscribe::<Note>().unwrap();
+    let publisher = Bus::builder()
+        .name("publisher")
+        .transport(TcpTransport::new())
+        .peers([node.listen_addrs()[0].to_string()])
+        .start()
+        .await
+        .unwrap();
+    within(
+        "the subscription to reach the publisher",
+        publisher.ready().subscribers::<Note>(Scope::Cluster, 1),
+    )
+    .await;
+
+    // Small and large (a compressed 1 MiB, decoded off the reader) in turn: in order.
+    let large = "x".repeat(1 << 20);
+    for seq in 0..8u32 {
+        let text = if seq % 2 == 1 {
+            large.clone()
+        } else {
+            format!("small {seq}")
+        };
+        publisher
+            .events()
+            .publish(Note { seq, text })
+            .await
+            .unwrap();
+    }
+    for seq in 0..8u32 {
+        let note = within("a note", notes.recv()).await.expect("a note");
+        assert_eq!(note.seq, seq);
+        assert_eq!(
+            note.text.len(),
+            if seq % 2 == 1 {
+                1 << 20
+            } else {
+                format!("small {seq}").len()
+            }
+        );
+    }
+
+    // A raw peer's event whose body declares 16 MiB, over the 4 MiB cap: dropped unread and
+    // counted; the link stays and the next event arrives.
+    let addr: SocketAddr = node.listen_addrs()[0].rest().parse().unwrap();
+    let mut mallory = Mallory::join(addr).await;
+    let block = heavy_block();
+    let name = b"heavy.note";
+    let mut buf = BytesMut::new();
+    buf.put_u32((1 + 1 + 8 + 2 + name.len() + 4 + block.len()) as u32);
+    buf.put_u8(FrameKind::Event.to_u8());
+    buf.put_u8(meshbus::wire::frame::flags::NAME_INLINE | meshbus::wire::frame::flags::COMPRESSED);
+    buf.put_u64(0);
+    buf.put_u16(name.len() as u16);
+    buf.put_slice(name);
+    buf.put_u32(EXPANDED as u32);
+    buf.put_slice(&block);
+    let mut after = Frame::new(
+        FrameKind::Event,
+        meshbus::wire::body::encode_body(&Note {
+            seq: 100,
+            text: "after".into(),
+        })
+        .unwrap(),
+    );
+    after.name = Some(meshbus::wire::FrameName::inline("heavy.note"));
+    FrameCodec::default().encode(&after, &mut buf).unwrap();
+    mallory.writer.write_all(&buf).await.unwrap();
+    let note = within("the note after the oversized one", notes.recv())
+        .await
+        .unwrap();
+    assert_eq!(note.seq, 100);
+    assert_eq!(node.stats().remote_events_too_large, 1);
+    drop(mallory);
+    publisher.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}
