@@ -30,6 +30,9 @@ pub struct BusStats {
     /// peer reads slower than we publish; [`Bus::peer_stats`](crate::Bus::peer_stats) says
     /// which.
     pub peer_events_queue_full: u64,
+    /// Events from peers dropped unread because their compressed body declared more than
+    /// [`BusBuilder::max_decompressed_size`](crate::BusBuilder::max_decompressed_size).
+    pub remote_events_too_large: u64,
 }
 
 /// What this node has queued for one peer, from [`Bus::peer_stats`](crate::Bus::peer_stats):
@@ -72,6 +75,7 @@ pub(crate) struct Counters {
     pub(crate) remote_events_dropped: AtomicU64,
     pub(crate) peer_events_dropped: AtomicU64,
     pub(crate) peer_events_queue_full: AtomicU64,
+    pub(crate) remote_events_too_large: AtomicU64,
 }
 
 impl Counters {
@@ -88,6 +92,7 @@ impl Counters {
             remote_events_dropped: self.remote_events_dropped.load(Ordering::Relaxed),
             peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
             peer_events_queue_full: self.peer_events_queue_full.load(Ordering::Relaxed),
+            remote_events_too_large: self.remote_events_too_large.load(Ordering::Relaxed),
         }
     }
 }

@@ -237,6 +237,33 @@ impl BusBuilder {
         self
     }
 
+    /// The largest size a compressed body from a peer may declare it decompresses to (default
+    /// 4 MiB, [`DEFAULT_MAX_DECOMPRESSED_SIZE`](crate::wire::DEFAULT_MAX_DECOMPRESSED_SIZE);
+    /// at least 64 KiB). A body declaring more is refused before anything is allocated or
+    /// decompressed: a command is answered with `TooLarge`, a reply fails its request with
+    /// `TooLarge`, an event is dropped and counted in
+    /// [`BusStats::remote_events_too_large`](crate::BusStats::remote_events_too_large). The
+    /// link stays up: the frame was well formed.
+    ///
+    /// LZ4 inflates up to 255 times, so this bounds what a few kilobytes on the wire can cost.
+    /// Senders never compress a body over 4 MiB, so a peer with default settings is never
+    /// refused; raise it (up to the frame limit, 16 MiB) only together with peers that send
+    /// larger compressed bodies.
+    pub fn max_decompressed_size(mut self, bytes: usize) -> Self {
+        self.node.max_decompressed_size = bytes.max(crate::node::LARGE_BODY);
+        self
+    }
+
+    /// How many bytes of large command bodies (over 64 KiB once decompressed) the handlers
+    /// running for one peer may hold at once (default 32 MiB). A large command beyond it is
+    /// answered with `Overloaded` at once, before its body is decompressed; a body larger than
+    /// the whole budget is admitted only when no other large one is running. Other peers are
+    /// not affected.
+    pub fn max_inbound_bytes_per_peer(mut self, bytes: usize) -> Self {
+        self.node.max_inbound_bytes_per_peer = bytes.max(1);
+        self
+    }
+
     /// How many bytes of commands and events may wait for one peer's link (default 64 MiB);
     /// beyond it, senders wait (or drop events, per
     /// [`peer_events_when_full`](Self::peer_events_when_full)). A frame larger than the whole

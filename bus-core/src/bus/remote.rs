@@ -23,7 +23,19 @@ pub(crate) trait RemoteCommand: Send + Sync {
     /// Runs the command encoded in `body`. A body that does not decode as the command, a
     /// handler's `Err` or panic, and a reply that does not encode all become a [`ReplyError`].
     fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
+
+    /// As [`call`](Self::call) for a large body: `body` makes it (decompresses it, or hands
+    /// over the bytes as they came) and the command is decoded from it on a blocking thread,
+    /// so that the CPU work of a big body never holds an executor thread.
+    fn call_large(
+        &self,
+        body: BodyJob,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
 }
+
+/// Makes a large command's body, off the executor's threads.
+pub(crate) type BodyJob = Box<dyn FnOnce() -> Result<Bytes, crate::wire::FrameError> + Send>;
 
 /// The [`RemoteCommand`] of one command type.
 pub(crate) struct TypedRemoteCommand<C: Command> {
@@ -40,26 +52,72 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
                     format!("`{}` did not decode: {e}", C::NAME),
                 )
             })?;
-            // The handler is called inside the caught future, so a panic before its own future
-            // exists is caught too.
-            let outcome = AssertUnwindSafe(async move { handler.handle(cmd, ctx).await })
-                .catch_unwind()
-                .await;
-            match outcome {
-                Ok(Ok(reply)) => encode_body(&reply).map_err(|e| {
+            run(handler, cmd, ctx).await
+        })
+    }
+
+    fn call_large(
+        &self,
+        body: BodyJob,
+        ctx: Context,
+    ) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
+        let handler = Arc::clone(&self.handler);
+        Box::pin(async move {
+            let decoded = tokio::task::spawn_blocking(move || -> Result<C, ReplyError> {
+                let body = body().map_err(|e| {
                     ReplyError::new(
                         ErrorKind::Decode,
-                        format!("the reply to `{}` did not encode: {e}", C::NAME),
+                        format!("the body of `{}` did not decompress: {e}", C::NAME),
                     )
-                }),
-                Ok(Err(err)) => Err(ReplyError::new(ErrorKind::HandlerFailed, err.message())),
-                Err(panic) => {
-                    let msg = panic_message(&*panic);
-                    tracing::error!(command = C::NAME, panic = %msg, "command handler panicked");
-                    Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
+                })?;
+                decode_body(&body).map_err(|e| {
+                    ReplyError::new(
+                        ErrorKind::Decode,
+                        format!("`{}` did not decode: {e}", C::NAME),
+                    )
+                })
+            })
+            .await;
+            let cmd = match decoded {
+                Ok(cmd) => cmd?,
+                // A `Deserialize` impl panicked, or the runtime is shutting down.
+                Err(e) => {
+                    return Err(ReplyError::new(
+                        ErrorKind::HandlerFailed,
+                        format!("decoding `{}` failed: {e}", C::NAME),
+                    ))
                 }
-            }
+            };
+            run(handler, cmd, ctx).await
         })
+    }
+}
+
+/// Runs the handler on a decoded command and encodes its reply; a panic becomes a
+/// `HandlerFailed` reply.
+async fn run<C: Command>(
+    handler: Arc<dyn CommandHandler<C>>,
+    cmd: C,
+    ctx: Context,
+) -> Result<Bytes, ReplyError> {
+    // The handler is called inside the caught future, so a panic before its own future
+    // exists is caught too.
+    let outcome = AssertUnwindSafe(async move { handler.handle(cmd, ctx).await })
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(Ok(reply)) => encode_body(&reply).map_err(|e| {
+            ReplyError::new(
+                ErrorKind::Decode,
+                format!("the reply to `{}` did not encode: {e}", C::NAME),
+            )
+        }),
+        Ok(Err(err)) => Err(ReplyError::new(ErrorKind::HandlerFailed, err.message())),
+        Err(panic) => {
+            let msg = panic_message(&*panic);
+            tracing::error!(command = C::NAME, panic = %msg, "command handler panicked");
+            Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
+        }
     }
 }
 

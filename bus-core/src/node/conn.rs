@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use super::actor::ActorMsg;
 use super::peer::{self, LaneReceivers, PeerHandle, Queued};
-use super::{encode, NodeShared};
+use super::warn::{peer_warn, WarnLimit};
+use super::{encode, NodeShared, LARGE_BODY};
 use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind};
@@ -23,12 +24,13 @@ use crate::proto::membership::DialRequest;
 use crate::proto::requests::{deadline_from_remaining, InboundRequests};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
+use crate::stats::Counters;
 use crate::subscription::EventMeta;
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, ReplyError,
 };
-use crate::wire::{Frame, FrameCodec, FrameKind, FrameName, NameCache};
+use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameName, NameCache};
 
 /// Which end of the connection this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,12 @@ pub(crate) async fn run(
         write_loop(writer, receivers, Arc::clone(&peer), Arc::clone(&sent))
             .instrument(span.clone()),
     );
+    // A semaphore holds at most `MAX_PERMITS`, and a body takes its share as a `u32`.
+    let large_budget = node
+        .config
+        .max_inbound_bytes_per_peer
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
     let mut inbound = Inbound {
         node: &node,
         bus: &bus,
@@ -162,6 +170,10 @@ pub(crate) async fn run(
         handlers: JoinSet::new(),
         peer_replaced: false,
         names: NameCache::new(),
+        large_budget,
+        large_bytes: Arc::new(Semaphore::new(large_budget)),
+        max_decompressed: node.config.max_decompressed_size,
+        warnings: std::sync::Mutex::new(WarnLimit::new()),
     };
     let ended = read_loop(
         &node,
@@ -429,8 +441,12 @@ async fn on_burst(
     // been read before it.)
     let mut events: Option<EventTarget> = None;
     while let Some(bytes) = next.take() {
-        match codec.decode_frame_cached(bytes, &mut inbound.names) {
-            Ok(frame) if frame.kind == FrameKind::Event => {
+        // A compressed body over `LARGE_BODY` comes back undecompressed; a plain one over it is
+        // decoded off the reader too. Either way the fast path below only compares a length.
+        match codec.decode_frame_deferred(bytes, &mut inbound.names, LARGE_BODY) {
+            Ok(Decoded::Frame(frame))
+                if frame.kind == FrameKind::Event && frame.body.len() <= LARGE_BODY =>
+            {
                 if events.is_none() {
                     events = inbound.event_target();
                 }
@@ -438,9 +454,20 @@ async fn on_burst(
                     inbound.on_event(target, frame);
                 }
             }
-            Ok(frame) => {
+            Ok(Decoded::Frame(frame))
+                if frame.body.len() > LARGE_BODY
+                    && matches!(frame.kind, FrameKind::Command | FrameKind::Event) =>
+            {
+                events = None;
+                inbound.on_large(Large::Plain(frame)).await?;
+            }
+            Ok(Decoded::Frame(frame)) => {
                 events = None;
                 inbound.on_frame(frame).await?;
+            }
+            Ok(Decoded::Compressed(c)) => {
+                events = None;
+                inbound.on_large(Large::Compressed(c)).await?;
             }
             Err(e) => {
                 tracing::warn!(peer = %peer.node_id, error = %e, "undecodable frame: closing the connection");
@@ -488,6 +515,57 @@ struct Inbound<'a> {
     peer_replaced: bool,
     /// The message names this peer sent, so that its frames decode without allocating them.
     names: NameCache,
+    /// The whole budget of [`large_bytes`](Self::large_bytes).
+    large_budget: usize,
+    /// The bytes of large command bodies this peer may still have in running handlers: each
+    /// such handler holds its body's size until it ends.
+    large_bytes: Arc<Semaphore>,
+    /// The largest decompressed size a compressed body may declare.
+    max_decompressed: usize,
+    /// Warnings about what this peer sends, rate limited.
+    warnings: std::sync::Mutex<WarnLimit>,
+}
+
+/// A frame whose body is large: decompressed and decoded off the reader.
+enum Large {
+    /// A body that came uncompressed.
+    Plain(Frame),
+    /// A body still to be decompressed.
+    Compressed(CompressedFrame),
+}
+
+impl Large {
+    /// The frame's kind, id, name and headers (and a body that may still be compressed).
+    fn head(&self) -> &Frame {
+        match self {
+            Large::Plain(frame) => frame,
+            Large::Compressed(c) => c.frame(),
+        }
+    }
+
+    /// The body's size once decompressed.
+    fn size(&self) -> usize {
+        match self {
+            Large::Plain(frame) => frame.body.len(),
+            Large::Compressed(c) => c.decompressed_size(),
+        }
+    }
+
+    /// The whole frame; decompressing is CPU work, for a blocking thread.
+    fn into_frame(self) -> Result<Frame, crate::wire::FrameError> {
+        match self {
+            Large::Plain(frame) => Ok(frame),
+            Large::Compressed(c) => c.decompress(),
+        }
+    }
+}
+
+/// A large command admitted under the peer's budget: what its handler task holds.
+struct LargeCommand {
+    /// The peer's budget for the body, given back when the handler ends.
+    permit: tokio::sync::OwnedSemaphorePermit,
+    /// Makes the body (decompresses it, or hands it over).
+    body: Large,
 }
 
 impl Drop for Inbound<'_> {
@@ -543,7 +621,9 @@ impl Inbound<'_> {
                     };
                     let _ = self.node.inbox.send(msg).await;
                 }
-                Err(e) => tracing::warn!(peer = %peer.node_id, error = %e, "bad interest message"),
+                Err(e) => {
+                    peer_warn!(self.warnings, peer = %peer.node_id, error = %e, "bad interest message")
+                }
             },
             FrameKind::InterestRequest => {
                 if InterestRequest::from_frame(&frame).is_ok() {
@@ -554,7 +634,7 @@ impl Inbound<'_> {
                     let _ = self.node.inbox.send(msg).await;
                 }
             }
-            FrameKind::Command => self.on_command(frame),
+            FrameKind::Command => self.on_command(frame, None),
             FrameKind::Reply => peer.complete(frame.request_id, Ok(frame.body)),
             FrameKind::ReplyError => {
                 let err = ReplyError::from_frame(&frame).unwrap_or_else(|e| {
@@ -580,6 +660,112 @@ impl Inbound<'_> {
         Ok(())
     }
 
+    /// Handles a frame whose body is large. Commands are refused (over the cap, over the peer's
+    /// budget) or handed to a task at once, so the reader does not wait for them; everything
+    /// else is decompressed and decoded on a blocking thread while this reader waits, which
+    /// slows this peer's reads only (and keeps its events in order), never other connections.
+    async fn on_large(&mut self, large: Large) -> Result<(), Ended> {
+        let head = large.head();
+        let (kind, id, size) = (head.kind, head.request_id, large.size());
+        let over_cap = matches!(large, Large::Compressed(_)) && size > self.max_decompressed;
+        let too_large = || {
+            format!(
+                "a compressed body of {size} bytes is over the limit of {} bytes \
+                 (max_decompressed_size)",
+                self.max_decompressed
+            )
+        };
+        match kind {
+            FrameKind::Command => {
+                if over_cap {
+                    self.refuse(id, ErrorKind::TooLarge, too_large());
+                    return Ok(());
+                }
+                // A body larger than the whole budget takes all of it.
+                let share = u32::try_from(size.min(self.large_budget)).unwrap_or(u32::MAX);
+                let Ok(permit) = Arc::clone(&self.large_bytes).try_acquire_many_owned(share) else {
+                    self.refuse(
+                        id,
+                        ErrorKind::Overloaded,
+                        format!(
+                            "{} bytes of large bodies already in handlers for this peer \
+                             (max_inbound_bytes_per_peer)",
+                            self.large_budget
+                                .saturating_sub(self.large_bytes.available_permits())
+                        ),
+                    );
+                    return Ok(());
+                };
+                let mut head = head.clone();
+                head.body = Bytes::new();
+                self.on_command(
+                    head,
+                    Some(LargeCommand {
+                        permit,
+                        body: large,
+                    }),
+                );
+                Ok(())
+            }
+            FrameKind::Event => {
+                if over_cap {
+                    if let Some(bus) = self.bus.upgrade() {
+                        Counters::bump(&bus.counters.remote_events_too_large);
+                    }
+                    tracing::debug!(peer = %self.peer.node_id, size, "event body over the decompressed limit: dropped");
+                    return Ok(());
+                }
+                self.on_large_event(large).await
+            }
+            FrameKind::Reply if over_cap => {
+                let err = ReplyError::new(ErrorKind::TooLarge, too_large());
+                self.peer.complete(id, Err(err));
+                Ok(())
+            }
+            _ => {
+                let frame = off_reader(move || large.into_frame()).await?;
+                self.on_frame(frame).await
+            }
+        }
+    }
+
+    /// Delivers a large event from a blocking thread, which decompresses and decodes it once
+    /// for every subscription; the reader waits for it, so this peer's events stay in order.
+    async fn on_large_event(&self, large: Large) -> Result<(), Ended> {
+        let Some(target) = self.event_target() else {
+            return Ok(());
+        };
+        let head = large.head();
+        let Some(FrameName::Inline(name)) = &head.name else {
+            peer_warn!(self.warnings, peer = %self.peer.node_id, "an event without a name");
+            return Ok(());
+        };
+        // No subscriber: nothing to decompress.
+        let Some(slot) = target.table.get(&**name).cloned() else {
+            return Ok(());
+        };
+        let correlation_id = head.headers.correlation_id.clone().map(Arc::from);
+        let meta = self.meta(target.scope, correlation_id, headers_of(head));
+        let name = Arc::clone(name);
+        let bus = target.bus;
+        let message_id = crate::id::next_message_id();
+        let delivered = off_reader(move || {
+            let frame = large.into_frame()?;
+            Ok((slot.deliver)(
+                &slot,
+                &frame.body,
+                message_id,
+                &meta,
+                &bus.counters,
+            ))
+        })
+        .await?;
+        if let Err(e) = delivered {
+            peer_warn!(self.warnings, peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
+        }
+        Ok(())
+    }
+
     /// Answers request `id` at once with an error (the reader never waits: a full reply lane
     /// drops it, and the caller times out).
     fn refuse(&self, id: u64, kind: ErrorKind, message: String) {
@@ -592,7 +778,9 @@ impl Inbound<'_> {
         }
     }
 
-    fn on_command(&mut self, frame: Frame) {
+    /// Runs a peer's command; a `large` one has its body made and decoded on a blocking thread
+    /// in its handler's task, and holds its share of the peer's budget until it ends.
+    fn on_command(&mut self, frame: Frame, large: Option<LargeCommand>) {
         let id = frame.request_id;
         let peer = self.peer;
         let Some(bus) = self.bus.upgrade() else {
@@ -636,8 +824,33 @@ impl Inbound<'_> {
             cancel: Some(token.clone()),
             bus: Bus::for_handler(Arc::clone(&bus)),
         };
-        let mut fut = slot.remote.call(frame.body, ctx);
         let codec = peer.send_codec;
+        let replies = peer.lanes.replies.clone();
+        let span = tracing::Span::current();
+        if let Some(LargeCommand { permit, body }) = large {
+            let fut = slot
+                .remote
+                .call_large(Box::new(move || body.into_frame().map(|f| f.body)), ctx);
+            drop(bus);
+            self.handlers.spawn(
+                async move {
+                    let _guard = guard;
+                    let outcome = fut.await;
+                    // The body and the command decoded from it are gone: the budget is free.
+                    drop(permit);
+                    if token.is_cancelled() {
+                        return id;
+                    }
+                    if let Some(bytes) = reply_frame(&codec, id, outcome) {
+                        let _ = replies.send(bytes).await;
+                    }
+                    id
+                }
+                .instrument(span),
+            );
+            return;
+        }
+        let mut fut = slot.remote.call(frame.body, ctx);
         drop(bus);
         // Poll the handler once here: one that answers at once (the common case) replies
         // without a hand-off to a task of its own, which after an idle link is a wake-up. The
@@ -649,8 +862,6 @@ impl Inbound<'_> {
             std::task::Poll::Ready(outcome) => Some(outcome),
             std::task::Poll::Pending => None,
         };
-        let replies = peer.lanes.replies.clone();
-        let span = tracing::Span::current();
         match outcome {
             Some(outcome) => {
                 // Nothing can have cancelled it yet: the reader is still on this frame.
@@ -732,7 +943,7 @@ impl Inbound<'_> {
 
     fn on_event(&self, target: &EventTarget, frame: Frame) {
         let Some(FrameName::Inline(name)) = &frame.name else {
-            tracing::warn!(peer = %self.peer.node_id, "an event without a name");
+            peer_warn!(self.warnings, peer = %self.peer.node_id, "an event without a name");
             return;
         };
         let Some(slot) = target.table.get(&**name) else {
@@ -750,7 +961,25 @@ impl Inbound<'_> {
             &with_headers
         };
         if let Err(e) = (slot.deliver)(slot, &frame.body, message_id, meta, &target.bus.counters) {
-            tracing::warn!(peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
+            peer_warn!(self.warnings, peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
+        }
+    }
+}
+
+/// Runs `job` (decompressing, decoding) on a blocking thread and waits for it; an error (a
+/// body that does not decompress) closes the connection, as it would have on the reader.
+async fn off_reader<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, crate::wire::FrameError> + Send + 'static,
+) -> Result<T, Ended> {
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "undecodable frame: closing the connection");
+            Err(Ended::Broken("undecodable frame"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "decoding a frame failed: closing the connection");
+            Err(Ended::Broken("decoding failed"))
         }
     }
 }

@@ -47,7 +47,17 @@ pub(crate) struct NodeConfig {
     pub(crate) membership: crate::proto::membership::MembershipConfig,
     pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
     pub(crate) handshake_timeout: Duration,
+    /// The largest decompressed size a compressed command, reply or event body may declare.
+    pub(crate) max_decompressed_size: usize,
+    /// The bytes of large command bodies (over [`LARGE_BODY`]) one peer may have in running
+    /// handlers.
+    pub(crate) max_inbound_bytes_per_peer: usize,
 }
+
+/// Bodies larger than this (once decompressed) are decompressed and decoded off the
+/// connection's reader, and count against the peer's inbound byte budget; smaller ones stay on
+/// the reader's fast path.
+pub(crate) const LARGE_BODY: usize = 64 * 1024;
 
 impl NodeConfig {
     /// The default number of frames each lane of a peer holds.
@@ -56,6 +66,9 @@ impl NodeConfig {
     pub(crate) const DEFAULT_LANE_BYTES: usize = 64 * 1024 * 1024;
     /// The default cap on handlers run at once for one peer.
     pub(crate) const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
+    /// The default budget of large inbound command bodies per peer: 32 MiB, twice the default
+    /// frame limit.
+    pub(crate) const DEFAULT_MAX_INBOUND_BYTES_PER_PEER: usize = 32 * 1024 * 1024;
 
     pub(crate) fn new() -> Self {
         NodeConfig {
@@ -69,6 +82,8 @@ impl NodeConfig {
             membership: crate::proto::membership::MembershipConfig::default(),
             peer_events_when_full: crate::subscription::FullPolicy::Wait,
             handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_decompressed_size: crate::wire::DEFAULT_MAX_DECOMPRESSED_SIZE,
+            max_inbound_bytes_per_peer: Self::DEFAULT_MAX_INBOUND_BYTES_PER_PEER,
         }
     }
 }

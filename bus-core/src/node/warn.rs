@@ -46,10 +46,17 @@ impl WarnLimit {
     }
 }
 
-/// Logs a warning about a peer through its [`WarnLimit`], with how many were held back.
+/// [`WarnLimit::allow`] now, through the lock its reader shares with the reader's helpers
+/// (taken only when there is something to warn about).
+pub(crate) fn allow_now(limit: &std::sync::Mutex<WarnLimit>) -> Option<u64> {
+    let now = tokio::time::Instant::now().into_std();
+    limit.lock().ok().and_then(|mut l| l.allow(now))
+}
+
+/// Logs a warning about a peer through its `Mutex<WarnLimit>`, with how many were held back.
 macro_rules! peer_warn {
     ($limit:expr, $($arg:tt)+) => {
-        if let Some(suppressed) = $limit.allow($crate::node::conn::now_std()) {
+        if let Some(suppressed) = $crate::node::warn::allow_now(&$limit) {
             tracing::warn!(suppressed, $($arg)+);
         }
     };
@@ -65,7 +72,10 @@ mod tests {
         let t0 = Instant::now();
         let mut limit = WarnLimit::new();
         for i in 0..PER_WINDOW {
-            assert_eq!(limit.allow(t0 + Duration::from_millis(u64::from(i))), Some(0));
+            assert_eq!(
+                limit.allow(t0 + Duration::from_millis(u64::from(i))),
+                Some(0)
+            );
         }
         for i in 0..25 {
             assert_eq!(limit.allow(t0 + Duration::from_secs(1 + i)), None);

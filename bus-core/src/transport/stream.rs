@@ -18,6 +18,11 @@ const READ_CHUNK: usize = 8 * 1024;
 /// its memory for the connection's lifetime.
 const KEEP_BATCH_CAPACITY: usize = 256 * 1024;
 
+/// After a frame larger than this, the bytes behind it move to a buffer of their own, so the
+/// frame's allocation is freed with the frame instead of serving the connection's reads for the
+/// rest of its life (a `BytesMut` split keeps the whole allocation it was split from).
+const KEEP_READ_CAPACITY: usize = 64 * 1024;
+
 fn io_error(what: &'static str, err: std::io::Error) -> Error {
     Error::new(ErrorKind::Io).with_detail(what).with_source(err)
 }
@@ -51,6 +56,20 @@ impl<R> StreamFrameReader<R> {
         }
     }
 
+    /// Splits a whole frame off the buffer, if there is one. After a large frame, what follows
+    /// it (at most a few reads' worth) is copied to a small buffer: the large one goes when the
+    /// frame is dropped, not when the connection is.
+    fn split(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
+        let frame = split_frame(&mut self.buf, limit)?;
+        if let Some(frame) = &frame {
+            self.partial_reported = false;
+            if frame.len() > KEEP_READ_CAPACITY && self.buf.len() <= KEEP_READ_CAPACITY {
+                self.buf = BytesMut::from(&self.buf[..]);
+            }
+        }
+        Ok(frame)
+    }
+
     /// The stream, and any bytes read from it but not yet returned as frames.
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.io, self.buf)
@@ -69,8 +88,7 @@ impl<R> fmt::Debug for StreamFrameReader<R> {
 impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
     async fn read(&mut self, limit: usize) -> Result<ReadEvent, Error> {
         loop {
-            if let Some(frame) = split_frame(&mut self.buf, limit)? {
-                self.partial_reported = false;
+            if let Some(frame) = self.split(limit)? {
                 return Ok(ReadEvent::Frame(frame));
             }
             if !self.buf.is_empty() && !self.partial_reported {
@@ -100,11 +118,7 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
     }
 
     fn try_read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
-        let frame = split_frame(&mut self.buf, limit)?;
-        if frame.is_some() {
-            self.partial_reported = false;
-        }
-        Ok(frame)
+        self.split(limit)
     }
 }
 

@@ -47,6 +47,15 @@ pub const DEFAULT_COMPRESS_THRESHOLD: usize = 4 * 1024;
 /// small, whatever `max_frame_size` allows for user messages.
 pub const MAX_CONTROL_BODY: usize = 1024 * 1024;
 
+/// The default cap on the declared decompressed size of an LZ4 body a node accepts: 4 MiB.
+///
+/// Well below [`DEFAULT_MAX_FRAME_SIZE`]: a compressed body costs its sender about 1/255 of
+/// what it costs the receiver to inflate, so the cap bounds that lever where the frame limit
+/// alone would let 65 KB on the wire become 16 MiB of memory and work. Senders match it: a body
+/// larger than this is never compressed ([`FrameCodec::encode`]), so two nodes with default
+/// settings never refuse each other's bodies.
+pub const DEFAULT_MAX_DECOMPRESSED_SIZE: usize = 4 * 1024 * 1024;
+
 /// LZ4 cannot expand a block by more than this factor (plus a few bytes): a declared
 /// decompressed size beyond it is a lie, refused before allocating.
 const LZ4_MAX_RATIO: usize = 255;
@@ -457,25 +466,61 @@ impl FrameCodec {
         self.decode_whole(frame, Some(names))
     }
 
+    /// As [`decode_frame_cached`](Self::decode_frame_cached), except that a compressed body
+    /// declaring more than `inline_limit` bytes is not decompressed: it comes back as a
+    /// [`Decoded::Compressed`], whose declared size the caller can weigh (against its budget,
+    /// or a cap of its own) before it pays for the decompression, which it can then run
+    /// elsewhere ([`CompressedFrame::decompress`]). Every check of the frame, the declared size's
+    /// included, is done here as for the other decoders.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_frame`](Self::decode_frame).
+    pub fn decode_frame_deferred(
+        &self,
+        mut frame: Bytes,
+        names: &mut NameCache,
+        inline_limit: usize,
+    ) -> Result<Decoded, FrameError> {
+        self.check_whole(&frame)?;
+        frame.advance(PREFIX_LEN);
+        self.parse_deferred(frame, Some(names), inline_limit)
+    }
+
     /// Checks that `frame` is exactly one whole frame, then parses what follows its prefix.
     fn decode_whole(
         &self,
         mut frame: Bytes,
         names: Option<&mut NameCache>,
     ) -> Result<Frame, FrameError> {
-        match frame_len(&frame, self.limit())? {
-            Some(whole) if whole == frame.len() => {}
-            _ => {
-                return Err(FrameError::Malformed {
-                    what: "the length prefix does not match the frame",
-                })
-            }
-        }
+        self.check_whole(&frame)?;
         frame.advance(PREFIX_LEN);
         self.parse(frame, names)
     }
 
+    fn check_whole(&self, frame: &[u8]) -> Result<(), FrameError> {
+        match frame_len(frame, self.limit())? {
+            Some(whole) if whole == frame.len() => Ok(()),
+            _ => Err(FrameError::Malformed {
+                what: "the length prefix does not match the frame",
+            }),
+        }
+    }
+
     fn parse(&self, frame: Bytes, names: Option<&mut NameCache>) -> Result<Frame, FrameError> {
+        match self.parse_deferred(frame, names, usize::MAX)? {
+            Decoded::Frame(frame) => Ok(frame),
+            // Every size is within `usize::MAX`: decompressed inline.
+            Decoded::Compressed(c) => c.decompress(),
+        }
+    }
+
+    fn parse_deferred(
+        &self,
+        frame: Bytes,
+        names: Option<&mut NameCache>,
+        inline_limit: usize,
+    ) -> Result<Decoded, FrameError> {
         let mut r = Reader(frame);
         let kind = FrameKind::from_u8(r.u8("kind")?)?;
         let flag_bits = r.u8("flags")?;
@@ -530,47 +575,43 @@ impl FrameCodec {
         } else {
             self.limit()
         };
-        let body = if flag_bits & flags::COMPRESSED != 0 {
-            self.decompress(r, body_limit)?
-        } else {
-            r.0
-        };
-        if body.len() > body_limit {
-            return Err(FrameError::TooLarge {
-                declared: body.len(),
-                limit: body_limit,
-            });
-        }
-        Ok(Frame {
+        let compressed = flag_bits & flags::COMPRESSED != 0;
+        let mut frame = Frame {
             kind,
             request_id,
             name,
             headers,
-            body,
-        })
-    }
-
-    fn decompress(&self, mut r: Reader, limit: usize) -> Result<Bytes, FrameError> {
-        let declared = r.u32("decompressed size")? as usize;
-        if declared > limit {
-            return Err(FrameError::TooLarge { declared, limit });
+            body: Bytes::new(),
+        };
+        if compressed {
+            let declared = r.u32("decompressed size")? as usize;
+            if declared > body_limit {
+                return Err(FrameError::TooLarge {
+                    declared,
+                    limit: body_limit,
+                });
+            }
+            // A 20-byte block cannot inflate to 16 MiB: refuse the lie before zeroing the buffer.
+            if declared > r.0.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
+                return Err(FrameError::Malformed {
+                    what: "decompressed size beyond what LZ4 can produce from the block",
+                });
+            }
+            frame.body = r.0;
+            let deferred = CompressedFrame { frame, declared };
+            if declared > inline_limit {
+                return Ok(Decoded::Compressed(deferred));
+            }
+            return deferred.decompress().map(Decoded::Frame);
         }
-        // A 20-byte block cannot inflate to 16 MiB: refuse the lie before zeroing the buffer.
-        if declared > r.0.len().saturating_mul(LZ4_MAX_RATIO).saturating_add(16) {
-            return Err(FrameError::Malformed {
-                what: "decompressed size beyond what LZ4 can produce from the block",
+        if r.0.len() > body_limit {
+            return Err(FrameError::TooLarge {
+                declared: r.0.len(),
+                limit: body_limit,
             });
         }
-        let mut out = Vec::new();
-        out.try_reserve_exact(declared)
-            .map_err(|_| FrameError::Alloc(declared))?;
-        out.resize(declared, 0);
-        let actual =
-            lz4_flex::block::decompress_into(&r.0, &mut out).map_err(FrameError::Decompress)?;
-        if actual != declared {
-            return Err(FrameError::DecompressedSizeMismatch { declared, actual });
-        }
-        Ok(Bytes::from(out))
+        frame.body = r.0;
+        Ok(Decoded::Frame(frame))
     }
 
     /// Appends `frame` to `dst`, compressing the body when that pays.
@@ -608,7 +649,7 @@ impl FrameCodec {
                 limit,
             });
         }
-        let compressed = if body_len > self.compress_threshold {
+        let compressed = if compressible(body_len, self.compress_threshold) {
             let c = lz4_flex::block::compress(&frame.body);
             worth_it(c.len(), body_len).then_some(c)
         } else {
@@ -700,7 +741,7 @@ impl FrameCodec {
                 limit: body_limit,
             });
         }
-        if body_len > self.compress_threshold {
+        if compressible(body_len, self.compress_threshold) {
             let c = lz4_flex::block::compress(&dst[body_start..]);
             if worth_it(c.len(), body_len) {
                 dst.truncate(body_start);
@@ -754,6 +795,65 @@ impl FrameCodec {
         body: &T,
     ) -> Result<Bytes, FrameError> {
         exact_bytes(|dst| self.encode_message(kind, request_id, name, headers, body, dst))
+    }
+}
+
+/// What [`FrameCodec::decode_frame_deferred`] read: a frame, or one whose large compressed body
+/// is still to be decompressed.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A whole frame, its body decompressed if it was compressed.
+    Frame(Frame),
+    /// A frame whose compressed body declares more than the caller's inline limit.
+    Compressed(CompressedFrame),
+}
+
+/// A decoded frame whose body is still an LZ4 block: its kind, name and headers are read, and
+/// its declared decompressed size has passed the codec's checks (within the frame limit, and
+/// within what LZ4 can produce from the block).
+#[derive(Debug)]
+pub struct CompressedFrame {
+    /// The frame, with the LZ4 block (without its size prefix) as its body.
+    frame: Frame,
+    declared: usize,
+}
+
+impl CompressedFrame {
+    /// The frame's kind, request id, name and headers; its body is the LZ4 block.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// The size the body declares it decompresses to.
+    pub fn decompressed_size(&self) -> usize {
+        self.declared
+    }
+
+    /// The whole frame, its body decompressed: CPU work in proportion to
+    /// [`decompressed_size`](Self::decompressed_size), which an async caller should run off
+    /// the executor's threads (`spawn_blocking`) when it is large.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Alloc`] when the output cannot be allocated, [`FrameError::Decompress`]
+    /// for a corrupt block or one that would write more than declared,
+    /// [`FrameError::DecompressedSizeMismatch`] for one that writes less.
+    pub fn decompress(self) -> Result<Frame, FrameError> {
+        let CompressedFrame {
+            mut frame,
+            declared,
+        } = self;
+        let mut out = Vec::new();
+        out.try_reserve_exact(declared)
+            .map_err(|_| FrameError::Alloc(declared))?;
+        out.resize(declared, 0);
+        let actual = lz4_flex::block::decompress_into(&frame.body, &mut out)
+            .map_err(FrameError::Decompress)?;
+        if actual != declared {
+            return Err(FrameError::DecompressedSizeMismatch { declared, actual });
+        }
+        frame.body = Bytes::from(out);
+        Ok(frame)
     }
 }
 
@@ -871,6 +971,12 @@ impl NameCache {
 
 /// How many body bytes [`FrameCodec::encode_message`] reserves before serializing.
 const BODY_GUESS: usize = 128;
+
+/// Whether a body of `body_len` bytes is offered to LZ4: over the threshold, and not over what
+/// a receiver with default settings inflates ([`DEFAULT_MAX_DECOMPRESSED_SIZE`]).
+fn compressible(body_len: usize, threshold: usize) -> bool {
+    body_len > threshold && body_len <= DEFAULT_MAX_DECOMPRESSED_SIZE
+}
 
 /// Whether an LZ4 block of `compressed` bytes is "clearly smaller" than the `body_len` bytes it
 /// replaces: at least an eighth saved, counting the size prefix.

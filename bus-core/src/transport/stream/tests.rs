@@ -432,3 +432,50 @@ async fn a_failed_write_leaves_the_frames_that_did_not_leave_whole() {
     assert!(writer.write_batch(&mut batch).await.is_err());
     assert_eq!(batch, [frames[0].clone()], "a frame cut short never left");
 }
+
+#[tokio::test]
+async fn a_large_frame_takes_its_allocation_with_it() {
+    // Bytes LZ4 cannot shrink, so the frame is as large as its body.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let body: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    let big = encoded(FrameKind::Event, &body);
+    assert!(big.len() > 1024 * 1024);
+    let small = encoded(FrameKind::Ping, b"");
+    let mut bytes = big.to_vec();
+    bytes.extend_from_slice(&small[..5]);
+    // In 8 KiB reads, as a socket hands them over, then the rest of the small frame.
+    let mut chunks: Vec<Vec<u8>> = bytes.chunks(8 * 1024).map(<[u8]>::to_vec).collect();
+    chunks.push(small[5..].to_vec());
+    let mut reader = StreamFrameReader::new(Script::new(chunks));
+    let frame = loop {
+        match reader.read(LIMIT).await.unwrap() {
+            ReadEvent::Frame(f) => break f,
+            ReadEvent::Partial => {}
+            ReadEvent::Closed => panic!("closed before the frame"),
+        }
+    };
+    assert_eq!(frame, big);
+    // The reader kept none of the frame's allocation: the frame is its only owner (so the
+    // memory goes when the frame does), and the buffer holds the next frame's bytes only.
+    assert!(
+        frame.is_unique(),
+        "the reader still shares the frame's buffer"
+    );
+    assert!(
+        reader.buf.capacity() <= KEEP_READ_CAPACITY,
+        "{}",
+        reader.buf.capacity()
+    );
+    drop(frame);
+    assert_eq!(
+        read_all(&mut reader).await,
+        [Seen::Partial, Seen::Frame(small)]
+    );
+}

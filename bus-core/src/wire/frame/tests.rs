@@ -1173,3 +1173,79 @@ fn the_kind_and_request_id_are_read_without_parsing() {
     unknown[4] = 0xff;
     assert_eq!(peek_kind_and_id(&unknown), None, "an unknown kind");
 }
+
+#[test]
+fn a_large_compressed_body_is_handed_back_undecompressed_with_its_declared_size() {
+    let codec = codec();
+    let mut names = NameCache::new();
+    let original = compressible(200_000);
+    let block = lz4_flex::block::compress(&original);
+    let wire = compressed_frame(original.len() as u32, &block).freeze();
+
+    // Over the inline limit: nothing is decompressed, the declared size is known.
+    let Decoded::Compressed(c) = codec
+        .decode_frame_deferred(wire.clone(), &mut names, 64 * 1024)
+        .unwrap()
+    else {
+        panic!("expected a deferred body");
+    };
+    assert_eq!(c.decompressed_size(), 200_000);
+    assert_eq!(c.frame().kind, FrameKind::Event);
+    assert_eq!(c.frame().body.len(), block.len());
+    assert_eq!(c.decompress().unwrap().body, original);
+
+    // Within it: decompressed at once, as `decode_frame` does.
+    let Decoded::Frame(f) = codec
+        .decode_frame_deferred(wire.clone(), &mut names, 200_000)
+        .unwrap()
+    else {
+        panic!("expected a whole frame");
+    };
+    assert_eq!(f, codec.decode_frame(wire).unwrap());
+
+    // The declared size is checked before it is deferred: over the frame limit, or more than
+    // LZ4 can make of the block, is an error at once.
+    let small = FrameCodec::with_max_frame_size(100_000);
+    let wire = compressed_frame(original.len() as u32, &block).freeze();
+    assert!(matches!(
+        small.decode_frame_deferred(wire, &mut names, 1024),
+        Err(FrameError::TooLarge {
+            declared: 200_000,
+            ..
+        })
+    ));
+    let lie = compressed_frame(16 << 20, &block[..100]).freeze();
+    assert!(matches!(
+        codec.decode_frame_deferred(lie, &mut names, 1024),
+        Err(FrameError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn bodies_over_the_default_decompressed_cap_travel_uncompressed() {
+    let codec = codec();
+    let at = Frame::new(
+        FrameKind::Event,
+        Bytes::from(vec![0u8; DEFAULT_MAX_DECOMPRESSED_SIZE]),
+    );
+    let over = Frame::new(
+        FrameKind::Event,
+        Bytes::from(vec![0u8; DEFAULT_MAX_DECOMPRESSED_SIZE + 1]),
+    );
+    let flags_of = |buf: &BytesMut| buf[PREFIX_LEN + 1];
+    assert_ne!(flags_of(&encode(&codec, &at)) & flags::COMPRESSED, 0);
+    let plain = encode(&codec, &over);
+    assert_eq!(flags_of(&plain) & flags::COMPRESSED, 0);
+    assert_eq!(codec.decode(&mut plain.clone()).unwrap().unwrap(), over);
+    // `encode_message` follows the same rule.
+    let body = serde_bytes_like(DEFAULT_MAX_DECOMPRESSED_SIZE + 16);
+    let bytes = codec
+        .encode_message_to_bytes(FrameKind::Event, 0, "big", &FrameHeaders::default(), &body)
+        .unwrap();
+    assert_eq!(bytes[PREFIX_LEN + 1] & flags::COMPRESSED, 0);
+}
+
+/// A body that serializes to about `len` bytes of MessagePack and compresses very well.
+fn serde_bytes_like(len: usize) -> String {
+    "a".repeat(len)
+}
