@@ -544,13 +544,26 @@ async fn after_floods_of_connections_that_all_closed_memory_comes_back() {
         let (rss, trimmed) = child.rss().await;
         eprintln!("flood round {round}: rss {rss} KiB (trimmed {trimmed}), start {start} (trimmed {start_trimmed})");
     }
-    let (_, after) = child.rss().await;
+    let (untrimmed, after) = child.rss().await;
     assert!(
-        after <= start_trimmed + RSS_MARGIN_KIB,
-        "resident memory {after} KiB after {ROUNDS} floods, {start_trimmed} KiB before"
+        after <= start_trimmed + FLOOD_TRIMMED_MARGIN_KIB,
+        "resident memory {after} KiB (trimmed) after {ROUNDS} floods, {start_trimmed} KiB before"
+    );
+    // Untrimmed, what glibc keeps of the freed per-connection memory (measured: +5.2 MiB,
+    // +8.8 MiB when each connection's first read reserved 8 KiB).
+    assert!(
+        untrimmed <= start + FLOOD_MARGIN_KIB,
+        "resident memory {untrimmed} KiB after {ROUNDS} floods, {start} KiB before"
     );
     healthy.shutdown().await.unwrap();
 }
+
+/// How far above its start the node's memory may stay after the floods of connections, as it
+/// is (glibc keeps what was freed in its arenas) ...
+const FLOOD_MARGIN_KIB: u64 = 7 * 1024;
+
+/// ... and once `malloc_trim(0)` has returned the free pages.
+const FLOOD_TRIMMED_MARGIN_KIB: u64 = 3 * 1024;
 
 #[derive(Serialize, Deserialize, Event, Debug, PartialEq)]
 #[meshbus(name = "heavy.note")]

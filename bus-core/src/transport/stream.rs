@@ -14,6 +14,9 @@ use crate::{Error, ErrorKind};
 /// How much room a read asks for when the buffer has none left.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// How much a reader reserves for its first read: room for a handshake frame's usual size.
+const FIRST_READ_CHUNK: usize = 512;
+
 /// A batch buffer grown beyond this is given back after the batch, so one burst does not pin
 /// its memory for the connection's lifetime.
 const KEEP_BATCH_CAPACITY: usize = 256 * 1024;
@@ -96,7 +99,15 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
                 return Ok(ReadEvent::Partial);
             }
             if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(READ_CHUNK);
+                // A connection's first read is small: most connections that are opened and
+                // closed again (handshakes, probes) never need more, and a flood of them then
+                // leaves little behind in the allocator.
+                let chunk = if self.buf.capacity() == 0 {
+                    FIRST_READ_CHUNK
+                } else {
+                    READ_CHUNK
+                };
+                self.buf.reserve(chunk);
             }
             // The only await: `read_buf` is cancel safe, and nothing above changes on retry.
             let n = self
