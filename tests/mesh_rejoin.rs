@@ -26,6 +26,17 @@ async fn pinged(net: &InMemNetwork, name: &str) -> Bus {
         .unwrap()
 }
 
+/// Y, seeded only with X, which it joined; X then killed (no goodbye) and gone from Y's view.
+async fn seeded_by_a_dead_x(net: &InMemNetwork) -> Bus {
+    let x = pinged(net, "x").await;
+    let y = node(net, "y").peers(["inmem://x"]).start().await.unwrap();
+    within("x", y.ready().handlers::<Ping>(Scope::Cluster, 1)).await;
+    net.kill("x");
+    drop(x);
+    until_view(&y, |v| v.peers.is_empty()).await;
+    y
+}
+
 /// The bound on rejoining after the seed is back: the redial backoff's cap with its jitter
 /// (30 s × 1.2), plus a heartbeat for the handshake and interest to land.
 const REJOIN_BOUND: Duration = Duration::from_secs(37);
@@ -33,15 +44,9 @@ const REJOIN_BOUND: Duration = Duration::from_secs(37);
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
     let net = InMemNetwork::new(41);
-    let x = pinged(&net, "x").await;
-    let y = node(&net, "y").peers(["inmem://x"]).start().await.unwrap();
-    within("x", y.ready().handlers::<Ping>(Scope::Cluster, 1)).await;
-
     // X dies (no goodbye) before Y learned of anyone else, and stays down a while: Y's
     // redials fail and back off.
-    net.kill("x");
-    drop(x);
-    until_view(&y, |v| v.peers.is_empty()).await;
+    let y = seeded_by_a_dead_x(&net).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
     // Y says it is cut off; X's new run, with nothing to dial, is merely first.
     assert!(y.membership().borrow().peers.is_empty());
@@ -70,12 +75,7 @@ async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_only_seed_left_for_good_joins_an_address_added_at_run_time() {
     let net = InMemNetwork::new(42);
-    let x = pinged(&net, "x").await;
-    let y = node(&net, "y").peers(["inmem://x"]).start().await.unwrap();
-    within("x", y.ready().handlers::<Ping>(Scope::Cluster, 1)).await;
-    net.kill("x");
-    drop(x);
-    until_view(&y, |v| v.peers.is_empty()).await;
+    let y = seeded_by_a_dead_x(&net).await;
 
     // The mesh lives on elsewhere; Y is told where.
     let z = pinged(&net, "z").await;

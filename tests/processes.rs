@@ -305,6 +305,11 @@ async fn child_node() {
         .await
         .expect("the child node starts");
     println!("node listening {}", bus.listen_addrs()[0]);
+    serve_until_stdin_closes(bus).await;
+}
+
+/// Keeps a child's node running until its stdin closes (or [`RUN_BOUND`]), then shuts it down.
+async fn serve_until_stdin_closes(bus: Bus) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         let mut sink = String::new();
@@ -454,16 +459,7 @@ async fn chaos_node() {
         .await
         .expect("the chaos node starts");
     println!("chaos listening {}", bus.listen_addrs()[0]);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-        let _ = tx.send(());
-    });
-    let _ = tokio::time::timeout(RUN_BOUND, rx).await;
-    let _ = bus.shutdown().await;
+    serve_until_stdin_closes(bus).await;
 }
 
 /// Starts a chaos node on `listen`; its output lines are collected into `seen` (drained as
