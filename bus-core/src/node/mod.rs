@@ -44,6 +44,10 @@ pub(crate) struct NodeConfig {
     pub(crate) redial_backoff: Duration,
     pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
     pub(crate) handshake_timeout: Duration,
+    /// Inbound handshakes under way at once, node-wide; a connection beyond is closed at once.
+    pub(crate) max_concurrent_handshakes: usize,
+    /// Handshakes one remote host may start; `None`: no limit.
+    pub(crate) handshake_rate: Option<crate::proto::admission::RateLimit>,
 }
 
 impl NodeConfig {
@@ -53,6 +57,8 @@ impl NodeConfig {
     pub(crate) const DEFAULT_LANE_BYTES: usize = 64 * 1024 * 1024;
     /// The default cap on handlers run at once for one peer.
     pub(crate) const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
+    /// The default cap on inbound handshakes under way at once.
+    pub(crate) const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 64;
 
     pub(crate) fn new() -> Self {
         NodeConfig {
@@ -66,6 +72,8 @@ impl NodeConfig {
             redial_backoff: Duration::from_millis(250),
             peer_events_when_full: crate::subscription::FullPolicy::Wait,
             handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_concurrent_handshakes: Self::DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+            handshake_rate: Some(crate::proto::admission::RateLimit::DEFAULT),
         }
     }
 }
@@ -154,11 +162,16 @@ pub(crate) fn encode(codec: &FrameCodec, frame: &Frame) -> Result<Bytes, FrameEr
 /// The start of this run in microseconds since the UNIX epoch: a later run of a node compares
 /// larger, as arbitration and membership expect of incarnations.
 pub(crate) fn incarnation_now() -> u64 {
+    unix_micros_now().max(1)
+}
+
+/// The wall clock in microseconds since the UNIX epoch (0 for a clock set before it): what a
+/// handshake checks peers' incarnations against.
+pub(crate) fn unix_micros_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(1)
-        .max(1)
+        .unwrap_or(0)
 }
 
 /// The frame headers of a message: the idempotency key has its own field, every other header

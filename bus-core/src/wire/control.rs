@@ -328,9 +328,10 @@ pub struct Interest {
     pub events_removed: Vec<String>,
 }
 
-/// A list of message names, bounded as [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES).
+/// A list of message names: the first [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES)
+/// are kept, the rest ignored.
 fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    super::body::at_most::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
+    super::body::first_n::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
 }
 
 impl ControlMessage for Interest {
@@ -591,13 +592,23 @@ mod tests {
     }
 
     #[test]
-    fn an_interest_with_too_many_names_does_not_decode() {
+    fn an_interest_with_too_many_names_keeps_the_first_ones() {
         let n = crate::proto::interest::MAX_NAMES as u32 + 1;
-        // Compact form: [seq, snapshot, commands_added] with n empty names.
+        // Compact form: [seq, snapshot, commands_added] with n names, the last one "x".
         let mut body = vec![0x93, 0x00, 0xc3, 0xdd];
-        body.extend_from_slice(&n.to_be_bytes());
+        body.extend_from_slice(&(n + 1).to_be_bytes());
         body.extend(std::iter::repeat_n(0xa0, n as usize));
-        assert!(decode_body::<Interest>(&body).is_err());
+        body.extend_from_slice(&[0xa1, b'x']);
+        let interest = decode_body::<Interest>(&body).unwrap();
+        assert_eq!(interest.commands_added.len(), n as usize - 1);
+        assert!(interest.commands_added.iter().all(String::is_empty));
+        // What follows the ignored entries still decodes.
+        let mut then = vec![0x94, 0x00, 0xc3, 0xdd];
+        then.extend_from_slice(&n.to_be_bytes());
+        then.extend(std::iter::repeat_n(0xa0, n as usize));
+        then.extend_from_slice(&[0x91, 0xa1, b'y']);
+        let interest = decode_body::<Interest>(&then).unwrap();
+        assert_eq!(interest.commands_removed, ["y"]);
         // The bound itself is fine.
         let mut ok = vec![0x93, 0x00, 0xc3, 0xdd];
         ok.extend_from_slice(&(n - 1).to_be_bytes());
