@@ -21,6 +21,9 @@ struct Echo(u32);
 
 const X_ID: u128 = 0xA11CE;
 
+/// A change to an identity, to make it out of bounds.
+type Change<'a> = Box<dyn Fn(&mut PeerIdentity) + 'a>;
+
 fn x_in(v: &MembershipView) -> Option<&PeerInfo> {
     v.peer(NodeId::from_u128(X_ID))
 }
@@ -77,7 +80,7 @@ async fn a_hello_over_the_limits_is_rejected_and_the_node_serves_on() {
     let x = RawPeer::new(&net, "x", X_ID);
 
     let many_addresses: Vec<String> = (0..1000).map(|i| format!("tcp://10.0.0.1:{i}")).collect();
-    let bad: [(&str, Box<dyn Fn(&mut PeerIdentity)>); 4] = [
+    let bad: [(&str, Change<'_>); 4] = [
         (
             "1,000 addresses",
             Box::new(|id| id.addresses.clone_from(&many_addresses)),
