@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use meshbus_core::proto::handshake::{arbitrate, Handshake, LocalNode, Step};
+use meshbus_core::proto::handshake::{
+    arbitrate, ConnectionKey, Direction, Handshake, LocalNode, Step,
+};
 use meshbus_core::wire::control::PeerIdentity;
 use meshbus_core::wire::{Frame, FrameCodec, FrameKind};
 
@@ -29,17 +31,31 @@ fn local() -> LocalNode {
 }
 
 fn feed(local: &LocalNode, t0: Instant, frames: &[Frame]) {
-    let Ok((mut dialler, _hello)) = Handshake::dial(local, t0) else {
+    let Ok((dialler, _hello)) = Handshake::dial(local, t0) else {
         panic!("the fuzz node's configuration is valid");
     };
-    let Ok(mut acceptor) = Handshake::accept(local, t0) else {
+    let Ok(acceptor) = Handshake::accept(local, t0) else {
         panic!("the fuzz node's configuration is valid");
     };
+    // A wall clock, so the incarnation bound is reached too.
+    let (mut dialler, mut acceptor) = (
+        dialler.with_wall_clock(1_700_000_000_000_000),
+        acceptor.with_wall_clock(1_700_000_000_000_000),
+    );
     for (i, frame) in frames.iter().enumerate() {
         let now = t0 + Duration::from_millis(i as u64 * 700);
         for h in [&mut dialler, &mut acceptor] {
             let _ = h.poll_timeout(now);
-            if let Ok(Step::Established { established, .. }) = h.on_frame(frame.clone(), now) {
+            // An established connection to every node, so the acceptor arbitrates each Hello.
+            let existing = |_| {
+                Some(ConnectionKey {
+                    direction: Direction::Outbound,
+                    peer_incarnation: i as u64,
+                })
+            };
+            if let Ok(Step::Established { established, .. }) =
+                h.on_frame_with(frame.clone(), now, existing)
+            {
                 let _ = established.send_codec();
                 let _ = established.receive_codec();
                 let key = established.key();
@@ -70,6 +86,10 @@ fuzz_target!(|data: &[u8]| {
             2 => FrameKind::Reject,
             _ => FrameKind::ALL[usize::from(kind) % FrameKind::ALL.len()],
         };
-        feed(&local, t0, &[Frame::new(kind, Bytes::copy_from_slice(body))]);
+        feed(
+            &local,
+            t0,
+            &[Frame::new(kind, Bytes::copy_from_slice(body))],
+        );
     }
 });

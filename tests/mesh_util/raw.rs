@@ -6,7 +6,9 @@ use bytes::{Bytes, BytesMut};
 use meshbus::inmem::InMemNetwork;
 use meshbus::proto::handshake::{Established, Handshake, LocalNode, Step};
 use meshbus::wire::body::{decode_body, encode_body};
-use meshbus::wire::control::{ControlMessage, Goodbye, GoodbyeReason, Interest, PeerIdentity};
+use meshbus::wire::control::{
+    ControlMessage, Goodbye, GoodbyeReason, Hello, Interest, PeerIdentity, VersionRange,
+};
 use meshbus::wire::{Frame, FrameCodec, FrameKind, FrameName};
 use meshbus::{Addr, FrameReader, FrameWriter, NodeId, ReadEvent, Transport};
 use serde::de::DeserializeOwned;
@@ -44,6 +46,33 @@ impl RawPeer {
 
     pub(crate) fn node_id(&self) -> NodeId {
         NodeId::from_u128(self.identity.node_id)
+    }
+
+    /// Dials `addr` and sends `hello` as it is (no check of ours on what it carries); the
+    /// node's answer, or `Got::Closed` if it closed the connection without one.
+    pub(crate) async fn hello_answer(&self, addr: &str, hello: &Hello) -> Got {
+        let addr: Addr = addr.parse().unwrap();
+        let conn = self.net.transport(&self.name).dial(&addr).await.unwrap();
+        let (mut reader, mut writer) = (conn.reader, conn.writer);
+        let codec = FrameCodec::handshake();
+        let frame = hello.to_frame().unwrap();
+        let _ = writer.write_batch(&mut vec![encode(&codec, &frame)]).await;
+        loop {
+            match within("the answer to a Hello", reader.read(codec.max_frame_size)).await {
+                Ok(ReadEvent::Frame(bytes)) => return Got::Frame(decode(&codec, bytes)),
+                Ok(ReadEvent::Closed) | Err(_) => return Got::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// This peer's `Hello`, to change before [`hello_answer`](Self::hello_answer).
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            versions: VersionRange::CURRENT,
+            identity: self.identity.clone(),
+            max_frame_size: 1 << 20,
+        }
     }
 
     /// Dials `addr` and completes the handshake; the connection reads from the start.

@@ -230,6 +230,33 @@ impl BusBuilder {
         self
     }
 
+    /// How many inbound handshakes may be under way at once, node-wide (default 64, at least
+    /// 1). A connection accepted beyond it is closed at once, before its handshake starts, and
+    /// never queued: a flood of connections that each hold a handshake open (up to
+    /// [`handshake_timeout`](Self::handshake_timeout)) cannot take more than this many tasks,
+    /// and a peer that was refused dials again after its backoff. Outbound handshakes are not
+    /// counted.
+    pub fn max_concurrent_handshakes(mut self, limit: usize) -> Self {
+        self.node.max_concurrent_handshakes = limit.max(1);
+        self
+    }
+
+    /// How many handshakes one remote host may start: `Some(limit)` gives each host (the
+    /// remote address's host; the whole address for a transport without hosts, such as
+    /// in-memory) a token bucket of [`RateLimit::burst`](crate::proto::admission::RateLimit::burst)
+    /// handshakes refilled at [`RateLimit::per_second`](crate::proto::admission::RateLimit::per_second);
+    /// `None` sets no limit. A connection beyond it is closed at once. The default,
+    /// [`RateLimit::DEFAULT`](crate::proto::admission::RateLimit::DEFAULT), is bursts of 256
+    /// then 64 per second: room for dozens of nodes on one host joining at once, while a host
+    /// that opens thousands of connections is slowed to that rate.
+    pub fn handshake_rate_per_host(
+        mut self,
+        limit: Option<crate::proto::admission::RateLimit>,
+    ) -> Self {
+        self.node.handshake_rate = limit;
+        self
+    }
+
     /// How many command handlers run at once for one peer (default 1024); beyond it a command
     /// is answered with `Overloaded` at once.
     pub fn max_in_flight_per_peer(mut self, limit: usize) -> Self {

@@ -4,16 +4,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
-use super::conn::{self, now_std, sleep_until_some, Ended, Side};
+use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
 use super::routes::{CommandRoute, Routes};
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::bus::BusInner;
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
+use crate::proto::admission::HandshakeLimiter;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
 use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
@@ -43,6 +44,9 @@ pub(crate) enum ActorMsg {
     },
     /// A dial found nobody, or no handshake completed.
     DialFailed(DialRequest),
+    /// A dial's handshake was refused as a duplicate: the node it reached keeps another
+    /// connection to us.
+    DialLinked(DialRequest),
     /// A peer's gossip.
     Gossip {
         node_id: NodeId,
@@ -93,6 +97,10 @@ struct Actor {
     /// whether that was logged as a warning.
     alone: std::cell::Cell<Alone>,
     tasks: JoinSet<()>,
+    /// One permit per inbound handshake under way.
+    handshakes: Arc<Semaphore>,
+    /// Handshakes per remote host.
+    limiter: HandshakeLimiter,
 }
 
 /// The membership configuration the node runs with; `start()` validates it first.
@@ -135,6 +143,8 @@ pub(crate) async fn run(
         foreign: Vec::new(),
         alone: std::cell::Cell::new(Alone::default()),
         tasks: JoinSet::new(),
+        handshakes: Arc::new(Semaphore::new(node.config.max_concurrent_handshakes)),
+        limiter: HandshakeLimiter::new(node.config.handshake_rate),
     };
     actor.init_interest();
     for listener in listeners {
@@ -202,12 +212,7 @@ impl Actor {
 
     fn on_msg(&mut self, msg: ActorMsg) -> Option<oneshot::Sender<()>> {
         match msg {
-            ActorMsg::Inbound(c) => {
-                let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
-                self.tasks.spawn(async move {
-                    conn::run(node, bus, c, Side::Inbound, None).await;
-                });
-            }
+            ActorMsg::Inbound(c) => self.on_inbound(c),
             ActorMsg::PeerUp {
                 peer,
                 key,
@@ -253,6 +258,13 @@ impl Actor {
                 }
             }
             ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
+            ActorMsg::DialLinked(dial) => {
+                // Settled like a dial of a node we are linked to; if the link is not (or no
+                // longer) here, the dial failed and is retried after its backoff.
+                if !self.settle_linked(&dial) {
+                    self.membership.on_dial_failed(&dial, now_std());
+                }
+            }
             ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
                 let now = now_std();
                 let mut out = self.membership.on_discovered(&identity, now);
@@ -303,6 +315,24 @@ impl Actor {
             ActorMsg::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// Admits an accepted connection to its handshake, or closes it at once (dropping it
+    /// closes it): beyond the cap on concurrent inbound handshakes, or beyond its host's rate.
+    fn on_inbound(&mut self, c: Connection) {
+        let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+            tracing::debug!(remote = %c.remote, "too many handshakes under way: connection closed");
+            return;
+        };
+        let host = c.remote.host().unwrap_or(c.remote.as_str());
+        if !self.limiter.admit(host, now_std()) {
+            tracing::debug!(remote = %c.remote, "handshake rate of the host exceeded: connection closed");
+            return;
+        }
+        let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
+        self.tasks.spawn(async move {
+            conn::run(node, bus, c, Side::Inbound, None, Some(permit)).await;
+        });
     }
 
     /// Does what membership asks.
@@ -459,13 +489,11 @@ impl Actor {
         }
         match p.interest.apply(msg) {
             Applied::Changed => self.publish(),
-            Applied::Unchanged | Applied::Stale | Applied::AwaitingSnapshot => {}
-            Applied::TooLarge => {
-                // A protocol violation: close the link; the peer may reconnect and send a
-                // snapshot we can hold.
-                tracing::warn!(peer = %node_id, "interest over the bounds; closing the link");
-                p.handle.stop.cancel();
+            Applied::Truncated => {
+                tracing::debug!(peer = %node_id, "interest over the bounds: the names beyond them are ignored");
+                self.publish();
             }
+            Applied::Unchanged | Applied::Stale | Applied::AwaitingSnapshot => {}
             Applied::Gap { .. } => {
                 let request = p.interest.snapshot_request();
                 if let Ok(frame) = request.to_frame() {
@@ -728,17 +756,21 @@ async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest
                 c,
                 Side::Outbound,
                 Some(dial.clone()),
+                None,
             )
             .await
         }
         Err(e) => {
             tracing::debug!(%addr, error = %e, "dial failed");
-            None
+            Reached::Nothing
         }
     };
-    if reached.is_none() {
-        let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
-    }
+    let msg = match reached {
+        Reached::Node(_) => return,
+        Reached::Linked => ActorMsg::DialLinked(dial),
+        Reached::Nothing => ActorMsg::DialFailed(dial),
+    };
+    let _ = node.inbox.send(msg).await;
 }
 
 /// Hands what a discovery mechanism reports to the actor, until it ends.

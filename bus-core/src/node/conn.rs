@@ -18,7 +18,7 @@ use crate::bus::{Bus, BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
-use crate::proto::handshake::{Established, Handshake, Step};
+use crate::proto::handshake::{ConnectionKey, Established, Handshake, HandshakeError, Step};
 use crate::proto::liveness::{Liveness, LivenessEvent};
 use crate::proto::membership::DialRequest;
 use crate::proto::requests::{deadline_from_remaining, InboundRequests};
@@ -28,7 +28,8 @@ use crate::stats::Counters;
 use crate::subscription::EventMeta;
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
-    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, ReplyError,
+    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, RejectReason,
+    ReplyError,
 };
 use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameName, NameCache};
 
@@ -102,25 +103,44 @@ pub(crate) fn now_std() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Runs a connection to its end. Returns the node it reached, if the handshake completed.
+/// What a connection's handshake reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reached {
+    /// The handshake completed with this node.
+    Node(NodeId),
+    /// The acceptor answered `Reject { duplicate }`: it keeps another connection to us.
+    Linked,
+    /// No handshake completed.
+    Nothing,
+}
+
+/// Runs a connection to its end. `admission` is held until the handshake ends: the place this
+/// connection takes among the node's concurrent inbound handshakes.
 pub(crate) async fn run(
     node: Arc<NodeShared>,
     bus: Weak<BusInner>,
     conn: Connection,
     side: Side,
     dial: Option<DialRequest>,
-) -> Option<NodeId> {
+    admission: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Reached {
     let Connection {
         mut reader,
         mut writer,
         remote,
     } = conn;
-    let established = match handshake(&node, &mut *reader, &mut *writer, side).await {
+    let outcome = handshake(&node, &mut *reader, &mut *writer, side).await;
+    drop(admission);
+    let established = match outcome {
         Ok(e) => e,
         Err(e) => {
-            tracing::debug!(%remote, error = %e, "handshake failed");
+            tracing::debug!(%remote, error = %e.error, "handshake failed");
             let _ = writer.close().await;
-            return None;
+            return if e.duplicate {
+                Reached::Linked
+            } else {
+                Reached::Nothing
+            };
         }
     };
     let peer_id = NodeId::from_u128(established.peer.node_id);
@@ -130,6 +150,7 @@ pub(crate) async fn run(
     resolve_unspecified(&mut identity.addresses, &remote);
     let peer = Arc::new(PeerHandle::new(
         identity,
+        established.key(),
         conn_id,
         lanes,
         established.send_codec(),
@@ -145,7 +166,7 @@ pub(crate) async fn run(
     if node.inbox.send(up).await.is_err() || !keep_rx.await.unwrap_or(false) {
         tracing::debug!(peer = %peer_id, "duplicate connection closed");
         let _ = writer.close().await;
-        return Some(peer_id);
+        return Reached::Node(peer_id);
     }
     // One span per connection; its tasks carry it.
     let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);
@@ -226,7 +247,7 @@ pub(crate) async fn run(
         .await;
     drop(inbound);
     peer.stop.cancel();
-    Some(peer_id)
+    Reached::Node(peer_id)
 }
 
 /// A peer that listens on every interface advertises `tcp://0.0.0.0:port`, which is nowhere
@@ -250,47 +271,112 @@ fn resolve_unspecified(addresses: &mut [String], remote: &Addr) {
     }
 }
 
+/// A failed handshake: why, and whether the acceptor refused it as a duplicate.
+struct HandshakeFailed {
+    error: Error,
+    duplicate: bool,
+}
+
+impl From<Error> for HandshakeFailed {
+    fn from(error: Error) -> Self {
+        HandshakeFailed {
+            error,
+            duplicate: false,
+        }
+    }
+}
+
+impl From<HandshakeError> for HandshakeFailed {
+    fn from(err: HandshakeError) -> Self {
+        let duplicate = matches!(
+            err,
+            HandshakeError::Rejected {
+                reason: RejectReason::Duplicate,
+                ..
+            }
+        );
+        HandshakeFailed {
+            error: err.into(),
+            duplicate,
+        }
+    }
+}
+
+impl From<crate::wire::FrameError> for HandshakeFailed {
+    fn from(err: crate::wire::FrameError) -> Self {
+        Error::from(err).into()
+    }
+}
+
+/// Runs the handshake, all of it (our `Hello`, the peer's frame, our answer) within the
+/// handshake's own deadline.
 async fn handshake(
     node: &NodeShared,
     reader: &mut dyn FrameReader,
     writer: &mut dyn FrameWriter,
     side: Side,
-) -> Result<Established, Error> {
+) -> Result<Established, HandshakeFailed> {
     let codec = FrameCodec::handshake();
     let now = now_std();
-    let mut hs = match side {
+    let local = node.local.load();
+    let (hs, hello) = match side {
         Side::Outbound => {
-            let (hs, hello) = Handshake::dial(&node.local.load(), now)?;
+            let (hs, hello) = Handshake::dial(&local, now)?;
+            (hs, Some(hello))
+        }
+        Side::Inbound => (Handshake::accept(&local, now)?, None),
+    };
+    let mut hs = hs.with_wall_clock(super::unix_micros_now());
+    let Some(deadline) = hs.deadline() else {
+        return Err(HandshakeError::Finished.into());
+    };
+    let exchange = async {
+        if let Some(hello) = hello {
             writer
                 .write_batch(&mut vec![encode(&codec, &hello)?])
                 .await?;
-            hs
         }
-        Side::Inbound => Handshake::accept(&node.local.load(), now)?,
-    };
-    let deadline = hs
-        .deadline()
-        .map(tokio::time::Instant::from_std)
-        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(10));
-    let frame = tokio::time::timeout_at(deadline, read_frame(reader, &codec))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout).with_detail("the handshake timed out"))??;
-    match hs.on_frame(frame, now_std())? {
-        Step::Established { send, established } => {
-            if let Some(f) = send {
-                writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
+        let frame = read_frame(reader, &codec).await?;
+        let step = hs.on_frame_with(frame, now_std(), |peer| existing_key(node, peer))?;
+        match step {
+            Step::Established { send, established } => {
+                if let Some(f) = send {
+                    writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
+                }
+                Ok(established)
             }
-            Ok(established)
+            Step::Refused { send, reject } => {
+                let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
+                Err(Error::new(ErrorKind::Unauthorized)
+                    .with_detail(format!(
+                        "refused the peer ({}): {}",
+                        reject.reason.code(),
+                        reject.message
+                    ))
+                    .into())
+            }
         }
-        Step::Refused { send, reject } => {
-            let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
-            Err(Error::new(ErrorKind::Unauthorized).with_detail(format!(
-                "refused the peer ({}): {}",
-                reject.reason.code(),
-                reject.message
-            )))
-        }
+    };
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), exchange).await {
+        Ok(outcome) => outcome,
+        // The timer fires at the handshake's deadline, where the handshake has timed out.
+        Err(_) => Err(hs
+            .poll_timeout(now_std())
+            .err()
+            .unwrap_or(HandshakeError::TimedOut)
+            .into()),
     }
+}
+
+/// The key of our established connection to node `peer`, read from the routing snapshot
+/// (no lock): what the acceptor arbitrates against before it answers a `Hello`.
+fn existing_key(node: &NodeShared, peer: u128) -> Option<ConnectionKey> {
+    let routes = node.routes.load();
+    routes
+        .peers
+        .iter()
+        .find(|p| p.identity.node_id == peer)
+        .map(|p| p.key)
 }
 
 /// Reads one whole frame (partial reads are skipped: the handshake has its own deadline).
@@ -586,6 +672,14 @@ impl Inbound<'_> {
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Ended> {
         let peer = self.peer;
         match frame.kind {
+            // Request ids are never 0: no reply to such a command could be matched, and no
+            // request of ours has that id. Only a broken or hostile peer sends one.
+            FrameKind::Command | FrameKind::Reply | FrameKind::ReplyError | FrameKind::Cancel
+                if frame.request_id == 0 =>
+            {
+                tracing::warn!(peer = %peer.node_id, kind = ?frame.kind, "request id 0: closing the connection");
+                return Err(Ended::Broken("request id 0"));
+            }
             FrameKind::Ping => {
                 let mut pong = Frame::new(FrameKind::Pong, Bytes::new());
                 pong.request_id = frame.request_id;

@@ -52,6 +52,10 @@ pub(crate) struct NodeConfig {
     /// The bytes of large command bodies (over [`LARGE_BODY`]) one peer may have in running
     /// handlers.
     pub(crate) max_inbound_bytes_per_peer: usize,
+    /// Inbound handshakes under way at once, node-wide; a connection beyond is closed at once.
+    pub(crate) max_concurrent_handshakes: usize,
+    /// Handshakes one remote host may start; `None`: no limit.
+    pub(crate) handshake_rate: Option<crate::proto::admission::RateLimit>,
 }
 
 /// Bodies larger than this (once decompressed) are decompressed and decoded off the
@@ -69,6 +73,8 @@ impl NodeConfig {
     /// The default budget of large inbound command bodies per peer: 32 MiB, twice the default
     /// frame limit.
     pub(crate) const DEFAULT_MAX_INBOUND_BYTES_PER_PEER: usize = 32 * 1024 * 1024;
+    /// The default cap on inbound handshakes under way at once.
+    pub(crate) const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 64;
 
     pub(crate) fn new() -> Self {
         NodeConfig {
@@ -84,6 +90,8 @@ impl NodeConfig {
             handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             max_decompressed_size: crate::wire::DEFAULT_MAX_DECOMPRESSED_SIZE,
             max_inbound_bytes_per_peer: Self::DEFAULT_MAX_INBOUND_BYTES_PER_PEER,
+            max_concurrent_handshakes: Self::DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+            handshake_rate: Some(crate::proto::admission::RateLimit::DEFAULT),
         }
     }
 }
@@ -172,11 +180,16 @@ pub(crate) fn encode(codec: &FrameCodec, frame: &Frame) -> Result<Bytes, FrameEr
 /// The start of this run in microseconds since the UNIX epoch: a later run of a node compares
 /// larger, as arbitration and membership expect of incarnations.
 pub(crate) fn incarnation_now() -> u64 {
+    unix_micros_now().max(1)
+}
+
+/// The wall clock in microseconds since the UNIX epoch (0 for a clock set before it): what a
+/// handshake checks peers' incarnations against.
+pub(crate) fn unix_micros_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(1)
-        .max(1)
+        .unwrap_or(0)
 }
 
 /// The frame headers of a message: the idempotency key has its own field, every other header

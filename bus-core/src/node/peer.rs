@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::id::NodeId;
+use crate::proto::handshake::ConnectionKey;
 use crate::proto::routing::Candidate;
 use crate::stats::{PeerCounters, PeerStats};
 use crate::wire::control::{PeerIdentity, ReplyError};
@@ -84,6 +85,9 @@ pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
 pub(crate) struct PeerHandle {
     pub(crate) node_id: NodeId,
     pub(crate) identity: PeerIdentity,
+    /// What arbitration compares about this connection: an acceptor checks a new `Hello`
+    /// from the same node against it.
+    pub(crate) key: ConnectionKey,
     /// Which connection this is, so the actor ignores news of a replaced one.
     pub(crate) conn_id: u64,
     pub(crate) lanes: Lanes,
@@ -118,6 +122,7 @@ pub(crate) struct PeerHandle {
 impl PeerHandle {
     pub(crate) fn new(
         identity: PeerIdentity,
+        key: ConnectionKey,
         conn_id: u64,
         lanes: Lanes,
         send_codec: FrameCodec,
@@ -127,6 +132,7 @@ impl PeerHandle {
         PeerHandle {
             node_id: NodeId::from_u128(identity.node_id),
             identity,
+            key,
             conn_id,
             lanes,
             send_codec,

@@ -70,6 +70,18 @@ const DEFAULT_LIMIT: u32 = DEFAULT_MAX_FRAME_SIZE as u32;
 const _: () = assert!(DEFAULT_MAX_FRAME_SIZE <= u32::MAX as usize);
 const _: () = assert!(HANDSHAKE_MAX_FRAME_SIZE <= u32::MAX as usize);
 
+/// How far ahead of this node's wall clock a peer's incarnation may be: a day.
+///
+/// An incarnation is the microsecond its run started ([`PeerIdentity::incarnation`]), plus one
+/// per refutation of a rumour of its death, so a genuine one is at most the peer's clock (plus
+/// a few microseconds). Clocks of machines in one mesh disagree by far less than a day, even one
+/// set to local time instead of UTC (at most 14 hours off), and no node refutes billions of
+/// times; an incarnation beyond that was made up. Refusing it matters because incarnations only
+/// grow: one pushed towards `u64::MAX` could never be superseded by the node's real next run.
+pub const MAX_INCARNATION_LEAD: Duration = Duration::from_secs(24 * 60 * 60);
+
+const MAX_INCARNATION_LEAD_MICROS: u64 = MAX_INCARNATION_LEAD.as_micros() as u64;
+
 /// The longest handshake timeout accepted: a day. Bounding it keeps `now + timeout` from
 /// overflowing `Instant`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -139,9 +151,15 @@ impl LocalNode {
     /// # Errors
     ///
     /// [`HandshakeError::Config`] when the version range is empty, `max_frame_size` is under
-    /// [`MIN_MAX_FRAME_SIZE`], the timeout is zero or over a day, or the identity is too large
-    /// to fit a 64 KiB handshake frame.
+    /// [`MIN_MAX_FRAME_SIZE`], the timeout is zero or over a day, or the identity is over
+    /// the limits peers accept ([`PeerIdentity::within_limits`]) or too large to fit a 64 KiB
+    /// handshake frame.
     pub fn validate(&self) -> Result<(), HandshakeError> {
+        if !self.identity.within_limits() {
+            return Err(HandshakeError::Config(
+                "the identity has more than 16 addresses or a field over 256 bytes",
+            ));
+        }
         if self.versions.min > self.versions.max {
             return Err(HandshakeError::Config("the version range is empty"));
         }
@@ -302,7 +320,11 @@ impl From<HandshakeError> for crate::Error {
         let reason_kind = |reason: &RejectReason| match reason {
             RejectReason::VersionMismatch => ErrorKind::VersionMismatch,
             RejectReason::Unauthorized => ErrorKind::Unauthorized,
-            RejectReason::SelfDial | RejectReason::WrongNetwork => ErrorKind::Config,
+            // Our identity is out of the bounds peers accept: too many listen addresses, or a
+            // clock far off.
+            RejectReason::SelfDial | RejectReason::WrongNetwork | RejectReason::InvalidIdentity => {
+                ErrorKind::Config
+            }
             // Duplicate: the other connection to that peer lives on; unknown codes: the peer
             // hung up for a reason we cannot name.
             _ => ErrorKind::Closed,
@@ -343,6 +365,8 @@ pub struct Handshake {
     direction: Direction,
     deadline: Instant,
     state: State,
+    /// This node's wall clock in microseconds since the UNIX epoch, if the runtime gave it.
+    wall_clock_micros: Option<u64>,
 }
 
 impl Handshake {
@@ -376,7 +400,19 @@ impl Handshake {
             direction,
             deadline,
             state: State::Waiting,
+            wall_clock_micros: None,
         })
+    }
+
+    /// Gives the handshake this node's wall clock, in microseconds since the UNIX epoch, so
+    /// that a peer's incarnation more than [`MAX_INCARNATION_LEAD`] ahead of it is refused.
+    ///
+    /// The handshake reads no clock itself (it is sans-io); the runtime reads the wall clock
+    /// when the connection opens, which is near enough for a tolerance of a day. Without it
+    /// (tests, fuzzing) incarnations are not checked against a clock; every other limit is.
+    pub fn with_wall_clock(mut self, micros_since_epoch: u64) -> Self {
+        self.wall_clock_micros = Some(micros_since_epoch);
+        self
     }
 
     /// The codec to read and write with until the handshake completes: 64 KiB frames.
@@ -414,23 +450,49 @@ impl Handshake {
     }
 
     /// Handles the peer's frame: `Hello` at the acceptor, `Welcome` or `Reject` at the
+    /// dialler. The same as [`on_frame_with`](Self::on_frame_with) for a node with no
+    /// connection to the peer.
+    ///
+    /// # Errors
+    ///
+    /// As [`on_frame_with`](Self::on_frame_with).
+    pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<Step, HandshakeError> {
+        self.on_frame_with(frame, now, |_| None)
+    }
+
+    /// Handles the peer's frame: `Hello` at the acceptor, `Welcome` or `Reject` at the
     /// dialler.
     ///
     /// The acceptor refuses a `Hello` from its own node id (`SelfDial`), from another network
-    /// (`WrongNetwork`) or with no version in common (`VersionMismatch`), answering with a
-    /// `Reject` ([`Step::Refused`]). Whatever the outcome, the handshake is over afterwards.
+    /// (`WrongNetwork`), with no version in common (`VersionMismatch`) or with an identity out
+    /// of bounds (`InvalidIdentity`: more than [`PeerIdentity::MAX_ADDRESSES`] addresses, a
+    /// field over [`PeerIdentity::MAX_FIELD_LEN`] bytes, or an incarnation more than
+    /// [`MAX_INCARNATION_LEAD`] ahead of the [wall clock](Self::with_wall_clock)), answering
+    /// with a `Reject` ([`Step::Refused`]). It then asks `existing` for the key of this node's
+    /// established connection to the dialler's node id, if there is one, and refuses with
+    /// `Reject { reason: Duplicate }` when [`arbitrate`] would keep that connection or refuse
+    /// the new one: the dialler learns it at once, instead of being welcomed and then
+    /// dropped. (The runtime still arbitrates when the connection completes; a connection
+    /// established meanwhile is settled there.) The dialler does not call `existing`.
+    /// Whatever the outcome, the handshake is over afterwards.
     ///
     /// # Errors
     ///
     /// - [`HandshakeError::Rejected`]: the acceptor sent `Reject`.
     /// - [`HandshakeError::Refused`]: a `Welcome` from our own node id or another network.
+    /// - [`HandshakeError::Protocol`]: a `Welcome` whose identity is out of bounds (as above).
     /// - [`HandshakeError::UnexpectedFrame`]: any other kind of frame.
     /// - [`HandshakeError::Malformed`]: the body is not the message of its kind.
     /// - [`HandshakeError::Protocol`]: a `Welcome` choosing a version we did not offer, or a
     ///   peer announcing a `max_frame_size` under [`MIN_MAX_FRAME_SIZE`].
     /// - [`HandshakeError::TimedOut`]: `now` is at or past the deadline.
     /// - [`HandshakeError::Finished`]: the handshake was already over.
-    pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<Step, HandshakeError> {
+    pub fn on_frame_with(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        existing: impl FnOnce(u128) -> Option<ConnectionKey>,
+    ) -> Result<Step, HandshakeError> {
         if self.state == State::Over {
             return Err(HandshakeError::Finished);
         }
@@ -440,12 +502,16 @@ impl Handshake {
             return Err(HandshakeError::TimedOut);
         }
         match self.direction {
-            Direction::Inbound => self.on_hello(&frame),
+            Direction::Inbound => self.on_hello(&frame, existing),
             Direction::Outbound => self.on_answer(&frame),
         }
     }
 
-    fn on_hello(&self, frame: &Frame) -> Result<Step, HandshakeError> {
+    fn on_hello(
+        &self,
+        frame: &Frame,
+        existing: impl FnOnce(u128) -> Option<ConnectionKey>,
+    ) -> Result<Step, HandshakeError> {
         if frame.kind != FrameKind::Hello {
             return Err(HandshakeError::UnexpectedFrame {
                 expected: "Hello",
@@ -470,7 +536,25 @@ impl Handshake {
                 format!("this node speaks protocol versions {min} to {max}"),
             );
         };
+        if let Err(why) = self.check_identity(&hello.identity) {
+            return refuse(RejectReason::InvalidIdentity, why);
+        }
         check_peer_limit(hello.max_frame_size)?;
+        let new = ConnectionKey {
+            direction: Direction::Inbound,
+            peer_incarnation: hello.identity.incarnation,
+        };
+        if let Some(old) = existing(hello.identity.node_id) {
+            match arbitrate(ours.node_id, hello.identity.node_id, old, new) {
+                Arbitration::ReplaceWithNew => {}
+                Arbitration::KeepExisting | Arbitration::RejectNew { .. } => {
+                    return refuse(
+                        RejectReason::Duplicate,
+                        "this node keeps its established connection to the dialler",
+                    );
+                }
+            }
+        }
         let welcome = Welcome {
             version,
             identity: ours.clone(),
@@ -525,6 +609,9 @@ impl Handshake {
                 reason: RejectReason::WrongNetwork,
             });
         }
+        if let Err(why) = self.check_identity(&welcome.identity) {
+            return Err(HandshakeError::Protocol(why));
+        }
         check_peer_limit(welcome.max_frame_size)?;
         Ok(Step::Established {
             send: None,
@@ -536,6 +623,22 @@ impl Handshake {
                 direction: Direction::Outbound,
             },
         })
+    }
+}
+
+impl Handshake {
+    /// Whether a peer's identity is one this node takes: within the sizes gossip keeps, and
+    /// with an incarnation not far ahead of our clock. `Err` says why not.
+    fn check_identity(&self, identity: &PeerIdentity) -> Result<(), &'static str> {
+        if !identity.within_limits() {
+            return Err("the identity has more than 16 addresses or a field over 256 bytes");
+        }
+        if let Some(wall) = self.wall_clock_micros {
+            if identity.incarnation > wall.saturating_add(MAX_INCARNATION_LEAD_MICROS) {
+                return Err("the incarnation is more than a day ahead of this node's clock");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,9 @@
 //! A snapshot is always authoritative: it comes on a new connection, or in answer to our own
 //! request, on one ordered link, and a restarted peer numbers its interest from 0 again.
 //! What a peer can make us hold is bounded: [`MAX_NAMES`] names of each kind, of at most
-//! [`MAX_NAME_LEN`] bytes each.
+//! [`MAX_NAME_LEN`] bytes each. Names beyond those bounds are ignored, and the link is kept: we
+//! route to the peer what it handles within them. (A later version, or a very large
+//! application, may announce more; a node of this one still works with it, on what it holds.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,9 +134,10 @@ pub enum Applied {
     },
     /// A delta while a snapshot we asked for is on its way: ignored, and no new request.
     AwaitingSnapshot,
-    /// The message would make the peer's interest exceed [`MAX_NAMES`] or carries a name over
-    /// [`MAX_NAME_LEN`]: nothing was applied; treat it as a protocol error and close the link.
-    TooLarge,
+    /// Applied as far as the bounds allow: names over [`MAX_NAME_LEN`] bytes, and names that
+    /// would take the peer's interest over [`MAX_NAMES`], were ignored. Routes may have
+    /// changed.
+    Truncated,
 }
 
 /// What we know of one peer's interest.
@@ -159,33 +162,19 @@ impl RemoteInterest {
         self.seq
     }
 
-    /// Applies a snapshot or a delta.
+    /// Applies a snapshot or a delta. Names beyond the bounds are ignored
+    /// ([`Applied::Truncated`]); the rest is applied.
     pub fn apply(&mut self, msg: &Interest) -> Applied {
-        let names = [
-            &msg.commands_added,
-            &msg.commands_removed,
-            &msg.events_added,
-            &msg.events_removed,
-        ];
-        if names
-            .iter()
-            .any(|list| list.len() > MAX_NAMES || list.iter().any(|n| n.len() > MAX_NAME_LEN))
-        {
-            return Applied::TooLarge;
-        }
+        let mut truncated = false;
         if msg.snapshot {
             self.awaiting_snapshot = false;
-            let commands: BTreeSet<String> = msg.commands_added.iter().cloned().collect();
-            let events: BTreeSet<String> = msg.events_added.iter().cloned().collect();
+            let commands = bounded(&msg.commands_added, &mut truncated);
+            let events = bounded(&msg.events_added, &mut truncated);
             let changed = commands != self.commands || events != self.events;
             self.commands = commands;
             self.events = events;
             self.seq = Some(msg.seq);
-            return if changed {
-                Applied::Changed
-            } else {
-                Applied::Unchanged
-            };
+            return outcome(changed, truncated);
         }
         let expected = self.seq.map_or(0, |s| s.saturating_add(1));
         match self.seq {
@@ -200,30 +189,22 @@ impl RemoteInterest {
                 };
             }
         }
-        let grows = msg.commands_added.len() + self.commands.len() > MAX_NAMES
-            || msg.events_added.len() + self.events.len() > MAX_NAMES;
-        if grows {
-            return Applied::TooLarge;
-        }
         let mut changed = false;
-        for name in &msg.commands_added {
-            changed |= self.commands.insert(name.clone());
-        }
+        // Removals first: they make room for what the same delta adds.
         for name in &msg.commands_removed {
             changed |= self.commands.remove(name);
-        }
-        for name in &msg.events_added {
-            changed |= self.events.insert(name.clone());
         }
         for name in &msg.events_removed {
             changed |= self.events.remove(name);
         }
-        self.seq = Some(msg.seq);
-        if changed {
-            Applied::Changed
-        } else {
-            Applied::Unchanged
+        for name in &msg.commands_added {
+            changed |= insert_bounded(&mut self.commands, name, &mut truncated);
         }
+        for name in &msg.events_added {
+            changed |= insert_bounded(&mut self.events, name, &mut truncated);
+        }
+        self.seq = Some(msg.seq);
+        outcome(changed, truncated)
     }
 
     /// The request to send after a [`Applied::Gap`].
@@ -249,6 +230,32 @@ impl RemoteInterest {
     /// The event names the peer subscribes to.
     pub fn events(&self) -> impl Iterator<Item = &str> {
         self.events.iter().map(String::as_str)
+    }
+}
+
+/// The names of a snapshot within the bounds; sets `truncated` if any were left out.
+fn bounded(names: &[String], truncated: &mut bool) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    for name in names {
+        insert_bounded(&mut set, name, truncated);
+    }
+    set
+}
+
+/// Adds `name` if it is within the bounds; whether the set changed.
+fn insert_bounded(set: &mut BTreeSet<String>, name: &str, truncated: &mut bool) -> bool {
+    if name.len() > MAX_NAME_LEN || (set.len() >= MAX_NAMES && !set.contains(name)) {
+        *truncated = true;
+        return false;
+    }
+    set.insert(name.to_owned())
+}
+
+fn outcome(changed: bool, truncated: bool) -> Applied {
+    match (changed, truncated) {
+        (_, true) => Applied::Truncated,
+        (true, false) => Applied::Changed,
+        (false, false) => Applied::Unchanged,
     }
 }
 
@@ -383,35 +390,55 @@ mod tests {
             snapshot: true,
             ..Interest::default()
         });
-        let mut refused = 0;
-        for seq in 1..=(MAX_NAMES as u64 + 10) {
+        let mut truncated = 0;
+        let last = MAX_NAMES as u64 + 10;
+        for seq in 1..=last {
             let d = Interest {
                 seq,
                 snapshot: false,
                 events_added: vec![format!("junk-{seq}")],
                 ..Interest::default()
             };
-            if remote.apply(&d) == Applied::TooLarge {
-                refused += 1;
-                break;
+            match remote.apply(&d) {
+                Applied::Changed => {}
+                Applied::Truncated => truncated += 1,
+                other => panic!("delta {seq}: {other:?}"),
             }
         }
-        assert_eq!(refused, 1);
+        // Every delta was taken in order (none is a gap); the ones past the bound added nothing.
+        assert_eq!(truncated, 10);
+        assert_eq!(remote.seq(), Some(last));
         assert_eq!(remote.events().count(), MAX_NAMES);
+        // A removal makes room for a later addition, in the same delta too.
+        let d = Interest {
+            seq: last + 1,
+            snapshot: false,
+            events_removed: vec!["junk-1".into()],
+            events_added: vec!["wanted".into()],
+            ..Interest::default()
+        };
+        assert_eq!(remote.apply(&d), Applied::Changed);
+        assert!(remote.subscribes("wanted") && !remote.subscribes("junk-1"));
+
+        // A snapshot with a name too long keeps the others.
         let long = Interest {
             seq: 0,
             snapshot: true,
-            commands_added: vec!["x".repeat(MAX_NAME_LEN + 1)],
+            commands_added: vec!["x".repeat(MAX_NAME_LEN + 1), "ok".into()],
             ..Interest::default()
         };
-        assert_eq!(RemoteInterest::new().apply(&long), Applied::TooLarge);
+        let mut remote = RemoteInterest::new();
+        assert_eq!(remote.apply(&long), Applied::Truncated);
+        assert_eq!(remote.commands().collect::<Vec<_>>(), ["ok"]);
         let many = Interest {
             seq: 0,
             snapshot: true,
-            commands_added: (0..=MAX_NAMES).map(|i| i.to_string()).collect(),
+            commands_added: (0..=MAX_NAMES).map(|i| format!("{i:06}")).collect(),
             ..Interest::default()
         };
-        assert_eq!(RemoteInterest::new().apply(&many), Applied::TooLarge);
+        assert_eq!(remote.apply(&many), Applied::Truncated);
+        assert_eq!(remote.commands().count(), MAX_NAMES);
+        assert!(remote.handles("000000") && !remote.handles(&format!("{MAX_NAMES:06}")));
     }
 
     #[test]

@@ -61,12 +61,13 @@ use crate::NodeId;
 #[cfg(test)]
 mod tests;
 
-/// The most addresses kept for one member; gossip entries with more are ignored.
-const MAX_ADDRESSES: usize = 16;
+/// The most addresses kept for one member; gossip entries with more are ignored (the bound a
+/// handshake enforces too).
+const MAX_ADDRESSES: usize = PeerIdentity::MAX_ADDRESSES;
 
-/// The longest name, network, cluster, host id or address kept, in bytes; gossip entries with
-/// a longer one are ignored.
-const MAX_FIELD_LEN: usize = 256;
+/// The longest field kept (the tests build entries at the bound).
+#[cfg(test)]
+const MAX_FIELD_LEN: usize = PeerIdentity::MAX_FIELD_LEN;
 
 /// The longest duration a setting may have: a day.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -1442,9 +1443,5 @@ fn send_deltas(
 
 /// Whether a gossiped entry is within the sizes we keep.
 fn is_valid(entry: &GossipEntry) -> bool {
-    [&entry.name, &entry.network, &entry.cluster, &entry.host_id]
-        .iter()
-        .all(|s| s.len() <= MAX_FIELD_LEN)
-        && entry.addresses.len() <= MAX_ADDRESSES
-        && entry.addresses.iter().all(|a| a.len() <= MAX_FIELD_LEN)
+    entry.within_limits()
 }

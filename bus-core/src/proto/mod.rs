@@ -4,6 +4,7 @@
 //! out what they return, so tests drive them with fake instants (`t0 + Duration::from_millis(..)`)
 //! and in-memory frames.
 
+pub mod admission;
 pub mod handshake;
 pub mod interest;
 pub mod liveness;

@@ -44,9 +44,10 @@ pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(bytes).map_err(FrameError::DecodeBody)
 }
 
-/// Deserializes a sequence of at most `N` elements: a longer one is an error raised at element
-/// `N + 1`, before anything past it is allocated. For collections a peer controls.
-pub(crate) fn at_most<'de, D, T, const N: usize>(deserializer: D) -> Result<Vec<T>, D::Error>
+/// Deserializes a sequence keeping its first `N` elements: the rest are read past as
+/// [`IgnoredAny`](serde::de::IgnoredAny), so nothing past element `N` is kept or collected.
+/// For collections a peer controls, whose entries beyond a bound the receiver ignores.
+pub(crate) fn first_n<'de, D, T, const N: usize>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de>,
@@ -57,17 +58,18 @@ where
         type Value = Vec<T>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "a sequence of at most {N} elements")
+            f.write_str("a sequence")
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N).min(1024));
-            while let Some(item) = seq.next_element()? {
-                if out.len() == N {
-                    return Err(serde::de::Error::invalid_length(N + 1, &self));
+            while out.len() < N {
+                match seq.next_element()? {
+                    Some(item) => out.push(item),
+                    None => return Ok(out),
                 }
-                out.push(item);
             }
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             Ok(out)
         }
     }

@@ -97,6 +97,38 @@ pub struct PeerIdentity {
     pub addresses: Vec<String>,
 }
 
+impl PeerIdentity {
+    /// The most addresses an identity may advertise. A handshake carrying more is refused, and
+    /// a gossiped entry with more is ignored: what one node makes its peers store and dial is
+    /// bounded.
+    pub const MAX_ADDRESSES: usize = 16;
+
+    /// The longest name, network, cluster, host id or address an identity may carry, in bytes;
+    /// enforced as [`MAX_ADDRESSES`](Self::MAX_ADDRESSES) is.
+    pub const MAX_FIELD_LEN: usize = 256;
+
+    /// Whether the identity is within [`MAX_ADDRESSES`](Self::MAX_ADDRESSES) and
+    /// [`MAX_FIELD_LEN`](Self::MAX_FIELD_LEN): what a handshake and gossip accept.
+    pub fn within_limits(&self) -> bool {
+        within_limits(
+            [&self.name, &self.network, &self.cluster, &self.host_id],
+            &self.addresses,
+        )
+    }
+}
+
+/// The one check behind [`PeerIdentity::within_limits`] and [`GossipEntry::within_limits`], so
+/// a handshake and gossip accept the same identities.
+fn within_limits(fields: [&String; 4], addresses: &[String]) -> bool {
+    fields
+        .iter()
+        .all(|s| s.len() <= PeerIdentity::MAX_FIELD_LEN)
+        && addresses.len() <= PeerIdentity::MAX_ADDRESSES
+        && addresses
+            .iter()
+            .all(|a| a.len() <= PeerIdentity::MAX_FIELD_LEN)
+}
+
 /// The dialling side's opening of the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -130,7 +162,7 @@ impl ControlMessage for Welcome {
 /// Why a handshake was refused.
 ///
 /// On the wire it is a short string code (`"self_dial"`, `"wrong_network"`,
-/// `"version_mismatch"`, `"duplicate"`, `"unauthorized"`), so a node can read reasons added by
+/// `"version_mismatch"`, `"duplicate"`, `"unauthorized"`, `"invalid_identity"`), so a node can read reasons added by
 /// later versions: it gets them as [`Other`](RejectReason::Other) with the code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -145,6 +177,11 @@ pub enum RejectReason {
     Duplicate,
     /// The dialler's credentials were refused.
     Unauthorized,
+    /// The dialler's identity is out of bounds: more than
+    /// [`PeerIdentity::MAX_ADDRESSES`] addresses, a field over
+    /// [`PeerIdentity::MAX_FIELD_LEN`] bytes, or an incarnation far ahead of the acceptor's
+    /// clock.
+    InvalidIdentity,
     /// A reason code this version does not know.
     Other(String),
 }
@@ -158,6 +195,7 @@ impl RejectReason {
             RejectReason::VersionMismatch => "version_mismatch",
             RejectReason::Duplicate => "duplicate",
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::InvalidIdentity => "invalid_identity",
             RejectReason::Other(code) => code,
         }
     }
@@ -170,6 +208,7 @@ impl RejectReason {
             "version_mismatch" => RejectReason::VersionMismatch,
             "duplicate" => RejectReason::Duplicate,
             "unauthorized" => RejectReason::Unauthorized,
+            "invalid_identity" => RejectReason::InvalidIdentity,
             other => RejectReason::Other(other.to_owned()),
         }
     }
@@ -289,9 +328,10 @@ pub struct Interest {
     pub events_removed: Vec<String>,
 }
 
-/// A list of message names, bounded as [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES).
+/// A list of message names: the first [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES)
+/// are kept, the rest ignored.
 fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    super::body::at_most::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
+    super::body::first_n::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
 }
 
 impl ControlMessage for Interest {
@@ -436,6 +476,15 @@ impl GossipEntry {
         }
     }
 
+    /// Whether the entry's identity is within the limits a handshake accepts
+    /// ([`PeerIdentity::within_limits`]).
+    pub fn within_limits(&self) -> bool {
+        within_limits(
+            [&self.name, &self.network, &self.cluster, &self.host_id],
+            &self.addresses,
+        )
+    }
+
     /// The version of the entry's news, `(incarnation, state rank)`: higher is newer.
     pub const fn version(&self) -> (u64, u8) {
         (self.incarnation, self.state.rank())
@@ -543,13 +592,23 @@ mod tests {
     }
 
     #[test]
-    fn an_interest_with_too_many_names_does_not_decode() {
+    fn an_interest_with_too_many_names_keeps_the_first_ones() {
         let n = crate::proto::interest::MAX_NAMES as u32 + 1;
-        // Compact form: [seq, snapshot, commands_added] with n empty names.
+        // Compact form: [seq, snapshot, commands_added] with n names, the last one "x".
         let mut body = vec![0x93, 0x00, 0xc3, 0xdd];
-        body.extend_from_slice(&n.to_be_bytes());
+        body.extend_from_slice(&(n + 1).to_be_bytes());
         body.extend(std::iter::repeat_n(0xa0, n as usize));
-        assert!(decode_body::<Interest>(&body).is_err());
+        body.extend_from_slice(&[0xa1, b'x']);
+        let interest = decode_body::<Interest>(&body).unwrap();
+        assert_eq!(interest.commands_added.len(), n as usize - 1);
+        assert!(interest.commands_added.iter().all(String::is_empty));
+        // What follows the ignored entries still decodes.
+        let mut then = vec![0x94, 0x00, 0xc3, 0xdd];
+        then.extend_from_slice(&n.to_be_bytes());
+        then.extend(std::iter::repeat_n(0xa0, n as usize));
+        then.extend_from_slice(&[0x91, 0xa1, b'y']);
+        let interest = decode_body::<Interest>(&then).unwrap();
+        assert_eq!(interest.commands_removed, ["y"]);
         // The bound itself is fine.
         let mut ok = vec![0x93, 0x00, 0xc3, 0xdd];
         ok.extend_from_slice(&(n - 1).to_be_bytes());

@@ -491,3 +491,200 @@ fn a_redial_by_the_same_end_replaces_the_half_open_connection() {
         assert_eq!(arbitrate(1, 2, key, key), Arbitration::ReplaceWithNew);
     }
 }
+
+/// The acceptor's answer to `hello` when it already holds `existing` to the dialler.
+fn accept_with(acceptor: &LocalNode, hello: &Frame, existing: Option<ConnectionKey>) -> Step {
+    let t0 = Instant::now();
+    let mut a = Handshake::accept(acceptor, t0).unwrap();
+    let step = a.on_frame_with(wire(hello), t0, |id| {
+        assert_eq!(id, 2, "asked for the dialler's connection");
+        existing
+    });
+    step.unwrap()
+}
+
+fn reject_of(step: Step) -> Reject {
+    match step {
+        Step::Refused { send, reject } => {
+            assert_eq!(Reject::from_frame(&wire(&send)).unwrap(), reject);
+            reject
+        }
+        Step::Established { .. } => panic!("the acceptor should refuse"),
+    }
+}
+
+#[test]
+fn an_older_incarnation_of_a_connected_peer_gets_reject_duplicate_not_welcome() {
+    let a = node(1);
+    let (_, hello) = Handshake::dial(&LocalNode::new(identity(2, 10)), Instant::now()).unwrap();
+    let existing = |direction, peer_incarnation| {
+        Some(ConnectionKey {
+            direction,
+            peer_incarnation,
+        })
+    };
+    // Connected to the peer's newer run: the older one is refused before any Welcome.
+    for direction in [Direction::Outbound, Direction::Inbound] {
+        let reject = reject_of(accept_with(&a, &hello, existing(direction, 11)));
+        assert_eq!(reject.reason, RejectReason::Duplicate);
+    }
+    // A simultaneous dial the existing connection wins (it was dialled by node 1, the
+    // smaller id): refused too, as the runtime would close it after a Welcome.
+    let reject = reject_of(accept_with(&a, &hello, existing(Direction::Outbound, 10)));
+    assert_eq!(reject.reason, RejectReason::Duplicate);
+    // What arbitration lets replace the existing connection is welcomed: a newer run, a redial
+    // by the same end, and no connection at all.
+    for old in [
+        existing(Direction::Inbound, 9),
+        existing(Direction::Outbound, 9),
+        existing(Direction::Inbound, 10),
+        None,
+    ] {
+        assert!(
+            matches!(
+                accept_with(&a, &hello, old),
+                Step::Established { send: Some(_), .. }
+            ),
+            "{old:?}"
+        );
+    }
+    // Where node 2 holds the smaller id, the new connection (dialled by it) wins the
+    // simultaneous dial.
+    let (_, hello) = Handshake::dial(&LocalNode::new(identity(2, 10)), Instant::now()).unwrap();
+    let b = node(3);
+    let mut acc = Handshake::accept(&b, Instant::now()).unwrap();
+    let step = acc
+        .on_frame_with(wire(&hello), Instant::now(), |_| {
+            existing(Direction::Outbound, 10)
+        })
+        .unwrap();
+    assert!(matches!(step, Step::Established { .. }));
+}
+
+/// `identity(2, 1)` changed by `f`.
+fn odd_identity(f: impl FnOnce(&mut PeerIdentity)) -> PeerIdentity {
+    let mut id = identity(2, 1);
+    f(&mut id);
+    id
+}
+
+/// A `Hello` carrying `identity` as the dialler's, bypassing the dialler's own validation.
+fn hello_of(identity: PeerIdentity) -> Frame {
+    Hello {
+        versions: VersionRange::CURRENT,
+        identity,
+        max_frame_size: DEFAULT_LIMIT,
+    }
+    .to_frame()
+    .unwrap()
+}
+
+#[test]
+fn a_hello_over_the_gossip_limits_is_rejected_as_an_invalid_identity() {
+    let max = PeerIdentity::MAX_FIELD_LEN;
+    let too_many = (0..=PeerIdentity::MAX_ADDRESSES)
+        .map(|i| format!("tcp://10.0.0.1:{i}"))
+        .collect::<Vec<_>>();
+    let bad = [
+        odd_identity(|id| id.addresses.clone_from(&too_many)),
+        odd_identity(|id| id.addresses = (0..1000).map(|i| format!("tcp://h:{i}")).collect()),
+        odd_identity(|id| id.addresses = vec!["a".repeat(max + 1)]),
+        odd_identity(|id| id.name = "n".repeat(max + 1)),
+        odd_identity(|id| id.cluster = "c".repeat(max + 1)),
+        odd_identity(|id| id.host_id = "h".repeat(max + 1)),
+    ];
+    for identity in bad {
+        let reject = reject_of(accept_with(&node(1), &hello_of(identity), None));
+        assert_eq!(reject.reason, RejectReason::InvalidIdentity);
+    }
+    // At the limits exactly: welcome.
+    let at_limits = odd_identity(|id| {
+        id.addresses = too_many[..PeerIdentity::MAX_ADDRESSES].to_vec();
+        id.name = "n".repeat(max);
+        id.host_id = "h".repeat(max);
+    });
+    assert!(matches!(
+        accept_with(&node(1), &hello_of(at_limits), None),
+        Step::Established { .. }
+    ));
+}
+
+#[test]
+fn an_incarnation_far_ahead_of_the_clock_is_refused_on_both_sides() {
+    let t0 = Instant::now();
+    let wall: u64 = 1_700_000_000_000_000;
+    let day = MAX_INCARNATION_LEAD.as_micros() as u64;
+    for (incarnation, ok) in [
+        (1, true),
+        (wall, true),
+        (wall + day, true),
+        (wall + day + 1, false),
+        (u64::MAX, false),
+    ] {
+        let peer = odd_identity(|id| id.incarnation = incarnation);
+        // The acceptor, given the wall clock.
+        let mut acc = Handshake::accept(&node(1), t0)
+            .unwrap()
+            .with_wall_clock(wall);
+        let step = acc.on_frame(wire(&hello_of(peer.clone())), t0).unwrap();
+        match step {
+            Step::Established { .. } => assert!(ok, "{incarnation} welcomed"),
+            Step::Refused { reject, .. } => {
+                assert!(!ok, "{incarnation} refused");
+                assert_eq!(reject.reason, RejectReason::InvalidIdentity);
+            }
+        }
+        // The dialler refuses such a Welcome.
+        let (d, _) = Handshake::dial(&node(1), t0).unwrap();
+        let mut d = d.with_wall_clock(wall);
+        let welcome = Welcome {
+            version: PROTOCOL_VERSION,
+            identity: peer,
+            max_frame_size: DEFAULT_LIMIT,
+        };
+        let got = d.on_frame(wire(&welcome.to_frame().unwrap()), t0);
+        if ok {
+            assert!(got.is_ok(), "{got:?}");
+        } else {
+            let err = got.unwrap_err();
+            assert!(matches!(err, HandshakeError::Protocol(_)), "{err:?}");
+            assert_eq!(crate::Error::from(err).kind(), ErrorKind::Decode);
+        }
+    }
+}
+
+#[test]
+fn a_dialler_refuses_a_welcome_over_the_limits() {
+    let t0 = Instant::now();
+    let (mut d, _) = Handshake::dial(&node(1), t0).unwrap();
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        identity: odd_identity(|id| id.addresses = vec!["tcp://h:1".into(); 17]),
+        max_frame_size: DEFAULT_LIMIT,
+    };
+    let err = d
+        .on_frame(wire(&welcome.to_frame().unwrap()), t0)
+        .unwrap_err();
+    assert!(matches!(err, HandshakeError::Protocol(_)), "{err:?}");
+}
+
+#[test]
+fn an_invalid_identity_rejection_is_our_configuration_and_round_trips() {
+    let mine = LocalNode::new(odd_identity(|id| {
+        id.addresses = vec!["tcp://h:1".into(); 17];
+    }));
+    // This node would be refused by every peer: `start()` refuses it first.
+    assert!(matches!(mine.validate(), Err(HandshakeError::Config(_))));
+    let reject = Reject {
+        reason: RejectReason::InvalidIdentity,
+        message: "no".into(),
+    };
+    let back = Reject::from_frame(&wire(&reject.to_frame().unwrap())).unwrap();
+    assert_eq!(back.reason.code(), "invalid_identity");
+    assert_eq!(back, reject);
+    let (mut d, _) = Handshake::dial(&node(1), Instant::now()).unwrap();
+    let err = d
+        .on_frame(wire(&reject.to_frame().unwrap()), Instant::now())
+        .unwrap_err();
+    assert_eq!(crate::Error::from(err).kind(), ErrorKind::Config);
+}
