@@ -30,6 +30,13 @@ pub struct BusStats {
     /// peer reads slower than we publish; [`Bus::peer_stats`](crate::Bus::peer_stats) says
     /// which.
     pub peer_events_queue_full: u64,
+    /// Live members of the mesh this node knows of, itself not counted (a gauge): at most
+    /// the membership's table size.
+    pub members: u64,
+    /// Dials under way (a gauge): at most the membership's `max_dials_in_flight`.
+    pub dials_in_flight: u64,
+    /// The most dials that were ever under way at once.
+    pub dials_in_flight_peak: u64,
 }
 
 /// What this node has queued for one peer, from [`Bus::peer_stats`](crate::Bus::peer_stats):
@@ -72,6 +79,9 @@ pub(crate) struct Counters {
     pub(crate) remote_events_dropped: AtomicU64,
     pub(crate) peer_events_dropped: AtomicU64,
     pub(crate) peer_events_queue_full: AtomicU64,
+    pub(crate) members: AtomicU64,
+    pub(crate) dials_in_flight: AtomicU64,
+    pub(crate) dials_in_flight_peak: AtomicU64,
 }
 
 impl Counters {
@@ -88,6 +98,9 @@ impl Counters {
             remote_events_dropped: self.remote_events_dropped.load(Ordering::Relaxed),
             peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
             peer_events_queue_full: self.peer_events_queue_full.load(Ordering::Relaxed),
+            members: self.members.load(Ordering::Relaxed),
+            dials_in_flight: self.dials_in_flight.load(Ordering::Relaxed),
+            dials_in_flight_peak: self.dials_in_flight_peak.load(Ordering::Relaxed),
         }
     }
 }

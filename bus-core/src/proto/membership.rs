@@ -49,7 +49,7 @@
 //! we link to and how traffic reaches a node is decided in one place, [`Membership::route`],
 //! so that relaying can be added there later.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub use crate::wire::control::MemberState;
@@ -728,6 +728,9 @@ pub struct Membership {
     /// `max_members`, oldest dropped first).
     failed_addrs: HashMap<String, AddrFailure>,
     failed_order: BTreeSet<(Instant, String)>,
+    /// Addresses a dial of a member is under way to: other members due at one wait for its
+    /// outcome instead of dialling it again.
+    dialling: HashSet<String>,
     /// The gossip budget shared by every peer not in the table (a full table may not hold
     /// each peer we are linked to).
     strangers: PeerGossip,
@@ -799,6 +802,7 @@ impl Membership {
             refilled_at: now,
             failed_addrs: HashMap::new(),
             failed_order: BTreeSet::new(),
+            dialling: HashSet::new(),
             strangers: PeerGossip::default(),
             next_gossip: now,
         };
@@ -957,6 +961,7 @@ impl Membership {
             refilled_at: self.refilled_at,
             failed_addrs: HashMap::new(),
             failed_order: BTreeSet::new(),
+            dialling: HashSet::new(),
             strangers: PeerGossip::default(),
             next_gossip: self.next_gossip,
         };
@@ -1198,6 +1203,9 @@ impl Membership {
     /// [`handle_timeout`](Self::handle_timeout), which [`poll_timeout`](Self::poll_timeout)
     /// then says is due.
     pub fn on_dial_failed(&mut self, dial: &DialRequest, now: Instant) {
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
         match dial.node {
             Some(node) => {
                 if self.table.get(&node).is_some_and(|m| m.dial.in_flight) {
@@ -1214,6 +1222,9 @@ impl Membership {
     /// the member, so it is asked for again only after a backoff, but says nothing of the
     /// address.
     pub fn on_dial_not_made(&mut self, dial: &DialRequest, now: Instant) {
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
         match dial.node {
             Some(node) => self.fail_member(node, &dial.addr, now),
             None => self.fail_seed(&dial.addr, now),
@@ -1291,6 +1302,9 @@ impl Membership {
     /// failed for the expected one (not for the address, which answered).
     pub fn on_dial_succeeded(&mut self, dial: &DialRequest, node: NodeId, now: Instant) {
         self.clear_failed_addr(&dial.addr);
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
         match dial.node {
             Some(expected) if expected != node => self.fail_member(expected, &dial.addr, now),
             Some(_) => {
@@ -1461,9 +1475,20 @@ impl Membership {
                 settled += 1;
                 continue;
             }
+            if self.dialling.contains(&addr) {
+                // A dial of the address is under way for another member: wait for it.
+                let later = now.checked_add(self.config.backoff.base).unwrap_or(now);
+                if let Some(m) = self.table.get_mut(&node) {
+                    m.dial.next_attempt = later;
+                }
+                self.reindex(node);
+                settled += 1;
+                continue;
+            }
             if let Some(m) = self.table.get_mut(&node) {
                 m.dial.in_flight = true;
             }
+            self.dialling.insert(addr.clone());
             self.reindex(node);
             budget -= 1;
             self.tokens = self.tokens.saturating_sub(1);

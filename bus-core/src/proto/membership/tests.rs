@@ -1556,3 +1556,195 @@ fn a_linked_node_that_refutes_is_gossiped_at_the_addresses_its_link_resolved() {
     assert!(member.is_connected());
     assert_eq!(member.identity().addresses, linked.addresses);
 }
+
+/// Issue 12: a digest claiming no members bought our whole table (22 bytes in, the table
+/// out), again and again. A peer's digests get an answer at most once per half interval.
+#[test]
+fn a_digest_claiming_no_members_buys_the_table_at_most_once_per_half_interval() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..210).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    m.on_connected(&identity(2, 1), now);
+    let liar = GossipMessage::Digest(GossipDigest { hash: 0, count: 0 });
+    let answered = |out: &[Output]| -> usize {
+        out.iter()
+            .map(|o| match o {
+                Output::SendTo(_, msg) => wire_size(msg),
+                _ => 0,
+            })
+            .sum()
+    };
+    let first = answered(&m.gossip(node(2), liar.clone(), now));
+    assert!(
+        first > 2_000,
+        "the joiner's answer is the table: {first} bytes"
+    );
+    let mut again = 0;
+    for i in 1..100 {
+        again += answered(&m.gossip(node(2), liar.clone(), now + ms(i)));
+    }
+    assert_eq!(
+        again, 0,
+        "99 more digests within half an interval bought {again} bytes"
+    );
+    // A peer not in the table shares one allowance with every other such peer.
+    let strangers: usize = (0..100u128)
+        .map(|i| answered(&m.gossip(node(5000 + i), liar.clone(), now + ms(1))))
+        .sum();
+    assert!(strangers <= first, "{strangers} bytes to 100 strangers");
+    // Gossip goes on: half an interval later the peer is answered again.
+    let later = now + m.config().gossip_interval / 2;
+    assert_eq!(answered(&m.gossip(node(2), liar, later)), first);
+}
+
+/// A summary is read only in answer to our digest, a `want` served only in answer to our
+/// summary: neither can be sent to make us send the table.
+#[test]
+fn unsolicited_summaries_and_wants_are_not_answered() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..60).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    m.on_connected(&identity(2, 1), now);
+    let empty_summary = GossipMessage::Summary(GossipSummary {
+        hash: 0,
+        entries: Vec::new(),
+    });
+    assert!(m.gossip(node(2), empty_summary.clone(), now).is_empty());
+    let hashes: Vec<u64> = m.members().map(Member::hash).collect();
+    let want = GossipMessage::Delta(GossipDelta {
+        entries: Vec::new(),
+        want: hashes,
+    });
+    assert!(m.gossip(node(2), want.clone(), now).is_empty());
+    // Our round opens the exchange: its summary is read once.
+    let out = m.gossip_round(now);
+    assert!(matches!(&out[..], [Output::SendTo(to, GossipMessage::Digest(_))] if *to == node(2)));
+    assert!(!m.gossip(node(2), empty_summary.clone(), now).is_empty());
+    assert!(m.gossip(node(2), empty_summary, now).is_empty());
+}
+
+/// A delta naming 10,000 nodes new to us brings in `max_introductions` of them per interval;
+/// news of nodes we hold is not counted, and the link is not at stake.
+#[test]
+fn one_peer_introduces_at_most_max_introductions_per_interval() {
+    let now = t0();
+    let mut m =
+        Membership::new(identity(1, 1), Vec::new(), MembershipConfig::default(), now).unwrap();
+    m.on_connected(&identity(2, 1), now);
+    let k = m.config().max_introductions;
+    let flood: Vec<_> = (10..10_010)
+        .map(|i| entry(i, 1, MemberState::Alive))
+        .collect();
+    m.gossip(node(2), delta(flood.clone()), now);
+    assert_eq!(m.live_members(), 1 + k);
+    // The same interval: nothing new, but news of a node we hold (a goodbye) is taken.
+    let mut news = flood.clone();
+    news.insert(0, entry(10, 1, MemberState::Left));
+    m.gossip(node(2), delta(news), now + ms(500));
+    assert_eq!(m.live_members(), k);
+    assert_eq!(m.member(node(10)).unwrap().state(), MemberState::Left);
+    // Another peer has its own allowance; the next interval brings `k` more from the first.
+    m.on_connected(&identity(3, 1), now);
+    m.gossip(node(3), delta(flood.clone()), now + ms(500));
+    assert_eq!(m.live_members(), 1 + 2 * k);
+    m.gossip(node(2), delta(flood), now + m.config().gossip_interval);
+    assert_eq!(m.live_members(), 1 + 3 * k);
+    m.assert_indexes();
+}
+
+/// At most `max_dials_in_flight` dials are under way, and they start at the token bucket's
+/// rate after its burst; the timer says when the next token comes.
+#[test]
+fn dials_are_bounded_in_flight_and_in_rate() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..110).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    let burst = m.config().dial_burst as usize;
+    let first = m.next_dials(now);
+    assert_eq!(first.len(), burst.min(m.config().max_dials_in_flight));
+    assert_eq!(m.dials_in_flight(), first.len());
+    // None reported: no more.
+    assert!(m.next_dials(now).is_empty());
+    for d in &first {
+        m.on_dial_failed(d, now);
+    }
+    m.assert_indexes();
+    // The members that failed are buried; the others are due, but the bucket is empty.
+    let out = m.handle_timeout(now);
+    assert!(!out.iter().any(|o| matches!(o, Output::Dial(_))), "{out:?}");
+    let token = Duration::from_secs(1) / m.config().dial_rate;
+    assert_eq!(m.poll_timeout(), Some(now + token));
+    let mut dialled = 0;
+    let mut clock = now;
+    while clock < now + Duration::from_secs(1) {
+        clock += ms(1);
+        for d in m.next_dials(clock) {
+            dialled += 1;
+            m.on_dial_failed(&d, clock);
+        }
+    }
+    let rate = m.config().dial_rate as usize;
+    assert!(
+        dialled <= rate && dialled >= rate - 2,
+        "{dialled} dials in a second"
+    );
+    m.assert_indexes();
+}
+
+/// Many members advertising one dead address are settled by one failed dial of it.
+#[test]
+fn one_failed_address_settles_every_member_that_advertises_it() {
+    let now = t0();
+    let mut m = table(now);
+    let junk = (10..60)
+        .map(|n| with_addresses(n, "h", &["tcp://10.9.9.9:1"]))
+        .collect();
+    m.gossip(node(9), delta(junk), now);
+    let mut dials = 0;
+    let mut left = 0;
+    let mut clock = now;
+    for _ in 0..100 {
+        let out = m.handle_timeout(clock);
+        for o in out {
+            match o {
+                Output::Dial(d) => {
+                    dials += 1;
+                    m.on_dial_failed(&d, clock);
+                }
+                Output::Left(_) => left += 1,
+                _ => {}
+            }
+        }
+        clock += ms(10);
+    }
+    assert_eq!(left, 50);
+    assert_eq!(dials, 1, "one dial settles the address for all");
+    assert_eq!(m.live_members(), 0);
+    m.assert_indexes();
+}
+
+/// A node new to us, learned from gossip and never reached, is buried at its first failed
+/// dial; one we were linked to is buried only after the unreachable timeout.
+#[test]
+fn a_member_on_probation_is_buried_at_its_first_failed_dial() {
+    let now = t0();
+    let mut m = table(now);
+    m.gossip(node(9), delta(vec![entry(2, 1, MemberState::Alive)]), now);
+    m.on_connected(&identity(3, 1), now);
+    m.on_disconnected(node(3), 1, now);
+    assert!(m.member(node(2)).unwrap().is_on_probation());
+    assert!(!m.member(node(3)).unwrap().is_on_probation());
+    let later = now + Duration::from_secs(60);
+    let dials = m.next_dials(later);
+    assert_eq!(dials.len(), 2);
+    for d in &dials {
+        m.on_dial_failed(d, later);
+    }
+    let out = m.handle_timeout(later);
+    assert!(out.contains(&Output::Left(node(2))), "{out:?}");
+    assert!(!out.contains(&Output::Left(node(3))), "{out:?}");
+    assert_eq!(m.member(node(3)).unwrap().state(), MemberState::Alive);
+}
