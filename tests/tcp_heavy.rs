@@ -93,6 +93,13 @@ async fn child_node() {
     if mode == "lifted" {
         builder = builder.max_decompressed_size(EXPANDED);
     }
+    if mode == "open" {
+        // The flood tests measure what connections and handshakes cost, not the admission
+        // limits (which would close most of a flood from one host at once).
+        builder = builder
+            .handshake_rate_per_host(None)
+            .max_concurrent_handshakes(4096);
+    }
     let bus = builder.start().await.expect("the child node starts");
     println!("node listening {}", bus.listen_addrs()[0]);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -137,6 +144,16 @@ async fn until(condition: impl Fn() -> bool) {
     while !condition() {
         tick.tick().await;
     }
+}
+
+/// The CPU time process `pid` has used (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').expect("a command name").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// How many file descriptors process `pid` has open.
@@ -236,12 +253,17 @@ struct Mallory {
 
 impl Mallory {
     async fn join(addr: SocketAddr) -> Mallory {
+        Mallory::join_as(addr, 0xBAD_C0DE).await
+    }
+
+    /// Completes the handshake as node `node_id`.
+    async fn join_as(addr: SocketAddr, node_id: u128) -> Mallory {
         let stream = TcpStream::connect(addr).await.unwrap();
         let (read, mut writer) = stream.into_split();
         let hello = Hello {
             versions: VersionRange::CURRENT,
             identity: PeerIdentity {
-                node_id: 0xBAD_C0DE,
+                node_id,
                 incarnation: 1,
                 name: "mallory".into(),
                 network: "default".into(),
@@ -514,7 +536,7 @@ async fn after_floods_of_connections_that_all_closed_memory_comes_back() {
     }
     const ROUNDS: usize = 3;
     const CONNECTIONS: usize = 1000;
-    let mut child = ChildNode::spawn("default").await;
+    let mut child = ChildNode::spawn("open").await;
     let healthy = healthy(&child).await;
     let addr = child.socket_addr();
     let fds = open_fds(child.pid());
@@ -659,4 +681,33 @@ async fn large_events_keep_their_order_and_one_over_the_cap_is_dropped_and_count
     drop(mallory);
     publisher.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_handshakes_cost_as_much_at_the_end_as_at_the_start() {
+    if std::env::var(NODE_ENV).is_ok() {
+        return;
+    }
+    const HANDSHAKES: u128 = 5000;
+    const SLICE: u128 = 1000;
+    let child = ChildNode::spawn("open").await;
+    let (addr, pid) = (child.socket_addr(), child.pid());
+    // Each handshake is another node, which closes without a goodbye: every one leaves an
+    // entry behind (a member, then a tombstone), so the table grows to its cap meanwhile.
+    let mut ticks = vec![cpu_ticks(pid)];
+    for i in 0..HANDSHAKES {
+        let mallory = within("a handshake", Mallory::join_as(addr, 0x5EED_0000 + i)).await;
+        drop(mallory);
+        if (i + 1) % SLICE == 0 {
+            ticks.push(cpu_ticks(pid));
+        }
+    }
+    let cost: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("CPU ticks of the node per {SLICE} handshakes: {cost:?}");
+    let (first, last) = (cost[0], cost[cost.len() - 1]);
+    // Within 1.5x, give or take one tick of the clock's resolution.
+    assert!(
+        last * 2 <= first * 3 + 2,
+        "the last {SLICE} handshakes cost {last} ticks, the first {first}"
+    );
 }

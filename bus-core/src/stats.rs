@@ -33,6 +33,13 @@ pub struct BusStats {
     /// Events from peers dropped unread because their compressed body declared more than
     /// [`BusBuilder::max_decompressed_size`](crate::BusBuilder::max_decompressed_size).
     pub remote_events_too_large: u64,
+    /// Live members of the mesh this node knows of, itself not counted (a gauge): at most
+    /// the membership's table size.
+    pub members: u64,
+    /// Dials under way (a gauge): at most the membership's `max_dials_in_flight`.
+    pub dials_in_flight: u64,
+    /// The most dials that were ever under way at once.
+    pub dials_in_flight_peak: u64,
 }
 
 /// What this node has queued for one peer, from [`Bus::peer_stats`](crate::Bus::peer_stats):
@@ -76,6 +83,9 @@ pub(crate) struct Counters {
     pub(crate) peer_events_dropped: AtomicU64,
     pub(crate) peer_events_queue_full: AtomicU64,
     pub(crate) remote_events_too_large: AtomicU64,
+    pub(crate) members: AtomicU64,
+    pub(crate) dials_in_flight: AtomicU64,
+    pub(crate) dials_in_flight_peak: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +103,9 @@ impl Counters {
             peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
             peer_events_queue_full: self.peer_events_queue_full.load(Ordering::Relaxed),
             remote_events_too_large: self.remote_events_too_large.load(Ordering::Relaxed),
+            members: self.members.load(Ordering::Relaxed),
+            dials_in_flight: self.dials_in_flight.load(Ordering::Relaxed),
+            dials_in_flight_peak: self.dials_in_flight_peak.load(Ordering::Relaxed),
         }
     }
 }

@@ -219,6 +219,25 @@ impl BusBuilder {
         self
     }
 
+    /// How many dials this node makes at once at most (default 8), and how many it may start
+    /// per second (`rate`, default 64) after a burst of `burst` (default 8): a node told of
+    /// thousands of members it cannot reach tries them at this pace, not all at once. All above
+    /// zero, `rate` at most 10,000; [`start`](Self::start) checks.
+    pub fn dial_limits(mut self, in_flight: usize, rate: u32, burst: u32) -> Self {
+        let m = &mut self.node.membership;
+        m.max_dials_in_flight = in_flight;
+        m.dial_rate = rate;
+        m.dial_burst = burst;
+        self
+    }
+
+    /// How many nodes new to this node one peer's gossip may bring in per gossip interval
+    /// (default 64); further new nodes in that peer's news are ignored, the link kept.
+    pub fn max_introductions(mut self, n: usize) -> Self {
+        self.node.membership.max_introductions = n;
+        self
+    }
+
     /// How long a new connection may take to complete its handshake, from being accepted or
     /// dialled to the last handshake frame (default 10 s,
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT)). A

@@ -1,6 +1,7 @@
 //! The node's actor: the one task that owns the node's mutable state.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ struct Actor {
     /// Since when the node has had no peer while it has somewhere to look for one, and
     /// whether that was logged as a warning.
     alone: std::cell::Cell<Alone>,
+    /// The membership's foreign generation `foreign` was read at.
+    foreign_generation: u64,
     tasks: JoinSet<()>,
     /// One permit per inbound handshake under way.
     handshakes: Arc<Semaphore>,
@@ -142,6 +145,7 @@ pub(crate) async fn run(
         membership,
         foreign: Vec::new(),
         alone: std::cell::Cell::new(Alone::default()),
+        foreign_generation: 0,
         tasks: JoinSet::new(),
         handshakes: Arc::new(Semaphore::new(node.config.max_concurrent_handshakes)),
         limiter: HandshakeLimiter::new(node.config.handshake_rate),
@@ -180,6 +184,7 @@ pub(crate) async fn run(
                 actor.pay_interest();
                 let out = actor.membership.handle_timeout(now_std());
                 actor.apply(out);
+                actor.check_foreign();
                 actor.check_alone();
             }
             msg = inbox.recv() => {
@@ -257,13 +262,17 @@ impl Actor {
                     self.check_foreign();
                 }
             }
-            ActorMsg::DialFailed(dial) => self.membership.on_dial_failed(&dial, now_std()),
+            ActorMsg::DialFailed(dial) => {
+                self.membership.on_dial_failed(&dial, now_std());
+                self.report_membership();
+            }
             ActorMsg::DialLinked(dial) => {
                 // Settled like a dial of a node we are linked to; if the link is not (or no
                 // longer) here, the dial failed and is retried after its backoff.
                 if !self.settle_linked(&dial) {
                     self.membership.on_dial_failed(&dial, now_std());
                 }
+                self.report_membership();
             }
             ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
                 let now = now_std();
@@ -398,7 +407,7 @@ impl Actor {
             // A tombstone behind a live link: back off until gossip settles it (the node hears
             // of its death over this link and refutes). Never "succeeded" while membership
             // does not count the link, or it would ask for the same dial at once, forever.
-            self.membership.on_dial_failed(dial, now);
+            self.membership.on_dial_not_made(dial, now);
         }
         self.apply(out);
         true
@@ -507,13 +516,17 @@ impl Actor {
 
     /// Reports live members that share no transport with us: they are never dialled (not
     /// redialled forever), and the application sees them in the membership view.
+    ///
+    /// Membership says when its set changed, so this costs nothing after most events.
     fn check_foreign(&mut self) {
-        let foreign: Vec<NodeId> = self
-            .membership
-            .members()
-            .map(|m| m.node_id())
-            .filter(|id| self.membership.is_foreign(*id))
-            .collect();
+        self.report_membership();
+        let generation = self.membership.foreign_generation();
+        if generation == self.foreign_generation {
+            return;
+        }
+        self.foreign_generation = generation;
+        let mut foreign: Vec<NodeId> = self.membership.foreign().collect();
+        foreign.sort_unstable();
         if foreign == self.foreign {
             return;
         }
@@ -529,6 +542,18 @@ impl Actor {
         }
         self.foreign = foreign;
         self.publish();
+    }
+
+    /// Copies the membership gauges into the bus's counters.
+    fn report_membership(&self) {
+        if let Some(bus) = self.bus.upgrade() {
+            let c = &bus.counters;
+            let members = u64::try_from(self.membership.live_members()).unwrap_or(u64::MAX);
+            let dials = u64::try_from(self.membership.dials_in_flight()).unwrap_or(u64::MAX);
+            c.members.store(members, Ordering::Relaxed);
+            c.dials_in_flight.store(dials, Ordering::Relaxed);
+            c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
+        }
     }
 
     /// Sends the interest snapshots owed to peers whose control lane was full.

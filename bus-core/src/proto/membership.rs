@@ -49,7 +49,7 @@
 //! we link to and how traffic reaches a node is decided in one place, [`Membership::route`],
 //! so that relaying can be added there later.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub use crate::wire::control::MemberState;
@@ -71,6 +71,9 @@ const MAX_FIELD_LEN: usize = PeerIdentity::MAX_FIELD_LEN;
 
 /// The longest duration a setting may have: a day.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The highest [`dial_rate`](MembershipConfig::dial_rate), per second.
+pub const MAX_DIAL_RATE: u32 = 10_000;
 
 /// The smallest [`max_message_size`](MembershipConfig::max_message_size): room for the
 /// largest entry we keep, several times over.
@@ -188,6 +191,21 @@ pub struct MembershipConfig {
     /// Schemes that reach only nodes of our own host id, such as `"unix"` (a socket path means
     /// nothing on another machine). Default `["unix"]`.
     pub same_host_schemes: Vec<String>,
+    /// The most dials under way at once (seeds included): a dial is under way from when it
+    /// is handed out until it is reported failed or succeeded. Default 8.
+    pub max_dials_in_flight: usize,
+    /// How many dials may start per second, on average (a token bucket refilled at this
+    /// rate). Default 64.
+    pub dial_rate: u32,
+    /// How many dials may start at once after a quiet spell (the token bucket's size).
+    /// Default 8.
+    pub dial_burst: u32,
+    /// The most nodes new to the table that one peer's gossip may bring in per
+    /// [`gossip_interval`](Self::gossip_interval); further new nodes in its deltas are
+    /// ignored (news of nodes we hold is not counted). Default 64, the default `dial_rate`
+    /// per default interval, so that one peer cannot bring in members faster than we can
+    /// try them.
+    pub max_introductions: usize,
 }
 
 impl MembershipConfig {
@@ -199,9 +217,11 @@ impl MembershipConfig {
     /// counts our own entry), `gossip_fanout` or `forget_after_failures` is zero, a duration
     /// (the gossip interval, the backoff base and cap, the tombstone lifetime, the
     /// unreachable timeout) is zero or over a day, the backoff cap is under its base, the
-    /// jitter is not a number in `0.0..=1.0`, or `max_message_size` is under
-    /// [`MIN_MESSAGE_SIZE`]. A zero interval or backoff would make
-    /// [`poll_timeout`](Membership::poll_timeout) always due: a busy loop.
+    /// jitter is not a number in `0.0..=1.0`, `max_message_size` is under
+    /// [`MIN_MESSAGE_SIZE`], `max_dials_in_flight`, `dial_rate`, `dial_burst` or
+    /// `max_introductions` is zero, or `dial_rate` is over [`MAX_DIAL_RATE`]. A zero interval
+    /// or backoff would make [`poll_timeout`](Membership::poll_timeout) always due: a busy
+    /// loop; a zero dial rate would never dial.
     pub fn validate(&self) -> Result<(), crate::Error> {
         if self.max_peers == 0
             || self.max_members < 2
@@ -211,6 +231,17 @@ impl MembershipConfig {
             return Err(crate::Error::config(
                 "max_peers, gossip_fanout and forget_after_failures must be above zero, \
                  max_members at least 2",
+            ));
+        }
+        if self.max_dials_in_flight == 0
+            || self.dial_rate == 0
+            || self.dial_rate > MAX_DIAL_RATE
+            || self.dial_burst == 0
+            || self.max_introductions == 0
+        {
+            return Err(crate::Error::config(
+                "max_dials_in_flight, dial_burst and max_introductions must be above zero, \
+                 dial_rate within 1..=10000 per second",
             ));
         }
         for d in [
@@ -260,6 +291,10 @@ impl Default for MembershipConfig {
             rng_seed: 0,
             schemes: Vec::new(),
             same_host_schemes: vec!["unix".to_owned()],
+            max_dials_in_flight: 8,
+            dial_rate: 64,
+            dial_burst: 8,
+            max_introductions: 64,
         }
     }
 }
@@ -287,6 +322,9 @@ pub struct Address {
     source: Source,
     failures: u32,
     forgotten: bool,
+    /// Whether we have a transport for it, decided once when it is added (or the member's
+    /// host id changes), so that no timer or route question parses addresses.
+    dialable: bool,
 }
 
 impl Address {
@@ -309,6 +347,83 @@ impl Address {
     pub fn is_forgotten(&self) -> bool {
         self.forgotten
     }
+
+    /// Whether we can dial it: a scheme we have a transport for, and a same-host scheme only
+    /// for a node of our host id.
+    pub fn is_dialable(&self) -> bool {
+        self.dialable
+    }
+}
+
+/// Which addresses we can dial: our schemes, and the same-host rule.
+#[derive(Debug, Clone)]
+struct DialRules {
+    schemes: Vec<String>,
+    same_host_schemes: Vec<String>,
+    host_id: String,
+}
+
+impl DialRules {
+    /// Whether we can dial `addr` of a node on host `host_id`: a scheme we have a transport
+    /// for, and a same-host scheme only for a node of our host id.
+    fn can_dial(&self, host_id: &str, addr: &str) -> bool {
+        let Ok(parsed) = crate::transport::Addr::parse(addr) else {
+            return false;
+        };
+        if parsed.has_unspecified_host() {
+            // `0.0.0.0` would reach whatever listens on our own machine.
+            return false;
+        }
+        let scheme = parsed.scheme();
+        let ours = self.schemes.is_empty() || self.schemes.iter().any(|s| s == scheme);
+        let same_host_only = self.same_host_schemes.iter().any(|s| s == scheme);
+        ours && (!same_host_only || host_id == self.host_id)
+    }
+}
+
+/// Where a member sits in the indexes of [`Membership`]: kept on the member so that a
+/// change moves it in O(log n) instead of the table being scanned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Keys {
+    /// Its [`entry_hash`], in the table hash.
+    hash: u64,
+    /// A live member other than ourselves.
+    alive: bool,
+    /// Counted as a link.
+    connected: bool,
+    /// A dial of it is under way.
+    in_flight: bool,
+    /// When it is next due a dial, and whether it is in the probation queue.
+    dial: Option<(Instant, bool)>,
+    /// When it is to be buried as unreachable.
+    burial: Option<Instant>,
+    /// When its tombstone expires.
+    expiry: Option<Instant>,
+    /// It shares no transport with us: when it last changed (the eviction order).
+    foreign: Option<Instant>,
+}
+
+/// What a peer's gossip has cost us lately, and which answers we expect from it.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerGossip {
+    /// The start of the current introduction window.
+    window: Option<Instant>,
+    /// Nodes new to the table it brought in during the window.
+    introduced: usize,
+    /// When we last answered a digest of it with more than nothing.
+    answered: Option<Instant>,
+    /// We sent it a digest: one summary in answer is read.
+    awaiting_summary: bool,
+    /// We sent it a summary: the `want` of one delta in answer is served.
+    awaiting_want: bool,
+}
+
+/// Dials of one address failed lately, across every member that advertises it.
+#[derive(Debug, Clone, Copy)]
+struct AddrFailure {
+    failures: u32,
+    /// Until then, a member due a dial at this address counts a failure without a dial.
+    retry_at: Instant,
 }
 
 /// When to dial next and how the last dials went.
@@ -350,9 +465,40 @@ pub struct Member {
     flaps: u32,
     addresses: Vec<Address>,
     dial: DialState,
+    /// On probation: learned from gossip as a node new to the table, and never linked to
+    /// since. Buried at its first failed dial.
+    fresh: bool,
+    keys: Keys,
+    gossip: PeerGossip,
 }
 
 impl Member {
+    /// A new entry, not yet indexed.
+    fn new(identity: PeerIdentity, state: MemberState, learned: Source, now: Instant) -> Self {
+        Member {
+            identity,
+            state,
+            learned,
+            changed_at: now,
+            expires_at: None,
+            connected: false,
+            up_since: None,
+            unreachable_since: None,
+            flaps: 0,
+            addresses: Vec::new(),
+            dial: DialState::new(now),
+            fresh: false,
+            keys: Keys::default(),
+            gossip: PeerGossip::default(),
+        }
+    }
+
+    /// Whether it is on probation: learned from gossip as a node new to us and never linked
+    /// to since, so buried at its first failed dial.
+    pub fn is_on_probation(&self) -> bool {
+        self.fresh
+    }
+
     /// The node id.
     pub fn node_id(&self) -> NodeId {
         NodeId::from_u128(self.identity.node_id)
@@ -432,7 +578,23 @@ impl Member {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    fn add_address(&mut self, addr: &str, source: Source) {
+    /// Decides again which addresses we can dial, after the host id changed.
+    fn refresh_dialable(&mut self, rules: &DialRules) {
+        for a in &mut self.addresses {
+            a.dialable = rules.can_dial(&self.identity.host_id, &a.addr);
+        }
+    }
+
+    /// The address to dial next: of those we can dial, the one with the fewest failures,
+    /// first listed on a tie.
+    fn dial_address(&self) -> Option<&Address> {
+        self.addresses
+            .iter()
+            .filter(|a| !a.forgotten && a.dialable)
+            .min_by_key(|a| a.failures)
+    }
+
+    fn add_address(&mut self, addr: &str, source: Source, rules: &DialRules) {
         if let Some(known) = self.addresses.iter_mut().find(|a| a.addr == addr) {
             // A seed address stays a seed address, whoever else tells us of it.
             if source == Source::Seed {
@@ -448,11 +610,13 @@ impl Member {
             return;
         }
         if self.addresses.len() < MAX_ADDRESSES {
+            let dialable = rules.can_dial(&self.identity.host_id, addr);
             self.addresses.push(Address {
                 addr: addr.to_owned(),
                 source,
                 failures: 0,
                 forgotten: false,
+                dialable,
             });
         }
     }
@@ -527,21 +691,59 @@ struct Seed {
 
 /// The peer table of one node, with gossip, tombstones and the redial schedule. See the
 /// [module docs](self).
+///
+/// Every question the timer asks is answered from indexes kept as the table changes (the
+/// table hash, the links and dials under way, the next dial, burial and tombstone expiry,
+/// the members sharing no transport with us), so an event costs O(log n), not a scan.
 #[derive(Debug)]
 pub struct Membership {
     config: MembershipConfig,
     me: NodeId,
     network: String,
-    /// Our host id: same-host schemes dial only nodes with it.
-    host_id: String,
+    rules: DialRules,
     table: BTreeMap<NodeId, Member>,
     seeds: Vec<Seed>,
     rng: fastrand::Rng,
-    /// The table digest, recomputed when `dirty`.
-    digest: GossipDigest,
-    dirty: bool,
+    /// The wrapping sum of every entry's hash.
+    hash: u64,
+    /// Live members other than ourselves.
+    alive: usize,
+    /// Members counted as links.
+    connected: BTreeSet<NodeId>,
+    /// Dials of members under way (seeds are counted apart).
+    member_dials: usize,
+    /// Members due a dial that we have been linked to, or learned otherwise than by gossip.
+    dial_due: BTreeSet<(Instant, NodeId)>,
+    /// Members on probation due a dial: tried after `dial_due`, so junk waits behind the
+    /// nodes we know.
+    probation_due: BTreeSet<(Instant, NodeId)>,
+    burials: BTreeSet<(Instant, NodeId)>,
+    expiries: BTreeSet<(Instant, NodeId)>,
+    foreign: BTreeSet<(Instant, NodeId)>,
+    /// Bumped whenever the set of foreign members changes.
+    foreign_generation: u64,
+    /// Dial tokens in the bucket, and when it was last refilled.
+    tokens: u32,
+    refilled_at: Instant,
+    /// Addresses whose dials failed lately, with their order by `retry_at` (bounded by
+    /// `max_members`, oldest dropped first).
+    failed_addrs: HashMap<String, AddrFailure>,
+    failed_order: BTreeSet<(Instant, String)>,
+    /// Addresses a dial of a member is under way to: other members due at one wait for its
+    /// outcome instead of dialling it again.
+    dialling: HashSet<String>,
+    /// The gossip budget shared by every peer not in the table (a full table may not hold
+    /// each peer we are linked to).
+    strangers: PeerGossip,
     next_gossip: Instant,
 }
+
+/// The highest node id: the end of a `(Instant, NodeId)` range.
+const LAST_NODE: NodeId = NodeId::from_u128(u128::MAX);
+
+/// Most members one call settles without dialling (a failure of their address counted for
+/// them): bounds the work of one timer turn.
+const MAX_SETTLED_PER_CALL: usize = 1024;
 
 impl Membership {
     /// The table of the node `local`, which dials `seeds` until it knows the nodes behind them.
@@ -561,7 +763,11 @@ impl Membership {
         config.validate()?;
         let me = NodeId::from_u128(local.node_id);
         let network = local.network.clone();
-        let host_id = local.host_id.clone();
+        let rules = DialRules {
+            schemes: config.schemes.clone(),
+            same_host_schemes: config.same_host_schemes.clone(),
+            host_id: local.host_id.clone(),
+        };
         let mut seed_list: Vec<Seed> = Vec::new();
         for addr in seeds {
             if local.addresses.contains(&addr) || seed_list.iter().any(|s| s.addr == addr) {
@@ -573,36 +779,37 @@ impl Membership {
                 dial: DialState::new(now),
             });
         }
-        let mut table = BTreeMap::new();
-        table.insert(
-            me,
-            Member {
-                identity: local,
-                state: MemberState::Alive,
-                learned: Source::Local,
-                changed_at: now,
-                expires_at: None,
-                connected: false,
-                up_since: None,
-                unreachable_since: None,
-                flaps: 0,
-                addresses: Vec::new(),
-                dial: DialState::new(now),
-            },
-        );
         let rng = fastrand::Rng::with_seed(config.rng_seed);
-        Ok(Membership {
+        let tokens = config.dial_burst;
+        let mut membership = Membership {
             config,
             me,
             network,
-            host_id,
-            table,
+            rules,
+            table: BTreeMap::new(),
             seeds: seed_list,
             rng,
-            digest: GossipDigest::default(),
-            dirty: true,
+            hash: 0,
+            alive: 0,
+            connected: BTreeSet::new(),
+            member_dials: 0,
+            dial_due: BTreeSet::new(),
+            probation_due: BTreeSet::new(),
+            burials: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            foreign: BTreeSet::new(),
+            foreign_generation: 0,
+            tokens,
+            refilled_at: now,
+            failed_addrs: HashMap::new(),
+            failed_order: BTreeSet::new(),
+            dialling: HashSet::new(),
+            strangers: PeerGossip::default(),
             next_gossip: now,
-        })
+        };
+        let own = Member::new(local, MemberState::Alive, Source::Local, now);
+        membership.insert_member(me, own);
+        Ok(membership)
     }
 
     /// Adds seed addresses at run time (for example when every configured seed is gone for
@@ -642,45 +849,209 @@ impl Membership {
     /// Whether we have anywhere to look for peers: a seed address, or a live member other than
     /// ourselves. A node with neither (the first of a mesh) waits to be dialled.
     pub fn has_somewhere_to_look(&self) -> bool {
-        !self.seeds.is_empty() || self.peers().next().is_some()
+        !self.seeds.is_empty() || self.live_members() > 0
     }
 
-    /// Whether we can dial `addr` of member `m`: a scheme we have a transport for, and a
-    /// same-host scheme only for a node of our host id.
-    fn can_dial(&self, m: &Member, addr: &str) -> bool {
-        let Ok(parsed) = crate::transport::Addr::parse(addr) else {
-            return false;
-        };
-        if parsed.has_unspecified_host() {
-            // `0.0.0.0` would reach whatever listens on our own machine.
-            return false;
+    /// Where `m` belongs in the indexes.
+    fn keys(&self, node: NodeId, m: &Member) -> Keys {
+        let hash = m.hash();
+        if node == self.me {
+            return Keys {
+                hash,
+                ..Keys::default()
+            };
         }
-        let scheme = parsed.scheme();
-        let ours =
-            self.config.schemes.is_empty() || self.config.schemes.iter().any(|s| s == scheme);
-        let same_host_only = self.config.same_host_schemes.iter().any(|s| s == scheme);
-        ours && (!same_host_only || m.identity.host_id == self.host_id)
+        let alive = m.state == MemberState::Alive;
+        let dialable = m.dial_address().is_some();
+        let pending = alive && !m.connected && dialable;
+        Keys {
+            hash,
+            alive,
+            connected: m.connected,
+            in_flight: m.dial.in_flight,
+            dial: (pending && !m.dial.in_flight).then_some((m.dial.next_attempt, m.fresh)),
+            burial: self.burial_due(node, m),
+            expiry: m.expires_at,
+            foreign: (alive && !m.connected && m.has_address() && !dialable)
+                .then_some(m.changed_at),
+        }
     }
 
-    /// The address of `m` to dial next: of those we can dial, the one with the fewest
-    /// failures, first listed on a tie.
-    fn dial_address<'m>(&self, m: &'m Member) -> Option<&'m Address> {
-        m.addresses
-            .iter()
-            .filter(|a| !a.forgotten && self.can_dial(m, &a.addr))
-            .min_by_key(|a| a.failures)
+    /// Moves `node` from the index places `old` to `new`.
+    fn move_keys(&mut self, node: NodeId, old: &Keys, new: &Keys) {
+        self.hash = self.hash.wrapping_sub(old.hash).wrapping_add(new.hash);
+        if old.alive != new.alive {
+            if new.alive {
+                self.alive += 1;
+            } else {
+                self.alive = self.alive.saturating_sub(1);
+            }
+        }
+        if old.connected != new.connected {
+            if new.connected {
+                self.connected.insert(node);
+            } else {
+                self.connected.remove(&node);
+            }
+        }
+        if old.in_flight != new.in_flight {
+            if new.in_flight {
+                self.member_dials += 1;
+            } else {
+                self.member_dials = self.member_dials.saturating_sub(1);
+            }
+        }
+        if old.dial != new.dial {
+            if let Some((at, probation)) = old.dial {
+                let queue = if probation {
+                    &mut self.probation_due
+                } else {
+                    &mut self.dial_due
+                };
+                queue.remove(&(at, node));
+            }
+            if let Some((at, probation)) = new.dial {
+                let queue = if probation {
+                    &mut self.probation_due
+                } else {
+                    &mut self.dial_due
+                };
+                queue.insert((at, node));
+            }
+        }
+        for (set, old, new) in [
+            (&mut self.burials, old.burial, new.burial),
+            (&mut self.expiries, old.expiry, new.expiry),
+        ] {
+            if old != new {
+                if let Some(at) = old {
+                    set.remove(&(at, node));
+                }
+                if let Some(at) = new {
+                    set.insert((at, node));
+                }
+            }
+        }
+        if old.foreign != new.foreign {
+            if let Some(at) = old.foreign {
+                self.foreign.remove(&(at, node));
+            }
+            if let Some(at) = new.foreign {
+                self.foreign.insert((at, node));
+            }
+            if old.foreign.is_some() != new.foreign.is_some() {
+                self.foreign_generation = self.foreign_generation.wrapping_add(1);
+            }
+        }
+    }
+
+    /// Puts `node` back in its index places after its entry changed.
+    fn reindex(&mut self, node: NodeId) {
+        let Some(m) = self.table.get(&node) else {
+            return;
+        };
+        let (old, new) = (m.keys, self.keys(node, m));
+        if old == new {
+            return;
+        }
+        self.move_keys(node, &old, &new);
+        if let Some(m) = self.table.get_mut(&node) {
+            m.keys = new;
+        }
+    }
+
+    fn insert_member(&mut self, node: NodeId, mut m: Member) {
+        let new = self.keys(node, &m);
+        m.keys = new;
+        if let Some(old) = self.table.insert(node, m) {
+            // Not expected: callers insert only ids the table lacks.
+            self.move_keys(node, &old.keys, &Keys::default());
+        }
+        self.move_keys(node, &Keys::default(), &new);
+    }
+
+    fn remove_member(&mut self, node: NodeId) -> Option<Member> {
+        let m = self.table.remove(&node)?;
+        self.move_keys(node, &m.keys, &Keys::default());
+        Some(m)
+    }
+
+    /// Every index rebuilt from the table equals the one kept: what the tests check after
+    /// every step.
+    #[cfg(test)]
+    pub(crate) fn assert_indexes(&self) {
+        let mut fresh = Membership {
+            config: self.config.clone(),
+            me: self.me,
+            network: self.network.clone(),
+            rules: self.rules.clone(),
+            table: BTreeMap::new(),
+            seeds: Vec::new(),
+            rng: fastrand::Rng::with_seed(0),
+            hash: 0,
+            alive: 0,
+            connected: BTreeSet::new(),
+            member_dials: 0,
+            dial_due: BTreeSet::new(),
+            probation_due: BTreeSet::new(),
+            burials: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            foreign: BTreeSet::new(),
+            foreign_generation: 0,
+            tokens: 0,
+            refilled_at: self.refilled_at,
+            failed_addrs: HashMap::new(),
+            failed_order: BTreeSet::new(),
+            dialling: HashSet::new(),
+            strangers: PeerGossip::default(),
+            next_gossip: self.next_gossip,
+        };
+        for (id, m) in &self.table {
+            assert_eq!(m.keys, self.keys(*id, m), "stale index keys of {id}");
+            fresh.insert_member(*id, m.clone());
+        }
+        assert_eq!(fresh.hash, self.hash);
+        assert_eq!(fresh.alive, self.alive);
+        assert_eq!(fresh.connected, self.connected);
+        assert_eq!(fresh.member_dials, self.member_dials);
+        assert_eq!(fresh.dial_due, self.dial_due);
+        assert_eq!(fresh.probation_due, self.probation_due);
+        assert_eq!(fresh.burials, self.burials);
+        assert_eq!(fresh.expiries, self.expiries);
+        assert_eq!(fresh.foreign, self.foreign);
+        assert_eq!(self.failed_addrs.len(), self.failed_order.len());
+        assert!(self.failed_addrs.len() <= self.config.max_members);
     }
 
     /// Whether `node` is a live member that advertises addresses, none of which we can dial
     /// (it shares no transport with us). Such a node is reachable only by others.
     pub fn is_foreign(&self, node: NodeId) -> bool {
-        self.table.get(&node).is_some_and(|m| {
-            node != self.me
-                && m.state == MemberState::Alive
-                && !m.connected
-                && m.has_address()
-                && self.dial_address(m).is_none()
-        })
+        self.table
+            .get(&node)
+            .is_some_and(|m| m.keys.foreign.is_some())
+    }
+
+    /// The live members that share no transport with us (see
+    /// [`is_foreign`](Self::is_foreign)), in no particular order.
+    pub fn foreign(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.foreign.iter().map(|(_, id)| *id)
+    }
+
+    /// A number that changes whenever the set of [`foreign`](Self::foreign) members does, so
+    /// a caller can tell without comparing the sets.
+    pub fn foreign_generation(&self) -> u64 {
+        self.foreign_generation
+    }
+
+    /// Dials handed out and not yet reported, seeds included: never over
+    /// [`max_dials_in_flight`](MembershipConfig::max_dials_in_flight).
+    pub fn dials_in_flight(&self) -> usize {
+        self.member_dials + self.seed_dials()
+    }
+
+    /// The live members other than ourselves.
+    pub fn live_members(&self) -> usize {
+        self.alive
     }
 
     /// Our own node id.
@@ -719,18 +1090,10 @@ impl Membership {
 
     /// The digest our next gossip round would open with.
     pub fn digest(&mut self) -> GossipDigest {
-        if self.dirty {
-            let mut hash = 0u64;
-            for m in self.table.values() {
-                hash = hash.wrapping_add(m.hash());
-            }
-            self.digest = GossipDigest {
-                hash,
-                count: u32::try_from(self.table.len()).unwrap_or(u32::MAX),
-            };
-            self.dirty = false;
+        GossipDigest {
+            hash: self.hash,
+            count: u32::try_from(self.table.len()).unwrap_or(u32::MAX),
         }
-        self.digest
     }
 
     /// How traffic reaches `node`, and whether we want a link to it. The one place that
@@ -740,7 +1103,7 @@ impl Membership {
             Some(m) if node != self.me && m.state == MemberState::Alive => {
                 if m.connected {
                     Route::Direct
-                } else if self.dial_address(m).is_some() {
+                } else if m.dial_address().is_some() {
                     Route::Pending
                 } else {
                     Route::Unreachable
@@ -771,6 +1134,7 @@ impl Membership {
             &mut out,
         );
         let valid = is_valid(&GossipEntry::from_identity(identity, MemberState::Alive));
+        let rules = &self.rules;
         if let Some(m) = self.table.get_mut(&node) {
             if m.identity.incarnation != identity.incarnation {
                 return out;
@@ -782,12 +1146,19 @@ impl Membership {
                 m.identity.addresses.clone_from(&identity.addresses);
             }
             m.connected = true;
+            m.fresh = false;
             m.up_since = Some(now);
             m.unreachable_since = None;
             m.dial.in_flight = false;
             m.dial.failures = 0;
             for addr in identity.addresses.iter().take(MAX_ADDRESSES) {
-                m.add_address(addr, Source::Direct);
+                m.add_address(addr, Source::Direct, rules);
+            }
+            self.reindex(node);
+        }
+        if valid {
+            for addr in identity.addresses.iter().take(MAX_ADDRESSES) {
+                self.clear_failed_addr(addr);
             }
         }
         out
@@ -818,6 +1189,7 @@ impl Membership {
         m.up_since = None;
         let delay = self.config.backoff.delay(attempt, &mut self.rng);
         m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
+        self.reindex(node);
     }
 
     /// `incarnation` of `node` said goodbye: it becomes a `Left` tombstone. Ignored if the
@@ -866,59 +1238,123 @@ impl Membership {
     }
 
     /// A dial from [`next_dials`](Self::next_dials) failed (no connection, or no handshake).
-    /// A member whose last address this forgets is buried by the next
+    /// The failure also counts for the address itself: until its own backoff has passed,
+    /// other members due a dial at it count a failure without a dial. A member whose last
+    /// address this forgets, or one on probation, is buried by the next
     /// [`handle_timeout`](Self::handle_timeout), which [`poll_timeout`](Self::poll_timeout)
     /// then says is due.
     pub fn on_dial_failed(&mut self, dial: &DialRequest, now: Instant) {
-        let forget_after = self.config.forget_after_failures;
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
         match dial.node {
             Some(node) => {
-                let Some(m) = self.table.get_mut(&node) else {
-                    return;
-                };
-                m.dial.in_flight = false;
-                m.dial.failures = m.dial.failures.saturating_add(1);
-                m.unreachable_since.get_or_insert(now);
-                if let Some(a) = m.addresses.iter_mut().find(|a| a.addr == dial.addr) {
-                    a.failures = a.failures.saturating_add(1);
-                    if a.source != Source::Seed && a.failures >= forget_after {
-                        a.forgotten = true;
-                    }
+                if self.table.get(&node).is_some_and(|m| m.dial.in_flight) {
+                    self.note_failed_addr(&dial.addr, now);
                 }
-                let attempt = m.dial.failures.saturating_sub(1);
-                let delay = self.config.backoff.delay(attempt, &mut self.rng);
-                if let Some(m) = self.table.get_mut(&node) {
-                    m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
-                }
+                self.fail_member(node, &dial.addr, now);
             }
-            None => {
-                let Some(seed) = self.seeds.iter_mut().find(|s| s.addr == dial.addr) else {
-                    return;
-                };
-                seed.dial.in_flight = false;
-                seed.dial.failures = seed.dial.failures.saturating_add(1);
-                let attempt = seed.dial.failures.saturating_sub(1);
-                let delay = self.config.backoff.delay(attempt, &mut self.rng);
-                if let Some(seed) = self.seeds.iter_mut().find(|s| s.addr == dial.addr) {
-                    seed.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
-                }
+            None => self.fail_seed(&dial.addr, now),
+        }
+    }
+
+    /// A dial from [`next_dials`](Self::next_dials) that the runtime did not make (it holds
+    /// a link to the node already, which membership does not count): it counts as failed for
+    /// the member, so it is asked for again only after a backoff, but says nothing of the
+    /// address.
+    pub fn on_dial_not_made(&mut self, dial: &DialRequest, now: Instant) {
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
+        match dial.node {
+            Some(node) => self.fail_member(node, &dial.addr, now),
+            None => self.fail_seed(&dial.addr, now),
+        }
+    }
+
+    /// Counts a failed dial of `node` at `addr`, and schedules its next one.
+    fn fail_member(&mut self, node: NodeId, addr: &str, now: Instant) {
+        let forget_after = self.config.forget_after_failures;
+        let Some(m) = self.table.get_mut(&node) else {
+            return;
+        };
+        m.dial.in_flight = false;
+        m.dial.failures = m.dial.failures.saturating_add(1);
+        m.unreachable_since.get_or_insert(now);
+        if let Some(a) = m.addresses.iter_mut().find(|a| a.addr == addr) {
+            a.failures = a.failures.saturating_add(1);
+            if a.source != Source::Seed && a.failures >= forget_after {
+                a.forgotten = true;
             }
+        }
+        let attempt = m.dial.failures.saturating_sub(1);
+        let delay = self.config.backoff.delay(attempt, &mut self.rng);
+        m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
+        self.reindex(node);
+    }
+
+    fn fail_seed(&mut self, addr: &str, now: Instant) {
+        let Some(seed) = self.seeds.iter_mut().find(|s| s.addr == addr) else {
+            return;
+        };
+        seed.dial.in_flight = false;
+        seed.dial.failures = seed.dial.failures.saturating_add(1);
+        let attempt = seed.dial.failures.saturating_sub(1);
+        seed.dial.next_attempt = now
+            .checked_add(self.config.backoff.delay(attempt, &mut self.rng))
+            .unwrap_or(now);
+    }
+
+    /// A dial of `addr` found nobody: members due a dial at it before its own backoff has
+    /// passed count a failure without one.
+    fn note_failed_addr(&mut self, addr: &str, now: Instant) {
+        let failures = match self.failed_addrs.get(addr) {
+            Some(f) => {
+                self.failed_order.remove(&(f.retry_at, addr.to_owned()));
+                f.failures.saturating_add(1)
+            }
+            None => 1,
+        };
+        let delay = self
+            .config
+            .backoff
+            .delay(failures.saturating_sub(1), &mut self.rng);
+        let retry_at = now.checked_add(delay).unwrap_or(now);
+        self.failed_addrs
+            .insert(addr.to_owned(), AddrFailure { failures, retry_at });
+        self.failed_order.insert((retry_at, addr.to_owned()));
+        while self.failed_addrs.len() > self.config.max_members {
+            let Some((_, oldest)) = self.failed_order.pop_first() else {
+                break;
+            };
+            self.failed_addrs.remove(&oldest);
+        }
+    }
+
+    fn clear_failed_addr(&mut self, addr: &str) {
+        if let Some(f) = self.failed_addrs.remove(addr) {
+            self.failed_order.remove(&(f.retry_at, addr.to_owned()));
         }
     }
 
     /// A dial from [`next_dials`](Self::next_dials) reached `node` (call it after
     /// [`on_connected`](Self::on_connected)). A seed address is from now on an address of that
     /// node, never forgotten. If `node` is not the node the dial expected, the dial counts as
-    /// failed for the expected one.
+    /// failed for the expected one (not for the address, which answered).
     pub fn on_dial_succeeded(&mut self, dial: &DialRequest, node: NodeId, now: Instant) {
+        self.clear_failed_addr(&dial.addr);
+        if dial.node.is_some() {
+            self.dialling.remove(&dial.addr);
+        }
         match dial.node {
-            Some(expected) if expected != node => self.on_dial_failed(dial, now),
+            Some(expected) if expected != node => self.fail_member(expected, &dial.addr, now),
             Some(_) => {
                 if let Some(m) = self.table.get_mut(&node) {
                     m.dial = DialState::new(now);
                     if let Some(a) = m.addresses.iter_mut().find(|a| a.addr == dial.addr) {
                         a.failures = 0;
                     }
+                    self.reindex(node);
                 }
             }
             None => {
@@ -931,14 +1367,16 @@ impl Membership {
                     seed.node = Some(node);
                     return;
                 }
+                let rules = &self.rules;
                 match self.table.get_mut(&node) {
                     Some(m) if m.state == MemberState::Alive => {
                         seed.dial = DialState::new(now);
                         seed.node = Some(node);
-                        m.add_address(&dial.addr, Source::Seed);
+                        m.add_address(&dial.addr, Source::Seed, rules);
                         if m.learned == Source::Direct {
                             m.learned = Source::Seed;
                         }
+                        self.reindex(node);
                     }
                     _ => {
                         // A node we hold a tombstone of (it will refute over the connection,
@@ -955,77 +1393,176 @@ impl Membership {
         }
     }
 
+    /// Adds dial tokens for the time passed since the last refill, up to the burst.
+    fn refill(&mut self, now: Instant) {
+        let burst = self.config.dial_burst;
+        if self.tokens >= burst {
+            self.refilled_at = now;
+            return;
+        }
+        let per_token = self.token_period();
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        let earned = elapsed.as_nanos() / per_token.as_nanos().max(1);
+        let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+        if earned == 0 {
+            return;
+        }
+        self.tokens = self.tokens.saturating_add(earned).min(burst);
+        if self.tokens >= burst {
+            self.refilled_at = now;
+        } else {
+            let spent = per_token.saturating_mul(earned);
+            self.refilled_at = self.refilled_at.checked_add(spent).unwrap_or(now);
+        }
+    }
+
+    /// The time one dial token takes to come back.
+    fn token_period(&self) -> Duration {
+        Duration::from_secs(1) / self.config.dial_rate.max(1)
+    }
+
+    /// When a dial token is next in the bucket (in the past if there is one now).
+    fn token_ready_at(&self) -> Instant {
+        if self.tokens > 0 {
+            self.refilled_at
+        } else {
+            self.refilled_at
+                .checked_add(self.token_period())
+                .unwrap_or(self.refilled_at)
+        }
+    }
+
+    fn seed_dials(&self) -> usize {
+        self.seeds.iter().filter(|s| s.dial.in_flight).count()
+    }
+
+    /// How many more dials may start now: room under `max_peers` links and under
+    /// `max_dials_in_flight`, before tokens.
+    fn dial_room(&self) -> usize {
+        let in_flight = self.dials_in_flight();
+        let links = self.connected.len() + in_flight;
+        self.config
+            .max_peers
+            .saturating_sub(links)
+            .min(self.config.max_dials_in_flight.saturating_sub(in_flight))
+    }
+
+    /// The first member due a dial at or before `now`: nodes we know before those on
+    /// probation.
+    fn first_due(&self, now: Instant) -> Option<NodeId> {
+        [&self.dial_due, &self.probation_due]
+            .into_iter()
+            .find_map(|queue| {
+                queue
+                    .first()
+                    .filter(|(at, _)| *at <= now)
+                    .map(|(_, id)| *id)
+            })
+    }
+
     /// The dials to start now: unbound seeds, then live members we have no link to, whose
-    /// backoff has passed, up to [`max_peers`](MembershipConfig::max_peers) links. Each is
-    /// marked under way until reported with [`on_dial_failed`](Self::on_dial_failed) or
+    /// backoff has passed (members we know before those on probation), up to
+    /// [`max_peers`](MembershipConfig::max_peers) links,
+    /// [`max_dials_in_flight`](MembershipConfig::max_dials_in_flight) dials under way and
+    /// the tokens of the [`dial_rate`](MembershipConfig::dial_rate) bucket. A member due at
+    /// an address that failed lately counts a failure without a dial. Each dial is marked
+    /// under way until reported with [`on_dial_failed`](Self::on_dial_failed) or
     /// [`on_dial_succeeded`](Self::on_dial_succeeded).
     pub fn next_dials(&mut self, now: Instant) -> Vec<DialRequest> {
         self.purge(now);
-        let mut budget = self.config.max_peers.saturating_sub(self.links());
+        self.refill(now);
+        let mut budget = self
+            .dial_room()
+            .min(usize::try_from(self.tokens).unwrap_or(usize::MAX));
         let mut dials = Vec::new();
         for seed in &mut self.seeds {
             if budget == 0 {
-                return dials;
+                break;
             }
             if seed.node.is_none() && !seed.dial.in_flight && seed.dial.next_attempt <= now {
                 seed.dial.in_flight = true;
                 budget -= 1;
+                self.tokens = self.tokens.saturating_sub(1);
                 dials.push(DialRequest {
                     node: None,
                     addr: seed.addr.clone(),
                 });
             }
         }
-        let due: Vec<NodeId> = self
-            .table
-            .iter()
-            .filter(|(id, m)| {
-                self.route(**id) == Route::Pending
-                    && !m.dial.in_flight
-                    && m.dial.next_attempt <= now
-            })
-            .map(|(id, _)| *id)
-            .take(budget)
-            .collect();
-        for node in due {
+        let mut settled = 0;
+        while budget > 0 && settled < MAX_SETTLED_PER_CALL {
+            let Some(node) = self.first_due(now) else {
+                break;
+            };
             let addr = self
                 .table
                 .get(&node)
-                .and_then(|m| self.dial_address(m))
+                .and_then(Member::dial_address)
                 .map(|a| a.addr.clone());
-            if let (Some(m), Some(addr)) = (self.table.get_mut(&node), addr) {
-                m.dial.in_flight = true;
-                dials.push(DialRequest {
-                    node: Some(node),
-                    addr,
-                });
+            let Some(addr) = addr else {
+                // Not expected: an indexed dial has an address. Re-indexing drops it.
+                self.reindex(node);
+                settled += 1;
+                continue;
+            };
+            if self
+                .failed_addrs
+                .get(&addr)
+                .is_some_and(|f| f.retry_at > now)
+            {
+                // The address failed lately for another member: one failed dial settles
+                // every member that advertises it.
+                self.fail_member(node, &addr, now);
+                settled += 1;
+                continue;
             }
+            if self.dialling.contains(&addr) {
+                // A dial of the address is under way for another member: wait for it.
+                let later = now.checked_add(self.config.backoff.base).unwrap_or(now);
+                if let Some(m) = self.table.get_mut(&node) {
+                    m.dial.next_attempt = later;
+                }
+                self.reindex(node);
+                settled += 1;
+                continue;
+            }
+            if let Some(m) = self.table.get_mut(&node) {
+                m.dial.in_flight = true;
+            }
+            self.dialling.insert(addr.clone());
+            self.reindex(node);
+            budget -= 1;
+            self.tokens = self.tokens.saturating_sub(1);
+            dials.push(DialRequest {
+                node: Some(node),
+                addr,
+            });
         }
         dials
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has something to do: the next
-    /// gossip round, dial, burial of an unreachable member or tombstone expiry. Always `Some`
-    /// for now; `None` is kept for a table with nothing scheduled.
+    /// gossip round, dial (when a token and room for it are there), burial of an unreachable
+    /// member or tombstone expiry. Always `Some` for now; `None` is kept for a table with
+    /// nothing scheduled. O(seeds + log n): it is asked on every turn of the runtime.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_gossip;
-        let room = self.links() < self.config.max_peers;
-        if room {
-            for seed in &self.seeds {
-                if seed.node.is_none() && !seed.dial.in_flight {
-                    next = next.min(seed.dial.next_attempt);
-                }
+        for queue in [&self.expiries, &self.burials] {
+            if let Some((at, _)) = queue.first() {
+                next = next.min(*at);
             }
         }
-        for (id, m) in &self.table {
-            if room && !m.dial.in_flight && self.route(*id) == Route::Pending {
-                next = next.min(m.dial.next_attempt);
-            }
-            if let Some(at) = m.expires_at {
-                next = next.min(at);
-            }
-            if let Some(at) = self.burial_due(m) {
-                next = next.min(at);
+        if self.dial_room() > 0 {
+            let members = [&self.dial_due, &self.probation_due]
+                .into_iter()
+                .filter_map(|queue| queue.first().map(|(at, _)| *at));
+            let seeds = self
+                .seeds
+                .iter()
+                .filter(|s| s.node.is_none() && !s.dial.in_flight)
+                .map(|s| s.dial.next_attempt);
+            if let Some(due) = members.chain(seeds).min() {
+                next = next.min(due.max(self.token_ready_at()));
             }
         }
         Some(next)
@@ -1041,6 +1578,8 @@ impl Membership {
             out.extend(self.gossip_round(now));
         }
         out.extend(self.next_dials(now).into_iter().map(Output::Dial));
+        // Members settled without a dial may be due a burial now.
+        self.bury_unreachable(now, &mut out);
         out
     }
 
@@ -1050,12 +1589,7 @@ impl Membership {
     pub fn gossip_round(&mut self, now: Instant) -> Vec<Output> {
         self.purge(now);
         self.next_gossip = now.checked_add(self.config.gossip_interval).unwrap_or(now);
-        let mut candidates: Vec<NodeId> = self
-            .table
-            .values()
-            .filter(|m| m.connected)
-            .map(Member::node_id)
-            .collect();
+        let mut candidates: Vec<NodeId> = self.connected.iter().copied().collect();
         let digest = self.digest();
         let mut out = Vec::new();
         for _ in 0..self.config.gossip_fanout {
@@ -1064,9 +1598,55 @@ impl Membership {
             }
             let pick = self.rng.usize(..candidates.len());
             let peer = candidates.swap_remove(pick);
+            if let Some(m) = self.table.get_mut(&peer) {
+                m.gossip.awaiting_summary = true;
+            }
             out.push(Output::SendTo(peer, GossipMessage::Digest(digest)));
         }
         out
+    }
+
+    /// Whether a digest of `from` is answered now: a peer gets an answer other than nothing at
+    /// most once per half [`gossip_interval`](MembershipConfig::gossip_interval) (peers not
+    /// in the table share one such allowance), so digests claiming a small table cannot buy
+    /// our whole table again and again.
+    fn may_answer_digest(&mut self, from: NodeId, now: Instant) -> bool {
+        let gap = self.config.gossip_interval / 2;
+        let g = self.budget(from);
+        let due = g
+            .answered
+            .is_none_or(|at| now.saturating_duration_since(at) >= gap);
+        if due {
+            g.answered = Some(now);
+        }
+        due
+    }
+
+    /// The gossip budget of `from`: its own if it is in the table, else the one every peer
+    /// not in the table shares.
+    fn budget(&mut self, from: NodeId) -> &mut PeerGossip {
+        match self.table.get_mut(&from) {
+            Some(m) => &mut m.gossip,
+            None => &mut self.strangers,
+        }
+    }
+
+    /// Whether `from` may bring one more node new to the table into it now, counting it.
+    fn may_introduce(&mut self, from: NodeId, now: Instant) -> bool {
+        let interval = self.config.gossip_interval;
+        let limit = self.config.max_introductions;
+        let g = self.budget(from);
+        if g.window
+            .is_none_or(|start| now.saturating_duration_since(start) >= interval)
+        {
+            g.window = Some(now);
+            g.introduced = 0;
+        }
+        if g.introduced >= limit {
+            return false;
+        }
+        g.introduced += 1;
+        true
     }
 
     /// A gossip message from the connected peer `from`, whose link takes frames of up to
@@ -1076,7 +1656,12 @@ impl Membership {
     /// [`max_message_size`](MembershipConfig::max_message_size) as a frame: a difference too
     /// big for one message is split into several; an entry too big for any message is left
     /// out. Of a message's `entries` and `want`, at most
-    /// [`max_members`](MembershipConfig::max_members) are read; the rest is ignored.
+    /// [`max_members`](MembershipConfig::max_members) are read; the rest is ignored. What a
+    /// peer can make us send is bounded: a digest is answered at most once per half gossip
+    /// interval, a summary only in answer to our digest, a `want` only in answer to our
+    /// summary; of a delta's entries, at most
+    /// [`max_introductions`](MembershipConfig::max_introductions) nodes new to the table
+    /// per interval are taken from one peer.
     pub fn handle_gossip(
         &mut self,
         from: NodeId,
@@ -1091,7 +1676,7 @@ impl Membership {
         match msg {
             GossipMessage::Digest(theirs) => {
                 let ours = self.digest();
-                if theirs == ours {
+                if theirs == ours || !self.may_answer_digest(from, now) {
                     return out;
                 }
                 let summary_size = self
@@ -1109,6 +1694,7 @@ impl Membership {
                     send_deltas(from, entries, Vec::new(), budget, &mut out);
                 } else {
                     let entries = self.table.values().map(Member::hash).collect();
+                    self.budget(from).awaiting_want = true;
                     out.push(Output::SendTo(
                         from,
                         GossipMessage::Summary(GossipSummary {
@@ -1119,6 +1705,10 @@ impl Membership {
                 }
             }
             GossipMessage::Summary(summary) => {
+                let solicited = std::mem::take(&mut self.budget(from).awaiting_summary);
+                if !solicited {
+                    return out;
+                }
                 let theirs: BTreeSet<u64> = summary.entries.into_iter().take(limit).collect();
                 let ours: BTreeSet<u64> = self.table.values().map(Member::hash).collect();
                 // Entries whose version they do not hold: they lack the node or hold another
@@ -1134,73 +1724,73 @@ impl Membership {
             }
             GossipMessage::Delta(delta) => {
                 for entry in delta.entries.into_iter().take(limit) {
+                    let node = NodeId::from_u128(entry.node_id);
+                    if !self.table.contains_key(&node)
+                        && entry.network == self.network
+                        && !self.may_introduce(from, now)
+                    {
+                        // Over this peer's introductions for the interval: the rest of the
+                        // delta's new nodes are ignored, the link kept; gossip brings them
+                        // again in a later round.
+                        continue;
+                    }
                     self.apply(entry, Source::Gossip, now, &mut out);
                 }
+                let solicited = std::mem::take(&mut self.budget(from).awaiting_want);
+                if !solicited || delta.want.is_empty() {
+                    return out;
+                }
                 let want: BTreeSet<u64> = delta.want.into_iter().take(limit).collect();
-                let entries: Vec<GossipEntry> = if want.is_empty() {
-                    Vec::new()
-                } else {
-                    self.table
-                        .values()
-                        .filter(|m| want.contains(&m.hash()))
-                        .map(|m| m.entry(now))
-                        .collect()
-                };
+                let entries: Vec<GossipEntry> = self
+                    .table
+                    .values()
+                    .filter(|m| want.contains(&m.hash()))
+                    .map(|m| m.entry(now))
+                    .collect();
                 send_deltas(from, entries, Vec::new(), budget, &mut out);
             }
         }
         out
     }
 
-    /// Links we hold or are making: connected members, dials under way, seeds being dialled.
-    fn links(&self) -> usize {
-        let members = self
-            .table
-            .values()
-            .filter(|m| m.connected || m.dial.in_flight)
-            .count();
-        let seeds = self.seeds.iter().filter(|s| s.dial.in_flight).count();
-        members + seeds
-    }
-
     /// Drops expired tombstones.
     fn purge(&mut self, now: Instant) {
-        let before = self.table.len();
-        self.table.retain(|_, m| !m.expired(now));
-        if self.table.len() != before {
-            self.dirty = true;
+        while let Some(&(at, node)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.remove_member(node);
         }
     }
 
     /// When the live member `m` is to be buried as unreachable: at once if it has no address
-    /// left to dial, else [`unreachable_timeout`](MembershipConfig::unreachable_timeout)
-    /// after a dial of it first failed. `None` for ourselves, a tombstone, a connected member,
-    /// one being dialled, and one we have not failed to reach.
-    fn burial_due(&self, m: &Member) -> Option<Instant> {
-        if m.node_id() == self.me
-            || m.state != MemberState::Alive
-            || m.connected
-            || m.dial.in_flight
-        {
+    /// left to dial, at its first failed dial if it is on probation, else
+    /// [`unreachable_timeout`](MembershipConfig::unreachable_timeout) after a dial of it first
+    /// failed. `None` for ourselves, a tombstone, a connected member, one being dialled, and
+    /// one we have not failed to reach.
+    fn burial_due(&self, node: NodeId, m: &Member) -> Option<Instant> {
+        if node == self.me || m.state != MemberState::Alive || m.connected || m.dial.in_flight {
             return None;
         }
         if !m.has_address() {
             return Some(m.unreachable_since.unwrap_or(m.changed_at));
         }
         // One that shares no transport with us is reached by others: we do not judge it.
-        self.dial_address(m)?;
-        m.unreachable_since?
-            .checked_add(self.config.unreachable_timeout)
+        m.dial_address()?;
+        let since = m.unreachable_since?;
+        if m.fresh {
+            return Some(since);
+        }
+        since.checked_add(self.config.unreachable_timeout)
     }
 
     /// Buries, as `Dead` at its incarnation, every member whose burial is due: it cannot hold
     /// a table slot, nor be gossiped as alive, for ever.
     fn bury_unreachable(&mut self, now: Instant, out: &mut Vec<Output>) {
         let due: Vec<NodeId> = self
-            .table
-            .iter()
-            .filter(|(_, m)| self.burial_due(m).is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
+            .burials
+            .range(..=(now, LAST_NODE))
+            .map(|(_, id)| *id)
             .collect();
         for node in due {
             self.bury(node, MemberState::Dead, now, out);
@@ -1212,35 +1802,16 @@ impl Membership {
     /// [`Left`](Output::Left)). False if every entry is a live member we are linked to, or
     /// have not failed to reach yet.
     fn evict_one(&mut self, now: Instant, out: &mut Vec<Output>) -> bool {
-        let tombstone = self
-            .table
-            .iter()
-            .filter(|(id, m)| **id != self.me && m.state.is_tombstone())
-            .min_by_key(|(_, m)| m.expires_at)
-            .map(|(id, _)| *id);
-        let victim = tombstone
-            .or_else(|| {
-                self.table
-                    .iter()
-                    .filter_map(|(id, m)| self.burial_due(m).map(|at| (at, *id)))
-                    .min()
-                    .map(|(_, id)| id)
-            })
-            .or_else(|| {
-                // One that shares no transport with us is not ours to bury, but it need not
-                // hold a slot either: it is forgotten here (no tombstone; gossip may bring it
-                // back), or junk nobody can dial would keep real nodes out for ever.
-                self.table
-                    .iter()
-                    .filter(|(id, _)| self.is_foreign(**id))
-                    .min_by_key(|(_, m)| m.changed_at)
-                    .map(|(id, _)| *id)
-            });
+        // One that shares no transport with us is not ours to bury, but it need not hold a
+        // slot either: it is forgotten here (no tombstone; gossip may bring it back), or junk
+        // nobody can dial would keep real nodes out for ever.
+        let victim = [&self.expiries, &self.burials, &self.foreign]
+            .into_iter()
+            .find_map(|queue| queue.first().map(|(_, id)| *id));
         let Some(node) = victim else {
             return false;
         };
-        if let Some(m) = self.table.remove(&node) {
-            self.dirty = true;
+        if let Some(m) = self.remove_member(node) {
             if m.state == MemberState::Alive {
                 out.push(Output::Left(node));
                 self.unbind_seeds(node, now);
@@ -1261,13 +1832,14 @@ impl Membership {
         m.connected = false;
         m.up_since = None;
         if m.state.rank() >= state.rank() {
+            self.reindex(node);
             return;
         }
         let was_alive = m.state == MemberState::Alive;
         m.state = state;
         m.changed_at = now;
         m.expires_at = Some(now.checked_add(ttl).unwrap_or(now));
-        self.dirty = true;
+        self.reindex(node);
         if was_alive {
             out.push(Output::Left(node));
         }
@@ -1310,29 +1882,19 @@ impl Membership {
         {
             return;
         }
+        let rules = &self.rules;
         match self.table.get_mut(&node) {
             None => {
-                let mut member = Member {
-                    identity: entry.identity(),
-                    state: entry.state,
-                    learned: source,
-                    changed_at: now,
-                    expires_at,
-                    connected: false,
-                    up_since: None,
-                    unreachable_since: None,
-                    flaps: 0,
-                    addresses: Vec::new(),
-                    dial: DialState::new(now),
-                };
+                let mut member = Member::new(entry.identity(), entry.state, source, now);
+                member.expires_at = expires_at;
+                member.fresh = source == Source::Gossip;
                 for addr in &entry.addresses {
-                    member.add_address(addr, source);
+                    member.add_address(addr, source, rules);
                 }
                 if entry.state == MemberState::Alive {
                     out.push(Output::Joined(node));
                 }
-                self.table.insert(node, member);
-                self.dirty = true;
+                self.insert_member(node, member);
             }
             Some(m) => {
                 let expired = m.expired(now);
@@ -1340,13 +1902,19 @@ impl Membership {
                     let vouched = matches!(source, Source::Direct | Source::Discovery);
                     if vouched && entry.incarnation == m.identity.incarnation {
                         for addr in &entry.addresses {
-                            m.add_address(addr, source);
+                            m.add_address(addr, source, rules);
                         }
+                        self.reindex(node);
                     }
                     return;
                 }
                 let was_alive = m.state == MemberState::Alive && !expired;
                 let new_incarnation = expired || entry.incarnation != m.identity.incarnation;
+                let host_changed = m.identity.host_id != entry.host_id;
+                m.identity = entry.identity();
+                if host_changed {
+                    m.refresh_dialable(rules);
+                }
                 if new_incarnation {
                     // A new run of the node: new addresses, fresh dial state; seed addresses
                     // stay. A link we hold is to the old run (`on_connected` marks a link to
@@ -1356,7 +1924,7 @@ impl Membership {
                         a.failures = 0;
                     }
                     for addr in &entry.addresses {
-                        m.add_address(addr, source);
+                        m.add_address(addr, source, rules);
                     }
                     m.dial.failures = 0;
                     m.dial.next_attempt = now;
@@ -1365,12 +1933,14 @@ impl Membership {
                     m.up_since = None;
                     m.unreachable_since = None;
                     m.flaps = 0;
+                    // A node we held already is not on probation: a run we buried that
+                    // refuted is dialled by the usual schedule, not buried at once again.
+                    m.fresh = false;
                 }
-                m.identity = entry.identity();
                 m.state = entry.state;
                 m.changed_at = now;
                 m.expires_at = expires_at;
-                self.dirty = true;
+                self.reindex(node);
                 let alive = entry.state == MemberState::Alive;
                 if was_alive && (!alive || new_incarnation) {
                     out.push(Output::Left(node));
@@ -1401,7 +1971,7 @@ impl Membership {
         };
         me.identity.incarnation = incarnation;
         me.changed_at = now;
-        self.dirty = true;
+        self.reindex(self.me);
         out.push(Output::Refuted { incarnation });
     }
 }

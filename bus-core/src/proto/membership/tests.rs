@@ -46,12 +46,31 @@ trait GossipExt {
 
 impl GossipExt for Membership {
     fn gossip(&mut self, from: NodeId, msg: GossipMessage, now: Instant) -> Vec<Output> {
-        self.handle_gossip(from, msg, crate::wire::DEFAULT_MAX_FRAME_SIZE, now)
+        let out = self.handle_gossip(from, msg, crate::wire::DEFAULT_MAX_FRAME_SIZE, now);
+        self.assert_indexes();
+        out
+    }
+}
+
+/// The default configuration, but any number of members may be introduced at once (the
+/// tests of that bound set it themselves).
+fn config() -> MembershipConfig {
+    MembershipConfig {
+        max_introductions: 1_000_000,
+        ..MembershipConfig::default()
     }
 }
 
 fn table(now: Instant) -> Membership {
-    Membership::new(identity(1, 1), Vec::new(), MembershipConfig::default(), now).unwrap()
+    Membership::new(identity(1, 1), Vec::new(), config(), now).unwrap()
+}
+
+/// As if `m` had sent `from` a digest (so a summary is read) and a summary (so a `want` is
+/// served).
+fn solicit(m: &mut Membership, from: NodeId) {
+    let budget = m.budget(from);
+    budget.awaiting_summary = true;
+    budget.awaiting_want = true;
 }
 
 #[test]
@@ -173,7 +192,7 @@ fn the_table_stops_growing_at_max_members() {
     let now = t0();
     let config = MembershipConfig {
         max_members: 10,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let entries = (2..100).map(|n| entry(n, 1, MemberState::Alive)).collect();
@@ -206,7 +225,7 @@ fn gossip_learned_addresses_are_forgotten_after_failed_dials_seeds_are_not() {
     let now = t0();
     let config = MembershipConfig {
         forget_after_failures: 3,
-        ..MembershipConfig::default()
+        ..config()
     };
     let seed_addr = "tcp://seed:7000".to_string();
     let mut m = Membership::new(identity(1, 1), vec![seed_addr.clone()], config, now).unwrap();
@@ -247,7 +266,7 @@ fn a_seed_address_found_to_be_a_node_is_never_forgotten() {
     let now = t0();
     let config = MembershipConfig {
         forget_after_failures: 2,
-        ..MembershipConfig::default()
+        ..config()
     };
     let seed_addr = "tcp://seed:7000".to_string();
     let mut m = Membership::new(identity(1, 1), vec![seed_addr.clone()], config, now).unwrap();
@@ -336,7 +355,7 @@ fn redials_of_a_member_back_off_exponentially() {
             jitter: 0.0,
         },
         forget_after_failures: 100,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     m.gossip(node(9), delta(vec![entry(2, 5, MemberState::Alive)]), now);
@@ -363,7 +382,7 @@ fn max_peers_caps_the_dials() {
     let now = t0();
     let config = MembershipConfig {
         max_peers: 3,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let entries = (2..20).map(|n| entry(n, 1, MemberState::Alive)).collect();
@@ -401,8 +420,7 @@ fn a_steady_state_round_sends_only_the_digest() {
             .map(|i| entry(i, 1, MemberState::Alive))
             .collect();
         let mut a = table(now);
-        let mut b =
-            Membership::new(identity(2, 1), Vec::new(), MembershipConfig::default(), now).unwrap();
+        let mut b = Membership::new(identity(2, 1), Vec::new(), config(), now).unwrap();
         a.gossip(node(2), delta(entries.clone()), now);
         b.gossip(node(1), delta(entries), now);
         a.on_connected(&identity(2, 1), now);
@@ -429,8 +447,7 @@ fn a_steady_state_round_sends_only_the_digest() {
 fn a_round_between_differing_tables_moves_only_the_difference() {
     let now = t0();
     let mut a = table(now);
-    let mut b =
-        Membership::new(identity(2, 1), Vec::new(), MembershipConfig::default(), now).unwrap();
+    let mut b = Membership::new(identity(2, 1), Vec::new(), config(), now).unwrap();
     let common: Vec<_> = (10..40).map(|i| entry(i, 1, MemberState::Alive)).collect();
     a.gossip(node(2), delta(common.clone()), now);
     b.gossip(node(1), delta(common), now);
@@ -485,7 +502,7 @@ fn unreachable_junk_is_buried_and_makes_room_for_real_nodes() {
     let config = MembershipConfig {
         max_members: 50,
         forget_after_failures: 2,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let junk = (1000..1100)
@@ -529,7 +546,7 @@ fn a_member_failing_every_dial_is_buried_after_the_unreachable_timeout() {
     let config = MembershipConfig {
         forget_after_failures: 1_000,
         unreachable_timeout: Duration::from_secs(60),
-        ..MembershipConfig::default()
+        ..config()
     };
     let timeout = config.unreachable_timeout;
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
@@ -589,7 +606,7 @@ fn a_full_table_evicts_tombstones_then_unreachable_members_before_refusing_news(
     let config = MembershipConfig {
         max_members: 4,
         forget_after_failures: 100,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let mut soon = entry(2, 1, MemberState::Dead);
@@ -627,7 +644,7 @@ fn a_seed_bound_to_an_evicted_member_is_dialled_again() {
     let seed = "tcp://seed:1".to_string();
     let config = MembershipConfig {
         max_members: 3,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), vec![seed.clone()], config, now).unwrap();
     let dials = m.next_dials(now);
@@ -665,7 +682,7 @@ fn a_node_resurrected_after_its_tombstone_expired_is_buried_again() {
     let now = t0();
     let config = MembershipConfig {
         forget_after_failures: 2,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     m.gossip(node(9), delta(vec![entry(2, 5, MemberState::Alive)]), now);
@@ -706,7 +723,7 @@ fn a_direct_connection_unforgets_the_addresses_the_node_advertises() {
     let now = t0();
     let config = MembershipConfig {
         forget_after_failures: 3,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     m.gossip(node(9), delta(vec![entry(2, 5, MemberState::Alive)]), now);
@@ -740,7 +757,7 @@ fn discovery_unforgets_the_addresses_the_node_advertises() {
     let now = t0();
     let config = MembershipConfig {
         forget_after_failures: 1,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     m.gossip(node(9), delta(vec![entry(2, 5, MemberState::Alive)]), now);
@@ -844,7 +861,7 @@ fn a_seed_behind_a_tombstoned_node_is_redialled_with_backoff() {
 /// holding every entry (found by review: one 20 MB delta that no frame could carry).
 #[test]
 fn a_table_too_big_for_one_message_is_split_under_the_budget() {
-    let now = t0();
+    let mut now = t0();
     let mut m = table(now);
     let big = |n: u128| {
         let mut e = entry(n, 1, MemberState::Alive);
@@ -866,6 +883,8 @@ fn a_table_too_big_for_one_message_is_split_under_the_budget() {
         ),
         (64 * 1024, 64 * 1024),
     ] {
+        // A digest is answered at most once per half interval.
+        now += m.config().gossip_interval;
         let out = m.handle_gossip(node(3000), joiner.clone(), send_limit, now);
         assert!(out.len() > 1);
         let mut sent = BTreeSet::new();
@@ -916,6 +935,7 @@ fn differences_and_summaries_stay_within_a_small_budget() {
         hash: 0,
         entries: (0..3_000u64).collect(),
     });
+    solicit(&mut a, node(2));
     let out = a.handle_gossip(node(2), summary, budget, now);
     let mut wanted = 0;
     for o in &out {
@@ -934,13 +954,14 @@ fn a_message_is_read_up_to_max_members_hashes() {
     let now = t0();
     let config = MembershipConfig {
         max_members: 10,
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let summary = GossipMessage::Summary(GossipSummary {
         hash: 0,
         entries: (0..10_000u64).collect(),
     });
+    solicit(&mut m, node(2));
     let out = m.gossip(node(2), summary, now);
     let [Output::SendTo(_, GossipMessage::Delta(d))] = &out[..] else {
         panic!("{out:?}")
@@ -1001,8 +1022,7 @@ fn a_tombstone_of_ourselves_above_our_incarnation_is_ignored() {
     let mine = m.member(node(1)).unwrap();
     assert!(mine.version() > entry(1, 1, MemberState::Dead).version());
     // A peer holding the forged tombstone takes our entry back once it expires.
-    let mut b =
-        Membership::new(identity(2, 1), Vec::new(), MembershipConfig::default(), now).unwrap();
+    let mut b = Membership::new(identity(2, 1), Vec::new(), config(), now).unwrap();
     let mut forged = entry(1, u64::MAX, MemberState::Dead);
     forged.ttl_ms = 1_000;
     b.gossip(node(9), delta(vec![forged]), now);
@@ -1174,7 +1194,7 @@ fn a_flapping_link_is_redialled_less_and_less_often() {
             cap: ms(1_000),
             jitter: 0.0,
         },
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let mut clock = now;
@@ -1313,6 +1333,8 @@ mod props {
                         Vec::new()
                     }
                 };
+                m.assert_indexes();
+                prop_assert!(m.dials_in_flight() <= m.config().max_dials_in_flight);
                 let after = snapshot(&m);
                 for (id, (v, expires)) in &before {
                     if expires.is_some_and(|at| at <= clock) {
@@ -1383,7 +1405,7 @@ fn a_member_is_dialled_on_its_first_address_we_have_a_transport_for() {
     let now = t0();
     let config = MembershipConfig {
         schemes: vec!["tcp".into(), "ws".into()],
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let addrs = ["quic://10.0.0.2:1", "ws://10.0.0.2:2/m", "tcp://10.0.0.2:3"];
@@ -1427,7 +1449,7 @@ fn a_member_sharing_no_transport_is_neither_dialled_nor_buried() {
     let config = MembershipConfig {
         schemes: vec!["tcp".into()],
         unreachable_timeout: ms(1_000),
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let remote = with_addresses(2, "h2", &["ws://10.0.0.2:2/m", "unix:///x.sock"]);
@@ -1477,7 +1499,7 @@ fn foreign_junk_does_not_hold_a_full_table_for_ever() {
         max_members: 50,
         forget_after_failures: 2,
         schemes: vec!["tcp".into()],
-        ..MembershipConfig::default()
+        ..config()
     };
     let mut m = Membership::new(identity(1, 1), Vec::new(), config, now).unwrap();
     let kinds = ["tcp://0.0.0.0:7000", "not an address", "quic://10.9.9.9:1"];
@@ -1533,4 +1555,196 @@ fn a_linked_node_that_refutes_is_gossiped_at_the_addresses_its_link_resolved() {
     let member = m.member(node(2)).unwrap();
     assert!(member.is_connected());
     assert_eq!(member.identity().addresses, linked.addresses);
+}
+
+/// Issue 12: a digest claiming no members bought our whole table (22 bytes in, the table
+/// out), again and again. A peer's digests get an answer at most once per half interval.
+#[test]
+fn a_digest_claiming_no_members_buys_the_table_at_most_once_per_half_interval() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..210).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    m.on_connected(&identity(2, 1), now);
+    let liar = GossipMessage::Digest(GossipDigest { hash: 0, count: 0 });
+    let answered = |out: &[Output]| -> usize {
+        out.iter()
+            .map(|o| match o {
+                Output::SendTo(_, msg) => wire_size(msg),
+                _ => 0,
+            })
+            .sum()
+    };
+    let first = answered(&m.gossip(node(2), liar.clone(), now));
+    assert!(
+        first > 2_000,
+        "the joiner's answer is the table: {first} bytes"
+    );
+    let mut again = 0;
+    for i in 1..100 {
+        again += answered(&m.gossip(node(2), liar.clone(), now + ms(i)));
+    }
+    assert_eq!(
+        again, 0,
+        "99 more digests within half an interval bought {again} bytes"
+    );
+    // A peer not in the table shares one allowance with every other such peer.
+    let strangers: usize = (0..100u128)
+        .map(|i| answered(&m.gossip(node(5000 + i), liar.clone(), now + ms(1))))
+        .sum();
+    assert!(strangers <= first, "{strangers} bytes to 100 strangers");
+    // Gossip goes on: half an interval later the peer is answered again.
+    let later = now + m.config().gossip_interval / 2;
+    assert_eq!(answered(&m.gossip(node(2), liar, later)), first);
+}
+
+/// A summary is read only in answer to our digest, a `want` served only in answer to our
+/// summary: neither can be sent to make us send the table.
+#[test]
+fn unsolicited_summaries_and_wants_are_not_answered() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..60).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    m.on_connected(&identity(2, 1), now);
+    let empty_summary = GossipMessage::Summary(GossipSummary {
+        hash: 0,
+        entries: Vec::new(),
+    });
+    assert!(m.gossip(node(2), empty_summary.clone(), now).is_empty());
+    let hashes: Vec<u64> = m.members().map(Member::hash).collect();
+    let want = GossipMessage::Delta(GossipDelta {
+        entries: Vec::new(),
+        want: hashes,
+    });
+    assert!(m.gossip(node(2), want.clone(), now).is_empty());
+    // Our round opens the exchange: its summary is read once.
+    let out = m.gossip_round(now);
+    assert!(matches!(&out[..], [Output::SendTo(to, GossipMessage::Digest(_))] if *to == node(2)));
+    assert!(!m.gossip(node(2), empty_summary.clone(), now).is_empty());
+    assert!(m.gossip(node(2), empty_summary, now).is_empty());
+}
+
+/// A delta naming 10,000 nodes new to us brings in `max_introductions` of them per interval;
+/// news of nodes we hold is not counted, and the link is not at stake.
+#[test]
+fn one_peer_introduces_at_most_max_introductions_per_interval() {
+    let now = t0();
+    let mut m =
+        Membership::new(identity(1, 1), Vec::new(), MembershipConfig::default(), now).unwrap();
+    m.on_connected(&identity(2, 1), now);
+    let k = m.config().max_introductions;
+    let flood: Vec<_> = (10..10_010)
+        .map(|i| entry(i, 1, MemberState::Alive))
+        .collect();
+    m.gossip(node(2), delta(flood.clone()), now);
+    assert_eq!(m.live_members(), 1 + k);
+    // The same interval: nothing new, but news of a node we hold (a goodbye) is taken.
+    let mut news = flood.clone();
+    news.insert(0, entry(10, 1, MemberState::Left));
+    m.gossip(node(2), delta(news), now + ms(500));
+    assert_eq!(m.live_members(), k);
+    assert_eq!(m.member(node(10)).unwrap().state(), MemberState::Left);
+    // Another peer has its own allowance; the next interval brings `k` more from the first.
+    m.on_connected(&identity(3, 1), now);
+    m.gossip(node(3), delta(flood.clone()), now + ms(500));
+    assert_eq!(m.live_members(), 1 + 2 * k);
+    m.gossip(node(2), delta(flood), now + m.config().gossip_interval);
+    assert_eq!(m.live_members(), 1 + 3 * k);
+    m.assert_indexes();
+}
+
+/// At most `max_dials_in_flight` dials are under way, and they start at the token bucket's
+/// rate after its burst; the timer says when the next token comes.
+#[test]
+fn dials_are_bounded_in_flight_and_in_rate() {
+    let now = t0();
+    let mut m = table(now);
+    let entries = (10..110).map(|i| entry(i, 1, MemberState::Alive)).collect();
+    m.gossip(node(9), delta(entries), now);
+    let burst = m.config().dial_burst as usize;
+    let first = m.next_dials(now);
+    assert_eq!(first.len(), burst.min(m.config().max_dials_in_flight));
+    assert_eq!(m.dials_in_flight(), first.len());
+    // None reported: no more.
+    assert!(m.next_dials(now).is_empty());
+    for d in &first {
+        m.on_dial_failed(d, now);
+    }
+    m.assert_indexes();
+    // The members that failed are buried; the others are due, but the bucket is empty.
+    let out = m.handle_timeout(now);
+    assert!(!out.iter().any(|o| matches!(o, Output::Dial(_))), "{out:?}");
+    let token = Duration::from_secs(1) / m.config().dial_rate;
+    assert_eq!(m.poll_timeout(), Some(now + token));
+    let mut dialled = 0;
+    let mut clock = now;
+    while clock < now + Duration::from_secs(1) {
+        clock += ms(1);
+        for d in m.next_dials(clock) {
+            dialled += 1;
+            m.on_dial_failed(&d, clock);
+        }
+    }
+    let rate = m.config().dial_rate as usize;
+    assert!(
+        dialled <= rate && dialled >= rate - 2,
+        "{dialled} dials in a second"
+    );
+    m.assert_indexes();
+}
+
+/// Many members advertising one dead address are settled by one failed dial of it.
+#[test]
+fn one_failed_address_settles_every_member_that_advertises_it() {
+    let now = t0();
+    let mut m = table(now);
+    let junk = (10..60)
+        .map(|n| with_addresses(n, "h", &["tcp://10.9.9.9:1"]))
+        .collect();
+    m.gossip(node(9), delta(junk), now);
+    let mut dials = 0;
+    let mut left = 0;
+    let mut clock = now;
+    for _ in 0..100 {
+        let out = m.handle_timeout(clock);
+        for o in out {
+            match o {
+                Output::Dial(d) => {
+                    dials += 1;
+                    m.on_dial_failed(&d, clock);
+                }
+                Output::Left(_) => left += 1,
+                _ => {}
+            }
+        }
+        clock += ms(10);
+    }
+    assert_eq!(left, 50);
+    assert_eq!(dials, 1, "one dial settles the address for all");
+    assert_eq!(m.live_members(), 0);
+    m.assert_indexes();
+}
+
+/// A node new to us, learned from gossip and never reached, is buried at its first failed
+/// dial; one we were linked to is buried only after the unreachable timeout.
+#[test]
+fn a_member_on_probation_is_buried_at_its_first_failed_dial() {
+    let now = t0();
+    let mut m = table(now);
+    m.gossip(node(9), delta(vec![entry(2, 1, MemberState::Alive)]), now);
+    m.on_connected(&identity(3, 1), now);
+    m.on_disconnected(node(3), 1, now);
+    assert!(m.member(node(2)).unwrap().is_on_probation());
+    assert!(!m.member(node(3)).unwrap().is_on_probation());
+    let later = now + Duration::from_secs(60);
+    let dials = m.next_dials(later);
+    assert_eq!(dials.len(), 2);
+    for d in &dials {
+        m.on_dial_failed(d, later);
+    }
+    let out = m.handle_timeout(later);
+    assert!(out.contains(&Output::Left(node(2))), "{out:?}");
+    assert!(!out.contains(&Output::Left(node(3))), "{out:?}");
+    assert_eq!(m.member(node(3)).unwrap().state(), MemberState::Alive);
 }

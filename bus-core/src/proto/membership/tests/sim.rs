@@ -83,9 +83,26 @@ impl Sim {
         self.links.contains(&(a.min(b), a.max(b)))
     }
 
+    /// One gossip interval, in `STEPS` steps: each runs every node's timers (as the runtime
+    /// does whenever one is due: dials are rate limited, so a node makes its dials over the
+    /// interval, not all at its first timer), then delivers what they caused.
     fn round(&mut self) -> RoundStats {
+        const STEPS: u32 = 10;
         self.round += 1;
-        self.clock += self.nodes[0].config().gossip_interval;
+        let step = self.nodes[0].config().gossip_interval / STEPS;
+        let mut stats = RoundStats::default();
+        for _ in 0..STEPS {
+            self.clock += step;
+            let s = self.step();
+            stats.bytes += s.bytes;
+            stats.digests += s.digests;
+            stats.summaries += s.summaries;
+            stats.deltas += s.deltas;
+        }
+        stats
+    }
+
+    fn step(&mut self) -> RoundStats {
         let mut queue = VecDeque::new();
         for i in 0..self.nodes.len() {
             if self.down.contains(&i) {
@@ -364,7 +381,8 @@ fn a_node_that_left_stays_gone_despite_stale_gossip_and_may_restart() {
     let revived = sim
         .events
         .iter()
-        .any(|&(round, _, node, joined)| round >= left_at && node == gone && joined);
+        // Events of the round the leaver left in came before it left.
+        .any(|&(round, _, node, joined)| round > left_at && node == gone && joined);
     assert!(!revived, "the leaver came back: {:?}", sim.events);
 
     // The same node id with a newer incarnation is a new live member.
@@ -479,7 +497,13 @@ fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again
                     .is_some_and(|m| m.state() == MemberState::Alive)
             })
             .count();
-        resurrected |= alive > 1;
+        // Buried within the round it came back in, by its first failed dial: the events
+        // say it was taken back.
+        resurrected |= alive > 1
+            || sim
+                .events
+                .iter()
+                .any(|e| e.0 > back_at && e.1 != lagger && e.2 == gone && e.3);
         if alive == 0 {
             break;
         }
@@ -498,7 +522,8 @@ fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again
         assert_eq!(sim.nodes[i].route(gone), Route::Unreachable);
     }
     assert!(sim.digests_agree());
-    // Each other node took it back once and buried it once; the lagger only buried it.
+    // Each other node took it back at most once and buried it as often (a node that heard
+    // of the burial first never took it back); the lagger only buried it.
     for i in running(&sim) {
         let count = |joined: bool| {
             sim.events
@@ -506,8 +531,12 @@ fn a_node_resurrected_by_a_lagger_cut_off_past_the_tombstone_ttl_is_buried_again
                 .filter(|e| e.0 > back_at && e.1 == i && e.2 == gone && e.3 == joined)
                 .count()
         };
-        let expected = if i == lagger { (0, 1) } else { (1, 1) };
-        assert_eq!((count(true), count(false)), expected, "node {i}");
+        if i == lagger {
+            assert_eq!((count(true), count(false)), (0, 1), "node {i}");
+        } else {
+            assert!(count(true) <= 1, "node {i}");
+            assert_eq!(count(true), count(false), "node {i}");
+        }
     }
     // Once those tombstones expire too, the node is gone for good: no one gossips it alive.
     sim.clock += ttl;
