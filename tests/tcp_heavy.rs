@@ -571,8 +571,8 @@ async fn after_floods_of_connections_that_all_closed_memory_comes_back() {
         after <= start_trimmed + FLOOD_TRIMMED_MARGIN_KIB,
         "resident memory {after} KiB (trimmed) after {ROUNDS} floods, {start_trimmed} KiB before"
     );
-    // Untrimmed, what glibc keeps of the freed per-connection memory (measured: +5.2 MiB,
-    // +8.8 MiB when each connection's first read reserved 8 KiB).
+    // Untrimmed, what glibc keeps of the freed per-connection memory (measured: +5.4 MiB;
+    // +8.8 MiB when each connection reserved an 8 KiB read buffer before its first byte).
     assert!(
         untrimmed <= start + FLOOD_MARGIN_KIB,
         "resident memory {untrimmed} KiB after {ROUNDS} floods, {start} KiB before"

@@ -479,3 +479,25 @@ async fn a_large_frame_takes_its_allocation_with_it() {
         [Seen::Partial, Seen::Frame(small)]
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_holds_no_buffer() {
+    let (client, server) = tokio::io::duplex(1024);
+    let mut reader = StreamFrameReader::new(server);
+    // Waiting for a first byte reserves nothing.
+    assert!(reader.read(LIMIT).now_or_never().is_none());
+    assert_eq!(reader.buf.capacity(), 0);
+    // The first bytes land in the buffer every later read uses, and frames read as ever.
+    let mut client = client;
+    let frames = three_frames();
+    for f in &frames {
+        client.write_all(f).await.unwrap();
+    }
+    drop(client);
+    let seen = read_all(&mut reader).await;
+    assert_eq!(
+        seen.iter().filter(|s| matches!(s, Seen::Frame(_))).count(),
+        3,
+        "{seen:?}"
+    );
+}
