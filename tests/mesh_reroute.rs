@@ -11,10 +11,10 @@ use meshbus::prelude::*;
 use tokio::task::JoinSet;
 
 #[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "reroute.work", reply = String)]
+#[meshbus(name = "reroute.work", reply = (String, u64))]
 struct Work(u32);
 
-/// A node that answers `Work` with its own name.
+/// A node that answers `Work` with its own name and the milliseconds its caller still waits.
 async fn worker(net: &InMemNetwork, name: &str, seeds: &[&str]) -> Bus {
     let me = name.to_owned();
     node(net, name)
@@ -22,9 +22,13 @@ async fn worker(net: &InMemNetwork, name: &str, seeds: &[&str]) -> Bus {
         .heartbeat_interval(Duration::from_secs(1))
         .peer_timeout(Duration::from_secs(600))
         .peers(seeds.iter().map(|s| format!("inmem://{s}")))
-        .command_handler(move |_: Work, _ctx| {
+        .command_handler(move |_: Work, ctx: Context| {
             let me = me.clone();
-            async move { Ok::<_, HandlerError>(me) }
+            let left = ctx.deadline().map_or(u64::MAX, |at| {
+                let left = at.saturating_duration_since(tokio::time::Instant::now());
+                u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+            });
+            async move { Ok::<_, HandlerError>((me, left)) }
         })
         .start()
         .await
@@ -83,14 +87,18 @@ async fn commands_still_queued_for_a_peer_that_dies_go_to_another_handler() {
     .await;
     let b = worker(&net, "b", &["client"]).await;
     within("b", client.ready().handlers::<Work>(Scope::Cluster, 2)).await;
+    // 20 of the commands' 60 s pass before `a` dies.
+    tokio::time::sleep(Duration::from_secs(20)).await;
 
     net.kill("a");
     let mut by_b = 0;
     let mut lost = 0;
     while let Some(r) = calls.join_next().await {
         match r.unwrap() {
-            Ok(from) => {
+            Ok((from, left_ms)) => {
                 assert_eq!(from, "b", "a reply from a node that was cut off");
+                // Sent on with the time its caller still waits, not the 60 s it started with.
+                assert!(left_ms <= 40_000, "the handler was given {left_ms} ms");
                 by_b += 1;
             }
             Err(e) => {
@@ -129,7 +137,7 @@ async fn a_command_sent_after_a_link_failed_never_picks_it() {
     // `a` (its link is known to have failed) or, picked in the instant before, is rerouted
     // since nothing of it was written.
     for i in 0..200 {
-        let from = client.commands().send(Work(i)).await.unwrap();
+        let (from, _) = client.commands().send(Work(i)).await.unwrap();
         assert_eq!(from, "b");
     }
     until_view(&client, |v| {

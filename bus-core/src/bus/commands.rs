@@ -25,7 +25,7 @@ use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
-use crate::wire::{FrameKind, PREFIX_LEN};
+use crate::wire::{with_remaining_deadline, FrameKind, PREFIX_LEN};
 
 /// Sends commands in a scope. Made by [`Bus::commands`]; the default scope is
 /// [`Scope::Cluster`].
@@ -276,11 +276,15 @@ impl Reroute {
         };
         let routes = self.node.routes.load();
         let route = routes.commands.get(name)?;
-        route
-            .picker
-            .pick(&route.peers, here, self.scope)
+        // Only those whose limit takes the frame (a rare path: the copy costs nothing that
+        // matters here).
+        let fit: Vec<Arc<PeerHandle>> = route
+            .peers
+            .iter()
             .filter(|p| bytes.len().saturating_sub(PREFIX_LEN) <= p.send_codec.max_frame_size)
-            .map(Arc::clone)
+            .cloned()
+            .collect();
+        route.picker.pick(&fit, here, self.scope).map(Arc::clone)
     }
 }
 
@@ -295,6 +299,7 @@ async fn routed_call<C: Command>(
     mut bytes: Bytes,
     timeout: Option<Duration>,
 ) -> Result<C::Reply, Error> {
+    let started = tokio::time::Instant::now();
     let routed = async {
         let mut reroutes = 0;
         loop {
@@ -304,7 +309,14 @@ async fn routed_call<C: Command>(
                 }
                 Attempt::Lost => return Err(lost::<C>(&peer)),
                 Attempt::NotSent(back) => {
-                    bytes = back;
+                    // The handler it goes to now gets the time the caller still waits.
+                    bytes = match timeout {
+                        Some(t) => {
+                            let left = t.saturating_sub(started.elapsed());
+                            with_remaining_deadline(&back, left).unwrap_or(back)
+                        }
+                        None => back,
+                    };
                     let next = (reroutes < MAX_REROUTES)
                         .then(|| route.next(C::NAME, &bytes))
                         .flatten();

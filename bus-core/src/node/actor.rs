@@ -147,7 +147,11 @@ pub(crate) async fn run(
         alone: std::cell::Cell::new(Alone::default()),
         foreign_generation: 0,
         tasks: JoinSet::new(),
-        handshakes: Arc::new(Semaphore::new(node.config.max_concurrent_handshakes)),
+        handshakes: Arc::new(Semaphore::new(
+            node.config
+                .max_concurrent_handshakes
+                .min(Semaphore::MAX_PERMITS),
+        )),
         limiter: HandshakeLimiter::new(node.config.handshake_rate),
     };
     actor.init_interest();
@@ -267,10 +271,12 @@ impl Actor {
                 self.report_membership();
             }
             ActorMsg::DialLinked(dial) => {
-                // Settled like a dial of a node we are linked to; if the link is not (or no
-                // longer) here, the dial failed and is retried after its backoff.
+                // Settled like a dial of a node we are linked to. If the link is not here
+                // (yet: the peer's own connection may still be on its way to us, or no
+                // longer), the dial is retried after its backoff; the address answered, so
+                // it is no failure of the address, nor a sign the node is unreachable.
                 if !self.settle_linked(&dial) {
-                    self.membership.on_dial_failed(&dial, now_std());
+                    self.membership.on_dial_not_made(&dial, now_std());
                 }
                 self.report_membership();
             }
@@ -498,9 +504,12 @@ impl Actor {
         }
         match p.interest.apply(msg) {
             Applied::Changed => self.publish(),
-            Applied::Truncated => {
+            Applied::Truncated { changed } => {
                 tracing::debug!(peer = %node_id, "interest over the bounds: the names beyond them are ignored");
-                self.publish();
+                // A peer repeating names it may not add costs no rebuild of the routes.
+                if changed {
+                    self.publish();
+                }
             }
             Applied::Unchanged | Applied::Stale | Applied::AwaitingSnapshot => {}
             Applied::Gap { .. } => {

@@ -220,7 +220,7 @@ pub(crate) async fn run(
     // connection) lets the writer send what is queued first.
     match ended {
         Ended::ByUs => peer.stop.cancel(),
-        Ended::Goodbye | Ended::Dead | Ended::Broken(_) => peer.abort.cancel(),
+        Ended::Goodbye | Ended::Dead | Ended::Broken(_) => peer.abort(),
     }
     let receivers = match tokio::time::timeout(FLUSH_BOUND, writer_task.join_next()).await {
         Ok(Some(Ok(receivers))) => Some(receivers),
@@ -375,7 +375,8 @@ fn existing_key(node: &NodeShared, peer: u128) -> Option<ConnectionKey> {
     routes
         .peers
         .iter()
-        .find(|p| p.identity.node_id == peer)
+        // A connection already failing or replaced is not one to keep over the new one.
+        .find(|p| p.identity.node_id == peer && p.is_available())
         .map(|p| p.key)
 }
 
@@ -674,10 +675,8 @@ impl Inbound<'_> {
         match frame.kind {
             // Request ids are never 0: no reply to such a command could be matched, and no
             // request of ours has that id. Only a broken or hostile peer sends one.
-            FrameKind::Command | FrameKind::Reply | FrameKind::ReplyError | FrameKind::Cancel
-                if frame.request_id == 0 =>
-            {
-                tracing::warn!(peer = %peer.node_id, kind = ?frame.kind, "request id 0: closing the connection");
+            kind if is_request_id_zero(kind, frame.request_id) => {
+                tracing::warn!(peer = %peer.node_id, ?kind, "request id 0: closing the connection");
                 return Err(Ended::Broken("request id 0"));
             }
             FrameKind::Ping => {
@@ -761,6 +760,10 @@ impl Inbound<'_> {
     async fn on_large(&mut self, large: Large) -> Result<(), Ended> {
         let head = large.head();
         let (kind, id, size) = (head.kind, head.request_id, large.size());
+        if is_request_id_zero(kind, id) {
+            tracing::warn!(peer = %self.peer.node_id, ?kind, "request id 0: closing the connection");
+            return Err(Ended::Broken("request id 0"));
+        }
         let over_cap = matches!(large, Large::Compressed(_)) && size > self.max_decompressed;
         let too_large = || {
             format!(
@@ -1078,6 +1081,17 @@ async fn off_reader<T: Send + 'static>(
     }
 }
 
+/// Whether a frame of `kind` carries the request id 0 that no request has: no reply to such a
+/// command could be matched, and no request of ours has that id. Only a broken or hostile
+/// peer sends one; the connection is closed.
+fn is_request_id_zero(kind: FrameKind, id: u64) -> bool {
+    id == 0
+        && matches!(
+            kind,
+            FrameKind::Command | FrameKind::Reply | FrameKind::ReplyError | FrameKind::Cancel
+        )
+}
+
 /// The bus, its event table and the sender's scope, shared by the events of one read burst.
 struct EventTarget {
     bus: Arc<BusInner>,
@@ -1151,13 +1165,18 @@ async fn write_loop(
     let aborted = peer.abort.cancelled();
     tokio::pin!(stopped, aborted);
     loop {
+        // Checked before each batch, without a lock: a failed link writes nothing more, even
+        // while its lanes stay full. (The waiter below only wakes an idle writer.)
+        if peer.is_aborted() {
+            return Unwritten { rx, batch };
+        }
         let first = tokio::select! {
             biased;
-            () = &mut aborted => return Unwritten { rx, batch },
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
             Some(q) = rx.commands.recv() => held.take(q),
             Some(q) = rx.events.recv() => held.take(q),
+            () = &mut aborted => return Unwritten { rx, batch },
             () = &mut stopped => {
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
                 if !batch.is_empty() {

@@ -106,8 +106,12 @@ pub(crate) struct PeerHandle {
     /// queued, then closes.
     pub(crate) stop: CancellationToken,
     /// Cancelled when the link failed: the writer stops at once, leaving what it has not
-    /// taken on the lanes (commands there were never written, and may go elsewhere).
+    /// taken on the lanes (commands there were never written, and may go elsewhere). Set
+    /// with [`abort`](Self::abort), which also sets `aborted`.
     pub(crate) abort: CancellationToken,
+    /// `abort` was cancelled: what the writer checks before each batch (an atomic, where the
+    /// token's own check takes a lock).
+    aborted: AtomicBool,
     /// Cancelled when another connection to the same node replaced this one: nothing new is
     /// sent here, and the connection closes once the replies it waits for have come and the
     /// handlers it runs have answered (within a bound).
@@ -142,6 +146,7 @@ impl PeerHandle {
             gone: CancellationToken::new(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
+            aborted: AtomicBool::new(false),
             retire: CancellationToken::new(),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
@@ -236,14 +241,26 @@ impl PeerHandle {
         !self.unavailable.load(Ordering::Relaxed)
     }
 
+    /// The link failed: the writer stops at once.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.abort.cancel();
+    }
+
+    /// Whether [`abort`](Self::abort) was called.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
     /// Takes the connection out of every route at once: nothing new is sent here.
     pub(crate) fn set_unavailable(&self) {
         self.unavailable.store(true, Ordering::Relaxed);
     }
 
-    /// The connection is ending: routing skips it and nothing new is registered or queued
-    /// (senders waiting for room give up). Requests already waiting stay until
-    /// [`fail_all`](Self::fail_all).
+    /// The connection is ending: routing skips it, nothing new is registered, and senders
+    /// waiting for room give up. (A sender that registered just before may still queue its
+    /// frame; the connection's end finds it on the lane, unwritten.) Requests already waiting
+    /// stay until [`fail_all`](Self::fail_all).
     pub(crate) fn mark_gone(&self) {
         self.set_unavailable();
         self.gone.cancel();

@@ -135,9 +135,11 @@ pub enum Applied {
     /// A delta while a snapshot we asked for is on its way: ignored, and no new request.
     AwaitingSnapshot,
     /// Applied as far as the bounds allow: names over [`MAX_NAME_LEN`] bytes, and names that
-    /// would take the peer's interest over [`MAX_NAMES`], were ignored. Routes may have
-    /// changed.
-    Truncated,
+    /// would take the peer's interest over [`MAX_NAMES`], were ignored.
+    Truncated {
+        /// Whether what was applied changed the peer's interest (and so the routes).
+        changed: bool,
+    },
 }
 
 /// What we know of one peer's interest.
@@ -253,7 +255,7 @@ fn insert_bounded(set: &mut BTreeSet<String>, name: &str, truncated: &mut bool) 
 
 fn outcome(changed: bool, truncated: bool) -> Applied {
     match (changed, truncated) {
-        (_, true) => Applied::Truncated,
+        (changed, true) => Applied::Truncated { changed },
         (true, false) => Applied::Changed,
         (false, false) => Applied::Unchanged,
     }
@@ -401,7 +403,7 @@ mod tests {
             };
             match remote.apply(&d) {
                 Applied::Changed => {}
-                Applied::Truncated => truncated += 1,
+                Applied::Truncated { .. } => truncated += 1,
                 other => panic!("delta {seq}: {other:?}"),
             }
         }
@@ -428,7 +430,7 @@ mod tests {
             ..Interest::default()
         };
         let mut remote = RemoteInterest::new();
-        assert_eq!(remote.apply(&long), Applied::Truncated);
+        assert_eq!(remote.apply(&long), Applied::Truncated { changed: true });
         assert_eq!(remote.commands().collect::<Vec<_>>(), ["ok"]);
         let many = Interest {
             seq: 0,
@@ -436,7 +438,7 @@ mod tests {
             commands_added: (0..=MAX_NAMES).map(|i| format!("{i:06}")).collect(),
             ..Interest::default()
         };
-        assert_eq!(remote.apply(&many), Applied::Truncated);
+        assert_eq!(remote.apply(&many), Applied::Truncated { changed: true });
         assert_eq!(remote.commands().count(), MAX_NAMES);
         assert!(remote.handles("000000") && !remote.handles(&format!("{MAX_NAMES:06}")));
     }

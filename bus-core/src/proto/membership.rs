@@ -1262,14 +1262,24 @@ impl Membership {
     /// a link to the node already, which membership does not count): it counts as failed for
     /// the member, so it is asked for again only after a backoff, but says nothing of the
     /// address.
+    ///
+    /// The node answered (or is linked already), so it is not unreachable: this neither
+    /// starts its unreachable clock (which would bury a member on probation) nor counts
+    /// against its address.
     pub fn on_dial_not_made(&mut self, dial: &DialRequest, now: Instant) {
-        if dial.node.is_some() {
-            self.dialling.remove(&dial.addr);
-        }
-        match dial.node {
-            Some(node) => self.fail_member(node, &dial.addr, now),
-            None => self.fail_seed(&dial.addr, now),
-        }
+        let Some(node) = dial.node else {
+            return self.fail_seed(&dial.addr, now);
+        };
+        self.dialling.remove(&dial.addr);
+        let Some(m) = self.table.get_mut(&node) else {
+            return;
+        };
+        m.dial.in_flight = false;
+        m.dial.failures = m.dial.failures.saturating_add(1);
+        let attempt = m.dial.failures.saturating_sub(1);
+        let delay = self.config.backoff.delay(attempt, &mut self.rng);
+        m.dial.next_attempt = now.checked_add(delay).unwrap_or(now);
+        self.reindex(node);
     }
 
     /// Counts a failed dial of `node` at `addr`, and schedules its next one.

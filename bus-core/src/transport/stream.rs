@@ -155,6 +155,12 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
 /// left in the batch are those no byte of which reached the stream, or only part of.
 ///
 /// `write_batch` is not cancel safe (see [`FrameWriter::write_batch`]).
+///
+/// It expects of `W` what operating-system sockets do: a write that fails took none of the
+/// bytes it was given (one that takes some reports how many). The runtime sends the commands
+/// a failed batch left over to other handlers, so a stream that can send part of what it then
+/// reports as failed (an encrypting layer that writes records before an error) must not be
+/// given to it as is: its writer must empty `frames` on any error instead.
 pub struct StreamFrameWriter<W> {
     io: W,
     batch: BytesMut,

@@ -1131,6 +1131,35 @@ pub fn frame_len(src: &[u8], limit: usize) -> Result<Option<usize>, FrameError> 
     }
 }
 
+/// The encoded frame `frame` (length prefix included) with its remaining deadline set to
+/// `remaining`, everything else as it was: for a frame sent again later than it was encoded.
+/// `None` if it has no deadline field, or is too short to hold the fields its flags announce.
+pub fn with_remaining_deadline(frame: &[u8], remaining: Duration) -> Option<Bytes> {
+    let flag_bits = *frame.get(PREFIX_LEN + 1)?;
+    if flag_bits & flags::DEADLINE == 0 {
+        return None;
+    }
+    let str16_at = |at: usize| -> Option<usize> {
+        let len = frame.get(at..at + 2)?;
+        Some(2 + usize::from(u16::from_be_bytes([len[0], len[1]])))
+    };
+    let mut at = PREFIX_LEN + FIXED_HEADER_LEN;
+    if flag_bits & flags::NAME_ID != 0 {
+        at += 2;
+    }
+    if flag_bits & flags::NAME_INLINE != 0 {
+        at += str16_at(at)?;
+    }
+    if flag_bits & flags::CORRELATION_ID != 0 {
+        at += str16_at(at)?;
+    }
+    frame.get(at..at + 8)?;
+    let mut out = BytesMut::from(frame);
+    let micros = u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX);
+    out[at..at + 8].copy_from_slice(&micros.to_be_bytes());
+    Some(out.freeze())
+}
+
 /// The kind and request id of the encoded frame `frame` (length prefix included), read from
 /// its fixed header without parsing the rest; `None` if it is too short or of an unknown kind.
 pub fn peek_kind_and_id(frame: &[u8]) -> Option<(FrameKind, u64)> {

@@ -35,7 +35,8 @@ pub mod frame;
 
 pub use control::PROTOCOL_VERSION;
 pub use frame::{
-    frame_len, peek_kind_and_id, split_frame, CompressedFrame, Decoded, Frame, FrameCodec,
-    FrameError, FrameHeaders, FrameKind, FrameName, NameCache, DEFAULT_COMPRESS_THRESHOLD,
-    DEFAULT_MAX_DECOMPRESSED_SIZE, DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, PREFIX_LEN,
+    frame_len, peek_kind_and_id, split_frame, with_remaining_deadline, CompressedFrame, Decoded,
+    Frame, FrameCodec, FrameError, FrameHeaders, FrameKind, FrameName, NameCache,
+    DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_DECOMPRESSED_SIZE, DEFAULT_MAX_FRAME_SIZE,
+    HANDSHAKE_MAX_FRAME_SIZE, PREFIX_LEN,
 };

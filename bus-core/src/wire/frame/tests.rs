@@ -1249,3 +1249,24 @@ fn bodies_over_the_default_decompressed_cap_travel_uncompressed() {
 fn serde_bytes_like(len: usize) -> String {
     "a".repeat(len)
 }
+
+#[test]
+fn a_frame_sent_again_carries_the_time_it_has_left() {
+    let codec = FrameCodec::default();
+    let mut frame = Frame::new(FrameKind::Command, Bytes::from_static(b"\x80"));
+    frame.request_id = 9;
+    frame.name = Some(FrameName::inline("diag.ping"));
+    frame.headers.correlation_id = Some("corr-1".into());
+    frame.headers.deadline = Some(Duration::from_secs(30));
+    frame.headers.idempotency_key = Some("key".into());
+    let bytes = codec.encode_to_bytes(&frame).unwrap();
+    let again = with_remaining_deadline(&bytes, Duration::from_millis(2_500)).unwrap();
+    let mut expected = frame.clone();
+    expected.headers.deadline = Some(Duration::from_millis(2_500));
+    assert_eq!(codec.decode_frame(again).unwrap(), expected);
+    // No deadline to set, or not the whole header: nothing.
+    frame.headers.deadline = None;
+    let without = codec.encode_to_bytes(&frame).unwrap();
+    assert_eq!(with_remaining_deadline(&without, Duration::ZERO), None);
+    assert_eq!(with_remaining_deadline(&bytes[..20], Duration::ZERO), None);
+}
