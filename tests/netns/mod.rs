@@ -342,6 +342,12 @@ impl Node {
     }
 
     /// Like [`expect`](Self::expect), for a line starting with `prefix`; returns the rest.
+    /// The last line read so far that starts with `prefix` (read by any wait, including one
+    /// that was looking for another line), without it.
+    pub(crate) fn last_with_prefix(&self, prefix: &str) -> Option<&str> {
+        self.seen.iter().rev().find_map(|l| l.strip_prefix(prefix))
+    }
+
     pub(crate) fn expect_prefix(&mut self, prefix: &str, timeout: Duration) -> String {
         let line = self.expect(&format!("`{prefix}` line"), timeout, |l| {
             l.starts_with(prefix)
