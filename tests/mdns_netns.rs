@@ -1,7 +1,8 @@
 //! mDNS discovery across network namespaces: hosts on a bridge, one node process each.
 //!
 //! Needs root (to make namespaces) and `ip`; otherwise every test says it was skipped and
-//! passes. mDNS runs only inside the namespaces these tests make (see `netns/mod.rs`).
+//! passes, except where `CI` is set, where it fails. mDNS runs only inside the namespaces these
+//! tests make (see `netns/mod.rs`).
 //!
 //! The node processes are this test binary, re-run as the `#[ignore]`d `netns_node` test with
 //! `MESHBUS_NETNS_NODE` set. They print `@mb ...` lines and read commands on stdin:
