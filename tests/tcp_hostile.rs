@@ -10,18 +10,15 @@
 #![cfg(feature = "tcp")]
 
 mod alloc_util;
+mod raw_tcp;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
-use meshbus::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange, Welcome};
-use meshbus::wire::FrameCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -204,41 +201,12 @@ async fn a_4_gib_prefix_after_a_completed_handshake_is_refused_too() {
     let mut target = Target::start(PATIENT_HANDSHAKE).await;
 
     let mut stream = TcpStream::connect(target.addr).await.unwrap();
-    let hello = Hello {
-        versions: VersionRange::CURRENT,
-        identity: PeerIdentity {
-            node_id: 0xBAD_C0DE,
-            incarnation: 1,
-            name: "mallory".into(),
-            network: "default".into(),
-            cluster: "default".into(),
-            host_id: "elsewhere".into(),
-            addresses: Vec::new(),
-        },
-        max_frame_size: 1 << 20,
-    };
-    let codec = FrameCodec::handshake();
-    let mut buf = BytesMut::new();
-    codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
-    stream.write_all(&buf).await.unwrap();
-    let welcome = {
-        let mut reader = StreamFrameReader::new(&mut stream);
-        loop {
-            match within("the welcome", reader.read(codec.max_frame_size))
-                .await
-                .unwrap()
-            {
-                ReadEvent::Frame(bytes) => break bytes,
-                ReadEvent::Partial => continue,
-                other => panic!("expected the welcome, got {other:?}"),
-            }
-        }
-    };
-    let frame = codec
-        .decode(&mut BytesMut::from(&welcome[..]))
-        .unwrap()
-        .unwrap();
-    Welcome::from_frame(&frame).expect("the node welcomes mallory");
+    raw_tcp::handshake(
+        &mut stream,
+        raw_tcp::identity(0xBAD_C0DE, "mallory", Vec::new()),
+        1 << 20,
+    )
+    .await;
     within(
         "mallory to join",
         target

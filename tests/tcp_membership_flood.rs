@@ -14,16 +14,16 @@
 
 #![cfg(all(feature = "tcp", target_os = "linux"))]
 
+mod raw_tcp;
+
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
 use meshbus::wire::control::{
-    ControlMessage, GossipDelta, GossipEntry, GossipMessage, Hello, MemberState, PeerIdentity,
-    VersionRange, Welcome,
+    ControlMessage, GossipDelta, GossipEntry, GossipMessage, MemberState,
 };
 use meshbus::wire::FrameCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,42 +117,10 @@ async fn ten_thousand_unreachable_members_do_not_disturb_the_node() {
 
     // Mallory joins with a handshake, then gossips.
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let identity = |node_id: u128, addresses: Vec<String>| PeerIdentity {
-        node_id,
-        incarnation: 1,
-        name: format!("junk-{node_id}"),
-        network: "default".into(),
-        cluster: "default".into(),
-        host_id: "elsewhere".into(),
-        addresses,
+    let identity = |node_id: u128, addresses| {
+        raw_tcp::identity(node_id, &format!("junk-{node_id}"), addresses)
     };
-    let hello = Hello {
-        versions: VersionRange::CURRENT,
-        identity: identity(0xBAD_C0DE, Vec::new()),
-        max_frame_size: 1 << 24,
-    };
-    let codec = FrameCodec::handshake();
-    let mut buf = BytesMut::new();
-    codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
-    stream.write_all(&buf).await.unwrap();
-    let welcome = {
-        let mut reader = StreamFrameReader::new(&mut stream);
-        loop {
-            match within("the welcome", reader.read(codec.max_frame_size))
-                .await
-                .unwrap()
-            {
-                ReadEvent::Frame(bytes) => break bytes,
-                ReadEvent::Partial => continue,
-                other => panic!("expected the welcome, got {other:?}"),
-            }
-        }
-    };
-    let frame = codec
-        .decode(&mut BytesMut::from(&welcome[..]))
-        .unwrap()
-        .unwrap();
-    Welcome::from_frame(&frame).expect("the node welcomes mallory");
+    raw_tcp::handshake(&mut stream, identity(0xBAD_C0DE, Vec::new()), 1 << 24).await;
 
     // Half at one shared closed port, half at distinct loopback addresses (127.0.x.y) on
     // another closed port: every dial is refused at once.
