@@ -203,3 +203,35 @@ async fn connections_beyond_the_concurrent_handshakes_are_closed_at_once() {
         within("shutdown", bus.shutdown()).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn one_host_takes_at_most_its_share_of_the_handshakes_under_way() {
+    const CAP: usize = 8;
+    const PER_HOST: usize = 2;
+    let (node, v4, v6) = target(|b| {
+        b.max_concurrent_handshakes(CAP)
+            .max_concurrent_handshakes_per_host(PER_HOST)
+    })
+    .await;
+    // One host (::1) opens as many silent connections as the node has places, and says
+    // nothing: only its share is held; the others are closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..CAP {
+        silent.push(within("a connect", TcpStream::connect(v6)).await.unwrap());
+    }
+    let since = Instant::now();
+    for i in 0..5u32 {
+        assert!(
+            !handshake_once(v6, 0x5A5A_0000 + u128::from(i)).await,
+            "connection {i} beyond the host's share was welcomed"
+        );
+    }
+    assert!(since.elapsed() < PATIENT_HANDSHAKE);
+    // Another host (127.0.0.1) joins meanwhile: the node's other places are free.
+    let peer = legitimate_peer(&v4, "other-host").await;
+    served(&peer, 1).await;
+    drop(silent);
+    for bus in [peer, node] {
+        within("shutdown", bus.shutdown()).await.unwrap();
+    }
+}

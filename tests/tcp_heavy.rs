@@ -98,7 +98,8 @@ async fn child_node() {
         // limits (which would close most of a flood from one host at once).
         builder = builder
             .handshake_rate_per_host(None)
-            .max_concurrent_handshakes(4096);
+            .max_concurrent_handshakes(4096)
+            .max_concurrent_handshakes_per_host(4096);
     }
     let bus = builder.start().await.expect("the child node starts");
     println!("node listening {}", bus.listen_addrs()[0]);

@@ -260,6 +260,16 @@ impl BusBuilder {
         self
     }
 
+    /// How many inbound handshakes one remote host may have under way at once (default 16,
+    /// at least 1; the remote address's host, or the whole address for a transport without
+    /// hosts, such as in-memory). A connection beyond it is closed at once, like one beyond
+    /// [`max_concurrent_handshakes`](Self::max_concurrent_handshakes): one host's connections
+    /// that say nothing cannot hold every place, and the others' handshakes go on.
+    pub fn max_concurrent_handshakes_per_host(mut self, limit: usize) -> Self {
+        self.node.max_concurrent_handshakes_per_host = limit.max(1);
+        self
+    }
+
     /// How many handshakes one remote host may start: `Some(limit)` gives each host (the
     /// remote address's host; the whole address for a transport without hosts, such as
     /// in-memory) a token bucket of [`RateLimit::burst`](crate::proto::admission::RateLimit::burst)

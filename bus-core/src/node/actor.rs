@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
@@ -104,6 +104,20 @@ struct Actor {
     handshakes: Arc<Semaphore>,
     /// Handshakes per remote host.
     limiter: HandshakeLimiter,
+    /// One permit per inbound handshake under way, for each remote host that has one (or had
+    /// one lately: entries with none in use are dropped when the table is full).
+    host_handshakes: HashMap<String, Arc<Semaphore>>,
+}
+
+/// How many remote hosts' handshakes under way are tracked at most.
+const MAX_HANDSHAKE_HOSTS: usize = 4096;
+
+/// The places an inbound connection holds until its handshake ends: one among the node's
+/// handshakes under way, one among its host's.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _node: OwnedSemaphorePermit,
+    _host: OwnedSemaphorePermit,
 }
 
 /// The membership configuration the node runs with; `start()` validates it first.
@@ -153,6 +167,7 @@ pub(crate) async fn run(
                 .min(Semaphore::MAX_PERMITS),
         )),
         limiter: HandshakeLimiter::new(node.config.handshake_rate),
+        host_handshakes: HashMap::new(),
     };
     actor.init_interest();
     for listener in listeners {
@@ -339,15 +354,47 @@ impl Actor {
             tracing::debug!(remote = %c.remote, "too many handshakes under way: connection closed");
             return;
         };
-        let host = c.remote.host().unwrap_or(c.remote.as_str());
-        if !self.limiter.admit(host, now_std()) {
+        let host = c.remote.host().unwrap_or(c.remote.as_str()).to_owned();
+        let Some(host_permit) = self.host_handshake(&host) else {
+            tracing::debug!(remote = %c.remote, "too many handshakes under way from the host: connection closed");
+            return;
+        };
+        if !self.limiter.admit(&host, now_std()) {
             tracing::debug!(remote = %c.remote, "handshake rate of the host exceeded: connection closed");
             return;
         }
+        let admission = Admission {
+            _node: permit,
+            _host: host_permit,
+        };
         let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
         self.tasks.spawn(async move {
-            conn::run(node, bus, c, Side::Inbound, None, Some(permit)).await;
+            conn::run(node, bus, c, Side::Inbound, None, Some(admission)).await;
         });
+    }
+
+    /// A place among `host`'s handshakes under way, if it has one free. A full table first
+    /// drops the hosts with none under way; if every one has some, a new host is refused.
+    fn host_handshake(&mut self, host: &str) -> Option<OwnedSemaphorePermit> {
+        let per_host = self
+            .node
+            .config
+            .max_concurrent_handshakes_per_host
+            .min(Semaphore::MAX_PERMITS);
+        if !self.host_handshakes.contains_key(host)
+            && self.host_handshakes.len() >= MAX_HANDSHAKE_HOSTS
+        {
+            self.host_handshakes
+                .retain(|_, slots| slots.available_permits() < per_host);
+            if self.host_handshakes.len() >= MAX_HANDSHAKE_HOSTS {
+                return None;
+            }
+        }
+        let slots = self
+            .host_handshakes
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_host)));
+        Arc::clone(slots).try_acquire_owned().ok()
     }
 
     /// Does what membership asks.

@@ -114,15 +114,15 @@ pub(crate) enum Reached {
     Nothing,
 }
 
-/// Runs a connection to its end. `admission` is held until the handshake ends: the place this
-/// connection takes among the node's concurrent inbound handshakes.
+/// Runs a connection to its end. `admission` is held until the handshake ends: the places this
+/// connection takes among the node's and its host's concurrent inbound handshakes.
 pub(crate) async fn run(
     node: Arc<NodeShared>,
     bus: Weak<BusInner>,
     conn: Connection,
     side: Side,
     dial: Option<DialRequest>,
-    admission: Option<tokio::sync::OwnedSemaphorePermit>,
+    admission: Option<super::actor::Admission>,
 ) -> Reached {
     let Connection {
         mut reader,

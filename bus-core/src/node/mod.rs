@@ -54,6 +54,8 @@ pub(crate) struct NodeConfig {
     pub(crate) max_inbound_bytes_per_peer: usize,
     /// Inbound handshakes under way at once, node-wide; a connection beyond is closed at once.
     pub(crate) max_concurrent_handshakes: usize,
+    /// Inbound handshakes under way at once from one remote host.
+    pub(crate) max_concurrent_handshakes_per_host: usize,
     /// Handshakes one remote host may start; `None`: no limit.
     pub(crate) handshake_rate: Option<crate::proto::admission::RateLimit>,
 }
@@ -73,6 +75,9 @@ impl NodeConfig {
     /// The default budget of large inbound command bodies per peer: 32 MiB, twice the default
     /// frame limit.
     pub(crate) const DEFAULT_MAX_INBOUND_BYTES_PER_PEER: usize = 32 * 1024 * 1024;
+    /// The default cap on inbound handshakes under way at once from one remote host: a
+    /// quarter of the node-wide cap, so one host's silent connections leave the rest to others.
+    pub(crate) const DEFAULT_MAX_CONCURRENT_HANDSHAKES_PER_HOST: usize = 16;
     /// The default cap on inbound handshakes under way at once.
     pub(crate) const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 64;
 
@@ -91,6 +96,7 @@ impl NodeConfig {
             max_decompressed_size: crate::wire::DEFAULT_MAX_DECOMPRESSED_SIZE,
             max_inbound_bytes_per_peer: Self::DEFAULT_MAX_INBOUND_BYTES_PER_PEER,
             max_concurrent_handshakes: Self::DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+            max_concurrent_handshakes_per_host: Self::DEFAULT_MAX_CONCURRENT_HANDSHAKES_PER_HOST,
             handshake_rate: Some(crate::proto::admission::RateLimit::DEFAULT),
         }
     }
