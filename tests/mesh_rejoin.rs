@@ -6,9 +6,35 @@ mod mesh_util;
 use std::time::Duration;
 
 use mesh_util::*;
-use meshbus::inmem::InMemNetwork;
+use meshbus::inmem::{InMemNetwork, InMemTransport};
 use meshbus::prelude::*;
+use meshbus::{Addr, BusBuilder, Connection, Listener, Transport};
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// A node's in-memory transport that counts the node's dials, so that a test can wait for
+/// its redials rather than for time.
+#[derive(Debug)]
+struct CountingDials {
+    inner: InMemTransport,
+    dials: watch::Sender<u32>,
+}
+
+#[async_trait]
+impl Transport for CountingDials {
+    fn schemes(&self) -> &'static [&'static str] {
+        self.inner.schemes()
+    }
+
+    async fn listen(&self, addr: &Addr) -> Result<Box<dyn Listener>, Error> {
+        self.inner.listen(addr).await
+    }
+
+    async fn dial(&self, addr: &Addr) -> Result<Connection, Error> {
+        self.dials.send_modify(|n| *n += 1);
+        self.inner.dial(addr).await
+    }
+}
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "rejoin.ping", reply = String)]
@@ -26,10 +52,11 @@ async fn pinged(net: &InMemNetwork, name: &str) -> Bus {
         .unwrap()
 }
 
-/// Y, seeded only with X, which it joined; X then killed (no goodbye) and gone from Y's view.
-async fn seeded_by_a_dead_x(net: &InMemNetwork) -> Bus {
+/// Y (built by `y`), seeded only with X, which it joined; X then killed (no goodbye) and gone
+/// from Y's view.
+async fn seeded_by_a_dead_x(net: &InMemNetwork, y: BusBuilder) -> Bus {
     let x = pinged(net, "x").await;
-    let y = node(net, "y").peers(["inmem://x"]).start().await.unwrap();
+    let y = y.peers(["inmem://x"]).start().await.unwrap();
     within("x", y.ready().handlers::<Ping>(Scope::Cluster, 1)).await;
     net.kill("x");
     drop(x);
@@ -44,10 +71,23 @@ const REJOIN_BOUND: Duration = Duration::from_secs(37);
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
     let net = InMemNetwork::new(41);
-    // X dies (no goodbye) before Y learned of anyone else, and stays down a while: Y's
-    // redials fail and back off.
-    let y = seeded_by_a_dead_x(&net).await;
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    // X dies (no goodbye) before Y learned of anyone else, and stays down while Y's redials
+    // fail and back off: six of them, so the next waits 8 s or more.
+    let (dials, mut dialled) = watch::channel(0);
+    let y = Bus::builder()
+        .name("y")
+        .host_id("host-1")
+        .heartbeat_interval(HEARTBEAT)
+        .peer_timeout(PEER_TIMEOUT)
+        .transport(CountingDials {
+            inner: net.transport("y"),
+            dials,
+        });
+    let y = seeded_by_a_dead_x(&net, y).await;
+    let before = *dialled.borrow_and_update();
+    within("y's redials", dialled.wait_for(|n| *n >= before + 6))
+        .await
+        .unwrap();
     // Y says it is cut off; X's new run, with nothing to dial, is merely first.
     assert!(y.membership().borrow().peers.is_empty());
     assert!(y.membership().borrow().alone);
@@ -75,7 +115,7 @@ async fn a_node_whose_only_seed_died_rejoins_when_it_restarts_at_its_address() {
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_only_seed_left_for_good_joins_an_address_added_at_run_time() {
     let net = InMemNetwork::new(42);
-    let y = seeded_by_a_dead_x(&net).await;
+    let y = seeded_by_a_dead_x(&net, node(&net, "y")).await;
 
     // The mesh lives on elsewhere; Y is told where.
     let z = pinged(&net, "z").await;

@@ -514,10 +514,14 @@ async fn killed_and_restarted_nodes_lose_no_unsent_command() {
 
     // 50 commands in flight at all times, each with its own number, until told to stop.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // How many commands have ended, whichever way: the chaos below goes by it.
+    let (ended_tx, mut ended) = tokio::sync::watch::channel(0u64);
+    let ended_tx = std::sync::Arc::new(ended_tx);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..IN_FLIGHT {
         let (caller, stop, next) = (caller.clone(), stop.clone(), next.clone());
+        let ended_tx = std::sync::Arc::clone(&ended_tx);
         load.spawn(async move {
             let mut outcomes = Vec::new();
             while !*stop.borrow() {
@@ -528,14 +532,18 @@ async fn killed_and_restarted_nodes_lose_no_unsent_command() {
                     .timeout(Duration::from_secs(10))
                     .await;
                 outcomes.push((n, r));
+                ended_tx.send_modify(|e| *e += 1);
             }
             outcomes
         });
     }
-    // The chaos: every ~300 ms one node is killed (SIGKILL) and started again at its address.
+    // The chaos: each time another 2,000 commands have ended, one node is killed (SIGKILL) and
+    // started again at its address, while the load runs on.
     for k in 0..KILLS {
-        // A schedule, not a wait for anything: the load runs meanwhile.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let target = *ended.borrow_and_update() + 2_000;
+        within("the load to go on", ended.wait_for(|e| *e >= target))
+            .await
+            .unwrap();
         let i = (k * 3) % NODES;
         children[i].child.kill().expect("killing a node");
         children[i].child.wait().expect("reaping it");
