@@ -768,47 +768,10 @@ impl Membership {
             same_host_schemes: config.same_host_schemes.clone(),
             host_id: local.host_id.clone(),
         };
-        let mut seed_list: Vec<Seed> = Vec::new();
-        for addr in seeds {
-            if local.addresses.contains(&addr) || seed_list.iter().any(|s| s.addr == addr) {
-                continue;
-            }
-            seed_list.push(Seed {
-                addr,
-                node: None,
-                dial: DialState::new(now),
-            });
-        }
-        let rng = fastrand::Rng::with_seed(config.rng_seed);
-        let tokens = config.dial_burst;
-        let mut membership = Membership {
-            config,
-            me,
-            network,
-            rules,
-            table: BTreeMap::new(),
-            seeds: seed_list,
-            rng,
-            hash: 0,
-            alive: 0,
-            connected: BTreeSet::new(),
-            member_dials: 0,
-            dial_due: BTreeSet::new(),
-            probation_due: BTreeSet::new(),
-            burials: BTreeSet::new(),
-            expiries: BTreeSet::new(),
-            foreign: BTreeSet::new(),
-            foreign_generation: 0,
-            tokens,
-            refilled_at: now,
-            failed_addrs: HashMap::new(),
-            failed_order: BTreeSet::new(),
-            dialling: HashSet::new(),
-            strangers: PeerGossip::default(),
-            next_gossip: now,
-        };
+        let mut membership = Membership::empty(config, me, network, rules, now);
         let own = Member::new(local, MemberState::Alive, Source::Local, now);
         membership.insert_member(me, own);
+        membership.add_seeds(seeds, now);
         Ok(membership)
     }
 
@@ -850,6 +813,42 @@ impl Membership {
     /// ourselves. A node with neither (the first of a mesh) waits to be dialled.
     pub fn has_somewhere_to_look(&self) -> bool {
         !self.seeds.is_empty() || self.live_members() > 0
+    }
+
+    /// A table with nothing in it, not even ourselves, its indexes empty.
+    fn empty(
+        config: MembershipConfig,
+        me: NodeId,
+        network: String,
+        rules: DialRules,
+        now: Instant,
+    ) -> Self {
+        Membership {
+            rng: fastrand::Rng::with_seed(config.rng_seed),
+            tokens: config.dial_burst,
+            config,
+            me,
+            network,
+            rules,
+            table: BTreeMap::new(),
+            seeds: Vec::new(),
+            hash: 0,
+            alive: 0,
+            connected: BTreeSet::new(),
+            member_dials: 0,
+            dial_due: BTreeSet::new(),
+            probation_due: BTreeSet::new(),
+            burials: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            foreign: BTreeSet::new(),
+            foreign_generation: 0,
+            refilled_at: now,
+            failed_addrs: HashMap::new(),
+            failed_order: BTreeSet::new(),
+            dialling: HashSet::new(),
+            strangers: PeerGossip::default(),
+            next_gossip: now,
+        }
     }
 
     /// Where `m` belongs in the indexes.
@@ -980,32 +979,13 @@ impl Membership {
     /// every step.
     #[cfg(test)]
     pub(crate) fn assert_indexes(&self) {
-        let mut fresh = Membership {
-            config: self.config.clone(),
-            me: self.me,
-            network: self.network.clone(),
-            rules: self.rules.clone(),
-            table: BTreeMap::new(),
-            seeds: Vec::new(),
-            rng: fastrand::Rng::with_seed(0),
-            hash: 0,
-            alive: 0,
-            connected: BTreeSet::new(),
-            member_dials: 0,
-            dial_due: BTreeSet::new(),
-            probation_due: BTreeSet::new(),
-            burials: BTreeSet::new(),
-            expiries: BTreeSet::new(),
-            foreign: BTreeSet::new(),
-            foreign_generation: 0,
-            tokens: 0,
-            refilled_at: self.refilled_at,
-            failed_addrs: HashMap::new(),
-            failed_order: BTreeSet::new(),
-            dialling: HashSet::new(),
-            strangers: PeerGossip::default(),
-            next_gossip: self.next_gossip,
-        };
+        let mut fresh = Membership::empty(
+            self.config.clone(),
+            self.me,
+            self.network.clone(),
+            self.rules.clone(),
+            self.refilled_at,
+        );
         for (id, m) in &self.table {
             assert_eq!(m.keys, self.keys(*id, m), "stale index keys of {id}");
             fresh.insert_member(*id, m.clone());
