@@ -1,0 +1,101 @@
+//! The tasks the actor starts beside itself (accepting, dialling, discovery), and how it tells
+//! that the node is cut off.
+
+use super::*;
+
+/// How long a node may look for its first peer before it warns that it has none.
+pub(super) const ALONE_WARNING_AFTER: Duration = Duration::from_secs(10);
+
+/// Since when a node has had no peer while it has somewhere to look for one.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Alone {
+    pub(super) since: Option<std::time::Instant>,
+    pub(super) warned: bool,
+}
+
+impl Alone {
+    /// Says so in the logs, once.
+    pub(super) fn warn(self, membership: &Membership) -> Self {
+        if !self.warned {
+            tracing::warn!(
+                seeds = membership.seed_count(),
+                "no peer: this node is cut off from the mesh; it keeps redialling its seeds and \
+                 the members it knows with backoff (more addresses: `Bus::add_peers`)"
+            );
+        }
+        Alone {
+            warned: true,
+            ..self
+        }
+    }
+}
+
+/// Accepts connections and hands them to the actor.
+pub(super) async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Sender<ActorMsg>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(10);
+                if inbox.send(ActorMsg::Inbound(c)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Closed => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Makes one dial that membership asked for and runs the connection it opens; a failure is
+/// reported back, a success is reported by the connection's handshake.
+pub(super) async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest) {
+    let addr = match Addr::parse(&dial.addr) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+            return;
+        }
+    };
+    let stopping = node.stopping.clone();
+    let dialled = tokio::select! {
+        d = node.config.transports.dial(&addr) => d,
+        () = stopping.cancelled() => return,
+    };
+    let reached = match dialled {
+        Ok(c) => {
+            conn::run(
+                Arc::clone(&node),
+                bus,
+                c,
+                Side::Outbound,
+                Some(dial.clone()),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "dial failed");
+            Reached::Nothing
+        }
+    };
+    let msg = match reached {
+        Reached::Node(_) => return,
+        Reached::Linked => ActorMsg::DialLinked(dial),
+        Reached::Nothing => ActorMsg::DialFailed(dial),
+    };
+    let _ = node.inbox.send(msg).await;
+}
+
+/// Hands what a discovery mechanism reports to the actor, until it ends.
+pub(super) async fn discovery_loop(source: &mut dyn Discovery, inbox: mpsc::Sender<ActorMsg>) {
+    while let Some(event) = source.next().await {
+        if inbox.send(ActorMsg::Discovered(event)).await.is_err() {
+            return;
+        }
+    }
+}
