@@ -33,38 +33,17 @@ use crate::wire::control::{
 };
 use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameName, NameCache};
 
+mod handshake;
+mod writer;
+
+use handshake::handshake;
+use writer::{unsent_commands, write_loop, LastSent};
+
 /// Which end of the connection this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
     Inbound,
     Outbound,
-}
-
-/// When the writer last wrote, for the reader's liveness check (which owns the `Liveness`).
-#[derive(Debug)]
-struct LastSent {
-    base: std::time::Instant,
-    micros: AtomicU64,
-}
-
-impl LastSent {
-    fn new() -> Self {
-        LastSent {
-            base: now_std(),
-            micros: AtomicU64::new(0),
-        }
-    }
-
-    fn set(&self, at: std::time::Instant) {
-        let micros = at.saturating_duration_since(self.base).as_micros();
-        self.micros
-            .fetch_max(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    fn get(&self) -> std::time::Instant {
-        let micros = Duration::from_micros(self.micros.load(Ordering::Relaxed));
-        self.base.checked_add(micros).unwrap_or(self.base)
-    }
 }
 
 /// Why a connection ended, as far as membership cares.
@@ -79,9 +58,6 @@ pub(crate) enum Ended {
     /// This node closed it (shutdown, or a replaced connection).
     ByUs,
 }
-
-/// How many frames a writer takes off its lanes for one batch at most.
-const BATCH_BUDGET: usize = 256;
 
 /// How many frames the reader handles at most before it looks at its timers and its other
 /// work again.
@@ -269,132 +245,6 @@ fn resolve_unspecified(addresses: &mut [String], remote: &Addr) {
             }
         }
     }
-}
-
-/// A failed handshake: why, and whether the acceptor refused it as a duplicate.
-struct HandshakeFailed {
-    error: Error,
-    duplicate: bool,
-}
-
-impl From<Error> for HandshakeFailed {
-    fn from(error: Error) -> Self {
-        HandshakeFailed {
-            error,
-            duplicate: false,
-        }
-    }
-}
-
-impl From<HandshakeError> for HandshakeFailed {
-    fn from(err: HandshakeError) -> Self {
-        let duplicate = matches!(
-            err,
-            HandshakeError::Rejected {
-                reason: RejectReason::Duplicate,
-                ..
-            }
-        );
-        HandshakeFailed {
-            error: err.into(),
-            duplicate,
-        }
-    }
-}
-
-impl From<crate::wire::FrameError> for HandshakeFailed {
-    fn from(err: crate::wire::FrameError) -> Self {
-        Error::from(err).into()
-    }
-}
-
-/// Runs the handshake, all of it (our `Hello`, the peer's frame, our answer) within the
-/// handshake's own deadline.
-async fn handshake(
-    node: &NodeShared,
-    reader: &mut dyn FrameReader,
-    writer: &mut dyn FrameWriter,
-    side: Side,
-) -> Result<Established, HandshakeFailed> {
-    let codec = FrameCodec::handshake();
-    let now = now_std();
-    let local = node.local.load();
-    let (hs, hello) = match side {
-        Side::Outbound => {
-            let (hs, hello) = Handshake::dial(&local, now)?;
-            (hs, Some(hello))
-        }
-        Side::Inbound => (Handshake::accept(&local, now)?, None),
-    };
-    let mut hs = hs.with_wall_clock(super::unix_micros_now());
-    let Some(deadline) = hs.deadline() else {
-        return Err(HandshakeError::Finished.into());
-    };
-    let exchange = async {
-        if let Some(hello) = hello {
-            writer
-                .write_batch(&mut vec![encode(&codec, &hello)?])
-                .await?;
-        }
-        let frame = read_frame(reader, &codec).await?;
-        let step = hs.on_frame_with(frame, now_std(), |peer| existing_key(node, peer))?;
-        match step {
-            Step::Established { send, established } => {
-                if let Some(f) = send {
-                    writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
-                }
-                Ok(established)
-            }
-            Step::Refused { send, reject } => {
-                let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
-                Err(Error::new(ErrorKind::Unauthorized)
-                    .with_detail(format!(
-                        "refused the peer ({}): {}",
-                        reject.reason.code(),
-                        reject.message
-                    ))
-                    .into())
-            }
-        }
-    };
-    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), exchange).await {
-        Ok(outcome) => outcome,
-        // The timer fires at the handshake's deadline, where the handshake has timed out.
-        Err(_) => Err(hs
-            .poll_timeout(now_std())
-            .err()
-            .unwrap_or(HandshakeError::TimedOut)
-            .into()),
-    }
-}
-
-/// The key of our established connection to node `peer`, read from the routing snapshot
-/// (no lock): what the acceptor arbitrates against before it answers a `Hello`.
-fn existing_key(node: &NodeShared, peer: u128) -> Option<ConnectionKey> {
-    let routes = node.routes.load();
-    routes
-        .peers
-        .iter()
-        // A connection already failing or replaced is not one to keep over the new one.
-        .find(|p| p.identity.node_id == peer && p.is_available())
-        .map(|p| p.key)
-}
-
-/// Reads one whole frame (partial reads are skipped: the handshake has its own deadline).
-async fn read_frame(reader: &mut dyn FrameReader, codec: &FrameCodec) -> Result<Frame, Error> {
-    loop {
-        match reader.read(codec.max_frame_size).await? {
-            ReadEvent::Frame(bytes) => return decode(codec, bytes),
-            ReadEvent::Closed => {
-                return Err(Error::new(ErrorKind::Io).with_detail("closed during the handshake"))
-            }
-            _ => {}
-        }
-    }
-}
-
-fn decode(codec: &FrameCodec, bytes: Bytes) -> Result<Frame, Error> {
-    Ok(codec.decode_frame(bytes)?)
 }
 
 /// Reads frames until the connection ends; returns why it ended.
@@ -1142,143 +992,6 @@ fn headers_of(frame: &Frame) -> Headers {
         headers.insert(k.clone(), v.clone());
     }
     headers
-}
-
-/// Writes what the lanes hold: waits for any frame, then takes everything queued (control
-/// first, events last, up to a batch budget) and writes it in one batch. An idle link writes a
-/// lone frame at once. On `stop`, sends what is queued and closes; on `abort` (the link failed)
-/// or a failed write, stops at once. Returns what was never written: the lanes, holding what
-/// was never taken off them, and the frames of a failed write that the transport did not take.
-async fn write_loop(
-    mut writer: Box<dyn FrameWriter>,
-    mut rx: LaneReceivers,
-    peer: Arc<PeerHandle>,
-    sent: Arc<LastSent>,
-) -> Unwritten {
-    let budget = peer.budget();
-    let mut batch = Vec::new();
-    // The byte budget of the frames in `batch`, given back at once when they are written (one
-    // release per batch, not one per frame).
-    let mut held = Held(0);
-    // One waiter each for the whole loop, not one registered and dropped per batch.
-    let stopped = peer.stop.cancelled();
-    let aborted = peer.abort.cancelled();
-    tokio::pin!(stopped, aborted);
-    loop {
-        // Checked before each batch, without a lock: a failed link writes nothing more, even
-        // while its lanes stay full. (The waiter below only wakes an idle writer.)
-        if peer.is_aborted() {
-            return Unwritten { rx, batch };
-        }
-        let first = tokio::select! {
-            biased;
-            Some(b) = rx.control.recv() => b,
-            Some(b) = rx.replies.recv() => b,
-            Some(q) = rx.commands.recv() => held.take(q),
-            Some(q) = rx.events.recv() => held.take(q),
-            () = &mut aborted => return Unwritten { rx, batch },
-            () = &mut stopped => {
-                drain(&mut rx, &mut batch, &mut held, usize::MAX);
-                if !batch.is_empty() {
-                    tokio::select! {
-                        biased;
-                        _ = writer.write_batch(&mut batch) => {}
-                        () = &mut aborted => {}
-                    }
-                }
-                let _ = writer.close().await;
-                batch.clear();
-                return Unwritten { rx, batch };
-            }
-        };
-        batch.push(first);
-        drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
-        // The write first: one that completes at once never polls the abort waiter.
-        let written = tokio::select! {
-            biased;
-            w = writer.write_batch(&mut batch) => w,
-            () = &mut aborted => {
-                // A write given up part way may have sent any of the batch.
-                batch.clear();
-                return Unwritten { rx, batch };
-            }
-        };
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "write failed: closing the connection");
-            // The transport left in `batch` what it did not write; what is still on the lanes
-            // was not written either. Out of the routes now, not when the reader notices.
-            peer.set_unavailable();
-            peer.stop.cancel();
-            return Unwritten { rx, batch };
-        }
-        sent.set(now_std());
-        held.release(&budget);
-    }
-}
-
-/// What a stopped writer never wrote.
-struct Unwritten {
-    /// The lanes, with what the writer never took off them.
-    rx: LaneReceivers,
-    /// Frames of a failed write that the transport did not take.
-    batch: Vec<Bytes>,
-}
-
-/// The commands a stopped writer never wrote, by request id: those of its failed batch that
-/// the transport did not take, and those still on the commands lane. The lane is closed first,
-/// so no sender adds one after this looked.
-fn unsent_commands(unwritten: Unwritten) -> Vec<(u64, Bytes)> {
-    let Unwritten { mut rx, batch } = unwritten;
-    rx.commands.close();
-    let mut frames = batch;
-    while let Ok(q) = rx.commands.try_recv() {
-        frames.push(q.bytes);
-    }
-    frames
-        .into_iter()
-        .filter_map(|bytes| match crate::wire::peek_kind_and_id(&bytes) {
-            Some((FrameKind::Command, id)) => Some((id, bytes)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Budget permits taken off queued frames and not yet given back.
-struct Held(usize);
-
-impl Held {
-    /// The frame of `q`, its share of the budget now held until the batch is written.
-    fn take(&mut self, q: Queued) -> Bytes {
-        self.0 += q.permits as usize;
-        q.bytes
-    }
-
-    fn release(&mut self, budget: &Semaphore) {
-        if self.0 > 0 {
-            budget.add_permits(std::mem::take(&mut self.0));
-        }
-    }
-}
-
-fn drain(rx: &mut LaneReceivers, batch: &mut Vec<Bytes>, held: &mut Held, budget: usize) {
-    for lane in [&mut rx.control, &mut rx.replies] {
-        while batch.len() < budget {
-            match lane.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
-        }
-    }
-    for lane in [&mut rx.commands, &mut rx.events] {
-        while batch.len() < budget {
-            match lane.try_recv() {
-                Ok(q) => {
-                    batch.push(held.take(q));
-                }
-                Err(_) => break,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
