@@ -283,9 +283,9 @@ impl<E: Event> Publish<'_, E> {
             }
             for (peer, bytes) in full_peers {
                 tokio::select! {
-                    // `false` means the connection is gone, and the peer with it.
+                    // `queue` gives up by itself once the connection is gone, and the peer
+                    // with it: the event is not for anyone then.
                     _ = peer.queue(&peer.lanes.events, bytes) => {}
-                    () = peer.gone.cancelled() => {}
                     () = sealed.cancelled() => {
                         return Err(Error::closed().with_message_name(E::NAME));
                     }
