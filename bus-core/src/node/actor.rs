@@ -18,11 +18,10 @@ use crate::id::NodeId;
 use crate::proto::admission::HandshakeLimiter;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
+use crate::proto::links::Links;
 use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
 use crate::transport::{Addr, Connection, Listener};
-use crate::wire::control::{
-    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, MemberState,
-};
+use crate::wire::control::{ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest};
 
 mod tasks;
 
@@ -77,21 +76,15 @@ pub(crate) enum ActorMsg {
 struct PeerEntry {
     handle: Arc<PeerHandle>,
     key: ConnectionKey,
-    /// The run of the node this link reaches: the handshake's incarnation, raised when the
-    /// node refutes a rumour of its death (a node id names one process, so a newer
-    /// incarnation of it is the same process at the other end of this link).
-    incarnation: u64,
     interest: RemoteInterest,
-    /// An interest message to this peer did not fit its control lane: a snapshot is owed,
-    /// sent on the next timer tick that finds room (a lost last delta would otherwise go
-    /// unnoticed until our interest changes again).
-    owes_interest: bool,
 }
 
 struct Actor {
     node: Arc<NodeShared>,
     bus: Weak<BusInner>,
     peers: HashMap<NodeId, PeerEntry>,
+    /// What membership is told of `peers`, and the interest owed to them.
+    links: Links,
     local: LocalInterest,
     /// The event names in `local`, to diff against the subscription table.
     local_events: BTreeSet<String>,
@@ -158,6 +151,7 @@ pub(crate) async fn run(
         node: Arc::clone(&node),
         bus,
         peers: HashMap::new(),
+        links: Links::new(),
         local: LocalInterest::new(),
         local_events: BTreeSet::new(),
         membership,
@@ -267,10 +261,8 @@ impl Actor {
                     .get(&node_id)
                     .is_some_and(|p| p.handle.conn_id == conn_id)
                 {
-                    let gone = self.peers.remove(&node_id)?;
-                    // Membership is told which run of the node this link reached, so the end of
-                    // an old run's link never buries a newer one.
-                    let incarnation = gone.incarnation;
+                    self.peers.remove(&node_id)?;
+                    let incarnation = self.links.remove(node_id)?;
                     self.publish();
                     let now = now_std();
                     let out = match ended {
@@ -294,15 +286,17 @@ impl Actor {
                 // (yet: the peer's own connection may still be on its way to us, or no
                 // longer), the dial is retried after its backoff; the address answered, so
                 // it is no failure of the address, nor a sign the node is unreachable.
-                if !self.settle_linked(&dial) {
-                    self.membership.on_dial_not_made(&dial, now_std());
+                let now = now_std();
+                match self.links.settle_linked(&dial, &mut self.membership, now) {
+                    Some(out) => self.apply(out),
+                    None => self.membership.on_dial_not_made(&dial, now),
                 }
                 self.report_membership();
             }
             ActorMsg::Discovered(DiscoveryEvent::Found(identity)) => {
                 let now = now_std();
                 let mut out = self.membership.on_discovered(&identity, now);
-                out.extend(self.relink_refuted(now));
+                out.extend(self.links.relink_refuted(&mut self.membership, now));
                 self.apply(out);
                 self.check_foreign();
             }
@@ -328,7 +322,7 @@ impl Actor {
                 if let Some(send_limit) = send_limit {
                     let now = now_std();
                     let mut out = self.membership.handle_gossip(node_id, msg, send_limit, now);
-                    out.extend(self.relink_refuted(now));
+                    out.extend(self.links.relink_refuted(&mut self.membership, now));
                     self.apply(out);
                     self.check_foreign();
                 }
@@ -340,9 +334,10 @@ impl Actor {
             } => self.on_interest(node_id, conn_id, &msg),
             ActorMsg::InterestRequest { node_id, conn_id } => {
                 let snapshot = self.local.snapshot();
-                if let Some(p) = self.peers.get_mut(&node_id) {
-                    if p.handle.conn_id == conn_id && !send_interest(&p.handle, &snapshot) {
-                        p.owes_interest = true;
+                if let Some(p) = self.peers.get(&node_id) {
+                    if p.handle.conn_id == conn_id {
+                        let sent = send_interest(&p.handle, &snapshot);
+                        self.links.interest_sent(node_id, sent);
                     }
                 }
             }
@@ -419,7 +414,11 @@ impl Actor {
                     }
                 }
                 Output::Dial(dial) => {
-                    if self.settle_linked(&dial) {
+                    if let Some(out) =
+                        self.links
+                            .settle_linked(&dial, &mut self.membership, now_std())
+                    {
+                        self.apply(out);
                         continue;
                     }
                     let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
@@ -439,75 +438,6 @@ impl Actor {
                 }
             }
         }
-    }
-
-    /// A dial of a node we already have a link to (by its id, or by an address it advertises)
-    /// is not made: a second connection would only replace the first and fail what waits on
-    /// it. Membership is told the node is linked. Returns whether the dial was settled so.
-    fn settle_linked(&mut self, dial: &DialRequest) -> bool {
-        let linked = self.peers.values().find(|p| match dial.node {
-            Some(node) => p.handle.node_id == node,
-            None => p.handle.identity.addresses.contains(&dial.addr),
-        });
-        let Some(node) = linked.map(|p| p.handle.node_id) else {
-            return false;
-        };
-        let now = now_std();
-        let out = self.relink(node, now);
-        let linked = self
-            .membership
-            .member(node)
-            .is_some_and(|m| m.state() == MemberState::Alive && m.is_connected());
-        if linked {
-            self.membership.on_dial_succeeded(dial, node, now);
-        } else {
-            // A tombstone behind a live link: back off until gossip settles it (the node hears
-            // of its death over this link and refutes). Never "succeeded" while membership
-            // does not count the link, or it would ask for the same dial at once, forever.
-            self.membership.on_dial_not_made(dial, now);
-        }
-        self.apply(out);
-        true
-    }
-
-    /// Tells membership that the link to `node` is up, at the newest incarnation membership
-    /// holds of it if that is newer than the link's: the node refuted a rumour of its death,
-    /// and the refutation reached us as gossip rather than a new handshake.
-    fn relink(&mut self, node: NodeId, now: std::time::Instant) -> Vec<Output> {
-        let Some(entry) = self.peers.get_mut(&node) else {
-            return Vec::new();
-        };
-        if let Some(m) = self.membership.member(node) {
-            if m.state() == MemberState::Alive && m.incarnation() > entry.incarnation {
-                entry.incarnation = m.incarnation();
-            }
-        }
-        let mut identity = entry.handle.identity.clone();
-        identity.incarnation = entry.incarnation;
-        self.membership.on_connected(&identity, now)
-    }
-
-    /// After news that may carry newer incarnations of linked nodes (gossip, discovery):
-    /// links whose node refuted are counted again at the new incarnation.
-    fn relink_refuted(&mut self, now: std::time::Instant) -> Vec<Output> {
-        let refuted: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                self.membership.member(**id).is_some_and(|m| {
-                    m.state() == MemberState::Alive
-                        && !m.is_connected()
-                        && m.incarnation() > p.incarnation
-                })
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        let mut out = Vec::new();
-        for node in refuted {
-            tracing::debug!(%node, "linked node refuted its death; link counted again");
-            out.extend(self.relink(node, now));
-        }
-        out
     }
 
     fn on_peer_up(&mut self, peer: Arc<PeerHandle>, key: ConnectionKey) -> bool {
@@ -531,15 +461,14 @@ impl Actor {
                 }
             }
         }
-        let owes_interest = !send_interest(&peer, &self.local.snapshot());
+        let sent = send_interest(&peer, &self.local.snapshot());
+        self.links.insert(peer.identity.clone(), !sent);
         self.peers.insert(
             peer.node_id,
             PeerEntry {
-                incarnation: peer.identity.incarnation,
                 handle: peer,
                 key,
                 interest,
-                owes_interest,
             },
         );
         self.publish();
@@ -619,8 +548,11 @@ impl Actor {
     /// Sends the interest snapshots owed to peers whose control lane was full.
     fn pay_interest(&mut self) {
         let snapshot = self.local.snapshot();
-        for p in self.peers.values_mut().filter(|p| p.owes_interest) {
-            p.owes_interest = !send_interest(&p.handle, &snapshot);
+        for node in self.links.owed() {
+            if let Some(p) = self.peers.get(&node) {
+                let sent = send_interest(&p.handle, &snapshot);
+                self.links.paid(node, sent);
+            }
         }
     }
 
@@ -639,10 +571,9 @@ impl Actor {
         }
         self.local_events = now;
         for delta in &deltas {
-            for p in self.peers.values_mut() {
-                if !send_interest(&p.handle, delta) {
-                    p.owes_interest = true;
-                }
+            for (node, p) in &self.peers {
+                let sent = send_interest(&p.handle, delta);
+                self.links.interest_sent(*node, sent);
             }
         }
     }
@@ -743,6 +674,7 @@ impl Actor {
             p.handle.stop.cancel();
         }
         self.peers.clear();
+        self.links.clear();
         self.publish();
         // The connections end once their writers have flushed; bounded, since a stuck link must
         // not hold shutdown.

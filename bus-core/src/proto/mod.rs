@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod handshake;
 pub mod interest;
+pub mod links;
 pub mod liveness;
 pub mod membership;
 pub mod requests;
