@@ -22,6 +22,7 @@ use crate::proto::handshake::{ConnectionKey, Established, Handshake, HandshakeEr
 use crate::proto::liveness::{Liveness, LivenessEvent};
 use crate::proto::membership::DialRequest;
 use crate::proto::requests::{deadline_from_remaining, InboundRequests};
+use crate::proto::retirement::{Closing, Retirement};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -67,11 +68,6 @@ const READ_BURST: usize = 256;
 
 /// How long a closing connection's writer may take to send what is queued.
 const FLUSH_BOUND: Duration = Duration::from_secs(1);
-
-/// How long a replaced connection stays open for the replies and handlers still under way on
-/// it. Both ends replace the same connection (arbitration is symmetric), so each waits for
-/// its own requests; this bounds a handler that never ends.
-const RETIRE_BOUND: Duration = Duration::from_secs(30);
 
 /// How long the handlers of a lost connection get, once cancelled, to finish before they are
 /// aborted: time to see `ctx.cancelled()` and clean up.
@@ -261,10 +257,7 @@ async fn read_loop(
     let Ok(mut liveness) = Liveness::new(node.config.liveness, now_std()) else {
         return Ended::Broken("invalid liveness configuration");
     };
-    // Set once another connection replaced this one: when it must close at the latest.
-    let mut retired_until: Option<tokio::time::Instant> = None;
-    // Whether our `Goodbye { Replaced }` notice is queued.
-    let mut notice_sent = false;
+    let mut fence = Retirement::default();
     // Made once, not per turn of the loop: a new timer or cancellation waiter per frame
     // would register (and deregister) itself each time. A later deadline only moves the
     // timer's expiry, without touching the timer wheel.
@@ -273,15 +266,21 @@ async fn read_loop(
     let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(liveness.next_deadline()));
     tokio::pin!(stopped, retired, timer);
     loop {
-        if retired_until.is_some() {
-            notice_sent = notice_sent || send_replaced_notice(peer);
-            if notice_sent
-                && inbound.peer_replaced
-                && !peer.has_pending()
-                && inbound.handlers.is_empty()
-            {
-                tracing::debug!(peer = %peer.node_id, "replaced connection drained");
-                return Ended::ByUs;
+        if fence.is_retired() {
+            if fence.wants_notice() && send_replaced_notice(peer) {
+                fence.notice_sent();
+            }
+            let idle = !peer.has_pending() && inbound.handlers.is_empty();
+            match fence.may_close(inbound.peer_replaced, idle, now_std()) {
+                Some(Closing::Drained) => {
+                    tracing::debug!(peer = %peer.node_id, "replaced connection drained");
+                    return Ended::ByUs;
+                }
+                Some(Closing::BoundPassed) => {
+                    tracing::debug!(peer = %peer.node_id, "replaced connection still busy: closing");
+                    return Ended::ByUs;
+                }
+                None => {}
             }
         }
         // What the writer sent counts: only an idle link needs a Ping.
@@ -331,13 +330,9 @@ async fn read_loop(
                 }
             }
             () = &mut stopped => return Ended::ByUs,
-            () = &mut retired, if retired_until.is_none() => {
-                retired_until = Some(tokio::time::Instant::now() + RETIRE_BOUND);
-            }
-            () = sleep_until_some(retired_until) => {
-                tracing::debug!(peer = %peer.node_id, "replaced connection still busy: closing");
-                return Ended::ByUs;
-            }
+            () = &mut retired, if !fence.is_retired() => fence.retire(now_std()),
+            // The fence decides at the top of the loop.
+            () = sleep_until_some(fence.poll_timeout().map(tokio::time::Instant::from_std)) => {}
         }
     }
 }

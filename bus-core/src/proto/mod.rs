@@ -11,4 +11,5 @@ pub mod links;
 pub mod liveness;
 pub mod membership;
 pub mod requests;
+pub mod retirement;
 pub mod routing;
