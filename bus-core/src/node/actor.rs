@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
@@ -17,13 +17,19 @@ use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::admission::HandshakeLimiter;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
-use crate::proto::interest::{Applied, LocalInterest, RemoteInterest};
+use crate::proto::interest::{LocalInterest, RemoteInterest};
 use crate::proto::links::Links;
 use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
 use crate::transport::{Addr, Connection, Listener};
 use crate::wire::control::{ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest};
 
+mod admission;
+mod interest;
+mod reach;
 mod tasks;
+
+pub(crate) use admission::Admission;
+use interest::send_interest;
 
 use tasks::{accept_loop, dial_task, discovery_loop, Alone, ALONE_WARNING_AFTER};
 
@@ -104,17 +110,6 @@ struct Actor {
     /// One permit per inbound handshake under way, for each remote host that has one (or had
     /// one lately: entries with none in use are dropped when the table is full).
     host_handshakes: HashMap<String, Arc<Semaphore>>,
-}
-
-/// How many remote hosts' handshakes under way are tracked at most.
-const MAX_HANDSHAKE_HOSTS: usize = 4096;
-
-/// The places an inbound connection holds until its handshake ends: one among the node's
-/// handshakes under way, one among its host's.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    _node: OwnedSemaphorePermit,
-    _host: OwnedSemaphorePermit,
 }
 
 /// The membership configuration the node runs with; `start()` validates it first.
@@ -333,13 +328,7 @@ impl Actor {
                 msg,
             } => self.on_interest(node_id, conn_id, &msg),
             ActorMsg::InterestRequest { node_id, conn_id } => {
-                let snapshot = self.local.snapshot();
-                if let Some(p) = self.peers.get(&node_id) {
-                    if p.handle.conn_id == conn_id {
-                        let sent = send_interest(&p.handle, &snapshot);
-                        self.links.interest_sent(node_id, sent);
-                    }
-                }
+                self.on_interest_request(node_id, conn_id);
             }
             ActorMsg::Shutdown(done) => return Some(done),
         }
@@ -370,30 +359,6 @@ impl Actor {
         self.tasks.spawn(async move {
             conn::run(node, bus, c, Side::Inbound, None, Some(admission)).await;
         });
-    }
-
-    /// A place among `host`'s handshakes under way, if it has one free. A full table first
-    /// drops the hosts with none under way; if every one has some, a new host is refused.
-    fn host_handshake(&mut self, host: &str) -> Option<OwnedSemaphorePermit> {
-        let per_host = self
-            .node
-            .config
-            .max_concurrent_handshakes_per_host
-            .min(Semaphore::MAX_PERMITS);
-        if !self.host_handshakes.contains_key(host)
-            && self.host_handshakes.len() >= MAX_HANDSHAKE_HOSTS
-        {
-            self.host_handshakes
-                .retain(|_, slots| slots.available_permits() < per_host);
-            if self.host_handshakes.len() >= MAX_HANDSHAKE_HOSTS {
-                return None;
-            }
-        }
-        let slots = self
-            .host_handshakes
-            .entry(host.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(per_host)));
-        Arc::clone(slots).try_acquire_owned().ok()
     }
 
     /// Does what membership asks.
@@ -475,64 +440,6 @@ impl Actor {
         true
     }
 
-    fn on_interest(&mut self, node_id: NodeId, conn_id: u64, msg: &Interest) {
-        let Some(p) = self.peers.get_mut(&node_id) else {
-            return;
-        };
-        if p.handle.conn_id != conn_id {
-            return;
-        }
-        match p.interest.apply(msg) {
-            Applied::Changed => self.publish(),
-            Applied::Truncated { changed } => {
-                tracing::debug!(peer = %node_id, "interest over the bounds: the names beyond them are ignored");
-                // A peer repeating names it may not add costs no rebuild of the routes.
-                if changed {
-                    self.publish();
-                }
-            }
-            Applied::Unchanged | Applied::Stale | Applied::AwaitingSnapshot => {}
-            Applied::Gap { .. } => {
-                let request = p.interest.snapshot_request();
-                if let Ok(frame) = request.to_frame() {
-                    if let Ok(bytes) = encode(&p.handle.send_codec, &frame) {
-                        let _ = p.handle.lanes.control.try_send(bytes);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reports live members that share no transport with us: they are never dialled (not
-    /// redialled forever), and the application sees them in the membership view.
-    ///
-    /// Membership says when its set changed, so this costs nothing after most events.
-    fn check_foreign(&mut self) {
-        self.report_membership();
-        let generation = self.membership.foreign_generation();
-        if generation == self.foreign_generation {
-            return;
-        }
-        self.foreign_generation = generation;
-        let mut foreign: Vec<NodeId> = self.membership.foreign().collect();
-        foreign.sort_unstable();
-        if foreign == self.foreign {
-            return;
-        }
-        for id in foreign.iter().filter(|id| !self.foreign.contains(id)) {
-            if let Some(m) = self.membership.member(*id) {
-                tracing::warn!(
-                    node = %id,
-                    name = %m.identity().name,
-                    addresses = ?m.identity().addresses,
-                    "unreachable: this node shares no transport with us"
-                );
-            }
-        }
-        self.foreign = foreign;
-        self.publish();
-    }
-
     /// Copies the membership gauges into the bus's counters.
     fn report_membership(&self) {
         if let Some(bus) = self.bus.upgrade() {
@@ -542,17 +449,6 @@ impl Actor {
             c.members.store(members, Ordering::Relaxed);
             c.dials_in_flight.store(dials, Ordering::Relaxed);
             c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends the interest snapshots owed to peers whose control lane was full.
-    fn pay_interest(&mut self) {
-        let snapshot = self.local.snapshot();
-        for node in self.links.owed() {
-            if let Some(p) = self.peers.get(&node) {
-                let sent = send_interest(&p.handle, &snapshot);
-                self.links.paid(node, sent);
-            }
         }
     }
 
@@ -575,19 +471,6 @@ impl Actor {
                 let sent = send_interest(&p.handle, delta);
                 self.links.interest_sent(*node, sent);
             }
-        }
-    }
-
-    /// Warns once that the node has found no peer since it started, if it has looked for
-    /// [`ALONE_WARNING_AFTER`].
-    fn check_alone(&self) {
-        let alone = self.alone.get();
-        if !self.node.stopping.is_cancelled()
-            && alone.since.is_some_and(|since| {
-                now_std().saturating_duration_since(since) >= ALONE_WARNING_AFTER
-            })
-        {
-            self.alone.set(alone.warn(&self.membership));
         }
     }
 
@@ -686,18 +569,4 @@ impl Actor {
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         self.tasks.abort_all();
     }
-}
-
-/// Queues `msg` on the peer's control lane; `false` if it did not fit (or could not be
-/// encoded), and a snapshot is owed.
-fn send_interest(peer: &PeerHandle, msg: &Interest) -> bool {
-    let sent = msg
-        .to_frame()
-        .ok()
-        .and_then(|f| encode(&peer.send_codec, &f).ok())
-        .is_some_and(|bytes| peer.lanes.control.try_send(bytes).is_ok());
-    if !sent {
-        tracing::debug!(peer = %peer.node_id, "interest not sent now: the control lane is full");
-    }
-    sent
 }
