@@ -1,6 +1,5 @@
 //! A connected peer as senders see it: who it is, its lanes and the replies we wait for.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::id::NodeId;
 use crate::proto::handshake::ConnectionKey;
+use crate::proto::requests::PendingRequests;
 use crate::proto::routing::Candidate;
 use crate::stats::{PeerCounters, PeerStats};
 use crate::wire::control::{PeerIdentity, ReplyError};
@@ -94,7 +94,7 @@ pub(crate) struct PeerHandle {
     /// The codec for frames we send: limited by the smaller of the two `max_frame_size`s.
     pub(crate) send_codec: FrameCodec,
     /// Replies we wait for, by request id. Short critical sections only, never across `.await`.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    pending: Mutex<PendingRequests<oneshot::Sender<Answer>>>,
     in_flight: AtomicUsize,
     /// Set the moment the connection is known to be failing, closing or replaced: routing
     /// skips it from then on, before the actor publishes routes without it. (An atomic, not a
@@ -140,7 +140,7 @@ impl PeerHandle {
             conn_id,
             lanes,
             send_codec,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingRequests::new()),
             in_flight: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             gone: CancellationToken::new(),
@@ -274,7 +274,10 @@ impl PeerHandle {
         if self.gone.is_cancelled() {
             return false;
         }
-        pending.insert(id, tx);
+        // Ids come from one node-wide counter: a duplicate is never made, and is refused.
+        if pending.insert(id, tx).is_err() {
+            return false;
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -290,7 +293,7 @@ impl PeerHandle {
             .pending
             .lock()
             .ok()
-            .and_then(|mut pending| pending.remove(&id));
+            .and_then(|mut pending| pending.complete(id));
         if removed.is_some() {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
@@ -303,7 +306,7 @@ impl PeerHandle {
             .pending
             .lock()
             .ok()
-            .and_then(|mut pending| pending.remove(&id));
+            .and_then(|mut pending| pending.complete(id));
         if let Some(tx) = waiter {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             // The caller may have given up a moment ago; nothing to do then.
@@ -321,12 +324,12 @@ impl PeerHandle {
             return;
         };
         for (id, bytes) in unsent {
-            if let Some(tx) = pending.remove(&id) {
+            if let Some(tx) = pending.complete(id) {
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 let _ = tx.send(Answer::NotSent(bytes));
             }
         }
-        let drained: Vec<_> = pending.drain().collect();
+        let drained = pending.drain();
         drop(pending);
         self.in_flight.fetch_sub(drained.len(), Ordering::Relaxed);
         drop(drained);

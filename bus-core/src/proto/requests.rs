@@ -1,37 +1,19 @@
 //! Requests across the mesh: ids, the table of replies we wait for, the table of handlers we run
 //! for peers, cancellation and deadlines.
 //!
-//! Every request has an id unique per calling node. A reply is matched on (peer, id), so a reply
-//! from another peer that happens to carry the same id matches nothing. A caller that stops
+//! Every request has an id unique per calling node (from one counter every sending task shares).
+//! A reply is matched on (connection, id), so a reply from another peer that happens to carry
+//! the same id matches nothing. A caller that stops
 //! waiting removes its entry at once and sends `Cancel { id }`. When a peer dies, every request
 //! waiting on it resolves at once (as `PeerLost`), and every handler running for it is cancelled.
 //! The deadline travels as the time that remains, never as a wall-clock instant.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::id::NodeId;
 use crate::wire::frame::{Frame, FrameKind};
-
-/// Hands out request ids, unique per node: 1, 2, 3, ...
-#[derive(Debug, Default, Clone)]
-pub struct RequestIds {
-    last: u64,
-}
-
-impl RequestIds {
-    /// Ids from 1.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The next id.
-    pub fn next_id(&mut self) -> u64 {
-        self.last = self.last.wrapping_add(1).max(1);
-        self.last
-    }
-}
 
 /// The time that remains until `deadline`, as it travels on the wire (zero once passed).
 pub fn remaining(deadline: Instant, now: Instant) -> Duration {
@@ -59,31 +41,27 @@ pub fn cancel_frame(id: u64) -> Frame {
 /// A request id that is already waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateRequest {
-    /// The peer.
-    pub peer: NodeId,
     /// The id.
     pub id: u64,
 }
 
-/// The replies this node waits for, keyed by (peer, request id). `W` is whatever wakes the
-/// caller (a oneshot sender in the runtime).
+/// The replies this node waits for on one connection, by request id. `W` is whatever wakes
+/// the caller (a oneshot sender in the runtime).
+///
+/// One table per connection: a reply is matched on the connection it came from, so a reply
+/// from another peer that happens to carry the same id matches nothing, and the connection's
+/// end fails exactly its own requests ([`drain`](Self::drain)). The deadline is the caller's:
+/// it travels to the peer as [`remaining`] time, and a caller that stops waiting (its deadline
+/// passed, or it was dropped) [`cancel`](Self::cancel)s its entry.
 #[derive(Debug)]
 pub struct PendingRequests<W> {
-    entries: HashMap<(NodeId, u64), Pending<W>>,
-    deadlines: BTreeSet<(Instant, NodeId, u64)>,
-}
-
-#[derive(Debug)]
-struct Pending<W> {
-    waiter: W,
-    deadline: Option<Instant>,
+    entries: HashMap<u64, W>,
 }
 
 impl<W> Default for PendingRequests<W> {
     fn default() -> Self {
         PendingRequests {
             entries: HashMap::new(),
-            deadlines: BTreeSet::new(),
         }
     }
 }
@@ -94,80 +72,38 @@ impl<W> PendingRequests<W> {
         Self::default()
     }
 
-    /// Waits for the reply to request `id` sent to `peer`.
+    /// Waits for the reply to request `id`.
     ///
     /// # Errors
     ///
-    /// [`DuplicateRequest`] if that (peer, id) is already waiting; the table is unchanged.
-    pub fn insert(
-        &mut self,
-        peer: NodeId,
-        id: u64,
-        deadline: Option<Instant>,
-        waiter: W,
-    ) -> Result<(), DuplicateRequest> {
-        match self.entries.entry((peer, id)) {
-            Entry::Occupied(_) => Err(DuplicateRequest { peer, id }),
+    /// [`DuplicateRequest`] if `id` is already waiting; the table is unchanged.
+    pub fn insert(&mut self, id: u64, waiter: W) -> Result<(), DuplicateRequest> {
+        match self.entries.entry(id) {
+            Entry::Occupied(_) => Err(DuplicateRequest { id }),
             Entry::Vacant(slot) => {
-                slot.insert(Pending { waiter, deadline });
-                if let Some(at) = deadline {
-                    self.deadlines.insert((at, peer, id));
-                }
+                slot.insert(waiter);
                 Ok(())
             }
         }
     }
 
-    /// A reply (or a reply error) for `id` came from `peer`: the waiter to wake, if any.
-    pub fn complete(&mut self, peer: NodeId, id: u64) -> Option<W> {
-        let pending = self.entries.remove(&(peer, id))?;
-        if let Some(at) = pending.deadline {
-            self.deadlines.remove(&(at, peer, id));
-        }
-        Some(pending.waiter)
+    /// A reply (or a reply error) for `id` arrived: the waiter to wake, if it still waits.
+    pub fn complete(&mut self, id: u64) -> Option<W> {
+        self.entries.remove(&id)
     }
 
-    /// The caller gave up (dropped its future or timed out): forgets the entry and returns the
-    /// `Cancel` frame to send to `peer`, or `None` if the request was no longer waiting.
-    pub fn cancel(&mut self, peer: NodeId, id: u64) -> Option<Frame> {
-        self.complete(peer, id).map(|_| cancel_frame(id))
+    /// The caller gave up (dropped its future, or its deadline passed): forgets the entry and
+    /// returns the `Cancel` frame to send, or `None` if the request was no longer waiting (so
+    /// a request is cancelled at most once, and never after its reply).
+    pub fn cancel(&mut self, id: u64) -> Option<Frame> {
+        self.complete(id).map(|_| cancel_frame(id))
     }
 
-    /// `peer` died or left: every request waiting on it, to fail at once with `PeerLost`.
-    pub fn on_peer_lost(&mut self, peer: NodeId) -> Vec<(u64, W)> {
-        let ids: Vec<u64> = self
-            .entries
-            .keys()
-            .filter(|(p, _)| *p == peer)
-            .map(|(_, id)| *id)
-            .collect();
-        let mut lost: Vec<(u64, W)> = ids
-            .into_iter()
-            .filter_map(|id| self.complete(peer, id).map(|w| (id, w)))
-            .collect();
+    /// The connection is gone: every request still waiting, by id, to fail at once.
+    pub fn drain(&mut self) -> Vec<(u64, W)> {
+        let mut lost: Vec<(u64, W)> = self.entries.drain().collect();
         lost.sort_by_key(|(id, _)| *id);
         lost
-    }
-
-    /// Requests whose deadline has passed at `now`, to fail with `Timeout` (send each peer a
-    /// [`cancel_frame`]).
-    pub fn expire(&mut self, now: Instant) -> Vec<(NodeId, u64, W)> {
-        let mut expired = Vec::new();
-        while let Some(&(at, peer, id)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(pending) = self.entries.remove(&(peer, id)) {
-                expired.push((peer, id, pending.waiter));
-            }
-        }
-        expired
-    }
-
-    /// The earliest deadline, for the runtime's timer.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _, _)| *at)
     }
 
     /// How many replies are awaited.
@@ -178,11 +114,6 @@ impl<W> PendingRequests<W> {
     /// Whether no reply is awaited.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// How many replies are awaited from `peer` (for least-in-flight routing).
-    pub fn in_flight_to(&self, peer: NodeId) -> usize {
-        self.entries.keys().filter(|(p, _)| *p == peer).count()
     }
 }
 
@@ -281,46 +212,37 @@ mod tests {
     const B: NodeId = NodeId::from_u128(0xb);
 
     #[test]
-    fn ids_are_unique_and_never_zero() {
-        let mut ids = RequestIds::new();
-        let got: Vec<u64> = (0..5).map(|_| ids.next_id()).collect();
-        assert_eq!(got, vec![1, 2, 3, 4, 5]);
-        let mut wrapped = RequestIds { last: u64::MAX };
-        assert_eq!(wrapped.next_id(), 1);
-    }
-
-    #[test]
-    fn replies_match_on_peer_and_id() {
+    fn replies_match_on_id_once() {
         let mut pending = PendingRequests::new();
-        pending.insert(A, 1, None, "a1").unwrap();
-        pending.insert(B, 1, None, "b1").unwrap();
+        pending.insert(1, "a1").unwrap();
+        pending.insert(2, "a2").unwrap();
+        assert_eq!(pending.insert(1, "dup"), Err(DuplicateRequest { id: 1 }));
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.complete(2), Some("a2"));
+        assert_eq!(pending.complete(2), None, "a reply is matched once");
+        assert_eq!(pending.complete(3), None);
         assert_eq!(
-            pending.insert(A, 1, None, "dup"),
-            Err(DuplicateRequest { peer: A, id: 1 })
+            pending.complete(1),
+            Some("a1"),
+            "the duplicate left the first alone"
         );
-        assert_eq!(pending.complete(B, 1), Some("b1"));
-        assert_eq!(pending.complete(B, 1), None, "a reply is matched once");
-        assert_eq!(pending.complete(A, 2), None);
-        assert_eq!(pending.complete(A, 1), Some("a1"));
         assert!(pending.is_empty());
     }
 
     #[test]
-    fn pending_requests_resolve_as_peer_lost_on_death() {
-        let t0 = Instant::now();
-        let mut pending = PendingRequests::new();
-        pending
-            .insert(A, 1, Some(t0 + Duration::from_secs(5)), "a1")
-            .unwrap();
-        pending.insert(A, 2, None, "a2").unwrap();
-        pending.insert(B, 3, None, "b3").unwrap();
-        assert_eq!(pending.in_flight_to(A), 2);
-        assert_eq!(pending.on_peer_lost(A), vec![(1, "a1"), (2, "a2")]);
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending.in_flight_to(A), 0);
-        // The dead request's deadline is gone too: nothing expires later.
-        assert!(pending.expire(t0 + Duration::from_secs(60)).is_empty());
-        assert_eq!(pending.complete(B, 3), Some("b3"));
+    fn a_lost_connection_fails_every_request_still_waiting_on_it() {
+        let mut link_a = PendingRequests::new();
+        let mut link_b = PendingRequests::new();
+        link_a.insert(2, "a2").unwrap();
+        link_a.insert(1, "a1").unwrap();
+        link_a.insert(3, "a3").unwrap();
+        link_b.insert(1, "b1").unwrap();
+        assert_eq!(link_a.complete(3), Some("a3"));
+        assert_eq!(link_a.drain(), vec![(1, "a1"), (2, "a2")]);
+        assert!(link_a.is_empty());
+        assert_eq!(link_a.complete(1), None, "a late reply matches nothing");
+        // The same id on another connection is another request.
+        assert_eq!(link_b.complete(1), Some("b1"));
     }
 
     #[test]
@@ -332,9 +254,8 @@ mod tests {
         let timeout = config.peer_timeout();
         let mut link_to_a = Liveness::new(config, t0).unwrap();
         let mut pending = PendingRequests::new();
-        pending.insert(A, 1, None, "first").unwrap();
-        pending.insert(A, 2, None, "second").unwrap();
-        pending.insert(B, 3, None, "elsewhere").unwrap();
+        pending.insert(1, "first").unwrap();
+        pending.insert(2, "second").unwrap();
 
         // A peer that sends nothing is alive until exactly `peer_timeout`...
         let mut now = t0;
@@ -345,55 +266,33 @@ mod tests {
                 panic!("declared dead early, at {:?}", now - t0);
             }
         }
-        assert_eq!(pending.len(), 3);
-        // ...and then every request waiting on it resolves at once, the others untouched.
+        assert_eq!(pending.len(), 2);
+        // ...and then every request waiting on it resolves at once.
         assert_eq!(
             link_to_a.poll(t0 + timeout),
             Some(LivenessEvent::Dead {
                 reason: DeadReason::Silent
             })
         );
-        assert_eq!(pending.on_peer_lost(A), vec![(1, "first"), (2, "second")]);
-        assert_eq!(pending.len(), 1);
-    }
-
-    #[test]
-    fn deadlines_expire_in_order_and_not_before() {
-        let t0 = Instant::now();
-        let mut pending = PendingRequests::new();
-        pending
-            .insert(A, 1, Some(t0 + Duration::from_millis(300)), 1)
-            .unwrap();
-        pending
-            .insert(B, 2, Some(t0 + Duration::from_millis(100)), 2)
-            .unwrap();
-        pending.insert(A, 3, None, 3).unwrap();
-        assert_eq!(
-            pending.next_deadline(),
-            Some(t0 + Duration::from_millis(100))
-        );
-        assert!(pending.expire(t0 + Duration::from_millis(99)).is_empty());
-        assert_eq!(
-            pending.expire(t0 + Duration::from_millis(100)),
-            vec![(B, 2, 2)]
-        );
-        assert_eq!(pending.expire(t0 + Duration::from_secs(1)), vec![(A, 1, 1)]);
-        assert_eq!(pending.next_deadline(), None);
-        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.drain(), vec![(1, "first"), (2, "second")]);
     }
 
     #[test]
     fn a_caller_that_gives_up_sends_cancel_once() {
         let mut pending = PendingRequests::new();
-        pending.insert(A, 9, None, ()).unwrap();
-        let frame = pending.cancel(A, 9).expect("a cancel frame");
+        pending.insert(9, ()).unwrap();
+        let frame = pending.cancel(9).expect("a cancel frame");
         assert_eq!(frame.kind, FrameKind::Cancel);
         assert_eq!(frame.request_id, 9);
-        assert!(pending.cancel(A, 9).is_none(), "nothing to cancel twice");
+        assert!(pending.cancel(9).is_none(), "nothing to cancel twice");
         assert!(
-            pending.complete(A, 9).is_none(),
+            pending.complete(9).is_none(),
             "a late reply matches nothing"
         );
+        // A request answered before its caller gave up is not cancelled.
+        pending.insert(10, ()).unwrap();
+        assert_eq!(pending.complete(10), Some(()));
+        assert!(pending.cancel(10).is_none());
     }
 
     #[test]
