@@ -40,8 +40,8 @@ struct Polite;
 #[meshbus(name = "conn.stubborn")]
 struct Stubborn;
 
-/// How long a replaced connection may stay open for work under way (the runtime's
-/// `RETIRE_BOUND`).
+/// How long a replaced connection may stay open for work under way
+/// (`proto::retirement::RETIRE_BOUND`).
 const RETIRE_BOUND: Duration = Duration::from_secs(30);
 
 /// How long a lost connection's handlers get after their cancel (the runtime's
