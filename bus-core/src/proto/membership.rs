@@ -67,7 +67,8 @@ mod gossip;
 mod member;
 mod table;
 
-pub use config::{Backoff, MembershipConfig};
+pub use super::backoff::Backoff;
+pub use config::MembershipConfig;
 use member::*;
 pub use member::{Address, Member, Source};
 
