@@ -120,7 +120,8 @@ mod name_cache;
 mod types;
 
 use compress::*;
-use encode::*;
+#[cfg(test)]
+use encode::{SCRATCH, SCRATCH_KEEP};
 
 pub use deferred::{CompressedFrame, Decoded};
 pub(crate) use encode::exact_bytes;
