@@ -203,32 +203,29 @@ impl FrameCodec {
 struct Reader(Bytes);
 
 impl Reader {
-    fn need(&self, n: usize, what: &'static str) -> Result<(), FrameError> {
-        if self.0.len() < n {
-            Err(FrameError::Truncated { what })
-        } else {
-            Ok(())
-        }
-    }
-
+    // `Buf`'s checked getters: a field cut short is an error naming it, never a panic.
     fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
-        self.need(1, what)?;
-        Ok(self.0.get_u8())
+        self.0
+            .try_get_u8()
+            .map_err(|_| FrameError::Truncated { what })
     }
 
     fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
-        self.need(2, what)?;
-        Ok(self.0.get_u16())
+        self.0
+            .try_get_u16()
+            .map_err(|_| FrameError::Truncated { what })
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        self.need(4, what)?;
-        Ok(self.0.get_u32())
+        self.0
+            .try_get_u32()
+            .map_err(|_| FrameError::Truncated { what })
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        self.need(8, what)?;
-        Ok(self.0.get_u64())
+        self.0
+            .try_get_u64()
+            .map_err(|_| FrameError::Truncated { what })
     }
 
     /// A `u16`-length-prefixed UTF-8 string.
