@@ -58,7 +58,7 @@ mod addr;
 mod stream;
 
 pub use addr::Addr;
-pub use stream::{StreamFrameReader, StreamFrameWriter};
+pub use stream::{FramingError, StreamFrameReader, StreamFrameWriter, StreamFraming};
 
 /// A way to reach other nodes: listens on and dials addresses of its [schemes](Self::schemes).
 ///

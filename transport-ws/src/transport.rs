@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use meshbus_core::proto::backoff::Backoff;
 use meshbus_core::transport::Addr;
 use meshbus_core::wire::{DEFAULT_MAX_FRAME_SIZE, PREFIX_LEN};
 use meshbus_core::{Connection, Error, ErrorKind, Listener, Transport};
@@ -244,13 +245,14 @@ impl Upgrade {
 /// the others. Ends when the listener is dropped (it owns this task).
 async fn accept_loop(listener: TcpListener, upgrade: Upgrade, tx: mpsc::Sender<Accepted>) {
     let mut upgrades = JoinSet::new();
-    let mut backoff = MIN_BACKOFF;
+    let mut rng = fastrand::Rng::new();
+    let mut failures = 0;
     loop {
         let room = upgrades.len() < MAX_PENDING_UPGRADES;
         tokio::select! {
             accepted = listener.accept(), if room => match accepted {
                 Ok((stream, peer)) => {
-                    backoff = MIN_BACKOFF;
+                    failures = 0;
                     upgrades.spawn(upgrade.clone().run(stream, peer, tx.clone()));
                 }
                 Err(e) => {
@@ -258,8 +260,8 @@ async fn accept_loop(listener: TcpListener, upgrade: Upgrade, tx: mpsc::Sender<A
                     if tx.send(Err(io_error("accept failed", e))).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(ACCEPT_BACKOFF.delay(failures, &mut rng)).await;
+                    failures = failures.saturating_add(1);
                 }
             },
             Some(_) = upgrades.join_next() => {}
@@ -270,8 +272,12 @@ async fn accept_loop(listener: TcpListener, upgrade: Upgrade, tx: mpsc::Sender<A
 
 type Accepted = Result<Connection, Error>;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a failed accept waits before the next: 10 ms doubling up to 1 s, ±20 %.
+const ACCEPT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(10),
+    cap: Duration::from_secs(1),
+    jitter: 0.2,
+};
 
 /// Listens on a `ws://` address. Dropping it stops listening and drops the connections still
 /// in their upgrade.

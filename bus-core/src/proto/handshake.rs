@@ -44,9 +44,9 @@
 //! Two nodes that dial each other at once end up with two connections, and a node that restarts
 //! may dial a peer that still holds the old, half-open connection. [`arbitrate`] decides which
 //! connection survives, from facts both ends know, so that each end reaches the same decision
-//! without another message. Queues and pending requests belong to the peer, not to a
-//! connection: when a connection is replaced, the runtime moves them to the survivor, so nothing
-//! queued is lost or sent twice.
+//! without another message. A replaced connection is not cut: it drains. Both ends fence it
+//! with `Goodbye { replaced }`, finish what is already under way on it (within a bound), then
+//! close it; new work goes to the survivor. So nothing queued is lost or sent twice.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -85,110 +85,6 @@ const MAX_INCARNATION_LEAD_MICROS: u64 = MAX_INCARNATION_LEAD.as_micros() as u64
 /// The longest handshake timeout accepted: a day. Bounding it keeps `now + timeout` from
 /// overflowing `Instant`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// What this node brings to every handshake: who it is, what it speaks, what it accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalNode {
-    identity: PeerIdentity,
-    versions: VersionRange,
-    max_frame_size: u32,
-    handshake_timeout: Duration,
-}
-
-impl LocalNode {
-    /// A node with `identity`, speaking [`VersionRange::CURRENT`], accepting frames up to
-    /// [`DEFAULT_MAX_FRAME_SIZE`] (16 MiB) and allowing [`DEFAULT_HANDSHAKE_TIMEOUT`].
-    pub fn new(identity: PeerIdentity) -> Self {
-        LocalNode {
-            identity,
-            versions: VersionRange::CURRENT,
-            max_frame_size: DEFAULT_LIMIT,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-
-    /// Sets the protocol versions offered in `Hello` and accepted from a dialler.
-    pub fn with_versions(mut self, versions: VersionRange) -> Self {
-        self.versions = versions;
-        self
-    }
-
-    /// Sets the largest frame this node accepts after the handshake (announced to peers); at
-    /// least [`MIN_MAX_FRAME_SIZE`].
-    pub fn with_max_frame_size(mut self, max_frame_size: u32) -> Self {
-        self.max_frame_size = max_frame_size;
-        self
-    }
-
-    /// Sets how long a handshake may take, from dialling or accepting to its last frame.
-    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Who this node is.
-    pub fn identity(&self) -> &PeerIdentity {
-        &self.identity
-    }
-
-    /// The protocol versions this node speaks.
-    pub fn versions(&self) -> VersionRange {
-        self.versions
-    }
-
-    /// The largest frame this node accepts after the handshake.
-    pub fn max_frame_size(&self) -> u32 {
-        self.max_frame_size
-    }
-
-    /// How long a handshake may take.
-    pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
-    }
-
-    /// Checks the configuration; [`Handshake::dial`] and [`Handshake::accept`] call it.
-    ///
-    /// # Errors
-    ///
-    /// [`HandshakeError::Config`] when the version range is empty, `max_frame_size` is under
-    /// [`MIN_MAX_FRAME_SIZE`], the timeout is zero or over a day, or the identity is over
-    /// the limits peers accept ([`PeerIdentity::within_limits`]) or too large to fit a 64 KiB
-    /// handshake frame.
-    pub fn validate(&self) -> Result<(), HandshakeError> {
-        if !self.identity.within_limits() {
-            return Err(HandshakeError::Config(
-                "the identity has more than 16 addresses or a field over 256 bytes",
-            ));
-        }
-        if self.versions.min > self.versions.max {
-            return Err(HandshakeError::Config("the version range is empty"));
-        }
-        if self.max_frame_size < MIN_MAX_FRAME_SIZE {
-            return Err(HandshakeError::Config(
-                "max_frame_size is under the 64 KiB handshake limit",
-            ));
-        }
-        if self.handshake_timeout.is_zero() || self.handshake_timeout > MAX_TIMEOUT {
-            return Err(HandshakeError::Config(
-                "the handshake timeout must be above zero and at most a day",
-            ));
-        }
-        // `Hello` is the larger of the two messages that carry the identity.
-        let mut scratch = BytesMut::new();
-        self.hello()
-            .to_frame()
-            .and_then(|frame| FrameCodec::handshake().encode(&frame, &mut scratch))
-            .map_err(|_| HandshakeError::Config("the identity does not fit a handshake frame"))
-    }
-
-    fn hello(&self) -> Hello {
-        Hello {
-            versions: self.versions,
-            identity: self.identity.clone(),
-            max_frame_size: self.max_frame_size,
-        }
-    }
-}
 
 /// Which end of a connection this node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -660,93 +556,6 @@ fn check_peer_limit(max_frame_size: u32) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// What [`arbitrate`] compares about one connection to a peer; see [`Established::key`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnectionKey {
-    /// Which end dialled the connection.
-    pub direction: Direction,
-    /// The peer's incarnation, as its handshake announced it.
-    pub peer_incarnation: u64,
-}
-
-impl ConnectionKey {
-    /// The node id of the node that dialled this connection.
-    pub fn dialler(self, local_node_id: u128, peer_node_id: u128) -> u128 {
-        match self.direction {
-            Direction::Outbound => local_node_id,
-            Direction::Inbound => peer_node_id,
-        }
-    }
-}
-
-/// Which of two connections to one peer survives.
-///
-/// Queues and pending requests belong to the peer, not to a connection: whichever connection
-/// is closed, the runtime moves them to the survivor, so nothing is lost or sent twice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub enum Arbitration {
-    /// Keep the existing connection and close the new one. The peer decides the same about
-    /// the same two connections, so no message is needed; an acceptor that has not written its
-    /// `Welcome` yet may answer `Reject { reason: Duplicate }` instead.
-    KeepExisting,
-    /// Keep the new connection and close the existing one; the runtime moves the peer's queues
-    /// and pending requests to the new one.
-    ReplaceWithNew,
-    /// Refuse the new connection: it speaks for an older incarnation of the peer than the one
-    /// we are connected to. Answer `Reject { reason }` if this node is the acceptor and has not
-    /// welcomed it yet; close it in any case.
-    RejectNew {
-        /// The reason to send: [`RejectReason::Duplicate`].
-        reason: RejectReason,
-    },
-}
-
-/// Decides which connection to keep when a new connection to a peer completes its handshake
-/// while an established one to the same peer exists.
-///
-/// `local_node_id` is ours, `peer_node_id` the peer's (the same for both connections).
-///
-/// - **A newer incarnation** of the peer on the new connection: the peer restarted and the
-///   existing connection is half-open; [`ReplaceWithNew`](Arbitration::ReplaceWithNew).
-/// - **An older incarnation**: stale; [`RejectNew`](Arbitration::RejectNew) with
-///   [`RejectReason::Duplicate`].
-/// - **The same incarnation, dialled by different ends** (a simultaneous dial): keep the
-///   connection whose dialler has the smaller node id. Both ends compare the same two ids, so
-///   both keep the same connection, whichever completed first.
-/// - **The same incarnation, dialled by the same end**: the dialler dialled again, so it has
-///   given up on the existing connection, which is half-open here;
-///   [`ReplaceWithNew`](Arbitration::ReplaceWithNew). (A runtime does not dial a peer it is
-///   connected to or already dialling, so this is a reconnect, not a race.)
-///
-/// Incarnations are compared as numbers, larger is newer: a node that keeps its node id across
-/// restarts must start each run with a larger incarnation than the last (for example the start
-/// time in the high bits and random bits below).
-pub fn arbitrate(
-    local_node_id: u128,
-    peer_node_id: u128,
-    existing: ConnectionKey,
-    new: ConnectionKey,
-) -> Arbitration {
-    use std::cmp::Ordering;
-    match new.peer_incarnation.cmp(&existing.peer_incarnation) {
-        Ordering::Greater => Arbitration::ReplaceWithNew,
-        Ordering::Less => Arbitration::RejectNew {
-            reason: RejectReason::Duplicate,
-        },
-        Ordering::Equal if new.direction == existing.direction => Arbitration::ReplaceWithNew,
-        Ordering::Equal => {
-            let new_dialler = new.dialler(local_node_id, peer_node_id);
-            let existing_dialler = existing.dialler(local_node_id, peer_node_id);
-            if new_dialler < existing_dialler {
-                Arbitration::ReplaceWithNew
-            } else {
-                Arbitration::KeepExisting
-            }
-        }
-    }
-}
-
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -755,6 +564,12 @@ impl fmt::Display for Direction {
         })
     }
 }
+
+mod arbitrate;
+mod local;
+
+pub use arbitrate::{arbitrate, Arbitration, ConnectionKey};
+pub use local::LocalNode;
 
 #[cfg(test)]
 mod tests;

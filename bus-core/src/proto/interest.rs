@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::wire::control::{Interest, InterestRequest};
 
-/// The most command names, and the most event names, one peer's interest may hold.
-pub const MAX_NAMES: usize = 16 * 1024;
+/// The most command names, and the most event names, one peer's interest may hold: the limit
+/// the wire's [`Interest`] decoder keeps to.
+pub use crate::wire::control::MAX_NAMES;
 
 /// The longest message name accepted in an interest, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;

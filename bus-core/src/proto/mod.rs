@@ -5,6 +5,7 @@
 //! and in-memory frames.
 
 pub mod admission;
+pub mod backoff;
 pub mod handshake;
 pub mod interest;
 pub mod links;

@@ -6,9 +6,10 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
 
 use super::{FrameReader, FrameWriter, ReadEvent};
-use crate::wire::split_frame;
+use crate::wire::{split_frame, FrameError};
 use crate::{Error, ErrorKind};
 
 /// How much room a read asks for when the buffer has none left.
@@ -26,6 +27,74 @@ const KEEP_BATCH_CAPACITY: usize = 256 * 1024;
 /// frame's allocation is freed with the frame instead of serving the connection's reads for the
 /// rest of its life (a `BytesMut` split keeps the whole allocation it was split from).
 const KEEP_READ_CAPACITY: usize = 64 * 1024;
+
+/// The length-delimited framing of byte streams as a tokio-util [`Decoder`]: whole frames,
+/// length prefix included, split off a [`BytesMut`] by [`split_frame`].
+///
+/// [`StreamFrameReader`] decodes with it; a transport of its own can too, as can
+/// `tokio_util::codec::FramedRead` where the reader's extras are not needed. tokio-util's
+/// `LengthDelimitedCodec` is not used: it reserves a frame's whole declared size as soon as the
+/// prefix arrives (up to the limit, 16 MiB, for a peer that then sends nothing), where
+/// [`split_frame`] grows the buffer at most 64 KiB ahead of what arrived, and it does not
+/// refuse a length shorter than a frame's fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFraming {
+    /// The largest frame accepted, counting everything after the length prefix: a longer
+    /// declared length is an error before anything is reserved.
+    pub limit: usize,
+}
+
+impl Decoder for StreamFraming {
+    type Item = Bytes;
+    type Error = FramingError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FramingError> {
+        split_frame(src, self.limit).map_err(FramingError::Frame)
+    }
+}
+
+/// What [`StreamFraming`] fails with: a length the framing refuses, or, under
+/// `tokio_util::codec::FramedRead`, the stream's own error. Either is final for the connection.
+#[derive(Debug)]
+pub enum FramingError {
+    /// The declared length is over the limit or shorter than a frame's fixed header.
+    Frame(FrameError),
+    /// Reading the stream failed.
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for FramingError {
+    fn from(e: std::io::Error) -> Self {
+        FramingError::Io(e)
+    }
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FramingError::Frame(e) => e.fmt(f),
+            FramingError::Io(e) => write!(f, "read failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FramingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FramingError::Frame(e) => e.source(),
+            FramingError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<FramingError> for Error {
+    fn from(e: FramingError) -> Self {
+        match e {
+            FramingError::Frame(e) => e.into(),
+            FramingError::Io(e) => io_error("read failed", e),
+        }
+    }
+}
 
 fn io_error(what: &'static str, err: std::io::Error) -> Error {
     Error::new(ErrorKind::Io).with_detail(what).with_source(err)
@@ -68,7 +137,7 @@ impl<R> StreamFrameReader<R> {
     /// it (at most a few reads' worth) is copied to a small buffer: the large one goes when the
     /// frame is dropped, not when the connection is.
     fn split(&mut self, limit: usize) -> Result<Option<Bytes>, Error> {
-        let frame = split_frame(&mut self.buf, limit)?;
+        let frame = StreamFraming { limit }.decode(&mut self.buf)?;
         if let Some(frame) = &frame {
             self.partial_reported = false;
             if frame.len() > KEEP_READ_CAPACITY && self.buf.len() <= KEEP_READ_CAPACITY {

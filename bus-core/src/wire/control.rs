@@ -14,6 +14,10 @@ use super::frame::{Frame, FrameError, FrameKind};
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// The most names of one kind a decoded [`Interest`] keeps: a peer cannot make us allocate for
+/// more. The limit belongs to the message, so the interest state uses this constant.
+pub const MAX_NAMES: usize = 16 * 1024;
+
 /// A control message: a body type tied to one frame kind.
 pub trait ControlMessage: Serialize + DeserializeOwned {
     /// The kind of the frame that carries this message.
@@ -328,10 +332,9 @@ pub struct Interest {
     pub events_removed: Vec<String>,
 }
 
-/// A list of message names: the first [`proto::interest::MAX_NAMES`](crate::proto::interest::MAX_NAMES)
-/// are kept, the rest ignored.
+/// A list of message names: the first [`MAX_NAMES`] are kept, the rest ignored.
 fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    super::body::first_n::<D, String, { crate::proto::interest::MAX_NAMES }>(d)
+    super::body::first_n::<D, String, MAX_NAMES>(d)
 }
 
 impl ControlMessage for Interest {

@@ -32,11 +32,18 @@ impl Alone {
 
 /// Accepts connections and hands them to the actor.
 pub(super) async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Sender<ActorMsg>) {
-    let mut backoff = Duration::from_millis(10);
+    // Failed accepts are often transient (out of file descriptors): retry soon, then less often.
+    let backoff = crate::proto::backoff::Backoff {
+        base: Duration::from_millis(10),
+        cap: Duration::from_secs(1),
+        jitter: 0.2,
+    };
+    let mut rng = fastrand::Rng::new();
+    let mut failures = 0;
     loop {
         match listener.accept().await {
             Ok(c) => {
-                backoff = Duration::from_millis(10);
+                failures = 0;
                 if inbox.send(ActorMsg::Inbound(c)).await.is_err() {
                     return;
                 }
@@ -44,8 +51,8 @@ pub(super) async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Se
             Err(e) if e.kind() == crate::ErrorKind::Closed => return,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.delay(failures, &mut rng)).await;
+                failures = failures.saturating_add(1);
             }
         }
     }

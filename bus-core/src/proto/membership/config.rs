@@ -1,54 +1,6 @@
-//! The knobs of membership, and the redial schedule.
+//! The knobs of membership.
 
 use super::*;
-
-/// Exponential backoff with jitter: `min(cap, base × 2^attempt)`, then multiplied by a random
-/// factor in `[1 − jitter, 1 + jitter]`.
-///
-/// So a delay is never more than `cap × (1 + jitter)`; at the cap, the jitter still spreads
-/// redials of many nodes apart.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// The delay before the first retry (attempt 0), before jitter.
-    pub base: Duration,
-    /// The largest delay before jitter.
-    pub cap: Duration,
-    /// The jitter fraction, clamped to `0.0..=1.0`.
-    pub jitter: f64,
-}
-
-impl Default for Backoff {
-    /// 250 ms, doubling up to 30 s, ±20 %.
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(250),
-            cap: Duration::from_secs(30),
-            jitter: 0.2,
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay of retry number `attempt` (0 for the first) before jitter:
-    /// `min(cap, base × 2^attempt)`.
-    pub fn centre(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The delay of retry number `attempt`, with jitter drawn from `rng` (one draw per call,
-    /// whatever the jitter, so a seeded run replays).
-    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
-        let centre = self.centre(attempt);
-        let jitter = if self.jitter.is_finite() {
-            self.jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let factor = 1.0 + jitter * (rng.f64() * 2.0 - 1.0);
-        Duration::try_from_secs_f64(centre.as_secs_f64() * factor).unwrap_or(centre)
-    }
-}
 
 /// The knobs of [`Membership`].
 #[derive(Debug, Clone)]

@@ -501,3 +501,31 @@ async fn a_connection_that_sends_nothing_holds_no_buffer() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn the_framing_decoder_drives_tokio_utils_framed_read() {
+    use futures_util::StreamExt;
+    let frames = three_frames();
+    let all = frames.concat();
+    // Chunks that cut every frame, so the decoder sees partial frames between reads.
+    let chunks = all.chunks(7).map(<[u8]>::to_vec);
+    let read =
+        tokio_util::codec::FramedRead::new(Script::new(chunks), StreamFraming { limit: LIMIT });
+    let got: Vec<Bytes> = read.map(Result::unwrap).collect().await;
+    assert_eq!(got, frames);
+}
+
+#[test]
+fn the_framing_decoder_refuses_an_over_limit_length_before_reserving_it() {
+    let mut buf = BytesMut::from(&[0x00, 0x10, 0x00, 0x00][..]);
+    let err = StreamFraming { limit: 1024 }.decode(&mut buf).unwrap_err();
+    assert_eq!(Error::from(err).kind(), ErrorKind::TooLarge);
+    assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
+    // Within the limit, an announced large frame reserves at most 64 KiB ahead of what came.
+    let mut buf = BytesMut::from(&[0x01, 0x00, 0x00, 0x00][..]);
+    assert_eq!(
+        StreamFraming { limit: LIMIT }.decode(&mut buf).unwrap(),
+        None
+    );
+    assert!(buf.capacity() <= 4 + 64 * 1024, "{}", buf.capacity());
+}

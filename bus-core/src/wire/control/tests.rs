@@ -20,7 +20,7 @@ fn round_trip<M: ControlMessage + PartialEq + std::fmt::Debug>(msg: M) {
 
 #[test]
 fn an_interest_with_too_many_names_keeps_the_first_ones() {
-    let n = crate::proto::interest::MAX_NAMES as u32 + 1;
+    let n = super::MAX_NAMES as u32 + 1;
     // Compact form: [seq, snapshot, commands_added] with n names, the last one "x".
     let mut body = vec![0x93, 0x00, 0xc3, 0xdd];
     body.extend_from_slice(&(n + 1).to_be_bytes());

@@ -43,8 +43,8 @@ pub fn with_remaining_deadline(frame: &[u8], remaining: Duration) -> Option<Byte
         return None;
     }
     let str16_at = |at: usize| -> Option<usize> {
-        let len = frame.get(at..at + 2)?;
-        Some(2 + usize::from(u16::from_be_bytes([len[0], len[1]])))
+        let mut len = frame.get(at..)?;
+        Some(2 + usize::from(len.try_get_u16().ok()?))
     };
     let mut at = PREFIX_LEN + FIXED_HEADER_LEN;
     if flag_bits & flags::NAME_ID != 0 {
