@@ -1,14 +1,18 @@
 //! Handler traits, and the erased forms the bus stores.
 
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::context::Context;
-use crate::error::HandlerError;
+use crate::error::{Error, HandlerError};
 use crate::message::{Command, Event};
+use crate::services::Services;
+use crate::subscription::SubscriptionOptions;
 
 /// A boxed, `Send` future.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -16,8 +20,9 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Handles one command type: exactly one handler per command name answers.
 ///
 /// Implement it with `#[async_trait]` (re-exported in the prelude) for a handler with state and
-/// injected services; a plain async closure registered with
-/// [`BusBuilder::command_handler`](crate::BusBuilder::command_handler) does for the rest.
+/// injected services; a plain async fn registered with
+/// [`BusBuilder::command_handler`](crate::BusBuilder::command_handler) does for the rest. Its
+/// error type is `HandlerError`, which `?` converts any `std::error::Error` into.
 ///
 /// # Examples
 ///
@@ -41,7 +46,7 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), meshbus_core::Error> {
-/// let bus = Bus::builder().command_handler_with(|_| Ok(Adder)).start().await?;
+/// let bus = Bus::builder().command_handler(Adder).start().await?;
 /// assert_eq!(bus.commands().local().send(Add(2, 3)).await?, 5);
 /// // A handler is a plain value too: call it directly in a unit test.
 /// let sum = Adder.handle(Add(1, 1), Context::local(&bus)).await;
@@ -60,12 +65,15 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 
 /// Handles one event type: every subscriber in scope gets each event.
 ///
-/// The event is shared between the subscribers of one process, hence `&E`.
+/// The event is shared between the subscribers of one process, so a handler gets it as an
+/// `Arc<E>`, as a closure handler and a [`Subscription`](crate::Subscription) do: it can keep
+/// it or move it into a task without a copy.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
 /// use async_trait::async_trait;
 /// use meshbus_core::{Bus, Context, Event, EventHandler, HandlerError};
 /// use serde::{Deserialize, Serialize};
@@ -79,7 +87,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 ///
 /// #[async_trait]
 /// impl EventHandler<Tick> for LastTick {
-///     async fn handle(&self, tick: &Tick, _ctx: Context) -> Result<(), HandlerError> {
+///     async fn handle(&self, tick: Arc<Tick>, _ctx: Context) -> Result<(), HandlerError> {
 ///         self.0.store(tick.0, Ordering::Relaxed);
 ///         Ok(())
 ///     }
@@ -89,7 +97,7 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 /// # async fn main() -> Result<(), meshbus_core::Error> {
 /// let bus = Bus::builder().start().await?;
 /// let last = LastTick::default();
-/// last.handle(&Tick(9), Context::local(&bus)).await.ok();
+/// last.handle(Arc::new(Tick(9)), Context::local(&bus)).await.ok();
 /// assert_eq!(last.0.load(Ordering::Relaxed), 9);
 /// # Ok(())
 /// # }
@@ -98,51 +106,250 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 pub trait EventHandler<E: Event>: Send + Sync + 'static {
     /// Handles one event. An `Err` or a panic is logged and counted in
     /// [`BusStats`](crate::BusStats); the subscription goes on with the next event.
-    async fn handle(&self, event: &E, ctx: Context) -> Result<(), HandlerError>;
+    async fn handle(&self, event: Arc<E>, ctx: Context) -> Result<(), HandlerError>;
 }
 
-/// A closure registered as a command handler.
-pub(crate) struct CommandFnHandler<F>(pub(crate) F);
+/// What [`BusBuilder::command_handler`](crate::BusBuilder::command_handler) takes: a handler of
+/// command `C`, in one of three shapes.
+///
+/// - an async fn or closure `(C, Context) -> Result<C::Reply, E>`, for any
+///   `E: Into<HandlerError>` (`HandlerError`, the bus's own [`Error`](crate::Error), or any
+///   `std::error::Error`);
+/// - a value implementing [`CommandHandler<C>`];
+/// - a factory that builds such a value from the [`Services`] inside
+///   [`start`](crate::BusBuilder::start): [`from_services`].
+///
+/// `M` only tells the three apart; it is inferred.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler of command `{C}`",
+    label = "not a handler of `{C}`",
+    note = "a command handler is an async fn or closure `(C, Context) -> Result<C::Reply, E>` with `E: Into<HandlerError>`, a value implementing `CommandHandler<C>`, or `from_services(|services| ..)` building one",
+    note = "a closure's arguments need their types: `|cmd: {C}, ctx: Context|`"
+)]
+pub trait IntoCommandHandler<C: Command, M>: Send + 'static {
+    /// Builds the handler; factories run here, inside `start`.
+    #[doc(hidden)]
+    fn build(self, services: &Services) -> Result<Arc<dyn CommandHandler<C>>, Error>;
+}
+
+/// What [`BusBuilder::event_handler`](crate::BusBuilder::event_handler) takes: a subscriber of
+/// event `E`, in the shapes of [`IntoCommandHandler`] (an async fn or closure
+/// `(Arc<E>, Context) -> Result<(), E2>`, a value implementing [`EventHandler<E>`], or
+/// [`from_services`]), optionally with its [`SubscriptionOptions`] attached by
+/// [`EventHandlerExt::with_options`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a subscriber of event `{E}`",
+    label = "not a subscriber of `{E}`",
+    note = "an event handler is an async fn or closure `(Arc<E>, Context) -> Result<(), E2>` with `E2: Into<HandlerError>`, a value implementing `EventHandler<E>`, or `from_services(|services| ..)` building one",
+    note = "a closure's arguments need their types: `|event: Arc<{E}>, ctx: Context|`"
+)]
+pub trait IntoEventHandler<E: Event, M>: Send + 'static {
+    /// Builds the subscriber; factories run here, inside `start`.
+    #[doc(hidden)]
+    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error>;
+
+    /// How the subscription queues and runs its events.
+    #[doc(hidden)]
+    fn options(&self) -> SubscriptionOptions {
+        SubscriptionOptions::new()
+    }
+}
+
+/// Tells the shapes of [`IntoCommandHandler`] and [`IntoEventHandler`] apart, so that their
+/// impls do not overlap. Never named by users.
+pub mod marker {
+    use std::marker::PhantomData;
+
+    /// An async fn or closure returning `Fut`, whose error is `E`.
+    #[allow(missing_debug_implementations)]
+    pub struct AsyncFn<Fut, E>(PhantomData<fn() -> (Fut, E)>);
+    /// A value implementing the handler trait.
+    #[allow(missing_debug_implementations)]
+    pub struct Value;
+    /// A factory building a handler `H`.
+    #[allow(missing_debug_implementations)]
+    pub struct Factory<H>(PhantomData<fn() -> H>);
+    /// A subscriber of shape `M` with its options.
+    #[allow(missing_debug_implementations)]
+    pub struct WithOptions<M>(PhantomData<fn() -> M>);
+}
+
+/// A handler factory: `f` runs inside [`start`](crate::BusBuilder::start) with the registered
+/// [`Services`], and the first failing factory makes `start` fail.
+///
+/// ```
+/// use std::sync::Arc;
+/// use meshbus_core::{async_trait, from_services, Bus, Command, CommandHandler, Context, HandlerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// struct Greeting(String);
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greet(String);
+/// impl Command for Greet { const NAME: &'static str = "greet"; type Reply = String; }
+///
+/// struct Greeter { greeting: Arc<Greeting> }
+///
+/// #[async_trait]
+/// impl CommandHandler<Greet> for Greeter {
+///     async fn handle(&self, cmd: Greet, _ctx: Context) -> Result<String, HandlerError> {
+///         Ok(format!("{}, {}", self.greeting.0, cmd.0))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), meshbus_core::Error> {
+/// let bus = Bus::builder()
+///     .service(Greeting("hello".into()))
+///     .command_handler(from_services(|s| Ok(Greeter { greeting: s.get()? })))
+///     .start()
+///     .await?;
+/// assert_eq!(bus.commands().send(Greet("Ada".into())).await?, "hello, Ada");
+/// # bus.shutdown().await
+/// # }
+/// ```
+pub fn from_services<F, H>(f: F) -> FromServices<F>
+where
+    F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+{
+    FromServices(f)
+}
+
+/// A handler factory, made by [`from_services`].
+#[must_use = "a factory does nothing until it is registered"]
+pub struct FromServices<F>(F);
+
+impl<F> fmt::Debug for FromServices<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FromServices")
+    }
+}
+
+/// A subscriber with its [`SubscriptionOptions`], made by [`EventHandlerExt::with_options`].
+#[must_use = "a subscriber does nothing until it is registered"]
+#[derive(Debug)]
+pub struct WithOptions<H> {
+    handler: H,
+    options: SubscriptionOptions,
+}
+
+/// Attaches [`SubscriptionOptions`] to a subscriber:
+/// `.event_handler(on_tick.with_options(SubscriptionOptions::new().concurrency(4)))`.
+pub trait EventHandlerExt: Sized {
+    /// This subscriber, queued and run as `options` say.
+    fn with_options(self, options: SubscriptionOptions) -> WithOptions<Self> {
+        WithOptions {
+            handler: self,
+            options,
+        }
+    }
+}
+
+impl<T: Send + 'static> EventHandlerExt for T {}
+
+/// An async fn or closure as a [`CommandHandler`].
+struct FnCommand<F, Fut, E>(F, PhantomData<fn() -> (Fut, E)>);
 
 #[async_trait]
-impl<C, F, Fut> CommandHandler<C> for CommandFnHandler<F>
+impl<C, F, Fut, E> CommandHandler<C> for FnCommand<F, Fut, E>
 where
     C: Command,
     F: Fn(C, Context) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
+    Fut: Future<Output = Result<C::Reply, E>> + Send + 'static,
+    E: Into<HandlerError> + 'static,
 {
     async fn handle(&self, cmd: C, ctx: Context) -> Result<C::Reply, HandlerError> {
-        (self.0)(cmd, ctx).await
+        (self.0)(cmd, ctx).await.map_err(Into::into)
     }
 }
 
-/// What the bus stores for a subscriber: trait handlers get `&E`, closures the `Arc<E>`.
-pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync + 'static {
-    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>>;
-}
-
-/// A trait handler registered as a subscriber.
-pub(crate) struct EventTraitHandler<H>(pub(crate) H);
-
-impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for EventTraitHandler<H> {
-    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>> {
-        Box::pin(async move { self.0.handle(&event, ctx).await })
+impl<C, F, Fut, E> IntoCommandHandler<C, marker::AsyncFn<Fut, E>> for F
+where
+    C: Command,
+    F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<C::Reply, E>> + Send + 'static,
+    E: Into<HandlerError> + 'static,
+{
+    fn build(self, _: &Services) -> Result<Arc<dyn CommandHandler<C>>, Error> {
+        Ok(Arc::new(FnCommand(self, PhantomData)))
     }
 }
 
-/// A closure registered as a subscriber.
-pub(crate) struct EventFnHandler<F>(pub(crate) F);
+impl<C: Command, H: CommandHandler<C>> IntoCommandHandler<C, marker::Value> for H {
+    fn build(self, _: &Services) -> Result<Arc<dyn CommandHandler<C>>, Error> {
+        Ok(Arc::new(self))
+    }
+}
 
-impl<E, F, Fut> ErasedEventHandler<E> for EventFnHandler<F>
+impl<C, F, H> IntoCommandHandler<C, marker::Factory<H>> for FromServices<F>
+where
+    C: Command,
+    F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+    H: CommandHandler<C>,
+{
+    fn build(self, services: &Services) -> Result<Arc<dyn CommandHandler<C>>, Error> {
+        Ok(Arc::new((self.0)(services)?))
+    }
+}
+
+/// An async fn or closure as an [`EventHandler`].
+struct FnEvent<F, Fut, Er>(F, PhantomData<fn() -> (Fut, Er)>);
+
+#[async_trait]
+impl<E, F, Fut, Er> EventHandler<E> for FnEvent<F, Fut, Er>
 where
     E: Event,
     F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    Fut: Future<Output = Result<(), Er>> + Send + 'static,
+    Er: Into<HandlerError> + 'static,
 {
-    fn call(&self, event: Arc<E>, ctx: Context) -> BoxFuture<'_, Result<(), HandlerError>> {
+    async fn handle(&self, event: Arc<E>, ctx: Context) -> Result<(), HandlerError> {
         // The closure is called inside the future, so that a panic in its synchronous part is
         // caught where the future's panics are.
-        Box::pin(async move { (self.0)(event, ctx).await })
+        (self.0)(event, ctx).await.map_err(Into::into)
+    }
+}
+
+impl<E, F, Fut, Er> IntoEventHandler<E, marker::AsyncFn<Fut, Er>> for F
+where
+    E: Event,
+    F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Er>> + Send + 'static,
+    Er: Into<HandlerError> + 'static,
+{
+    fn build(self, _: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
+        Ok(Arc::new(FnEvent(self, PhantomData)))
+    }
+}
+
+impl<E: Event, H: EventHandler<E>> IntoEventHandler<E, marker::Value> for H {
+    fn build(self, _: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
+        Ok(Arc::new(self))
+    }
+}
+
+impl<E, F, H> IntoEventHandler<E, marker::Factory<H>> for FromServices<F>
+where
+    E: Event,
+    F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+    H: EventHandler<E>,
+{
+    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
+        Ok(Arc::new((self.0)(services)?))
+    }
+}
+
+impl<E, M, H> IntoEventHandler<E, marker::WithOptions<M>> for WithOptions<H>
+where
+    E: Event,
+    H: IntoEventHandler<E, M>,
+{
+    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
+        self.handler.build(services)
+    }
+
+    fn options(&self) -> SubscriptionOptions {
+        self.options
     }
 }
 

@@ -5,7 +5,7 @@
 //! feature, the transports and discovery. Transport crates depend on this one.
 //!
 //! ```
-//! use meshbus_core::{Bus, Command, Event, HandlerError};
+//! use meshbus_core::{Bus, Command, Context, Event, HandlerError};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -16,13 +16,16 @@
 //! struct Pinged { text: String }
 //! impl Event for Pinged { const NAME: &'static str = "diag.pinged"; }
 //!
+//! // A handler is an async fn: its return type says what `?` converts errors into.
+//! async fn ping(cmd: Ping, ctx: Context) -> Result<String, HandlerError> {
+//!     ctx.bus().events().publish(Pinged { text: cmd.text.clone() }).await?;
+//!     Ok(format!("pong {}", cmd.text))
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus_core::Error> {
 //! let bus = Bus::builder()
-//!     .command_handler(|cmd: Ping, ctx| async move {
-//!         ctx.bus().events().publish(Pinged { text: cmd.text.clone() }).await?;
-//!         Ok::<_, HandlerError>(format!("pong {}", cmd.text))
-//!     })
+//!     .command_handler(ping)
 //!     .start()
 //!     .await?;
 //! let mut pinged = bus.subscribe::<Pinged>()?;
@@ -61,7 +64,10 @@ pub use bus::{
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
-pub use handler::{CommandHandler, EventHandler};
+pub use handler::{
+    from_services, marker, CommandHandler, EventHandler, EventHandlerExt, FromServices,
+    IntoCommandHandler, IntoEventHandler, WithOptions,
+};
 pub use id::NodeId;
 pub use message::{Command, Event};
 pub use node::{MembershipView, PeerInfo, Ready};
