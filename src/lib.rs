@@ -82,9 +82,9 @@
 // a transport or a discovery mechanism, sit in their own modules; the wire format and protocol
 // state machines are the core crate's (`meshbus-core`), not the facade's.
 pub use meshbus_core::{
-    async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler,
-    Commands, Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events,
-    FromServices, FullPolicy, HandlerError, Headers, IntoCommandHandler, IntoEventHandler,
+    async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler, Commands,
+    Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events, FromServices,
+    FullPolicy, HandlerError, HandlerResult, Headers, IntoCommandHandler, IntoEventHandler,
     MembershipView, NodeId, PeerInfo, PeerStats, Publish, PublishFuture, Ready, ResponseFuture,
     Scope, SendAll, SendCommand, Services, Subscription, SubscriptionOptions, WithOptions,
 };

@@ -4,7 +4,8 @@
 //! [`Scope`], [`Error`]), and the few more that writing a handler takes:
 //!
 //! - [`HandlerError`], the error a handler returns (`?` converts any `std::error::Error` into
-//!   it), and [`ErrorKind`], to match the errors of a nested call;
+//!   it), [`HandlerResult`], which ends a closure's async block without a turbofish, and
+//!   [`ErrorKind`], to match the errors of a nested call;
 //! - [`async_trait`], to implement [`CommandHandler`] and [`EventHandler`];
 //! - [`from_services`], to register a handler built from the injected services, and
 //!   [`EventHandlerExt`], to give a subscriber its options;
@@ -15,7 +16,7 @@
 
 pub use meshbus_core::{
     async_trait, from_services, Bus, Command, CommandHandler, Context, Error, ErrorKind, Event,
-    EventHandler, EventHandlerExt, HandlerError, Scope,
+    EventHandler, EventHandlerExt, HandlerError, HandlerResult, Scope,
 };
 
 #[cfg(feature = "derive")]

@@ -109,6 +109,28 @@ pub trait EventHandler<E: Event>: Send + Sync + 'static {
     async fn handle(&self, event: Arc<E>, ctx: Context) -> Result<(), HandlerError>;
 }
 
+/// What a handler returns, with the error type fixed: `HandlerResult::Ok(x)` ends an async
+/// block whose error type nothing else names (as `anyhow::Ok` does), so no turbofish is needed.
+///
+/// A handler may return any `Result<R, E>` with `E: Into<HandlerError>`; an async fn names its
+/// error type in its signature, but the async block a capturing closure returns cannot, and
+/// `Ok(x)` alone leaves `E` unknown.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use meshbus_core::{Bus, Command, Context, HandlerResult};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Next;
+/// # impl Command for Next { const NAME: &'static str = "next"; type Reply = u32; }
+///
+/// let counter = Arc::new(AtomicU32::new(0));
+/// let _builder = Bus::builder().command_handler(move |_: Next, _ctx: Context| {
+///     let counter = Arc::clone(&counter);
+///     async move { HandlerResult::Ok(counter.fetch_add(1, Ordering::Relaxed)) }
+/// });
+/// ```
+pub type HandlerResult<T = ()> = Result<T, HandlerError>;
+
 /// What [`BusBuilder::command_handler`](crate::BusBuilder::command_handler) takes: a handler of
 /// command `C`, in one of three shapes.
 ///

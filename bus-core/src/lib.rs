@@ -66,7 +66,7 @@ pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
 pub use handler::{
     from_services, marker, CommandHandler, EventHandler, EventHandlerExt, FromServices,
-    IntoCommandHandler, IntoEventHandler, WithOptions,
+    HandlerResult, IntoCommandHandler, IntoEventHandler, WithOptions,
 };
 pub use id::NodeId;
 pub use message::{Command, Event};
