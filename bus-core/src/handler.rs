@@ -138,10 +138,24 @@ pub type HandlerResult<T = ()> = Result<T, HandlerError>;
 ///   `E: Into<HandlerError>` (`HandlerError`, the bus's own [`Error`](crate::Error), or any
 ///   `std::error::Error`);
 /// - a value implementing [`CommandHandler<C>`];
-/// - a factory that builds such a value from the [`Services`] inside
+/// - a factory that builds one of the above from the [`Services`] inside
 ///   [`start`](crate::BusBuilder::start): [`from_services`].
 ///
-/// `M` only tells the three apart; it is inferred.
+/// `M` only tells the three apart; it is inferred. A function of the wrong shape is refused
+/// with a message that says which shapes fit:
+///
+/// ```compile_fail
+/// # use meshbus_core::{Bus, Command, Context, HandlerError};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
+/// # impl Command for Ping { const NAME: &'static str = "ping"; type Reply = String; }
+/// // The reply of `Ping` is a `String`: "`fn(Ping, Context) -> .. {ping}` is not a handler of
+/// // command `Ping`".
+/// async fn ping(_: Ping, _ctx: Context) -> Result<u32, HandlerError> {
+///     Ok(1)
+/// }
+///
+/// let _builder = Bus::builder().command_handler::<Ping, _, _>(ping);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a handler of command `{C}`",
     label = "not a handler of `{C}`",
@@ -166,16 +180,14 @@ pub trait IntoCommandHandler<C: Command, M>: Send + 'static {
     note = "a closure's arguments need their types: `|event: Arc<{E}>, ctx: Context|`"
 )]
 pub trait IntoEventHandler<E: Event, M>: Send + 'static {
-    /// Builds the subscriber; factories run here, inside `start`.
+    /// Builds the subscriber and says how its subscription queues and runs events; factories
+    /// run here, inside `start`.
     #[doc(hidden)]
-    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error>;
-
-    /// How the subscription queues and runs its events.
-    #[doc(hidden)]
-    fn options(&self) -> SubscriptionOptions {
-        SubscriptionOptions::new()
-    }
+    fn build(self, services: &Services) -> Result<Subscriber<E>, Error>;
 }
+
+/// A built subscriber and its options.
+pub(crate) type Subscriber<E> = (Arc<dyn EventHandler<E>>, SubscriptionOptions);
 
 /// Tells the shapes of [`IntoCommandHandler`] and [`IntoEventHandler`] apart, so that their
 /// impls do not overlap. Never named by users.
@@ -188,9 +200,9 @@ pub mod marker {
     /// A value implementing the handler trait.
     #[allow(missing_debug_implementations)]
     pub struct Value;
-    /// A factory building a handler `H`.
+    /// A factory building `H`, itself a handler of shape `M`.
     #[allow(missing_debug_implementations)]
-    pub struct Factory<H>(PhantomData<fn() -> H>);
+    pub struct Factory<H, M>(PhantomData<fn() -> (H, M)>);
     /// A subscriber of shape `M` with its options.
     #[allow(missing_debug_implementations)]
     pub struct WithOptions<M>(PhantomData<fn() -> M>);
@@ -303,14 +315,14 @@ impl<C: Command, H: CommandHandler<C>> IntoCommandHandler<C, marker::Value> for 
     }
 }
 
-impl<C, F, H> IntoCommandHandler<C, marker::Factory<H>> for FromServices<F>
+impl<C, F, H, M> IntoCommandHandler<C, marker::Factory<H, M>> for FromServices<F>
 where
     C: Command,
     F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
-    H: CommandHandler<C>,
+    H: IntoCommandHandler<C, M>,
 {
     fn build(self, services: &Services) -> Result<Arc<dyn CommandHandler<C>>, Error> {
-        Ok(Arc::new((self.0)(services)?))
+        (self.0)(services)?.build(services)
     }
 }
 
@@ -339,25 +351,28 @@ where
     Fut: Future<Output = Result<(), Er>> + Send + 'static,
     Er: Into<HandlerError> + 'static,
 {
-    fn build(self, _: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
-        Ok(Arc::new(FnEvent(self, PhantomData)))
+    fn build(self, _: &Services) -> Result<Subscriber<E>, Error> {
+        Ok((
+            Arc::new(FnEvent(self, PhantomData)),
+            SubscriptionOptions::new(),
+        ))
     }
 }
 
 impl<E: Event, H: EventHandler<E>> IntoEventHandler<E, marker::Value> for H {
-    fn build(self, _: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
-        Ok(Arc::new(self))
+    fn build(self, _: &Services) -> Result<Subscriber<E>, Error> {
+        Ok((Arc::new(self), SubscriptionOptions::new()))
     }
 }
 
-impl<E, F, H> IntoEventHandler<E, marker::Factory<H>> for FromServices<F>
+impl<E, F, H, M> IntoEventHandler<E, marker::Factory<H, M>> for FromServices<F>
 where
     E: Event,
     F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
-    H: EventHandler<E>,
+    H: IntoEventHandler<E, M>,
 {
-    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
-        Ok(Arc::new((self.0)(services)?))
+    fn build(self, services: &Services) -> Result<Subscriber<E>, Error> {
+        (self.0)(services)?.build(services)
     }
 }
 
@@ -366,12 +381,9 @@ where
     E: Event,
     H: IntoEventHandler<E, M>,
 {
-    fn build(self, services: &Services) -> Result<Arc<dyn EventHandler<E>>, Error> {
-        self.handler.build(services)
-    }
-
-    fn options(&self) -> SubscriptionOptions {
-        self.options
+    fn build(self, services: &Services) -> Result<Subscriber<E>, Error> {
+        let (handler, _) = self.handler.build(services)?;
+        Ok((handler, self.options))
     }
 }
 
@@ -383,5 +395,151 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         format!("handler panicked: {s}")
     } else {
         "handler panicked".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Serialize};
+    use tokio::sync::mpsc;
+
+    use crate::{
+        from_services, Bus, Command, Context, Error, ErrorKind, Event, EventHandler,
+        EventHandlerExt, FullPolicy, HandlerError, HandlerResult, SubscriptionOptions,
+    };
+
+    #[derive(Serialize, Deserialize)]
+    struct Half(u32);
+    impl Command for Half {
+        const NAME: &'static str = "test.half";
+        type Reply = u32;
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Relay(u32);
+    impl Command for Relay {
+        const NAME: &'static str = "test.relay";
+        type Reply = u32;
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Seen(u32);
+    impl Event for Seen {
+        const NAME: &'static str = "test.seen";
+    }
+
+    /// A user's own error type, not `HandlerError`.
+    #[derive(Debug)]
+    struct Odd(u32);
+    impl fmt::Display for Odd {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} is odd", self.0)
+        }
+    }
+    impl std::error::Error for Odd {}
+
+    async fn half(cmd: Half, _ctx: Context) -> Result<u32, Odd> {
+        if cmd.0 % 2 == 0 {
+            Ok(cmd.0 / 2)
+        } else {
+            Err(Odd(cmd.0))
+        }
+    }
+
+    /// Returns the bus's own `Error` from a nested call, as it is.
+    async fn relay(cmd: Relay, ctx: Context) -> Result<u32, Error> {
+        ctx.bus().commands().local().send(Half(cmd.0)).await
+    }
+
+    #[tokio::test]
+    async fn a_handler_may_return_any_error_that_converts_into_handler_error() {
+        let bus = Bus::builder()
+            .command_handler(half)
+            .command_handler(relay)
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(bus.commands().local().send(Half(8)).await.unwrap(), 4);
+        let err = bus.commands().local().send(Half(3)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HandlerFailed);
+        assert!(err.to_string().contains("3 is odd"), "{err}");
+        assert_eq!(bus.commands().local().send(Relay(6)).await.unwrap(), 3);
+        let err = bus.commands().local().send(Relay(5)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::HandlerFailed);
+        assert!(err.to_string().contains("5 is odd"), "{err}");
+    }
+
+    struct Forward(mpsc::UnboundedSender<u32>);
+
+    #[async_trait::async_trait]
+    impl EventHandler<Seen> for Forward {
+        async fn handle(&self, event: Arc<Seen>, _ctx: Context) -> Result<(), HandlerError> {
+            self.0.send(event.0).ok();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_shape_registers_through_one_method_per_kind() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let (started_tx, mut started) = mpsc::unbounded_channel::<u32>();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let held = Arc::clone(&gate);
+        let bus = Bus::builder()
+            .service(tx)
+            .event_handler(from_services(|s| {
+                let tx: Arc<mpsc::UnboundedSender<u32>> = s.get()?;
+                Ok(Forward((*tx).clone()))
+            }))
+            .event_handler(
+                (move |e: Arc<Seen>, _ctx: Context| {
+                    let started = started_tx.clone();
+                    let gate = Arc::clone(&held);
+                    async move {
+                        started.send(e.0).ok();
+                        gate.notified().await;
+                        HandlerResult::Ok(())
+                    }
+                })
+                .with_options(
+                    SubscriptionOptions::new()
+                        .capacity(1)
+                        .when_full(FullPolicy::DropNewest),
+                ),
+            )
+            .start()
+            .await
+            .unwrap();
+        bus.events().publish(Seen(1)).await.unwrap();
+        assert_eq!(rx.recv().await, Some(1));
+        // The closure holds event 1; its queue of one takes event 2 and drops event 3, which
+        // with the default options would make the publisher wait instead.
+        assert_eq!(started.recv().await, Some(1));
+        bus.events().publish(Seen(2)).await.unwrap();
+        bus.events().publish(Seen(3)).await.unwrap();
+        assert_eq!(bus.stats().events_dropped, 1);
+        gate.notify_one();
+        assert_eq!(started.recv().await, Some(2));
+        gate.notify_one();
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_failing_factory_fails_start_and_names_the_service() {
+        struct Missing;
+        let err = Bus::builder()
+            .command_handler(from_services(|s| {
+                let _: Arc<Missing> = s.get()?;
+                Ok(move |cmd: Half, ctx: Context| half(cmd, ctx))
+            }))
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("Missing"), "{err}");
     }
 }

@@ -447,8 +447,10 @@ impl BusBuilder {
         E: Event,
         H: IntoEventHandler<E, M>,
     {
-        let options = handler.options();
-        self.register(move |services, reg| add_subscriber(reg, handler.build(services)?, options))
+        self.register(move |services, reg| {
+            let (handler, options) = handler.build(services)?;
+            add_subscriber(reg, handler, options)
+        })
     }
 
     fn register(
