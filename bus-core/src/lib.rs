@@ -1,8 +1,11 @@
 //! The core of [meshbus]: message traits, handlers with injected services, dispatch by scope,
 //! and the node runtime.
 //!
-//! Applications depend on the `meshbus` facade, which re-exports this crate and, per cargo
-//! feature, the transports and discovery. Transport crates depend on this one.
+//! Applications depend on the `meshbus` facade, which re-exports what they name from this crate
+//! (and the transport and discovery SPI as `meshbus::transport` and `meshbus::discovery`) and,
+//! per cargo feature, the transports and discovery. Transport crates, the benchmarks and the fuzz
+//! targets depend on this one, which also holds the wire format ([`wire`]) and the protocol state
+//! machines ([`proto`]).
 //!
 //! ```
 //! use meshbus_core::{Bus, Command, Context, Event, HandlerError};

@@ -29,7 +29,8 @@ pub enum FullPolicy {
     DropNewest,
 }
 
-/// How a subscription queues and runs its events.
+/// How a subscription queues and runs its events: a value given to a subscriber with
+/// [`with_options`](crate::EventHandlerExt::with_options) when it is registered.
 ///
 /// # Examples
 ///
