@@ -286,7 +286,7 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
             tokio::task::yield_now().await;
             panic!("late kaboom");
             #[allow(unreachable_code)]
-            Ok::<u32, HandlerError>(0)
+            HandlerResult::Ok(0)
         })
         .start()
         .await
