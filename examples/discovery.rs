@@ -17,11 +17,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshbus::mdns::Mdns;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use serde::{Deserialize, Serialize};
 
 /// Asks a node for its greeting.
 #[derive(Serialize, Deserialize, Command)]
@@ -65,15 +67,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transport(TcpTransport::new())
         .listen("tcp://0.0.0.0:0")
         .discovery(Mdns::new())
-        .command_handler(|hello: Hello, ctx: Context| async move {
-            Ok::<_, HandlerError>(format!("{} greets {}", ctx.bus().name(), hello.from))
-        })
+        .command_handler(
+            async |hello: Hello, ctx: Context| -> Result<String, HandlerError> {
+                Ok(format!("{} greets {}", ctx.bus().name(), hello.from))
+            },
+        )
+        // A closure that captures state returns an async block: `HandlerResult::Ok` names its
+        // error type, which nothing else in the block does.
         .event_handler(move |e: Arc<Greeted>, ctx: Context| {
             let greetings = greetings.clone();
             async move {
                 println!("{}: {} greeted {} nodes", ctx.bus().name(), e.by, e.nodes);
                 let _ = greetings.try_send(());
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()

@@ -19,13 +19,14 @@
 //! or with the warehouse's error), records it at `audit` (in another cluster, so in the
 //! `Network` scope), and publishes `OrderPlaced`; the warehouse ships it and publishes
 //! `OrderShipped`, which `frontend` waits for. Handlers are structs built in `start()` from the
-//! services they need (`command_handler_with`); a missing service would make `start()` fail.
+//! services they need (`from_services`); a missing service would make `start()` fail.
 
 mod support;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::BusBuilder;
+use serde::{Deserialize, Serialize};
 
 // ----- messages -----
 
@@ -248,12 +250,12 @@ async fn start_orders() -> Result<Bus, Error> {
     node("orders", "shop")
         .service(Prices(prices))
         .service(OrderIds::default())
-        .command_handler_with(|s| {
+        .command_handler(from_services(|s| {
             Ok(PlaceOrderHandler {
                 prices: s.get()?,
                 ids: s.get()?,
             })
-        })
+        }))
         .start()
         .await
 }
@@ -264,35 +266,40 @@ async fn start_warehouse(seed: &str) -> Result<Bus, Error> {
         .peers([seed])
         .service(Stock(Mutex::new(stock)))
         // Each factory runs in start(), with the services registered above.
-        .command_handler_with::<Reserve, _, _>(|s| Ok(StockHandler { stock: s.get()? }))
-        .command_handler_with::<StockLevel, _, _>(|s| Ok(StockHandler { stock: s.get()? }))
-        .event_handler(|e: Arc<OrderPlaced>, ctx: Context| async move {
-            println!(
-                "  [warehouse] shipping order {} ({} x {}, {}.{:02} EUR)",
-                e.order_id,
-                e.quantity,
-                e.sku,
-                e.total_cents / 100,
-                e.total_cents % 100
-            );
-            ctx.bus()
-                .events()
-                .publish(OrderShipped {
-                    order_id: e.order_id,
-                })
-                .await?;
-            Ok(())
-        })
+        .command_handler::<Reserve, _, _>(from_services(|s| Ok(StockHandler { stock: s.get()? })))
+        .command_handler::<StockLevel, _, _>(from_services(|s| {
+            Ok(StockHandler { stock: s.get()? })
+        }))
+        .event_handler(ship)
         .start()
         .await
+}
+
+/// The warehouse ships every order placed, and says so.
+async fn ship(e: Arc<OrderPlaced>, ctx: Context) -> Result<(), HandlerError> {
+    println!(
+        "  [warehouse] shipping order {} ({} x {}, {}.{:02} EUR)",
+        e.order_id,
+        e.quantity,
+        e.sku,
+        e.total_cents / 100,
+        e.total_cents % 100
+    );
+    ctx.bus()
+        .events()
+        .publish(OrderShipped {
+            order_id: e.order_id,
+        })
+        .await?;
+    Ok(())
 }
 
 async fn start_audit(seed: &str) -> Result<Bus, Error> {
     node("audit", "ops")
         .peers([seed])
         .service(AuditLog::default())
-        .command_handler_with::<Record, _, _>(|s| Ok(AuditHandler { log: s.get()? }))
-        .command_handler_with::<AuditTrail, _, _>(|s| Ok(AuditHandler { log: s.get()? }))
+        .command_handler::<Record, _, _>(from_services(|s| Ok(AuditHandler { log: s.get()? })))
+        .command_handler::<AuditTrail, _, _>(from_services(|s| Ok(AuditHandler { log: s.get()? })))
         .start()
         .await
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use serde::{Deserialize, Serialize};
 
 /// One ping; the server answers with the same sequence number and payload.
 #[derive(Serialize, Deserialize, Command)]
@@ -69,17 +70,20 @@ async fn main() -> Result<(), Box<dyn StdError>> {
     }
 }
 
+/// The server's handler: the same sequence number and payload back.
+async fn pong(ping: Ping, _ctx: Context) -> Result<Pong, HandlerError> {
+    Ok(Pong {
+        seq: ping.seq,
+        payload: ping.payload,
+    })
+}
+
 async fn serve(lifetime: Duration) -> Result<(), Box<dyn StdError>> {
     let bus = Bus::builder()
         .name("pong")
         .transport(TcpTransport::new())
         .listen("tcp://127.0.0.1:0")
-        .command_handler(|ping: Ping, _ctx| async move {
-            Ok::<_, HandlerError>(Pong {
-                seq: ping.seq,
-                payload: ping.payload,
-            })
-        })
+        .command_handler(pong)
         .start()
         .await?;
     let addr = bus.listen_addrs().first().ok_or("no listen address")?;

@@ -19,10 +19,12 @@ mod support;
 
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use serde::{Deserialize, Serialize};
 
 /// A command with a typed reply: the new order's id.
 #[derive(Serialize, Deserialize, Command)]
@@ -99,6 +101,34 @@ impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
     }
 }
 
+/// `orders` cancels: a command without a reply.
+async fn cancel_order(cmd: CancelOrder, _ctx: Context) -> Result<(), HandlerError> {
+    println!("  [orders]  cancelling order {}", cmd.order_id);
+    Ok(())
+}
+
+/// `billing` charges: a command answered across clusters.
+async fn charge(cmd: Charge, _ctx: Context) -> Result<String, HandlerError> {
+    println!(
+        "  [billing] charging {} cents for order {}",
+        cmd.cents, cmd.order_id
+    );
+    Ok(format!("receipt-{}", cmd.order_id))
+}
+
+/// `billing` invoices every order placed. A handler may return any error that converts into
+/// `HandlerError`: this one returns the nested publish's `Error` as it is.
+async fn send_invoice(e: Arc<OrderPlaced>, ctx: Context) -> Result<(), Error> {
+    println!("  [billing] invoice for order {} ({})", e.order_id, e.sku);
+    ctx.bus()
+        .events()
+        .network()
+        .publish(InvoiceSent {
+            order_id: e.order_id,
+        })
+        .await
+}
+
 /// A node of the demo: its own name and cluster, TCP on a port the system picks.
 fn node(name: &str, cluster: &str) -> meshbus::BusBuilder {
     Bus::builder()
@@ -113,11 +143,8 @@ async fn main() -> Result<(), Box<dyn StdError>> {
     support::init_logging();
     let orders = node("orders", "shop")
         .service(OrderIds::default())
-        .command_handler_with(|s| Ok(PlaceOrderHandler { ids: s.get()? }))
-        .command_handler(|cmd: CancelOrder, _ctx| async move {
-            println!("  [orders]  cancelling order {}", cmd.order_id);
-            Ok(())
-        })
+        .command_handler(from_services(|s| Ok(PlaceOrderHandler { ids: s.get()? })))
+        .command_handler(cancel_order)
         .start()
         .await?;
     // The address `orders` got, e.g. tcp://127.0.0.1:41234: the others' one static peer.
@@ -126,31 +153,18 @@ async fn main() -> Result<(), Box<dyn StdError>> {
 
     let billing = node("billing", "finance")
         .peers([seed.clone()])
-        .command_handler(|cmd: Charge, _ctx| async move {
-            println!(
-                "  [billing] charging {} cents for order {}",
-                cmd.cents, cmd.order_id
-            );
-            Ok::<_, HandlerError>(format!("receipt-{}", cmd.order_id))
-        })
-        .event_handler(|e: Arc<OrderPlaced>, ctx: Context| async move {
-            println!("  [billing] invoice for order {} ({})", e.order_id, e.sku);
-            ctx.bus()
-                .events()
-                .network()
-                .publish(InvoiceSent {
-                    order_id: e.order_id,
-                })
-                .await?;
-            Ok(())
-        })
+        .command_handler(charge)
+        .event_handler(send_invoice)
         .start()
         .await?;
     let web = node("web", "shop")
         .peers([seed])
-        .command_handler(|g: Greet, _ctx| async move {
-            Ok::<_, HandlerError>(format!("hello, {}", g.0))
-        })
+        // A closure that captures nothing may be an async closure with a return type.
+        .command_handler(
+            async |g: Greet, _ctx: Context| -> Result<String, HandlerError> {
+                Ok(format!("hello, {}", g.0))
+            },
+        )
         .start()
         .await?;
     // Run-time subscriptions: Streams that unsubscribe when dropped.

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::Subscription;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "demo.where", reply = String)]
@@ -39,9 +40,9 @@ async fn start(
         .transport(TcpTransport::new())
         .listen("tcp://127.0.0.1:0")
         .peers(seed) // everyone joins through `a`; gossip does the rest
-        .command_handler(
-            move |_: Where, _ctx| async move { Ok::<_, HandlerError>(name.to_owned()) },
-        )
+        .command_handler(move |_: Where, _ctx: Context| async move {
+            HandlerResult::Ok(name.to_owned())
+        })
         .start()
         .await
 }

@@ -7,7 +7,11 @@
 //! mediator style, with their dependencies injected from [`Services`].
 //!
 //! ```
+//! use std::sync::Arc;
+//!
+//! use meshbus::from_services;
 //! use meshbus::prelude::*;
+//! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Command)]
 //! #[meshbus(name = "diag.ping", reply = String)]
@@ -28,16 +32,18 @@
 //!     }
 //! }
 //!
+//! async fn user_created(e: Arc<UserCreated>, _ctx: Context) -> Result<(), HandlerError> {
+//!     println!("user {} created", e.user_id);
+//!     Ok(())
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus::Error> {
 //! let bus = Bus::builder()
 //!     .cluster("shop")
 //!     .service(Greeting("pong".into()))
-//!     .command_handler_with(|s| Ok(PongHandler { greeting: s.get()? }))
-//!     .event_handler(|e: Arc<UserCreated>, _ctx: Context| async move {
-//!         println!("user {} created", e.user_id);
-//!         Ok(())
-//!     })
+//!     .command_handler(from_services(|s| Ok(PongHandler { greeting: s.get()? })))
+//!     .event_handler(user_created)
 //!     .start()
 //!     .await?;
 //!
@@ -72,7 +78,31 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
-pub use meshbus_core::*;
+// The root lists what applications name; the transport and discovery SPI, for crates that add
+// a transport or a discovery mechanism, sit in their own modules; the wire format and protocol
+// state machines are the core crate's (`meshbus-core`), not the facade's.
+pub use meshbus_core::{
+    async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler, Commands,
+    Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events, FromServices,
+    FullPolicy, HandlerError, HandlerResult, Headers, IntoCommandHandler, IntoEventHandler,
+    MembershipView, NodeId, PeerInfo, PeerStats, Publish, PublishFuture, Ready, ResponseFuture,
+    Scope, SendAll, SendCommand, Services, Subscription, SubscriptionOptions, WithOptions,
+};
+
+/// How many handshakes one remote host may start, for
+/// [`BusBuilder::handshake_rate_per_host`].
+pub use meshbus_core::proto::admission::RateLimit;
+
+/// The transport SPI: what a crate implements to carry frames between nodes (the in-memory,
+/// TCP and WebSocket transports are built on it).
+pub mod transport {
+    pub use meshbus_core::transport::*;
+}
+
+/// The discovery SPI: what a crate implements to find nodes to dial (mDNS is built on it).
+pub mod discovery {
+    pub use meshbus_core::discovery::*;
+}
 
 /// `#[derive(Event)]`: implements [`Event`] with the type's name as the wire name, or the name
 /// given by `#[meshbus(name = "...")]`.

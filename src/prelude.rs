@@ -1,15 +1,23 @@
-//! Everything a handler file needs: `use meshbus::prelude::*;`.
+//! What a handler file needs: `use meshbus::prelude::*;`.
 //!
-//! The bus and its handle types, the message and handler traits, `async_trait`, serde's derive
-//! traits, `Arc`, and (feature `derive`) the message derives.
-
-pub use std::sync::Arc;
+//! The message and handler traits, the types every handler names ([`Bus`], [`Context`],
+//! [`Scope`], [`Error`]), and the few more that writing a handler takes:
+//!
+//! - [`HandlerError`], the error a handler returns (`?` converts any `std::error::Error` into
+//!   it), [`HandlerResult`], which ends a closure's async block without a turbofish, and
+//!   [`ErrorKind`], to match the errors of a nested call;
+//! - [`async_trait`], to implement [`CommandHandler`] and [`EventHandler`];
+//! - [`from_services`], to register a handler built from the injected services, and
+//!   [`EventHandlerExt`], to give a subscriber its options;
+//! - (feature `derive`) the `Command` and `Event` derives, which share their traits' names.
+//!
+//! Everything else is imported by name: `std::sync::Arc`, serde's `Serialize` and
+//! `Deserialize`, [`Services`](crate::Services), [`SubscriptionOptions`](crate::SubscriptionOptions).
 
 pub use meshbus_core::{
-    async_trait, Bus, Command, CommandHandler, Context, Error, ErrorKind, Event, EventHandler,
-    HandlerError, Scope, Services,
+    async_trait, from_services, Bus, Command, CommandHandler, Context, Error, ErrorKind, Event,
+    EventHandler, EventHandlerExt, HandlerError, HandlerResult, Scope,
 };
-pub use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "derive")]
 pub use meshbus_macros::{Command, Event};

@@ -2,11 +2,13 @@
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use meshbus::prelude::*;
 use meshbus::Headers;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Barrier, Mutex};
 
 #[derive(Serialize, Deserialize, Command)]
@@ -87,7 +89,7 @@ async fn unit_reply_waits_for_the_handler_to_finish() {
                     tokio::task::yield_now().await;
                 }
                 flag.store(true, Ordering::SeqCst);
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -105,12 +107,12 @@ async fn handler_built_from_injected_services() {
     let bus = Bus::builder()
         .service(Greeting("hello"))
         .service_arc(Arc::new(Punctuation('!')))
-        .command_handler_with(|s| {
+        .command_handler(from_services(|s| {
             Ok(Greeter {
                 greeting: s.get()?,
                 punctuation: s.get()?,
             })
-        })
+        }))
         .start()
         .await
         .unwrap();
@@ -127,12 +129,12 @@ async fn handler_built_from_injected_services() {
 async fn missing_service_fails_start_naming_it() {
     let err = Bus::builder()
         .service(Greeting("hello"))
-        .command_handler_with(|s| {
+        .command_handler(from_services(|s| {
             Ok(Greeter {
                 greeting: s.get()?,
                 punctuation: s.get()?,
             })
-        })
+        }))
         .start()
         .await
         .unwrap_err();
@@ -146,7 +148,7 @@ async fn missing_service_fails_start_naming_it() {
 #[tokio::test]
 async fn two_handlers_for_one_command_fail_start() {
     let err = adder()
-        .command_handler(|cmd: Add, _ctx| async move { Ok(cmd.a) })
+        .command_handler(|cmd: Add, _ctx| async move { HandlerResult::Ok(cmd.a) })
         .start()
         .await
         .unwrap_err();
@@ -160,7 +162,7 @@ async fn two_types_with_one_name_fail_start() {
     #[meshbus(name = "test.add", reply = u64)]
     struct OtherAdd;
     let err = adder()
-        .command_handler(|_: OtherAdd, _ctx| async move { Ok(0) })
+        .command_handler(|_: OtherAdd, _ctx| async move { HandlerResult::Ok(0) })
         .start()
         .await
         .unwrap_err();
@@ -190,7 +192,7 @@ async fn a_slow_handler_times_out() {
     let bus = Bus::builder()
         .command_handler(|_: Wait, _ctx| async move {
             std::future::pending::<()>().await;
-            Ok(())
+            HandlerResult::Ok(())
         })
         .start()
         .await
@@ -214,7 +216,7 @@ async fn the_builder_request_timeout_applies_by_default() {
         .request_timeout(Some(Duration::from_secs(3)))
         .command_handler(|_: Wait, _ctx| async move {
             std::future::pending::<()>().await;
-            Ok(())
+            HandlerResult::Ok(())
         })
         .start()
         .await
@@ -250,7 +252,7 @@ async fn a_panicking_handler_gives_handler_failed_and_the_bus_keeps_serving() {
             if cmd.panic {
                 panic!("kaboom");
             }
-            Ok(7)
+            HandlerResult::Ok(7)
         })
         .start()
         .await
@@ -279,10 +281,10 @@ async fn handlers_run_concurrently() {
     let barrier = Arc::new(Barrier::new(2));
     let bus = Bus::builder()
         .service_arc(Arc::clone(&barrier))
-        .command_handler_with(|s| {
+        .command_handler(from_services(|s| {
             let barrier: Arc<Barrier> = s.get()?;
             Ok(BarrierHandler(barrier))
-        })
+        }))
         .start()
         .await
         .unwrap();
@@ -327,11 +329,11 @@ async fn a_cancelled_caller_does_not_stop_the_bus() {
                         let _ = tx.send(());
                     }
                     std::future::pending::<()>().await;
-                    Ok(())
+                    HandlerResult::Ok(())
                 }
             }
         })
-        .command_handler(|cmd: Add, _ctx| async move { Ok(cmd.a + cmd.b) })
+        .command_handler(|cmd: Add, _ctx| async move { HandlerResult::Ok(cmd.a + cmd.b) })
         .start()
         .await
         .unwrap();
@@ -375,8 +377,8 @@ async fn the_context_carries_sender_scope_headers_and_deadline() {
     struct Inspect;
 
     let bus = Bus::builder()
-        .command_handler(|_: Inspect, ctx| async move {
-            Ok((
+        .command_handler(|_: Inspect, ctx: Context| async move {
+            HandlerResult::Ok((
                 ctx.sender().to_string(),
                 ctx.scope().to_string(),
                 ctx.idempotency_key().map(str::to_owned),
@@ -417,19 +419,20 @@ async fn a_handler_can_send_commands_through_its_context() {
     struct AddTwice(u64);
 
     let bus = adder()
-        .command_handler(|cmd: AddTwice, ctx| async move {
+        .command_handler(|cmd: AddTwice, ctx: Context| async move {
             let once = ctx
                 .bus()
                 .commands()
                 .local()
                 .send(Add { a: cmd.0, b: cmd.0 })
                 .await?;
-            Ok(ctx
-                .bus()
-                .commands()
-                .local()
-                .send(Add { a: once, b: cmd.0 })
-                .await?)
+            HandlerResult::Ok(
+                ctx.bus()
+                    .commands()
+                    .local()
+                    .send(Add { a: once, b: cmd.0 })
+                    .await?,
+            )
         })
         .start()
         .await
@@ -460,7 +463,7 @@ impl CommandHandler<Boom> for EagerPanic {
 #[tokio::test]
 async fn a_panic_before_the_handler_future_gives_handler_failed() {
     let bus = Bus::builder()
-        .command_handler_with(|_| Ok(EagerPanic))
+        .command_handler(from_services(|_| Ok(EagerPanic)))
         .start()
         .await
         .unwrap();

@@ -3,11 +3,13 @@
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use meshbus::prelude::*;
 use meshbus::{FullPolicy, SubscriptionOptions};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 #[derive(Serialize, Deserialize, Event, Debug, PartialEq)]
@@ -30,14 +32,14 @@ async fn two_subscribers_both_get_the_same_event() {
             let tx = tx1.clone();
             async move {
                 tx.send(("first", Arc::as_ptr(&e) as usize)).await.ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .event_handler(move |e: Arc<Big>, _ctx: Context| {
             let tx = tx2.clone();
             async move {
                 tx.send(("second", Arc::as_ptr(&e) as usize)).await.ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -70,7 +72,7 @@ async fn one_subscription_sees_1000_events_in_publish_order() {
                     tokio::task::yield_now().await;
                 }
                 tx.send(e.0).await.ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -99,20 +101,23 @@ async fn concurrency_lets_a_subscription_run_events_at_once() {
     let started = Arc::new(Semaphore::new(0));
     let (done_tx, mut done_rx) = mpsc::channel::<u32>(4);
     let bus = Bus::builder()
-        .event_handler_opts(SubscriptionOptions::new().concurrency(4), {
-            let started = Arc::clone(&started);
-            move |e: Arc<Numbered>, _ctx: Context| {
+        .event_handler(
+            {
                 let started = Arc::clone(&started);
-                let done_tx = done_tx.clone();
-                async move {
-                    started.add_permits(1);
-                    let _all = started.acquire_many(4).await.unwrap();
-                    started.add_permits(4);
-                    done_tx.send(e.0).await.ok();
-                    Ok(())
+                move |e: Arc<Numbered>, _ctx: Context| {
+                    let started = Arc::clone(&started);
+                    let done_tx = done_tx.clone();
+                    async move {
+                        started.add_permits(1);
+                        let _all = started.acquire_many(4).await.unwrap();
+                        started.add_permits(4);
+                        done_tx.send(e.0).await.ok();
+                        HandlerResult::Ok(())
+                    }
                 }
             }
-        })
+            .with_options(SubscriptionOptions::new().concurrency(4)),
+        )
         .start()
         .await
         .unwrap();
@@ -137,19 +142,22 @@ async fn a_full_queue_makes_the_publisher_wait() {
     let gate = Arc::new(Notify::new());
     let handled = Arc::new(AtomicUsize::new(0));
     let bus = Bus::builder()
-        .event_handler_opts(SubscriptionOptions::new().capacity(2), {
-            let gate = Arc::clone(&gate);
-            let handled = Arc::clone(&handled);
-            move |_: Arc<Numbered>, _ctx: Context| {
+        .event_handler(
+            {
                 let gate = Arc::clone(&gate);
                 let handled = Arc::clone(&handled);
-                async move {
-                    gate.notified().await;
-                    handled.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
+                move |_: Arc<Numbered>, _ctx: Context| {
+                    let gate = Arc::clone(&gate);
+                    let handled = Arc::clone(&handled);
+                    async move {
+                        gate.notified().await;
+                        handled.fetch_add(1, Ordering::SeqCst);
+                        HandlerResult::Ok(())
+                    }
                 }
             }
-        })
+            .with_options(SubscriptionOptions::new().capacity(2)),
+        )
         .start()
         .await
         .unwrap();
@@ -189,10 +197,7 @@ async fn drop_newest_counts_what_it_drops() {
     let gate = Arc::new(Notify::new());
     let (seen_tx, mut seen) = mpsc::channel::<u32>(100);
     let bus = Bus::builder()
-        .event_handler_opts(
-            SubscriptionOptions::new()
-                .capacity(4)
-                .when_full(FullPolicy::DropNewest),
+        .event_handler(
             {
                 let gate = Arc::clone(&gate);
                 move |e: Arc<Numbered>, _ctx: Context| {
@@ -201,10 +206,15 @@ async fn drop_newest_counts_what_it_drops() {
                     async move {
                         gate.notified().await;
                         seen_tx.send(e.0).await.ok();
-                        Ok(())
+                        HandlerResult::Ok(())
                     }
                 }
-            },
+            }
+            .with_options(
+                SubscriptionOptions::new()
+                    .capacity(4)
+                    .when_full(FullPolicy::DropNewest),
+            ),
         )
         .start()
         .await
@@ -273,7 +283,7 @@ struct CountingHandler {
 
 #[async_trait]
 impl EventHandler<Numbered> for CountingHandler {
-    async fn handle(&self, event: &Numbered, ctx: Context) -> Result<(), HandlerError> {
+    async fn handle(&self, event: Arc<Numbered>, ctx: Context) -> Result<(), HandlerError> {
         self.counter.0.fetch_add(event.0 as usize, Ordering::SeqCst);
         self.scopes.send(ctx.scope()).await.ok();
         Ok(())
@@ -287,12 +297,12 @@ async fn a_trait_subscriber_built_from_services() {
     let bus = Bus::builder()
         .service_arc(Arc::clone(&counter))
         .service(scopes_tx)
-        .event_handler_with(|s| {
+        .event_handler(from_services(|s| {
             Ok(CountingHandler {
                 counter: s.get()?,
                 scopes: mpsc::Sender::clone(&*s.get::<mpsc::Sender<Scope>>()?),
             })
-        })
+        }))
         .start()
         .await
         .unwrap();
@@ -337,7 +347,7 @@ async fn publish_sees_headers_and_correlation_in_the_context() {
                 ))
                 .await
                 .ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -359,16 +369,19 @@ async fn publish_sees_headers_and_correlation_in_the_context() {
 async fn a_full_subscription_does_not_hold_up_the_others() {
     let gate = Arc::new(Notify::new());
     let bus = Bus::builder()
-        .event_handler_opts(SubscriptionOptions::new().capacity(1), {
-            let gate = Arc::clone(&gate);
-            move |_: Arc<Numbered>, _ctx: Context| {
+        .event_handler(
+            {
                 let gate = Arc::clone(&gate);
-                async move {
-                    gate.notified().await;
-                    Ok(())
+                move |_: Arc<Numbered>, _ctx: Context| {
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        gate.notified().await;
+                        HandlerResult::Ok(())
+                    }
                 }
             }
-        })
+            .with_options(SubscriptionOptions::new().capacity(1)),
+        )
         .start()
         .await
         .unwrap();
@@ -397,7 +410,7 @@ async fn a_panic_before_the_handler_future_is_caught_and_counted() {
             let tx = tx.clone();
             async move {
                 tx.send(e.0).await.ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()

@@ -2,12 +2,14 @@
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshbus::prelude::*;
 use meshbus::SubscriptionOptions;
 use serde::de::{self, Deserializer};
 use serde::ser::{self, Serializer};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 #[derive(Serialize, Deserialize, Command)]
@@ -32,25 +34,28 @@ async fn shutdown_drains_in_flight_work_and_refuses_new_work() {
                 async move {
                     entered_tx.send(()).await.ok();
                     release.notified().await;
-                    Ok(cmd.0 + 1)
+                    HandlerResult::Ok(cmd.0 + 1)
                 }
             }
         })
-        .event_handler_opts(SubscriptionOptions::new().capacity(64), {
-            let release = Arc::clone(&release);
-            let handled = Arc::clone(&handled);
-            move |_: Arc<Tick>, _ctx: Context| {
+        .event_handler(
+            {
                 let release = Arc::clone(&release);
                 let handled = Arc::clone(&handled);
-                async move {
-                    if handled.load(Ordering::SeqCst) == 0 {
-                        release.notified().await;
+                move |_: Arc<Tick>, _ctx: Context| {
+                    let release = Arc::clone(&release);
+                    let handled = Arc::clone(&handled);
+                    async move {
+                        if handled.load(Ordering::SeqCst) == 0 {
+                            release.notified().await;
+                        }
+                        handled.fetch_add(1, Ordering::SeqCst);
+                        HandlerResult::Ok(())
                     }
-                    handled.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
                 }
             }
-        })
+            .with_options(SubscriptionOptions::new().capacity(64)),
+        )
         .start()
         .await
         .unwrap();
@@ -110,7 +115,7 @@ async fn shutdown_gives_up_on_stuck_handlers_after_its_bound() {
                 let _held = held;
                 entered_tx.send(()).await.ok();
                 std::future::pending::<()>().await;
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -145,7 +150,7 @@ struct Holder(#[allow(dead_code)] Arc<DropSignal>);
 
 #[async_trait]
 impl EventHandler<Tick> for Holder {
-    async fn handle(&self, _: &Tick, _ctx: Context) -> Result<(), HandlerError> {
+    async fn handle(&self, _: Arc<Tick>, _ctx: Context) -> Result<(), HandlerError> {
         Ok(())
     }
 }
@@ -155,9 +160,10 @@ async fn dropping_the_bus_stops_its_tasks() {
     let (tx, rx) = oneshot::channel();
     let bus = Bus::builder()
         .service(DropSignal(std::sync::Mutex::new(Some(tx))))
-        .event_handler_with_opts(SubscriptionOptions::new().concurrency(3), |s| {
-            Ok(Holder(s.get()?))
-        })
+        .event_handler(
+            from_services(|s| Ok(Holder(s.get()?)))
+                .with_options(SubscriptionOptions::new().concurrency(3)),
+        )
         .start()
         .await
         .unwrap();
@@ -200,14 +206,16 @@ impl Event for Unserializable {
 async fn the_local_path_never_serializes() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let bus = Bus::builder()
-        .command_handler(|cmd: Unserializable, _ctx| async move { Ok(Unserializable(cmd.0 * 2)) })
+        .command_handler(|cmd: Unserializable, _ctx| async move {
+            HandlerResult::Ok(Unserializable(cmd.0 * 2))
+        })
         .event_handler({
             let seen = Arc::clone(&seen);
             move |e: Arc<Unserializable>, _ctx: Context| {
                 let seen = Arc::clone(&seen);
                 async move {
                     seen.lock().await.push(e.0);
-                    Ok(())
+                    HandlerResult::Ok(())
                 }
             }
         })
@@ -284,7 +292,7 @@ async fn shutdown_waits_for_an_in_flight_command() {
                 async move {
                     entered_tx.send(()).await.ok();
                     release.notified().await;
-                    Ok(cmd.0)
+                    HandlerResult::Ok(cmd.0)
                 }
             }
         })
@@ -330,7 +338,7 @@ async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
                     release.notified().await;
                     // Shutdown has begun, but work in flight can still report its outcome.
                     ctx.bus().events().publish(Done(cmd.0)).await?;
-                    Ok(cmd.0)
+                    HandlerResult::Ok(cmd.0)
                 }
             }
         })
@@ -338,7 +346,7 @@ async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
             let done_tx = done_tx.clone();
             async move {
                 done_tx.send(e.0).await.ok();
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -380,7 +388,7 @@ async fn dropping_the_bus_while_a_handler_runs_stops_its_tasks() {
                 let _held = held;
                 entered_tx.send(()).await.ok();
                 std::future::pending::<()>().await;
-                Ok(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -404,7 +412,7 @@ async fn shutdown_from_inside_a_handler_does_not_wait_for_itself() {
     let bus = Bus::builder()
         .command_handler(|_: Stop, ctx: Context| async move {
             ctx.bus().shutdown().await?;
-            Ok(())
+            HandlerResult::Ok(())
         })
         .start()
         .await
@@ -427,7 +435,7 @@ async fn shutdown_from_inside_a_handler_does_not_wait_for_itself() {
 #[tokio::test(start_paused = true)]
 async fn a_publish_waiting_for_room_gives_up_when_the_bus_seals() {
     let bus = Bus::builder()
-        .event_handler(|_: Arc<Tick>, _ctx: Context| async { Ok(()) })
+        .event_handler(|_: Arc<Tick>, _ctx: Context| async { HandlerResult::Ok(()) })
         .start()
         .await
         .unwrap();
@@ -496,7 +504,7 @@ async fn subscribing_while_shutting_down_never_leaves_a_subscription_that_cannot
 #[tokio::test]
 async fn a_request_never_polled_does_not_hold_up_shutdown() {
     let bus = Bus::builder()
-        .command_handler(|cmd: Slow, _ctx| async move { Ok(cmd.0) })
+        .command_handler(|cmd: Slow, _ctx| async move { HandlerResult::Ok(cmd.0) })
         .start()
         .await
         .unwrap();

@@ -377,8 +377,8 @@ mod node {
 
     use meshbus::discovery::{Discovery, DiscoveryEvent};
     use meshbus::mdns::Mdns;
-    use meshbus::wire::control::PeerIdentity;
     use meshbus::NodeId;
+    use meshbus_core::wire::control::PeerIdentity;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     fn env(key: &str, default: &str) -> String {
@@ -472,6 +472,7 @@ mod node {
     /// A node over TCP, found by mDNS, listening on every interface of its namespace.
     #[cfg(feature = "tcp")]
     pub(super) async fn bus() {
+        use std::sync::Arc;
         use std::time::Duration;
 
         use meshbus::prelude::*;
@@ -495,18 +496,18 @@ mod node {
             .peers(seeds.split(',').filter(|s| !s.is_empty()))
             .event_handler(|e: Arc<Note>, _ctx: Context| async move {
                 say(&format!("event {} {}", e.from, e.text));
-                Ok(())
+                HandlerResult::Ok(())
             });
         if handles.split(',').any(|h| h == "probe") {
             builder = builder.command_handler(|_: Probe, ctx: Context| async move {
-                Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+                HandlerResult::Ok(ctx.bus().name().to_owned())
             });
         }
         if handles.split(',').any(|h| h == "hang") {
             builder = builder.command_handler(|_: Hang, _ctx| async move {
                 say("handling hang");
                 std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             });
         }
         let bus = builder.start().await.expect("the bus starts");

@@ -3,11 +3,13 @@
 mod mesh_util;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -46,16 +48,16 @@ async fn a_command_sent_on_one_node_is_handled_on_another() {
     let done = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&done);
     let b = node(&net, "b")
-        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
+        .command_handler(|c: Add, _ctx| async move { HandlerResult::Ok(c.a + c.b) })
         .command_handler(|_: WhoAmI, ctx: Context| async move {
-            Ok::<_, HandlerError>(format!("{} from {}", ctx.bus().name(), ctx.sender()))
+            HandlerResult::Ok(format!("{} from {}", ctx.bus().name(), ctx.sender()))
         })
         .command_handler(move |_: SlowUnit, _ctx| {
             let flag = Arc::clone(&flag);
             async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 flag.store(true, Ordering::SeqCst);
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .command_handler(|c: Boom, _ctx| async move {
@@ -113,13 +115,13 @@ async fn a_command_sent_on_one_node_is_handled_on_another() {
 async fn a_local_handler_wins_over_a_remote_one() {
     let net = InMemNetwork::new(2);
     let b = node(&net, "b")
-        .command_handler(|_: WhoAmI, _ctx| async { Ok::<_, HandlerError>("b".to_owned()) })
+        .command_handler(|_: WhoAmI, _ctx| async { HandlerResult::Ok("b".to_owned()) })
         .start()
         .await
         .unwrap();
     let a = node(&net, "a")
         .peers(["inmem://b"])
-        .command_handler(|_: WhoAmI, _ctx| async { Ok::<_, HandlerError>("a".to_owned()) })
+        .command_handler(|_: WhoAmI, _ctx| async { HandlerResult::Ok("a".to_owned()) })
         .start()
         .await
         .unwrap();
@@ -150,7 +152,7 @@ async fn a_caller_that_times_out_cancels_the_remote_handler() {
                     // Hangs until cancelled; the test's own bound fails it otherwise.
                     () = std::future::pending() => {}
                 }
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -185,7 +187,7 @@ async fn a_dropped_request_cancels_the_remote_handler() {
                 let _ = tx.send("started").await;
                 ctx.cancelled().await;
                 let _ = tx.send("cancelled").await;
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -213,7 +215,7 @@ struct Big(String);
 async fn a_command_over_the_peers_frame_limit_is_too_large_and_not_sent() {
     let net = InMemNetwork::new(5);
     let b = node(&net, "b")
-        .command_handler(|c: Big, _ctx| async move { Ok::<_, HandlerError>(c.0.len()) })
+        .command_handler(|c: Big, _ctx| async move { HandlerResult::Ok(c.0.len()) })
         .start()
         .await
         .unwrap();
@@ -259,7 +261,7 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
     let open_rx = Arc::new(tokio::sync::Mutex::new(Some(open_rx)));
     let b = node(&net, "b")
         .max_in_flight_per_peer(2)
-        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
+        .command_handler(|c: Add, _ctx| async move { HandlerResult::Ok(c.a + c.b) })
         .command_handler(move |_: Wait, _ctx| {
             let open_rx = Arc::clone(&open_rx);
             async move {
@@ -268,7 +270,7 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
                     Some(rx) => rx.await.unwrap_or(0),
                     None => 0,
                 };
-                Ok::<_, HandlerError>(n)
+                HandlerResult::Ok(n)
             }
         })
         .command_handler(move |Open(n): Open, _ctx| {
@@ -277,14 +279,14 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
                 if let Some(tx) = open_tx.lock().unwrap().take() {
                     let _ = tx.send(n);
                 }
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .command_handler(|_: LateBoom, _ctx| async move {
             tokio::task::yield_now().await;
             panic!("late kaboom");
             #[allow(unreachable_code)]
-            Ok::<u32, HandlerError>(0)
+            HandlerResult::Ok(0)
         })
         .start()
         .await
@@ -339,7 +341,7 @@ async fn immediate_replies_that_find_the_reply_lane_full_still_arrive() {
         // One frame per lane: a burst of immediate replies finds the reply lane full, and
         // those replies wait in tasks of their own (the reader never waits).
         .peer_queue_capacity(1)
-        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
+        .command_handler(|c: Add, _ctx| async move { HandlerResult::Ok(c.a + c.b) })
         .start()
         .await
         .unwrap();

@@ -11,8 +11,9 @@ use mesh_util::raw::{ping, Got, RawConn, RawPeer};
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
-use meshbus::wire::FrameKind;
 use meshbus::{MembershipView, NodeId, PeerInfo};
+use meshbus_core::wire::FrameKind;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
@@ -61,7 +62,7 @@ async fn slow_server(net: &InMemNetwork) -> (Bus, mpsc::Receiver<u32>, Arc<Notif
             async move {
                 let _ = started_tx.send(s.0).await;
                 gate.notified().await;
-                Ok::<_, HandlerError>(s.0 * 10)
+                HandlerResult::Ok(s.0 * 10)
             }
         })
         .start()
@@ -241,7 +242,7 @@ async fn the_handlers_of_a_lost_peer_are_cancelled_then_get_a_grace_period() {
                 log.send(("polite cleaned up", Instant::now()))
                     .await
                     .unwrap();
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .command_handler(move |_: Stubborn, _ctx| {
@@ -252,7 +253,7 @@ async fn the_handlers_of_a_lost_peer_are_cancelled_then_get_a_grace_period() {
                     .await
                     .unwrap();
                 std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .start()

@@ -3,12 +3,13 @@
 mod mesh_util;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use mesh_util::*;
 use meshbus::discovery::{Discovery, DiscoveryEvent};
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
-use meshbus::wire::control::PeerIdentity;
+use meshbus_core::wire::control::PeerIdentity;
 use tokio::sync::mpsc;
 
 /// Reports what the test sends it, and counts its shutdowns.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "mesh.tick")]
@@ -74,7 +75,7 @@ async fn events_reach_every_subscribing_node_once_in_publish_order() {
 async fn scopes_pick_nodes_by_host_and_cluster() {
     let net = InMemNetwork::new(11);
     let answer = |name: &'static str| {
-        move |_: Where, _ctx: Context| async move { Ok::<_, HandlerError>(name.to_owned()) }
+        move |_: Where, _ctx: Context| async move { HandlerResult::Ok(name.to_owned()) }
     };
     let b = node(&net, "b")
         .cluster("billing")

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -28,10 +29,10 @@ async fn server(net: &InMemNetwork, name: &str) -> (Bus, mpsc::Receiver<()>) {
             async move {
                 let _ = tx.send(()).await;
                 std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .unwrap();
@@ -161,7 +162,7 @@ async fn commands_beyond_the_per_peer_cap_are_overloaded() {
             async move {
                 let _ = tx.send(()).await;
                 std::future::pending::<()>().await;
-                Ok::<_, HandlerError>(())
+                HandlerResult::Ok(())
             }
         })
         .start()
@@ -187,11 +188,11 @@ async fn commands_beyond_the_per_peer_cap_are_overloaded() {
 #[tokio::test(start_paused = true)]
 async fn a_hello_of_another_version_is_rejected_and_the_node_keeps_serving() {
     use bytes::BytesMut;
-    use meshbus::wire::control::{
+    use meshbus::transport::{ReadEvent, Transport};
+    use meshbus_core::wire::control::{
         ControlMessage, Hello, PeerIdentity, Reject, RejectReason, VersionRange,
     };
-    use meshbus::wire::FrameCodec;
-    use meshbus::{ReadEvent, Transport};
+    use meshbus_core::wire::FrameCodec;
 
     let net = InMemNetwork::new(25);
     let (b, _started) = server(&net, "b").await;
@@ -260,12 +261,12 @@ async fn dropping_a_bus_stops_its_node_and_peers_notice() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_never_completes_the_handshake_is_closed_at_the_handshake_timeout() {
-    use meshbus::{ReadEvent, Transport};
+    use meshbus::transport::{ReadEvent, Transport};
 
     let net = InMemNetwork::new(27);
     let b = node(&net, "b")
         .handshake_timeout(Duration::from_millis(300))
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .unwrap();

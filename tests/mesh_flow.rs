@@ -12,6 +12,7 @@ use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::{FullPolicy, SubscriptionOptions};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "mesh.name", reply = String)]
@@ -32,7 +33,7 @@ async fn commands_spread_over_idle_nodes_one_at_a_time_and_fifty_at_a_time() {
                 .command_handler(|_: Name, ctx: Context| async move {
                     // Some work, so that requests overlap when sent 50 at a time.
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+                    HandlerResult::Ok(ctx.bus().name().to_owned())
                 })
                 .start()
                 .await
@@ -82,7 +83,7 @@ async fn commands_spread_over_idle_nodes_one_at_a_time_and_fifty_at_a_time() {
 async fn a_stalled_subscriber_neither_stalls_its_link_nor_looks_dead() {
     let net = InMemNetwork::new(51);
     let b = node(&net, "b")
-        .command_handler(|_: Name, _ctx| async { Ok::<_, HandlerError>("b".to_owned()) })
+        .command_handler(|_: Name, _ctx| async { HandlerResult::Ok("b".to_owned()) })
         .start()
         .await
         .unwrap();

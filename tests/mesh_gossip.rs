@@ -5,6 +5,7 @@ mod mesh_util;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "mesh.name", reply = String)]
@@ -22,7 +23,7 @@ async fn five_nodes_joined_through_one_seed_reach_a_full_view() {
         }
         if i == 3 {
             builder = builder.command_handler(|_: Name, ctx: Context| async move {
-                Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+                HandlerResult::Ok(ctx.bus().name().to_owned())
             });
         }
         nodes.push(builder.start().await.unwrap());
@@ -118,7 +119,7 @@ struct Told(tokio::sync::mpsc::Receiver<meshbus::discovery::DiscoveryEvent>);
 impl meshbus::discovery::Discovery for Told {
     async fn advertise(
         &mut self,
-        _local: &meshbus::wire::control::PeerIdentity,
+        _local: &meshbus_core::wire::control::PeerIdentity,
     ) -> Result<(), Error> {
         Ok(())
     }
@@ -131,14 +132,14 @@ impl meshbus::discovery::Discovery for Told {
 async fn a_node_found_by_discovery_is_dialled() {
     let net = InMemNetwork::new(32);
     let b = node(&net, "b")
-        .command_handler(|_: Name, _ctx| async { Ok::<_, HandlerError>("b".to_owned()) })
+        .command_handler(|_: Name, _ctx| async { HandlerResult::Ok("b".to_owned()) })
         .start()
         .await
         .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let a = node(&net, "a").discovery(Told(rx)).start().await.unwrap();
     assert!(a.membership().borrow().peers.is_empty());
-    let found = meshbus::wire::control::PeerIdentity {
+    let found = meshbus_core::wire::control::PeerIdentity {
         node_id: b.node_id().as_u128(),
         incarnation: 0, // older than b's run: the handshake tells the truth
         name: "b".into(),

@@ -9,10 +9,11 @@ use mesh_util::raw::{Got, RawConn, RawPeer};
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
-use meshbus::proto::interest::{MAX_NAMES, MAX_NAME_LEN};
-use meshbus::wire::control::{ControlMessage, Interest, PeerIdentity, Reject, RejectReason};
-use meshbus::wire::{Frame, FrameKind};
 use meshbus::{MembershipView, NodeId, PeerInfo};
+use meshbus_core::proto::interest::{MAX_NAMES, MAX_NAME_LEN};
+use meshbus_core::wire::control::{ControlMessage, Interest, PeerIdentity, Reject, RejectReason};
+use meshbus_core::wire::{Frame, FrameKind};
+use serde::{Deserialize, Serialize};
 
 /// Handled by the node under test.
 #[derive(Serialize, Deserialize, Command)]
@@ -30,7 +31,7 @@ fn x_in(v: &MembershipView) -> Option<&PeerInfo> {
 
 async fn echo_server(net: &InMemNetwork) -> Bus {
     node(net, "b")
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .unwrap()
@@ -125,9 +126,9 @@ async fn request_id_0_closes_the_connection() {
     let net = InMemNetwork::new(72);
     let b = echo_server(&net).await;
     let x = RawPeer::new(&net, "x", X_ID);
-    let echo = meshbus::wire::body::encode_body(&Echo(5)).unwrap();
+    let echo = meshbus_core::wire::body::encode_body(&Echo(5)).unwrap();
     let mut command = Frame::new(FrameKind::Command, echo);
-    command.name = Some(meshbus::wire::FrameName::inline(Echo::NAME));
+    command.name = Some(meshbus_core::wire::FrameName::inline(Echo::NAME));
     let frames = [
         command,
         Frame::new(FrameKind::Reply, Bytes::new()),

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "mesh.name", reply = String)]
@@ -37,7 +38,7 @@ async fn partition_and_heal(seed: u64) {
     let mut nodes = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let mut b = node(&net, name).command_handler(|_: Name, ctx: Context| async move {
-            Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+            HandlerResult::Ok(ctx.bus().name().to_owned())
         });
         if i > 0 {
             b = b.peers(["inmem://p1"]);

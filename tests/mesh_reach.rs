@@ -9,6 +9,7 @@ use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::transport::{Addr, Connection, Listener, Transport};
 use meshbus::{async_trait, Error, ErrorKind};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "reach.name", reply = String)]
@@ -57,7 +58,7 @@ async fn a_node_sharing_no_transport_is_reported_unreachable_and_never_dialled()
     // `near` is cut, so `far` cannot dial `near` either.
     let hub = node(&net, "hub")
         .transport(exotic.clone())
-        .command_handler(|_: Name, _ctx: Context| async { Ok::<_, HandlerError>("hub".to_owned()) })
+        .command_handler(|_: Name, _ctx: Context| async { HandlerResult::Ok("hub".to_owned()) })
         .start()
         .await
         .unwrap();
@@ -72,7 +73,7 @@ async fn a_node_sharing_no_transport_is_reported_unreachable_and_never_dialled()
         .transport(exotic.clone())
         .listen("exotic://far")
         .peers(["inmem://hub"])
-        .command_handler(|_: Name, _ctx: Context| async { Ok::<_, HandlerError>("far".to_owned()) })
+        .command_handler(|_: Name, _ctx: Context| async { HandlerResult::Ok("far".to_owned()) })
         .start()
         .await
         .unwrap();

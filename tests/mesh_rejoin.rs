@@ -8,7 +8,9 @@ use std::time::Duration;
 use mesh_util::*;
 use meshbus::inmem::{InMemNetwork, InMemTransport};
 use meshbus::prelude::*;
-use meshbus::{Addr, BusBuilder, Connection, Listener, Transport};
+use meshbus::transport::{Connection, Listener, Transport};
+use meshbus::{Addr, BusBuilder};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -45,7 +47,7 @@ async fn pinged(net: &InMemNetwork, name: &str) -> Bus {
     node(net, name)
         .command_handler(move |_: Ping, _ctx| {
             let me = me.clone();
-            async move { Ok::<_, HandlerError>(me) }
+            async move { HandlerResult::Ok(me) }
         })
         .start()
         .await

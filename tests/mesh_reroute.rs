@@ -8,6 +8,7 @@ use std::time::Duration;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 #[derive(Serialize, Deserialize, Command)]
@@ -28,7 +29,7 @@ async fn worker(net: &InMemNetwork, name: &str, seeds: &[&str]) -> Bus {
                 let left = at.saturating_duration_since(tokio::time::Instant::now());
                 u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
             });
-            async move { Ok::<_, HandlerError>((me, left)) }
+            async move { HandlerResult::Ok((me, left)) }
         })
         .start()
         .await

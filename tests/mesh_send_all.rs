@@ -10,6 +10,7 @@ use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::NodeId;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "mesh.name", reply = String)]
@@ -22,7 +23,7 @@ async fn send_all_asks_every_handler_node_and_reports_the_missing_one() {
     for name in ["b", "c", "d", "e"] {
         let bus = node(&net, name)
             .command_handler(|_: Name, ctx: Context| async move {
-                Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+                HandlerResult::Ok(ctx.bus().name().to_owned())
             })
             .start()
             .await

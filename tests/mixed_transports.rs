@@ -19,6 +19,7 @@ use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::ws::WsTransport;
 use meshbus::{BusBuilder, NodeId, Subscription};
+use serde::{Deserialize, Serialize};
 
 /// Answered by `hub`.
 #[derive(Serialize, Deserialize, Command)]

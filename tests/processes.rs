@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::BusBuilder;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Set in a child started by [`a_node_killed_with_sigkill_fails_its_requests_with_peer_lost`]:
@@ -330,7 +331,7 @@ async fn a_node_killed_with_sigkill_fails_its_requests_with_peer_lost() {
     let seed = caller.listen_addrs()[0].to_string();
     let survivor = node("survivor")
         .peers([seed.clone()])
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .unwrap();
@@ -453,7 +454,7 @@ async fn chaos_node() {
         .peers([seed])
         .command_handler(|w: Work, _ctx| async move {
             println!("chaos got {}", w.0);
-            Ok::<_, HandlerError>(w.0)
+            HandlerResult::Ok(w.0)
         })
         .start()
         .await

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use meshbus::prelude::*;
-use meshbus::proto::admission::RateLimit;
 use meshbus::tcp::TcpTransport;
 use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
-use meshbus::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange};
-use meshbus::wire::{FrameCodec, FrameKind};
 use meshbus::BusBuilder;
+use meshbus::RateLimit;
+use meshbus_core::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange};
+use meshbus_core::wire::{FrameCodec, FrameKind};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -48,7 +49,7 @@ async fn target(configure: impl FnOnce(BusBuilder) -> BusBuilder) -> (Bus, Strin
         .listen("tcp://127.0.0.1:0")
         .listen("tcp://[::1]:0")
         .handshake_timeout(PATIENT_HANDSHAKE)
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) });
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) });
     let node = configure(builder).start().await.unwrap();
     let addrs = node.listen_addrs();
     let v4 = addrs

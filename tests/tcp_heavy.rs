@@ -29,10 +29,11 @@ use bytes::{BufMut, BytesMut};
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
-use meshbus::wire::control::{
+use meshbus_core::wire::control::{
     ControlMessage, Hello, PeerIdentity, ReplyError, VersionRange, Welcome,
 };
-use meshbus::wire::{Frame, FrameCodec, FrameKind};
+use meshbus_core::wire::{Frame, FrameCodec, FrameKind};
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -88,8 +89,8 @@ async fn child_node() {
         .name("target")
         .transport(TcpTransport::new())
         .listen("tcp://127.0.0.1:0")
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
-        .command_handler(|b: Blob, _ctx| async move { Ok::<_, HandlerError>(b.0.len() as u32) });
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
+        .command_handler(|b: Blob, _ctx| async move { HandlerResult::Ok(b.0.len() as u32) });
     if mode == "lifted" {
         builder = builder.max_decompressed_size(EXPANDED);
     }
@@ -342,7 +343,10 @@ fn heavy_command(id: u64, block: &[u8]) -> BytesMut {
     let mut buf = BytesMut::new();
     buf.put_u32((1 + 1 + 8 + 2 + name.len() + 4 + block.len()) as u32);
     buf.put_u8(FrameKind::Command.to_u8());
-    buf.put_u8(meshbus::wire::frame::flags::NAME_INLINE | meshbus::wire::frame::flags::COMPRESSED);
+    buf.put_u8(
+        meshbus_core::wire::frame::flags::NAME_INLINE
+            | meshbus_core::wire::frame::flags::COMPRESSED,
+    );
     buf.put_u64(id);
     buf.put_u16(name.len() as u16);
     buf.put_slice(name);
@@ -512,9 +516,9 @@ async fn by_default_a_body_expanding_past_4_mib_is_too_large_at_once() {
     );
     // Refused for its size, not for being malformed: the link stays, and the node serves.
     let mut probe = BytesMut::new();
-    let small = meshbus::wire::body::encode_body(&Echo(7)).unwrap();
+    let small = meshbus_core::wire::body::encode_body(&Echo(7)).unwrap();
     let mut echo = Frame::new(FrameKind::Command, small);
-    echo.name = Some(meshbus::wire::FrameName::inline("heavy.echo"));
+    echo.name = Some(meshbus_core::wire::FrameName::inline("heavy.echo"));
     echo.request_id = 99;
     FrameCodec::default().encode(&echo, &mut probe).unwrap();
     mallory.writer.write_all(&probe).await.unwrap();
@@ -657,7 +661,10 @@ async fn large_events_keep_their_order_and_one_over_the_cap_is_dropped_and_count
     let mut buf = BytesMut::new();
     buf.put_u32((1 + 1 + 8 + 2 + name.len() + 4 + block.len()) as u32);
     buf.put_u8(FrameKind::Event.to_u8());
-    buf.put_u8(meshbus::wire::frame::flags::NAME_INLINE | meshbus::wire::frame::flags::COMPRESSED);
+    buf.put_u8(
+        meshbus_core::wire::frame::flags::NAME_INLINE
+            | meshbus_core::wire::frame::flags::COMPRESSED,
+    );
     buf.put_u64(0);
     buf.put_u16(name.len() as u16);
     buf.put_slice(name);
@@ -665,13 +672,13 @@ async fn large_events_keep_their_order_and_one_over_the_cap_is_dropped_and_count
     buf.put_slice(&block);
     let mut after = Frame::new(
         FrameKind::Event,
-        meshbus::wire::body::encode_body(&Note {
+        meshbus_core::wire::body::encode_body(&Note {
             seq: 100,
             text: "after".into(),
         })
         .unwrap(),
     );
-    after.name = Some(meshbus::wire::FrameName::inline("heavy.note"));
+    after.name = Some(meshbus_core::wire::FrameName::inline("heavy.note"));
     FrameCodec::default().encode(&after, &mut buf).unwrap();
     mallory.writer.write_all(&buf).await.unwrap();
     let note = within("the note after the oversized one", notes.recv())

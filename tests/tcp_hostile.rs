@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -71,7 +72,7 @@ impl Target {
             .transport(TcpTransport::new())
             .listen("tcp://127.0.0.1:0")
             .handshake_timeout(handshake_timeout)
-            .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+            .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
             .start()
             .await
             .unwrap();

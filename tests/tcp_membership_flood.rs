@@ -22,10 +22,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::wire::control::{
+use meshbus_core::wire::control::{
     ControlMessage, GossipDelta, GossipEntry, GossipMessage, MemberState,
 };
-use meshbus::wire::FrameCodec;
+use meshbus_core::wire::FrameCodec;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -99,7 +100,7 @@ async fn ten_thousand_unreachable_members_do_not_disturb_the_node() {
         .name("target")
         .transport(TcpTransport::new())
         .listen("tcp://127.0.0.1:0")
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .unwrap();

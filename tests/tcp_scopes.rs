@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::{BusBuilder, Subscription, SubscriptionOptions};
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "tcp.tick")]
@@ -71,7 +72,7 @@ async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
 /// gives each node's listen address (port 0 or a socket path).
 async fn every_scope_over(listen: [String; 3], scheme: &str) {
     let answer = |name: &'static str| {
-        move |_: Where, _ctx: Context| async move { Ok::<_, HandlerError>(name.to_owned()) }
+        move |_: Where, _ctx: Context| async move { HandlerResult::Ok(name.to_owned()) }
     };
     let [la, lb, lc] = listen;
     let b = node("b", "host-1", "billing", &lb)
@@ -91,7 +92,7 @@ async fn every_scope_over(listen: [String; 3], scheme: &str) {
         addr.to_string()
     });
     let a = node("a", "host-1", "shop", &la)
-        .command_handler(|_: Here, _ctx: Context| async { Ok::<_, HandlerError>("a".to_owned()) })
+        .command_handler(|_: Here, _ctx: Context| async { HandlerResult::Ok("a".to_owned()) })
         .peers(seeds)
         .start()
         .await
@@ -231,9 +232,7 @@ async fn every_scope_over_unix_sockets() {
 async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
     let run = async {
         let a = node("a", "host-1", "shop", "tcp://0.0.0.0:0")
-            .command_handler(|_: Here, _ctx: Context| async {
-                Ok::<_, HandlerError>("a".to_owned())
-            })
+            .command_handler(|_: Here, _ctx: Context| async { HandlerResult::Ok("a".to_owned()) })
             .start()
             .await
             .unwrap();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use alloc_util::{Counting, LARGEST};
 use meshbus::prelude::*;
 use meshbus::ws::WsTransport;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_util::*;
@@ -108,7 +109,7 @@ async fn hostile_clients_are_closed_and_the_node_serves_on() {
         .handshake_timeout(SHORT)
         .transport(WsTransport::new().upgrade_timeout(SHORT))
         .listen("ws://127.0.0.1:0/meshbus")
-        .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.0 + c.1) })
+        .command_handler(|c: Add, _ctx| async move { HandlerResult::Ok(c.0 + c.1) })
         .start()
         .await
         .unwrap();

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use ws_util::*;
@@ -27,7 +28,7 @@ struct News(u32);
 /// A node that answers `Where` with its name.
 fn answering(name: &str, host: &str, cluster: &str) -> meshbus::BusBuilder {
     ws_node(name, host, cluster).command_handler(|_: Where, ctx: Context| async move {
-        Ok::<_, HandlerError>(ctx.bus().name().to_owned())
+        HandlerResult::Ok(ctx.bus().name().to_owned())
     })
 }
 
@@ -35,7 +36,7 @@ fn answering(name: &str, host: &str, cluster: &str) -> meshbus::BusBuilder {
 async fn every_scope_over_websocket() {
     // a and b share a host, a and c share a cluster; b and c answer `Where`, a only `Here`.
     let a = ws_node("a", "host-1", "blue")
-        .command_handler(|_: Here, _ctx| async { Ok::<_, HandlerError>("a".to_owned()) })
+        .command_handler(|_: Here, _ctx| async { HandlerResult::Ok("a".to_owned()) })
         .start()
         .await
         .unwrap();

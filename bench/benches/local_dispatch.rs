@@ -17,6 +17,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meshbus::prelude::*;
 use meshbus::SubscriptionOptions;
+use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "bench.add", reply = u64)]
@@ -46,13 +47,13 @@ fn commands(c: &mut Criterion) {
     let rt = runtime();
     let (bus_trait, bus_closure) = rt.block_on(async {
         let t = Bus::builder()
-            .command_handler_with(|_| Ok(Adder))
+            .command_handler(Adder)
             .start()
             .await
             .expect("start");
         let c = Bus::builder()
             .command_handler(|cmd: Add, _ctx| async move {
-                Ok::<_, HandlerError>(cmd.0.wrapping_add(cmd.1))
+                HandlerResult::Ok(cmd.0.wrapping_add(cmd.1))
             })
             .start()
             .await
@@ -114,13 +115,12 @@ fn publish(c: &mut Criterion) {
             let mut builder = Bus::builder();
             for _ in 0..subscribers {
                 let counter = Arc::clone(&counter);
-                builder = builder.event_handler_opts(
-                    SubscriptionOptions::new().capacity(4096),
-                    move |e: Arc<Tick>, _ctx: Context| {
-                        counter.fetch_add(e.0, Ordering::Relaxed);
-                        async { Ok(()) }
-                    },
-                );
+                let count = move |e: Arc<Tick>, _ctx: Context| {
+                    counter.fetch_add(e.0, Ordering::Relaxed);
+                    async { HandlerResult::Ok(()) }
+                };
+                builder = builder
+                    .event_handler(count.with_options(SubscriptionOptions::new().capacity(4096)));
             }
             builder.start().await.expect("start")
         });

@@ -11,15 +11,20 @@
 //! ```
 //! // The benchmarks measure code like this, against a direct call of the handler.
 //! use meshbus::prelude::*;
+//! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Command)]
 //! #[meshbus(reply = u64)]
 //! struct Add(u64, u64);
 //!
+//! async fn add(c: Add, _ctx: Context) -> Result<u64, HandlerError> {
+//!     Ok(c.0 + c.1)
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus::Error> {
 //! let bus = Bus::builder()
-//!     .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.0 + c.1) })
+//!     .command_handler(add)
 //!     .start()
 //!     .await?;
 //! assert_eq!(bus.commands().local().send(Add(1, 2)).await?, 3);

@@ -1,11 +1,14 @@
 //! The core of [meshbus]: message traits, handlers with injected services, dispatch by scope,
 //! and the node runtime.
 //!
-//! Applications depend on the `meshbus` facade, which re-exports this crate and, per cargo
-//! feature, the transports and discovery. Transport crates depend on this one.
+//! Applications depend on the `meshbus` facade, which re-exports what they name from this crate
+//! (and the transport and discovery SPI as `meshbus::transport` and `meshbus::discovery`) and,
+//! per cargo feature, the transports and discovery. Transport crates, the benchmarks and the fuzz
+//! targets depend on this one, which also holds the wire format ([`wire`]) and the protocol state
+//! machines ([`proto`]).
 //!
 //! ```
-//! use meshbus_core::{Bus, Command, Event, HandlerError};
+//! use meshbus_core::{Bus, Command, Context, Event, HandlerError};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -16,13 +19,16 @@
 //! struct Pinged { text: String }
 //! impl Event for Pinged { const NAME: &'static str = "diag.pinged"; }
 //!
+//! // A handler is an async fn: its return type says what `?` converts errors into.
+//! async fn ping(cmd: Ping, ctx: Context) -> Result<String, HandlerError> {
+//!     ctx.bus().events().publish(Pinged { text: cmd.text.clone() }).await?;
+//!     Ok(format!("pong {}", cmd.text))
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus_core::Error> {
 //! let bus = Bus::builder()
-//!     .command_handler(|cmd: Ping, ctx| async move {
-//!         ctx.bus().events().publish(Pinged { text: cmd.text.clone() }).await?;
-//!         Ok::<_, HandlerError>(format!("pong {}", cmd.text))
-//!     })
+//!     .command_handler(ping)
 //!     .start()
 //!     .await?;
 //! let mut pinged = bus.subscribe::<Pinged>()?;
@@ -61,7 +67,10 @@ pub use bus::{
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
-pub use handler::{CommandHandler, EventHandler};
+pub use handler::{
+    from_services, marker, CommandHandler, EventHandler, EventHandlerExt, FromServices,
+    HandlerResult, IntoCommandHandler, IntoEventHandler, WithOptions,
+};
 pub use id::NodeId;
 pub use message::{Command, Event};
 pub use node::{MembershipView, PeerInfo, Ready};

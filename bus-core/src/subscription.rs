@@ -29,7 +29,8 @@ pub enum FullPolicy {
     DropNewest,
 }
 
-/// How a subscription queues and runs its events.
+/// How a subscription queues and runs its events: a value given to a subscriber with
+/// [`with_options`](crate::EventHandlerExt::with_options) when it is registered.
 ///
 /// # Examples
 ///
@@ -40,13 +41,15 @@ pub enum FullPolicy {
 ///     .capacity(64)
 ///     .concurrency(4)
 ///     .when_full(FullPolicy::DropNewest);
-/// assert_eq!(opts.get_concurrency(), 4);
+/// assert_ne!(opts, SubscriptionOptions::default());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionOptions {
-    capacity: usize,
-    concurrency: usize,
-    when_full: FullPolicy,
+    // Read by the builder only: options are a value given at registration, not inspected
+    // later, so there are no public getters.
+    pub(crate) capacity: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) when_full: FullPolicy,
 }
 
 impl SubscriptionOptions {
@@ -79,21 +82,6 @@ impl SubscriptionOptions {
     pub const fn when_full(mut self, policy: FullPolicy) -> Self {
         self.when_full = policy;
         self
-    }
-
-    /// The queue capacity.
-    pub const fn get_capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The handler's concurrency.
-    pub const fn get_concurrency(&self) -> usize {
-        self.concurrency
-    }
-
-    /// The full policy.
-    pub const fn get_when_full(&self) -> FullPolicy {
-        self.when_full
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! ```
 //! use meshbus::prelude::*;
+//! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Event)]
 //! struct OrderPlaced { order_id: u64 }

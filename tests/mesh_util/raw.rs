@@ -1,16 +1,17 @@
-//! A hand-driven peer: speaks the wire protocol with `meshbus::wire` and
-//! `meshbus::proto::handshake` over an in-memory connection, so a test decides exactly which
+//! A hand-driven peer: speaks the wire protocol with `meshbus_core::wire` and
+//! `meshbus_core::proto::handshake` over an in-memory connection, so a test decides exactly which
 //! connection carries what.
 
 use bytes::{Bytes, BytesMut};
 use meshbus::inmem::InMemNetwork;
-use meshbus::proto::handshake::{Established, Handshake, LocalNode, Step};
-use meshbus::wire::body::{decode_body, encode_body};
-use meshbus::wire::control::{
+use meshbus::transport::{FrameReader, FrameWriter, ReadEvent, Transport};
+use meshbus::{Addr, NodeId};
+use meshbus_core::proto::handshake::{Established, Handshake, LocalNode, Step};
+use meshbus_core::wire::body::{decode_body, encode_body};
+use meshbus_core::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, Hello, Interest, PeerIdentity, VersionRange,
 };
-use meshbus::wire::{Frame, FrameCodec, FrameKind, FrameName};
-use meshbus::{Addr, FrameReader, FrameWriter, NodeId, ReadEvent, Transport};
+use meshbus_core::wire::{Frame, FrameCodec, FrameKind, FrameName};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};

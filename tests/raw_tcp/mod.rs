@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
-use meshbus::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange, Welcome};
-use meshbus::wire::FrameCodec;
+use meshbus_core::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange, Welcome};
+use meshbus_core::wire::FrameCodec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

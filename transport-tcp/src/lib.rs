@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use meshbus_core::{Bus, Command, HandlerError, Scope};
+//! use meshbus_core::{Bus, Command, Context, HandlerError, Scope};
 //! use meshbus_transport_tcp::TcpTransport;
 //! use serde::{Deserialize, Serialize};
 //!
@@ -16,13 +16,17 @@
 //! struct Echo(String);
 //! impl Command for Echo { const NAME: &'static str = "echo"; type Reply = String; }
 //!
+//! async fn echo(e: Echo, _ctx: Context) -> Result<String, HandlerError> {
+//!     Ok(e.0)
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus_core::Error> {
 //! let server = Bus::builder()
 //!     .name("server")
 //!     .transport(TcpTransport::new())
 //!     .listen("tcp://127.0.0.1:0") // the system picks a free port
-//!     .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+//!     .command_handler(echo)
 //!     .start()
 //!     .await?;
 //! let server_addr = server.listen_addrs()[0].to_string(); // tcp://127.0.0.1:<port>

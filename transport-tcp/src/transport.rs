@@ -85,11 +85,6 @@ impl TcpTransport {
         self.connect_timeout = timeout.max(Self::MIN_CONNECT_TIMEOUT);
         self
     }
-
-    /// The [connect timeout](Self::connect_timeout).
-    pub fn get_connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
 }
 
 impl Default for TcpTransport {
@@ -201,14 +196,11 @@ mod tests {
     #[test]
     fn the_connect_timeout_is_a_builder_knob() {
         let t = TcpTransport::default();
-        assert_eq!(
-            t.get_connect_timeout(),
-            TcpTransport::DEFAULT_CONNECT_TIMEOUT
-        );
+        assert_eq!(t.connect_timeout, TcpTransport::DEFAULT_CONNECT_TIMEOUT);
         let t = t.connect_timeout(Duration::from_millis(250));
-        assert_eq!(t.get_connect_timeout(), Duration::from_millis(250));
+        assert_eq!(t.connect_timeout, Duration::from_millis(250));
         let t = t.connect_timeout(Duration::ZERO);
-        assert_eq!(t.get_connect_timeout(), Duration::from_millis(1));
+        assert_eq!(t.connect_timeout, Duration::from_millis(1));
         assert_eq!(t.schemes(), ["tcp", "unix"]);
     }
 

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use meshbus_core::{Bus, Command, HandlerError, Scope};
+//! use meshbus_core::{Bus, Command, Context, HandlerError, Scope};
 //! use meshbus_transport_ws::WsTransport;
 //! use serde::{Deserialize, Serialize};
 //!
@@ -15,12 +15,16 @@
 //! struct Echo(String);
 //! impl Command for Echo { const NAME: &'static str = "echo"; type Reply = String; }
 //!
+//! async fn echo(e: Echo, _ctx: Context) -> Result<String, HandlerError> {
+//!     Ok(e.0)
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), meshbus_core::Error> {
 //! let server = Bus::builder()
 //!     .transport(WsTransport::new())
 //!     .listen("ws://127.0.0.1:0/meshbus")
-//!     .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+//!     .command_handler(echo)
 //!     .start()
 //!     .await?;
 //! let addr = server.listen_addrs()[0].to_string(); // ws://127.0.0.1:<port>/meshbus

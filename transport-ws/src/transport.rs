@@ -60,7 +60,7 @@ const ACCEPT_QUEUE: usize = 16;
 ///     .max_message_size(1024 * 1024 + 4)
 ///     .connect_timeout(Duration::from_secs(3))
 ///     .upgrade_timeout(Duration::from_secs(2));
-/// assert_eq!(ws.get_max_message_size(), 1024 * 1024 + 4);
+/// # drop(ws);
 /// ```
 #[derive(Debug, Clone)]
 pub struct WsTransport {
@@ -94,11 +94,6 @@ impl WsTransport {
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes.max(1);
         self
-    }
-
-    /// The configured [`max_message_size`](Self::max_message_size).
-    pub fn get_max_message_size(&self) -> usize {
-        self.max_message_size
     }
 
     /// How long a dial may take, TCP connect and WebSocket upgrade together (default

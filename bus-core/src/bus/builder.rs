@@ -1,7 +1,6 @@
 //! [`BusBuilder`]: configuration, services and handler registration.
 
 use std::fmt;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, Weak};
@@ -14,13 +13,9 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
-use crate::context::Context;
 use crate::discovery::Discovery;
-use crate::error::{Error, HandlerError};
-use crate::handler::{
-    panic_message, BoxFuture, CommandFnHandler, ErasedEventHandler, EventFnHandler,
-    EventTraitHandler,
-};
+use crate::error::Error;
+use crate::handler::{panic_message, BoxFuture, IntoCommandHandler, IntoEventHandler};
 use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeConfig, NodeShared};
@@ -48,14 +43,16 @@ type Registration = Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error
 /// Configures and starts a [`Bus`].
 ///
 /// Registration is mediator style: every handler is declared here, before start. Handler
-/// factories (`*_with`) run inside [`start`](BusBuilder::start) with the registered
-/// [`Services`]; the first failing factory makes `start` fail.
+/// factories ([`from_services`](crate::from_services)) run inside [`start`](BusBuilder::start)
+/// with the registered [`Services`]; the first failing factory makes `start` fail.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Arc;
-/// use meshbus_core::{async_trait, Bus, Command, CommandHandler, Context, HandlerError};
+/// use meshbus_core::{
+///     async_trait, from_services, Bus, Command, CommandHandler, Context, HandlerError,
+/// };
 /// use serde::{Deserialize, Serialize};
 ///
 /// struct Greeting(String);
@@ -78,7 +75,7 @@ type Registration = Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error
 /// let bus = Bus::builder()
 ///     .cluster("shop")
 ///     .service(Greeting("hello".into()))
-///     .command_handler_with(|s| Ok(Greeter { greeting: s.get()? }))
+///     .command_handler(from_services(|s| Ok(Greeter { greeting: s.get()? })))
 ///     .start()
 ///     .await?;
 /// assert_eq!(bus.commands().send(Greet("Ada".into())).await?, "hello, Ada");
@@ -403,83 +400,56 @@ impl BusBuilder {
         self
     }
 
-    /// Registers an async closure as the handler of command `C`.
+    /// Registers the handler of command `C`: an async fn or closure
+    /// `(C, Context) -> Result<C::Reply, E>` (any `E: Into<HandlerError>`), a value implementing
+    /// [`CommandHandler<C>`](crate::CommandHandler), or a factory made with
+    /// [`from_services`](crate::from_services) that builds one inside
+    /// [`start`](BusBuilder::start). A command has one handler per node.
     ///
     /// ```
-    /// # use meshbus_core::{Bus, Command, HandlerError};
+    /// # use meshbus_core::{Bus, Command, Context, HandlerError};
     /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
     /// # impl Command for Ping { const NAME: &'static str = "ping"; type Reply = (); }
-    /// let _builder = Bus::builder()
-    ///     .command_handler(|_: Ping, _ctx| async { Ok::<_, HandlerError>(()) });
+    /// async fn ping(_: Ping, _ctx: Context) -> Result<(), HandlerError> {
+    ///     Ok(())
+    /// }
+    ///
+    /// let _builder = Bus::builder().command_handler(ping);
     /// ```
-    pub fn command_handler<C, F, Fut>(self, handler: F) -> Self
+    pub fn command_handler<C, M, H>(self, handler: H) -> Self
     where
         C: Command,
-        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<C::Reply, HandlerError>> + Send + 'static,
+        H: IntoCommandHandler<C, M>,
     {
-        let h: Arc<dyn CommandHandler<C>> = Arc::new(CommandFnHandler(handler));
-        self.register(move |_, reg| add_command(reg, h))
+        self.register(move |services, reg| add_command(reg, handler.build(services)?))
     }
 
-    /// Registers the handler of command `C` that `factory` builds from the services, inside
-    /// [`start`](BusBuilder::start).
-    pub fn command_handler_with<C, H, F>(self, factory: F) -> Self
+    /// Registers a subscriber of event `E`, in the shapes
+    /// [`command_handler`](Self::command_handler) takes (an async fn or closure gets the event as
+    /// an `Arc<E>`). It runs with the default [`SubscriptionOptions`] unless given its own with
+    /// [`with_options`](crate::EventHandlerExt::with_options).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use meshbus_core::{Bus, Context, Event, EventHandlerExt, HandlerError, SubscriptionOptions};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Tick;
+    /// # impl Event for Tick { const NAME: &'static str = "tick"; }
+    /// async fn on_tick(_: Arc<Tick>, _ctx: Context) -> Result<(), HandlerError> {
+    ///     Ok(())
+    /// }
+    ///
+    /// let _builder = Bus::builder()
+    ///     .event_handler(on_tick)
+    ///     .event_handler(on_tick.with_options(SubscriptionOptions::new().concurrency(4)));
+    /// ```
+    pub fn event_handler<E, M, H>(self, handler: H) -> Self
     where
-        C: Command,
-        H: CommandHandler<C>,
-        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
+        E: Event,
+        H: IntoEventHandler<E, M>,
     {
         self.register(move |services, reg| {
-            let h: Arc<dyn CommandHandler<C>> = Arc::new(factory(services)?);
-            add_command(reg, h)
-        })
-    }
-
-    /// Registers an async closure as a subscriber of event `E`, with the default
-    /// [`SubscriptionOptions`].
-    pub fn event_handler<E, F, Fut>(self, handler: F) -> Self
-    where
-        E: Event,
-        F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-    {
-        self.event_handler_opts(SubscriptionOptions::new(), handler)
-    }
-
-    /// Registers an async closure as a subscriber of event `E`, queued and run as `options` say.
-    pub fn event_handler_opts<E, F, Fut>(self, options: SubscriptionOptions, handler: F) -> Self
-    where
-        E: Event,
-        F: Fn(Arc<E>, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-    {
-        let h: Arc<dyn ErasedEventHandler<E>> = Arc::new(EventFnHandler(handler));
-        self.register(move |_, reg| add_subscriber(reg, h, options))
-    }
-
-    /// Registers the subscriber of event `E` that `factory` builds from the services, inside
-    /// [`start`](BusBuilder::start), with the default [`SubscriptionOptions`].
-    pub fn event_handler_with<E, H, F>(self, factory: F) -> Self
-    where
-        E: Event,
-        H: EventHandler<E>,
-        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
-    {
-        self.event_handler_with_opts(SubscriptionOptions::new(), factory)
-    }
-
-    /// Registers the subscriber of event `E` that `factory` builds, queued and run as `options`
-    /// say.
-    pub fn event_handler_with_opts<E, H, F>(self, options: SubscriptionOptions, factory: F) -> Self
-    where
-        E: Event,
-        H: EventHandler<E>,
-        F: FnOnce(&Services) -> Result<H, Error> + Send + 'static,
-    {
-        self.register(move |services, reg| {
-            let h: Arc<dyn ErasedEventHandler<E>> = Arc::new(EventTraitHandler(factory(services)?));
-            add_subscriber(reg, h, options)
+            let (handler, options) = handler.build(services)?;
+            add_subscriber(reg, handler, options)
         })
     }
 
@@ -647,19 +617,19 @@ fn add_command<C: Command>(reg: &mut Registry, f: Arc<dyn CommandHandler<C>>) ->
 
 fn add_subscriber<E: Event>(
     reg: &mut Registry,
-    f: Arc<dyn ErasedEventHandler<E>>,
+    f: Arc<dyn EventHandler<E>>,
     options: SubscriptionOptions,
 ) -> Result<(), Error> {
     let id = reg.next_subscription_id;
     reg.next_subscription_id += 1;
-    let (tx, rx) = flume::bounded::<Delivery<E>>(options.get_capacity());
+    let (tx, rx) = flume::bounded::<Delivery<E>>(options.capacity);
     let sub = Arc::new(SubSender {
         id,
         tx,
-        policy: options.get_when_full(),
+        policy: options.when_full,
     });
     reg.events = table_with(&reg.events, sub)?;
-    for _ in 0..options.get_concurrency() {
+    for _ in 0..options.concurrency {
         let rx = rx.clone();
         let f = Arc::clone(&f);
         let span = tracing::debug_span!("subscription", event = E::NAME, id);
@@ -677,7 +647,7 @@ fn add_subscriber<E: Event>(
 /// closed and empty, or the bus is gone.
 async fn run_subscriber<E: Event>(
     rx: flume::Receiver<Delivery<E>>,
-    handler: Arc<dyn ErasedEventHandler<E>>,
+    handler: Arc<dyn EventHandler<E>>,
     bus: Weak<BusInner>,
 ) {
     while let Ok(delivery) = rx.recv_async().await {
@@ -686,7 +656,7 @@ async fn run_subscriber<E: Event>(
         let ctx = delivery
             .meta
             .context(message_id, Bus::for_handler(Arc::clone(&inner)));
-        let outcome = AssertUnwindSafe(handler.call(delivery.event, ctx))
+        let outcome = AssertUnwindSafe(handler.handle(delivery.event, ctx))
             .catch_unwind()
             .await;
         match outcome {

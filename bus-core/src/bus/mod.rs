@@ -44,7 +44,7 @@ use crate::wire::FrameError;
 /// # Examples
 ///
 /// ```
-/// use meshbus_core::{Bus, Command, HandlerError};
+/// use meshbus_core::{Bus, Command, Context, HandlerError};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -54,7 +54,9 @@ use crate::wire::FrameError;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), meshbus_core::Error> {
 /// let bus = Bus::builder()
-///     .command_handler(|cmd: Double, _ctx| async move { Ok::<_, HandlerError>(cmd.0 * 2) })
+///     .command_handler(async |cmd: Double, _ctx: Context| -> Result<u64, HandlerError> {
+///         Ok(cmd.0 * 2)
+///     })
 ///     .start()
 ///     .await?;
 /// assert_eq!(bus.commands().local().send(Double(21)).await?, 42);
@@ -411,11 +413,11 @@ impl Bus {
             return Err(Error::closed());
         }
         let id = inner.next_subscription_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = flume::bounded(options.get_capacity());
+        let (tx, rx) = flume::bounded(options.capacity);
         let sub = Arc::new(SubSender {
             id,
             tx,
-            policy: options.get_when_full(),
+            policy: options.when_full,
         });
         let mut clash = None;
         inner

@@ -85,7 +85,7 @@ pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
                 let (count, nanos, cpu_nanos) = seen.take();
                 let now = dropped();
                 let before = dropped_before.swap(now, Ordering::Relaxed);
-                Ok::<_, HandlerError>(SubReport {
+                HandlerResult::Ok(SubReport {
                     count,
                     nanos,
                     dropped: now - before,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use meshbus::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 /// The round-trip command: the server answers with the payload it got.

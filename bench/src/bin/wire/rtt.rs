@@ -25,7 +25,7 @@ pub(crate) async fn server(wire: Wire) -> RoleResult {
     let bus = builder(wire)
         .name("rtt-server")
         .listen(listen.clone())
-        .command_handler(|e: Echo, _ctx| async move { Ok::<_, HandlerError>(e.0) })
+        .command_handler(|e: Echo, _ctx| async move { HandlerResult::Ok(e.0) })
         .start()
         .await
         .or_fail("start the server bus")?;
