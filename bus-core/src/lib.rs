@@ -57,14 +57,15 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendAll, SendCommand,
+    Bus, BusBuilder, Commands, Events, HandlersReady, PeersReady, Publish, PublishFuture, Ready,
+    ResponseFuture, SendAll, SendCommand, SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
 pub use handler::{CommandHandler, EventHandler};
 pub use id::NodeId;
 pub use message::{Command, Event};
-pub use node::{MembershipView, PeerInfo, Ready};
+pub use node::{MembershipView, PeerInfo};
 pub use scope::Scope;
 pub use services::Services;
 pub use stats::{BusStats, PeerStats};

@@ -3,6 +3,7 @@
 mod builder;
 mod commands;
 mod events;
+mod ready;
 pub(crate) mod remote;
 mod send_all;
 
@@ -23,13 +24,14 @@ use tokio_util::task::TaskTracker;
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
+pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
 pub use send_all::SendAll;
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::CommandHandler;
 use crate::id::NodeId;
 use crate::message::{Command, Event};
-use crate::node::{MembershipView, NodeShared, Ready};
+use crate::node::{MembershipView, NodeShared};
 use crate::stats::{BusStats, Counters, PeerStats};
 use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
 use crate::transport::Addr;
@@ -539,7 +541,7 @@ impl Bus {
 
     /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.
     pub fn ready(&self) -> Ready<'_> {
-        Ready { bus: self }
+        Ready::new(self)
     }
 
     /// A snapshot of the bus's counters.

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
 pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
 pub(crate) use routes::Routes;
-pub use view::{MembershipView, PeerInfo, Ready};
+pub use view::{MembershipView, PeerInfo};
 
 use crate::proto::handshake::LocalNode;
 use crate::proto::liveness::LivenessConfig;
