@@ -121,11 +121,11 @@ async fn main() -> Result<(), Box<dyn StdError>> {
         .start()
         .await?;
     // The address `orders` got, e.g. tcp://127.0.0.1:41234: the others' one static peer.
-    let seed = orders.listen_addrs()[0].to_string();
+    let seed = &orders.listen_addrs()[0];
     println!("orders listens on {seed}");
 
     let billing = node("billing", "finance")
-        .peers([seed.clone()])
+        .peers(seed)
         .command_handler(|cmd: Charge, _ctx| async move {
             println!(
                 "  [billing] charging {} cents for order {}",
@@ -147,7 +147,7 @@ async fn main() -> Result<(), Box<dyn StdError>> {
         .start()
         .await?;
     let web = node("web", "shop")
-        .peers([seed])
+        .peers(seed)
         .command_handler(|g: Greet, _ctx| async move {
             Ok::<_, HandlerError>(format!("hello, {}", g.0))
         })

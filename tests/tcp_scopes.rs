@@ -254,7 +254,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
             .host_id("host-1")
             .cluster("shop")
             .transport(TcpTransport::new())
-            .peers([b.listen_addrs()[0].to_string()])
+            .peers(b.listen_addrs())
             .start()
             .await
             .unwrap();
