@@ -115,7 +115,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut replies = bus
         .commands()
         .cluster()
-        .send_all(Hello { from: name.clone() });
+        .send_all(Hello { from: name.clone() })
+        .stream();
     let mut greeted = 0;
     while let Some((node, reply)) = futures_util::StreamExt::next(&mut replies).await {
         match reply {

@@ -7,7 +7,6 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::{BusBuilder, Subscription, SubscriptionOptions};
@@ -133,11 +132,7 @@ async fn every_scope_over(listen: [String; 3], scheme: &str) {
     }
     network.sort();
     assert_eq!(network, ["b", "b", "c", "c"], "both nodes answer in turn");
-    let all: Vec<_> = within(
-        "send_all",
-        a.commands().network().send_all(Where).collect::<Vec<_>>(),
-    )
-    .await;
+    let all: Vec<_> = within("send_all", a.commands().network().send_all(Where)).await;
     let mut all: Vec<String> = all.into_iter().map(|(_, r)| r.unwrap()).collect();
     all.sort();
     assert_eq!(all, ["b", "c"]);

@@ -58,7 +58,8 @@ pub mod wire;
 pub use async_trait::async_trait;
 pub use bus::{
     Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
-    PublishFuture, Ready, ResponseFuture, SendAll, SendCommand, SubscribersReady, TimedReady,
+    PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand,
+    SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};

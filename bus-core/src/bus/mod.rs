@@ -3,6 +3,7 @@
 mod builder;
 mod commands;
 mod events;
+pub(crate) mod options;
 mod peer_addrs;
 mod ready;
 pub(crate) mod remote;
@@ -25,9 +26,10 @@ use tokio_util::task::TaskTracker;
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
+pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
 pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
-pub use send_all::SendAll;
+pub use send_all::{SendAll, SendAllStream};
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::CommandHandler;

@@ -107,18 +107,10 @@ impl<'a> Wait<'a> {
     /// How many nodes meet the goal in `view`.
     fn count(&self, view: &MembershipView) -> usize {
         let inner = &self.bus.inner;
-        let (scope, local, on_peer): (Scope, bool, &dyn Fn(&PeerInfo) -> bool) = match self.goal {
+        let (scope, local) = match self.goal {
             Goal::Peers => return view.peers.len(),
-            Goal::Handlers(name, scope) => (
-                scope,
-                inner.commands.contains_key(name),
-                &move |p: &PeerInfo| p.commands.iter().any(|c| c == name),
-            ),
-            Goal::Subscribers(name, scope) => (
-                scope,
-                inner.events.load().contains_key(name),
-                &move |p: &PeerInfo| p.events.iter().any(|e| e == name),
-            ),
+            Goal::Handlers(name, scope) => (scope, inner.commands.contains_key(name)),
+            Goal::Subscribers(name, scope) => (scope, inner.events.load().contains_key(name)),
         };
         let remote = if scope == Scope::Local {
             0
@@ -131,10 +123,18 @@ impl<'a> Wait<'a> {
             view.peers
                 .iter()
                 .filter(|p| here.in_scope(scope, &p.host_id, &p.cluster))
-                .filter(|p| on_peer(p))
+                .filter(|p| self.peer_meets(p))
                 .count()
         };
         usize::from(local) + remote
+    }
+
+    fn peer_meets(&self, peer: &PeerInfo) -> bool {
+        match self.goal {
+            Goal::Handlers(name, _) => peer.commands.iter().any(|c| c == name),
+            Goal::Subscribers(name, _) => peer.events.iter().any(|e| e == name),
+            Goal::Peers => true,
+        }
     }
 
     /// Waits until the goal is met; never resolves if it never is (or the bus is dropped
