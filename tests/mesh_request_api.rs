@@ -10,6 +10,16 @@ use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::{ErrorKind, RequestOptions};
 
+/// Never answers; tells the test it started.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "api.stuck")]
+struct Stuck;
+
+/// Always fails.
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "api.fail")]
+struct Fail;
+
 /// Replies with the node's name and what the handler saw of the request's options.
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "api.who", reply = String)]
@@ -144,6 +154,63 @@ async fn add_peers_takes_one_addr() {
     a.add_peers(&b.listen_addrs()[0]).await.unwrap();
     within("b's handler", a.ready().handlers::<Who>(Scope::Cluster, 1)).await;
     assert!(a.commands().send(Who).await.unwrap().starts_with("b "));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_about_a_peer_name_it() {
+    let net = InMemNetwork::new(13);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let b = node(&net, "b")
+        .command_handler(move |_: Stuck, _ctx: Context| {
+            let started_tx = started_tx.clone();
+            async move {
+                started_tx.send(()).ok();
+                std::future::pending::<Result<(), HandlerError>>().await
+            }
+        })
+        .command_handler(|_: Fail, _ctx: Context| async { Err(HandlerError::msg("no")) })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a")
+        .peers(b.listen_addrs())
+        .start()
+        .await
+        .unwrap();
+    within(
+        "b's handlers",
+        a.ready().handlers::<Fail>(Scope::Cluster, 1),
+    )
+    .await;
+    let named_b = |err: &meshbus::Error| {
+        assert_eq!(err.peer(), Some(b.node_id()), "{err}");
+        assert_eq!(err.peer_name(), Some("b"), "{err}");
+        assert!(err.to_string().contains("[peer b "), "{err}");
+    };
+
+    let err = a.commands().send(Fail).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HandlerFailed);
+    named_b(&err);
+
+    let err = a
+        .commands()
+        .send(Stuck)
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    named_b(&err);
+    within("the first Stuck", started.recv()).await.unwrap();
+
+    let (lost, ()) = tokio::join!(a.commands().send(Stuck).no_timeout(), async {
+        within("the second Stuck", started.recv()).await.unwrap();
+        net.cut("a", "b");
+    });
+    let err = lost.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PeerLost);
+    named_b(&err);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

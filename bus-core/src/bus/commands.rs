@@ -240,7 +240,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let peer = Arc::clone(peer);
         let timeout = self.options.timeout_or(inner.config.request_timeout);
         let id = node.next_request_id();
-        let with_name = |e: Error| e.with_message_name(C::NAME).with_peer(peer.node_id);
+        let with_name = |e: Error| about(&peer, e.with_message_name(C::NAME));
         let headers = self.options.frame_headers(timeout);
         // Encoded once, straight into the frame, with the peer's limit: too large fails here
         // and nothing is sent.
@@ -310,7 +310,7 @@ async fn routed_call<C: Command>(
         loop {
             match attempt(&peer, id, bytes).await {
                 Attempt::Answered(outcome) => {
-                    return read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+                    return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
                 }
                 Attempt::Lost => return Err(lost::<C>(&peer)),
                 Attempt::NotSent(back) => {
@@ -341,9 +341,14 @@ async fn routed_call<C: Command>(
         }
     };
     match timeout {
-        Some(t) => tokio::time::timeout(t, routed)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout).with_message_name(C::NAME))?,
+        Some(t) => match tokio::time::timeout(t, routed).await {
+            Ok(result) => result,
+            // The handler it was last sent to is the one that did not answer in time.
+            Err(_) => Err(about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )),
+        },
         None => routed.await,
     }
 }
@@ -368,20 +373,27 @@ pub(super) async fn remote_call<C: Command>(
     };
     let outcome = match timeout {
         Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-            Error::new(ErrorKind::Timeout)
-                .with_message_name(C::NAME)
-                .with_peer(peer.node_id)
+            about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )
         })??,
         None => wait.await?,
     };
-    read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+    read_reply::<C>(outcome).map_err(|e| about(&peer, e))
 }
 
 /// The peer was lost after the command may have been written: the outcome is unknown.
 fn lost<C: Command>(peer: &PeerHandle) -> Error {
-    Error::new(ErrorKind::PeerLost)
-        .with_message_name(C::NAME)
-        .with_peer(peer.node_id)
+    about(
+        peer,
+        Error::new(ErrorKind::PeerLost).with_message_name(C::NAME),
+    )
+}
+
+/// `err` is about `peer`: it names it by id and node name.
+pub(super) fn about(peer: &PeerHandle, err: Error) -> Error {
+    err.with_peer(peer.node_id, peer.identity.name.as_str())
 }
 
 /// The peer was lost before the command was written, and no other handler could take it.

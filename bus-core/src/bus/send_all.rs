@@ -11,7 +11,7 @@ use futures_core::Stream;
 use futures_util::stream::{Collect, FuturesUnordered};
 use futures_util::StreamExt;
 
-use super::commands::{remote_call, remote_only_local};
+use super::commands::{about, remote_call, remote_only_local};
 use super::options::{request_setters, RequestOptions};
 use super::{Bus, InFlight};
 use crate::error::Error;
@@ -195,7 +195,7 @@ impl<'a, C: Command> SendAll<'a, C> {
                         (node_id, remote_call::<C>(peer, id, bytes, timeout).await)
                     })),
                     Err(e) => {
-                        let err = Error::from(e).with_message_name(C::NAME);
+                        let err = about(&peer, Error::from(e).with_message_name(C::NAME));
                         answers.push(Box::pin(async move { (node_id, Err(err)) }));
                     }
                 }
