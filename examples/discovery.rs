@@ -112,16 +112,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         eprintln!("{name}: fewer than {want} peers after 30 s; is mDNS reaching the others?");
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        bus.ready().handlers::<Hello>(Scope::Cluster, want + 1),
-    )
-    .await;
+    if let Err(e) = bus
+        .ready()
+        .handlers::<Hello>(Scope::Cluster, want + 1)
+        .timeout(Duration::from_secs(10))
+        .await
+    {
+        eprintln!("{name}: {e}");
+    }
 
     let mut replies = bus
         .commands()
         .cluster()
-        .send_all(Hello { from: name.clone() });
+        .send_all(Hello { from: name.clone() })
+        .stream();
     let mut greeted = 0;
     while let Some((node, reply)) = futures_util::StreamExt::next(&mut replies).await {
         match reply {

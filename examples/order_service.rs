@@ -350,6 +350,7 @@ async fn main() -> Result<(), Box<dyn StdError>> {
             .scope(scope)
             .send_all(Health)
             .timeout(Duration::from_secs(5))
+            .stream()
             .filter_map(|(_, reply)| async move { reply.ok() })
             .collect()
             .await;

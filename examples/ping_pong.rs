@@ -125,9 +125,11 @@ async fn ping(addr: &str, n: u32) -> Result<(), Box<dyn StdError>> {
         .peers([addr])
         .start()
         .await?;
-    tokio::time::timeout(JOIN_BOUND, bus.ready().handlers::<Ping>(Scope::Cluster, 1))
+    bus.ready()
+        .handlers::<Ping>(Scope::Cluster, 1)
+        .timeout(JOIN_BOUND)
         .await
-        .map_err(|_| format!("no ping handler reachable at {addr} within {JOIN_BOUND:?}"))?;
+        .map_err(|e| format!("no ping handler reachable at {addr}: {e}"))?;
     println!("joined {addr}");
 
     let mut rtts = Vec::with_capacity(n as usize);

@@ -148,17 +148,17 @@ async fn main() -> Result<(), Box<dyn StdError>> {
         .start()
         .await?;
     // The address `orders` got, e.g. tcp://127.0.0.1:41234: the others' one static peer.
-    let seed = orders.listen_addrs()[0].to_string();
+    let seed = &orders.listen_addrs()[0];
     println!("orders listens on {seed}");
 
     let billing = node("billing", "finance")
-        .peers([seed.clone()])
+        .peers(seed)
         .command_handler(charge)
         .event_handler(send_invoice)
         .start()
         .await?;
     let web = node("web", "shop")
-        .peers([seed])
+        .peers(seed)
         // A closure that captures nothing may be an async closure with a return type.
         .command_handler(
             async |g: Greet, _ctx: Context| -> Result<String, HandlerError> {

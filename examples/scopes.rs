@@ -91,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A local handler always wins, so ask from a node that would rather not answer itself:
     // `send_all` shows every handler in each scope.
     for scope in [Scope::Local, Scope::Machine, Scope::Cluster, Scope::Network] {
-        let mut all = a.commands().scope(scope).send_all(Where);
+        let mut all = a.commands().scope(scope).send_all(Where).stream();
         let mut who = Vec::new();
         while let Some((_, reply)) = all.next().await {
             who.push(reply?);

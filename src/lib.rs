@@ -84,9 +84,11 @@
 pub use meshbus_core::{
     async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler, Commands,
     Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events, FromServices,
-    FullPolicy, HandlerError, HandlerResult, Headers, IntoCommandHandler, IntoEventHandler,
-    MembershipView, NodeId, PeerInfo, PeerStats, Publish, PublishFuture, Ready, ResponseFuture,
-    Scope, SendAll, SendCommand, Services, Subscription, SubscriptionOptions, WithOptions,
+    FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers, IntoCommandHandler,
+    IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr, PeerInfo, PeerStats,
+    PeersReady, Publish, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope, SendAll,
+    SendAllStream, SendCommand, Services, SubscribersReady, Subscription, SubscriptionOptions,
+    TimedReady, WithOptions,
 };
 
 /// How many handshakes one remote host may start, for

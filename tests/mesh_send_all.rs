@@ -5,7 +5,6 @@ mod mesh_util;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
@@ -45,7 +44,7 @@ async fn send_all_asks_every_handler_node_and_reports_the_missing_one() {
         .map(|b| (b.node_id(), b.name().to_owned()))
         .collect();
 
-    let answers: Vec<_> = a.commands().send_all(Name).collect().await;
+    let answers = a.commands().send_all(Name).await;
     assert_eq!(answers.len(), 4);
     for (node, reply) in &answers {
         assert_eq!(reply.as_ref().unwrap(), &names[node]);
@@ -55,12 +54,7 @@ async fn send_all_asks_every_handler_node_and_reports_the_missing_one() {
     net.cut("a", "e");
     let t0 = tokio::time::Instant::now();
     let deadline = Duration::from_millis(200);
-    let answers: Vec<_> = a
-        .commands()
-        .send_all(Name)
-        .timeout(deadline)
-        .collect()
-        .await;
+    let answers = a.commands().send_all(Name).timeout(deadline).await;
     assert_eq!(t0.elapsed(), deadline);
     assert_eq!(answers.len(), 4);
     let e = handlers[3].node_id();

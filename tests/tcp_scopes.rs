@@ -7,7 +7,6 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::{BusBuilder, Subscription, SubscriptionOptions};
@@ -134,11 +133,7 @@ async fn every_scope_over(listen: [String; 3], scheme: &str) {
     }
     network.sort();
     assert_eq!(network, ["b", "b", "c", "c"], "both nodes answer in turn");
-    let all: Vec<_> = within(
-        "send_all",
-        a.commands().network().send_all(Where).collect::<Vec<_>>(),
-    )
-    .await;
+    let all: Vec<_> = within("send_all", a.commands().network().send_all(Where)).await;
     let mut all: Vec<String> = all.into_iter().map(|(_, r)| r.unwrap()).collect();
     all.sort();
     assert_eq!(all, ["b", "c"]);
@@ -253,7 +248,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
             .host_id("host-1")
             .cluster("shop")
             .transport(TcpTransport::new())
-            .peers([b.listen_addrs()[0].to_string()])
+            .peers(b.listen_addrs())
             .start()
             .await
             .unwrap();

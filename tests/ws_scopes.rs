@@ -78,14 +78,12 @@ async fn every_scope_over_websocket() {
         assert_eq!(reply.unwrap(), "c");
     }
     // Network: both answer.
-    let answers: BTreeSet<String> = within(
-        "a Network send_all",
-        a.commands().network().send_all(Where).collect::<Vec<_>>(),
-    )
-    .await
-    .into_iter()
-    .map(|(_, reply)| reply.unwrap())
-    .collect();
+    let answers: BTreeSet<String> =
+        within("a Network send_all", a.commands().network().send_all(Where))
+            .await
+            .into_iter()
+            .map(|(_, reply)| reply.unwrap())
+            .collect();
     assert_eq!(answers, BTreeSet::from(["b".to_owned(), "c".to_owned()]));
     let reply = within("a Network command", a.commands().network().send(Where)).await;
     assert!(["b", "c"].contains(&reply.unwrap().as_str()));

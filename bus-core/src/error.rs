@@ -120,6 +120,8 @@ struct Inner {
     message_name: Option<Cow<'static, str>>,
     scope: Option<Scope>,
     peer: Option<NodeId>,
+    /// The peer's node name, when the error was built knowing it.
+    peer_name: Option<String>,
     handler_message: Option<String>,
     detail: Option<Cow<'static, str>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -134,6 +136,7 @@ impl Error {
                 message_name: None,
                 scope: None,
                 peer: None,
+                peer_name: None,
                 handler_message: None,
                 detail: None,
                 source: None,
@@ -161,6 +164,12 @@ impl Error {
         self.inner.peer
     }
 
+    /// The node name of the peer the error is about (`PeerLost`, `Timeout` of a remote call,
+    /// a remote handler's failure or `Overloaded`, ...), if any.
+    pub fn peer_name(&self) -> Option<&str> {
+        self.inner.peer_name.as_deref()
+    }
+
     /// The message of a failed handler ([`ErrorKind::HandlerFailed`]): its `Err` text, or the
     /// panic message.
     pub fn handler_message(&self) -> Option<&str> {
@@ -183,8 +192,10 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_peer(mut self, peer: NodeId) -> Self {
+    /// The error is about `peer`, whose node name is `name`.
+    pub(crate) fn with_peer(mut self, peer: NodeId, name: impl Into<String>) -> Self {
         self.inner.peer = Some(peer);
+        self.inner.peer_name = Some(name.into());
         self
     }
 
@@ -227,6 +238,9 @@ impl fmt::Debug for Error {
         if let Some(p) = &self.inner.peer {
             d.field("peer", p);
         }
+        if let Some(n) = &self.inner.peer_name {
+            d.field("peer_name", n);
+        }
         if let Some(m) = &self.inner.handler_message {
             d.field("handler_message", m);
         }
@@ -253,8 +267,11 @@ impl fmt::Display for Error {
             (kind, Some(name), _) => write!(f, "{kind} (`{name}`)")?,
             (kind, None, _) => write!(f, "{kind}")?,
         }
-        if let Some(p) = &i.peer {
-            write!(f, " [peer {p}]")?;
+        match (&i.peer, &i.peer_name) {
+            (Some(p), Some(name)) => write!(f, " [peer {name} {p}]")?,
+            (Some(p), None) => write!(f, " [peer {p}]")?,
+            (None, Some(name)) => write!(f, " [peer {name}]")?,
+            (None, None) => {}
         }
         if let Some(m) = &i.handler_message {
             write!(f, ": {m}")?;

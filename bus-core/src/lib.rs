@@ -63,7 +63,9 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, Publish, PublishFuture, ResponseFuture, SendAll, SendCommand,
+    Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
+    PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand,
+    SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
@@ -73,7 +75,7 @@ pub use handler::{
 };
 pub use id::NodeId;
 pub use message::{Command, Event};
-pub use node::{MembershipView, PeerInfo, Ready};
+pub use node::{MembershipView, PeerInfo};
 pub use scope::Scope;
 pub use services::Services;
 pub use stats::{BusStats, PeerStats};

@@ -142,13 +142,12 @@ impl BusBuilder {
     }
 
     /// Static seed addresses: dialled at start, and again (with backoff) whenever the link to
-    /// one is lost.
-    pub fn peers<I, S>(mut self, addrs: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.node.peers.extend(addrs.into_iter().map(Into::into));
+    /// one is lost. Takes what another node's [`listen_addrs`](Bus::listen_addrs) returns
+    /// (`&[Addr]`, `Vec<Addr>`, one `Addr` or `&Addr`) as well as text (`["tcp://10.0.0.5:7000"]`,
+    /// an iterator of `String`s); see [`IntoPeerAddrs`](crate::IntoPeerAddrs). An address that
+    /// does not parse fails [`start`](Self::start).
+    pub fn peers(mut self, addrs: impl super::IntoPeerAddrs) -> Self {
+        self.node.peers.extend(addrs.into_addr_strings());
         self
     }
 

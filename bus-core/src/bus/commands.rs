@@ -13,14 +13,15 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
+use super::options::{request_setters, RequestOptions};
 use super::remote::read_reply;
 use super::send_all::SendAll;
 use super::{Bus, InFlight};
-use crate::context::{Context, Deadline, Headers};
+use crate::context::{Context, Deadline};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
-use crate::node::{encode, frame_headers, Answer, NodeShared, PeerHandle, ReplyOutcome};
+use crate::node::{encode, Answer, NodeShared, PeerHandle, ReplyOutcome};
 use crate::proto::requests::cancel_frame;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
@@ -29,10 +30,14 @@ use crate::wire::{with_remaining_deadline, FrameKind, PREFIX_LEN};
 
 /// Sends commands in a scope. Made by [`Bus::commands`]; the default scope is
 /// [`Scope::Cluster`].
+///
+/// A command goes to the local handler when this node has one, else to a peer in scope;
+/// [`remote_only`](Self::remote_only) skips the local handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Commands<'a> {
     bus: &'a Bus,
     scope: Scope,
+    remote_only: bool,
 }
 
 impl<'a> Commands<'a> {
@@ -40,7 +45,40 @@ impl<'a> Commands<'a> {
         Commands {
             bus,
             scope: Scope::Cluster,
+            remote_only: false,
         }
+    }
+
+    /// Only handlers on other nodes, even when this node handles the command too (by default
+    /// the local handler answers). A command with no remote handler in scope fails with
+    /// [`ErrorKind::NoHandler`]; combined with [`Scope::Local`] every request fails with
+    /// [`ErrorKind::Config`], since no handler can be both.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), meshbus_core::Error> {
+    /// # use meshbus_core::{Bus, Command, Context, ErrorKind, HandlerError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Name;
+    /// # impl Command for Name { const NAME: &'static str = "doc.name"; type Reply = String; }
+    /// async fn name(_: Name, _ctx: Context) -> Result<String, HandlerError> {
+    ///     Ok("me".to_owned())
+    /// }
+    /// let bus = Bus::builder()
+    ///     .command_handler(name)
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(bus.commands().send(Name).await?, "me");
+    /// // Alone, this node has no peer to ask.
+    /// let err = bus.commands().remote_only().send(Name).await.unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NoHandler);
+    /// # Ok(()) }
+    /// ```
+    pub fn remote_only(mut self) -> Self {
+        self.remote_only = true;
+        self
     }
 
     /// Only handlers in this bus instance; nothing is serialized.
@@ -72,29 +110,25 @@ impl<'a> Commands<'a> {
     /// Sends `cmd` to every node in scope that handles it (this one included) and yields
     /// `(node, result)` as each answers; the stream ends when all have answered, failed or run
     /// out of time.
+    ///
+    /// With [`remote_only`](Self::remote_only) this node's own handler is not asked.
     pub fn send_all<C: Command>(self, cmd: C) -> SendAll<'a, C> {
-        SendAll::new(self.bus, self.scope, cmd)
+        SendAll::new(self.bus, self.scope, self.remote_only, cmd)
     }
 
-    /// Sends `cmd` to exactly one handler in scope: the local one if there is one.
+    /// Sends `cmd` to exactly one handler in scope: the local one if there is one (unless
+    /// [`remote_only`](Self::remote_only)).
     ///
     /// Returns a request builder; `.await` it for the reply.
     pub fn send<C: Command>(self, cmd: C) -> SendCommand<'a, C> {
         SendCommand {
             bus: self.bus,
             scope: self.scope,
+            remote_only: self.remote_only,
             cmd,
-            timeout: Timeout::Default,
-            headers: Headers::new(),
-            correlation_id: None,
+            options: RequestOptions::new(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Timeout {
-    Default,
-    Set(Option<Duration>),
 }
 
 /// A command request: set options, then `.await` it for `Result<C::Reply, Error>`.
@@ -107,43 +141,13 @@ enum Timeout {
 pub struct SendCommand<'a, C: Command> {
     bus: &'a Bus,
     scope: Scope,
+    remote_only: bool,
     cmd: C,
-    timeout: Timeout,
-    headers: Headers,
-    correlation_id: Option<Arc<str>>,
+    options: RequestOptions,
 }
 
 impl<C: Command> SendCommand<'_, C> {
-    /// Fails with [`ErrorKind::Timeout`] if no reply came within `timeout` (overrides the bus's
-    /// [`request_timeout`](crate::BusBuilder::request_timeout)).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Timeout::Set(Some(timeout));
-        self
-    }
-
-    /// Waits for the reply however long it takes.
-    pub fn no_timeout(mut self) -> Self {
-        self.timeout = Timeout::Set(None);
-        self
-    }
-
-    /// Attaches a header, readable by the handler in [`Context::headers`].
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.insert(name, value);
-        self
-    }
-
-    /// Attaches an idempotency key: send the same key when retrying after a `Timeout` or
-    /// `PeerLost`, so the handler can recognise the retry.
-    pub fn idempotency_key(self, key: impl Into<String>) -> Self {
-        self.header(Headers::IDEMPOTENCY_KEY, key)
-    }
-
-    /// Attaches a correlation id.
-    pub fn correlation_id(mut self, id: impl Into<Arc<str>>) -> Self {
-        self.correlation_id = Some(id.into());
-        self
-    }
+    request_setters!(command);
 }
 
 impl<'a, C: Command> IntoFuture for SendCommand<'a, C> {
@@ -168,6 +172,12 @@ impl<'a, C: Command> SendCommand<'a, C> {
         if bus.refuses_work() {
             return Err(Error::closed().with_message_name(C::NAME));
         }
+        if self.remote_only {
+            if self.scope == Scope::Local {
+                return Err(remote_only_local(C::NAME));
+            }
+            return self.start_remote(guard);
+        }
         let Some(slot) = inner.commands.get(C::NAME) else {
             return self.start_remote(guard);
         };
@@ -178,17 +188,15 @@ impl<'a, C: Command> SendCommand<'a, C> {
                 std::any::type_name::<C>(),
             ));
         };
-        let timeout = match self.timeout {
-            Timeout::Default => inner.config.request_timeout,
-            Timeout::Set(t) => t,
-        };
+        let timeout = self.options.timeout_or(inner.config.request_timeout);
+        let (headers, correlation_id) = self.options.into_parts();
         let ctx = Context {
             message_id: crate::id::next_message_id(),
-            correlation_id: self.correlation_id,
+            correlation_id,
             sender: inner.identity.node_id,
             scope: self.scope,
             deadline: Deadline::after(timeout),
-            headers: self.headers,
+            headers,
             cancel: None,
             bus: bus.handler_handle(),
         };
@@ -230,13 +238,10 @@ impl<'a, C: Command> SendCommand<'a, C> {
             return Err(no_handler());
         };
         let peer = Arc::clone(peer);
-        let timeout = match self.timeout {
-            Timeout::Default => inner.config.request_timeout,
-            Timeout::Set(t) => t,
-        };
+        let timeout = self.options.timeout_or(inner.config.request_timeout);
         let id = node.next_request_id();
-        let with_name = |e: Error| e.with_message_name(C::NAME).with_peer(peer.node_id);
-        let headers = frame_headers(&self.headers, self.correlation_id.as_deref(), timeout);
+        let with_name = |e: Error| about(&peer, e.with_message_name(C::NAME));
+        let headers = self.options.frame_headers(timeout);
         // Encoded once, straight into the frame, with the peer's limit: too large fails here
         // and nothing is sent.
         let bytes = peer
@@ -305,7 +310,7 @@ async fn routed_call<C: Command>(
         loop {
             match attempt(&peer, id, bytes).await {
                 Attempt::Answered(outcome) => {
-                    return read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+                    return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
                 }
                 Attempt::Lost => return Err(lost::<C>(&peer)),
                 Attempt::NotSent(back) => {
@@ -336,9 +341,14 @@ async fn routed_call<C: Command>(
         }
     };
     match timeout {
-        Some(t) => tokio::time::timeout(t, routed)
-            .await
-            .map_err(|_| Error::new(ErrorKind::Timeout).with_message_name(C::NAME))?,
+        Some(t) => match tokio::time::timeout(t, routed).await {
+            Ok(result) => result,
+            // The handler it was last sent to is the one that did not answer in time.
+            Err(_) => Err(about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )),
+        },
         None => routed.await,
     }
 }
@@ -363,20 +373,27 @@ pub(super) async fn remote_call<C: Command>(
     };
     let outcome = match timeout {
         Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-            Error::new(ErrorKind::Timeout)
-                .with_message_name(C::NAME)
-                .with_peer(peer.node_id)
+            about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )
         })??,
         None => wait.await?,
     };
-    read_reply::<C>(outcome).map_err(|e| e.with_peer(peer.node_id))
+    read_reply::<C>(outcome).map_err(|e| about(&peer, e))
 }
 
 /// The peer was lost after the command may have been written: the outcome is unknown.
 fn lost<C: Command>(peer: &PeerHandle) -> Error {
-    Error::new(ErrorKind::PeerLost)
-        .with_message_name(C::NAME)
-        .with_peer(peer.node_id)
+    about(
+        peer,
+        Error::new(ErrorKind::PeerLost).with_message_name(C::NAME),
+    )
+}
+
+/// `err` is about `peer`: it names it by id and node name.
+pub(super) fn about(peer: &PeerHandle, err: Error) -> Error {
+    err.with_peer(peer.node_id, peer.identity.name.as_str())
 }
 
 /// The peer was lost before the command was written, and no other handler could take it.
@@ -460,6 +477,13 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A request asked for a remote handler in the `Local` scope.
+pub(super) fn remote_only_local(name: &'static str) -> Error {
+    Error::config("`remote_only` with `Scope::Local`: no handler is both remote and local")
+        .with_message_name(name)
+        .with_scope(Scope::Local)
+}
+
 fn handler_panicked(bus: &Bus, name: &'static str, panic: &(dyn std::any::Any + Send)) -> Error {
     let msg = panic_message(panic);
     tracing::error!(command = name, panic = %msg, "command handler panicked");
@@ -474,8 +498,8 @@ impl<C: Command> fmt::Debug for SendCommand<'_, C> {
         f.debug_struct("SendCommand")
             .field("command", &C::NAME)
             .field("scope", &self.scope)
-            .field("timeout", &self.timeout)
-            .field("headers", &self.headers)
+            .field("remote_only", &self.remote_only)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }

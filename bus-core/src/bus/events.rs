@@ -9,12 +9,12 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::options::{request_setters, RequestOptions};
 use super::Bus;
-use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::{frame_headers, PeerHandle};
+use crate::node::PeerHandle;
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -69,8 +69,7 @@ impl<'a> Events<'a> {
             bus: self.bus,
             scope: self.scope,
             event,
-            headers: Headers::new(),
-            correlation_id: None,
+            options: RequestOptions::new(),
         }
     }
 }
@@ -96,22 +95,12 @@ pub struct Publish<'a, E: Event> {
     bus: &'a Bus,
     scope: Scope,
     event: E,
-    headers: Headers,
-    correlation_id: Option<Arc<str>>,
+    /// Only headers and the correlation id: see [`RequestOptions`] for why.
+    options: RequestOptions,
 }
 
 impl<E: Event> Publish<'_, E> {
-    /// Attaches a header, readable by subscribers in [`Context::headers`](crate::Context::headers).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.insert(name, value);
-        self
-    }
-
-    /// Attaches a correlation id.
-    pub fn correlation_id(mut self, id: impl Into<Arc<str>>) -> Self {
-        self.correlation_id = Some(id.into());
-        self
-    }
+    request_setters!(common);
 }
 
 impl<'a, E: Event> IntoFuture for Publish<'a, E> {
@@ -187,10 +176,10 @@ impl<E: Event> Publish<'_, E> {
         if let (Some(subs), Published::Shared(event)) = (subs, &event) {
             let message_id = crate::id::next_message_id();
             let meta = Arc::new(EventMeta {
-                correlation_id: self.correlation_id.clone(),
+                correlation_id: self.options.correlation_id_arc(),
                 sender: inner.identity.node_id,
                 scope: self.scope,
-                headers: self.headers.clone(),
+                headers: self.options.headers().clone(),
                 published_at: None,
             });
             for sub in subs {
@@ -220,7 +209,7 @@ impl<E: Event> Publish<'_, E> {
                 Published::Shared(event) => event,
             };
             // Encoded once, however many peers get it, straight into the frame's buffer.
-            let headers = frame_headers(&self.headers, self.correlation_id.as_deref(), None);
+            let headers = self.options.frame_headers(None);
             let mut bytes = match FrameCodec::default().encode_message_to_bytes(
                 FrameKind::Event,
                 0,
@@ -301,7 +290,7 @@ impl<E: Event> fmt::Debug for Publish<'_, E> {
         f.debug_struct("Publish")
             .field("event", &E::NAME)
             .field("scope", &self.scope)
-            .field("headers", &self.headers)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }

@@ -3,6 +3,9 @@
 mod builder;
 mod commands;
 mod events;
+pub(crate) mod options;
+mod peer_addrs;
+mod ready;
 pub(crate) mod remote;
 mod send_all;
 
@@ -23,13 +26,16 @@ use tokio_util::task::TaskTracker;
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishFuture};
-pub use send_all::SendAll;
+pub use options::RequestOptions;
+pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
+pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
+pub use send_all::{SendAll, SendAllStream};
 
 use crate::error::{Error, ErrorKind};
 use crate::handler::CommandHandler;
 use crate::id::NodeId;
 use crate::message::{Command, Event};
-use crate::node::{MembershipView, NodeShared, Ready};
+use crate::node::{MembershipView, NodeShared};
 use crate::stats::{BusStats, Counters, PeerStats};
 use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
 use crate::transport::Addr;
@@ -509,20 +515,17 @@ impl Bus {
     /// Adds seed addresses at run time: each is dialled at once and then, like the seeds given
     /// to [`BusBuilder::peers`], redialled with backoff whenever this node has no link to the
     /// node behind it, for as long as the bus runs. For a node cut off from the mesh
-    /// ([`MembershipView::alone`]) whose seeds moved. An address already a seed is dialled
-    /// again now.
+    /// ([`MembershipView::alone`]) whose seeds moved. Takes what [`BusBuilder::peers`] takes
+    /// (another node's [`listen_addrs`](Self::listen_addrs), text). An address already a seed
+    /// is dialled again now.
     ///
     /// # Errors
     ///
     /// [`Config`](crate::ErrorKind::Config) if an address does not parse (nothing is added
     /// then) or the bus has no transport; [`Closed`](crate::ErrorKind::Closed) once the bus is
     /// shutting down.
-    pub async fn add_peers<I, S>(&self, addrs: I) -> Result<(), Error>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+    pub async fn add_peers(&self, addrs: impl IntoPeerAddrs) -> Result<(), Error> {
+        let addrs = addrs.into_addr_strings();
         let parsed = crate::node::parse_addrs(&addrs)?;
         let Some(node) = &self.inner.node else {
             return Err(Error::config(
@@ -541,7 +544,7 @@ impl Bus {
 
     /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.
     pub fn ready(&self) -> Ready<'_> {
-        Ready { bus: self }
+        Ready::new(self)
     }
 
     /// A snapshot of the bus's counters.

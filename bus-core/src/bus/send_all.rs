@@ -1,22 +1,24 @@
-//! [`SendAll`]: one command to every handler node in scope, replies as a stream.
+//! [`SendAll`]: one command to every handler node in scope, replies as a stream
+//! ([`SendAllStream`]) or all at once.
 
 use std::fmt;
+use std::future::IntoFuture;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use futures_core::Stream;
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{Collect, FuturesUnordered};
+use futures_util::StreamExt;
 
-use super::commands::remote_call;
+use super::commands::{about, remote_call, remote_only_local};
+use super::options::{request_setters, RequestOptions};
 use super::{Bus, InFlight};
-use crate::context::Headers;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::id::NodeId;
 use crate::message::Command;
-use crate::node::{encode, frame_headers};
+use crate::node::encode;
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::wire::body::{decode_body, encode_body};
@@ -24,33 +26,110 @@ use crate::wire::{Frame, FrameKind, FrameName};
 
 type Answer<R> = (NodeId, Result<R, Error>);
 
-/// A command sent to every node in scope that handles it: a [`Stream`] of `(node, result)`,
-/// one per handler node, that ends when every one has answered, failed or run out of time.
+/// A command to send to every node in scope that handles it: set options, then `.await` it
+/// for every node's answer, or call [`stream`](Self::stream) to take them as they come.
 ///
-/// Made by [`Commands::send_all`](crate::Commands::send_all). Nothing is sent until it is first
-/// polled; set options before. The command is encoded once; the local handler (if any) gets a
-/// copy decoded from it.
+/// Made by [`Commands::send_all`](crate::Commands::send_all). It has the options of
+/// [`send`](crate::Commands::send) (see [`RequestOptions`]); they can only be set before it
+/// starts, since a started `send_all` is a [`SendAllStream`], which has no setters. The command
+/// is encoded once; the local handler (if any) gets a copy decoded from it.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), meshbus_core::Error> {
+/// # use meshbus_core::{Bus, Command, Context, HandlerError};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Name;
+/// # impl Command for Name { const NAME: &'static str = "doc.name"; type Reply = String; }
+/// async fn name(_: Name, _ctx: Context) -> Result<String, HandlerError> {
+///     Ok("me".to_owned())
+/// }
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+///
+/// let bus = Bus::builder()
+///     .command_handler(name)
+///     .start()
+///     .await?;
+/// // Every answer at once...
+/// let answers = bus.commands().send_all(Name).timeout(Duration::from_secs(1)).await;
+/// assert_eq!(answers.len(), 1);
+/// // ...or each as it comes.
+/// let mut answers = bus.commands().send_all(Name).stream();
+/// while let Some((node, reply)) = answers.next().await {
+///     assert_eq!((node, reply?), (bus.node_id(), "me".to_owned()));
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Once started there is nothing left to configure:
+///
+/// ```compile_fail,E0599
+/// # fn f(bus: &meshbus_core::Bus) {
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Name;
+/// # impl meshbus_core::Command for Name { const NAME: &'static str = "doc.name"; type Reply = String; }
+/// let started = bus.commands().send_all(Name).stream();
+/// let _ = started.timeout(std::time::Duration::from_secs(1)); // no such method
+/// # }
+/// ```
+#[must_use = "a send_all does nothing unless awaited or streamed"]
+pub struct SendAll<'a, C: Command> {
+    bus: &'a Bus,
+    scope: Scope,
+    remote_only: bool,
+    cmd: C,
+    options: RequestOptions,
+}
+
+impl<'a, C: Command> SendAll<'a, C> {
+    pub(crate) fn new(bus: &'a Bus, scope: Scope, remote_only: bool, cmd: C) -> Self {
+        SendAll {
+            bus,
+            scope,
+            remote_only,
+            cmd,
+            options: RequestOptions::new(),
+        }
+    }
+
+    request_setters!(command);
+
+    /// Starts it: a [`Stream`] of `(node, result)`, one per handler node, that ends when every
+    /// one has answered, failed or run out of time. Nothing is sent until it is first polled.
+    pub fn stream(self) -> SendAllStream<'a, C> {
+        SendAllStream {
+            state: AllState::Start(Some(self)),
+        }
+    }
+}
+
+impl<'a, C: Command> IntoFuture for SendAll<'a, C> {
+    type Output = Vec<Answer<C::Reply>>;
+    type IntoFuture = Collect<SendAllStream<'a, C>, Vec<Answer<C::Reply>>>;
+
+    /// Every node's answer, in the order they came.
+    fn into_future(self) -> Self::IntoFuture {
+        self.stream().collect()
+    }
+}
+
+/// A started [`SendAll`]: a [`Stream`] of `(node, result)`, one per handler node, that ends when
+/// every one has answered, failed or run out of time.
 ///
 /// # Cancel safety
 ///
 /// Dropping the stream gives up on the answers still missing: their handlers are told with
 /// `Cancel`, as for [`send`](crate::Commands::send).
 #[must_use = "streams do nothing unless polled"]
-pub struct SendAll<'a, C: Command> {
+pub struct SendAllStream<'a, C: Command> {
     state: AllState<'a, C>,
 }
 
-struct Start<'a, C> {
-    bus: &'a Bus,
-    scope: Scope,
-    cmd: C,
-    timeout: Option<Option<Duration>>,
-    headers: Headers,
-    correlation_id: Option<Arc<str>>,
-}
-
 enum AllState<'a, C: Command> {
-    Start(Option<Start<'a, C>>),
+    Start(Option<SendAll<'a, C>>),
     Running {
         answers: FuturesUnordered<BoxFuture<'a, Answer<C::Reply>>>,
         /// Keeps shutdown waiting until the answers are in.
@@ -60,57 +139,9 @@ enum AllState<'a, C: Command> {
 }
 
 // The command is only moved, never pinned in place; the answers are boxed.
-impl<C: Command> Unpin for SendAll<'_, C> {}
+impl<C: Command> Unpin for SendAllStream<'_, C> {}
 
 impl<'a, C: Command> SendAll<'a, C> {
-    pub(crate) fn new(bus: &'a Bus, scope: Scope, cmd: C) -> Self {
-        SendAll {
-            state: AllState::Start(Some(Start {
-                bus,
-                scope,
-                cmd,
-                timeout: None,
-                headers: Headers::new(),
-                correlation_id: None,
-            })),
-        }
-    }
-
-    fn start_mut(&mut self) -> Option<&mut Start<'a, C>> {
-        match &mut self.state {
-            AllState::Start(Some(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// How long to wait for the answers (overrides the bus's
-    /// [`request_timeout`](crate::BusBuilder::request_timeout)); a node that has not answered
-    /// by then yields [`ErrorKind::Timeout`](crate::ErrorKind::Timeout). Has no effect once polled.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        if let Some(s) = self.start_mut() {
-            s.timeout = Some(Some(timeout));
-        }
-        self
-    }
-
-    /// Attaches a header, readable by the handlers in [`Context::headers`](crate::Context::headers).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        if let Some(s) = self.start_mut() {
-            s.headers.insert(name, value);
-        }
-        self
-    }
-
-    /// Attaches a correlation id.
-    pub fn correlation_id(mut self, id: impl Into<Arc<str>>) -> Self {
-        if let Some(s) = self.start_mut() {
-            s.correlation_id = Some(id.into());
-        }
-        self
-    }
-}
-
-impl<'a, C: Command> Start<'a, C> {
     fn start(self) -> Result<AllState<'a, C>, Error> {
         let bus = self.bus;
         let inner = &bus.inner;
@@ -118,33 +149,27 @@ impl<'a, C: Command> Start<'a, C> {
         if bus.refuses_work() {
             return Err(Error::closed().with_message_name(C::NAME));
         }
-        let timeout = self.timeout.unwrap_or(inner.config.request_timeout);
+        if self.remote_only && self.scope == Scope::Local {
+            return Err(remote_only_local(C::NAME));
+        }
+        let timeout = self.options.timeout_or(inner.config.request_timeout);
         let answers: FuturesUnordered<BoxFuture<'a, Answer<C::Reply>>> = FuturesUnordered::new();
         let body = encode_body(&self.cmd).map_err(|e| Error::from(e).with_message_name(C::NAME))?;
-        if inner.commands.contains_key(C::NAME) {
+        if !self.remote_only && inner.commands.contains_key(C::NAME) {
             let me = inner.identity.node_id;
             let local =
                 decode_body::<C>(&body).map_err(|e| Error::from(e).with_message_name(C::NAME));
             let send = bus.commands().local();
-            let headers = self.headers.clone();
-            let correlation_id = self.correlation_id.clone();
+            let options = match timeout {
+                Some(t) => self.options.clone().timeout(t),
+                None => self.options.clone().no_timeout(),
+            };
             answers.push(Box::pin(async move {
                 let cmd = match local {
                     Ok(cmd) => cmd,
                     Err(e) => return (me, Err(e)),
                 };
-                let mut request = send.send(cmd);
-                for (k, v) in headers.iter() {
-                    request = request.header(k, v);
-                }
-                if let Some(id) = correlation_id {
-                    request = request.correlation_id(id);
-                }
-                let request = match timeout {
-                    Some(t) => request.timeout(t),
-                    None => request.no_timeout(),
-                };
-                (me, request.await)
+                (me, send.send(cmd).options(options).await)
             }));
         }
         if let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) {
@@ -163,15 +188,14 @@ impl<'a, C: Command> Start<'a, C> {
                 let mut frame = Frame::new(FrameKind::Command, body.clone());
                 frame.request_id = id;
                 frame.name = Some(FrameName::inline(C::NAME));
-                frame.headers =
-                    frame_headers(&self.headers, self.correlation_id.as_deref(), timeout);
+                frame.headers = self.options.frame_headers(timeout);
                 let node_id = peer.node_id;
                 match encode(&peer.send_codec, &frame) {
                     Ok(bytes) => answers.push(Box::pin(async move {
                         (node_id, remote_call::<C>(peer, id, bytes, timeout).await)
                     })),
                     Err(e) => {
-                        let err = Error::from(e).with_message_name(C::NAME);
+                        let err = about(&peer, Error::from(e).with_message_name(C::NAME));
                         answers.push(Box::pin(async move { (node_id, Err(err)) }));
                     }
                 }
@@ -184,7 +208,7 @@ impl<'a, C: Command> Start<'a, C> {
     }
 }
 
-impl<C: Command> Stream for SendAll<'_, C> {
+impl<C: Command> Stream for SendAllStream<'_, C> {
     type Item = (NodeId, Result<C::Reply, Error>);
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -216,22 +240,33 @@ impl<C: Command> Stream for SendAll<'_, C> {
     }
 }
 
-impl<C: Command> fmt::Debug for SendAll<'_, C> {
+impl<C: Command> fmt::Debug for SendAllStream<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             AllState::Start(_) => "not started",
             AllState::Running { answers, .. } => {
                 return f
-                    .debug_struct("SendAll")
+                    .debug_struct("SendAllStream")
                     .field("command", &C::NAME)
                     .field("waiting", &answers.len())
                     .finish()
             }
             AllState::Done => "done",
         };
-        f.debug_struct("SendAll")
+        f.debug_struct("SendAllStream")
             .field("command", &C::NAME)
             .field("state", &state)
             .finish()
+    }
+}
+
+impl<C: Command> fmt::Debug for SendAll<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendAll")
+            .field("command", &C::NAME)
+            .field("scope", &self.scope)
+            .field("remote_only", &self.remote_only)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }

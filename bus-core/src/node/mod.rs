@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
 pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
 pub(crate) use routes::Routes;
-pub use view::{MembershipView, PeerInfo, Ready};
+pub use view::{MembershipView, PeerInfo};
 
 use crate::proto::handshake::LocalNode;
 use crate::proto::liveness::LivenessConfig;
@@ -196,26 +196,4 @@ pub(crate) fn unix_micros_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The frame headers of a message: the idempotency key has its own field, every other header
-/// travels as an extra header.
-pub(crate) fn frame_headers(
-    headers: &crate::context::Headers,
-    correlation_id: Option<&str>,
-    deadline: Option<Duration>,
-) -> crate::wire::FrameHeaders {
-    let mut out = crate::wire::FrameHeaders {
-        correlation_id: correlation_id.map(str::to_owned),
-        deadline,
-        ..Default::default()
-    };
-    for (k, v) in headers.iter() {
-        if k == crate::context::Headers::IDEMPOTENCY_KEY {
-            out.idempotency_key = Some(v.to_owned());
-        } else {
-            out.extra.push((k.to_owned(), v.to_owned()));
-        }
-    }
-    out
 }
