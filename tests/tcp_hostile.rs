@@ -9,8 +9,8 @@
 
 #![cfg(feature = "tcp")]
 
-mod alloc_util;
-mod raw_tcp;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use alloc_util::{Counting, LARGEST};
+use support::alloc::{Counting, LARGEST};
+use support::raw_tcp;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;

@@ -14,7 +14,10 @@
 
 #![cfg(all(feature = "tcp", target_os = "linux"))]
 
-mod raw_tcp;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::raw_tcp;
 
 use std::future::IntoFuture;
 use std::time::Duration;

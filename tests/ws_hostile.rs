@@ -5,18 +5,18 @@
 //! size is allocated (a counting allocator records the largest single allocation), and the
 //! node keeps serving its peer.
 
-mod alloc_util;
-mod ws_util;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use alloc_util::{Counting, LARGEST};
 use meshbus::prelude::*;
 use meshbus::ws::WsTransport;
+use support::alloc::{Counting, LARGEST};
+use support::ws::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ws_util::*;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

@@ -1,10 +1,8 @@
 //! Events across nodes of an in-memory mesh: exactly once, in publish order, by scope.
 
-mod mesh_util;
-
 use std::time::Duration;
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 

@@ -1,14 +1,12 @@
 //! Flow control across the mesh: load spreading, and a stalled subscriber that must not stall
 //! its link.
 
-mod mesh_util;
-
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::{FullPolicy, SubscriptionOptions};

@@ -1,14 +1,12 @@
 //! Connections over their life: a replaced connection drains, the handlers of a lost one get
 //! a grace period, and interest that did not fit a full control lane still arrives.
 
-mod mesh_util;
-
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_util::raw::{ping, Got, RawConn, RawPeer};
-use mesh_util::*;
+use crate::support::raw::{ping, Got, RawConn, RawPeer};
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::wire::FrameKind;

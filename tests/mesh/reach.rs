@@ -1,10 +1,8 @@
 //! Reachability: a node that shares no transport with us is reported, never redialled.
 
-mod mesh_util;
-
 use std::time::Duration;
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::transport::{Addr, Connection, Listener, Transport};

@@ -1,10 +1,8 @@
 //! Discovery sources beside seeds and gossip, on the in-memory network.
 
-mod mesh_util;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::discovery::{Discovery, DiscoveryEvent};
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;

@@ -2,11 +2,9 @@
 //! `Hello` out of bounds, a stale incarnation of a connected peer, request id 0 and interest
 //! beyond the bounds. Each time the node refuses exactly that and keeps serving.
 
-mod mesh_util;
-
+use crate::support::raw::{Got, RawConn, RawPeer};
+use crate::support::*;
 use bytes::Bytes;
-use mesh_util::raw::{Got, RawConn, RawPeer};
-use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::proto::interest::{MAX_NAMES, MAX_NAME_LEN};

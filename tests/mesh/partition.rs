@@ -1,12 +1,10 @@
 //! Partitions: each side keeps serving, and the mesh heals.
 
-mod mesh_util;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 

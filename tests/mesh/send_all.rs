@@ -1,12 +1,10 @@
 //! `send_all`: one command to every handler node in scope.
 
-mod mesh_util;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::NodeId;

@@ -1,11 +1,9 @@
 //! Routing around a death: a connection that fails is out of every route at once, and a
 //! command that never left for it goes to another handler instead of failing with `PeerLost`.
 
-mod mesh_util;
-
 use std::time::Duration;
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use tokio::task::JoinSet;

@@ -1,8 +1,6 @@
 //! Peer exchange: nodes that know only one seed find each other by gossip.
 
-mod mesh_util;
-
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 

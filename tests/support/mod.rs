@@ -43,4 +43,10 @@ pub(crate) async fn until_view(bus: &Bus, f: impl Fn(&MembershipView) -> bool) {
         .unwrap();
 }
 
+pub(crate) mod alloc;
+pub(crate) mod netns;
 pub(crate) mod raw;
+#[cfg(feature = "tcp")]
+pub(crate) mod raw_tcp;
+#[cfg(feature = "ws")]
+pub(crate) mod ws;

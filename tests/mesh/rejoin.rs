@@ -1,11 +1,9 @@
 //! Rejoining: a node whose only seed died finds the mesh again when the seed comes back, or
 //! when it is given a new address at run time.
 
-mod mesh_util;
-
 use std::time::Duration;
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::{InMemNetwork, InMemTransport};
 use meshbus::prelude::*;
 use meshbus::{Addr, BusBuilder, Connection, Listener, Transport};

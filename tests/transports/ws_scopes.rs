@@ -1,16 +1,14 @@
 //! Every scope over real WebSocket links on 127.0.0.1, and what a listener does with plain
 //! WebSocket clients: pings answered, text refused, a wrong path refused at the upgrade.
 
-mod ws_util;
-
 use std::collections::BTreeSet;
 
+use crate::support::ws::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use meshbus::prelude::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use ws_util::*;
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "ws.where", reply = String)]

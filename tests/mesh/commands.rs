@@ -1,11 +1,9 @@
 //! Commands across nodes of an in-memory mesh: replies, errors, panics, NoHandler, cancel.
 
-mod mesh_util;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mesh_util::*;
+use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use tokio::sync::mpsc;

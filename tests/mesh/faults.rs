@@ -1,11 +1,9 @@
 //! Faults in an in-memory mesh: crashes, silent peers, goodbyes, garbage on a link.
 
-mod mesh_util;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
-use mesh_util::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use tokio::sync::mpsc;
