@@ -17,6 +17,9 @@
 //! `MB_NETWORK`, `MB_CLUSTER`, `MB_HOST_ID` (the lab's per namespace), `MB_LISTEN` (default
 //! `tcp://0.0.0.0:0`), `MB_PEERS` (static seeds, comma-separated).
 
+// A binary of its own, not in a suite: its node processes are this binary re-run inside network
+// namespaces, and mDNS must not see the suites' nodes.
+
 #![cfg(feature = "mdns")]
 
 #[path = "support/mod.rs"]

@@ -5,6 +5,9 @@
 //! size is allocated (a counting allocator records the largest single allocation), and the
 //! node keeps serving its peer.
 
+// A binary of its own, not in a suite: it installs a counting `#[global_allocator]`, which is
+// per binary and would count (and be disturbed by) every other test's allocations.
+
 #[path = "support/mod.rs"]
 mod support;
 
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use meshbus::prelude::*;
 use meshbus::ws::WsTransport;
 use support::alloc::{Counting, LARGEST};
+use support::within;
 use support::ws::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use meshbus::inmem::InMemNetwork;
@@ -27,11 +27,22 @@ pub(crate) fn node(net: &InMemNetwork, name: &str) -> BusBuilder {
         .listen(format!("inmem://{name}"))
 }
 
-/// Awaits `fut`, failing the test if it takes longer than a minute of (paused) time.
-pub(crate) async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(60), fut).await {
+/// How long any one step of a test may take before the test is declared hung: a minute, of
+/// paused time in the in-memory tests (some steps wait out several peer timeouts and
+/// backoffs), of real time over sockets. Waits whose bound is part of what a test asserts
+/// use [`bounded`] or a timeout of their own.
+pub(crate) const BOUND: Duration = Duration::from_secs(60);
+
+/// Awaits `fut`, failing the test if it takes longer than [`BOUND`].
+pub(crate) async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
+    bounded(BOUND, what, fut).await
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `bound`.
+pub(crate) async fn bounded<T>(bound: Duration, what: &str, fut: impl IntoFuture<Output = T>) -> T {
+    match tokio::time::timeout(bound, fut.into_future()).await {
         Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
+        Err(_) => panic!("timed out after {bound:?} waiting for {what}"),
     }
 }
 

@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use meshbus::prelude::*;
@@ -11,9 +10,6 @@ use meshbus::BusBuilder;
 
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(200);
 pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long any one step of a test may take.
-pub(crate) const BOUND: Duration = Duration::from_secs(20);
 
 /// A builder for node `name` on `host`, in `cluster`, listening on a free WebSocket port.
 pub(crate) fn ws_node(name: &str, host: &str, cluster: &str) -> BusBuilder {
@@ -47,12 +43,4 @@ pub(crate) fn port(bus: &Bus) -> u16 {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .expect("a port")
-}
-
-/// Awaits `fut`, failing the test if it takes longer than [`BOUND`].
-pub(crate) async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }

@@ -12,9 +12,9 @@
 
 #![cfg(all(feature = "tcp", feature = "ws"))]
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
+use crate::support::within;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::ws::WsTransport;
@@ -41,15 +41,6 @@ struct AskTcp(String);
 struct News {
     from: String,
     n: u32,
-}
-
-const BOUND: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
 }
 
 fn node(name: &str) -> BusBuilder {

@@ -7,10 +7,10 @@
 
 #![cfg(feature = "tcp")]
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::within;
 use bytes::BytesMut;
 use meshbus::prelude::*;
 use meshbus::proto::admission::RateLimit;
@@ -23,22 +23,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long any one wait may take.
-const BOUND: Duration = Duration::from_secs(20);
-
-/// Longer than any wait here: a connection closed within `BOUND` was refused, not timed out.
-const PATIENT_HANDSHAKE: Duration = Duration::from_secs(60);
+/// Longer than any wait here (`support::BOUND`): a connection closed within one was refused,
+/// not timed out.
+const PATIENT_HANDSHAKE: Duration = Duration::from_secs(180);
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "admission.echo", reply = u32)]
 struct Echo(u32);
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
 
 /// A node listening on 127.0.0.1 and ::1; its addresses as (v4 `tcp://..`, v6 socket).
 async fn target(configure: impl FnOnce(BusBuilder) -> BusBuilder) -> (Bus, String, SocketAddr) {

@@ -4,9 +4,9 @@
 
 #![cfg(feature = "tcp")]
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
+use crate::support::{bounded, within};
 use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
@@ -24,25 +24,11 @@ struct Where;
 #[meshbus(name = "tcp.here", reply = String)]
 struct Here;
 
-/// The bound on one wait; generous for a loaded 2-core machine, and still a bound.
-const BOUND: Duration = Duration::from_secs(20);
-
 /// The bound on a whole run: several waits.
 const RUN_BOUND: Duration = Duration::from_secs(90);
 
 /// The last event of a run: everything published before it has arrived once it has.
 const MARKER: u32 = u32::MAX;
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    bounded(BOUND, what, fut).await
-}
-
-async fn bounded<T>(bound: Duration, what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(bound, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
 
 fn node(name: &str, host: &str, cluster: &str, listen: &str) -> BusBuilder {
     Bus::builder()

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::support::within;
 use crate::support::ws::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
