@@ -83,6 +83,7 @@ async fn unit_reply_waits_for_the_handler_to_finish() {
         .command_handler(move |_: Record, _ctx| {
             let flag = Arc::clone(&flag);
             async move {
+                // Not synchronisation: the handler pends a few times before it finishes.
                 for _ in 0..10 {
                     tokio::task::yield_now().await;
                 }
@@ -246,6 +247,7 @@ async fn handler_error_message_reaches_the_caller() {
 async fn a_panicking_handler_gives_handler_failed_and_the_bus_keeps_serving() {
     let bus = Bus::builder()
         .command_handler(|cmd: Boom, _ctx| async move {
+            // Not synchronisation: the handler pends once, so that it panics on a later poll.
             tokio::task::yield_now().await;
             if cmd.panic {
                 panic!("kaboom");

@@ -65,7 +65,7 @@ async fn one_subscription_sees_1000_events_in_publish_order() {
         .event_handler(move |e: Arc<Numbered>, _ctx: Context| {
             let tx = tx.clone();
             async move {
-                // Yield so that a reordering bus would have every chance to show it.
+                // Not synchronisation: yield so that a reordering bus would have every chance to show it.
                 if e.0 % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -135,15 +135,19 @@ async fn concurrency_lets_a_subscription_run_events_at_once() {
 #[tokio::test]
 async fn a_full_queue_makes_the_publisher_wait() {
     let gate = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
     let handled = Arc::new(AtomicUsize::new(0));
     let bus = Bus::builder()
         .event_handler_opts(SubscriptionOptions::new().capacity(2), {
             let gate = Arc::clone(&gate);
+            let entered = Arc::clone(&entered);
             let handled = Arc::clone(&handled);
             move |_: Arc<Numbered>, _ctx: Context| {
                 let gate = Arc::clone(&gate);
+                let entered = Arc::clone(&entered);
                 let handled = Arc::clone(&handled);
                 async move {
+                    entered.notify_one();
                     gate.notified().await;
                     handled.fetch_add(1, Ordering::SeqCst);
                     Ok(())
@@ -168,8 +172,10 @@ async fn a_full_queue_makes_the_publisher_wait() {
             }
             None => break,
         }
-        // Let the worker take what it can.
-        tokio::task::yield_now().await;
+        // The worker takes the first event into the handler, freeing its place in the queue.
+        if i == 0 {
+            entered.notified().await;
+        }
     }
     assert_eq!(
         admitted, 3,
@@ -358,12 +364,16 @@ async fn publish_sees_headers_and_correlation_in_the_context() {
 #[tokio::test]
 async fn a_full_subscription_does_not_hold_up_the_others() {
     let gate = Arc::new(Notify::new());
+    let entered = Arc::new(Notify::new());
     let bus = Bus::builder()
         .event_handler_opts(SubscriptionOptions::new().capacity(1), {
             let gate = Arc::clone(&gate);
+            let entered = Arc::clone(&entered);
             move |_: Arc<Numbered>, _ctx: Context| {
                 let gate = Arc::clone(&gate);
+                let entered = Arc::clone(&entered);
                 async move {
+                    entered.notify_one();
                     gate.notified().await;
                     Ok(())
                 }
@@ -375,7 +385,7 @@ async fn a_full_subscription_does_not_hold_up_the_others() {
     let mut other = bus.subscribe::<Numbered>().unwrap();
     // The slow handler takes 0 and blocks, 1 fills its queue; 2 must wait for it...
     bus.events().publish(Numbered(0)).await.unwrap();
-    tokio::task::yield_now().await;
+    entered.notified().await;
     bus.events().publish(Numbered(1)).await.unwrap();
     let mut third = Box::pin(bus.events().publish(Numbered(2)).into_future());
     assert!((&mut third).now_or_never().is_none());

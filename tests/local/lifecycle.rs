@@ -69,7 +69,8 @@ async fn shutdown_drains_in_flight_work_and_refuses_new_work() {
         let bus = bus.clone();
         async move { bus.shutdown().await }
     });
-    // Wait (without sleeping) until shutdown has begun.
+    // Wait (without sleeping) until shutdown has begun. A cooperative poll: the bus has no
+    // future for "shutdown began", and the spawned shutdown needs this task to yield to start.
     while !bus.is_closed() {
         tokio::task::yield_now().await;
     }
@@ -353,6 +354,7 @@ async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
         let bus = bus.clone();
         async move { bus.shutdown().await }
     });
+    // A cooperative poll, as above: no future says that shutdown began.
     while !bus.is_closed() {
         tokio::task::yield_now().await;
     }
@@ -440,7 +442,9 @@ async fn a_publish_waiting_for_room_gives_up_when_the_bus_seals() {
         let bus = bus.clone();
         async move { bus.events().publish(Tick(1)).await }
     });
-    tokio::task::yield_now().await;
+    // Time is paused: a timer fires only once every task is idle, so the publish has run as
+    // far as it can.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(!waiting.is_finished(), "the publish should wait for room");
     let started = tokio::time::Instant::now();
     bus.shutdown().await.unwrap();

@@ -255,13 +255,18 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
     let (open_tx, open_rx) = tokio::sync::oneshot::channel::<u32>();
     let open_tx = Arc::new(std::sync::Mutex::new(Some(open_tx)));
     let open_rx = Arc::new(tokio::sync::Mutex::new(Some(open_rx)));
+    // `Wait` says when it holds its slot, so that `Open` is sent only then.
+    let waiting_entered = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::clone(&waiting_entered);
     let b = node(&net, "b")
         .max_in_flight_per_peer(2)
         .command_handler(|c: Add, _ctx| async move { Ok::<_, HandlerError>(c.a + c.b) })
         .command_handler(move |_: Wait, _ctx| {
             let open_rx = Arc::clone(&open_rx);
+            let entered = Arc::clone(&entered);
             async move {
                 let rx = open_rx.lock().await.take();
+                entered.notify_one();
                 let n = match rx {
                     Some(rx) => rx.await.unwrap_or(0),
                     None => 0,
@@ -279,6 +284,7 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
             }
         })
         .command_handler(|_: LateBoom, _ctx| async move {
+            // Not synchronisation: the handler pends once, so that it panics on a later poll.
             tokio::task::yield_now().await;
             panic!("late kaboom");
             #[allow(unreachable_code)]
@@ -307,7 +313,7 @@ async fn handlers_that_answer_at_once_or_later_both_reply_and_free_their_slot() 
     // A pending handler holds one slot; an immediate one still fits beside it and opens it.
     let waiting = a.commands().send(Wait).no_timeout();
     let opener = async {
-        tokio::task::yield_now().await;
+        waiting_entered.notified().await;
         a.commands().send(Open(7)).await
     };
     let (waited, opened) = within("the waiting handler", async {

@@ -338,6 +338,8 @@ async fn dropping_the_listener_stops_listening() {
             if t.dial(&addr).await.is_err() {
                 return true;
             }
+            // Not synchronisation but a bounded retry: nothing says when the accept task has
+            // ended, so dial again until the port refuses.
             tokio::task::yield_now().await;
         }
     })
