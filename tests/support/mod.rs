@@ -59,5 +59,7 @@ pub(crate) mod netns;
 pub(crate) mod raw;
 #[cfg(feature = "tcp")]
 pub(crate) mod raw_tcp;
+#[cfg(feature = "tcp")]
+pub(crate) mod tcp;
 #[cfg(feature = "ws")]
 pub(crate) mod ws;

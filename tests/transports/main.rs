@@ -4,6 +4,7 @@
 mod support;
 
 mod mixed;
+mod scopes;
 mod tcp_admission;
 mod tcp_scopes;
 mod ws_scopes;

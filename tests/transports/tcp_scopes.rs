@@ -1,24 +1,21 @@
-//! Every scope across a 3-node mesh over real sockets: TCP on 127.0.0.1, Unix-domain sockets,
-//! and TCP on the IPv6 loopback when the machine has one. Real time, so every wait is bounded
-//! and waits for an event of the mesh (membership, a reply, a marker event), never a sleep.
+//! The TCP transport under the bus: a node listening on every interface, a fast reader. (The
+//! scope matrix over TCP, IPv6 and Unix sockets is in `scopes.rs`.) Real time, so every wait
+//! is bounded and waits for an event of the mesh (membership, a reply, a marker event), never
+//! a sleep.
 
 #![cfg(feature = "tcp")]
 
 use std::time::Duration;
 
+use crate::support::tcp::tcp_node;
 use crate::support::{bounded, within};
-use futures_util::StreamExt;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::{BusBuilder, Subscription, SubscriptionOptions};
+use meshbus::{Subscription, SubscriptionOptions};
 
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "tcp.tick")]
 struct Tick(u32);
-
-#[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "tcp.where", reply = String)]
-struct Where;
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "tcp.here", reply = String)]
@@ -29,15 +26,6 @@ const RUN_BOUND: Duration = Duration::from_secs(90);
 
 /// The last event of a run: everything published before it has arrived once it has.
 const MARKER: u32 = u32::MAX;
-
-fn node(name: &str, host: &str, cluster: &str, listen: &str) -> BusBuilder {
-    Bus::builder()
-        .name(name)
-        .host_id(host)
-        .cluster(cluster)
-        .transport(TcpTransport::new())
-        .listen(listen)
-}
 
 /// The ticks `sub` receives up to the marker.
 async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
@@ -53,170 +41,13 @@ async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
     }
 }
 
-/// a: host-1/shop, b: host-1/billing, c: host-2/shop; a lists b and c as its seeds. `listen`
-/// gives each node's listen address (port 0 or a socket path).
-async fn every_scope_over(listen: [String; 3], scheme: &str) {
-    let answer = |name: &'static str| {
-        move |_: Where, _ctx: Context| async move { Ok::<_, HandlerError>(name.to_owned()) }
-    };
-    let [la, lb, lc] = listen;
-    let b = node("b", "host-1", "billing", &lb)
-        .command_handler(answer("b"))
-        .start()
-        .await
-        .unwrap();
-    let c = node("c", "host-2", "shop", &lc)
-        .command_handler(answer("c"))
-        .start()
-        .await
-        .unwrap();
-    let seeds = [&b, &c].map(|bus| {
-        let addr = bus.listen_addrs()[0].clone();
-        assert_eq!(addr.scheme(), scheme);
-        assert!(!addr.as_str().ends_with(":0"), "{addr}: port 0 resolved");
-        addr.to_string()
-    });
-    let a = node("a", "host-1", "shop", &la)
-        .command_handler(|_: Here, _ctx: Context| async { Ok::<_, HandlerError>("a".to_owned()) })
-        .peers(seeds)
-        .start()
-        .await
-        .unwrap();
-    let mut subs: Vec<_> = [&a, &b, &c]
-        .iter()
-        .map(|bus| bus.subscribe::<Tick>().unwrap())
-        .collect();
-    within("the mesh", a.ready().subscribers::<Tick>(Scope::Network, 3)).await;
-    within(
-        "the handlers",
-        a.ready().handlers::<Where>(Scope::Network, 2),
-    )
-    .await;
-
-    // Local: only this bus's handlers, never a peer's.
-    assert_eq!(a.commands().local().send(Here).await.unwrap(), "a");
-    let err = a.commands().local().send(Where).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NoHandler);
-    assert_eq!(err.scope(), Some(Scope::Local));
-    // Machine: b (our host, another cluster); c is on another host.
-    for _ in 0..3 {
-        let reply = within("a reply", a.commands().machine().send(Where)).await;
-        assert_eq!(reply.unwrap(), "b");
-    }
-    // Cluster: c (our cluster, another host); b is in another cluster.
-    for _ in 0..3 {
-        let reply = within("a reply", a.commands().cluster().send(Where)).await;
-        assert_eq!(reply.unwrap(), "c");
-    }
-    // Network: both.
-    let mut network = Vec::new();
-    for _ in 0..4 {
-        network.push(
-            within("a reply", a.commands().network().send(Where))
-                .await
-                .unwrap(),
-        );
-    }
-    network.sort();
-    assert_eq!(network, ["b", "b", "c", "c"], "both nodes answer in turn");
-    let all: Vec<_> = within(
-        "send_all",
-        a.commands().network().send_all(Where).collect::<Vec<_>>(),
-    )
-    .await;
-    let mut all: Vec<String> = all.into_iter().map(|(_, r)| r.unwrap()).collect();
-    all.sort();
-    assert_eq!(all, ["b", "c"]);
-
-    // Events: each scope reaches a, plus the nodes in it; the marker reaches everyone.
-    a.events().machine().publish(Tick(1)).await.unwrap();
-    a.events().cluster().publish(Tick(2)).await.unwrap();
-    a.events().network().publish(Tick(3)).await.unwrap();
-    a.events().local().publish(Tick(4)).await.unwrap();
-    a.events().network().publish(Tick(MARKER)).await.unwrap();
-    let [sa, sb, sc] = &mut subs[..] else {
-        unreachable!()
-    };
-    assert_eq!(ticks_until_marker(sa).await, [1, 2, 3, 4]);
-    assert_eq!(ticks_until_marker(sb).await, [1, 3]);
-    assert_eq!(ticks_until_marker(sc).await, [2, 3]);
-
-    if scheme == "unix" {
-        // A socket path means nothing on another host: b (host-1) never dials c (host-2) by
-        // the Unix address gossip gave it, and reports c as unreachable instead. (a reached c
-        // only because the test gave it c's socket as a seed.)
-        let c_id = c.node_id();
-        let mut view = b.membership();
-        within(
-            "b to report c unreachable",
-            view.wait_for(|v| v.unreachable.contains(&c_id)),
-        )
-        .await
-        .unwrap();
-        assert!(b.membership().borrow().peer(c_id).is_none());
-    } else {
-        // A subscriber elsewhere hears a publisher elsewhere: c publishes to the network, once
-        // gossip has linked it to b too.
-        within(
-            "c's view of the mesh",
-            c.ready().subscribers::<Tick>(Scope::Network, 3),
-        )
-        .await;
-        c.events().network().publish(Tick(5)).await.unwrap();
-        c.events().network().publish(Tick(MARKER)).await.unwrap();
-        for sub in [sa, sb, sc] {
-            assert_eq!(ticks_until_marker(sub).await, [5]);
-        }
-    }
-
-    for bus in [&a, &b, &c] {
-        within("shutdown", bus.shutdown()).await.unwrap();
-    }
-}
-
-#[tokio::test]
-async fn every_scope_over_tcp_on_ipv4_loopback() {
-    let listen = ["tcp://127.0.0.1:0"; 3].map(String::from);
-    bounded(RUN_BOUND, "the run", every_scope_over(listen, "tcp")).await;
-}
-
-#[tokio::test]
-async fn every_scope_over_tcp_on_ipv6_loopback() {
-    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
-        // Where CI runs, the machine is meant to have it: a skip there would pass silently.
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-            "CI is set, and the IPv6 loopback ::1 cannot be bound here ({e})"
-        );
-        eprintln!("skipped: the IPv6 loopback ::1 cannot be bound here ({e})");
-        return;
-    }
-    let listen = ["tcp://[::1]:0"; 3].map(String::from);
-    bounded(RUN_BOUND, "the run", every_scope_over(listen, "tcp")).await;
-}
-
-#[cfg(unix)]
-#[tokio::test]
-async fn every_scope_over_unix_sockets() {
-    let dir = tempfile::Builder::new()
-        .prefix("meshbus-tcp-scopes")
-        .tempdir()
-        .unwrap();
-    let listen = ["a", "b", "c"].map(|n| format!("unix://{}/{n}.sock", dir.path().display()));
-    bounded(RUN_BOUND, "the run", every_scope_over(listen, "unix")).await;
-    // Every listener removed its socket file when its bus stopped.
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert!(left.is_empty(), "socket files left behind: {left:?}");
-    dir.close().unwrap();
-}
-
 /// A node listening on every interface advertises `tcp://0.0.0.0:port`; the peer that reached
 /// it rewrites that to the host it used, so a third node that only hears of it by gossip can
 /// still dial it.
 #[tokio::test]
 async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
     let run = async {
-        let a = node("a", "host-1", "shop", "tcp://0.0.0.0:0")
+        let a = tcp_node("a", "host-1", "shop", "tcp://0.0.0.0:0")
             .command_handler(|_: Here, _ctx: Context| async {
                 Ok::<_, HandlerError>("a".to_owned())
             })
@@ -229,7 +60,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
             .next()
             .unwrap()
             .to_owned();
-        let b = node("b", "host-1", "shop", "tcp://127.0.0.1:0")
+        let b = tcp_node("b", "host-1", "shop", "tcp://127.0.0.1:0")
             .peers([format!("tcp://127.0.0.1:{port}")])
             .start()
             .await
@@ -259,7 +90,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
 #[tokio::test]
 async fn a_fast_reader_lets_its_subscription_keep_up() {
     const EVENTS: u32 = 20_000;
-    let sub_bus = node("sub", "h", "c", "tcp://127.0.0.1:0")
+    let sub_bus = tcp_node("sub", "h", "c", "tcp://127.0.0.1:0")
         .start()
         .await
         .unwrap();
@@ -267,7 +98,7 @@ async fn a_fast_reader_lets_its_subscription_keep_up() {
     let mut sub = sub_bus
         .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(256))
         .unwrap();
-    let publisher = node("pub", "h", "c", "tcp://127.0.0.1:0")
+    let publisher = tcp_node("pub", "h", "c", "tcp://127.0.0.1:0")
         .peers([addr.to_string()])
         .start()
         .await

@@ -1,7 +1,5 @@
-//! Every scope over real WebSocket links on 127.0.0.1, and what a listener does with plain
-//! WebSocket clients: pings answered, text refused, a wrong path refused at the upgrade.
-
-use std::collections::BTreeSet;
+//! What a WebSocket listener does with plain WebSocket clients: pings answered, text refused,
+//! a wrong path refused at the upgrade. (The scope matrix over WebSocket is in `scopes.rs`.)
 
 use crate::support::within;
 use crate::support::ws::*;
@@ -11,105 +9,9 @@ use meshbus::prelude::*;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-#[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "ws.where", reply = String)]
-struct Where;
-
-#[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "ws.here", reply = String)]
-struct Here;
-
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "ws.news")]
 struct News(u32);
-
-/// A node that answers `Where` with its name.
-fn answering(name: &str, host: &str, cluster: &str) -> meshbus::BusBuilder {
-    ws_node(name, host, cluster).command_handler(|_: Where, ctx: Context| async move {
-        Ok::<_, HandlerError>(ctx.bus().name().to_owned())
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scope_over_websocket() {
-    // a and b share a host, a and c share a cluster; b and c answer `Where`, a only `Here`.
-    let a = ws_node("a", "host-1", "blue")
-        .command_handler(|_: Here, _ctx| async { Ok::<_, HandlerError>("a".to_owned()) })
-        .start()
-        .await
-        .unwrap();
-    let b = answering("b", "host-1", "green")
-        .peers([addr(&a)])
-        .start()
-        .await
-        .unwrap();
-    let c = answering("c", "host-2", "blue")
-        .peers([addr(&a)])
-        .start()
-        .await
-        .unwrap();
-    let mut subs = Vec::new();
-    for bus in [&a, &b, &c] {
-        subs.push(bus.subscribe::<News>().unwrap());
-    }
-    within("b and c answer in the network", async {
-        a.ready().handlers::<Where>(Scope::Network, 2).await;
-        a.ready().subscribers::<News>(Scope::Network, 3).await;
-        // b and c find each other by gossip.
-        b.ready().peers(2).await;
-        c.ready().peers(2).await;
-    })
-    .await;
-
-    // Local: a's own handler, never a remote one.
-    assert_eq!(a.commands().local().send(Here).await.unwrap(), "a");
-    let err = a.commands().local().send(Where).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NoHandler);
-    // Machine: b shares a's host id, c does not.
-    for _ in 0..4 {
-        let reply = within("a Machine command", a.commands().machine().send(Where)).await;
-        assert_eq!(reply.unwrap(), "b");
-    }
-    // Cluster: c shares a's cluster, b does not.
-    for _ in 0..4 {
-        let reply = within("a Cluster command", a.commands().cluster().send(Where)).await;
-        assert_eq!(reply.unwrap(), "c");
-    }
-    // Network: both answer.
-    let answers: BTreeSet<String> = within(
-        "a Network send_all",
-        a.commands().network().send_all(Where).collect::<Vec<_>>(),
-    )
-    .await
-    .into_iter()
-    .map(|(_, reply)| reply.unwrap())
-    .collect();
-    assert_eq!(answers, BTreeSet::from(["b".to_owned(), "c".to_owned()]));
-    let reply = within("a Network command", a.commands().network().send(Where)).await;
-    assert!(["b", "c"].contains(&reply.unwrap().as_str()));
-    // c's own handler comes first.
-    assert_eq!(c.commands().cluster().send(Where).await.unwrap(), "c");
-
-    // An event in the Network scope reaches every subscriber once; in the Cluster scope
-    // (a's is blue) it reaches a and c only.
-    a.events().network().publish(News(1)).await.unwrap();
-    a.events().cluster().publish(News(2)).await.unwrap();
-    for (i, sub) in subs.iter_mut().enumerate() {
-        let first = within("the Network event", sub.recv()).await.unwrap();
-        assert_eq!(first.0, 1, "node {i}");
-    }
-    for i in [0, 2] {
-        let second = within("the Cluster event", subs[i].recv()).await.unwrap();
-        assert_eq!(second.0, 2, "node {i}");
-    }
-    // b is in another cluster: the next thing it gets is a later Network event, not News(2).
-    a.events().network().publish(News(3)).await.unwrap();
-    assert_eq!(within("b's next event", subs[1].recv()).await.unwrap().0, 3);
-
-    for bus in [a, b, c] {
-        within("shutdown", bus.shutdown()).await.unwrap();
-    }
-}
 
 /// A plain WebSocket client of `bus`'s listener at `path`.
 async fn raw_client(
