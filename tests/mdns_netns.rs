@@ -2,7 +2,7 @@
 //!
 //! Needs root (to make namespaces) and `ip`; otherwise every test says it was skipped and
 //! passes, except where `CI` is set, where it fails. mDNS runs only inside the namespaces these
-//! tests make (see `netns/mod.rs`).
+//! tests make (see `support/netns.rs`).
 //!
 //! The node processes are this test binary, re-run as the `#[ignore]`d `netns_node` test with
 //! `MESHBUS_NETNS_NODE` set. They print `@mb ...` lines and read commands on stdin:
@@ -17,9 +17,15 @@
 //! `MB_NETWORK`, `MB_CLUSTER`, `MB_HOST_ID` (the lab's per namespace), `MB_LISTEN` (default
 //! `tcp://0.0.0.0:0`), `MB_PEERS` (static seeds, comma-separated).
 
+// A binary of its own, not in a suite: its node processes are this binary re-run inside network
+// namespaces, and mDNS must not see the suites' nodes.
+
 #![cfg(feature = "mdns")]
 
-mod netns;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::netns;
 
 use std::time::{Duration, Instant};
 

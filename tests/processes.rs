@@ -9,10 +9,15 @@
 //! child prints or a change in the mesh, never for a fixed time; every child is killed and
 //! reaped when its guard drops, so a failing test leaves no process behind.
 
+// A binary of its own, not in a suite: it builds and spawns the examples as child processes,
+// which are slow and share the machine's ports and CPU with whatever else runs in the binary.
+
 #![cfg(feature = "tcp")]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::ffi::OsStr;
-use std::future::IntoFuture;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as Process, ExitStatus, Stdio};
@@ -22,6 +27,7 @@ use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use meshbus::BusBuilder;
 use serde::{Deserialize, Serialize};
+use support::within;
 use tokio::sync::mpsc;
 
 /// Set in a child started by [`a_node_killed_with_sigkill_fails_its_requests_with_peer_lost`]:
@@ -39,13 +45,6 @@ const BUILD_BOUND: Duration = Duration::from_secs(900);
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {BOUND:?} waiting for {what}"),
-    }
-}
 
 // ----- child processes -----
 

@@ -15,9 +15,14 @@
 //! binary only (the library never tunes the allocator); the assertions are on the trimmed
 //! figure, the untrimmed one is printed.
 
+// A binary of its own, not in a suite: it measures a node's resident memory in a child process
+// that is this binary re-run in node mode, and other tests in the same binary would add to it.
+
 #![cfg(all(feature = "tcp", target_os = "linux"))]
 
-use std::future::IntoFuture;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
@@ -34,6 +39,7 @@ use meshbus_core::wire::control::{
 };
 use meshbus_core::wire::{Frame, FrameCodec, FrameKind};
 use serde::{Deserialize, Serialize};
+use support::within;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -55,13 +61,6 @@ const HEAVY: u64 = 20;
 
 /// How much above its starting point the node's (trimmed) resident memory may stay.
 const RSS_MARGIN_KIB: u64 = 8 * 1024;
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {BOUND:?} waiting for {what}"),
-    }
-}
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "heavy.echo", reply = u32)]

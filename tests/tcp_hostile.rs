@@ -7,12 +7,14 @@
 //! Real time and real sockets: every wait is bounded, and every wait is for an event (an end
 //! of stream, a reply), never a sleep.
 
+// A binary of its own, not in a suite: it installs a counting `#[global_allocator]`, which is
+// per binary and would count (and be disturbed by) every other test's allocations.
+
 #![cfg(feature = "tcp")]
 
-mod alloc_util;
-mod raw_tcp;
+#[path = "support/mod.rs"]
+mod support;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,11 +22,13 @@ use std::time::Duration;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
 use serde::{Deserialize, Serialize};
+use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use alloc_util::{Counting, LARGEST};
+use support::alloc::{Counting, LARGEST};
+use support::raw_tcp;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -36,9 +40,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// limit, so even a frame of the largest allowed size being reserved would show.
 const LARGEST_ALLOWED: usize = 4 * 1024 * 1024;
 
-/// How long any one wait may take.
-const BOUND: Duration = Duration::from_secs(20);
-
 /// The handshake timeout of the node under attack, in the tests that do not wait for it: an
 /// input that is closed well before it was refused for what it is.
 const PATIENT_HANDSHAKE: Duration = Duration::from_secs(30);
@@ -49,13 +50,6 @@ const SHORT_HANDSHAKE: Duration = Duration::from_millis(300);
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "hostile.echo", reply = u32)]
 struct Echo(u32);
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
 
 /// A node listening on TCP, and a healthy peer connected to it.
 struct Target {

@@ -12,11 +12,16 @@
 //!   taken, each is buried at its first failed dial, and [`FORGET_BOUND`] after the last
 //!   update the node holds no live member but its two peers.
 
+// A binary of its own, not in a suite: it reads the whole process's CPU time from
+// `/proc/self/stat`, so any other test running beside it would be counted as the node's.
+
 #![cfg(all(feature = "tcp", target_os = "linux"))]
 
-mod raw_tcp;
+#[path = "support/mod.rs"]
+mod support;
 
-use std::future::IntoFuture;
+use support::raw_tcp;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,6 +32,7 @@ use meshbus_core::wire::control::{
 };
 use meshbus_core::wire::FrameCodec;
 use serde::{Deserialize, Serialize};
+use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -39,18 +45,10 @@ const RTT_FLOOR: Duration = Duration::from_millis(1);
 const FORGET_BOUND: Duration = Duration::from_secs(10);
 const ATTACK: Duration = Duration::from_secs(30);
 const MEMBERS: usize = 10_000;
-const BOUND: Duration = Duration::from_secs(20);
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "flood.echo", reply = u32)]
 struct Echo(u32);
-
-async fn within<T>(what: &str, fut: impl IntoFuture<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut.into_future()).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
 
 /// This process's CPU time (user + system), from `/proc/self/stat`.
 fn cpu_time() -> Duration {

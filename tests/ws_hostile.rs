@@ -5,19 +5,23 @@
 //! size is allocated (a counting allocator records the largest single allocation), and the
 //! node keeps serving its peer.
 
-mod alloc_util;
-mod ws_util;
+// A binary of its own, not in a suite: it installs a counting `#[global_allocator]`, which is
+// per binary and would count (and be disturbed by) every other test's allocations.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use alloc_util::{Counting, LARGEST};
 use meshbus::prelude::*;
 use meshbus::ws::WsTransport;
 use serde::{Deserialize, Serialize};
+use support::alloc::{Counting, LARGEST};
+use support::within;
+use support::ws::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use ws_util::*;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

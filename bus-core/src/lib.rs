@@ -58,6 +58,9 @@ mod scope;
 mod services;
 mod stats;
 mod subscription;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 pub mod transport;
 pub mod wire;
 

@@ -233,42 +233,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_of_frames_crosses_and_a_close_reads_as_closed() {
-        crate::bounded(async {
-            let t = TcpTransport::new();
-            let mut listener = t.listen(&addr("tcp://127.0.0.1:0")).await.unwrap();
-            let local = listener.local_addr().clone();
-            let (dialled, accepted) = tokio::join!(t.dial(&local), listener.accept());
-            let (mut dialled, mut accepted) = (dialled.unwrap(), accepted.unwrap());
-            // A header-sized frame: 4-byte length, then 20 bytes.
-            let mut one = vec![0, 0, 0, 20];
-            one.extend_from_slice(&[9; 20]);
-            let one = bytes::Bytes::from(one);
-            dialled
-                .writer
-                .write_batch(&mut vec![one.clone(), one.clone()])
-                .await
-                .unwrap();
-            for _ in 0..2 {
-                let got = loop {
-                    match accepted.reader.read(1 << 16).await.unwrap() {
-                        ReadEvent::Frame(f) => break f,
-                        ReadEvent::Partial => continue,
-                        other => panic!("expected a frame, got {other:?}"),
-                    }
-                };
-                assert_eq!(got, one);
-            }
-            dialled.writer.close().await.unwrap();
-            assert_eq!(
-                accepted.reader.read(1 << 16).await.unwrap(),
-                ReadEvent::Closed
-            );
-        })
-        .await;
-    }
-
-    #[tokio::test]
     async fn nodelay_is_set_on_dialled_and_accepted_sockets() {
         crate::bounded(async {
             let local = addr("tcp://127.0.0.1:0");
@@ -291,9 +255,17 @@ mod tests {
     async fn ipv6_loopback_when_the_machine_has_it() {
         crate::bounded(async {
             let t = TcpTransport::new();
-            let Ok(mut listener) = t.listen(&addr("tcp://[::1]:0")).await else {
-                eprintln!("skipped: ::1 cannot be bound on this machine");
-                return;
+            let mut listener = match t.listen(&addr("tcp://[::1]:0")).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    // Where CI runs, the machine is meant to have it: a skip would pass silently.
+                    assert!(
+                        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                        "CI is set, and ::1 cannot be bound here ({e})"
+                    );
+                    eprintln!("skipped: ::1 cannot be bound on this machine ({e})");
+                    return;
+                }
             };
             let local = listener.local_addr().clone();
             assert!(local.as_str().starts_with("tcp://[::1]:"), "{local}");

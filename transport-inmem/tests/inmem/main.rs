@@ -1,5 +1,6 @@
 //! The in-memory transport: links, backpressure and faults.
 
+mod conformance;
 mod faults;
 mod links;
 mod util;

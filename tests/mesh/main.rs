@@ -1,0 +1,19 @@
+//! Nodes of an in-memory mesh: commands, events, connections, membership and faults.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod commands;
+mod conn;
+mod discovery;
+mod events;
+mod faults;
+mod flow;
+mod gossip;
+mod handshake;
+mod partition;
+mod reach;
+mod rejoin;
+mod request_api;
+mod reroute;
+mod send_all;
