@@ -42,15 +42,26 @@ impl Context {
     /// # }
     /// ```
     pub fn local(bus: &Bus) -> Self {
+        Context::new(
+            crate::id::next_message_id(),
+            bus.node_id(),
+            Scope::Local,
+            bus.handler_handle(),
+        )
+    }
+
+    /// The one constructor: message `message_id` from `sender` in `scope`, with no correlation
+    /// id, deadline, headers or cancellation; callers set those they have.
+    pub(crate) fn new(message_id: u64, sender: NodeId, scope: Scope, bus: Bus) -> Self {
         Context {
-            message_id: crate::id::next_message_id(),
+            message_id,
             correlation_id: None,
-            sender: bus.node_id(),
-            scope: Scope::Local,
+            sender,
+            scope,
             deadline: Deadline::None,
             headers: Headers::new(),
             cancel: None,
-            bus: bus.handler_handle(),
+            bus,
         }
     }
 

@@ -8,11 +8,10 @@ use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_core::Stream;
-use tokio::time::Instant;
 
 use crate::bus::{Bus, BusInner};
+use crate::context::Context;
 use crate::context::Headers;
-use crate::context::{Context, Deadline};
 use crate::id::NodeId;
 use crate::message::Event;
 use crate::scope::Scope;
@@ -106,23 +105,15 @@ pub(crate) struct EventMeta {
     pub(crate) sender: NodeId,
     pub(crate) scope: Scope,
     pub(crate) headers: Headers,
-    #[allow(dead_code)] // read once events cross the network
-    pub(crate) published_at: Option<Instant>,
 }
 
 impl EventMeta {
     /// The context a subscriber of event `message_id` sees.
     pub(crate) fn context(&self, message_id: u64, bus: Bus) -> Context {
-        Context {
-            message_id,
-            correlation_id: self.correlation_id.clone(),
-            sender: self.sender,
-            scope: self.scope,
-            deadline: Deadline::None,
-            headers: self.headers.clone(),
-            cancel: None,
-            bus,
-        }
+        let mut ctx = Context::new(message_id, self.sender, self.scope, bus);
+        ctx.correlation_id = self.correlation_id.clone();
+        ctx.headers = self.headers.clone();
+        ctx
     }
 }
 

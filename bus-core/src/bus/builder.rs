@@ -523,6 +523,10 @@ impl BusBuilder {
             listeners.push(self.node.transports.listen(addr).await?);
         }
         let listen_addrs: Vec<Addr> = listeners.iter().map(|l| l.local_addr().clone()).collect();
+        let counters = Arc::new(Counters::default());
+        let membership = Arc::new(tokio::sync::watch::Sender::new(Arc::new(
+            MembershipView::default(),
+        )));
         let node = networked.then(|| {
             let peer_identity = PeerIdentity {
                 node_id: node_id.as_u128(),
@@ -536,7 +540,12 @@ impl BusBuilder {
                     .map(|l| l.local_addr().as_str().to_owned())
                     .collect(),
             };
-            NodeShared::new(peer_identity, self.node)
+            NodeShared::new(
+                peer_identity,
+                self.node,
+                Arc::clone(&counters),
+                Arc::clone(&membership),
+            )
         });
         if let Some((shared, _)) = &node {
             shared.local.load().validate()?;
@@ -568,9 +577,9 @@ impl BusBuilder {
             tracker: TaskTracker::new(),
             tasks: Mutex::new(JoinSet::new()),
             next_subscription_id: AtomicU64::new(next_subscription_id),
-            counters: Counters::default(),
+            counters,
             node: node.as_ref().map(|(shared, _)| Arc::clone(shared)),
-            membership: tokio::sync::watch::Sender::new(Arc::new(MembershipView::default())),
+            membership,
             listen_addrs,
         });
         {
@@ -583,13 +592,9 @@ impl BusBuilder {
                 tasks.spawn(inner.tracker.track_future(fut));
             }
             if let Some((shared, inbox)) = node {
+                let dispatch: std::sync::Weak<BusInner> = Arc::downgrade(&inner);
                 tasks.spawn(crate::node::run_actor(
-                    shared,
-                    Arc::downgrade(&inner),
-                    inbox,
-                    listeners,
-                    seeds,
-                    discovery,
+                    shared, dispatch, inbox, listeners, seeds, discovery,
                 ));
             }
         }

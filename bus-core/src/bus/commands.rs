@@ -190,16 +190,15 @@ impl<'a, C: Command> SendCommand<'a, C> {
         };
         let timeout = self.options.timeout_or(inner.config.request_timeout);
         let (headers, correlation_id) = self.options.into_parts();
-        let ctx = Context {
-            message_id: crate::id::next_message_id(),
-            correlation_id,
-            sender: inner.identity.node_id,
-            scope: self.scope,
-            deadline: Deadline::after(timeout),
-            headers,
-            cancel: None,
-            bus: bus.handler_handle(),
-        };
+        let mut ctx = Context::new(
+            crate::id::next_message_id(),
+            inner.identity.node_id,
+            self.scope,
+            bus.handler_handle(),
+        );
+        ctx.correlation_id = correlation_id;
+        ctx.deadline = Deadline::after(timeout);
+        ctx.headers = headers;
         let cmd = self.cmd;
         // A hand-written handler may run code (and panic) before it returns its future.
         let fut = catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, ctx)))

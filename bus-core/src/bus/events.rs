@@ -180,7 +180,6 @@ impl<E: Event> Publish<'_, E> {
                 sender: inner.identity.node_id,
                 scope: self.scope,
                 headers: self.options.headers().clone(),
-                published_at: None,
             });
             for sub in subs {
                 let delivery = Delivery {

@@ -3,6 +3,7 @@
 mod builder;
 mod commands;
 mod events;
+mod inbound;
 pub(crate) mod options;
 mod peer_addrs;
 mod ready;
@@ -240,11 +241,11 @@ pub(crate) struct BusInner {
     /// Owns the subscription workers: dropping the bus aborts them.
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) next_subscription_id: AtomicU64,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     /// The node runtime, when the bus has a transport.
     pub(crate) node: Option<Arc<NodeShared>>,
     /// The peers and their interest, for [`Bus::membership`].
-    pub(crate) membership: tokio::sync::watch::Sender<Arc<MembershipView>>,
+    pub(crate) membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
     /// What the listeners actually listen on, for [`Bus::listen_addrs`].
     pub(crate) listen_addrs: Vec<Addr>,
 }

@@ -2,8 +2,8 @@
 //! encoded from a peer, and reading the reply that comes back.
 //!
 //! Every registered command handler gets a [`RemoteCommand`] entry beside its typed one. The
-//! node runtime hands it the body of a `Command` frame and sends back what it resolves to: the
-//! body of a `Reply` frame, or a [`ReplyError`].
+//! bus's inbound dispatch (`inbound.rs`) hands it the body of a peer's `Command` frame; it
+//! answers with the body of a `Reply` frame, or a [`ReplyError`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,29 +13,36 @@ use futures_util::FutureExt;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
-use crate::handler::{panic_message, BoxFuture, CommandHandler};
+#[cfg(test)]
+use crate::handler::BoxFuture;
+use crate::handler::{panic_message, CommandHandler};
+use crate::node::dispatch::{Answering, CommandBody, ReplyTo};
+
+use super::InFlightOwned;
 use crate::message::Command;
 use crate::wire::body::{decode_body, encode_body};
 use crate::wire::control::ReplyError;
 
-/// A command handler erased down to bytes: decode, run, encode.
+/// A command handler erased down to bytes: decode, run, encode, answer.
 pub(crate) trait RemoteCommand: Send + Sync {
-    /// Runs the command encoded in `body`. A body that does not decode as the command, a
-    /// handler's `Err` or panic, and a reply that does not encode all become a [`ReplyError`].
-    fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
-
-    /// As [`call`](Self::call) for a large body: `body` makes it (decompresses it, or hands
-    /// over the bytes as they came) and the command is decoded from it on a blocking thread,
-    /// so that the CPU work of a big body never holds an executor thread.
-    fn call_large(
+    /// Runs the command encoded in `body` and queues its answer on `reply`, holding `guard`
+    /// until the answer is queued. A body that does not decode as the command, a handler's
+    /// `Err` or panic, and a reply that does not encode all become a [`ReplyError`].
+    ///
+    /// A large body is made and decoded on a blocking thread, so that the CPU work of a big
+    /// body never holds an executor thread.
+    fn answer(
         &self,
-        body: BodyJob,
+        body: CommandBody,
         ctx: Context,
-    ) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
-}
+        reply: ReplyTo,
+        guard: InFlightOwned,
+    ) -> Answering;
 
-/// Makes a large command's body, off the executor's threads.
-pub(crate) type BodyJob = Box<dyn FnOnce() -> Result<Bytes, crate::wire::FrameError> + Send>;
+    /// Runs the command encoded in `body` and gives back what its caller would read.
+    #[cfg(test)]
+    fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>>;
+}
 
 /// The [`RemoteCommand`] of one command type.
 pub(crate) struct TypedRemoteCommand<C: Command> {
@@ -43,53 +50,63 @@ pub(crate) struct TypedRemoteCommand<C: Command> {
 }
 
 impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
-    fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
+    fn answer(
+        &self,
+        body: CommandBody,
+        ctx: Context,
+        reply: ReplyTo,
+        guard: InFlightOwned,
+    ) -> Answering {
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
-            let cmd: C = decode_body(&body).map_err(|e| {
-                ReplyError::new(
-                    ErrorKind::Decode,
-                    format!("`{}` did not decode: {e}", C::NAME),
-                )
-            })?;
-            run(handler, cmd, ctx).await
+            let outcome = match decode::<C>(body).await {
+                Ok(cmd) => run(handler, cmd, ctx).await,
+                Err(e) => Err(e),
+            };
+            super::inbound::answer(reply, outcome).await;
+            drop(guard);
         })
     }
 
-    fn call_large(
-        &self,
-        body: BodyJob,
-        ctx: Context,
-    ) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
+    #[cfg(test)]
+    fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
-            let decoded = tokio::task::spawn_blocking(move || -> Result<C, ReplyError> {
-                let body = body().map_err(|e| {
-                    ReplyError::new(
-                        ErrorKind::Decode,
-                        format!("the body of `{}` did not decompress: {e}", C::NAME),
-                    )
-                })?;
-                decode_body(&body).map_err(|e| {
-                    ReplyError::new(
-                        ErrorKind::Decode,
-                        format!("`{}` did not decode: {e}", C::NAME),
-                    )
-                })
-            })
-            .await;
-            let cmd = match decoded {
-                Ok(cmd) => cmd?,
-                // A `Deserialize` impl panicked, or the runtime is shutting down.
-                Err(e) => {
-                    return Err(ReplyError::new(
-                        ErrorKind::HandlerFailed,
-                        format!("decoding `{}` failed: {e}", C::NAME),
-                    ))
-                }
-            };
+            let cmd = decode::<C>(CommandBody::Bytes(body)).await?;
             run(handler, cmd, ctx).await
         })
+    }
+}
+
+/// Decodes a peer's command; a large body is made and decoded on a blocking thread.
+async fn decode<C: Command>(body: CommandBody) -> Result<C, ReplyError> {
+    let undecodable = |e| {
+        ReplyError::new(
+            ErrorKind::Decode,
+            format!("`{}` did not decode: {e}", C::NAME),
+        )
+    };
+    let job = match body {
+        CommandBody::Bytes(body) => return decode_body(&body).map_err(undecodable),
+        CommandBody::Large(job) => job,
+    };
+    let decoded = tokio::task::spawn_blocking(move || -> Result<C, ReplyError> {
+        let body = job().map_err(|e| {
+            ReplyError::new(
+                ErrorKind::Decode,
+                format!("the body of `{}` did not decompress: {e}", C::NAME),
+            )
+        })?;
+        decode_body(&body).map_err(undecodable)
+    })
+    .await;
+    match decoded {
+        Ok(cmd) => cmd,
+        // A `Deserialize` impl panicked, or the runtime is shutting down.
+        Err(e) => Err(ReplyError::new(
+            ErrorKind::HandlerFailed,
+            format!("decoding `{}` failed: {e}", C::NAME),
+        )),
     }
 }
 

@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
+use super::dispatch::Dispatch;
 use super::routes::{CommandRoute, Routes};
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
-use crate::bus::BusInner;
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::admission::HandshakeLimiter;
@@ -87,7 +87,7 @@ struct PeerEntry {
 
 struct Actor {
     node: Arc<NodeShared>,
-    bus: Weak<BusInner>,
+    dispatch: Weak<dyn Dispatch>,
     peers: HashMap<NodeId, PeerEntry>,
     /// What membership is told of `peers`, and the interest owed to them.
     links: Links,
@@ -125,7 +125,7 @@ pub(crate) fn membership_config(config: &super::NodeConfig, node_id: u128) -> Me
 /// Runs the node: listens, dials the seeds, and keeps the peers' table until shutdown.
 pub(crate) async fn run(
     node: Arc<NodeShared>,
-    bus: Weak<BusInner>,
+    dispatch: Weak<dyn Dispatch>,
     mut inbox: mpsc::Receiver<ActorMsg>,
     listeners: Vec<Box<dyn Listener>>,
     seeds: Vec<Addr>,
@@ -144,7 +144,7 @@ pub(crate) async fn run(
     };
     let mut actor = Actor {
         node: Arc::clone(&node),
-        bus,
+        dispatch,
         peers: HashMap::new(),
         links: Links::new(),
         local: LocalInterest::new(),
@@ -215,13 +215,14 @@ pub(crate) async fn run(
 
 impl Actor {
     fn init_interest(&mut self) {
-        let Some(bus) = self.bus.upgrade() else {
+        let Some(dispatch) = self.dispatch.upgrade() else {
             return;
         };
-        for name in bus.commands.keys() {
+        let names = dispatch.interest();
+        for name in names.commands {
             let _ = self.local.add_command(name);
         }
-        for name in bus.events.load().keys() {
+        for name in names.events {
             let _ = self.local.subscribe(name);
             self.local_events.insert((*name).to_owned());
         }
@@ -355,9 +356,9 @@ impl Actor {
             _node: permit,
             _host: host_permit,
         };
-        let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
+        let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
         self.tasks.spawn(async move {
-            conn::run(node, bus, c, Side::Inbound, None, Some(admission)).await;
+            conn::run(node, dispatch, c, Side::Inbound, None, Some(admission)).await;
         });
     }
 
@@ -386,8 +387,8 @@ impl Actor {
                         self.apply(out);
                         continue;
                     }
-                    let (node, bus) = (Arc::clone(&self.node), self.bus.clone());
-                    self.tasks.spawn(dial_task(node, bus, dial));
+                    let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                    self.tasks.spawn(dial_task(node, dispatch, dial));
                 }
                 Output::Joined(node_id) => tracing::debug!(node = %node_id, "member joined"),
                 Output::Left(node_id) => tracing::debug!(node = %node_id, "member left"),
@@ -442,22 +443,25 @@ impl Actor {
 
     /// Copies the membership gauges into the bus's counters.
     fn report_membership(&self) {
-        if let Some(bus) = self.bus.upgrade() {
-            let c = &bus.counters;
-            let members = u64::try_from(self.membership.live_members()).unwrap_or(u64::MAX);
-            let dials = u64::try_from(self.membership.dials_in_flight()).unwrap_or(u64::MAX);
-            c.members.store(members, Ordering::Relaxed);
-            c.dials_in_flight.store(dials, Ordering::Relaxed);
-            c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
-        }
+        let c = &self.node.counters;
+        let members = u64::try_from(self.membership.live_members()).unwrap_or(u64::MAX);
+        let dials = u64::try_from(self.membership.dials_in_flight()).unwrap_or(u64::MAX);
+        c.members.store(members, Ordering::Relaxed);
+        c.dials_in_flight.store(dials, Ordering::Relaxed);
+        c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
     }
 
     /// Our subscriptions changed: tell every peer the difference.
     fn on_local_interest(&mut self) {
-        let Some(bus) = self.bus.upgrade() else {
+        let Some(dispatch) = self.dispatch.upgrade() else {
             return;
         };
-        let now: BTreeSet<String> = bus.events.load().keys().map(|k| (*k).to_owned()).collect();
+        let now: BTreeSet<String> = dispatch
+            .interest()
+            .events
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let mut deltas = Vec::new();
         for added in now.difference(&self.local_events) {
             deltas.extend(self.local.subscribe(added));
@@ -531,14 +535,14 @@ impl Actor {
             Alone::default()
         };
         self.alone.set(now);
-        if let Some(bus) = self.bus.upgrade() {
-            let unreachable = self.foreign.clone();
-            bus.membership.send_replace(view::shared(MembershipView {
+        let unreachable = self.foreign.clone();
+        self.node
+            .membership
+            .send_replace(view::shared(MembershipView {
                 peers,
                 unreachable,
                 alone,
             }));
-        }
     }
 
     /// Goodbye to every peer; each writer sends what is queued, then closes.

@@ -1,32 +1,27 @@
 //! One connection: the handshake, then a reader loop (with liveness) and an owned writer task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
+use super::dispatch::{CommandBody, Dispatch, EventSink, InboundCommand, ReplyTo};
 use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::warn::{peer_warn, WarnLimit};
 use super::{encode, NodeShared, LARGE_BODY};
-use crate::bus::{Bus, BusInner, EventTable};
-use crate::context::{Context, Deadline, Headers};
 use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
 use crate::proto::handshake::{ConnectionKey, Established, Handshake, HandshakeError, Step};
 use crate::proto::liveness::{Liveness, LivenessEvent};
 use crate::proto::membership::DialRequest;
-use crate::proto::requests::{deadline_from_remaining, InboundRequests};
+use crate::proto::requests::InboundRequests;
 use crate::proto::retirement::{Closing, Retirement};
-use crate::proto::routing::Here;
-use crate::scope::Scope;
-use crate::stats::Counters;
-use crate::subscription::EventMeta;
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, RejectReason,
@@ -39,7 +34,7 @@ mod inbound;
 mod writer;
 
 use handshake::handshake;
-use inbound::{EventTarget, Inbound, Large};
+use inbound::{Inbound, Large};
 use writer::{unsent_commands, write_loop, LastSent};
 
 /// Which end of the connection this node is.
@@ -92,7 +87,7 @@ pub(crate) enum Reached {
 /// connection takes among the node's and its host's concurrent inbound handshakes.
 pub(crate) async fn run(
     node: Arc<NodeShared>,
-    bus: Weak<BusInner>,
+    dispatch: Weak<dyn Dispatch>,
     conn: Connection,
     side: Side,
     dial: Option<DialRequest>,
@@ -159,7 +154,7 @@ pub(crate) async fn run(
         .min(u32::MAX as usize);
     let mut inbound = Inbound {
         node: &node,
-        bus: &bus,
+        dispatch: &dispatch,
         peer: &peer,
         running: InboundRequests::new(node.config.max_in_flight_per_peer),
         handlers: JoinSet::new(),
@@ -373,7 +368,7 @@ async fn on_burst(
     // before any other frame, whose handling may wait. (A yield for the cooperative budget
     // between two events keeps it: the events after the yield are delivered as if they had
     // been read before it.)
-    let mut events: Option<EventTarget> = None;
+    let mut events: Option<Arc<dyn EventSink>> = None;
     while let Some(bytes) = next.take() {
         // A compressed body over `LARGE_BODY` comes back undecompressed; a plain one over it is
         // decoded off the reader too. Either way the fast path below only compares a length.
@@ -382,10 +377,10 @@ async fn on_burst(
                 if frame.kind == FrameKind::Event && frame.body.len() <= LARGE_BODY =>
             {
                 if events.is_none() {
-                    events = inbound.event_target();
+                    events = inbound.events();
                 }
-                if let Some(target) = &events {
-                    inbound.on_event(target, frame);
+                if let Some(sink) = &events {
+                    inbound.on_event(&**sink, frame);
                 }
             }
             Ok(Decoded::Frame(frame))

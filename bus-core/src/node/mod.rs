@@ -8,6 +8,7 @@
 
 mod actor;
 mod conn;
+pub(crate) mod dispatch;
 mod peer;
 mod routes;
 mod view;
@@ -117,6 +118,10 @@ pub(crate) struct NodeShared {
     next_conn_id: AtomicU64,
     /// Cancelled at shutdown: listeners and seed dialling stop.
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// The counters the node keeps up to date (membership gauges), shared with the bus.
+    pub(crate) counters: Arc<crate::stats::Counters>,
+    /// Where the actor publishes the peers and their interest, for the bus's watchers.
+    pub(crate) membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -134,6 +139,8 @@ impl NodeShared {
     pub(crate) fn new(
         identity: PeerIdentity,
         config: NodeConfig,
+        counters: Arc<crate::stats::Counters>,
+        membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
     ) -> (Arc<NodeShared>, mpsc::Receiver<ActorMsg>) {
         let (inbox, rx) = mpsc::channel(INBOX_CAPACITY);
         let shared = NodeShared {
@@ -147,6 +154,8 @@ impl NodeShared {
             interest_changed: Notify::new(),
             next_conn_id: AtomicU64::new(1),
             stopping: tokio_util::sync::CancellationToken::new(),
+            counters,
+            membership,
         };
         (Arc::new(shared), rx)
     }

@@ -60,7 +60,11 @@ pub(super) async fn accept_loop(mut listener: Box<dyn Listener>, inbox: mpsc::Se
 
 /// Makes one dial that membership asked for and runs the connection it opens; a failure is
 /// reported back, a success is reported by the connection's handshake.
-pub(super) async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: DialRequest) {
+pub(super) async fn dial_task(
+    node: Arc<NodeShared>,
+    dispatch: Weak<dyn Dispatch>,
+    dial: DialRequest,
+) {
     let addr = match Addr::parse(&dial.addr) {
         Ok(addr) => addr,
         Err(_) => {
@@ -77,7 +81,7 @@ pub(super) async fn dial_task(node: Arc<NodeShared>, bus: Weak<BusInner>, dial: 
         Ok(c) => {
             conn::run(
                 Arc::clone(&node),
-                bus,
+                dispatch,
                 c,
                 Side::Outbound,
                 Some(dial.clone()),

@@ -6,7 +6,8 @@ use super::*;
 /// The reader's side of the requests a peer sends us.
 pub(super) struct Inbound<'a> {
     pub(super) node: &'a NodeShared,
-    pub(super) bus: &'a Weak<BusInner>,
+    /// The layer above, which runs commands and delivers events.
+    pub(super) dispatch: &'a Weak<dyn Dispatch>,
     pub(super) peer: &'a Arc<PeerHandle>,
     pub(super) running: InboundRequests<CancellationToken>,
     /// The handlers running for this peer; each returns its request id. Dropped (aborted) with
@@ -155,8 +156,8 @@ impl Inbound<'_> {
                 }
             }
             FrameKind::Event => {
-                if let Some(target) = self.event_target() {
-                    self.on_event(&target, frame);
+                if let Some(sink) = self.events() {
+                    self.on_event(&*sink, frame);
                 }
             }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
@@ -220,8 +221,8 @@ impl Inbound<'_> {
             }
             FrameKind::Event => {
                 if over_cap {
-                    if let Some(bus) = self.bus.upgrade() {
-                        Counters::bump(&bus.counters.remote_events_too_large);
+                    if let Some(sink) = self.events() {
+                        sink.too_large();
                     }
                     tracing::debug!(peer = %self.peer.node_id, size, "event body over the decompressed limit: dropped");
                     return Ok(());
@@ -243,7 +244,7 @@ impl Inbound<'_> {
     /// Delivers a large event from a blocking thread, which decompresses and decodes it once
     /// for every subscription; the reader waits for it, so this peer's events stay in order.
     pub(super) async fn on_large_event(&self, large: Large) -> Result<(), Ended> {
-        let Some(target) = self.event_target() else {
+        let Some(sink) = self.events() else {
             return Ok(());
         };
         let head = large.head();
@@ -252,23 +253,13 @@ impl Inbound<'_> {
             return Ok(());
         };
         // No subscriber: nothing to decompress.
-        let Some(slot) = target.table.get(&**name).cloned() else {
+        if !sink.wants(name) {
             return Ok(());
-        };
-        let correlation_id = head.headers.correlation_id.clone().map(Arc::from);
-        let meta = self.meta(target.scope, correlation_id, headers_of(head));
+        }
         let name = Arc::clone(name);
-        let bus = target.bus;
-        let message_id = crate::id::next_message_id();
         let delivered = off_reader(move || {
             let frame = large.into_frame()?;
-            Ok((slot.deliver)(
-                &slot,
-                &frame.body,
-                message_id,
-                &meta,
-                &bus.counters,
-            ))
+            Ok(sink.deliver(&frame))
         })
         .await?;
         if let Err(e) = delivered {
@@ -280,7 +271,11 @@ impl Inbound<'_> {
     /// Answers request `id` at once with an error (the reader never waits: a full reply lane
     /// drops it, and the caller times out).
     pub(super) fn refuse(&self, id: u64, kind: ErrorKind, message: String) {
-        let err = ReplyError::new(kind, message);
+        self.refuse_with(id, ReplyError::new(kind, message));
+    }
+
+    /// As [`refuse`](Self::refuse), with the error made.
+    pub(super) fn refuse_with(&self, id: u64, err: ReplyError) {
         if let Ok(mut frame) = err.to_frame() {
             frame.request_id = id;
             if let Ok(bytes) = encode(&self.peer.send_codec, &frame) {
@@ -291,22 +286,12 @@ impl Inbound<'_> {
 
     /// Runs a peer's command; a `large` one has its body made and decoded on a blocking thread
     /// in its handler's task, and holds its share of the peer's budget until it ends.
-    pub(super) fn on_command(&mut self, frame: Frame, large: Option<LargeCommand>) {
-        let id = frame.request_id;
+    pub(super) fn on_command(&mut self, mut head: Frame, large: Option<LargeCommand>) {
+        let id = head.request_id;
         let peer = self.peer;
-        let Some(bus) = self.bus.upgrade() else {
+        let Some(dispatch) = self.dispatch.upgrade() else {
             return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
         };
-        let Some(FrameName::Inline(name)) = &frame.name else {
-            return self.refuse(id, ErrorKind::Decode, "a command without a name".into());
-        };
-        let Some(slot) = bus.commands.get(&**name) else {
-            return self.refuse(id, ErrorKind::NoHandler, format!("no handler for `{name}`"));
-        };
-        let guard = bus.enter_owned();
-        if bus.is_closed() {
-            return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
-        }
         let token = CancellationToken::new();
         if let Err(o) = self.running.admit(peer.node_id, id, token.clone()) {
             return self.refuse(
@@ -315,106 +300,54 @@ impl Inbound<'_> {
                 format!("{} requests already running for this peer", o.limit),
             );
         }
-        let deadline = match frame.headers.deadline {
-            Some(remaining) => {
-                let at = deadline_from_remaining(remaining, now_std());
-                Deadline::After {
-                    timeout: remaining,
-                    at: OnceLock::from(tokio::time::Instant::from_std(at)),
-                }
+        let (body, permit) = match large {
+            Some(LargeCommand { permit, body }) => (
+                CommandBody::Large(Box::new(move || body.into_frame().map(|f| f.body))),
+                Some(permit),
+            ),
+            None => (CommandBody::Bytes(std::mem::take(&mut head.body)), None),
+        };
+        let reply = ReplyTo {
+            id,
+            codec: peer.send_codec,
+            lane: peer.lanes.replies.clone(),
+            cancel: token,
+        };
+        let cmd = InboundCommand { head, body, reply };
+        let mut answering = match dispatch.command(peer, cmd) {
+            Ok(answering) => answering,
+            Err(refused) => {
+                let _ = self.running.finish(peer.node_id, id);
+                return self.refuse_with(id, refused);
             }
-            None => Deadline::None,
         };
-        let ctx = Context {
-            message_id: crate::id::next_message_id(),
-            correlation_id: frame.headers.correlation_id.clone().map(Arc::from),
-            sender: peer.node_id,
-            scope: scope_of(&bus, peer),
-            deadline,
-            headers: headers_of(&frame),
-            cancel: Some(token.clone()),
-            bus: Bus::for_handler(Arc::clone(&bus)),
-        };
-        let codec = peer.send_codec;
-        let replies = peer.lanes.replies.clone();
         let span = tracing::Span::current();
-        if let Some(LargeCommand { permit, body }) = large {
-            let fut = slot
-                .remote
-                .call_large(Box::new(move || body.into_frame().map(|f| f.body)), ctx);
-            drop(bus);
+        if let Some(permit) = permit {
             self.handlers.spawn(
                 async move {
-                    let _guard = guard;
-                    let outcome = fut.await;
+                    answering.await;
                     // The body and the command decoded from it are gone: the budget is free.
                     drop(permit);
-                    if token.is_cancelled() {
-                        return id;
-                    }
-                    if let Some(bytes) = reply_frame(&codec, id, outcome) {
-                        let _ = replies.send(bytes).await;
-                    }
                     id
                 }
                 .instrument(span),
             );
             return;
         }
-        let mut fut = slot.remote.call(frame.body, ctx);
-        drop(bus);
-        // Poll the handler once here: one that answers at once (the common case) replies
-        // without a hand-off to a task of its own, which after an idle link is a wake-up. The
-        // future catches its handler's panics, so polling it here cannot unwind into the
-        // reader. The waker is a no-op: a handler still pending is spawned below, and its
-        // task's first poll registers the real waker.
+        // Poll it once here: a handler that answers at once (the common case) replies without
+        // a hand-off to a task of its own, which after an idle link is a wake-up. The future
+        // catches its handler's panics, so polling it here cannot unwind into the reader. The
+        // waker is a no-op: one still pending is spawned below, and its task's first poll
+        // registers the real waker.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let outcome = match fut.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(outcome) => Some(outcome),
-            std::task::Poll::Pending => None,
-        };
-        match outcome {
-            Some(outcome) => {
-                // Nothing can have cancelled it yet: the reader is still on this frame.
-                let Some(bytes) = reply_frame(&codec, id, outcome) else {
-                    let _ = self.running.finish(peer.node_id, id);
-                    return;
-                };
-                match replies.try_send(bytes) {
-                    Ok(()) => {
-                        let _ = self.running.finish(peer.node_id, id);
-                    }
-                    // A full reply lane: a task waits for room, so the reader never does.
-                    Err(mpsc::error::TrySendError::Full(bytes)) => {
-                        self.handlers.spawn(
-                            async move {
-                                let _guard = guard;
-                                if !token.is_cancelled() {
-                                    let _ = replies.send(bytes).await;
-                                }
-                                id
-                            }
-                            .instrument(span),
-                        );
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        let _ = self.running.finish(peer.node_id, id);
-                    }
-                }
+        match answering.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(()) => {
+                let _ = self.running.finish(peer.node_id, id);
             }
-            None => {
+            std::task::Poll::Pending => {
                 self.handlers.spawn(
                     async move {
-                        let _guard = guard;
-                        let outcome = fut.await;
-                        // A caller that gave up wants no answer.
-                        if token.is_cancelled() {
-                            return id;
-                        }
-                        let bytes = reply_frame(&codec, id, outcome);
-                        if let Some(bytes) = bytes {
-                            let _ = replies.send(bytes).await;
-                        }
+                        answering.await;
                         id
                     }
                     .instrument(span),
@@ -423,56 +356,14 @@ impl Inbound<'_> {
         }
     }
 
-    /// What delivering events needs, or `None` once the bus is gone.
-    pub(super) fn event_target(&self) -> Option<EventTarget> {
-        let bus = self.bus.upgrade()?;
-        let table = bus.events.load_full();
-        let scope = scope_of(&bus, self.peer);
-        Some(EventTarget {
-            bus,
-            table,
-            scope,
-            plain: std::cell::OnceCell::new(),
-        })
+    /// What delivers this peer's events, or `None` once the bus is gone.
+    pub(super) fn events(&self) -> Option<Arc<dyn EventSink>> {
+        self.dispatch.upgrade()?.events(self.peer)
     }
 
-    /// The context of this peer's events in `scope`.
-    pub(super) fn meta(
-        &self,
-        scope: Scope,
-        correlation_id: Option<Arc<str>>,
-        headers: Headers,
-    ) -> Arc<EventMeta> {
-        Arc::new(EventMeta {
-            correlation_id,
-            sender: self.peer.node_id,
-            scope,
-            headers,
-            published_at: None,
-        })
-    }
-
-    pub(super) fn on_event(&self, target: &EventTarget, frame: Frame) {
-        let Some(FrameName::Inline(name)) = &frame.name else {
-            peer_warn!(self.warnings, peer = %self.peer.node_id, "an event without a name");
-            return;
-        };
-        let Some(slot) = target.table.get(&**name) else {
-            return;
-        };
-        let message_id = crate::id::next_message_id();
-        let with_headers;
-        let meta = if frame.headers.is_empty() {
-            target
-                .plain
-                .get_or_init(|| self.meta(target.scope, None, Headers::new()))
-        } else {
-            let correlation_id = frame.headers.correlation_id.clone().map(Arc::from);
-            with_headers = self.meta(target.scope, correlation_id, headers_of(&frame));
-            &with_headers
-        };
-        if let Err(e) = (slot.deliver)(slot, &frame.body, message_id, meta, &target.bus.counters) {
-            peer_warn!(self.warnings, peer = %self.peer.node_id, event = %name, error = %e, "event did not decode");
+    pub(super) fn on_event(&self, sink: &dyn EventSink, frame: Frame) {
+        if let Err(e) = sink.deliver(&frame) {
+            peer_warn!(self.warnings, peer = %self.peer.node_id, event = ?frame.name, error = %e, "event did not decode");
         }
     }
 }
@@ -504,60 +395,4 @@ pub(super) fn is_request_id_zero(kind: FrameKind, id: u64) -> bool {
             kind,
             FrameKind::Command | FrameKind::Reply | FrameKind::ReplyError | FrameKind::Cancel
         )
-}
-
-/// The bus, its event table and the sender's scope, shared by the events of one read burst.
-pub(super) struct EventTarget {
-    pub(super) bus: Arc<BusInner>,
-    pub(super) table: Arc<EventTable>,
-    pub(super) scope: Scope,
-    /// The context of the burst's events without headers, made at the first.
-    pub(super) plain: std::cell::OnceCell<Arc<EventMeta>>,
-}
-
-/// The encoded `Reply` or `ReplyError` for request `id`.
-pub(super) fn reply_frame(
-    codec: &FrameCodec,
-    id: u64,
-    outcome: Result<Bytes, ReplyError>,
-) -> Option<Bytes> {
-    let mut frame = match outcome {
-        Ok(body) => Frame::new(FrameKind::Reply, body),
-        Err(e) => e.to_frame().ok()?,
-    };
-    frame.request_id = id;
-    match encode(codec, &frame) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            let mut err = ReplyError::new(ErrorKind::TooLarge, e.to_string())
-                .to_frame()
-                .ok()?;
-            err.request_id = id;
-            encode(codec, &err).ok()
-        }
-    }
-}
-
-/// The narrowest scope the sender is in, as seen from here.
-pub(super) fn scope_of(bus: &BusInner, peer: &PeerHandle) -> Scope {
-    let here = Here {
-        host_id: &bus.identity.host_id,
-        cluster: &bus.identity.cluster,
-    };
-    let (h, c) = (&peer.identity.host_id, &peer.identity.cluster);
-    [Scope::Machine, Scope::Cluster]
-        .into_iter()
-        .find(|s| here.in_scope(*s, h, c))
-        .unwrap_or(Scope::Network)
-}
-
-pub(super) fn headers_of(frame: &Frame) -> Headers {
-    let mut headers = Headers::new();
-    if let Some(key) = &frame.headers.idempotency_key {
-        headers.insert(Headers::IDEMPOTENCY_KEY, key.clone());
-    }
-    for (k, v) in &frame.headers.extra {
-        headers.insert(k.clone(), v.clone());
-    }
-    headers
 }

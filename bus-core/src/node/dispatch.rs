@@ -1,0 +1,92 @@
+//! The seam between the runtime and the layer above it.
+//!
+//! The runtime moves frames; what a peer's command or event *means* (which handler runs it, in
+//! which context, how its reply is encoded) is decided above, by whatever implements
+//! [`Dispatch`] (the bus). The runtime holds it weakly: a node whose bus is gone refuses
+//! commands and drops events. Nothing under `node/` names the bus's types.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::peer::PeerHandle;
+use crate::wire::control::ReplyError;
+use crate::wire::{Frame, FrameCodec, FrameError};
+
+/// What the runtime asks of the layer above it.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Starts `cmd`, a command `peer` sent. `Ok` is a future that runs it and queues its reply
+    /// (or nothing, if the caller gave up); the runtime polls it once at once and spawns it if
+    /// it did not finish. `Err` refuses it without running anything; the runtime answers with
+    /// the error.
+    fn command(
+        self: Arc<Self>,
+        peer: &PeerHandle,
+        cmd: InboundCommand,
+    ) -> Result<Answering, ReplyError>;
+
+    /// What delivers the events `peer` sends, for one burst of frames; `None` once nothing
+    /// here can receive events (the bus is closing).
+    fn events(self: Arc<Self>, peer: &PeerHandle) -> Option<Arc<dyn EventSink>>;
+
+    /// The command names handled here and the event names subscribed to here: the interest
+    /// the runtime announces to peers.
+    fn interest(&self) -> LocalNames;
+}
+
+/// The names a node handles, as [`Dispatch::interest`] gives them.
+#[derive(Debug, Default)]
+pub(crate) struct LocalNames {
+    pub(crate) commands: Vec<&'static str>,
+    pub(crate) events: Vec<&'static str>,
+}
+
+/// A peer's command, as the runtime hands it over.
+pub(crate) struct InboundCommand {
+    /// The frame without its body: kind, request id, name and headers.
+    pub(crate) head: Frame,
+    pub(crate) body: CommandBody,
+    /// Where the answer goes.
+    pub(crate) reply: ReplyTo,
+}
+
+/// A command's body: the bytes, or (for a large body) the job that makes them off the
+/// executor's threads.
+pub(crate) enum CommandBody {
+    Bytes(Bytes),
+    Large(BodyJob),
+}
+
+/// Makes a large command's body (decompresses it, or hands over the bytes as they came).
+pub(crate) type BodyJob = Box<dyn FnOnce() -> Result<Bytes, FrameError> + Send>;
+
+/// How a command's answer reaches its caller.
+pub(crate) struct ReplyTo {
+    /// The request id to answer.
+    pub(crate) id: u64,
+    /// How the peer reads our frames.
+    pub(crate) codec: FrameCodec,
+    /// The peer's reply lane.
+    pub(crate) lane: mpsc::Sender<Bytes>,
+    /// Cancelled when the caller gives up (a `Cancel` frame) or the connection ends.
+    pub(crate) cancel: CancellationToken,
+}
+
+/// A command being answered: resolves once its reply is queued (or it was given up).
+pub(crate) type Answering = futures_util::future::BoxFuture<'static, ()>;
+
+/// Delivers the events of one peer.
+pub(crate) trait EventSink: Send + Sync {
+    /// Whether anything here subscribes to event `name` (a large body is not decompressed for
+    /// nothing).
+    fn wants(&self, name: &str) -> bool;
+
+    /// Offers one event frame to the subscriptions of its name, never waiting. An event
+    /// nothing subscribes to is dropped; `Err` is a body that does not decode.
+    fn deliver(&self, frame: &Frame) -> Result<(), FrameError>;
+
+    /// Counts an event dropped unread because its body was over the decompressed limit.
+    fn too_large(&self);
+}
