@@ -65,7 +65,11 @@ impl Context {
         }
     }
 
-    /// The message's id, unique per sending node (see [`sender`](Context::sender)).
+    /// This delivery's id, unique among the messages handled in this process: it is given here
+    /// when the message arrives (ids do not travel), so two nodes may give the same id to
+    /// different messages, and a retried request gets a new one. To recognise a retry, use
+    /// [`idempotency_key`](Context::idempotency_key); to follow a message across nodes,
+    /// [`correlation_id`](Context::correlation_id).
     pub fn message_id(&self) -> u64 {
         self.message_id
     }

@@ -1,44 +1,26 @@
 //! [`BusBuilder`]: configuration, services and handler registration.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::FutureExt;
-use rustc_hash::FxHashMap;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-use super::{table_with, Bus, BusInner, CommandSlot, Config, EventTable, Identity};
+use super::registry::{add_command, add_subscriber, Registration, Registry};
+use super::{Bus, BusInner, Config, Identity};
 use crate::discovery::Discovery;
 use crate::error::Error;
-use crate::handler::{panic_message, BoxFuture, IntoCommandHandler, IntoEventHandler};
+use crate::handler::{IntoCommandHandler, IntoEventHandler};
 use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeConfig, NodeShared};
 use crate::services::Services;
 use crate::stats::Counters;
-use crate::subscription::{Delivery, SubSender, SubscriptionOptions};
 use crate::transport::{Addr, Transport};
 use crate::wire::control::PeerIdentity;
-use crate::{CommandHandler, EventHandler};
-
-/// What a registration adds to the bus being started.
-#[derive(Default)]
-struct Registry {
-    commands: FxHashMap<&'static str, CommandSlot>,
-    events: EventTable,
-    workers: Vec<Worker>,
-    next_subscription_id: u64,
-}
-
-/// A subscription worker, waiting for the bus to exist.
-type Worker = Box<dyn FnOnce(Weak<BusInner>) -> BoxFuture<'static, ()> + Send>;
-
-type Registration = Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send>;
 
 /// Configures and starts a [`Bus`].
 ///
@@ -425,7 +407,7 @@ impl BusBuilder {
 
     /// Registers a subscriber of event `E`, in the shapes
     /// [`command_handler`](Self::command_handler) takes (an async fn or closure gets the event as
-    /// an `Arc<E>`). It runs with the default [`SubscriptionOptions`] unless given its own with
+    /// an `Arc<E>`). It runs with the default [`SubscriptionOptions`](crate::SubscriptionOptions) unless given its own with
     /// [`with_options`](crate::EventHandlerExt::with_options).
     ///
     /// ```
@@ -599,86 +581,6 @@ impl BusBuilder {
             }
         }
         Ok(Bus::owning(inner))
-    }
-}
-
-fn add_command<C: Command>(reg: &mut Registry, f: Arc<dyn CommandHandler<C>>) -> Result<(), Error> {
-    if let Some(existing) = reg.commands.get(C::NAME) {
-        let err = if existing.type_id == std::any::TypeId::of::<C>() {
-            Error::config(format!(
-                "two handlers registered for command `{}`; a command has exactly one handler per node",
-                C::NAME
-            ))
-            .with_message_name(C::NAME)
-        } else {
-            super::name_clash(C::NAME, existing.type_name, std::any::type_name::<C>())
-        };
-        return Err(err);
-    }
-    reg.commands.insert(C::NAME, CommandSlot::new(f));
-    Ok(())
-}
-
-fn add_subscriber<E: Event>(
-    reg: &mut Registry,
-    f: Arc<dyn EventHandler<E>>,
-    options: SubscriptionOptions,
-) -> Result<(), Error> {
-    let id = reg.next_subscription_id;
-    reg.next_subscription_id += 1;
-    let (tx, rx) = flume::bounded::<Delivery<E>>(options.capacity);
-    let sub = Arc::new(SubSender {
-        id,
-        tx,
-        policy: options.when_full,
-    });
-    reg.events = table_with(&reg.events, sub)?;
-    for _ in 0..options.concurrency {
-        let rx = rx.clone();
-        let f = Arc::clone(&f);
-        let span = tracing::debug_span!("subscription", event = E::NAME, id);
-        reg.workers.push(Box::new(move |bus| {
-            Box::pin(tracing::Instrument::instrument(
-                run_subscriber(rx, f, bus),
-                span,
-            ))
-        }));
-    }
-    Ok(())
-}
-
-/// Runs one subscription worker: takes events off the queue one at a time until the queue is
-/// closed and empty, or the bus is gone.
-async fn run_subscriber<E: Event>(
-    rx: flume::Receiver<Delivery<E>>,
-    handler: Arc<dyn EventHandler<E>>,
-    bus: Weak<BusInner>,
-) {
-    while let Ok(delivery) = rx.recv_async().await {
-        let Some(inner) = bus.upgrade() else { return };
-        let message_id = delivery.message_id;
-        let ctx = delivery
-            .meta
-            .context(message_id, Bus::for_handler(Arc::clone(&inner)));
-        let outcome = AssertUnwindSafe(handler.handle(delivery.event, ctx))
-            .catch_unwind()
-            .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                Counters::bump(&inner.counters.event_handler_errors);
-                tracing::warn!(event = E::NAME, message_id, error = %err, "event handler failed");
-            }
-            Err(panic) => {
-                Counters::bump(&inner.counters.event_handler_panics);
-                tracing::error!(
-                    event = E::NAME,
-                    message_id,
-                    panic = %panic_message(&*panic),
-                    "event handler panicked"
-                );
-            }
-        }
     }
 }
 

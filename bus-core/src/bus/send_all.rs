@@ -11,8 +11,9 @@ use futures_core::Stream;
 use futures_util::stream::{Collect, FuturesUnordered};
 use futures_util::StreamExt;
 
-use super::commands::{about, remote_call, remote_only_local};
+use super::commands::remote_only_local;
 use super::options::{request_setters, RequestOptions};
+use super::outbound::{about, remote_call};
 use super::{Bus, InFlight};
 use crate::error::Error;
 use crate::handler::BoxFuture;

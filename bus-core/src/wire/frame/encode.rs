@@ -72,7 +72,7 @@ impl FrameCodec {
     }
 
     /// Appends the frame of a message named `name` whose body is `body` encoded as
-    /// [`encode_body`](super::body::encode_body) does, serializing it straight into `dst`:
+    /// [`encode_body`](crate::wire::body::encode_body) does, serializing it straight into `dst`:
     /// no intermediate body buffer and no copy of an uncompressed body. The bytes are those
     /// [`encode`](Self::encode) writes for the same frame, compression included.
     ///

@@ -4,13 +4,17 @@ mod builder;
 mod commands;
 mod events;
 mod inbound;
+mod outbound;
+mod registry;
+
+use registry::{name_clash, table_with};
+pub(crate) use registry::{CommandSlot, EventTable, SubList};
 pub(crate) mod options;
 mod peer_addrs;
 mod ready;
 pub(crate) mod remote;
 mod send_all;
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,14 +37,12 @@ pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
 pub use send_all::{SendAll, SendAllStream};
 
 use crate::error::{Error, ErrorKind};
-use crate::handler::CommandHandler;
 use crate::id::NodeId;
-use crate::message::{Command, Event};
+use crate::message::Event;
 use crate::node::{MembershipView, NodeShared};
 use crate::stats::{BusStats, Counters, PeerStats};
-use crate::subscription::{Delivery, EventMeta, SubSender, Subscription, SubscriptionOptions};
+use crate::subscription::{SubSender, Subscription, SubscriptionOptions};
 use crate::transport::Addr;
-use crate::wire::FrameError;
 
 /// A node of the mesh: the handle through which a service sends commands, publishes events and
 /// subscribes.
@@ -105,119 +107,6 @@ pub(crate) struct Identity {
 pub(crate) struct Config {
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) shutdown_timeout: Duration,
-}
-
-/// A registered command handler, its command type erased.
-pub(crate) struct CommandSlot {
-    pub(crate) type_id: TypeId,
-    pub(crate) type_name: &'static str,
-    /// An `Arc<dyn CommandHandler<C>>`.
-    pub(crate) handler: Box<dyn Any + Send + Sync>,
-    /// The same handler for commands that arrive encoded from peers.
-    pub(crate) remote: Arc<dyn remote::RemoteCommand>,
-}
-
-impl CommandSlot {
-    pub(crate) fn new<C: Command>(handler: Arc<dyn CommandHandler<C>>) -> Self {
-        CommandSlot {
-            type_id: TypeId::of::<C>(),
-            type_name: std::any::type_name::<C>(),
-            remote: Arc::new(remote::TypedRemoteCommand {
-                handler: Arc::clone(&handler),
-            }),
-            handler: Box::new(handler),
-        }
-    }
-
-    pub(crate) fn get<C: Command>(&self) -> Option<&Arc<dyn CommandHandler<C>>> {
-        self.handler.downcast_ref()
-    }
-}
-
-/// The subscriptions of one event name, their event type erased.
-#[derive(Clone)]
-pub(crate) struct EventSlot {
-    pub(crate) type_name: &'static str,
-    /// An `Arc<Vec<Arc<SubSender<E>>>>`.
-    pub(crate) subs: Arc<dyn Any + Send + Sync>,
-    /// Delivers an event that arrived encoded from a peer: decodes it once and offers it to
-    /// every subscription without waiting.
-    pub(crate) deliver: DeliverRemote,
-}
-
-/// See [`EventSlot::deliver`].
-pub(crate) type DeliverRemote =
-    fn(&EventSlot, &[u8], u64, &Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
-
-/// Decodes a peer's event of type `E` once and offers the shared value to every subscription.
-/// A full queue drops it for that subscription and counts the drop: the connection's reader
-/// must never wait, or heartbeats would stall behind a slow subscriber.
-fn deliver_remote<E: Event>(
-    slot: &EventSlot,
-    body: &[u8],
-    message_id: u64,
-    meta: &Arc<EventMeta>,
-    counters: &Counters,
-) -> Result<(), FrameError> {
-    let Some(subs) = slot.get::<E>() else {
-        return Ok(());
-    };
-    let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
-    for sub in subs {
-        let delivery = Delivery {
-            event: Arc::clone(&event),
-            message_id,
-            meta: Arc::clone(meta),
-        };
-        if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
-            Counters::bump(&counters.remote_events_dropped);
-        }
-    }
-    Ok(())
-}
-
-pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
-
-impl EventSlot {
-    pub(crate) fn get<E: Event>(&self) -> Option<&SubList<E>> {
-        self.subs.downcast_ref()
-    }
-}
-
-/// The routing snapshot for events: replaced as a whole when a subscription comes or goes, so
-/// publishers read it without a lock.
-pub(crate) type EventTable = FxHashMap<&'static str, EventSlot>;
-
-/// Adds `sub` to `table`, checking that the name is not taken by another type.
-pub(crate) fn table_with<E: Event>(
-    table: &EventTable,
-    sub: Arc<SubSender<E>>,
-) -> Result<EventTable, Error> {
-    let mut table = table.clone();
-    let mut list: SubList<E> = match table.get(E::NAME) {
-        Some(slot) => slot
-            .get::<E>()
-            .ok_or_else(|| name_clash(E::NAME, slot.type_name, std::any::type_name::<E>()))?
-            .clone(),
-        None => Vec::new(),
-    };
-    list.push(sub);
-    table.insert(
-        E::NAME,
-        EventSlot {
-            type_name: std::any::type_name::<E>(),
-            subs: Arc::new(list),
-            deliver: deliver_remote::<E>,
-        },
-    );
-    Ok(table)
-}
-
-pub(crate) fn name_clash(name: &str, registered: &str, used: &str) -> Error {
-    Error::config(format!(
-        "message name `{name}` is used by two types: `{registered}` and `{used}`; give one of them another name"
-    ))
-    .with_message_name(name.to_owned())
 }
 
 pub(crate) struct BusInner {

@@ -1,0 +1,236 @@
+//! A command's way to a peer: sending its frame, waiting for the answer, sending it to another
+//! handler when its connection failed before it was written, and taking it back (a `Cancel`)
+//! when the caller gives up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::remote::read_reply;
+use crate::error::{Error, ErrorKind};
+use crate::message::Command;
+use crate::node::{encode, Answer, NodeShared, PeerHandle, ReplyOutcome};
+use crate::proto::requests::cancel_frame;
+use crate::proto::routing::Here;
+use crate::scope::Scope;
+use crate::wire::{with_remaining_deadline, PREFIX_LEN};
+
+/// How many times a command that was never sent is sent to another handler at most.
+const MAX_REROUTES: usize = 4;
+
+/// What a command needs to find another handler when its connection failed before it was
+/// written.
+pub(super) struct Reroute {
+    pub(super) node: Arc<NodeShared>,
+    pub(super) scope: Scope,
+}
+
+impl Reroute {
+    /// Another available handler of `name` in scope that can take `bytes`, if there is one.
+    /// The connection that failed is already out of the routes' picks.
+    fn next(&self, name: &str, bytes: &Bytes) -> Option<Arc<PeerHandle>> {
+        let local = self.node.local.load();
+        let identity = local.identity();
+        let here = Here {
+            host_id: &identity.host_id,
+            cluster: &identity.cluster,
+        };
+        let routes = self.node.routes.load();
+        let route = routes.commands.get(name)?;
+        // Only those whose limit takes the frame (a rare path: the copy costs nothing that
+        // matters here).
+        let fit: Vec<Arc<PeerHandle>> = route
+            .peers
+            .iter()
+            .filter(|p| bytes.len().saturating_sub(PREFIX_LEN) <= p.send_codec.max_frame_size)
+            .cloned()
+            .collect();
+        route.picker.pick(&fit, here, self.scope).map(Arc::clone)
+    }
+}
+
+/// Sends an encoded command to `peer` and waits for its answer. A command whose connection
+/// failed before any byte of it was written never reached a handler, so it goes to another
+/// handler in scope (at most [`MAX_REROUTES`] times, within the same timeout) rather than
+/// failing with `PeerLost`: at-most-once still holds.
+pub(super) async fn routed_call<C: Command>(
+    route: Reroute,
+    mut peer: Arc<PeerHandle>,
+    id: u64,
+    mut bytes: Bytes,
+    timeout: Option<Duration>,
+) -> Result<C::Reply, Error> {
+    let started = tokio::time::Instant::now();
+    let routed = async {
+        let mut reroutes = 0;
+        loop {
+            match attempt(&peer, id, bytes).await {
+                Attempt::Answered(outcome) => {
+                    return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+                }
+                Attempt::Lost => return Err(lost::<C>(&peer)),
+                Attempt::NotSent(back) => {
+                    // The handler it goes to now gets the time the caller still waits.
+                    bytes = match timeout {
+                        Some(t) => {
+                            let left = t.saturating_sub(started.elapsed());
+                            with_remaining_deadline(&back, left).unwrap_or(back)
+                        }
+                        None => back,
+                    };
+                    let next = (reroutes < MAX_REROUTES)
+                        .then(|| route.next(C::NAME, &bytes))
+                        .flatten();
+                    let Some(next) = next else {
+                        return Err(not_sent::<C>(&peer));
+                    };
+                    tracing::debug!(
+                        command = C::NAME,
+                        from = %peer.node_id,
+                        to = %next.node_id,
+                        "the link failed before the command was sent: sent to another handler"
+                    );
+                    reroutes += 1;
+                    peer = next;
+                }
+            }
+        }
+    };
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, routed).await {
+            Ok(result) => result,
+            // The handler it was last sent to is the one that did not answer in time.
+            Err(_) => Err(about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )),
+        },
+        None => routed.await,
+    }
+}
+
+/// Sends an encoded command to `peer` and waits for its answer; a command that was never sent
+/// fails with `PeerLost` too (for `send_all`, which asks each node once).
+///
+/// The pending entry is removed at once when the caller gives up (the future is dropped or
+/// times out), and the peer is told with `Cancel`.
+pub(super) async fn remote_call<C: Command>(
+    peer: Arc<PeerHandle>,
+    id: u64,
+    bytes: Bytes,
+    timeout: Option<Duration>,
+) -> Result<C::Reply, Error> {
+    let wait = async {
+        match attempt(&peer, id, bytes).await {
+            Attempt::Answered(outcome) => Ok(outcome),
+            Attempt::Lost => Err(lost::<C>(&peer)),
+            Attempt::NotSent(_) => Err(not_sent::<C>(&peer)),
+        }
+    };
+    let outcome = match timeout {
+        Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
+            about(
+                &peer,
+                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+            )
+        })??,
+        None => wait.await?,
+    };
+    read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+}
+
+/// The peer was lost after the command may have been written: the outcome is unknown.
+fn lost<C: Command>(peer: &PeerHandle) -> Error {
+    about(
+        peer,
+        Error::new(ErrorKind::PeerLost).with_message_name(C::NAME),
+    )
+}
+
+/// `err` is about `peer`: it names it by id and node name.
+pub(super) fn about(peer: &PeerHandle, err: Error) -> Error {
+    err.with_peer(peer.node_id, peer.identity.name.as_str())
+}
+
+/// The peer was lost before the command was written, and no other handler could take it.
+fn not_sent<C: Command>(peer: &PeerHandle) -> Error {
+    lost::<C>(peer).with_detail("the link failed before the command was sent: it did not run")
+}
+
+/// How one try of sending a command to one peer ended.
+enum Attempt {
+    Answered(ReplyOutcome),
+    /// No byte of it was written; here it is back.
+    NotSent(Bytes),
+    /// The peer was lost after it may have been written.
+    Lost,
+}
+
+/// Registers request `id` with `peer`, queues its frame and waits for the answer.
+///
+/// # Cancel safety
+///
+/// Dropping it removes the pending entry and queues a `Cancel` for the peer.
+async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
+    let (tx, rx) = oneshot::channel();
+    if !peer.register(id, tx) {
+        return Attempt::NotSent(bytes);
+    }
+    let pending = Pending { peer, id };
+    // Room at once (the usual case): queue without the waiter on `gone` that waiting for room
+    // needs.
+    match peer.try_queue(&peer.lanes.commands, bytes) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(bytes)) => {
+            if let Err(bytes) = peer.queue(&peer.lanes.commands, bytes).await {
+                pending.disarm();
+                return Attempt::NotSent(bytes);
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(bytes)) => {
+            pending.disarm();
+            return Attempt::NotSent(bytes);
+        }
+    }
+    // The sender is dropped when the peer is lost after the frame may have been written.
+    match rx.await {
+        Ok(Answer::Reply(outcome)) => Attempt::Answered(outcome),
+        Ok(Answer::NotSent(bytes)) => Attempt::NotSent(bytes),
+        Err(_) => Attempt::Lost,
+    }
+}
+
+/// Removes a request's pending entry when its caller stops waiting, and tells the peer.
+struct Pending<'p> {
+    peer: &'p PeerHandle,
+    id: u64,
+}
+
+impl Pending<'_> {
+    /// The frame never reached the lanes: the entry goes without a `Cancel`.
+    fn disarm(self) {
+        self.peer.forget(self.id);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        // Still waiting: the caller gave up (a reply or the peer's loss removes it first).
+        if self.peer.forget(self.id) {
+            if let Ok(bytes) = encode(&self.peer.send_codec, &cancel_frame(self.id)) {
+                // Behind the command on its lane, so a command still queued is not overtaken
+                // by its own cancel (which the peer would ignore, then run the command). A
+                // full lane falls back to the control lane.
+                let lane = &self.peer.lanes.commands;
+                if let Err(mpsc::error::TrySendError::Full(bytes)) =
+                    self.peer.try_queue(lane, bytes)
+                {
+                    let _ = self.peer.lanes.control.try_send(bytes);
+                }
+            }
+        }
+    }
+}

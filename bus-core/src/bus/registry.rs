@@ -1,0 +1,230 @@
+//! The handler registry: what each registration adds to a bus being started (command slots,
+//! subscriptions and their workers), the type-erased tables dispatch reads, and the
+//! subscription workers that run event handlers.
+
+use std::any::{Any, TypeId};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+
+use futures_util::FutureExt;
+use rustc_hash::FxHashMap;
+
+use super::{remote, Bus, BusInner};
+use crate::error::Error;
+use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
+use crate::message::{Command, Event};
+use crate::services::Services;
+use crate::stats::Counters;
+use crate::subscription::{Delivery, EventMeta, SubSender, SubscriptionOptions};
+use crate::wire::FrameError;
+
+/// What a registration adds to the bus being started.
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) commands: FxHashMap<&'static str, CommandSlot>,
+    pub(super) events: EventTable,
+    pub(super) workers: Vec<Worker>,
+    pub(super) next_subscription_id: u64,
+}
+
+/// A subscription worker, waiting for the bus to exist.
+pub(super) type Worker = Box<dyn FnOnce(Weak<BusInner>) -> BoxFuture<'static, ()> + Send>;
+
+pub(super) type Registration =
+    Box<dyn FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send>;
+
+/// A registered command handler, its command type erased.
+pub(crate) struct CommandSlot {
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+    /// An `Arc<dyn CommandHandler<C>>`.
+    pub(crate) handler: Box<dyn Any + Send + Sync>,
+    /// The same handler for commands that arrive encoded from peers.
+    pub(crate) remote: Arc<dyn remote::RemoteCommand>,
+}
+
+impl CommandSlot {
+    pub(crate) fn new<C: Command>(handler: Arc<dyn CommandHandler<C>>) -> Self {
+        CommandSlot {
+            type_id: TypeId::of::<C>(),
+            type_name: std::any::type_name::<C>(),
+            remote: Arc::new(remote::TypedRemoteCommand {
+                handler: Arc::clone(&handler),
+            }),
+            handler: Box::new(handler),
+        }
+    }
+
+    pub(crate) fn get<C: Command>(&self) -> Option<&Arc<dyn CommandHandler<C>>> {
+        self.handler.downcast_ref()
+    }
+}
+
+/// The subscriptions of one event name, their event type erased.
+#[derive(Clone)]
+pub(crate) struct EventSlot {
+    pub(crate) type_name: &'static str,
+    /// An `Arc<Vec<Arc<SubSender<E>>>>`.
+    pub(crate) subs: Arc<dyn Any + Send + Sync>,
+    /// Delivers an event that arrived encoded from a peer: decodes it once and offers it to
+    /// every subscription without waiting.
+    pub(crate) deliver: DeliverRemote,
+}
+
+/// See [`EventSlot::deliver`].
+pub(crate) type DeliverRemote =
+    fn(&EventSlot, &[u8], u64, &Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
+
+/// Decodes a peer's event of type `E` once and offers the shared value to every subscription.
+/// A full queue drops it for that subscription and counts the drop: the connection's reader
+/// must never wait, or heartbeats would stall behind a slow subscriber.
+fn deliver_remote<E: Event>(
+    slot: &EventSlot,
+    body: &[u8],
+    message_id: u64,
+    meta: &Arc<EventMeta>,
+    counters: &Counters,
+) -> Result<(), FrameError> {
+    let Some(subs) = slot.get::<E>() else {
+        return Ok(());
+    };
+    let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
+    for sub in subs {
+        let delivery = Delivery {
+            event: Arc::clone(&event),
+            message_id,
+            meta: Arc::clone(meta),
+        };
+        if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
+            Counters::bump(&counters.remote_events_dropped);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
+
+impl EventSlot {
+    pub(crate) fn get<E: Event>(&self) -> Option<&SubList<E>> {
+        self.subs.downcast_ref()
+    }
+}
+
+/// The routing snapshot for events: replaced as a whole when a subscription comes or goes, so
+/// publishers read it without a lock.
+pub(crate) type EventTable = FxHashMap<&'static str, EventSlot>;
+
+/// Adds `sub` to `table`, checking that the name is not taken by another type.
+pub(super) fn table_with<E: Event>(
+    table: &EventTable,
+    sub: Arc<SubSender<E>>,
+) -> Result<EventTable, Error> {
+    let mut table = table.clone();
+    let mut list: SubList<E> = match table.get(E::NAME) {
+        Some(slot) => slot
+            .get::<E>()
+            .ok_or_else(|| name_clash(E::NAME, slot.type_name, std::any::type_name::<E>()))?
+            .clone(),
+        None => Vec::new(),
+    };
+    list.push(sub);
+    table.insert(
+        E::NAME,
+        EventSlot {
+            type_name: std::any::type_name::<E>(),
+            subs: Arc::new(list),
+            deliver: deliver_remote::<E>,
+        },
+    );
+    Ok(table)
+}
+
+pub(super) fn name_clash(name: &str, registered: &str, used: &str) -> Error {
+    Error::config(format!(
+        "message name `{name}` is used by two types: `{registered}` and `{used}`; give one of them another name"
+    ))
+    .with_message_name(name.to_owned())
+}
+
+pub(super) fn add_command<C: Command>(
+    reg: &mut Registry,
+    f: Arc<dyn CommandHandler<C>>,
+) -> Result<(), Error> {
+    if let Some(existing) = reg.commands.get(C::NAME) {
+        let err = if existing.type_id == std::any::TypeId::of::<C>() {
+            Error::config(format!(
+                "two handlers registered for command `{}`; a command has exactly one handler per node",
+                C::NAME
+            ))
+            .with_message_name(C::NAME)
+        } else {
+            name_clash(C::NAME, existing.type_name, std::any::type_name::<C>())
+        };
+        return Err(err);
+    }
+    reg.commands.insert(C::NAME, CommandSlot::new(f));
+    Ok(())
+}
+
+pub(super) fn add_subscriber<E: Event>(
+    reg: &mut Registry,
+    f: Arc<dyn EventHandler<E>>,
+    options: SubscriptionOptions,
+) -> Result<(), Error> {
+    let id = reg.next_subscription_id;
+    reg.next_subscription_id += 1;
+    let (tx, rx) = flume::bounded::<Delivery<E>>(options.capacity);
+    let sub = Arc::new(SubSender {
+        id,
+        tx,
+        policy: options.when_full,
+    });
+    reg.events = table_with(&reg.events, sub)?;
+    for _ in 0..options.concurrency {
+        let rx = rx.clone();
+        let f = Arc::clone(&f);
+        let span = tracing::debug_span!("subscription", event = E::NAME, id);
+        reg.workers.push(Box::new(move |bus| {
+            Box::pin(tracing::Instrument::instrument(
+                run_subscriber(rx, f, bus),
+                span,
+            ))
+        }));
+    }
+    Ok(())
+}
+
+/// Runs one subscription worker: takes events off the queue one at a time until the queue is
+/// closed and empty, or the bus is gone.
+async fn run_subscriber<E: Event>(
+    rx: flume::Receiver<Delivery<E>>,
+    handler: Arc<dyn EventHandler<E>>,
+    bus: Weak<BusInner>,
+) {
+    while let Ok(delivery) = rx.recv_async().await {
+        let Some(inner) = bus.upgrade() else { return };
+        let message_id = delivery.message_id;
+        let ctx = delivery
+            .meta
+            .context(message_id, Bus::for_handler(Arc::clone(&inner)));
+        let outcome = AssertUnwindSafe(handler.handle(delivery.event, ctx))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                Counters::bump(&inner.counters.event_handler_errors);
+                tracing::warn!(event = E::NAME, message_id, error = %err, "event handler failed");
+            }
+            Err(panic) => {
+                Counters::bump(&inner.counters.event_handler_panics);
+                tracing::error!(
+                    event = E::NAME,
+                    message_id,
+                    panic = %panic_message(&*panic),
+                    "event handler panicked"
+                );
+            }
+        }
+    }
+}
