@@ -163,7 +163,7 @@ impl BusInner {
     pub(crate) fn interest_changed(&self) {
         self.membership.send_modify(|_| {});
         if let Some(node) = &self.node {
-            node.interest_changed.notify_one();
+            node.local_interest_changed();
         }
     }
 
@@ -422,14 +422,8 @@ impl Bus {
                 "`add_peers` needs a transport: add one with `BusBuilder::transport`",
             ));
         };
-        let addrs = parsed.iter().map(|a| a.as_str().to_owned()).collect();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let closed = || Error::closed().with_detail("the bus is shutting down");
-        node.inbox
-            .send(crate::node::ActorMsg::AddPeers(addrs, tx))
+        node.add_peers(parsed.iter().map(|a| a.as_str().to_owned()).collect())
             .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())
     }
 
     /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.
@@ -465,7 +459,7 @@ impl Bus {
         let Some(node) = self.inner.node.as_ref() else {
             return Vec::new();
         };
-        let routes = node.routes.load();
+        let routes = node.routes();
         let mut out: Vec<PeerStats> = routes.peers.iter().map(|p| p.stats()).collect();
         out.sort_by_key(|s| s.node_id);
         out

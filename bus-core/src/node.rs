@@ -107,21 +107,21 @@ impl NodeConfig {
 pub(crate) struct NodeShared {
     /// Who we are in handshakes; replaced when membership refutes a rumour of our death with a
     /// higher incarnation.
-    pub(crate) local: ArcSwap<LocalNode>,
-    pub(crate) config: NodeConfig,
+    pub(in crate::node) local: ArcSwap<LocalNode>,
+    pub(in crate::node) config: NodeConfig,
     /// The routing snapshot: replaced by the actor, read without a lock by senders.
-    pub(crate) routes: ArcSwap<Routes>,
+    pub(in crate::node) routes: ArcSwap<Routes>,
     next_request_id: AtomicU64,
-    pub(crate) inbox: mpsc::Sender<ActorMsg>,
+    pub(in crate::node) inbox: mpsc::Sender<ActorMsg>,
     /// Our handlers or subscriptions changed: the actor tells the peers.
-    pub(crate) interest_changed: Notify,
+    pub(in crate::node) interest_changed: Notify,
     next_conn_id: AtomicU64,
     /// Cancelled at shutdown: listeners and seed dialling stop.
-    pub(crate) stopping: tokio_util::sync::CancellationToken,
+    pub(in crate::node) stopping: tokio_util::sync::CancellationToken,
     /// The counters the node keeps up to date (membership gauges), shared with the bus.
-    pub(crate) counters: Arc<crate::stats::Counters>,
+    pub(in crate::node) counters: Arc<crate::stats::Counters>,
     /// Where the actor publishes the peers and their interest, for the bus's watchers.
-    pub(crate) membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
+    pub(in crate::node) membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -160,6 +160,45 @@ impl NodeShared {
         (Arc::new(shared), rx)
     }
 
+    /// The routing snapshot: who handles and subscribes to what, read without a lock.
+    pub(crate) fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.routes.load()
+    }
+
+    /// Where this node is, for routing by scope: its host id and cluster.
+    pub(crate) fn here_ids(&self) -> (String, String) {
+        let local = self.local.load();
+        let identity = local.identity();
+        (identity.host_id.clone(), identity.cluster.clone())
+    }
+
+    /// Our handlers or subscriptions changed: the actor tells the peers.
+    pub(crate) fn local_interest_changed(&self) {
+        self.interest_changed.notify_one();
+    }
+
+    /// Dials `addrs` now and keeps them as seeds (see `Bus::add_peers`).
+    pub(crate) async fn add_peers(&self, addrs: Vec<String>) -> Result<(), crate::Error> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || crate::Error::closed().with_detail("the bus is shutting down");
+        self.inbox
+            .send(ActorMsg::AddPeers(addrs, tx))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())
+    }
+
+    /// Checks the identity this node presents against the limits peers hold it to.
+    pub(crate) fn validate_identity(&self) -> Result<(), crate::Error> {
+        Ok(self.local.load().validate()?)
+    }
+
+    /// What a peer's lane does with an event when it is full.
+    pub(crate) fn peer_events_when_full(&self) -> crate::subscription::FullPolicy {
+        self.config.peer_events_when_full
+    }
+
+    /// The handshake identity this node presents, as discovery advertises it.
     pub(crate) fn identity(&self) -> PeerIdentity {
         self.local.load().identity().clone()
     }

@@ -530,7 +530,7 @@ impl BusBuilder {
             )
         });
         if let Some((shared, _)) = &node {
-            shared.local.load().validate()?;
+            shared.validate_identity()?;
         }
         let mut discovery = self.discovery;
         if let Some((shared, _)) = &node {

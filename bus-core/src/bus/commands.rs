@@ -224,7 +224,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
             host_id: &inner.identity.host_id,
             cluster: &inner.identity.cluster,
         };
-        let routes = node.routes.load();
+        let routes = node.routes();
         let Some(peer) = routes
             .commands
             .get(C::NAME)

@@ -153,7 +153,7 @@ impl<E: Event> Publish<'_, E> {
             .node
             .as_ref()
             .filter(|_| self.scope != Scope::Local)
-            .map(|node| node.routes.load());
+            .map(|node| node.routes());
         let candidates: &[Arc<PeerHandle>] = routes
             .as_ref()
             .and_then(|r| r.events.get(E::NAME))
@@ -222,7 +222,7 @@ impl<E: Event> Publish<'_, E> {
             let policy = inner
                 .node
                 .as_ref()
-                .map_or(FullPolicy::Wait, |n| n.config.peer_events_when_full);
+                .map_or(FullPolicy::Wait, |n| n.peer_events_when_full());
             while let Some(peer) = peers.next() {
                 if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                     // Over this peer's limit: it could not read it.

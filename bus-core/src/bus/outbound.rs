@@ -31,13 +31,12 @@ impl Reroute {
     /// Another available handler of `name` in scope that can take `bytes`, if there is one.
     /// The connection that failed is already out of the routes' picks.
     fn next(&self, name: &str, bytes: &Bytes) -> Option<Arc<PeerHandle>> {
-        let local = self.node.local.load();
-        let identity = local.identity();
+        let (host_id, cluster) = self.node.here_ids();
         let here = Here {
-            host_id: &identity.host_id,
-            cluster: &identity.cluster,
+            host_id: &host_id,
+            cluster: &cluster,
         };
-        let routes = self.node.routes.load();
+        let routes = self.node.routes();
         let route = routes.commands.get(name)?;
         // Only those whose limit takes the frame (a rare path: the copy costs nothing that
         // matters here).

@@ -178,7 +178,7 @@ impl<'a, C: Command> SendAll<'a, C> {
                 host_id: &inner.identity.host_id,
                 cluster: &inner.identity.cluster,
             };
-            let routes = node.routes.load();
+            let routes = node.routes();
             let candidates = routes
                 .commands
                 .get(C::NAME)
