@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use meshbus::prelude::*;
 use meshbus::SubscriptionOptions;
 use serde::de::{self, Deserializer};
@@ -70,15 +71,10 @@ async fn shutdown_drains_in_flight_work_and_refuses_new_work() {
         bus.events().publish(Tick(i)).await.unwrap();
     }
 
-    let shutdown = tokio::spawn({
-        let bus = bus.clone();
-        async move { bus.shutdown().await }
-    });
-    // Wait (without sleeping) until shutdown has begun. A cooperative poll: the bus has no
-    // future for "shutdown began", and the spawned shutdown needs this task to yield to start.
-    while !bus.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    // Shutdown begins at its first poll: it closes the bus at once, then waits for the drain.
+    let mut shutdown = Box::pin(bus.shutdown());
+    assert!((&mut shutdown).now_or_never().is_none());
+    assert!(bus.is_closed());
     let refused = bus.commands().local().send(Slow(0)).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Closed);
     let refused = bus.events().publish(Tick(99)).await.unwrap_err();
@@ -87,14 +83,17 @@ async fn shutdown_drains_in_flight_work_and_refuses_new_work() {
         bus.subscribe::<Tick>().unwrap_err().kind(),
         ErrorKind::Closed
     );
-    assert!(!shutdown.is_finished());
+    assert!(
+        (&mut shutdown).now_or_never().is_none(),
+        "shutdown waits for the drain"
+    );
 
     // Let the command and the first event finish: shutdown then completes, having drained.
     release.notify_waiters();
     release.notify_one();
     release.notify_one();
     assert_eq!(in_flight.await.unwrap().unwrap(), 42);
-    shutdown.await.unwrap().unwrap();
+    shutdown.await.unwrap();
     assert_eq!(
         handled.load(Ordering::SeqCst),
         20,
@@ -358,14 +357,9 @@ async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
         async move { bus.commands().send(Slow(9)).no_timeout().await }
     });
     entered_rx.recv().await.unwrap();
-    let shutdown = tokio::spawn({
-        let bus = bus.clone();
-        async move { bus.shutdown().await }
-    });
-    // A cooperative poll, as above: no future says that shutdown began.
-    while !bus.is_closed() {
-        tokio::task::yield_now().await;
-    }
+    // Shutdown closes the bus at its first poll, then waits for the handler in flight.
+    let mut shutdown = Box::pin(bus.shutdown());
+    assert!((&mut shutdown).now_or_never().is_none());
     assert_eq!(
         bus.events().publish(Done(0)).await.unwrap_err().kind(),
         ErrorKind::Closed,
@@ -373,7 +367,7 @@ async fn a_finishing_handler_may_still_publish_while_the_bus_drains() {
     );
     release.notify_one();
     assert_eq!(call.await.unwrap().unwrap(), 9);
-    shutdown.await.unwrap().unwrap();
+    shutdown.await.unwrap();
     assert_eq!(done_rx.recv().await, Some(9), "the outcome event was lost");
 }
 
