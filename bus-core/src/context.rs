@@ -84,7 +84,9 @@ impl Context {
         self.sender
     }
 
-    /// The scope the message was sent in.
+    /// The scope of the message as this node sees it: for a local caller, the scope it sent
+    /// in; for a peer's message, the narrowest scope the sender shares with this node
+    /// (`Machine`, then `Cluster`, else `Network`).
     pub fn scope(&self) -> Scope {
         self.scope
     }

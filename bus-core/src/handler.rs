@@ -144,7 +144,7 @@ pub type HandlerResult<T = ()> = Result<T, HandlerError>;
 /// `M` only tells the three apart; it is inferred. A function of the wrong shape is refused
 /// with a message that says which shapes fit:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// # use meshbus_core::{Bus, Command, Context, HandlerError};
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping;
 /// # impl Command for Ping { const NAME: &'static str = "ping"; type Reply = String; }

@@ -360,3 +360,61 @@ async fn immediate_replies_that_find_the_reply_lane_full_still_arrive() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A command whose `Deserialize` panics on 13 and whose `Serialize` panics on 21: user code
+/// that runs outside the handler.
+#[derive(Command, Debug)]
+#[meshbus(name = "mesh.fragile", reply = Fragile)]
+struct Fragile(u32);
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(self.0 != 21, "fragile serialize");
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        assert!(n != 13, "fragile deserialize");
+        Ok(Fragile(n))
+    }
+}
+
+// A panic in a peer's `Deserialize` (decoding the command, on the reader's first poll) or
+// `Serialize` (encoding the reply) is the caller's HandlerFailed, like a handler's panic: the
+// link stays up and the node keeps serving.
+#[tokio::test(start_paused = true)]
+async fn a_panic_decoding_a_command_or_encoding_its_reply_is_handler_failed() {
+    let net = InMemNetwork::new(37);
+    let b = node(&net, "b")
+        .command_handler(
+            |c: Fragile, _ctx: Context| async move { HandlerResult::Ok(Fragile(c.0 + 1)) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within(
+        "b's handler",
+        a.ready().handlers::<Fragile>(Scope::Cluster, 1),
+    )
+    .await;
+
+    let err = a.commands().send(Fragile(13)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HandlerFailed, "{err}");
+    let msg = err.handler_message().unwrap_or_default();
+    assert!(msg.contains("fragile deserialize"), "{err}");
+    // The reply to 20 is 21, which panics as b encodes it.
+    let err = a.commands().send(Fragile(20)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HandlerFailed, "{err}");
+    let msg = err.handler_message().unwrap_or_default();
+    assert!(msg.contains("fragile serialize"), "{err}");
+
+    assert_eq!(a.membership().borrow().peers.len(), 1, "the link stayed up");
+    assert_eq!(a.commands().send(Fragile(1)).await.unwrap().0, 2);
+    for bus in [&a, &b] {
+        bus.shutdown().await.unwrap();
+    }
+}

@@ -59,10 +59,20 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
     ) -> Answering {
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
-            let outcome = match decode::<C>(body).await {
-                Ok(cmd) => run(handler, cmd, ctx).await,
-                Err(e) => Err(e),
-            };
+            // The whole of it is caught, not only the handler: a user's `Deserialize` or
+            // `Serialize` may panic too, and the runtime polls this future on a connection's
+            // reader.
+            let outcome = AssertUnwindSafe(async move {
+                let cmd = decode::<C>(body).await?;
+                run(handler, cmd, ctx).await
+            })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let msg = panic_message(&*panic);
+                tracing::error!(command = C::NAME, panic = %msg, "decoding or encoding a command panicked");
+                Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
+            });
             super::inbound::answer(reply, outcome).await;
             drop(guard);
         })

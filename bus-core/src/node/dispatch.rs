@@ -18,7 +18,8 @@ use crate::wire::{Frame, FrameCodec, FrameError};
 /// What the runtime asks of the layer above it.
 pub(crate) trait Dispatch: Send + Sync + 'static {
     /// Starts `cmd`, a command `peer` sent. `Ok` is a future that runs it and queues its reply
-    /// (or nothing, if the caller gave up); the runtime polls it once at once and spawns it if
+    /// (or nothing, if the caller gave up); the runtime polls it once at once (a large one is spawned
+    /// at once: its body is made on a blocking thread) and spawns it if
     /// it did not finish. `Err` refuses it without running anything; the runtime answers with
     /// the error.
     fn command(

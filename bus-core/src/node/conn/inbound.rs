@@ -293,13 +293,6 @@ impl Inbound<'_> {
             return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
         };
         let token = CancellationToken::new();
-        if let Err(o) = self.running.admit(peer.node_id, id, token.clone()) {
-            return self.refuse(
-                id,
-                ErrorKind::Overloaded,
-                format!("{} requests already running for this peer", o.limit),
-            );
-        }
         let (body, permit) = match large {
             Some(LargeCommand { permit, body }) => (
                 CommandBody::Large(Box::new(move || body.into_frame().map(|f| f.body))),
@@ -311,22 +304,32 @@ impl Inbound<'_> {
             id,
             codec: peer.send_codec,
             lane: peer.lanes.replies.clone(),
-            cancel: token,
+            cancel: token.clone(),
         };
         let cmd = InboundCommand { head, body, reply };
+        // Refusals of the command itself (no handler, a closing bus) come before the peer's
+        // running requests are counted, so they name what is wrong rather than `Overloaded`.
         let mut answering = match dispatch.command(peer, cmd) {
             Ok(answering) => answering,
-            Err(refused) => {
-                let _ = self.running.finish(peer.node_id, id);
-                return self.refuse_with(id, refused);
-            }
+            Err(refused) => return self.refuse_with(id, refused),
         };
+        if let Err(o) = self.running.admit(peer.node_id, id, token) {
+            // Never polled: nothing of the handler ran.
+            drop(answering);
+            return self.refuse(
+                id,
+                ErrorKind::Overloaded,
+                format!("{} requests already running for this peer", o.limit),
+            );
+        }
         let span = tracing::Span::current();
         if let Some(permit) = permit {
             self.handlers.spawn(
                 async move {
                     answering.await;
-                    // The body and the command decoded from it are gone: the budget is free.
+                    // Answered (or given up): the body and the command decoded from it are gone, the
+                    // budget is free. (It is held while the reply waits for room on a full lane,
+                    // which only slows a peer that does not read its replies.)
                     drop(permit);
                     id
                 }
