@@ -7,16 +7,18 @@
 //!   it), [`HandlerResult`], which ends a closure's async block without a turbofish, and
 //!   [`ErrorKind`], to match the errors of a nested call;
 //! - [`async_trait`], to implement [`CommandHandler`] and [`EventHandler`];
-//! - [`from_services`], to register a handler built from the injected services, and
-//!   [`EventHandlerExt`], to give a subscriber its options;
+//! - [`from_services`], to register a handler built from the injected services;
 //! - (feature `derive`) the `Command` and `Event` derives, which share their traits' names.
 //!
 //! Everything else is imported by name: `std::sync::Arc`, serde's `Serialize` and
-//! `Deserialize`, [`Services`](crate::Services), [`SubscriptionOptions`](crate::SubscriptionOptions).
+//! `Deserialize`, [`Services`](crate::Services), [`SubscriptionOptions`](crate::SubscriptionOptions)
+//! and [`EventHandlerExt`](crate::EventHandlerExt), whose `with_options` gives a subscriber its
+//! options (it is not in the prelude: it applies to any value, and would put a `with_options`
+//! method on everything in a handler file).
 
 pub use meshbus_core::{
     async_trait, from_services, Bus, Command, CommandHandler, Context, Error, ErrorKind, Event,
-    EventHandler, EventHandlerExt, HandlerError, HandlerResult, Scope,
+    EventHandler, HandlerError, HandlerResult, Scope,
 };
 
 #[cfg(feature = "derive")]

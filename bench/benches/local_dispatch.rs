@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meshbus::prelude::*;
-use meshbus::SubscriptionOptions;
+use meshbus::{EventHandlerExt, SubscriptionOptions};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Command)]

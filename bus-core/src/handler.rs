@@ -269,8 +269,12 @@ pub struct WithOptions<H> {
 
 /// Attaches [`SubscriptionOptions`] to a subscriber:
 /// `.event_handler(on_tick.with_options(SubscriptionOptions::new().concurrency(4)))`.
+///
+/// Implemented for every value (a subscriber may be a closure, a function, a handler value or
+/// a factory), so it is imported by name rather than through the prelude.
 pub trait EventHandlerExt: Sized {
-    /// This subscriber, queued and run as `options` say.
+    /// This subscriber, queued and run as `options` say. Given twice, the outer options are
+    /// the ones that count, as with any builder setter called twice.
     fn with_options(self, options: SubscriptionOptions) -> WithOptions<Self> {
         WithOptions {
             handler: self,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use meshbus::prelude::*;
-use meshbus::{FullPolicy, SubscriptionOptions};
+use meshbus::{EventHandlerExt, FullPolicy, SubscriptionOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify, Semaphore};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use meshbus::prelude::*;
-use meshbus::SubscriptionOptions;
+use meshbus::{EventHandlerExt, SubscriptionOptions};
 use serde::de::{self, Deserializer};
 use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};

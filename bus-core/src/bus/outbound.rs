@@ -11,8 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::remote::read_reply;
 use crate::error::{Error, ErrorKind};
 use crate::message::Command;
-use crate::node::{encode, Answer, NodeShared, PeerHandle, ReplyOutcome};
-use crate::proto::requests::cancel_frame;
+use crate::node::{Answer, NodeShared, PeerHandle, ReplyOutcome};
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::wire::{with_remaining_deadline, PREFIX_LEN};
@@ -218,18 +217,6 @@ impl Pending<'_> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         // Still waiting: the caller gave up (a reply or the peer's loss removes it first).
-        if self.peer.forget(self.id) {
-            if let Ok(bytes) = encode(&self.peer.send_codec, &cancel_frame(self.id)) {
-                // Behind the command on its lane, so a command still queued is not overtaken
-                // by its own cancel (which the peer would ignore, then run the command). A
-                // full lane falls back to the control lane.
-                let lane = &self.peer.lanes.commands;
-                if let Err(mpsc::error::TrySendError::Full(bytes)) =
-                    self.peer.try_queue(lane, bytes)
-                {
-                    let _ = self.peer.lanes.control.try_send(bytes);
-                }
-            }
-        }
+        self.peer.give_up(self.id);
     }
 }

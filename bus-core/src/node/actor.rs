@@ -257,8 +257,17 @@ impl Actor {
                     .get(&node_id)
                     .is_some_and(|p| p.handle.conn_id == conn_id)
                 {
-                    self.peers.remove(&node_id)?;
-                    let incarnation = self.links.remove(node_id)?;
+                    let entry = self.peers.remove(&node_id)?;
+                    // The two tables change together (`on_peer_up` inserts into both): a link
+                    // missing here would be a bug, and the peer still goes from the routes.
+                    let incarnation = match self.links.remove(node_id) {
+                        Some(incarnation) => incarnation,
+                        None => {
+                            debug_assert!(false, "a peer without a link: {node_id}");
+                            tracing::error!(%node_id, "a peer without a link");
+                            entry.handle.identity.incarnation
+                        }
+                    };
                     self.publish();
                     let now = now_std();
                     let out = match ended {

@@ -300,6 +300,29 @@ impl PeerHandle {
         removed.is_some()
     }
 
+    /// The caller of request `id` gave up (dropped its future): if it was still waiting, its
+    /// entry goes and the peer is told with a `Cancel`, queued behind the command on its lane
+    /// so that a command still queued is not overtaken by its own cancel (which the peer would
+    /// ignore, then run the command). A full lane falls back to the control lane.
+    pub(crate) fn give_up(&self, id: u64) {
+        let cancel = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut pending| pending.cancel(id));
+        let Some(frame) = cancel else {
+            return;
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(bytes) = super::encode(&self.send_codec, &frame) {
+            if let Err(mpsc::error::TrySendError::Full(bytes)) =
+                self.try_queue(&self.lanes.commands, bytes)
+            {
+                let _ = self.lanes.control.try_send(bytes);
+            }
+        }
+    }
+
     /// A reply or error for request `id` arrived.
     pub(crate) fn complete(&self, id: u64, outcome: ReplyOutcome) {
         let waiter = self
