@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Event, Debug)]
 #[meshbus(name = "scopes.tick")]
-struct Tick(u32);
+pub(crate) struct Tick(pub(crate) u32);
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "scopes.where", reply = String)]
@@ -20,16 +20,16 @@ struct Where;
 
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "scopes.here", reply = String)]
-struct Here;
+pub(crate) struct Here;
 
 /// The bound on a whole run: several waits.
-const RUN_BOUND: Duration = Duration::from_secs(90);
+pub(crate) const RUN_BOUND: Duration = Duration::from_secs(90);
 
 /// The last event of a run: everything published before it has arrived once it has.
-const MARKER: u32 = u32::MAX;
+pub(crate) const MARKER: u32 = u32::MAX;
 
 /// The ticks `sub` receives up to the marker.
-async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
+pub(crate) async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
     let mut got = Vec::new();
     loop {
         let tick = within("an event", sub.recv())

@@ -5,42 +5,13 @@
 
 #![cfg(feature = "tcp")]
 
-use std::time::Duration;
-
 use crate::support::tcp::tcp_node;
 use crate::support::{bounded, within};
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::{Subscription, SubscriptionOptions};
-use serde::{Deserialize, Serialize};
+use meshbus::SubscriptionOptions;
 
-#[derive(Serialize, Deserialize, Event, Debug)]
-#[meshbus(name = "tcp.tick")]
-struct Tick(u32);
-
-#[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "tcp.here", reply = String)]
-struct Here;
-
-/// The bound on a whole run: several waits.
-const RUN_BOUND: Duration = Duration::from_secs(90);
-
-/// The last event of a run: everything published before it has arrived once it has.
-const MARKER: u32 = u32::MAX;
-
-/// The ticks `sub` receives up to the marker.
-async fn ticks_until_marker(sub: &mut Subscription<Tick>) -> Vec<u32> {
-    let mut got = Vec::new();
-    loop {
-        let tick = within("an event", sub.recv())
-            .await
-            .expect("an open subscription");
-        if tick.0 == MARKER {
-            return got;
-        }
-        got.push(tick.0);
-    }
-}
+use crate::scopes::{ticks_until_marker, Here, Tick, MARKER, RUN_BOUND};
 
 /// A node listening on every interface advertises `tcp://0.0.0.0:port`; the peer that reached
 /// it rewrites that to the host it used, so a third node that only hears of it by gossip can
