@@ -59,7 +59,7 @@ use crate::wire::control::{
 use crate::NodeId;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 mod config;
 mod dial;

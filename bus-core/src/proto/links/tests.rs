@@ -1,30 +1,8 @@
 //! The link table driven with a fake clock against a real `Membership`.
 
-use std::time::Duration;
-
 use super::*;
+use crate::proto::membership::tests::{delta, entry, identity, ms, node};
 use crate::proto::membership::MembershipConfig;
-use crate::wire::control::{GossipDelta, GossipEntry, GossipMessage};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn node(n: u128) -> NodeId {
-    NodeId::from_u128(n)
-}
-
-fn identity(node: u128, incarnation: u64) -> PeerIdentity {
-    PeerIdentity {
-        node_id: node,
-        incarnation,
-        name: format!("node-{node}"),
-        network: "default".into(),
-        cluster: "shop".into(),
-        host_id: format!("host-{node}"),
-        addresses: vec![format!("tcp://10.0.0.{node}:7000")],
-    }
-}
 
 fn membership(now: Instant) -> Membership {
     let config = MembershipConfig {
@@ -43,13 +21,7 @@ fn gossip(
     state: MemberState,
     now: Instant,
 ) -> Vec<Output> {
-    let msg = GossipMessage::Delta(GossipDelta {
-        entries: vec![GossipEntry::from_identity(
-            &identity(about, incarnation),
-            state,
-        )],
-        want: Vec::new(),
-    });
+    let msg = delta(vec![entry(about, incarnation, state)]);
     m.handle_gossip(node(from), msg, crate::wire::DEFAULT_MAX_FRAME_SIZE, now)
 }
 

@@ -8,11 +8,11 @@ fn t0() -> Instant {
     Instant::now()
 }
 
-fn ms(n: u64) -> Duration {
+pub(crate) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn identity(node: u128, incarnation: u64) -> PeerIdentity {
+pub(crate) fn identity(node: u128, incarnation: u64) -> PeerIdentity {
     PeerIdentity {
         node_id: node,
         incarnation,
@@ -24,18 +24,18 @@ fn identity(node: u128, incarnation: u64) -> PeerIdentity {
     }
 }
 
-fn entry(node: u128, incarnation: u64, state: MemberState) -> GossipEntry {
+pub(crate) fn entry(node: u128, incarnation: u64, state: MemberState) -> GossipEntry {
     GossipEntry::from_identity(&identity(node, incarnation), state)
 }
 
-fn delta(entries: Vec<GossipEntry>) -> GossipMessage {
+pub(crate) fn delta(entries: Vec<GossipEntry>) -> GossipMessage {
     GossipMessage::Delta(GossipDelta {
         entries,
         want: Vec::new(),
     })
 }
 
-fn node(n: u128) -> NodeId {
+pub(crate) fn node(n: u128) -> NodeId {
     NodeId::from_u128(n)
 }
 
