@@ -20,8 +20,8 @@ use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
 use crate::subscription::EventMeta;
-use crate::wire::control::{ControlMessage, ReplyError};
-use crate::wire::{Frame, FrameCodec, FrameError, FrameKind, FrameName};
+use crate::wire::control::{encode_answer, ReplyError};
+use crate::wire::{Frame, FrameError, FrameName};
 
 impl Dispatch for BusInner {
     fn command(
@@ -71,19 +71,17 @@ impl Dispatch for BusInner {
         Ok(slot.remote.answer(body, ctx, reply, guard))
     }
 
-    fn events(self: Arc<Self>, peer: &PeerHandle) -> Option<Arc<dyn EventSink>> {
-        if self.sealed.load(std::sync::atomic::Ordering::SeqCst) {
-            return None;
-        }
+    fn events(self: Arc<Self>, peer: &PeerHandle) -> Arc<dyn EventSink> {
+        // A sealed bus has an empty table: its events are dropped as unsubscribed.
         let table = self.events.load_full();
         let scope = scope_of(&self, peer);
-        Some(Arc::new(PeerEvents {
+        Arc::new(PeerEvents {
             bus: self,
             table,
             sender: peer.node_id,
             scope,
             plain: OnceLock::new(),
-        }))
+        })
     }
 
     fn interest(&self) -> LocalNames {
@@ -104,31 +102,11 @@ pub(crate) async fn answer(reply: ReplyTo, outcome: Result<Bytes, ReplyError>) {
     if reply.cancel.is_cancelled() {
         return;
     }
-    let Some(bytes) = reply_frame(&reply.codec, reply.id, outcome) else {
+    let Some(bytes) = encode_answer(&reply.codec, reply.id, outcome) else {
         return;
     };
     if let Err(mpsc::error::TrySendError::Full(bytes)) = reply.lane.try_send(bytes) {
         let _ = reply.lane.send(bytes).await;
-    }
-}
-
-/// The encoded `Reply` or `ReplyError` for request `id`; a reply too large to encode becomes a
-/// `TooLarge` error.
-fn reply_frame(codec: &FrameCodec, id: u64, outcome: Result<Bytes, ReplyError>) -> Option<Bytes> {
-    let mut frame = match outcome {
-        Ok(body) => Frame::new(FrameKind::Reply, body),
-        Err(e) => e.to_frame().ok()?,
-    };
-    frame.request_id = id;
-    match codec.encode_to_bytes(&frame) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            let mut err = ReplyError::new(ErrorKind::TooLarge, e.to_string())
-                .to_frame()
-                .ok()?;
-            err.request_id = id;
-            codec.encode_to_bytes(&err).ok()
-        }
     }
 }
 

@@ -59,20 +59,7 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
     ) -> Answering {
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
-            // The whole of it is caught, not only the handler: a user's `Deserialize` or
-            // `Serialize` may panic too, and the runtime polls this future on a connection's
-            // reader.
-            let outcome = AssertUnwindSafe(async move {
-                let cmd = decode::<C>(body).await?;
-                run(handler, cmd, ctx).await
-            })
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let msg = panic_message(&*panic);
-                tracing::error!(command = C::NAME, panic = %msg, "decoding or encoding a command panicked");
-                Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
-            });
+            let outcome = run(handler, body, ctx).await;
             super::inbound::answer(reply, outcome).await;
             drop(guard);
         })
@@ -81,10 +68,7 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
     #[cfg(test)]
     fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
         let handler = Arc::clone(&self.handler);
-        Box::pin(async move {
-            let cmd = decode::<C>(CommandBody::Bytes(body)).await?;
-            run(handler, cmd, ctx).await
-        })
+        Box::pin(run(handler, CommandBody::Bytes(body), ctx))
     }
 }
 
@@ -120,32 +104,37 @@ async fn decode<C: Command>(body: CommandBody) -> Result<C, ReplyError> {
     }
 }
 
-/// Runs the handler on a decoded command and encodes its reply; a panic becomes a
-/// `HandlerFailed` reply.
+/// Decodes a peer's command, runs the handler on it and encodes its reply. The whole of it is
+/// caught, not only the handler: a user's `Deserialize` or `Serialize` may panic too, and the
+/// runtime polls this future on a connection's reader. A panic becomes a `HandlerFailed`
+/// reply.
 async fn run<C: Command>(
     handler: Arc<dyn CommandHandler<C>>,
-    cmd: C,
+    body: CommandBody,
     ctx: Context,
 ) -> Result<Bytes, ReplyError> {
     // The handler is called inside the caught future, so a panic before its own future
     // exists is caught too.
-    let outcome = AssertUnwindSafe(async move { handler.handle(cmd, ctx).await })
-        .catch_unwind()
-        .await;
-    match outcome {
-        Ok(Ok(reply)) => encode_body(&reply).map_err(|e| {
+    let outcome = AssertUnwindSafe(async move {
+        let cmd = decode::<C>(body).await?;
+        let reply = handler
+            .handle(cmd, ctx)
+            .await
+            .map_err(|err| ReplyError::new(ErrorKind::HandlerFailed, err.message()))?;
+        encode_body(&reply).map_err(|e| {
             ReplyError::new(
                 ErrorKind::Decode,
                 format!("the reply to `{}` did not encode: {e}", C::NAME),
             )
-        }),
-        Ok(Err(err)) => Err(ReplyError::new(ErrorKind::HandlerFailed, err.message())),
-        Err(panic) => {
-            let msg = panic_message(&*panic);
-            tracing::error!(command = C::NAME, panic = %msg, "command handler panicked");
-            Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
-        }
-    }
+        })
+    })
+    .catch_unwind()
+    .await;
+    outcome.unwrap_or_else(|panic| {
+        let msg = panic_message(&*panic);
+        tracing::error!(command = C::NAME, panic = %msg, "a peer's command panicked");
+        Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
+    })
 }
 
 /// The caller's view of what came back for a command sent to a peer.

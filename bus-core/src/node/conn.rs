@@ -24,8 +24,8 @@ use crate::proto::requests::InboundRequests;
 use crate::proto::retirement::{Closing, Retirement};
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
-    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest, InterestRequest, RejectReason,
-    ReplyError,
+    encode_answer, ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest,
+    InterestRequest, RejectReason, ReplyError,
 };
 use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameName, NameCache};
 

@@ -28,9 +28,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
         cmd: InboundCommand,
     ) -> Result<Answering, ReplyError>;
 
-    /// What delivers the events `peer` sends, for one burst of frames; `None` once nothing
-    /// here can receive events (the bus is closing).
-    fn events(self: Arc<Self>, peer: &PeerHandle) -> Option<Arc<dyn EventSink>>;
+    /// What delivers the events `peer` sends, for one burst of frames.
+    fn events(self: Arc<Self>, peer: &PeerHandle) -> Arc<dyn EventSink>;
 
     /// The command names handled here and the event names subscribed to here: the interest
     /// the runtime announces to peers.

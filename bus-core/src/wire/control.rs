@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::body::{decode_body, encode_body};
-use super::frame::{Frame, FrameError, FrameKind};
+use super::frame::{Frame, FrameCodec, FrameError, FrameKind};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -372,6 +372,31 @@ impl ReplyError {
 
 impl ControlMessage for ReplyError {
     const KIND: FrameKind = FrameKind::ReplyError;
+}
+
+/// The encoded answer to request `id`: a `Reply` carrying `outcome`'s body, or a `ReplyError`.
+/// A reply `codec` refuses (over the peer's frame limit) is answered with a `TooLarge` error
+/// instead; `None` only if even that does not encode.
+pub fn encode_answer(
+    codec: &FrameCodec,
+    id: u64,
+    outcome: Result<bytes::Bytes, ReplyError>,
+) -> Option<bytes::Bytes> {
+    let mut frame = match outcome {
+        Ok(body) => Frame::new(FrameKind::Reply, body),
+        Err(e) => e.to_frame().ok()?,
+    };
+    frame.request_id = id;
+    match codec.encode_to_bytes(&frame) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            let mut err = ReplyError::new(crate::ErrorKind::TooLarge, e.to_string())
+                .to_frame()
+                .ok()?;
+            err.request_id = id;
+            codec.encode_to_bytes(&err).ok()
+        }
+    }
 }
 
 /// Asks the peer for a fresh [`Interest`] snapshot, after a gap in its delta sequence.

@@ -276,11 +276,8 @@ impl Inbound<'_> {
 
     /// As [`refuse`](Self::refuse), with the error made.
     pub(super) fn refuse_with(&self, id: u64, err: ReplyError) {
-        if let Ok(mut frame) = err.to_frame() {
-            frame.request_id = id;
-            if let Ok(bytes) = encode(&self.peer.send_codec, &frame) {
-                let _ = self.peer.lanes.replies.try_send(bytes);
-            }
+        if let Some(bytes) = encode_answer(&self.peer.send_codec, id, Err(err)) {
+            let _ = self.peer.lanes.replies.try_send(bytes);
         }
     }
 
@@ -361,7 +358,7 @@ impl Inbound<'_> {
 
     /// What delivers this peer's events, or `None` once the bus is gone.
     pub(super) fn events(&self) -> Option<Arc<dyn EventSink>> {
-        self.dispatch.upgrade()?.events(self.peer)
+        Some(self.dispatch.upgrade()?.events(self.peer))
     }
 
     pub(super) fn on_event(&self, sink: &dyn EventSink, frame: Frame) {
