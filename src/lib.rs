@@ -85,10 +85,10 @@ pub use meshbus_core::{
     async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler, Commands,
     Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events, FromServices,
     FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers, IntoCommandHandler,
-    IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr, PeerInfo, PeerStats,
-    PeersReady, Publish, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope, SendAll,
-    SendAllStream, SendCommand, Services, SubscribersReady, Subscription, SubscriptionOptions,
-    TimedReady, WithOptions,
+    IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr, PeerEventStats, PeerInfo,
+    PeerStats, PeersReady, Publish, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope,
+    SendAll, SendAllStream, SendCommand, Services, SubscribersReady, Subscription,
+    SubscriptionOptions, SubscriptionStats, TimedReady, WithOptions,
 };
 
 /// How many handshakes one remote host may start, for

@@ -81,7 +81,7 @@ pub use message::{Command, Event};
 pub use node::{MembershipView, PeerInfo};
 pub use scope::Scope;
 pub use services::Services;
-pub use stats::{BusStats, PeerStats};
+pub use stats::{BusStats, PeerEventStats, PeerStats, SubscriptionStats};
 pub use subscription::{FullPolicy, Subscription, SubscriptionOptions};
 pub use transport::{
     Addr, Connection, FrameReader, FrameWriter, Listener, ReadEvent, Transport, Transports,

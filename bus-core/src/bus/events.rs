@@ -3,7 +3,9 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
@@ -14,11 +16,14 @@ use super::Bus;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::PeerHandle;
+use crate::bus::BusInner;
+use crate::error::ErrorKind;
+use crate::node::credit::Room;
+use crate::node::EventRoute;
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
-use crate::subscription::{Delivery, EventMeta, FullPolicy, SubSender};
+use crate::subscription::{Delivery, EventMeta, FullPolicy, NotQueued, SubSender};
 use crate::wire::{FrameCodec, FrameKind, PREFIX_LEN};
 
 /// Publishes events in a scope. Made by [`Bus::events`]; the default scope is
@@ -70,6 +75,7 @@ impl<'a> Events<'a> {
             scope: self.scope,
             event,
             options: RequestOptions::new(),
+            timeout: None,
         }
     }
 }
@@ -97,10 +103,22 @@ pub struct Publish<'a, E: Event> {
     event: E,
     /// Only headers and the correlation id: see [`RequestOptions`] for why.
     options: RequestOptions,
+    /// How long the publish may wait for room; `None`: as long as it takes.
+    timeout: Option<Duration>,
 }
 
 impl<E: Event> Publish<'_, E> {
     request_setters!(common);
+
+    /// Fails with [`ErrorKind::Timeout`] if some subscription in scope that makes publishers
+    /// wait ([`FullPolicy::Wait`]) still had no room for the event after `timeout`. The
+    /// subscriptions that had room have the event either way; the others do not get it.
+    /// Without it, a publish waits for room however long it takes (a peer that stops
+    /// answering is declared dead after its peer timeout, and then waited for no longer).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 impl<'a, E: Event> IntoFuture for Publish<'a, E> {
@@ -154,7 +172,7 @@ impl<E: Event> Publish<'_, E> {
             .as_ref()
             .filter(|_| self.scope != Scope::Local)
             .map(|node| node.routes());
-        let candidates: &[Arc<PeerHandle>] = routes
+        let candidates: &[EventRoute] = routes
             .as_ref()
             .and_then(|r| r.events.get(E::NAME))
             .map_or(&[], Vec::as_slice);
@@ -182,17 +200,14 @@ impl<E: Event> Publish<'_, E> {
                 headers: self.options.headers().clone(),
             });
             for sub in subs {
-                let delivery = Delivery {
-                    event: Arc::clone(event),
-                    message_id,
-                    meta: Arc::clone(&meta),
-                };
-                match sub.tx.try_send(delivery) {
+                let delivery = Delivery::new(Arc::clone(event), message_id, Arc::clone(&meta));
+                match sub.try_send(delivery) {
                     Ok(()) => {}
                     // The subscription was dropped a moment ago; it no longer wants events.
-                    Err(flume::TrySendError::Disconnected(_)) => {}
-                    Err(flume::TrySendError::Full(delivery)) => match sub.policy {
+                    Err(NotQueued::Gone) => {}
+                    Err(NotQueued::Full(delivery)) => match sub.policy {
                         FullPolicy::DropNewest => {
+                            sub.dropped();
                             Counters::bump(&inner.counters.events_dropped);
                         }
                         FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),
@@ -200,8 +215,10 @@ impl<E: Event> Publish<'_, E> {
                 }
             }
         }
-        // Peers with a full event lane, when the policy is to wait for them.
-        let mut full_peers: Vec<(Arc<PeerHandle>, Bytes)> = Vec::new();
+        // Peers that granted no room now, and peers whose link's queue is full, when their
+        // subscriptions want the publisher to wait.
+        let mut no_room: Vec<(EventRoute, Bytes)> = Vec::new();
+        let mut full_peers: Vec<(Taken, Bytes)> = Vec::new();
         if peers.peek().is_some() {
             let event: &E = match &event {
                 Published::Owned(event) => event,
@@ -219,15 +236,11 @@ impl<E: Event> Publish<'_, E> {
                 Ok(bytes) => bytes,
                 Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
             };
-            let policy = inner
-                .node
-                .as_ref()
-                .map_or(FullPolicy::Wait, |n| n.peer_events_when_full());
-            while let Some(peer) = peers.next() {
+            while let Some(route) = peers.next() {
+                let (peer, credit) = (&route.peer, &route.credit);
                 if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                     // Over this peer's limit: it could not read it.
-                    Counters::bump(&inner.counters.peer_events_dropped);
-                    Counters::bump(&peer.counters.events_dropped);
+                    dropped_for(inner, route);
                     continue;
                 }
                 // The last peer takes the frame itself: cloning a `Bytes` made from a vector
@@ -237,51 +250,130 @@ impl<E: Event> Publish<'_, E> {
                 } else {
                     std::mem::take(&mut bytes)
                 };
-                // Room in the peer's byte budget, then on its lane; either may be full.
-                let full = match peer.try_queue(&peer.lanes.events, frame) {
-                    Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
-                    _ => None,
-                };
-                if let Some(frame) = full {
-                    Counters::bump(&inner.counters.peer_events_queue_full);
-                    Counters::bump(&peer.counters.events_queue_full);
-                    match policy {
-                        FullPolicy::DropNewest => {
-                            Counters::bump(&inner.counters.peer_events_dropped);
-                            Counters::bump(&peer.counters.events_dropped);
+                // Room at the peer's subscriptions first (dropped here, before it is sent,
+                // when they drop), then in the link's queue.
+                if !credit.window.try_take() {
+                    if credit.window.waits() {
+                        credit.waited.fetch_add(1, Ordering::Relaxed);
+                        no_room.push((route.clone(), frame));
+                    } else {
+                        dropped_for(inner, route);
+                    }
+                    continue;
+                }
+                let taken = Taken::new(route);
+                match peer.try_queue(&peer.lanes.events, frame) {
+                    Ok(()) => taken.sent(),
+                    // The connection is gone, and the peer with it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Full(frame)) => {
+                        Counters::bump(&inner.counters.peer_events_queue_full);
+                        Counters::bump(&peer.counters.events_queue_full);
+                        if credit.window.waits() {
+                            full_peers.push((taken, frame));
+                        } else {
+                            dropped_for(inner, route);
                         }
-                        FullPolicy::Wait => full_peers.push((Arc::clone(peer), frame)),
                     }
                 }
             }
         }
-        if full.is_empty() && full_peers.is_empty() {
+        if full.is_empty() && no_room.is_empty() && full_peers.is_empty() {
             return Started::Done(Ok(()));
         }
         let sealed = inner.sealed_token.clone();
-        Started::Waiting(Box::pin(async move {
+        let counters = Arc::clone(&inner.counters);
+        let waiting = async move {
+            let closed = || Err(Error::closed().with_message_name(E::NAME));
             for (sub, delivery) in full {
-                tokio::select! {
-                    // An error means the subscription is gone: nobody left to deliver to.
-                    _ = sub.tx.send_async(delivery) => {}
-                    () = sealed.cancelled() => {
-                        return Err(Error::closed().with_message_name(E::NAME));
-                    }
+                // An error means the subscription is gone (nobody left to deliver to), or the
+                // bus shut down.
+                if sub.send(delivery, &sealed).await.is_err() && sealed.is_cancelled() {
+                    return closed();
                 }
             }
-            for (peer, bytes) in full_peers {
+            for (route, bytes) in no_room {
+                let room = tokio::select! {
+                    room = route.credit.take(&route.peer.gone) => room,
+                    () = sealed.cancelled() => return closed(),
+                };
+                match room {
+                    Room::Taken => full_peers.push((Taken::new(&route), bytes)),
+                    // The peer's subscriptions turned to dropping while this waited.
+                    Room::Drop => dropped_counted(&counters, &route),
+                    // The event is not for anyone there now.
+                    Room::Gone => {}
+                }
+            }
+            for (taken, bytes) in full_peers {
+                let peer = &taken.route.peer;
                 tokio::select! {
                     // `queue` gives up by itself once the connection is gone, and the peer
                     // with it: the event is not for anyone then.
-                    _ = peer.queue(&peer.lanes.events, bytes) => {}
-                    () = sealed.cancelled() => {
-                        return Err(Error::closed().with_message_name(E::NAME));
+                    queued = peer.queue(&peer.lanes.events, bytes) => {
+                        if queued.is_ok() {
+                            taken.sent();
+                        }
                     }
+                    () = sealed.cancelled() => return closed(),
                 }
             }
             Ok(())
-        }))
+        };
+        Started::Waiting(match self.timeout {
+            None => Box::pin(waiting),
+            Some(limit) => Box::pin(async move {
+                tokio::time::timeout(limit, waiting).await.unwrap_or_else(|_| {
+                    Err(Error::new(ErrorKind::Timeout)
+                        .with_message_name(E::NAME)
+                        .with_detail(format!(
+                            "a subscriber had no room for the event within {limit:?}"
+                        )))
+                })
+            }),
+        })
     }
+}
+
+/// Room taken for one event at a peer and not yet used: given back if the event is not sent
+/// after all (its link's queue stayed full until the connection went, or the publish was given
+/// up while it waited), so the peer's window is never spent on an event it never got.
+struct Taken {
+    route: EventRoute,
+    sent: bool,
+}
+
+impl Taken {
+    fn new(route: &EventRoute) -> Self {
+        Taken {
+            route: route.clone(),
+            sent: false,
+        }
+    }
+
+    /// The event was queued for the peer: the room is spent.
+    fn sent(mut self) {
+        self.sent = true;
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.route.credit.window.give_back();
+        }
+    }
+}
+
+/// Counts an event dropped for `route`'s peer, before it was sent.
+fn dropped_for(inner: &BusInner, route: &EventRoute) {
+    dropped_counted(&inner.counters, route);
+}
+
+fn dropped_counted(counters: &Counters, route: &EventRoute) {
+    route.credit.dropped.fetch_add(1, Ordering::Relaxed);
+    Counters::bump(&counters.peer_events_dropped);
+    Counters::bump(&route.peer.counters.events_dropped);
 }
 
 impl<E: Event> fmt::Debug for Publish<'_, E> {

@@ -55,7 +55,6 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) -> Ro
         .peer_queue_bytes(opts.bound_bytes)
         // Frames are not the bound here: bytes are.
         .peer_queue_capacity(1 << 20)
-        .peer_events_when_full(opts.policy)
         // The stopped subscriber sends nothing: without this, it would be declared dead after
         // 5 s, its queue freed and the stall over.
         .peer_timeout(Duration::from_secs(120))
