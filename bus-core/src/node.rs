@@ -192,7 +192,6 @@ impl NodeShared {
         Ok(self.local.load().validate()?)
     }
 
-
     /// The handshake identity this node presents, as discovery advertises it.
     pub(crate) fn identity(&self) -> PeerIdentity {
         self.local.load().identity().clone()

@@ -139,7 +139,6 @@ impl EventMeta {
     }
 }
 
-
 /// A run-time subscription to events of type `E`: a [`Stream`] of shared events.
 ///
 /// Made by [`Bus::subscribe`](crate::Bus::subscribe). Dropping it unsubscribes. It ends when the

@@ -119,7 +119,12 @@ async fn a_stalled_subscriber_makes_its_publisher_wait_without_stalling_its_link
     let flow = &a.peer_stats()[0].events;
     assert_eq!(flow.len(), 1, "{flow:?}");
     assert_eq!(
-        (flow[0].event.as_str(), flow[0].sent, flow[0].waited, flow[0].credit),
+        (
+            flow[0].event.as_str(),
+            flow[0].sent,
+            flow[0].waited,
+            flow[0].credit
+        ),
         ("mesh.blob", 8, 1, 0),
         "{flow:?}"
     );
@@ -133,7 +138,10 @@ async fn a_stalled_subscriber_makes_its_publisher_wait_without_stalling_its_link
     // Nothing was dropped at b: its queue holds the 8.
     assert_eq!(b.stats().remote_events_dropped, 0);
     let subs = b.subscription_stats();
-    assert_eq!((subs[0].queued, subs[0].delivered, subs[0].dropped), (8, 8, 0));
+    assert_eq!(
+        (subs[0].queued, subs[0].delivered, subs[0].dropped),
+        (8, 8, 0)
+    );
 
     // Read again: room comes back, and the publisher goes on where it stopped.
     for i in 0..8 {
@@ -224,8 +232,15 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     assert_eq!(slow[0].events_dropped, dropped);
     assert_eq!(slow[0].events_queue_full, dropped);
     // ... and which subscription: b's `Tock`, which drops rather than makes c wait.
-    let tock = slow[0].events.iter().find(|e| e.event == "mesh.tock").unwrap();
-    assert_eq!((tock.event.as_str(), tock.dropped, tock.waited), ("mesh.tock", dropped, 0));
+    let tock = slow[0]
+        .events
+        .iter()
+        .find(|e| e.event == "mesh.tock")
+        .unwrap();
+    assert_eq!(
+        (tock.event.as_str(), tock.dropped, tock.waited),
+        ("mesh.tock", dropped, 0)
+    );
     assert_eq!(tock.when_full, FullPolicy::DropNewest);
     assert_eq!(slow[0].queue_bytes_limit, 256);
     assert!(

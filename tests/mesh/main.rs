@@ -5,6 +5,7 @@ mod support;
 
 mod commands;
 mod conn;
+mod credit;
 mod discovery;
 mod events;
 mod faults;

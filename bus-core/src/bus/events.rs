@@ -5,19 +5,19 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::options::{request_setters, RequestOptions};
 use super::Bus;
+use crate::bus::BusInner;
 use crate::error::Error;
+use crate::error::ErrorKind;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::bus::BusInner;
-use crate::error::ErrorKind;
 use crate::node::credit::Room;
 use crate::node::EventRoute;
 use crate::proto::routing::{Here, Picker};
@@ -323,13 +323,15 @@ impl<E: Event> Publish<'_, E> {
         Started::Waiting(match self.timeout {
             None => Box::pin(waiting),
             Some(limit) => Box::pin(async move {
-                tokio::time::timeout(limit, waiting).await.unwrap_or_else(|_| {
-                    Err(Error::new(ErrorKind::Timeout)
-                        .with_message_name(E::NAME)
-                        .with_detail(format!(
-                            "a subscriber had no room for the event within {limit:?}"
-                        )))
-                })
+                tokio::time::timeout(limit, waiting)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Timeout)
+                            .with_message_name(E::NAME)
+                            .with_detail(format!(
+                                "a subscriber had no room for the event within {limit:?}"
+                            )))
+                    })
             }),
         })
     }

@@ -13,9 +13,9 @@ use super::{remote, Bus, BusInner};
 use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
+use crate::node::credit::{EventFlow, Receipt};
 use crate::services::Services;
 use crate::stats::Counters;
-use crate::node::credit::{EventFlow, Receipt};
 use crate::stats::SubscriptionStats;
 use crate::subscription::{
     queue, Delivery, EventMeta, FullPolicy, Held, NotQueued, SubReceiver, SubSender,

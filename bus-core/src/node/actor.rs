@@ -534,10 +534,14 @@ impl Actor {
             for e in p.interest.events() {
                 // A name the peer may not make us hold more of has no room, and no route.
                 if let Some(credit) = p.handle.credit.sending(e) {
-                    routes.events.entry(e.to_owned()).or_default().push(EventRoute {
-                        peer: Arc::clone(&p.handle),
-                        credit,
-                    });
+                    routes
+                        .events
+                        .entry(e.to_owned())
+                        .or_default()
+                        .push(EventRoute {
+                            peer: Arc::clone(&p.handle),
+                            credit,
+                        });
                 }
             }
             let id = &p.handle.identity;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::PeerHandle;
 use super::credit::Credit;
+use super::PeerHandle;
 use crate::proto::routing::{Candidate, Picker};
 
 /// Rebuilt by the actor whenever a peer or its interest changes, and swapped in as a whole, so

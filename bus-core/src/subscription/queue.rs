@@ -142,7 +142,10 @@ impl<E> SubSender<E> {
         self.shared.len.fetch_add(1, Ordering::Relaxed);
         match self.tx.send(delivery) {
             Ok(()) => {
-                self.shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .delivered
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(_) => {
