@@ -125,7 +125,12 @@ const DEBUG_PREFIX: usize = 32;
 impl fmt::Debug for Binary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown = &self.0[..self.0.len().min(DEBUG_PREFIX)];
-        write!(f, "Binary({} bytes: b\"{}\"", self.0.len(), shown.escape_ascii())?;
+        write!(
+            f,
+            "Binary({} bytes: b\"{}\"",
+            self.0.len(),
+            shown.escape_ascii()
+        )?;
         if shown.len() < self.0.len() {
             f.write_str("..")?;
         }

@@ -37,7 +37,10 @@ const DATA_KEY: &[u8] = &[0x81, 0xa4, b'd', b'a', b't', b'a'];
 #[test]
 fn a_kib_payload_is_one_bin16_value() {
     let data = payload(1024);
-    let body = encode_body(&Upload { data: Binary::from(data.clone()) }).unwrap();
+    let body = encode_body(&Upload {
+        data: Binary::from(data.clone()),
+    })
+    .unwrap();
 
     let (key, value) = body.split_at(DATA_KEY.len());
     assert_eq!(key, DATA_KEY);
@@ -64,7 +67,10 @@ fn a_short_payload_is_bin8_and_an_empty_one_two_bytes() {
 
 #[test]
 fn the_with_helper_writes_vec_and_bytes_fields_as_bin_too() {
-    let msg = UploadWith { data: payload(300), shared: Bytes::from_static(b"shared") };
+    let msg = UploadWith {
+        data: payload(300),
+        shared: Bytes::from_static(b"shared"),
+    };
     let body = encode_body(&msg).unwrap();
     // A two-entry map; "data" then bin16 of 300 bytes; "shared" then bin8 of 6.
     assert_eq!(body.len(), 1 + 5 + 3 + 300 + 7 + 2 + 6);
@@ -77,14 +83,27 @@ fn a_frame_with_a_binary_body_round_trips_through_the_codec() {
     let codec = FrameCodec::default();
     // 1 KiB stays uncompressed; 64 KiB of a repeated pattern goes through LZ4.
     for len in [0, 1024, 64 * 1024] {
-        let msg = Upload { data: Binary::from(payload(len)) };
+        let msg = Upload {
+            data: Binary::from(payload(len)),
+        };
         let mut buf = BytesMut::new();
         codec
-            .encode_message(FrameKind::Event, 0, "files.upload", &FrameHeaders::default(), &msg, &mut buf)
+            .encode_message(
+                FrameKind::Event,
+                0,
+                "files.upload",
+                &FrameHeaders::default(),
+                &msg,
+                &mut buf,
+            )
             .unwrap();
         let frame = codec.decode(&mut buf).unwrap().unwrap();
         assert!(buf.is_empty());
-        assert_eq!(decode_body::<Upload>(&frame.body).unwrap(), msg, "{len} bytes");
+        assert_eq!(
+            decode_body::<Upload>(&frame.body).unwrap(),
+            msg,
+            "{len} bytes"
+        );
     }
 }
 
@@ -94,7 +113,10 @@ fn an_older_senders_vec_field_and_a_string_decode_as_binary() {
     let old = encode_body(&UploadVec { data: data.clone() }).unwrap();
     assert_eq!(decode_body::<Upload>(&old).unwrap().data, data);
     // And the other way: what an older receiver's `Vec<u8>` makes of a bin.
-    let new = encode_body(&Upload { data: Binary::from(data.clone()) }).unwrap();
+    let new = encode_body(&Upload {
+        data: Binary::from(data.clone()),
+    })
+    .unwrap();
     assert_eq!(decode_body::<UploadVec>(&new).unwrap().data, data);
 
     let text = encode_body(&"héllo").unwrap();
@@ -112,7 +134,10 @@ fn malformed_input_is_an_error() {
         ("bin32 declaring 4 GiB", &[0xc6, 0xff, 0xff, 0xff, 0xff, 1]),
         ("an array with 256 in it", &[0x92, 0x01, 0xcd, 0x01, 0x00]),
         ("an array with -1 in it", &[0x92, 0x01, 0xff]),
-        ("array32 declaring 4 G elements", &[0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2]),
+        (
+            "array32 declaring 4 G elements",
+            &[0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2],
+        ),
     ];
     for (what, bytes) in cases {
         assert!(decode_body::<Binary>(bytes).is_err(), "{what}");
@@ -139,8 +164,14 @@ proptest! {
 fn debug_shows_the_length_and_a_prefix_only() {
     let big = Binary::from(vec![b'x'; 1 << 20]);
     let shown = format!("{big:?}");
-    assert_eq!(shown, format!("Binary(1048576 bytes: b\"{}\"..)", "x".repeat(32)));
-    assert_eq!(format!("{:?}", Binary::from_static(b"a\n\xff")), "Binary(3 bytes: b\"a\\n\\xff\")");
+    assert_eq!(
+        shown,
+        format!("Binary(1048576 bytes: b\"{}\"..)", "x".repeat(32))
+    );
+    assert_eq!(
+        format!("{:?}", Binary::from_static(b"a\n\xff")),
+        "Binary(3 bytes: b\"a\\n\\xff\")"
+    );
 }
 
 #[test]
