@@ -245,8 +245,8 @@ impl<'de> Deserialize<'de> for Binary {
 }
 
 /// Serializes any byte buffer as MessagePack `bin`: the `serialize` half of
-/// `#[serde(with = "meshbus::binary")]`, for a `Vec<u8>`, `Bytes`, `Box<[u8]>` or `[u8; N]`
-/// field.
+/// `#[serde(with = "meshbus::binary")]`, for a `Vec<u8>`, `Bytes` or `Box<[u8]>` field (or
+/// `#[serde(serialize_with = "meshbus::binary::serialize")]` for any `AsRef<[u8]>`).
 ///
 /// # Examples
 ///
