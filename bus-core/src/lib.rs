@@ -45,6 +45,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod binary;
 mod bus;
 mod context;
 pub mod discovery;
@@ -65,6 +66,7 @@ pub mod transport;
 pub mod wire;
 
 pub use async_trait::async_trait;
+pub use binary::Binary;
 pub use bus::{
     Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
     PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand,

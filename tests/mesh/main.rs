@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod binary;
 mod commands;
 mod conn;
 mod credit;

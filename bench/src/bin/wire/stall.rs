@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use meshbus::prelude::*;
-use meshbus::FullPolicy;
-use serde_bytes::ByteBuf;
+use meshbus::{Binary, FullPolicy};
 
 use crate::msg::{bounded, builder, payload, rss, OrFail, RoleResult, Tick, Wire};
 
@@ -69,7 +68,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) -> Ro
     .await;
     let body = payload(opts.payload);
     // Make the event once before measuring, so the allocator has seen its size.
-    let template = ByteBuf::from(body.clone());
+    let template = Binary::from(body);
     println!("READY");
     let mut line = String::new();
     let stdin = tokio::io::stdin();
@@ -89,7 +88,11 @@ pub(crate) async fn publisher(wire: Wire, bus_addr: &str, opts: StallOpts) -> Ro
     let mut last_ok = Duration::ZERO;
     let mut stalled = false;
     while published < opts.events {
-        let publish = bus.events().publish(Tick(template.clone()));
+        let publish = bus
+            .events()
+            // A copy per event, as the application of the other scenarios makes: the clone of a
+            // `Binary` would share one buffer.
+            .publish(Tick(Binary::copy_from_slice(&template)));
         match tokio::time::timeout_at(deadline, publish).await {
             Ok(r) => r.or_fail("publish")?,
             Err(_) => {
