@@ -88,6 +88,12 @@ impl<'a> Events<'a> {
 /// Every subscription with room gets the event at once; the future then waits only for those
 /// that are full and use [`FullPolicy::Wait`], one after the other.
 ///
+/// A peer's subscriptions count the same way: the peer grants this node room for each event
+/// name as its subscriptions drain (credit). Without room, the publish waits for that peer if
+/// its subscriptions use `Wait`, and drops the event for it, before sending, if they all use
+/// `DropNewest`. A peer whose link's queue is full is treated alike. Bound the wait with
+/// [`timeout`](Publish::timeout).
+///
 /// An event handler that publishes into its own subscription's full queue with
 /// [`FullPolicy::Wait`] waits for itself: give such subscriptions room, or
 /// [`FullPolicy::DropNewest`].
@@ -95,7 +101,8 @@ impl<'a> Events<'a> {
 /// # Cancel safety
 ///
 /// Dropping the future while it waits leaves the event undelivered to the full subscriptions it
-/// was still waiting for; every other subscription has it.
+/// was still waiting for; every other subscription has it. Room it had taken at a peer and not
+/// used is given back.
 #[must_use = "an event is not published unless awaited"]
 pub struct Publish<'a, E: Event> {
     bus: &'a Bus,
