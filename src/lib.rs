@@ -86,9 +86,10 @@ pub use meshbus_core::{
     Commands, Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events,
     FromServices, FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers,
     IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr,
-    PeerEventStats, PeerInfo, PeerStats, PeersReady, Publish, PublishFuture, Ready, RequestOptions,
-    ResponseFuture, Scope, SendAll, SendAllStream, SendCommand, Services, SubscribersReady,
-    Subscription, SubscriptionOptions, SubscriptionStats, TimedReady, WithOptions,
+    PeerEventStats, PeerInfo, PeerStats, PeersReady, Publish, PublishAll, PublishFuture, Ready,
+    RequestOptions, ResponseFuture, Scope, SendAll, SendAllStream, SendCommand, Services,
+    SubscribersReady, Subscription, SubscriptionOptions, SubscriptionStats, TimedReady,
+    WithOptions,
 };
 
 /// Byte payloads: [`Binary`], and `#[serde(with = "meshbus::binary")]` for `Vec<u8>` and

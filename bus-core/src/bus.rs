@@ -1,5 +1,6 @@
 //! The [`Bus`]: one node of the mesh, and its local dispatch.
 
+mod admit;
 mod builder;
 mod commands;
 mod events;
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
-pub use events::{Events, Publish, PublishFuture};
+pub use events::{Events, Publish, PublishAll, PublishFuture};
 pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
 pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};

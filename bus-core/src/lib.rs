@@ -69,8 +69,8 @@ pub use async_trait::async_trait;
 pub use binary::Binary;
 pub use bus::{
     Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
-    PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand,
-    SubscribersReady, TimedReady,
+    PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream,
+    SendCommand, SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};

@@ -227,3 +227,47 @@ async fn a_peer_that_sends_beyond_the_room_it_was_granted_is_disconnected() {
     assert_eq!(b.stats().remote_events_dropped, 0);
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn publish_all_sends_in_order_and_waits_for_room_between_events() {
+    let net = InMemNetwork::new(144);
+    let b = node(&net, "b").start().await.unwrap();
+    let mut sub = b
+        .subscribe_with::<Tick>(stalled(4, FullPolicy::Wait))
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b", a.ready().subscribers::<Tick>(Scope::Cluster, 1)).await;
+
+    // Room for 4: the batch stops at its timeout after the 4th, and says so.
+    let err = a
+        .events()
+        .publish_all((0..20).map(Tick))
+        .timeout(std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(a.peer_stats()[0].events[0].sent, 4);
+    for i in 0..4 {
+        assert_eq!(within("b's event", sub.recv()).await.unwrap().0, i);
+    }
+
+    // With the subscriber reading, a batch of 1,000 arrives whole and in order, 4 at a time.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 1_000 {
+            got.push(sub.recv().await.unwrap().0);
+        }
+        got
+    });
+    within(
+        "the batch",
+        a.events().publish_all((100..1_100).map(Tick)).into_future(),
+    )
+    .await
+    .unwrap();
+    let got = within("b's events", reader).await.unwrap();
+    assert_eq!(got, (100..1_100).collect::<Vec<_>>());
+    assert_eq!(b.stats().remote_events_dropped, 0);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
