@@ -259,8 +259,7 @@ impl Bus {
         inner.interest_changed();
         Ok(Subscription {
             id,
-            rx: rx.rx.into_stream(),
-            end: rx.end,
+            rx,
             bus: Arc::downgrade(inner),
             _event: PhantomData,
         })

@@ -18,7 +18,7 @@ use crate::scope::Scope;
 
 mod queue;
 
-pub(crate) use queue::{queue, Held, NotQueued, QueueEnd, SubReceiver, SubSender};
+pub(crate) use queue::{queue, Held, NotQueued, SubReceiver, SubSender};
 
 /// What a publisher does when a subscription's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,8 +150,7 @@ impl EventMeta {
 #[must_use = "a subscription receives nothing unless it is polled"]
 pub struct Subscription<E: Event> {
     pub(crate) id: u64,
-    pub(crate) rx: flume::r#async::RecvStream<'static, Delivery<E>>,
-    pub(crate) end: QueueEnd,
+    pub(crate) rx: SubReceiver<E>,
     pub(crate) bus: Weak<BusInner>,
     pub(crate) _event: PhantomData<fn() -> E>,
 }
@@ -173,8 +172,7 @@ impl<E: Event> Subscription<E> {
     ///
     /// Cancel safe, as [`recv`](Subscription::recv).
     pub async fn recv_with_context(&mut self) -> Option<(Arc<E>, Context)> {
-        let delivery = futures_util::StreamExt::next(&mut self.rx).await?;
-        let delivery = self.end.taken(delivery);
+        let delivery = self.rx.recv().await?;
         let bus = Bus::for_handler(self.bus.upgrade()?);
         let ctx = delivery.meta.context(delivery.message_id, bus);
         Some((delivery.event, ctx))
@@ -185,16 +183,13 @@ impl<E: Event> Stream for Subscription<E> {
     type Item = Arc<E>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Arc<E>>> {
-        let this = &mut *self;
-        Pin::new(&mut this.rx)
-            .poll_next(cx)
-            .map(|d| d.map(|d| this.end.taken(d).event))
+        self.rx.poll_recv(cx).map(|d| d.map(|d| d.event))
     }
 }
 
 impl<E: Event> Drop for Subscription<E> {
     fn drop(&mut self) {
-        self.end.closing();
+        self.rx.close();
         if let Some(bus) = self.bus.upgrade() {
             bus.unsubscribe::<E>(self.id);
         }

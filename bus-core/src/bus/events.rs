@@ -153,6 +153,8 @@ where
         Box::pin(async move {
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
             for event in events {
+                // As a publish does: see `PublishFuture::poll`.
+                tokio::task::coop::consume_budget().await;
                 let left =
                     deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
                 match admit(bus, scope, event, &options, left) {
@@ -277,6 +279,11 @@ impl<E: Event> Future for PublishFuture<'_, E> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if let PublishState::Start(publish) = &mut this.state {
+            // A unit of the task's cooperative budget per publish, as a channel send takes: a
+            // task that publishes in a loop, and never has to wait (every subscriber has room,
+            // or drops), still lets the connections' writers and readers on its thread run.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            coop.made_progress();
             let Some(publish) = publish.take() else {
                 this.state = PublishState::Done;
                 return Poll::Ready(Ok(()));

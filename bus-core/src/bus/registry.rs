@@ -255,7 +255,7 @@ pub(super) fn add_subscriber<E: Event>(
 /// Runs one subscription worker: takes events off the queue one at a time until the queue is
 /// closed and empty, or the bus is gone.
 async fn run_subscriber<E: Event>(
-    rx: SubReceiver<E>,
+    mut rx: SubReceiver<E>,
     handler: Arc<dyn EventHandler<E>>,
     bus: Weak<BusInner>,
 ) {

@@ -6,9 +6,16 @@
 //! the grant is what bounds it, and a connection's reader must never wait nor, for a `Wait`
 //! subscription, drop. It carries its [`Receipt`]; taking it off the queue drops the receipt,
 //! which is what lets the peer send more.
+//!
+//! The queue is a deque behind a lock held only to push or to take. A lone consumer (a
+//! [`Subscription`](super::Subscription), or a handler run one event at a time) takes everything
+//! queued at once, so a burst of events costs it one lock, not one per event; a publisher wakes
+//! a consumer only if one is waiting.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,20 +32,55 @@ pub(crate) enum Held {
 }
 
 /// What the two ends of a subscription share.
-pub(crate) struct Shared {
+struct Shared<E> {
+    queue: Mutex<Queue<E>>,
     event: &'static str,
     id: u64,
     capacity: usize,
     policy: FullPolicy,
-    /// Deliveries in the queue that count against the capacity.
+    /// Deliveries queued (or taken and not yet handed out) that count against the capacity.
     counted: AtomicUsize,
-    /// Deliveries in the queue, counted or not.
+    /// Deliveries queued or taken and not yet handed out, counted or not.
     len: AtomicUsize,
-    /// Woken when a counted delivery leaves the queue, or the receiving end goes.
+    /// Woken when a counted delivery is handed out, or the receiving end goes.
     room: Notify,
     /// The receiving end went (a run-time subscription was dropped).
     closed: AtomicBool,
-    pub(crate) counters: SubCounters,
+    counters: SubCounters,
+}
+
+struct Queue<E> {
+    items: VecDeque<Delivery<E>>,
+    /// Consumers waiting for a delivery.
+    waiting: Vec<Waker>,
+    /// The sending end is gone: once empty, the queue ends.
+    ended: bool,
+}
+
+impl<E> Shared<E> {
+    fn lock(&self) -> MutexGuard<'_, Queue<E>> {
+        // Nothing panics while holding it; a poisoned lock still holds a consistent queue.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `delivery`, waking a waiting consumer; `Err` gives it back if the subscription is
+    /// gone.
+    fn push(&self, delivery: Delivery<E>) -> Result<(), Delivery<E>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(delivery);
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        let waker = {
+            let mut queue = self.lock();
+            queue.items.push_back(delivery);
+            queue.waiting.pop()
+        };
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
 }
 
 /// Why a delivery was not queued.
@@ -49,44 +91,36 @@ pub(crate) enum NotQueued<E> {
     Gone,
 }
 
-/// The sending side of one subscription, held in the bus's routing snapshot.
+/// The sending side of one subscription, held in the bus's routing snapshot. Dropping it (the
+/// last table that holds it is gone) ends the queue once it is empty.
 pub(crate) struct SubSender<E> {
     pub(crate) id: u64,
-    tx: flume::Sender<Delivery<E>>,
     pub(crate) policy: FullPolicy,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<E>>,
 }
 
-/// The receiving side: the subscription's workers, or its [`Subscription`](super::Subscription).
+/// The receiving side: a subscription's worker, or its [`Subscription`](super::Subscription).
 pub(crate) struct SubReceiver<E> {
-    pub(crate) rx: flume::Receiver<Delivery<E>>,
-    pub(crate) end: QueueEnd,
+    shared: Arc<Shared<E>>,
+    /// Taken off the queue at once and not yet handed out (a lone consumer only).
+    taken: VecDeque<Delivery<E>>,
+    /// Whether this consumer is the only one, and takes everything queued at once.
+    alone: bool,
 }
 
-impl<E> Clone for SubReceiver<E> {
-    fn clone(&self) -> Self {
-        SubReceiver {
-            rx: self.rx.clone(),
-            end: QueueEnd {
-                shared: Arc::clone(&self.end.shared),
-            },
-        }
-    }
-}
-
-/// What the receiving side does as deliveries leave the queue.
-pub(crate) struct QueueEnd {
-    shared: Arc<Shared>,
-}
-
-/// A new subscription's two ends.
+/// A new subscription's two ends. With `consumers` above 1, each worker takes one delivery
+/// at a time (clone the receiver for each).
 pub(crate) fn queue<E>(
     event: &'static str,
     id: u64,
     options: SubscriptionOptions,
 ) -> (Arc<SubSender<E>>, SubReceiver<E>) {
-    let (tx, rx) = flume::unbounded();
     let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            items: VecDeque::new(),
+            waiting: Vec::new(),
+            ended: false,
+        }),
         event,
         id,
         capacity: options.capacity,
@@ -99,17 +133,15 @@ pub(crate) fn queue<E>(
     });
     let sender = SubSender {
         id,
-        tx,
         policy: options.when_full,
         shared: Arc::clone(&shared),
     };
-    (
-        Arc::new(sender),
-        SubReceiver {
-            rx,
-            end: QueueEnd { shared },
-        },
-    )
+    let receiver = SubReceiver {
+        shared,
+        taken: VecDeque::new(),
+        alone: options.concurrency <= 1,
+    };
+    (Arc::new(sender), receiver)
 }
 
 impl<E> SubSender<E> {
@@ -121,12 +153,15 @@ impl<E> SubSender<E> {
     /// Queues `delivery` if the queue is under its capacity.
     pub(crate) fn try_send(&self, mut delivery: Delivery<E>) -> Result<(), NotQueued<E>> {
         let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(NotQueued::Gone);
+        }
         if shared.counted.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
             shared.counted.fetch_sub(1, Ordering::AcqRel);
             return Err(NotQueued::Full(delivery));
         }
         delivery.counted = true;
-        self.push(delivery).map_err(|_| {
+        shared.push(delivery).map_err(|_| {
             shared.counted.fetch_sub(1, Ordering::AcqRel);
             NotQueued::Gone
         })
@@ -135,24 +170,7 @@ impl<E> SubSender<E> {
     /// Queues a peer's event that came under the room granted to it, whatever the queue's
     /// length.
     pub(crate) fn send_credited(&self, delivery: Delivery<E>) {
-        let _ = self.push(delivery);
-    }
-
-    fn push(&self, delivery: Delivery<E>) -> Result<(), ()> {
-        self.shared.len.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(delivery) {
-            Ok(()) => {
-                self.shared
-                    .counters
-                    .delivered
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(_) => {
-                self.shared.len.fetch_sub(1, Ordering::Relaxed);
-                Err(())
-            }
-        }
+        let _ = self.shared.push(delivery);
     }
 
     /// Waits for room, then queues `delivery`; gives up when the subscription goes or `sealed`
@@ -175,9 +193,6 @@ impl<E> SubSender<E> {
                 Ok(()) => return Ok(()),
                 Err(NotQueued::Gone) => return Err(()),
                 Err(NotQueued::Full(back)) => delivery = back,
-            }
-            if self.tx.is_disconnected() || self.shared.closed.load(Ordering::Acquire) {
-                return Err(());
             }
             tokio::select! {
                 () = freed => {}
@@ -207,18 +222,73 @@ impl<E> SubSender<E> {
     }
 }
 
-impl<E> SubReceiver<E> {
-    /// The next delivery, or `None` once every sender is gone and the queue is empty.
-    pub(crate) async fn recv(&self) -> Option<Delivery<E>> {
-        let delivery = self.rx.recv_async().await.ok()?;
-        Some(self.end.taken(delivery))
+impl<E> Drop for SubSender<E> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut queue = self.shared.lock();
+            queue.ended = true;
+            std::mem::take(&mut queue.waiting)
+        };
+        for waker in waiting {
+            waker.wake();
+        }
     }
 }
 
-impl QueueEnd {
-    /// A delivery just taken off the queue: its room is free again (for this node's publishers,
-    /// or, by dropping its receipt, for the peer that sent it).
-    pub(crate) fn taken<E>(&self, mut delivery: Delivery<E>) -> Delivery<E> {
+impl<E> Clone for SubReceiver<E> {
+    fn clone(&self) -> Self {
+        SubReceiver {
+            shared: Arc::clone(&self.shared),
+            taken: VecDeque::new(),
+            alone: self.alone,
+        }
+    }
+}
+
+impl<E> SubReceiver<E> {
+    /// The next delivery, or `None` once the sending end is gone and the queue is empty.
+    pub(crate) async fn recv(&mut self) -> Option<Delivery<E>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next delivery.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery<E>>> {
+        if let Some(delivery) = self.taken.pop_front() {
+            return Poll::Ready(Some(self.hand_out(delivery)));
+        }
+        let mut queue = self.shared.lock();
+        let first = if self.alone {
+            // Everything queued, in one go: a burst costs one lock.
+            std::mem::swap(&mut queue.items, &mut self.taken);
+            self.taken.pop_front()
+        } else {
+            queue.items.pop_front()
+        };
+        match first {
+            Some(delivery) => {
+                // Several consumers: the next one waiting takes what is left.
+                let next = (!queue.items.is_empty())
+                    .then(|| queue.waiting.pop())
+                    .flatten();
+                drop(queue);
+                if let Some(waker) = next {
+                    waker.wake();
+                }
+                Poll::Ready(Some(self.hand_out(delivery)))
+            }
+            None if queue.ended => Poll::Ready(None),
+            None => {
+                if !queue.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                    queue.waiting.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A delivery leaves the queue for its handler: its room is free again (for this node's
+    /// publishers, or, by dropping its receipt, for the peer that sent it).
+    fn hand_out(&self, mut delivery: Delivery<E>) -> Delivery<E> {
         let shared = &self.shared;
         shared.len.fetch_sub(1, Ordering::Relaxed);
         if delivery.counted {
@@ -229,9 +299,129 @@ impl QueueEnd {
         delivery
     }
 
-    /// The receiving end is going: publishers waiting for room look again (and find it gone).
-    pub(crate) fn closing(&self) {
+    /// The receiving end is going: publishers waiting for room look again (and find it gone),
+    /// and what is queued is let go (its room given back to the peers that sent it).
+    pub(crate) fn close(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.room.notify_waiters();
+        let left = std::mem::take(&mut self.shared.lock().items);
+        drop(left);
+        self.taken.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use crate::id::NodeId;
+    use crate::scope::Scope;
+    use crate::subscription::EventMeta;
+
+    fn delivery(n: u32) -> Delivery<u32> {
+        let meta = Arc::new(EventMeta {
+            correlation_id: None,
+            sender: NodeId::from_u128(1),
+            scope: Scope::Local,
+            headers: crate::context::Headers::new(),
+        });
+        Delivery::new(Arc::new(n), u64::from(n), meta)
+    }
+
+    fn opts(capacity: usize, concurrency: usize) -> SubscriptionOptions {
+        SubscriptionOptions::new()
+            .capacity(capacity)
+            .concurrency(concurrency)
+    }
+
+    #[tokio::test]
+    async fn local_events_count_against_the_capacity_and_credited_ones_do_not() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(2, 1));
+        assert!(tx.try_send(delivery(0)).is_ok());
+        assert!(tx.try_send(delivery(1)).is_ok());
+        assert!(matches!(tx.try_send(delivery(2)), Err(NotQueued::Full(_))));
+        // A peer's event under its grant goes in all the same.
+        tx.send_credited(delivery(3));
+        let stats = tx.stats();
+        assert_eq!((stats.queued, stats.delivered), (3, 3));
+        assert_eq!(*rx.recv().await.unwrap().event, 0);
+        // One local event handed out: room for one more.
+        assert!(tx.try_send(delivery(4)).is_ok());
+        let rest: Vec<u32> = [
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+            rx.recv().await.unwrap(),
+        ]
+        .iter()
+        .map(|d| *d.event)
+        .collect();
+        assert_eq!(rest, [1, 3, 4]);
+        assert_eq!(tx.stats().queued, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lone_consumer_takes_a_burst_in_one_go_and_the_queue_ends_after_it() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(16, 1));
+        for i in 0..5 {
+            assert!(tx.try_send(delivery(i)).is_ok());
+        }
+        assert_eq!(*rx.recv().await.unwrap().event, 0);
+        // The other four left the shared queue with the first.
+        assert!(rx.shared.lock().items.is_empty());
+        assert_eq!(rx.taken.len(), 4);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(d) = rx.recv().await {
+            got.push(*d.event);
+        }
+        assert_eq!(got, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn several_consumers_share_the_queue_one_delivery_at_a_time() {
+        let (tx, rx) = queue::<u32>("t", 1, opts(16, 2));
+        let (mut a, mut b) = (rx.clone(), rx);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(a.poll_recv(&mut cx).is_pending());
+        for i in 0..2 {
+            assert!(tx.try_send(delivery(i)).is_ok());
+        }
+        let first = a.recv().await.unwrap();
+        // `a` took one only: the other is there for `b`.
+        assert!(a.taken.is_empty());
+        let second = b.recv().await.unwrap();
+        assert_eq!((*first.event, *second.event), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_publisher_waiting_for_room_gives_up_when_the_subscription_goes() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
+        assert!(tx.try_send(delivery(0)).is_ok());
+        let sealed = CancellationToken::new();
+        let waiting = tx.send(delivery(1), &sealed);
+        tokio::pin!(waiting);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        rx.close();
+        assert_eq!(waiting.await, Err(()));
+        assert_eq!(tx.stats().waited, 1);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_waiting_for_room_gets_it_when_an_event_is_handed_out() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
+        assert!(tx.try_send(delivery(0)).is_ok());
+        let sealed = CancellationToken::new();
+        let waiting = tx.send(delivery(1), &sealed);
+        tokio::pin!(waiting);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(*rx.recv().await.unwrap().event, 0);
+        assert_eq!(waiting.await, Ok(()));
+        assert_eq!(*rx.recv().await.unwrap().event, 1);
     }
 }
