@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::through::Gate;
 use crate::id::NodeId;
 use crate::proto::handshake::ConnectionKey;
 use crate::proto::requests::PendingRequests;
@@ -58,6 +59,8 @@ pub(crate) struct LaneReceivers {
     pub(crate) commands: mpsc::Receiver<Queued>,
     pub(crate) events: mpsc::Receiver<Queued>,
 }
+
+mod through;
 
 pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
     let capacity = capacity.max(1);
@@ -121,6 +124,8 @@ pub(crate) struct PeerHandle {
     budget_total: u32,
     /// What [`PeerStats`] reports beyond the budget.
     pub(crate) counters: PeerCounters,
+    /// Who writes to the transport now: the writer task, or a sender writing through.
+    pub(crate) gate: Arc<Gate>,
 }
 
 impl PeerHandle {
@@ -131,6 +136,7 @@ impl PeerHandle {
         lanes: Lanes,
         send_codec: FrameCodec,
         budget_bytes: usize,
+        gate: Gate,
     ) -> Self {
         let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
         PeerHandle {
@@ -151,6 +157,7 @@ impl PeerHandle {
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
             counters: PeerCounters::default(),
+            gate: Arc::new(gate),
         }
     }
 
@@ -241,9 +248,10 @@ impl PeerHandle {
         !self.unavailable.load(Ordering::Relaxed)
     }
 
-    /// The link failed: the writer stops at once.
+    /// The link failed: the writer stops at once, and nothing more is written through.
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
+        self.gate.shut();
         self.abort.cancel();
     }
 
