@@ -186,3 +186,184 @@ impl Gate {
         std::mem::take(&mut self.lock().left)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::node::peer::lanes;
+
+    /// A transport's write-through that takes `take` bytes of each frame at most (all of it
+    /// when `None`), or leaves each frame unflushed, and records what it took.
+    #[derive(Debug, Default)]
+    struct Script {
+        take: Option<usize>,
+        unflushed: bool,
+        took: Mutex<Vec<Bytes>>,
+        calls: AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct Port(Arc<Script>);
+
+    impl WriteThrough for Port {
+        fn try_write(&self, frame: Bytes) -> ThroughWrite {
+            let s = &self.0;
+            s.calls.fetch_add(1, Ordering::Relaxed);
+            if s.unflushed {
+                s.took.lock().unwrap().push(frame);
+                return ThroughWrite::Unflushed;
+            }
+            match s.take {
+                Some(0) => ThroughWrite::NotTaken(frame),
+                Some(n) if n < frame.len() => {
+                    s.took.lock().unwrap().push(frame.slice(..n));
+                    ThroughWrite::Rest(frame.slice(n..))
+                }
+                _ => {
+                    s.took.lock().unwrap().push(frame);
+                    ThroughWrite::Written
+                }
+            }
+        }
+    }
+
+    fn open(script: &Arc<Script>) -> (Gate, Lanes, LaneReceivers, Arc<LastSent>) {
+        let (lanes, rx) = lanes(8);
+        let sent = Arc::new(LastSent::new());
+        let port: Box<dyn WriteThrough> = Box::new(Port(Arc::clone(script)));
+        let gate = Gate::new(Some(port), &lanes, Arc::clone(&sent));
+        (gate, lanes, rx, sent)
+    }
+
+    fn poll(gate: &Gate, rx: &mut LaneReceivers) -> Poll<Next> {
+        gate.poll_next(rx, &mut Context::from_waker(Waker::noop()))
+    }
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 16])
+    }
+
+    #[test]
+    fn nothing_goes_through_before_the_writer_first_parks() {
+        let script = Arc::new(Script::default());
+        let (gate, _lanes, mut rx, _) = open(&script);
+        assert_eq!(gate.try_write(frame(1)), Err(frame(1)));
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(2)), Ok(()));
+        assert_eq!(*script.took.lock().unwrap(), [frame(2)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_frame_written_through_counts_as_sent() {
+        let script = Arc::new(Script::default());
+        let (gate, _lanes, mut rx, sent) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        let before = sent.get();
+        tokio::time::advance(std::time::Duration::from_secs(3)).await;
+        assert_eq!(gate.try_write(frame(1)), Ok(()));
+        assert!(sent.get() >= before + std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_frame_queued_first_or_held_by_the_writer_is_never_overtaken() {
+        let script = Arc::new(Script::default());
+        let (gate, lanes, mut rx, _) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        // Queued on any lane a frame written through must not overtake: queued, not written.
+        for lane in [&lanes.control, &lanes.replies] {
+            lane.try_send(frame(1)).unwrap();
+            assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+            // The writer takes it: busy until it parks on empty lanes again.
+            assert!(matches!(poll(&gate, &mut rx), Poll::Ready(Next::Frame(f)) if f == frame(1)));
+            assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+            assert!(poll(&gate, &mut rx).is_pending());
+        }
+        lanes
+            .commands
+            .try_send(Queued {
+                bytes: frame(3),
+                permits: 16,
+            })
+            .unwrap();
+        assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+        assert!(matches!(poll(&gate, &mut rx), Poll::Ready(Next::Queued(q)) if q.permits == 16));
+        assert!(poll(&gate, &mut rx).is_pending());
+        // A reserved slot is a frame on its way to the lane.
+        let slot = lanes.commands.try_reserve().unwrap();
+        assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+        drop(slot);
+        // An event waiting may be overtaken, as the writer would overtake it.
+        lanes
+            .events
+            .try_send(Queued {
+                bytes: frame(4),
+                permits: 16,
+            })
+            .unwrap();
+        assert_eq!(gate.try_write(frame(2)), Ok(()));
+        assert_eq!(*script.took.lock().unwrap(), [frame(2)]);
+    }
+
+    #[test]
+    fn the_rest_of_a_frame_taken_in_part_goes_first_and_nothing_passes_it() {
+        let script = Arc::new(Script {
+            take: Some(5),
+            ..Script::default()
+        });
+        let (gate, lanes, mut rx, _) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(1)), Ok(()));
+        // Until the writer has written the rest, nothing else goes through.
+        assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+        lanes.control.try_send(frame(9)).unwrap();
+        match poll(&gate, &mut rx) {
+            Poll::Ready(Next::Left(Left::Rest(rest))) => assert_eq!(rest, frame(1).slice(5..)),
+            _ => panic!("the rest was not first"),
+        }
+        assert!(matches!(poll(&gate, &mut rx), Poll::Ready(Next::Frame(f)) if f == frame(9)));
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(script.calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_frame_left_unflushed_is_flushed_by_the_writer_first() {
+        let script = Arc::new(Script {
+            unflushed: true,
+            ..Script::default()
+        });
+        let (gate, _lanes, mut rx, _) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(1)), Ok(()));
+        assert_eq!(gate.try_write(frame(2)), Err(frame(2)));
+        assert!(matches!(
+            poll(&gate, &mut rx),
+            Poll::Ready(Next::Left(Left::Flush))
+        ));
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(2)), Ok(()));
+    }
+
+    #[test]
+    fn a_frame_not_taken_comes_back_and_a_shut_gate_takes_nothing() {
+        let script = Arc::new(Script {
+            take: Some(0),
+            ..Script::default()
+        });
+        let (gate, _lanes, mut rx, _) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(1)), Err(frame(1)));
+        assert!(poll(&gate, &mut rx).is_pending());
+
+        let script = Arc::new(Script::default());
+        let (gate, _lanes, mut rx, _) = open(&script);
+        assert!(poll(&gate, &mut rx).is_pending());
+        gate.shut();
+        assert_eq!(gate.try_write(frame(1)), Err(frame(1)));
+        // Even once the writer parks again.
+        assert!(poll(&gate, &mut rx).is_pending());
+        assert_eq!(gate.try_write(frame(1)), Err(frame(1)));
+        assert_eq!(script.calls.load(Ordering::Relaxed), 0);
+    }
+}
