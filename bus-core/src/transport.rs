@@ -8,6 +8,13 @@
 //! with its own message framing (WebSocket, the in-memory one) implements the two traits
 //! directly. [`Transports`] picks a transport by an address's scheme.
 //!
+//! A writer may also offer a [`WriteThrough`] ([`FrameWriter::write_through`]): the runtime
+//! then writes a lone frame (a command, a reply, a ping or pong) from the sender's own call
+//! while the writer task is idle and nothing is queued before the frame, saving that task a
+//! wake-up; the writer finishes whatever such a write left ([`ThroughWrite`]) before anything
+//! else. [`StreamThrough`] does it for byte streams; a transport without it simply works one
+//! task wake-up per lone frame slower.
+//!
 //! Frames here are opaque [`Bytes`]: each is one whole encoded frame, length prefix included,
 //! as [`FrameCodec::encode`](crate::wire::FrameCodec::encode) writes it and
 //! [`FrameCodec::decode`](crate::wire::FrameCodec::decode) reads it.
