@@ -179,7 +179,11 @@ async fn interleaved_over(node: impl Fn(&str) -> BusBuilder, reply_len: usize) {
     while got.len() < COMMANDS as usize {
         got.push(within("an event", marks.recv()).await.unwrap().0);
     }
-    assert_eq!(got, (0..COMMANDS).collect::<Vec<_>>(), "events out of order");
+    assert_eq!(
+        got,
+        (0..COMMANDS).collect::<Vec<_>>(),
+        "events out of order"
+    );
     // Every frame written gave its share of the byte budget back (the writer gives it back
     // just after its write, which may be a moment after the reply arrived).
     for bus in [&client, &server] {

@@ -18,8 +18,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::writer::LastSent;
 use super::now_std;
+use super::writer::LastSent;
 use crate::node::peer::{LaneReceivers, Lanes, Queued};
 use crate::transport::{ThroughWrite, WriteThrough};
 
