@@ -1,7 +1,7 @@
 //! The write-through gate: who may write to a connection's transport right now, the writer task
 //! or a sender writing its lone frame itself.
 //!
-//! The writer task owns the transport's [`FrameWriter`]; the gate holds the transport's
+//! The writer task owns the transport's [`FrameWriter`](crate::transport::FrameWriter); the gate holds the transport's
 //! [`WriteThrough`] (if it has one). A sender writes through only when, under the gate's lock,
 //! the writer is parked with nothing in hand, nothing is left over from an earlier
 //! write-through, and the control, replies and commands lanes are empty: then no frame queued

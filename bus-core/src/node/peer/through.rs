@@ -1,5 +1,6 @@
-//! Sending a lone frame at once: written through the connection's [`Gate`] when its writer is
-//! idle and nothing waits before it, queued on its lane otherwise.
+//! Sending a lone frame at once: written through the connection's
+//! [`Gate`](crate::node::conn::through::Gate) when its writer is idle and nothing waits before
+//! it, queued on its lane otherwise.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
