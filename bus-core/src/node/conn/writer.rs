@@ -35,9 +35,9 @@ impl LastSent {
 
 /// Writes what the lanes hold: waits for any frame, then takes everything queued (control
 /// first, events last, up to a batch budget) and writes it in one batch. An idle link writes a
-/// lone frame at once (or its sender already wrote it through the [`Gate`](super::through::Gate); what that left
-/// is written first of all). On `stop`, sends what is queued and closes; on `abort` (the link
-/// failed) or a failed write, stops at once. Returns what was never written: the lanes,
+/// lone frame at once (or its sender already wrote it through the
+/// [`Gate`](super::through::Gate); what that left is written first of all). On `stop`, sends
+/// what is queued and closes; on `abort` (the link failed) or a failed write, stops at once. Returns what was never written: the lanes,
 /// holding what was never taken off them, and the frames of a failed write that the transport
 /// did not take.
 pub(super) async fn write_loop(
