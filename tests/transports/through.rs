@@ -6,6 +6,8 @@
 //! order they were sent in; the byte budget comes back. Real time: every wait is bounded and
 //! waits for an event of the mesh, never a sleep.
 
+#![cfg(any(feature = "tcp", feature = "ws"))]
+
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
