@@ -4,7 +4,9 @@
 //! and is told about everything by messages on a bounded inbox. Each connection has one task
 //! that runs the handshake and then reads, and one writer task it owns; both end with the
 //! connection. Senders on the hot path never talk to the actor: they read the routing snapshot
-//! ([`Routes`]) and queue frames on a peer's lanes.
+//! ([`Routes`]) and queue frames on a peer's lanes; a command, reply, ping or pong that finds
+//! the connection's writer idle and nothing queued before it is written from the sender's own
+//! call instead (write-through, when the transport offers it), saving the writer a wake-up.
 
 mod actor;
 mod conn;

@@ -8,6 +8,13 @@
 //! with its own message framing (WebSocket, the in-memory one) implements the two traits
 //! directly. [`Transports`] picks a transport by an address's scheme.
 //!
+//! A writer may also offer a [`WriteThrough`] ([`FrameWriter::write_through`]): the runtime
+//! then writes a lone frame (a command, a reply, a ping or pong) from the sender's own call
+//! while the writer task is idle and nothing is queued before the frame, saving that task a
+//! wake-up; the writer finishes whatever such a write left ([`ThroughWrite`]) before anything
+//! else. [`StreamThrough`] does it for byte streams; a transport without it simply works one
+//! task wake-up per lone frame slower.
+//!
 //! Frames here are opaque [`Bytes`]: each is one whole encoded frame, length prefix included,
 //! as [`FrameCodec::encode`](crate::wire::FrameCodec::encode) writes it and
 //! [`FrameCodec::decode`](crate::wire::FrameCodec::decode) reads it.
@@ -56,9 +63,11 @@ use crate::Error;
 
 mod addr;
 mod stream;
+mod through;
 
 pub use addr::Addr;
 pub use stream::{FramingError, StreamFrameReader, StreamFrameWriter, StreamFraming};
+pub use through::{StreamThrough, ThroughWrite, WriteThrough};
 
 /// A way to reach other nodes: listens on and dials addresses of its [schemes](Self::schemes).
 ///
@@ -203,6 +212,18 @@ pub trait FrameWriter: Send + fmt::Debug {
     /// is dropped before it completes, the caller must treat the connection as broken. (An
     /// implementation may promise more; see its docs.)
     async fn write_batch(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Error>;
+
+    /// The write-through side of this writer, if the transport has one: what writes a lone
+    /// frame from the sender's call while this writer is idle (see [`WriteThrough`]). Handed
+    /// out once; the default (and every later call) is `None`, and a transport without it
+    /// works as well, one task wake-up per lone frame slower.
+    ///
+    /// A writer that offers it must accept what a write-through left over: a
+    /// [`ThroughWrite::Rest`] as a frame of its own in `write_batch`, and an empty batch as
+    /// "flush what a [`ThroughWrite::Unflushed`] left".
+    fn write_through(&mut self) -> Option<Box<dyn WriteThrough>> {
+        None
+    }
 
     /// Flushes and closes the writing direction; the other end reads
     /// [`ReadEvent::Closed`] once it has read everything written before.

@@ -271,3 +271,36 @@ async fn publish_all_sends_in_order_and_waits_for_room_between_events() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Grants that find the subscriber's control lane full are not lost: its writer sends the
+/// latest limits with its next batch. (Were they dropped, the publisher would wait forever.)
+#[tokio::test(start_paused = true)]
+async fn grants_that_find_a_full_control_lane_still_reach_the_publisher() {
+    let net = InMemNetwork::new(145);
+    net.set_link_capacity(1);
+    // One frame per lane: a grant per event (a window of 2) mostly finds the lane taken.
+    let b = node(&net, "b").peer_queue_capacity(1).start().await.unwrap();
+    let mut sub = b.subscribe_with::<Tick>(stalled(2, FullPolicy::Wait)).unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b", a.ready().subscribers::<Tick>(Scope::Cluster, 1)).await;
+    net.set_delay("b", "a", std::time::Duration::from_millis(5));
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 300 {
+            got.push(sub.recv().await.unwrap().0);
+        }
+        got
+    });
+    within(
+        "the events",
+        a.events().publish_all((0..300).map(Tick)).into_future(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        within("b's events", reader).await.unwrap(),
+        (0..300).collect::<Vec<_>>()
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -7,4 +7,5 @@ mod mixed;
 mod scopes;
 mod tcp_admission;
 mod tcp_scopes;
+mod through;
 mod ws_scopes;

@@ -2,7 +2,10 @@
 //!
 //! Give a bus a [`TcpTransport`] and it listens on and dials `tcp://host:port` and
 //! `unix:///path`. Frames travel behind a 4-byte length prefix; everything queued for a link is
-//! written with one system call, and `TCP_NODELAY` is on, so an idle link sends at once.
+//! written with one system call, and `TCP_NODELAY` is on, so an idle link sends at once. A lone
+//! frame sent while the link's writer is idle is written from the sender's own call, on a
+//! duplicate of the socket's descriptor
+//! ([`StreamThrough`](meshbus_core::transport::StreamThrough)), without waking the writer.
 //! Listen on port 0 and ask the bus where it ended up with
 //! [`Bus::listen_addrs`](meshbus_core::Bus::listen_addrs):
 //!

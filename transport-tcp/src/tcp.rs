@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use meshbus_core::transport::{StreamFrameReader, StreamFrameWriter};
+use meshbus_core::transport::{StreamFrameReader, StreamFrameWriter, StreamThrough};
 use meshbus_core::{Addr, Connection, Error, Listener};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -121,10 +121,20 @@ async fn dial_stream(
 }
 
 fn connection(stream: TcpStream, remote: Addr) -> Connection {
+    // Written to by std's `TcpStream`, as tokio writes (no SIGPIPE on a closed peer).
+    #[cfg(unix)]
+    let through = crate::transport::through_handle(socket2::SockRef::from(&stream))
+        .map(|dup| StreamThrough::new(std::net::TcpStream::from(dup)));
+    #[cfg(not(unix))]
+    let through: Option<StreamThrough<std::net::TcpStream>> = None;
     let (read, write) = stream.into_split();
+    let mut writer = StreamFrameWriter::new(write);
+    if let Some(through) = through {
+        writer = writer.with_through(through);
+    }
     Connection {
         reader: Box::new(StreamFrameReader::new(read)),
-        writer: Box::new(StreamFrameWriter::new(write)),
+        writer: Box::new(writer),
         remote,
     }
 }

@@ -189,6 +189,18 @@ pub(crate) fn accept_error(addr: &Addr, err: std::io::Error) -> Error {
     }
 }
 
+/// A second, non-blocking handle of `socket` (a duplicate of its descriptor) for writing lone
+/// frames through ([`StreamThrough`](meshbus_core::transport::StreamThrough)); `None` when the
+/// system gives none (out of descriptors): the connection then works without write-through.
+#[cfg(unix)]
+pub(crate) fn through_handle(socket: socket2::SockRef<'_>) -> Option<socket2::Socket> {
+    let dup = socket.try_clone().ok()?;
+    // Shared with the original (one open file), already so under tokio; made sure of, since a
+    // blocking write would stall the sender's executor thread.
+    dup.set_nonblocking(true).ok()?;
+    Some(dup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

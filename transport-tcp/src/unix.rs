@@ -34,7 +34,7 @@ mod imp {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use meshbus_core::transport::{StreamFrameReader, StreamFrameWriter};
+    use meshbus_core::transport::{StreamFrameReader, StreamFrameWriter, StreamThrough};
     use meshbus_core::{Addr, Connection, Error, Listener};
     use tokio::net::{UnixListener, UnixStream};
 
@@ -152,10 +152,16 @@ mod imp {
         if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
             tracing::debug!(%remote, error = %e, "unix: the send buffer keeps its default size");
         }
+        let through = crate::transport::through_handle(socket2::SockRef::from(&stream))
+            .map(|dup| StreamThrough::new(std::os::unix::net::UnixStream::from(dup)));
         let (read, write) = stream.into_split();
+        let mut writer = StreamFrameWriter::new(write);
+        if let Some(through) = through {
+            writer = writer.with_through(through);
+        }
         Connection {
             reader: Box::new(StreamFrameReader::new(read)),
-            writer: Box::new(StreamFrameWriter::new(write)),
+            writer: Box::new(writer),
             remote,
         }
     }

@@ -5,14 +5,15 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use meshbus_core::transport::Addr;
+use meshbus_core::transport::{ThroughWrite, WriteThrough};
 use meshbus_core::wire::frame_len;
 use meshbus_core::{Connection, Error, ErrorKind, FrameReader, FrameWriter, ReadEvent};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -111,10 +112,7 @@ pub(crate) fn connection(ws: Ws, arrived: Arc<AtomicU64>, remote: Addr) -> Conne
             stashed: None,
             ended: false,
         }),
-        writer: Box::new(WsWriter {
-            sink,
-            closed: false,
-        }),
+        writer: Box::new(WsWriter::new(sink)),
         remote,
     }
 }
@@ -256,10 +254,20 @@ impl FrameReader for WsReader {
     }
 }
 
+/// The write half of the WebSocket, shared by the writer and its write-through. The runtime
+/// never uses both at once; the lock is taken only inside a poll, never across a wait.
+type SharedSink = Arc<Mutex<SplitSink<Ws, Message>>>;
+
+fn lock(sink: &SharedSink) -> MutexGuard<'_, SplitSink<Ws, Message>> {
+    sink.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Writes frames, each as one binary WebSocket message.
 pub(crate) struct WsWriter {
-    sink: SplitSink<Ws, Message>,
+    sink: SharedSink,
     closed: bool,
+    /// Handed out once by `write_through`.
+    through: Option<WsThrough>,
 }
 
 impl fmt::Debug for WsWriter {
@@ -271,18 +279,39 @@ impl fmt::Debug for WsWriter {
 }
 
 impl WsWriter {
+    fn new(sink: SplitSink<Ws, Message>) -> Self {
+        let sink = Arc::new(Mutex::new(sink));
+        WsWriter {
+            through: Some(WsThrough {
+                sink: Arc::clone(&sink),
+            }),
+            sink,
+            closed: false,
+        }
+    }
+
+    /// Queues one message with tungstenite, once it has room.
+    async fn send(&self, message: Message) -> Result<(), Error> {
+        let mut message = Some(message);
+        poll_fn(|cx| {
+            let mut sink = lock(&self.sink);
+            ready!(sink.poll_ready_unpin(cx))?;
+            match message.take() {
+                Some(m) => Poll::Ready(sink.start_send_unpin(m)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
+        .await
+        .map_err(|e| ws_error("write failed", e))
+    }
+
     /// Queues one frame as a binary message, split into WebSocket fragments of at most
     /// [`FRAGMENT_SIZE`] bytes (the receiver refuses larger WebSocket frames, so a peer cannot
     /// make it reserve a huge frame up front).
-    async fn feed(&mut self, frame: Bytes) -> Result<(), Error> {
-        let feed_failed = |e| ws_error("write failed", e);
+    async fn feed(&self, frame: Bytes) -> Result<(), Error> {
         if frame.len() <= FRAGMENT_SIZE {
             // Moved, not cloned: the clone of a `Bytes` made from a vector allocates.
-            return self
-                .sink
-                .feed(Message::Binary(frame))
-                .await
-                .map_err(feed_failed);
+            return self.send(Message::Binary(frame)).await;
         }
         let mut start = 0;
         while start < frame.len() {
@@ -293,35 +322,34 @@ impl WsWriter {
                 OpCode::Data(Data::Continue)
             };
             let fragment = Frame::message(frame.slice(start..end), opcode, end == frame.len());
-            self.sink
-                .feed(Message::Frame(fragment))
-                .await
-                .map_err(feed_failed)?;
+            self.send(Message::Frame(fragment)).await?;
             start = end;
         }
         Ok(())
     }
 }
 
-/// Feeds every frame of the batch to tungstenite's write buffer, then flushes once. Not
-/// cancel safe.
+/// Feeds every frame of the batch to tungstenite's write buffer, then flushes once (an empty
+/// batch flushes what a write-through left). Not cancel safe.
 #[async_trait]
 impl FrameWriter for WsWriter {
     async fn write_batch(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Error> {
         if self.closed {
             return Err(Error::new(ErrorKind::Closed).with_detail("writer closed"));
         }
-        if frames.is_empty() {
-            return Ok(());
-        }
         for frame in frames.drain(..) {
             self.feed(frame).await?;
         }
-        self.sink
-            .flush()
+        poll_fn(|cx| lock(&self.sink).poll_flush_unpin(cx))
             .await
             .map_err(|e| ws_error("flush failed", e))?;
         Ok(())
+    }
+
+    fn write_through(&mut self) -> Option<Box<dyn WriteThrough>> {
+        self.through
+            .take()
+            .map(|t| Box::new(t) as Box<dyn WriteThrough>)
     }
 
     /// Sends a close message and flushes; the other end reads [`ReadEvent::Closed`].
@@ -330,9 +358,42 @@ impl FrameWriter for WsWriter {
             return Ok(());
         }
         self.closed = true;
-        match self.sink.close().await {
+        match poll_fn(|cx| lock(&self.sink).poll_close_unpin(cx)).await {
             Ok(()) | Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => Ok(()),
             Err(e) => Err(ws_error("close failed", e)),
+        }
+    }
+}
+
+/// Writes a lone frame of at most [`FRAGMENT_SIZE`] bytes as one binary message through the
+/// same tungstenite sink as the writer, so that tungstenite's own messages (the pongs it owes)
+/// stay in one stream with ours. Never waits: a sink whose lock is taken, or that has no room,
+/// takes nothing; a message taken and not flushed at once is flushed by the writer.
+#[derive(Debug)]
+struct WsThrough {
+    sink: SharedSink,
+}
+
+impl WriteThrough for WsThrough {
+    fn try_write(&self, frame: Bytes) -> ThroughWrite {
+        if frame.len() > FRAGMENT_SIZE {
+            return ThroughWrite::NotTaken(frame);
+        }
+        let Ok(mut sink) = self.sink.try_lock() else {
+            return ThroughWrite::NotTaken(frame);
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        if !matches!(sink.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+            return ThroughWrite::NotTaken(frame);
+        }
+        if sink.start_send_unpin(Message::Binary(frame)).is_err() {
+            // Taken and refused: the writer's flush meets the same error and ends the link.
+            return ThroughWrite::Unflushed;
+        }
+        match sink.poll_flush_unpin(&mut cx) {
+            Poll::Ready(Ok(())) => ThroughWrite::Written,
+            // Not all written (or the link failed): the writer's flush goes on, or fails.
+            Poll::Ready(Err(_)) | Poll::Pending => ThroughWrite::Unflushed,
         }
     }
 }

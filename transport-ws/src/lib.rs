@@ -59,7 +59,11 @@
 //!   allocate nothing of it, and a message grows only with the bytes that arrive.
 //! - Text messages are refused (the connection closes with a `Decode` error); pings are
 //!   answered with pongs; a close message ends the connection cleanly.
-//! - A batch of frames is written with one flush.
+//! - A batch of frames is written with one flush. A lone frame of at most [`FRAGMENT_SIZE`]
+//!   bytes sent while the link's writer is idle is written from the sender's own call
+//!   ([`FrameWriter::write_through`](meshbus_core::FrameWriter::write_through)), through the
+//!   same tungstenite sink as the writer's, so the pongs tungstenite owes stay in one stream
+//!   with our messages.
 
 #![doc(test(attr(deny(warnings))))]
 

@@ -92,7 +92,7 @@ pub(super) fn admit<E: Event>(
         let meta = Arc::new(EventMeta {
             correlation_id: options.correlation_id_arc(),
             sender: inner.identity.node_id,
-            scope: scope,
+            scope,
             headers: options.headers().clone(),
         });
         for sub in subs {

@@ -179,7 +179,7 @@ async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
     let pending = Pending { peer, id };
     // Room at once (the usual case): queue without the waiter on `gone` that waiting for room
     // needs.
-    match peer.try_queue(&peer.lanes.commands, bytes) {
+    match peer.try_send_command(bytes) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(bytes)) => {
             if let Err(bytes) = peer.queue(&peer.lanes.commands, bytes).await {

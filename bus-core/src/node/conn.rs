@@ -33,6 +33,7 @@ use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameN
 mod handshake;
 mod inbound;
 mod reader;
+pub(super) mod through;
 mod writer;
 
 use handshake::handshake;
@@ -117,6 +118,8 @@ pub(crate) async fn run(
     let (lanes, receivers) = peer::lanes(node.config.lane_capacity);
     let mut identity = established.peer.clone();
     resolve_unspecified(&mut identity.addresses, &remote);
+    let sent = Arc::new(LastSent::new());
+    let gate = through::Gate::new(writer.write_through(), &lanes, Arc::clone(&sent));
     let peer = Arc::new(PeerHandle::new(
         identity,
         established.key(),
@@ -124,6 +127,7 @@ pub(crate) async fn run(
         lanes,
         established.send_codec(),
         node.config.lane_bytes,
+        gate,
     ));
     let (keep_tx, keep_rx) = oneshot::channel();
     let up = ActorMsg::PeerUp {
@@ -141,7 +145,6 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);
     tracing::debug!(parent: &span, name = %peer.identity.name, "peer connected");
     let mut writer_task = JoinSet::new();
-    let sent = Arc::new(LastSent::new());
     writer_task.spawn(
         write_loop(writer, receivers, Arc::clone(&peer), Arc::clone(&sent))
             .instrument(span.clone()),

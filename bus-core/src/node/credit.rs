@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::through::Gate;
 use crate::proto::credit::{Overrun, ReceiveWindow, SendWindow};
 use crate::wire::control::{ControlMessage, Credit as CreditMsg, Grant as GrantMsg, MAX_NAMES};
 use crate::wire::FrameCodec;
@@ -90,12 +91,21 @@ impl Credit {
 
 /// How a subscriber's node sends its grants: the connection's control lane, and a flag for the
 /// writer when that lane was full.
-#[derive(Debug)]
 struct GrantLink {
     control: mpsc::Sender<Bytes>,
     codec: FrameCodec,
     /// A grant could not be queued: the writer sends every grant's limit with its next batch.
     owed: AtomicBool,
+    /// Woken when a grant is owed.
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for GrantLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantLink")
+            .field("owed", &self.owed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrantLink {
@@ -106,7 +116,9 @@ impl GrantLink {
             .and_then(|f| super::encode(&self.codec, &f).ok())
             .is_some_and(|bytes| self.control.try_send(bytes).is_ok());
         if !queued {
+            // Set before the writer is woken, which looks at it under the gate's lock.
             self.owed.store(true, Ordering::Release);
+            self.gate.wake_writer();
         }
     }
 }
@@ -180,7 +192,7 @@ pub(crate) struct PeerCredit {
 }
 
 impl PeerCredit {
-    pub(crate) fn new(control: mpsc::Sender<Bytes>, codec: FrameCodec) -> Self {
+    pub(crate) fn new(control: mpsc::Sender<Bytes>, codec: FrameCodec, gate: Arc<Gate>) -> Self {
         PeerCredit {
             sending: Mutex::new(FxHashMap::default()),
             receiving: Mutex::new(FxHashMap::default()),
@@ -188,6 +200,7 @@ impl PeerCredit {
                 control,
                 codec,
                 owed: AtomicBool::new(false),
+                gate,
             }),
         }
     }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::through::Gate;
 use super::credit::{EventFlow, Receipt};
 use super::peer::PeerHandle;
 use crate::wire::control::ReplyError;
@@ -72,8 +73,18 @@ pub(crate) struct ReplyTo {
     pub(crate) codec: FrameCodec,
     /// The peer's reply lane.
     pub(crate) lane: mpsc::Sender<Bytes>,
+    /// Writes the reply at once when the connection's writer is idle.
+    pub(crate) gate: Arc<Gate>,
     /// Cancelled when the caller gives up (a `Cancel` frame) or the connection ends.
     pub(crate) cancel: CancellationToken,
+}
+
+impl ReplyTo {
+    /// Writes the framed answer from this call if the connection's writer is idle and nothing
+    /// is queued before it; hands it back otherwise, for the reply lane.
+    pub(crate) fn try_through(&self, frame: Bytes) -> Result<(), Bytes> {
+        self.gate.try_write(frame)
+    }
 }
 
 /// A command being answered: resolves once its reply is queued (or it was given up).

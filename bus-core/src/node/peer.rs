@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::through::Gate;
 use super::credit::PeerCredit;
 use crate::id::NodeId;
 use crate::proto::handshake::ConnectionKey;
@@ -60,6 +61,8 @@ pub(crate) struct LaneReceivers {
     pub(crate) commands: mpsc::Receiver<Queued>,
     pub(crate) events: mpsc::Receiver<Queued>,
 }
+
+mod through;
 
 pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
     let capacity = capacity.max(1);
@@ -129,6 +132,8 @@ pub(crate) struct PeerHandle {
     /// When a frame from the peer last arrived, in microseconds after `heard_base`.
     heard_micros: AtomicU64,
     heard_base: std::time::Instant,
+    /// Who writes to the transport now: the writer task, or a sender writing through.
+    pub(crate) gate: Arc<Gate>,
 }
 
 impl PeerHandle {
@@ -139,8 +144,10 @@ impl PeerHandle {
         lanes: Lanes,
         send_codec: FrameCodec,
         budget_bytes: usize,
+        gate: Gate,
     ) -> Self {
         let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
+        let gate = Arc::new(gate);
         PeerHandle {
             node_id: NodeId::from_u128(identity.node_id),
             identity,
@@ -158,10 +165,11 @@ impl PeerHandle {
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
             counters: PeerCounters::default(),
-            credit: PeerCredit::new(lanes.control.clone(), send_codec),
+            credit: PeerCredit::new(lanes.control.clone(), send_codec, Arc::clone(&gate)),
             heard_micros: AtomicU64::new(0),
             heard_base: std::time::Instant::now(),
             lanes,
+            gate,
         }
     }
 
@@ -290,9 +298,10 @@ impl PeerHandle {
         !self.unavailable.load(Ordering::Relaxed)
     }
 
-    /// The link failed: the writer stops at once.
+    /// The link failed: the writer stops at once, and nothing more is written through.
     pub(crate) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);
+        self.gate.shut();
         self.abort.cancel();
     }
 

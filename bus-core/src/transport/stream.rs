@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
-use super::{FrameReader, FrameWriter, ReadEvent};
+use super::{FrameReader, FrameWriter, ReadEvent, WriteThrough};
 use crate::wire::{split_frame, FrameError};
 use crate::{Error, ErrorKind};
 
@@ -234,6 +234,8 @@ pub struct StreamFrameWriter<W> {
     io: W,
     batch: BytesMut,
     closed: bool,
+    /// Handed out once by `write_through`.
+    through: Option<Box<dyn WriteThrough>>,
 }
 
 impl<W> StreamFrameWriter<W> {
@@ -243,7 +245,18 @@ impl<W> StreamFrameWriter<W> {
             io,
             batch: BytesMut::new(),
             closed: false,
+            through: None,
         }
+    }
+
+    /// Offers `through` (writing to the same stream, without waiting: a
+    /// [`StreamThrough`](super::StreamThrough) on a duplicate of the socket) as this writer's
+    /// [`write_through`](FrameWriter::write_through). The bytes of a frame it took only in
+    /// part come back to [`write_batch`](FrameWriter::write_batch) as a frame of their own,
+    /// and are written as they are.
+    pub fn with_through(mut self, through: impl WriteThrough + 'static) -> Self {
+        self.through = Some(Box::new(through));
+        self
     }
 
     /// The stream.
@@ -256,12 +269,17 @@ impl<W> fmt::Debug for StreamFrameWriter<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamFrameWriter")
             .field("closed", &self.closed)
+            .field("through", &self.through.is_some())
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
 impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
+    fn write_through(&mut self) -> Option<Box<dyn WriteThrough>> {
+        self.through.take()
+    }
+
     async fn write_batch(&mut self, frames: &mut Vec<Bytes>) -> Result<(), Error> {
         if self.closed {
             return Err(Error::new(ErrorKind::Closed).with_detail("writer closed"));

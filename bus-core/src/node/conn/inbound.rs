@@ -100,7 +100,7 @@ impl Inbound<'_> {
                 let mut pong = Frame::new(FrameKind::Pong, Bytes::new());
                 pong.request_id = frame.request_id;
                 if let Ok(bytes) = encode(&peer.send_codec, &pong) {
-                    let _ = peer.lanes.control.try_send(bytes);
+                    let _ = peer.try_send_now(&peer.lanes.control, bytes);
                 }
             }
             FrameKind::Pong => {}
@@ -293,7 +293,7 @@ impl Inbound<'_> {
     /// As [`refuse`](Self::refuse), with the error made.
     pub(super) fn refuse_with(&self, id: u64, err: ReplyError) {
         if let Some(bytes) = encode_answer(&self.peer.send_codec, id, Err(err)) {
-            let _ = self.peer.lanes.replies.try_send(bytes);
+            let _ = self.peer.try_send_now(&self.peer.lanes.replies, bytes);
         }
     }
 
@@ -317,6 +317,7 @@ impl Inbound<'_> {
             id,
             codec: peer.send_codec,
             lane: peer.lanes.replies.clone(),
+            gate: Arc::clone(&peer.gate),
             cancel: token.clone(),
         };
         let cmd = InboundCommand { head, body, reply };

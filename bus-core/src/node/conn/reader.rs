@@ -78,7 +78,7 @@ pub(super) async fn read_loop(
                     Some(LivenessEvent::SendPing) => {
                         let ping = Frame::new(FrameKind::Ping, Bytes::new());
                         if let Ok(bytes) = encode(&peer.send_codec, &ping) {
-                            let _ = peer.lanes.control.try_send(bytes);
+                            let _ = peer.try_send_now(&peer.lanes.control, bytes);
                         }
                     }
                     Some(LivenessEvent::Dead { reason }) => {

@@ -1,5 +1,6 @@
 //! The connection's writer: batches what the lanes hold, and hands back what it never wrote.
 
+use super::through::{Left, Next};
 use super::*;
 
 /// How many frames a writer takes off its lanes for one batch at most.
@@ -34,16 +35,30 @@ impl LastSent {
 
 /// Writes what the lanes hold: waits for any frame, then takes everything queued (control
 /// first, events last, up to a batch budget) and writes it in one batch. An idle link writes a
-/// lone frame at once. On `stop`, sends what is queued and closes; on `abort` (the link failed)
-/// or a failed write, stops at once. Returns what was never written: the lanes, holding what
-/// was never taken off them, and the frames of a failed write that the transport did not take.
+/// lone frame at once (or its sender already wrote it through the
+/// [`Gate`](super::through::Gate); what that left is written first of all). On `stop`, sends
+/// what is queued and closes; on `abort` (the link failed) or a failed write, stops at once. Returns what was never written: the lanes,
+/// holding what was never taken off them, and the frames of a failed write that the transport
+/// did not take.
 pub(super) async fn write_loop(
-    mut writer: Box<dyn FrameWriter>,
-    mut rx: LaneReceivers,
+    writer: Box<dyn FrameWriter>,
+    rx: LaneReceivers,
     peer: Arc<PeerHandle>,
     sent: Arc<LastSent>,
 ) -> Unwritten {
+    let unwritten = write_lanes(writer, rx, &peer, &sent).await;
+    peer.gate.shut();
+    unwritten
+}
+
+async fn write_lanes(
+    mut writer: Box<dyn FrameWriter>,
+    mut rx: LaneReceivers,
+    peer: &PeerHandle,
+    sent: &LastSent,
+) -> Unwritten {
     let budget = peer.budget();
+    let gate = &peer.gate;
     let mut batch = Vec::new();
     // The byte budget of the frames in `batch`, given back at once when they are written (one
     // release per batch, not one per frame).
@@ -58,38 +73,59 @@ pub(super) async fn write_loop(
         if peer.is_aborted() {
             return Unwritten { rx, batch };
         }
-        // A grant that found the control lane full goes first (checked with one load).
-        let owed = if peer.credit.is_owed() {
-            peer.credit.take_owed()
-        } else {
-            None
+        // A grant of credit that found the control lane full comes with the lanes (checked
+        // with one load).
+        let owed = || {
+            if peer.credit.is_owed() {
+                peer.credit.take_owed()
+            } else {
+                None
+            }
         };
-        let first = if let Some(owed) = owed {
-            owed
-        } else {
-            tokio::select! {
+        let next = tokio::select! {
             biased;
-            Some(b) = rx.control.recv() => b,
-            Some(b) = rx.replies.recv() => b,
-            Some(q) = rx.commands.recv() => held.take(q),
-            Some(q) = rx.events.recv() => held.take(q),
+            next = std::future::poll_fn(|cx| gate.poll_next(&mut rx, owed, cx)) => next,
             () = &mut aborted => return Unwritten { rx, batch },
             () = &mut stopped => {
+                gate.shut();
+                let left = gate.take_left();
                 drain(&mut rx, &mut batch, &mut held, usize::MAX);
-                if !batch.is_empty() {
-                    tokio::select! {
-                        biased;
-                        _ = writer.write_batch(&mut batch) => {}
-                        () = &mut aborted => {}
+                let flush = async {
+                    if let Left::Rest(rest) = left {
+                        writer.write_batch(&mut vec![rest]).await?;
                     }
+                    writer.write_batch(&mut batch).await
+                };
+                tokio::select! {
+                    biased;
+                    _ = flush => {}
+                    () = &mut aborted => {}
                 }
                 let _ = writer.close().await;
                 batch.clear();
                 return Unwritten { rx, batch };
             }
-            }
         };
-        batch.push(first);
+        match next {
+            Next::Frame(b) => batch.push(b),
+            Next::Queued(q) => batch.push(held.take(q)),
+            // Flushed by the batch's write, empty or not.
+            Next::Left(Left::Flush | Left::Nothing) => {}
+            Next::Left(Left::Rest(rest)) => {
+                // On its own: the rest of a frame is not a frame the failure path could name.
+                let mut rest = vec![rest];
+                let written = tokio::select! {
+                    biased;
+                    w = writer.write_batch(&mut rest) => w,
+                    () = &mut aborted => return Unwritten { rx, batch },
+                };
+                if let Err(e) = written {
+                    return failed(peer, e, rx, batch);
+                }
+                sent.set(now_std());
+                continue;
+            }
+        }
         drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
         // The write first: one that completes at once never polls the abort waiter.
         let written = tokio::select! {
@@ -102,16 +138,21 @@ pub(super) async fn write_loop(
             }
         };
         if let Err(e) = written {
-            tracing::debug!(error = %e, "write failed: closing the connection");
-            // The transport left in `batch` what it did not write; what is still on the lanes
-            // was not written either. Out of the routes now, not when the reader notices.
-            peer.set_unavailable();
-            peer.stop.cancel();
-            return Unwritten { rx, batch };
+            return failed(peer, e, rx, batch);
         }
         sent.set(now_std());
         held.release(&budget);
     }
+}
+
+/// A write failed: the connection closes. The transport left in `batch` what it did not
+/// write; what is still on the lanes was not written either.
+fn failed(peer: &PeerHandle, e: Error, rx: LaneReceivers, batch: Vec<Bytes>) -> Unwritten {
+    tracing::debug!(error = %e, "write failed: closing the connection");
+    // Out of the routes now, not when the reader notices.
+    peer.set_unavailable();
+    peer.stop.cancel();
+    Unwritten { rx, batch }
 }
 
 /// What a stopped writer never wrote.
