@@ -46,9 +46,10 @@ impl Seen {
     }
 }
 
-/// The subscriber: a raw counting server and a bus subscribed to [`Tick`]; prints
-/// `READY <raw addr> <bus addr>` and serves until its standard input closes.
-pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
+/// The subscriber: a raw counting server and a bus subscribed to [`Tick`] with room for
+/// `capacity` events (`FullPolicy::Wait`); prints `READY <raw addr> <bus addr>` and serves
+/// until its standard input closes.
+pub(crate) async fn subscriber(wire: Wire, capacity: usize) -> RoleResult {
     let raw = RawListener::bind(wire)
         .await
         .or_fail("bind the raw listener")?;
@@ -97,7 +98,7 @@ pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
         .await
         .or_fail("start the subscriber bus")?;
     let mut sub = bus
-        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1 << 16))
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(capacity))
         .or_fail("subscribe")?;
     let consumer = tokio::spawn(async move {
         while let Some(tick) = sub.recv().await {
@@ -121,6 +122,8 @@ pub(crate) struct EventOpts {
     pub(crate) rounds: usize,
     pub(crate) secs: Duration,
     pub(crate) max: u64,
+    /// Skip the raw runs (for profiles, and for the runs that only count what is lost).
+    pub(crate) bus_only: bool,
 }
 
 /// The publisher: for each size and round, a raw run and a meshbus run (in alternating order);
@@ -148,13 +151,15 @@ pub(crate) async fn publisher(
         let body = payload(size);
         // A short warm-up of each.
         let short = Duration::from_millis(200);
-        bounded(
-            "raw warm-up",
-            BOUND,
-            raw::blast(wire, raw_addr, &body, short, opts.max),
-        )
-        .await
-        .or_fail("raw warm-up")?;
+        if !opts.bus_only {
+            bounded(
+                "raw warm-up",
+                BOUND,
+                raw::blast(wire, raw_addr, &body, short, opts.max),
+            )
+            .await
+            .or_fail("raw warm-up")?;
+        }
         bounded(
             "bus warm-up",
             BOUND,
@@ -166,6 +171,9 @@ pub(crate) async fn publisher(
             let raw_first = round % 2 == 0;
             for turn in 0..2 {
                 if (turn == 0) == raw_first {
+                    if opts.bus_only {
+                        continue;
+                    }
                     let r = bounded(
                         "a raw run",
                         BOUND,
