@@ -70,7 +70,10 @@ pub(super) struct FanRow {
 
 fn results_of(p: &Proc, what: &str) -> Result<Vec<Vec<String>>, String> {
     let r = p.results(Duration::from_secs(60))?;
-    Ok(r.into_iter().filter(|r| r[0] == what).collect())
+    Ok(r
+        .into_iter()
+        .filter(|r| r.first().map(String::as_str) == Some(what))
+        .collect())
 }
 
 /// One run of `mode`: returns (sent, publisher CPU ns, per subscriber (count, nanos, dropped,
@@ -202,6 +205,10 @@ pub(super) fn scenario(
     Ok(row)
 }
 
+fn us2(ns: f64) -> String {
+    format!("{:.2} µs", ns / 1000.0)
+}
+
 pub(super) fn print(rows: &[FanRow]) {
     if rows.is_empty() {
         return;
@@ -231,11 +238,11 @@ pub(super) fn print(rows: &[FanRow]) {
             rate(max),
             100.0 * min / one,
             rate(rates.iter().sum()),
-            us(pub_one),
-            us(pub_all),
+            us2(pub_one),
+            us2(pub_all),
             pub_all / pub_one,
-            us(sub_one),
-            us(sub_all),
+            us2(sub_one),
+            us2(sub_all),
             r.one.2.dropped,
             r.all.2.iter().map(|t| t.dropped).sum::<u64>(),
         );
