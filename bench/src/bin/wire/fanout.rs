@@ -10,7 +10,9 @@ use meshbus::prelude::*;
 use meshbus::SubscriptionOptions;
 use serde_bytes::ByteBuf;
 
-use crate::msg::{bounded, builder, cpu_ns, payload, Orders, OrFail, RoleResult, Tick, TickOne, Wire};
+use crate::msg::{
+    bounded, builder, cpu_ns, payload, OrFail, Orders, RoleResult, Tick, TickOne, Wire,
+};
 
 const BOUND: Duration = Duration::from_secs(30);
 

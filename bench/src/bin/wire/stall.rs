@@ -14,7 +14,7 @@ use meshbus::prelude::*;
 use meshbus::{FullPolicy, SubscriptionOptions};
 use serde_bytes::ByteBuf;
 
-use crate::msg::{bounded, builder, payload, rss, Orders, OrFail, RoleResult, Tick, Wire};
+use crate::msg::{bounded, builder, payload, rss, OrFail, Orders, RoleResult, Tick, Wire};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -251,9 +251,8 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
     for p in &peers {
         eprintln!("wire: stall-pub: peer_stats() says: {p:?}");
     }
-    let (fw_n, fw_ms) = first_wait.map_or((-1i64, -1.0), |(n, t)| {
-        (n as i64, t.as_secs_f64() * 1000.0)
-    });
+    let (fw_n, fw_ms) =
+        first_wait.map_or((-1i64, -1.0), |(n, t)| (n as i64, t.as_secs_f64() * 1000.0));
     println!(
         "RESULT stall {published} {:.3} {} {rss_before} {rss_peak} {fw_n} {fw_ms:.1} {waits} {:.1} {:.1} {} {} {queued} {limit}",
         last_ok.as_secs_f64(),

@@ -70,8 +70,7 @@ pub(super) struct FanRow {
 
 fn results_of(p: &Proc, what: &str) -> Result<Vec<Vec<String>>, String> {
     let r = p.results(Duration::from_secs(60))?;
-    Ok(r
-        .into_iter()
+    Ok(r.into_iter()
         .filter(|r| r.first().map(String::as_str) == Some(what))
         .collect())
 }
@@ -143,7 +142,13 @@ pub(super) fn scenario(
             sub_cpu,
         )?;
         let ready = p.wait_line("READY", Duration::from_secs(30))?;
-        addrs.push(ready.split_whitespace().nth(1).unwrap_or_default().to_owned());
+        addrs.push(
+            ready
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned(),
+        );
         subs.push(p);
     }
     let mut publisher = Proc::spawn(
@@ -225,7 +230,12 @@ pub(super) fn print(rows: &[FanRow]) {
         let pub_one = r.one.1 as f64 / r.one.0.max(1) as f64;
         let pub_all = r.all.1 as f64 / r.all.0.max(1) as f64;
         let sub_one = r.one.2.cpu as f64 / r.one.2.count.max(1) as f64;
-        let sub_all = r.all.2.iter().map(|t| t.cpu as f64 / t.count.max(1) as f64).sum::<f64>()
+        let sub_all = r
+            .all
+            .2
+            .iter()
+            .map(|t| t.cpu as f64 / t.count.max(1) as f64)
+            .sum::<f64>()
             / r.all.2.len().max(1) as f64;
         println!(
             "| {} | {} B | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} | {:.2}x | {} / {} | {} / {} |",
@@ -258,7 +268,8 @@ pub(super) fn targets(rows: &[FanRow]) {
             .iter()
             .map(SubTotal::rate)
             .fold(f64::INFINITY, f64::min);
-        let cpu = (r.all.1 as f64 / r.all.0.max(1) as f64) / (r.one.1 as f64 / r.one.0.max(1) as f64);
+        let cpu =
+            (r.all.1 as f64 / r.all.0.max(1) as f64) / (r.one.1 as f64 / r.one.0.max(1) as f64);
         println!(
             "- fan-out 1 → {} {} B, {}: slowest subscriber {:.0}% of 1 → 1 (≥ 50%: {}); publisher CPU per event {cpu:.2}x 1 → 1's (≤ 2x: {})",
             r.subs,

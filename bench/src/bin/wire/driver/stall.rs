@@ -122,7 +122,11 @@ pub(super) fn scenario(variant: &str, healthy: usize, pass: &[String]) -> Result
         o.say(&format!("REPORT {} {end_ms:.1}", r[1]));
     }
     for o in &others {
-        healthy_rows.push(sub_row(&one_result(o, "stallsub", Duration::from_secs(60))?));
+        healthy_rows.push(sub_row(&one_result(
+            o,
+            "stallsub",
+            Duration::from_secs(60),
+        )?));
     }
     let mut stalled = stalled;
     stalled.say(&format!("REPORT {} {end_ms:.1}", r[1]));
