@@ -55,7 +55,7 @@ impl Gaps {
 
 /// A subscriber: subscribes to [`Tick`] with `policy` and the default capacity, prints
 /// `READY <bus addr>`, then obeys its standard input:
-/// - `START`: counts from now;
+/// - `START`: counts from now, and says `STARTED`;
 /// - `REPORT <published> <publisher's end, ms after START>`: waits (bounded) until it has seen
 ///   `published` events or its bus has dropped the rest, then prints `RESULT stallsub <count>
 ///   <rate over first..last> <longest gap ms> <silence from the last event to the publisher's
@@ -96,6 +96,7 @@ pub(crate) async fn subscriber(wire: Wire, policy: FullPolicy) -> RoleResult {
                 if let Ok(mut g) = gaps.lock() {
                     *g = Gaps::new();
                 }
+                println!("STARTED");
             }
             Some("REPORT") => {
                 let published: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);

@@ -111,6 +111,9 @@ pub(super) fn scenario(variant: &str, healthy: usize, pass: &[String]) -> Result
     for o in &mut others {
         o.say("START");
     }
+    for o in &others {
+        o.wait_line("STARTED", Duration::from_secs(10))?;
+    }
     let start = Instant::now();
     publisher.say("GO");
     let r = one_result(&publisher, "stall", Duration::from_secs(120));
