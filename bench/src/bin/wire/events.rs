@@ -75,6 +75,8 @@ pub(crate) async fn subscriber(wire: Wire, capacity: usize) -> RoleResult {
                 // Events and this command travel on different lanes: wait for the events
                 // still in flight, within a bound.
                 let until = Instant::now() + Duration::from_secs(5);
+                // SUB-STATS: once subscriptions keep their own counters (issue 14), read this
+                // subscription's dropped count here instead of the bus-wide one.
                 let dropped = || ctx.bus().stats().remote_events_dropped;
                 while seen.count.load(Ordering::Relaxed)
                     + dropped().saturating_sub(dropped_before.load(Ordering::Relaxed))

@@ -102,6 +102,8 @@ pub(crate) async fn subscriber(wire: Wire, policy: FullPolicy) -> RoleResult {
                 let published: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
                 let end_ms: f64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0.0);
                 let asked = Instant::now();
+                // SUB-STATS: once subscriptions keep their own counters (issue 14), read the
+                // subscription's delivered / waited / dropped here and report them too.
                 let dropped = || {
                     let s = bus.stats();
                     s.remote_events_dropped + s.events_dropped
@@ -176,7 +178,7 @@ const WAIT: Duration = Duration::from_millis(2);
 /// and prints `RESULT stall <published> <secs to the last publish> <gave up 0|1> <rss before>
 /// <rss peak> <first wait: event number or -1> <first wait: ms after GO> <waits> <ms waited in
 /// all> <longest wait ms> <peer_events_dropped> <peer_events_queue_full> <queued bytes, most of
-/// any peer> <queue_bytes_limit>`, then stays up (the stopped subscriber's events are still
+/// any peer> <queue_bytes_limit> <event number of the longest wait>`, then stays up (the stopped subscriber's events are still
 /// queued here) until its standard input closes.
 pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> RoleResult {
     let bus = builder(wire)
@@ -215,6 +217,9 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
     let mut gave_up = false;
     let mut first_wait: Option<(u64, Duration)> = None;
     let (mut waits, mut waited, mut longest) = (0u64, Duration::ZERO, Duration::ZERO);
+    // The event number the longest wait came at: the stall, where a short wait may be the
+    // scheduler's.
+    let mut longest_at = 0u64;
     while published < opts.events {
         let t0 = Instant::now();
         // PUBLISH-TIMEOUT: once `publish(..)` takes `.timeout(..)` (issue 14), bound each
@@ -232,7 +237,9 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
             first_wait.get_or_insert((published, t0.duration_since(start)));
             waits += 1;
             waited += took;
-            longest = longest.max(took);
+            if took > longest {
+                (longest, longest_at) = (took, published);
+            }
         }
         if gave_up {
             break;
@@ -255,7 +262,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
     let (fw_n, fw_ms) =
         first_wait.map_or((-1i64, -1.0), |(n, t)| (n as i64, t.as_secs_f64() * 1000.0));
     println!(
-        "RESULT stall {published} {:.3} {} {rss_before} {rss_peak} {fw_n} {fw_ms:.1} {waits} {:.1} {:.1} {} {} {queued} {limit}",
+        "RESULT stall {published} {:.3} {} {rss_before} {rss_peak} {fw_n} {fw_ms:.1} {waits} {:.1} {:.1} {} {} {queued} {limit} {longest_at}",
         last_ok.as_secs_f64(),
         u8::from(gave_up),
         waited.as_secs_f64() * 1000.0,

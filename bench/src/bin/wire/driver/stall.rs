@@ -41,6 +41,8 @@ pub(super) struct StallRow {
     pub(super) waits: u64,
     pub(super) waited_ms: f64,
     pub(super) longest_wait_ms: f64,
+    /// The event number the longest wait came at.
+    pub(super) longest_at: u64,
     pub(super) peer_dropped: u64,
     pub(super) queue_full: u64,
     pub(super) queued: u64,
@@ -155,6 +157,7 @@ pub(super) fn scenario(variant: &str, healthy: usize, pass: &[String]) -> Result
         waits: n(8),
         waited_ms: f(9),
         longest_wait_ms: f(10),
+        longest_at: n(15),
         peer_dropped: n(11),
         queue_full: n(12),
         queued: n(13),
@@ -182,12 +185,12 @@ pub(super) fn print(rows: &[StallRow]) {
         println!("- {name}: {what}");
     }
     println!("\nThe publisher:\n");
-    println!("| variant | published | in | gave up at the bound | first wait (event, after) | waits ≥ 2 ms | waited in all | longest wait | RSS before | RSS peak | growth | limit (2 x bound + 16 MiB) | `peer_events_dropped` | `peer_events_queue_full` | most queued for a peer |");
+    println!("| variant | published | in | gave up at the bound | first wait (event, after) | waits ≥ 2 ms | waited in all | longest wait (at event) | RSS before | RSS peak | growth | limit (2 x bound + 16 MiB) | `peer_events_dropped` | `peer_events_queue_full` | most queued for a peer |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let growth = r.rss_peak.saturating_sub(r.rss_before);
         println!(
-            "| {} | {} | {:.2} s | {} | {} | {} | {:.0} ms | {:.0} ms | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} s | {} | {} | {} | {:.0} ms | {:.0} ms (#{}) | {} | {} | {} | {} | {} | {} | {} |",
             r.variant,
             r.published,
             r.secs,
@@ -197,6 +200,7 @@ pub(super) fn print(rows: &[StallRow]) {
             r.waits,
             r.waited_ms,
             r.longest_wait_ms,
+            r.longest_at,
             mib(r.rss_before),
             mib(r.rss_peak),
             mib(growth),
@@ -244,7 +248,10 @@ pub(super) fn targets(rows: &[StallRow]) {
             .fold(0.0, f64::max);
         let waited = match r.first_wait {
             None => s("the publisher never waited"),
-            Some((n, ms)) => format!("the publisher first waited at event #{n} ({ms:.0} ms in)"),
+            Some((n, ms)) => format!(
+                "the publisher first waited (≥ 2 ms) at event #{n} ({ms:.0} ms in), longest at #{} ({:.0} ms)",
+                r.longest_at, r.longest_wait_ms
+            ),
         };
         let mut line = format!(
             "- stalled subscriber ({}): {waited}; published {} of 1,000,000 max{}; RSS growth {} ≤ {}: {}; healthy received all published at once: {} (longest silence {gap:.0} ms)",
