@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 GROUPS = [
     [
         ("allocator", r"^(malloc|free|realloc|calloc|cfree\S*|__libc_(malloc|free|realloc|calloc)|_int_(malloc|free|realloc)|_mid_memalign\S*|malloc_consolidate|tcache_\w+|unlink_chunk\S*|alloc_perturb|__rust_(alloc|dealloc|realloc)|__rdl_\w+) \[|^alloc::alloc::|^alloc::raw_vec::|RawVec.*::(grow|reserve)"),
+        ("clock reads", r"^(__vdso_clock_gettime|clock_gettime\S*) \[|Instant>::(now|elapsed)|Timespec>::(now|sub_timespec)"),
         ("subscription hand-off (deliver + flume)", r"flume::|registry::deliver_remote|PeerEvents as .*EventSink>::deliver"),
         ("task wake-ups", r"^(tokio|flume|futures|<tokio|<flume|<futures|<alloc::sync::Arc<tokio)\S*.*::(wake|wake_by_ref|wake_by_val|wake_arc_raw|wake_by_ref_arc_raw|wake_all|wake0|schedule|schedule_task|notify_one|notify_waiters|notify_locked|notify_with_strategy)(\b|::\{)|^tokio::runtime::task::(waker|state)::|AtomicWaker::wake"),
         ("lane hand-off (mpsc + semaphore)", r"tokio::sync::(mpsc|batch_semaphore|semaphore)|PeerHandle::(try_)?queue"),
