@@ -6,6 +6,7 @@
 //! Each role takes its orders as lines on its standard input (from the driver) and answers
 //! with `RESULT` lines on its standard output.
 
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,9 +171,6 @@ pub(crate) struct StallOpts {
     pub(crate) secs: Duration,
 }
 
-/// A publish that took at least this long is counted as a wait.
-const WAIT: Duration = Duration::from_millis(2);
-
 /// The publisher: joins the subscribers, prints `READY`, waits for `GO` on its standard input
 /// (the driver has stopped one subscriber by then), publishes `events` events within `secs`,
 /// and prints `RESULT stall <published> <secs to the last publish> <gave up 0|1> <rss before>
@@ -217,23 +215,31 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
     let mut gave_up = false;
     let mut first_wait: Option<(u64, Duration)> = None;
     let (mut waits, mut waited, mut longest) = (0u64, Duration::ZERO, Duration::ZERO);
-    // The event number the longest wait came at: the stall, where a short wait may be the
-    // scheduler's.
+    // The event number the longest wait came at.
     let mut longest_at = 0u64;
     while published < opts.events {
         let t0 = Instant::now();
         // PUBLISH-TIMEOUT: once `publish(..)` takes `.timeout(..)` (issue 14), bound each
         // publish with it here (`.timeout(deadline - now)`) instead of `timeout_at`, and count
         // its `Timeout` error as `gave_up`.
-        let publish = bus.events().publish(Tick(template.clone()));
-        match tokio::time::timeout_at(deadline, publish).await {
+        let mut publish =
+            std::pin::pin!(bus.events().publish(Tick(template.clone())).into_future());
+        // A wait is a publish that is not ready when first polled (a time threshold would
+        // count the scheduler's preemptions too).
+        let mut pending = false;
+        let watched = std::future::poll_fn(|cx| {
+            let poll = publish.as_mut().poll(cx);
+            pending |= poll.is_pending();
+            poll
+        });
+        match tokio::time::timeout_at(deadline, watched).await {
             Ok(r) => r.or_fail("publish")?,
             Err(_) => {
                 gave_up = true;
             }
         }
         let took = t0.elapsed();
-        if took >= WAIT {
+        if pending {
             first_wait.get_or_insert((published, t0.duration_since(start)));
             waits += 1;
             waited += took;
