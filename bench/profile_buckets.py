@@ -29,7 +29,7 @@ GROUPS = [
         ("subscription hand-off (deliver + flume)", r"flume::|registry::deliver_remote|PeerEvents as .*EventSink>::deliver"),
         ("task wake-ups", r"^(tokio|flume|futures|<tokio|<flume|<futures|<alloc::sync::Arc<tokio)\S*.*::(wake|wake_by_ref|wake_by_val|wake_arc_raw|wake_by_ref_arc_raw|wake_all|wake0|schedule|schedule_task|notify_one|notify_waiters|notify_locked|notify_with_strategy)(\b|::\{)|^tokio::runtime::task::(waker|state)::|AtomicWaker::wake"),
         ("lane hand-off (mpsc + semaphore)", r"tokio::sync::(mpsc|batch_semaphore|semaphore)|PeerHandle::(try_)?queue"),
-        ("encode", r"rmp_serde::encode|rmp::encode|wire::frame::encode|::encode\w*|Serialize>::serialize|serialize_\w+|frame_headers"),
+        ("encode", r"rmp_serde::encode|rmp::encode|wire::frame::encode|::encode\w*|Serialize>::serialize|\bserialize_\w+|frame_headers"),
         ("decode", r"rmp_serde::decode|rmp::decode|wire::frame::decode|::decode\w*|Deserialize\w*>::deserialize|deserialize_\w+|Visitor"),
         ("writer / send syscall", r"\b(__sys_sendto|__sys_sendmsg|___sys_sendmsg|sock_sendmsg|tcp_sendmsg\w*|__x64_sys_(write|writev|sendto|sendmsg)|ksys_write|do_writev|vfs_writev?|unix_stream_sendmsg)\b|^(__send|send|sendmsg|sendto|__libc_send\w*|writev|__writev|__write|write|__libc_write) \[|poll_write\w*|write_vectored|write_batch|write_counted|FrameWriter"),
         ("reader / recv syscall", r"\b(__sys_recvfrom|__sys_recvmsg|___sys_recvmsg|sock_recvmsg|tcp_recvmsg\w*|__x64_sys_(read|readv|recvfrom|recvmsg)|ksys_read|vfs_readv?|unix_stream_recvmsg|unix_stream_read_generic)\b|^(__recv|recv|recvfrom|recvmsg|__libc_recv\w*|readv|__read|read|__libc_read) \[|poll_read\w*|read_buf|FrameReader|read_frames?"),
