@@ -132,6 +132,8 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         "stall-bound-mib",
         "stall-secs",
         "bus-only",
+        "loss-pause-every",
+        "loss-pause-ms",
     ] {
         if let Some(v) = opts.str(key) {
             pass.extend([format!("--{key}"), v.to_owned()]);
@@ -307,9 +309,22 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
 }
 
 /// The events with a `Wait` subscription of the default capacity (1024) instead of 65,536,
-/// meshbus only: what is lost.
+/// meshbus only, and a consumer that pauses now and then: what is lost.
 fn loss_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<EvRow>, String> {
-    events(wire, place, pass, &[s("--sub-capacity"), s("1024")])
+    let passed = |key: &str, default: &str| {
+        pass.windows(2)
+            .find(|w| w[0] == key)
+            .map_or(s(default), |w| w[1].clone())
+    };
+    let sub_args = [
+        s("--sub-capacity"),
+        s("1024"),
+        s("--sub-pause-every"),
+        passed("--loss-pause-every", "16384"),
+        s("--sub-pause-ms"),
+        passed("--loss-pause-ms", "2"),
+    ];
+    events(wire, place, pass, &sub_args)
 }
 
 fn events(

@@ -46,10 +46,20 @@ impl Seen {
     }
 }
 
-/// The subscriber: a raw counting server and a bus subscribed to [`Tick`] with room for
-/// `capacity` events (`FullPolicy::Wait`); prints `READY <raw addr> <bus addr>` and serves
-/// until its standard input closes.
-pub(crate) async fn subscriber(wire: Wire, capacity: usize) -> RoleResult {
+/// How the subscriber's subscription and its consumer behave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubOpts {
+    /// Queue capacity of the `Wait` subscription.
+    pub(crate) capacity: usize,
+    /// The consumer pauses for `pause` after every `pause_every` events (0: never), as a
+    /// consumer that sometimes waits for something else does.
+    pub(crate) pause_every: u64,
+    pub(crate) pause: Duration,
+}
+
+/// The subscriber: a raw counting server and a bus subscribed to [`Tick`] as `opts` say;
+/// prints `READY <raw addr> <bus addr>` and serves until its standard input closes.
+pub(crate) async fn subscriber(wire: Wire, opts: SubOpts) -> RoleResult {
     let raw = RawListener::bind(wire)
         .await
         .or_fail("bind the raw listener")?;
@@ -100,12 +110,17 @@ pub(crate) async fn subscriber(wire: Wire, capacity: usize) -> RoleResult {
         .await
         .or_fail("start the subscriber bus")?;
     let mut sub = bus
-        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(capacity))
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(opts.capacity))
         .or_fail("subscribe")?;
     let consumer = tokio::spawn(async move {
+        let mut n = 0u64;
         while let Some(tick) = sub.recv().await {
             std::hint::black_box(&tick.0);
             seen.hit();
+            n += 1;
+            if opts.pause_every > 0 && n % opts.pause_every == 0 {
+                tokio::time::sleep(opts.pause).await;
+            }
         }
     });
     println!("READY {raw_addr} {}", crate::msg::listening(&bus)?);

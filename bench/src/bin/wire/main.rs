@@ -58,6 +58,9 @@ usage: wire [options]
   --event-secs S               seconds of publishing per turn (default 1)
   --event-max N                events per turn, at most (default 10000000)
   --bus-only                   events and round trips: meshbus turns only (for profiles)
+  --loss-pause-every N         loss: the consumer pauses after every N events (default 16384;
+                               0: never)
+  --loss-pause-ms MS           ...for this long (default 2)
   --fan-subs N                 fan-out subscriber processes (default 10)
   --fan-payload BYTES          fan-out payload (default 64)
   --fan-placements split,free  split: publisher on CPU 0, every subscriber on CPU 1; free:
@@ -204,7 +207,14 @@ fn main() -> ExitCode {
                 };
                 rtt::client(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
             }
-            "ev-sub" => events::subscriber(opts.wire(), opts.num("sub-capacity", 1 << 16)).await,
+            "ev-sub" => {
+                let o = events::SubOpts {
+                    capacity: opts.num("sub-capacity", 1 << 16),
+                    pause_every: opts.num("sub-pause-every", 0),
+                    pause: opts.secs("sub-pause-ms", 0.0) / 1000,
+                };
+                events::subscriber(opts.wire(), o).await
+            }
             "ev-pub" => {
                 let o = events::EventOpts {
                     sizes: opts

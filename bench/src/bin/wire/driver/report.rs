@@ -75,7 +75,7 @@ pub(super) fn print_loss(rows: &[EvRow]) {
     if rows.is_empty() {
         return;
     }
-    println!("\n## Events to a `Wait` subscription of the default capacity (1024), meshbus only, over TCP\n");
+    println!("\n## Events to a `Wait` subscription of the default capacity (1024) whose consumer pauses now and then (--loss-pause-every, --loss-pause-ms), meshbus only, over TCP\n");
     println!("| placement | payload | rate | published | received | lost (published - received) | `remote_events_dropped` at the subscriber |");
     println!("|---|---|---|---|---|---|---|");
     for r in rows {
