@@ -132,6 +132,7 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         "stall-bound-mib",
         "stall-secs",
         "bus-only",
+        "raw-only",
         "loss-pause-every",
         "loss-pause-ms",
     ] {

@@ -58,6 +58,7 @@ usage: wire [options]
   --event-secs S               seconds of publishing per turn (default 1)
   --event-max N                events per turn, at most (default 10000000)
   --bus-only                   events and round trips: meshbus turns only (for profiles)
+  --raw-only                   round trips: raw turns only
   --loss-pause-every N         loss: the consumer pauses after every N events (default 16384;
                                0: never)
   --loss-pause-ms MS           ...for this long (default 2)
@@ -204,6 +205,7 @@ fn main() -> ExitCode {
                     secs: opts.secs("rtt-secs", 0.5),
                     paced: opts.num("paced", 500),
                     bus_only: opts.has("bus-only"),
+                    raw_only: opts.has("raw-only"),
                 };
                 rtt::client(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
             }

@@ -50,6 +50,8 @@ pub(crate) struct RttOpts {
     pub(crate) paced: u64,
     /// Skip the raw turns (for profiles).
     pub(crate) bus_only: bool,
+    /// Skip the meshbus turns (to count the raw baseline's system calls).
+    pub(crate) raw_only: bool,
 }
 
 fn hist() -> RoleResult<Histogram<u64>> {
@@ -90,10 +92,10 @@ pub(crate) async fn client(
         vec: &body,
     };
     // Warm up both paths (connections, allocator, caches).
-    let turns: &[Impl] = if opts.bus_only {
-        &[Impl::Bus]
-    } else {
-        &[Impl::Raw, Impl::Bus]
+    let turns: &[Impl] = match (opts.bus_only, opts.raw_only) {
+        (true, _) => &[Impl::Bus],
+        (false, true) => &[Impl::Raw],
+        (false, false) => &[Impl::Raw, Impl::Bus],
     };
     for &imp in turns {
         let mut h = hist()?;
