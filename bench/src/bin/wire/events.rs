@@ -141,6 +141,8 @@ pub(crate) struct EventOpts {
     pub(crate) max: u64,
     /// Skip the raw runs (for profiles, and for the runs that only count what is lost).
     pub(crate) bus_only: bool,
+    /// Skip the meshbus runs (to count the raw baseline's system calls).
+    pub(crate) raw_only: bool,
 }
 
 /// The publisher: for each size and round, a raw run and a meshbus run (in alternating order);
@@ -177,12 +179,14 @@ pub(crate) async fn publisher(
             .await
             .or_fail("raw warm-up")?;
         }
-        bounded(
-            "bus warm-up",
-            BOUND,
-            bus_blast(&bus, &body, short, opts.max),
-        )
-        .await?;
+        if !opts.raw_only {
+            bounded(
+                "bus warm-up",
+                BOUND,
+                bus_blast(&bus, &body, short, opts.max),
+            )
+            .await?;
+        }
         let (mut raw_total, mut bus_total) = (Total::default(), Total::default());
         for round in 0..opts.rounds {
             let raw_first = round % 2 == 0;
@@ -199,7 +203,7 @@ pub(crate) async fn publisher(
                     .await
                     .or_fail("raw run")?;
                     raw_total.add(r);
-                } else {
+                } else if !opts.raw_only {
                     let r = bounded(
                         "a meshbus run",
                         BOUND,

@@ -58,7 +58,7 @@ usage: wire [options]
   --event-secs S               seconds of publishing per turn (default 1)
   --event-max N                events per turn, at most (default 10000000)
   --bus-only                   events and round trips: meshbus turns only (for profiles)
-  --raw-only                   round trips: raw turns only
+  --raw-only                   events and round trips: raw turns only
   --loss-pause-every N         loss: the consumer pauses after every N events (default 16384;
                                0: never)
   --loss-pause-ms MS           ...for this long (default 2)
@@ -228,6 +228,7 @@ fn main() -> ExitCode {
                     secs: opts.secs("event-secs", 1.0),
                     max: opts.num("event-max", 10_000_000),
                     bus_only: opts.has("bus-only"),
+                    raw_only: opts.has("raw-only"),
                 };
                 events::publisher(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
             }
