@@ -1,8 +1,9 @@
 //! `wire`: meshbus over real sockets on loopback, against raw tokio baselines measured in the
-//! same run, and a stalled subscriber's cost in memory.
+//! same run; what a subscription of the default capacity loses; fan-out to many subscriber
+//! processes against 1 → 1; and a stalled subscriber beside healthy ones.
 //!
 //! ```sh
-//! cargo run --release -p meshbus-bench --bin wire            # everything, about 2 minutes
+//! cargo run --release -p meshbus-bench --bin wire            # everything, about 3 minutes
 //! cargo run --release -p meshbus-bench --bin wire -- --quick # a shorter run
 //! cargo run --release -p meshbus-bench --bin wire -- --help
 //! ```
@@ -31,7 +32,8 @@ use meshbus::FullPolicy;
 use crate::msg::Wire;
 
 const HELP: &str = "\
-wire: meshbus against raw sockets on loopback (round trips, event throughput, a stalled subscriber)
+wire: meshbus against raw sockets on loopback (round trips, event throughput, loss at the
+default capacity, fan-out, a stalled subscriber beside healthy ones)
 
 usage: wire [options]
 
