@@ -82,14 +82,19 @@
 // a transport or a discovery mechanism, sit in their own modules; the wire format and protocol
 // state machines are the core crate's (`meshbus-core`), not the facade's.
 pub use meshbus_core::{
-    async_trait, from_services, Addr, Bus, BusBuilder, BusStats, Command, CommandHandler, Commands,
-    Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events, FromServices,
-    FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers, IntoCommandHandler,
-    IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr, PeerInfo, PeerStats,
-    PeersReady, Publish, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope, SendAll,
-    SendAllStream, SendCommand, Services, SubscribersReady, Subscription, SubscriptionOptions,
-    TimedReady, WithOptions,
+    async_trait, from_services, Addr, Binary, Bus, BusBuilder, BusStats, Command, CommandHandler,
+    Commands, Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events,
+    FromServices, FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers,
+    IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr,
+    PeerEventStats, PeerInfo, PeerStats, PeersReady, Publish, PublishAll, PublishFuture, Ready,
+    RequestOptions, ResponseFuture, Scope, SendAll, SendAllStream, SendCommand, Services,
+    SubscribersReady, Subscription, SubscriptionOptions, SubscriptionStats, TimedReady,
+    WithOptions,
 };
+
+/// Byte payloads: [`Binary`], and `#[serde(with = "meshbus::binary")]` for `Vec<u8>` and
+/// `Bytes` fields, both written as MessagePack `bin` rather than one integer per byte.
+pub use meshbus_core::binary;
 
 /// How many handshakes one remote host may start, for
 /// [`BusBuilder::handshake_rate_per_host`].

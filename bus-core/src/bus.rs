@@ -1,5 +1,6 @@
 //! The [`Bus`]: one node of the mesh, and its local dispatch.
 
+mod admit;
 mod builder;
 mod commands;
 mod events;
@@ -11,7 +12,7 @@ mod registry;
 use lifecycle::Owner;
 pub(crate) use lifecycle::{InFlight, InFlightOwned};
 use registry::{name_clash, table_with};
-pub(crate) use registry::{CommandSlot, EventTable, SubList};
+pub(crate) use registry::{CommandSlot, EventSlot, EventTable, SubList};
 pub(crate) mod options;
 mod peer_addrs;
 mod ready;
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
-pub use events::{Events, Publish, PublishFuture};
+pub use events::{Events, Publish, PublishAll, PublishFuture};
 pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
 pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
@@ -43,8 +44,8 @@ use crate::error::Error;
 use crate::id::NodeId;
 use crate::message::Event;
 use crate::node::{MembershipView, NodeShared};
-use crate::stats::{BusStats, Counters, PeerStats};
-use crate::subscription::{SubSender, Subscription, SubscriptionOptions};
+use crate::stats::{BusStats, Counters, PeerStats, SubscriptionStats};
+use crate::subscription::{Subscription, SubscriptionOptions};
 use crate::transport::Addr;
 
 /// A node of the mesh: the handle through which a service sends commands, publishes events and
@@ -151,8 +152,8 @@ impl BusInner {
                 let list: SubList<E> = list.iter().filter(|s| s.id != id).cloned().collect();
                 if list.is_empty() {
                     table.remove(E::NAME);
-                } else if let Some(slot) = table.get_mut(E::NAME) {
-                    slot.subs = Arc::new(list);
+                } else {
+                    table.insert(E::NAME, EventSlot::of(list));
                 }
             }
             table
@@ -231,12 +232,7 @@ impl Bus {
             return Err(Error::closed());
         }
         let id = inner.next_subscription_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = flume::bounded(options.capacity);
-        let sub = Arc::new(SubSender {
-            id,
-            tx,
-            policy: options.when_full,
-        });
+        let (sub, rx) = crate::subscription::queue::<E>(E::NAME, id, options);
         let mut clash = None;
         inner
             .events
@@ -263,7 +259,8 @@ impl Bus {
         inner.interest_changed();
         Ok(Subscription {
             id,
-            rx: rx.into_stream(),
+            rx: rx.rx.into_stream(),
+            end: rx.end,
             bus: Arc::downgrade(inner),
             _event: PhantomData,
         })
@@ -384,6 +381,40 @@ impl Bus {
         let routes = node.routes();
         let mut out: Vec<PeerStats> = routes.peers.iter().map(|p| p.stats()).collect();
         out.sort_by_key(|s| s.node_id);
+        out
+    }
+
+    /// Every subscription of this bus (registered handlers and run-time
+    /// [`subscribe`](Bus::subscribe)s) with what it received, what waited for it and what it
+    /// dropped: the subscriber's end of event flow control. Sorted by event name, then id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use meshbus_core::{Bus, Event};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Tick;
+    /// impl Event for Tick { const NAME: &'static str = "docs.tick"; }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = Bus::builder().start().await?;
+    /// let mut ticks = bus.subscribe::<Tick>()?;
+    /// bus.events().local().publish(Tick).await?;
+    /// let stats = bus.subscription_stats();
+    /// assert_eq!((stats[0].event, stats[0].delivered, stats[0].queued), ("docs.tick", 1, 1));
+    /// ticks.recv().await;
+    /// assert_eq!(bus.subscription_stats()[0].queued, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscription_stats(&self) -> Vec<SubscriptionStats> {
+        let table = self.inner.events.load();
+        let mut out = Vec::new();
+        for slot in table.values() {
+            (slot.stats)(slot, &mut out);
+        }
+        out.sort_by(|a, b| a.event.cmp(b.event).then(a.id.cmp(&b.id)));
         out
     }
 

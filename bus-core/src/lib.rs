@@ -45,6 +45,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod binary;
 mod bus;
 mod context;
 pub mod discovery;
@@ -65,10 +66,11 @@ pub mod transport;
 pub mod wire;
 
 pub use async_trait::async_trait;
+pub use binary::Binary;
 pub use bus::{
     Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
-    PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand,
-    SubscribersReady, TimedReady,
+    PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream,
+    SendCommand, SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
@@ -81,7 +83,7 @@ pub use message::{Command, Event};
 pub use node::{MembershipView, PeerInfo};
 pub use scope::Scope;
 pub use services::Services;
-pub use stats::{BusStats, PeerStats};
+pub use stats::{BusStats, PeerEventStats, PeerStats, SubscriptionStats};
 pub use subscription::{FullPolicy, Subscription, SubscriptionOptions};
 pub use transport::{
     Addr, Connection, FrameReader, FrameWriter, Listener, ReadEvent, Transport, Transports,

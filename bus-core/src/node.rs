@@ -8,6 +8,7 @@
 
 mod actor;
 mod conn;
+pub(crate) mod credit;
 pub(crate) mod dispatch;
 mod peer;
 mod routes;
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
 pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
-pub(crate) use routes::Routes;
+pub(crate) use routes::{EventRoute, Routes};
 pub use view::{MembershipView, PeerInfo};
 
 use crate::proto::handshake::LocalNode;
@@ -46,7 +47,6 @@ pub(crate) struct NodeConfig {
     /// Gossip, dialling and tombstone settings; the runtime fills in the seed of its random
     /// source and the schemes it has transports for.
     pub(crate) membership: crate::proto::membership::MembershipConfig,
-    pub(crate) peer_events_when_full: crate::subscription::FullPolicy,
     pub(crate) handshake_timeout: Duration,
     /// The largest decompressed size a compressed command, reply or event body may declare.
     pub(crate) max_decompressed_size: usize,
@@ -92,7 +92,6 @@ impl NodeConfig {
             lane_capacity: Self::DEFAULT_LANE_CAPACITY,
             lane_bytes: Self::DEFAULT_LANE_BYTES,
             membership: crate::proto::membership::MembershipConfig::default(),
-            peer_events_when_full: crate::subscription::FullPolicy::Wait,
             handshake_timeout: crate::proto::handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             max_decompressed_size: crate::wire::DEFAULT_MAX_DECOMPRESSED_SIZE,
             max_inbound_bytes_per_peer: Self::DEFAULT_MAX_INBOUND_BYTES_PER_PEER,
@@ -191,11 +190,6 @@ impl NodeShared {
     /// Checks the identity this node presents against the limits peers hold it to.
     pub(crate) fn validate_identity(&self) -> Result<(), crate::Error> {
         Ok(self.local.load().validate()?)
-    }
-
-    /// What a peer's lane does with an event when it is full.
-    pub(crate) fn peer_events_when_full(&self) -> crate::subscription::FullPolicy {
-        self.config.peer_events_when_full
     }
 
     /// The handshake identity this node presents, as discovery advertises it.

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod backoff;
+pub mod credit;
 pub mod handshake;
 pub mod interest;
 pub mod links;

@@ -57,6 +57,15 @@ pub struct PeerStats {
     /// The bound on `queued_bytes`, from
     /// [`BusBuilder::peer_queue_bytes`](crate::BusBuilder::peer_queue_bytes).
     pub queue_bytes_limit: u64,
+    /// Frames queued on the fuller of the peer's command and event lanes: the other bound, in
+    /// frames, that may bind before the bytes do.
+    pub queued_frames: u64,
+    /// The bound on `queued_frames`: each lane's capacity, from
+    /// [`BusBuilder::peer_queue_capacity`](crate::BusBuilder::peer_queue_capacity).
+    pub queue_frames_limit: u64,
+    /// When a frame from the peer last arrived (the connection's start, before any did). A
+    /// peer silent for longer than the peer timeout is declared dead.
+    pub last_heard: std::time::Instant,
     /// Events that found this peer's queue full: the publisher waited for it
     /// ([`FullPolicy::Wait`](crate::FullPolicy::Wait)) or dropped the event for it
     /// (`DropNewest`).
@@ -64,6 +73,66 @@ pub struct PeerStats {
     /// Events dropped for this peer: its queue was full and the policy drops, or the event
     /// was over its frame size limit.
     pub events_dropped: u64,
+    /// Per event name the peer subscribes to: what was sent, waited for and dropped, and the
+    /// room (credit) its subscriptions grant now. Sorted by name.
+    pub events: Vec<PeerEventStats>,
+}
+
+/// One event name a peer subscribes to, as its publishers here see it: the publisher's end of
+/// that peer's subscriptions. Part of [`PeerStats`].
+///
+/// The peer grants room (credit) as its subscriptions take events off their queues; a
+/// publisher that finds none waits for it when the peer's subscriptions use
+/// [`FullPolicy::Wait`](crate::FullPolicy::Wait), and drops the event here, before it is sent,
+/// when they all use `DropNewest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerEventStats {
+    /// The event name.
+    pub event: String,
+    /// Events of this name sent to the peer (queued for its link).
+    pub sent: u64,
+    /// Publishes that found no room and waited for the peer.
+    pub waited: u64,
+    /// Events dropped for the peer: no room and its subscriptions drop, or its link's queue
+    /// was full.
+    pub dropped: u64,
+    /// How many more events may be sent now before the peer grants more room.
+    pub credit: u64,
+    /// What a publisher does when there is no room: what the peer's subscriptions asked for.
+    pub when_full: crate::FullPolicy,
+}
+
+/// One subscription of this node, from [`Bus::subscription_stats`](crate::Bus::subscription_stats):
+/// the subscriber's end of the flow of its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStats {
+    /// The event name.
+    pub event: &'static str,
+    /// The subscription's id, unique in this bus.
+    pub id: u64,
+    /// Events queued for it, from this node's publishers and from peers.
+    pub delivered: u64,
+    /// Publishes on this node that found its queue full and waited for room.
+    pub waited: u64,
+    /// Events dropped for it: its queue was full and its policy is `DropNewest`.
+    pub dropped: u64,
+    /// Events in its queue now. Peers' events may take it beyond `capacity`, each peer by at
+    /// most the room it was granted.
+    pub queued: u64,
+    /// Its capacity.
+    pub capacity: u64,
+    /// Its policy when full.
+    pub when_full: crate::FullPolicy,
+}
+
+/// A subscription's counters, shared by its sending and receiving ends.
+#[derive(Debug, Default)]
+pub(crate) struct SubCounters {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) waited: AtomicU64,
+    pub(crate) dropped: AtomicU64,
 }
 
 /// The counters of one peer connection.

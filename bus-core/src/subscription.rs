@@ -16,6 +16,10 @@ use crate::id::NodeId;
 use crate::message::Event;
 use crate::scope::Scope;
 
+mod queue;
+
+pub(crate) use queue::{queue, Held, NotQueued, QueueEnd, SubReceiver, SubSender};
+
 /// What a publisher does when a subscription's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -95,6 +99,24 @@ pub(crate) struct Delivery<E> {
     pub(crate) event: Arc<E>,
     pub(crate) message_id: u64,
     pub(crate) meta: Arc<EventMeta>,
+    /// It counts against the queue's capacity (set when queued).
+    pub(crate) counted: bool,
+    /// A peer's event queued under the room granted to the peer: its share, let go when it
+    /// leaves the queue.
+    pub(crate) credit: Option<Held>,
+}
+
+impl<E> Delivery<E> {
+    /// A delivery of `event`, not yet queued.
+    pub(crate) fn new(event: Arc<E>, message_id: u64, meta: Arc<EventMeta>) -> Self {
+        Delivery {
+            event,
+            message_id,
+            meta,
+            counted: false,
+            credit: None,
+        }
+    }
 }
 
 /// The context of a published event, shared by all its deliveries; the events without
@@ -117,13 +139,6 @@ impl EventMeta {
     }
 }
 
-/// The sending side of one subscription, held in the bus's routing snapshot.
-pub(crate) struct SubSender<E> {
-    pub(crate) id: u64,
-    pub(crate) tx: flume::Sender<Delivery<E>>,
-    pub(crate) policy: FullPolicy,
-}
-
 /// A run-time subscription to events of type `E`: a [`Stream`] of shared events.
 ///
 /// Made by [`Bus::subscribe`](crate::Bus::subscribe). Dropping it unsubscribes. It ends when the
@@ -136,6 +151,7 @@ pub(crate) struct SubSender<E> {
 pub struct Subscription<E: Event> {
     pub(crate) id: u64,
     pub(crate) rx: flume::r#async::RecvStream<'static, Delivery<E>>,
+    pub(crate) end: QueueEnd,
     pub(crate) bus: Weak<BusInner>,
     pub(crate) _event: PhantomData<fn() -> E>,
 }
@@ -158,6 +174,7 @@ impl<E: Event> Subscription<E> {
     /// Cancel safe, as [`recv`](Subscription::recv).
     pub async fn recv_with_context(&mut self) -> Option<(Arc<E>, Context)> {
         let delivery = futures_util::StreamExt::next(&mut self.rx).await?;
+        let delivery = self.end.taken(delivery);
         let bus = Bus::for_handler(self.bus.upgrade()?);
         let ctx = delivery.meta.context(delivery.message_id, bus);
         Some((delivery.event, ctx))
@@ -168,14 +185,16 @@ impl<E: Event> Stream for Subscription<E> {
     type Item = Arc<E>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Arc<E>>> {
-        Pin::new(&mut self.rx)
+        let this = &mut *self;
+        Pin::new(&mut this.rx)
             .poll_next(cx)
-            .map(|d| d.map(|d| d.event))
+            .map(|d| d.map(|d| this.end.taken(d).event))
     }
 }
 
 impl<E: Event> Drop for Subscription<E> {
     fn drop(&mut self) {
+        self.end.closing();
         if let Some(bus) = self.bus.upgrade() {
             bus.unsubscribe::<E>(self.id);
         }

@@ -20,6 +20,11 @@ struct Name;
 #[meshbus(name = "mesh.blob")]
 struct Blob(u32);
 
+/// Subscribed to with `DropNewest` where `Blob` is with `Wait`.
+#[derive(Serialize, Deserialize, Event)]
+#[meshbus(name = "mesh.tock")]
+struct Tock(u32);
+
 #[tokio::test(start_paused = true)]
 async fn commands_spread_over_idle_nodes_one_at_a_time_and_fifty_at_a_time() {
     let net = InMemNetwork::new(50);
@@ -77,16 +82,19 @@ async fn commands_spread_over_idle_nodes_one_at_a_time_and_fifty_at_a_time() {
     }
 }
 
+/// A subscriber that stops reading: its node grants the publisher no more room than its queue
+/// has, so the publisher waits (nothing is dropped at the subscriber), while the link stays
+/// healthy for everything else and the subscriber is never taken for dead.
 #[tokio::test(start_paused = true)]
-async fn a_stalled_subscriber_neither_stalls_its_link_nor_looks_dead() {
+async fn a_stalled_subscriber_makes_its_publisher_wait_without_stalling_its_link() {
     let net = InMemNetwork::new(51);
     let b = node(&net, "b")
         .command_handler(|_: Name, _ctx| async { HandlerResult::Ok("b".to_owned()) })
         .start()
         .await
         .unwrap();
-    // Never read: its queue of 8 fills and stays full.
-    let _stalled = b
+    // Not read for now: its queue of 8 fills.
+    let mut stalled = b
         .subscribe_with::<Blob>(
             SubscriptionOptions::new()
                 .capacity(8)
@@ -96,17 +104,56 @@ async fn a_stalled_subscriber_neither_stalls_its_link_nor_looks_dead() {
     let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
     within("b", a.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
 
-    for i in 0..100 {
-        a.events().publish(Blob(i)).await.unwrap();
+    // b granted room for 8: those go at once, the 9th waits for room, here until it gives up.
+    for i in 0..8 {
+        let publish = a.events().publish(Blob(i)).timeout(Duration::from_secs(1));
+        within("room granted", publish.into_future()).await.unwrap();
     }
+    let err = a
+        .events()
+        .publish(Blob(8))
+        .timeout(Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let flow = &a.peer_stats()[0].events;
+    assert_eq!(flow.len(), 1, "{flow:?}");
+    assert_eq!(
+        (
+            flow[0].event.as_str(),
+            flow[0].sent,
+            flow[0].waited,
+            flow[0].credit
+        ),
+        ("mesh.blob", 8, 1, 0),
+        "{flow:?}"
+    );
+    assert_eq!(flow[0].when_full, FullPolicy::Wait);
     // Replies still flow on the same link, and across several peer timeouts b stays a peer.
     for _ in 0..10 {
         assert_eq!(a.commands().send(Name).await.unwrap(), "b");
         tokio::time::sleep(PEER_TIMEOUT).await; // idle time for liveness to judge
     }
     assert!(a.membership().borrow().peer_named("b").is_some());
-    // b's reader dropped what did not fit, and counted it.
-    assert_eq!(b.stats().remote_events_dropped, 100 - 8);
+    // Nothing was dropped at b: its queue holds the 8.
+    assert_eq!(b.stats().remote_events_dropped, 0);
+    let subs = b.subscription_stats();
+    assert_eq!(
+        (subs[0].queued, subs[0].delivered, subs[0].dropped),
+        (8, 8, 0)
+    );
+
+    // Read again: room comes back, and the publisher goes on where it stopped.
+    for i in 0..8 {
+        assert_eq!(within("a queued event", stalled.recv()).await.unwrap().0, i);
+    }
+    for i in 8..40 {
+        within("room again", a.events().publish(Blob(i)).into_future())
+            .await
+            .unwrap();
+        assert_eq!(within("the next event", stalled.recv()).await.unwrap().0, i);
+    }
+    assert_eq!(b.stats().remote_events_dropped, 0);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -141,6 +188,14 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     let mut sub = b
         .subscribe_with::<Blob>(SubscriptionOptions::new().capacity(1_000))
         .unwrap();
+    // What c publishes: b's subscription drops when full, so c drops on a full link too.
+    let mut tocks = b
+        .subscribe_with::<Tock>(
+            SubscriptionOptions::new()
+                .capacity(1_000)
+                .when_full(FullPolicy::DropNewest),
+        )
+        .unwrap();
     let waits = node(&net, "a")
         .peers(["inmem://b"])
         .peer_queue_capacity(4)
@@ -151,20 +206,18 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     let drops = node(&net, "c")
         .peers(["inmem://b"])
         .peer_queue_bytes(256)
-        .peer_events_when_full(FullPolicy::DropNewest)
         .start()
         .await
         .unwrap();
-    for bus in [&waits, &drops] {
-        within("b", bus.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
-    }
+    within("b", waits.ready().subscribers::<Blob>(Scope::Cluster, 1)).await;
+    within("b", drops.ready().subscribers::<Tock>(Scope::Cluster, 1)).await;
     net.set_delay("a", "b", Duration::from_millis(100));
     net.set_delay("c", "b", Duration::from_millis(100));
 
     // Dropping: every publish resolves at once; what did not fit is counted.
     let t0 = tokio::time::Instant::now();
     for i in 0..100 {
-        drops.events().publish(Blob(i)).await.unwrap();
+        drops.events().publish(Tock(i)).await.unwrap();
     }
     assert_eq!(t0.elapsed(), Duration::ZERO);
     let dropped = drops.stats().peer_events_dropped;
@@ -178,6 +231,17 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     assert_eq!(slow[0].name, "b");
     assert_eq!(slow[0].events_dropped, dropped);
     assert_eq!(slow[0].events_queue_full, dropped);
+    // ... and which subscription: b's `Tock`, which drops rather than makes c wait.
+    let tock = slow[0]
+        .events
+        .iter()
+        .find(|e| e.event == "mesh.tock")
+        .unwrap();
+    assert_eq!(
+        (tock.event.as_str(), tock.dropped, tock.waited),
+        ("mesh.tock", dropped, 0)
+    );
+    assert_eq!(tock.when_full, FullPolicy::DropNewest);
     assert_eq!(slow[0].queue_bytes_limit, 256);
     assert!(
         slow[0].queued_bytes > 0 && slow[0].queued_bytes <= 256,
@@ -203,16 +267,14 @@ async fn a_slow_link_makes_publishers_wait_or_drop_as_configured() {
     assert_eq!(slow[0].events_dropped, 0);
 
     // b got all of a's, in order, and c's minus the dropped ones; both links are alive.
-    let (mut from_a, mut from_c) = (Vec::new(), 0u64);
-    while from_a.len() < 100 || from_c < 100 - dropped {
-        let (e, ctx) = within("an event", sub.recv_with_context()).await.unwrap();
-        if ctx.sender() == waits.node_id() {
-            from_a.push(e.0);
-        } else {
-            from_c += 1;
-        }
+    let mut from_a = Vec::new();
+    while from_a.len() < 100 {
+        from_a.push(within("an event", sub.recv()).await.unwrap().0);
     }
     assert_eq!(from_a, (0..100).collect::<Vec<_>>());
+    for _ in 0..100 - dropped {
+        within("a tock", tocks.recv()).await.unwrap();
+    }
     assert_eq!(b.membership().borrow().peers.len(), 2);
     for bus in [&waits, &drops, &b] {
         bus.shutdown().await.unwrap();

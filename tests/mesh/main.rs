@@ -3,8 +3,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod binary;
 mod commands;
 mod conn;
+mod credit;
 mod discovery;
 mod events;
 mod faults;

@@ -95,3 +95,44 @@ async fn a_fast_reader_lets_its_subscription_keep_up() {
     publisher.shutdown().await.unwrap();
     sub_bus.shutdown().await.unwrap();
 }
+
+/// Credit (issue 14): the subscriber's node grants room for one event at a time, so however
+/// fast the publisher, the reader never finds the queue full of events it must drop.
+#[tokio::test]
+async fn a_subscription_of_one_loses_nothing_to_a_fast_publisher() {
+    const EVENTS: u32 = 5_000;
+    let sub_bus = tcp_node("sub", "h", "c", "tcp://127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let addr = sub_bus.listen_addrs()[0].clone();
+    let mut sub = sub_bus
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1))
+        .unwrap();
+    let publisher = tcp_node("pub", "h", "c", "tcp://127.0.0.1:0")
+        .peers([addr.to_string()])
+        .start()
+        .await
+        .unwrap();
+    within(
+        "the subscriber",
+        publisher.ready().subscribers::<Tick>(Scope::Cluster, 1),
+    )
+    .await;
+
+    let publish = async {
+        for i in 0..EVENTS {
+            publisher.events().publish(Tick(i)).await.unwrap();
+        }
+        publisher.events().publish(Tick(MARKER)).await.unwrap();
+    };
+    let (got, ()) = bounded(RUN_BOUND, "the burst", async {
+        tokio::join!(ticks_until_marker(&mut sub), publish)
+    })
+    .await;
+    assert_eq!(sub_bus.stats().remote_events_dropped, 0);
+    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+
+    publisher.shutdown().await.unwrap();
+    sub_bus.shutdown().await.unwrap();
+}

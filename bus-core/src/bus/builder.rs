@@ -299,19 +299,11 @@ impl BusBuilder {
     }
 
     /// How many bytes of commands and events may wait for one peer's link (default 64 MiB);
-    /// beyond it, senders wait (or drop events, per
-    /// [`peer_events_when_full`](Self::peer_events_when_full)). A frame larger than the whole
-    /// budget waits until the queue is empty.
+    /// beyond it, senders wait, or drop events when the peer's subscriptions of that event
+    /// drop ([`FullPolicy::DropNewest`](crate::FullPolicy::DropNewest)). A frame larger than
+    /// the whole budget waits until the queue is empty.
     pub fn peer_queue_bytes(mut self, bytes: usize) -> Self {
         self.node.lane_bytes = bytes.max(1);
-        self
-    }
-
-    /// What a publisher does when a peer's event lane is full: wait for room (the default), or
-    /// drop the event for that peer and count it in
-    /// [`BusStats::peer_events_dropped`](crate::BusStats::peer_events_dropped).
-    pub fn peer_events_when_full(mut self, policy: crate::FullPolicy) -> Self {
-        self.node.peer_events_when_full = policy;
         self
     }
 

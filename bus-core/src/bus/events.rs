@@ -3,23 +3,16 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
-
+use super::admit::{admit, Started};
 use super::options::{request_setters, RequestOptions};
 use super::Bus;
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::message::Event;
-use crate::node::PeerHandle;
-use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
-use crate::stats::Counters;
-use crate::subscription::{Delivery, EventMeta, FullPolicy, SubSender};
-use crate::wire::{FrameCodec, FrameKind, PREFIX_LEN};
 
 /// Publishes events in a scope. Made by [`Bus::events`]; the default scope is
 /// [`Scope::Cluster`].
@@ -70,7 +63,115 @@ impl<'a> Events<'a> {
             scope: self.scope,
             event,
             options: RequestOptions::new(),
+            timeout: None,
         }
+    }
+
+    /// Publishes every event of `events`, in order, each as [`publish`](Events::publish) would,
+    /// with the same options: for producers that have many events at hand. Returns a builder;
+    /// `.await` it.
+    ///
+    /// Each event is offered to every subscription in scope at once; one that must wait for room
+    /// somewhere is waited for before the next is offered, so every subscriber sees them in
+    /// order. It stops at the first error (the bus shut down, the timeout passed); the events
+    /// before it are published.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use meshbus_core::{Bus, Event};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Reading(u32);
+    /// impl Event for Reading { const NAME: &'static str = "docs.reading"; }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = Bus::builder().start().await?;
+    /// let mut readings = bus.subscribe::<Reading>()?;
+    /// bus.events().local().publish_all((0..3).map(Reading)).await?;
+    /// for i in 0..3 {
+    ///     assert_eq!(readings.recv().await.map(|r| r.0), Some(i));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn publish_all<E, I>(self, events: I) -> PublishAll<'a, E, I::IntoIter>
+    where
+        E: Event,
+        I: IntoIterator<Item = E>,
+        I::IntoIter: Send + 'a,
+    {
+        PublishAll {
+            bus: self.bus,
+            scope: self.scope,
+            events: events.into_iter(),
+            options: RequestOptions::new(),
+            timeout: None,
+        }
+    }
+}
+
+/// Many events being published in order: set options, then `.await` it. Made by
+/// [`Events::publish_all`].
+#[must_use = "events are not published unless awaited"]
+pub struct PublishAll<'a, E: Event, I: Iterator<Item = E>> {
+    bus: &'a Bus,
+    scope: Scope,
+    events: I,
+    /// Only headers and the correlation id: see [`RequestOptions`] for why.
+    options: RequestOptions,
+    timeout: Option<Duration>,
+}
+
+impl<E: Event, I: Iterator<Item = E>> PublishAll<'_, E, I> {
+    request_setters!(common);
+
+    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if the events are not all
+    /// admitted within `timeout`, in all (see [`Publish::timeout`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a, E, I> IntoFuture for PublishAll<'a, E, I>
+where
+    E: Event,
+    I: Iterator<Item = E> + Send + 'a,
+{
+    type Output = Result<(), Error>;
+    type IntoFuture = BoxFuture<'a, Result<(), Error>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let PublishAll {
+            bus,
+            scope,
+            events,
+            options,
+            timeout,
+        } = self;
+        Box::pin(async move {
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            for event in events {
+                let left =
+                    deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+                match admit(bus, scope, event, &options, left) {
+                    Started::Done(result) => result?,
+                    Started::Waiting(waiting) => waiting.await?,
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<E: Event, I: Iterator<Item = E>> fmt::Debug for PublishAll<'_, E, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishAll")
+            .field("event", &E::NAME)
+            .field("scope", &self.scope)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,6 +183,12 @@ impl<'a> Events<'a> {
 /// Every subscription with room gets the event at once; the future then waits only for those
 /// that are full and use [`FullPolicy::Wait`], one after the other.
 ///
+/// A peer's subscriptions count the same way: the peer grants this node room for each event
+/// name as its subscriptions drain (credit). Without room, the publish waits for that peer if
+/// its subscriptions use `Wait`, and drops the event for it, before sending, if they all use
+/// `DropNewest`. A peer whose link's queue is full is treated alike. Bound the wait with
+/// [`timeout`](Publish::timeout).
+///
 /// An event handler that publishes into its own subscription's full queue with
 /// [`FullPolicy::Wait`] waits for itself: give such subscriptions room, or
 /// [`FullPolicy::DropNewest`].
@@ -89,7 +196,8 @@ impl<'a> Events<'a> {
 /// # Cancel safety
 ///
 /// Dropping the future while it waits leaves the event undelivered to the full subscriptions it
-/// was still waiting for; every other subscription has it.
+/// was still waiting for; every other subscription has it. Room it had taken at a peer and not
+/// used is given back.
 #[must_use = "an event is not published unless awaited"]
 pub struct Publish<'a, E: Event> {
     bus: &'a Bus,
@@ -97,10 +205,22 @@ pub struct Publish<'a, E: Event> {
     event: E,
     /// Only headers and the correlation id: see [`RequestOptions`] for why.
     options: RequestOptions,
+    /// How long the publish may wait for room; `None`: as long as it takes.
+    timeout: Option<Duration>,
 }
 
 impl<E: Event> Publish<'_, E> {
     request_setters!(common);
+
+    /// Fails with [`ErrorKind::Timeout`] if some subscription in scope that makes publishers
+    /// wait ([`FullPolicy::Wait`]) still had no room for the event after `timeout`. The
+    /// subscriptions that had room have the event either way; the others do not get it.
+    /// Without it, a publish waits for room however long it takes (a peer that stops
+    /// answering is declared dead after its peer timeout, and then waited for no longer).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 impl<'a, E: Event> IntoFuture for Publish<'a, E> {
@@ -114,173 +234,15 @@ impl<'a, E: Event> IntoFuture for Publish<'a, E> {
     }
 }
 
-/// The event being published: moved into an `Arc` only when local subscribers share it.
-enum Published<E> {
-    Owned(E),
-    Shared(Arc<E>),
-}
-
-/// What a publish still has to do after offering the event to every subscription once.
-enum Started {
-    Done(Result<(), Error>),
-    Waiting(BoxFuture<'static, Result<(), Error>>),
-}
-
 impl<E: Event> Publish<'_, E> {
     fn start(self) -> Started {
-        let bus = self.bus;
-        let inner = &bus.inner;
-        if bus.refuses_work() {
-            return Started::Done(Err(Error::closed().with_message_name(E::NAME)));
-        }
-        let table = inner.events.load();
-        let subs = match table.get(E::NAME) {
-            None => None,
-            Some(slot) => match slot.get::<E>() {
-                Some(subs) => Some(subs),
-                None => {
-                    return Started::Done(Err(super::name_clash(
-                        E::NAME,
-                        slot.type_name,
-                        std::any::type_name::<E>(),
-                    )))
-                }
-            },
-        };
-        // The routing snapshot stays loaded while the event is queued: the peers in scope are
-        // read from it in place, without collecting them.
-        let routes = inner
-            .node
-            .as_ref()
-            .filter(|_| self.scope != Scope::Local)
-            .map(|node| node.routes());
-        let candidates: &[Arc<PeerHandle>] = routes
-            .as_ref()
-            .and_then(|r| r.events.get(E::NAME))
-            .map_or(&[], Vec::as_slice);
-        let here = Here {
-            host_id: &inner.identity.host_id,
-            cluster: &inner.identity.cluster,
-        };
-        let mut peers = Picker::all_in_scope(candidates, here, self.scope).peekable();
-        if subs.is_none() && peers.peek().is_none() {
-            return Started::Done(Ok(()));
-        }
-        // Full subscriptions that want the publisher to wait: only their senders are kept.
-        let mut full: Vec<(Arc<SubSender<E>>, Delivery<E>)> = Vec::new();
-        // Shared with local subscribers only when there are some.
-        let event = match subs {
-            None => Published::Owned(self.event),
-            Some(_) => Published::Shared(Arc::new(self.event)),
-        };
-        if let (Some(subs), Published::Shared(event)) = (subs, &event) {
-            let message_id = crate::id::next_message_id();
-            let meta = Arc::new(EventMeta {
-                correlation_id: self.options.correlation_id_arc(),
-                sender: inner.identity.node_id,
-                scope: self.scope,
-                headers: self.options.headers().clone(),
-            });
-            for sub in subs {
-                let delivery = Delivery {
-                    event: Arc::clone(event),
-                    message_id,
-                    meta: Arc::clone(&meta),
-                };
-                match sub.tx.try_send(delivery) {
-                    Ok(()) => {}
-                    // The subscription was dropped a moment ago; it no longer wants events.
-                    Err(flume::TrySendError::Disconnected(_)) => {}
-                    Err(flume::TrySendError::Full(delivery)) => match sub.policy {
-                        FullPolicy::DropNewest => {
-                            Counters::bump(&inner.counters.events_dropped);
-                        }
-                        FullPolicy::Wait => full.push((Arc::clone(sub), delivery)),
-                    },
-                }
-            }
-        }
-        // Peers with a full event lane, when the policy is to wait for them.
-        let mut full_peers: Vec<(Arc<PeerHandle>, Bytes)> = Vec::new();
-        if peers.peek().is_some() {
-            let event: &E = match &event {
-                Published::Owned(event) => event,
-                Published::Shared(event) => event,
-            };
-            // Encoded once, however many peers get it, straight into the frame's buffer.
-            let headers = self.options.frame_headers(None);
-            let mut bytes = match FrameCodec::default().encode_message_to_bytes(
-                FrameKind::Event,
-                0,
-                E::NAME,
-                &headers,
-                event,
-            ) {
-                Ok(bytes) => bytes,
-                Err(e) => return Started::Done(Err(Error::from(e).with_message_name(E::NAME))),
-            };
-            let policy = inner
-                .node
-                .as_ref()
-                .map_or(FullPolicy::Wait, |n| n.peer_events_when_full());
-            while let Some(peer) = peers.next() {
-                if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
-                    // Over this peer's limit: it could not read it.
-                    Counters::bump(&inner.counters.peer_events_dropped);
-                    Counters::bump(&peer.counters.events_dropped);
-                    continue;
-                }
-                // The last peer takes the frame itself: cloning a `Bytes` made from a vector
-                // allocates its shared header, so one peer costs no clone at all.
-                let frame = if peers.peek().is_some() {
-                    bytes.clone()
-                } else {
-                    std::mem::take(&mut bytes)
-                };
-                // Room in the peer's byte budget, then on its lane; either may be full.
-                let full = match peer.try_queue(&peer.lanes.events, frame) {
-                    Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
-                    _ => None,
-                };
-                if let Some(frame) = full {
-                    Counters::bump(&inner.counters.peer_events_queue_full);
-                    Counters::bump(&peer.counters.events_queue_full);
-                    match policy {
-                        FullPolicy::DropNewest => {
-                            Counters::bump(&inner.counters.peer_events_dropped);
-                            Counters::bump(&peer.counters.events_dropped);
-                        }
-                        FullPolicy::Wait => full_peers.push((Arc::clone(peer), frame)),
-                    }
-                }
-            }
-        }
-        if full.is_empty() && full_peers.is_empty() {
-            return Started::Done(Ok(()));
-        }
-        let sealed = inner.sealed_token.clone();
-        Started::Waiting(Box::pin(async move {
-            for (sub, delivery) in full {
-                tokio::select! {
-                    // An error means the subscription is gone: nobody left to deliver to.
-                    _ = sub.tx.send_async(delivery) => {}
-                    () = sealed.cancelled() => {
-                        return Err(Error::closed().with_message_name(E::NAME));
-                    }
-                }
-            }
-            for (peer, bytes) in full_peers {
-                tokio::select! {
-                    // `queue` gives up by itself once the connection is gone, and the peer
-                    // with it: the event is not for anyone then.
-                    _ = peer.queue(&peer.lanes.events, bytes) => {}
-                    () = sealed.cancelled() => {
-                        return Err(Error::closed().with_message_name(E::NAME));
-                    }
-                }
-            }
-            Ok(())
-        }))
+        admit(
+            self.bus,
+            self.scope,
+            self.event,
+            &self.options,
+            self.timeout,
+        )
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::{BusInner, EventTable};
 use crate::context::{Context, Deadline, Headers};
 use crate::error::ErrorKind;
+use crate::node::credit::Receipt;
 use crate::node::dispatch::{Answering, Dispatch, EventSink, InboundCommand, LocalNames, ReplyTo};
 use crate::node::PeerHandle;
 use crate::proto::requests::deadline_from_remaining;
@@ -87,7 +88,12 @@ impl Dispatch for BusInner {
     fn interest(&self) -> LocalNames {
         LocalNames {
             commands: self.commands.keys().copied().collect(),
-            events: self.events.load().keys().copied().collect(),
+            events: self
+                .events
+                .load()
+                .iter()
+                .map(|(name, slot)| (*name, slot.flow))
+                .collect(),
         }
     }
 }
@@ -137,7 +143,7 @@ impl EventSink for PeerEvents {
         self.table.contains_key(name)
     }
 
-    fn deliver(&self, frame: &Frame) -> Result<(), FrameError> {
+    fn deliver(&self, frame: &Frame, receipt: Option<Receipt>) -> Result<(), FrameError> {
         let Some(FrameName::Inline(name)) = &frame.name else {
             return Err(FrameError::Malformed {
                 what: "an event without a name",
@@ -155,7 +161,14 @@ impl EventSink for PeerEvents {
             with_headers = self.meta(correlation_id, headers_of(frame));
             &with_headers
         };
-        (slot.deliver)(slot, &frame.body, message_id, meta, &self.bus.counters)
+        (slot.deliver)(
+            slot,
+            &frame.body,
+            message_id,
+            meta,
+            receipt,
+            &self.bus.counters,
+        )
     }
 
     fn too_large(&self) {

@@ -17,7 +17,7 @@ use crate::wire::FrameHeaders;
 /// |---|---|---|---|
 /// | [`header`](Self::header) | yes | yes | yes |
 /// | [`correlation_id`](Self::correlation_id) | yes | yes | yes |
-/// | [`timeout`](Self::timeout) / [`no_timeout`](Self::no_timeout) | yes | yes | no: a publish waits only for queue room |
+/// | [`timeout`](Self::timeout) / [`no_timeout`](Self::no_timeout) | yes | yes | [`Publish::timeout`](crate::Publish::timeout) only: a publish has no default timeout, it waits for room |
 /// | [`idempotency_key`](Self::idempotency_key) | yes | yes | no: events are not retried by callers |
 ///
 /// A whole value can be given to a command request with `.options(..)`, to reuse one set of

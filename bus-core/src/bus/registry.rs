@@ -13,9 +13,14 @@ use super::{remote, Bus, BusInner};
 use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
+use crate::node::credit::{EventFlow, Receipt};
 use crate::services::Services;
 use crate::stats::Counters;
-use crate::subscription::{Delivery, EventMeta, SubSender, SubscriptionOptions};
+use crate::stats::SubscriptionStats;
+use crate::subscription::{
+    queue, Delivery, EventMeta, FullPolicy, Held, NotQueued, SubReceiver, SubSender,
+    SubscriptionOptions,
+};
 use crate::wire::FrameError;
 
 /// What a registration adds to the bus being started.
@@ -66,40 +71,78 @@ pub(crate) struct EventSlot {
     pub(crate) type_name: &'static str,
     /// An `Arc<Vec<Arc<SubSender<E>>>>`.
     pub(crate) subs: Arc<dyn Any + Send + Sync>,
+    /// How the subscriptions take peers' events: the room granted to each peer.
+    pub(crate) flow: EventFlow,
     /// Delivers an event that arrived encoded from a peer: decodes it once and offers it to
     /// every subscription without waiting.
     pub(crate) deliver: DeliverRemote,
+    /// Adds each subscription's stats.
+    pub(crate) stats: fn(&EventSlot, &mut Vec<SubscriptionStats>),
 }
 
 /// See [`EventSlot::deliver`].
-pub(crate) type DeliverRemote =
-    fn(&EventSlot, &[u8], u64, &Arc<EventMeta>, &Counters) -> Result<(), FrameError>;
+pub(crate) type DeliverRemote = fn(
+    &EventSlot,
+    &[u8],
+    u64,
+    &Arc<EventMeta>,
+    Option<Receipt>,
+    &Counters,
+) -> Result<(), FrameError>;
 
-/// Decodes a peer's event of type `E` once and offers the shared value to every subscription.
-/// A full queue drops it for that subscription and counts the drop: the connection's reader
-/// must never wait, or heartbeats would stall behind a slow subscriber.
+/// Decodes a peer's event of type `E` once and offers the shared value to every subscription,
+/// never waiting: the connection's reader must not, or heartbeats would stall behind a slow
+/// subscriber. With a receipt (the event came under the room granted to the peer), the `Wait`
+/// subscriptions queue it whatever their length and hold the receipt until they take it;
+/// without one, or for `DropNewest`, a full queue drops it and counts the drop.
 fn deliver_remote<E: Event>(
     slot: &EventSlot,
     body: &[u8],
     message_id: u64,
     meta: &Arc<EventMeta>,
+    receipt: Option<Receipt>,
     counters: &Counters,
 ) -> Result<(), FrameError> {
     let Some(subs) = slot.get::<E>() else {
         return Ok(());
     };
     let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
+    // The receipt goes to the `Wait` subscriptions: moved to the only one, shared by several.
+    let waiting = subs.iter().filter(|s| s.policy == FullPolicy::Wait).count();
+    let mut held = match (receipt, waiting) {
+        (Some(r), 1) => Some(Held::One(r)),
+        (Some(r), n) if n > 1 => Some(Held::Shared(Arc::new(r))),
+        // Nothing holds it: consumed at once (dropped here).
+        _ => None,
+    };
     for sub in subs {
-        let delivery = Delivery {
-            event: Arc::clone(&event),
-            message_id,
-            meta: Arc::clone(meta),
-        };
-        if let Err(flume::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
+        let delivery = Delivery::new(Arc::clone(&event), message_id, Arc::clone(meta));
+        if sub.policy == FullPolicy::Wait {
+            if let Some(h) = held.take() {
+                let (mine, rest) = match h {
+                    Held::One(r) => (Held::One(r), None),
+                    Held::Shared(r) => (Held::Shared(Arc::clone(&r)), Some(Held::Shared(r))),
+                };
+                held = rest;
+                sub.send_credited(Delivery {
+                    credit: Some(mine),
+                    ..delivery
+                });
+                continue;
+            }
+        }
+        if let Err(NotQueued::Full(_)) = sub.try_send(delivery) {
+            sub.dropped();
             Counters::bump(&counters.remote_events_dropped);
         }
     }
     Ok(())
+}
+
+fn subscription_stats<E: Event>(slot: &EventSlot, out: &mut Vec<SubscriptionStats>) {
+    if let Some(subs) = slot.get::<E>() {
+        out.extend(subs.iter().map(|s| s.stats()));
+    }
 }
 
 pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
@@ -107,6 +150,33 @@ pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
 impl EventSlot {
     pub(crate) fn get<E: Event>(&self) -> Option<&SubList<E>> {
         self.subs.downcast_ref()
+    }
+
+    /// The slot of the subscriptions in `list`.
+    pub(crate) fn of<E: Event>(list: SubList<E>) -> Self {
+        EventSlot {
+            type_name: std::any::type_name::<E>(),
+            flow: flow_of(&list),
+            subs: Arc::new(list),
+            deliver: deliver_remote::<E>,
+            stats: subscription_stats::<E>,
+        }
+    }
+}
+
+/// The room one peer is granted for the events of `list`: the smallest capacity among the
+/// subscriptions that make publishers wait (or among all, when none does).
+fn flow_of<E>(list: &SubList<E>) -> EventFlow {
+    let wait = list.iter().any(|s| s.policy == FullPolicy::Wait);
+    let window = list
+        .iter()
+        .filter(|s| !wait || s.policy == FullPolicy::Wait)
+        .map(|s| s.capacity())
+        .min()
+        .unwrap_or(SubscriptionOptions::DEFAULT_CAPACITY);
+    EventFlow {
+        window: u32::try_from(window).unwrap_or(u32::MAX),
+        wait,
     }
 }
 
@@ -128,14 +198,7 @@ pub(super) fn table_with<E: Event>(
         None => Vec::new(),
     };
     list.push(sub);
-    table.insert(
-        E::NAME,
-        EventSlot {
-            type_name: std::any::type_name::<E>(),
-            subs: Arc::new(list),
-            deliver: deliver_remote::<E>,
-        },
-    );
+    table.insert(E::NAME, EventSlot::of(list));
     Ok(table)
 }
 
@@ -173,12 +236,7 @@ pub(super) fn add_subscriber<E: Event>(
 ) -> Result<(), Error> {
     let id = reg.next_subscription_id;
     reg.next_subscription_id += 1;
-    let (tx, rx) = flume::bounded::<Delivery<E>>(options.capacity);
-    let sub = Arc::new(SubSender {
-        id,
-        tx,
-        policy: options.when_full,
-    });
+    let (sub, rx) = queue::<E>(E::NAME, id, options);
     reg.events = table_with(&reg.events, sub)?;
     for _ in 0..options.concurrency {
         let rx = rx.clone();
@@ -197,11 +255,11 @@ pub(super) fn add_subscriber<E: Event>(
 /// Runs one subscription worker: takes events off the queue one at a time until the queue is
 /// closed and empty, or the bus is gone.
 async fn run_subscriber<E: Event>(
-    rx: flume::Receiver<Delivery<E>>,
+    rx: SubReceiver<E>,
     handler: Arc<dyn EventHandler<E>>,
     bus: Weak<BusInner>,
 ) {
-    while let Ok(delivery) = rx.recv_async().await {
+    while let Some(delivery) = rx.recv().await {
         let Some(inner) = bus.upgrade() else { return };
         let message_id = delivery.message_id;
         let ctx = delivery

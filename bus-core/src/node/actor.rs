@@ -1,6 +1,6 @@
 //! The node's actor: the one task that owns the node's mutable state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
+use super::credit::EventFlow;
 use super::dispatch::Dispatch;
-use super::routes::{CommandRoute, Routes};
+use super::routes::{CommandRoute, EventRoute, Routes};
 use super::view::{self, MembershipView, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::discovery::{Discovery, DiscoveryEvent};
@@ -93,7 +94,8 @@ struct Actor {
     links: Links,
     local: LocalInterest,
     /// The event names in `local`, to diff against the subscription table.
-    local_events: BTreeSet<String>,
+    /// Our subscribed event names, with the room each grants peers.
+    local_events: BTreeMap<String, EventFlow>,
     membership: Membership,
     /// Live members that share no transport with us, as last published.
     foreign: Vec<NodeId>,
@@ -148,7 +150,7 @@ pub(crate) async fn run(
         peers: HashMap::new(),
         links: Links::new(),
         local: LocalInterest::new(),
-        local_events: BTreeSet::new(),
+        local_events: BTreeMap::new(),
         membership,
         foreign: Vec::new(),
         alone: std::cell::Cell::new(Alone::default()),
@@ -222,9 +224,9 @@ impl Actor {
         for name in names.commands {
             let _ = self.local.add_command(name);
         }
-        for name in names.events {
+        for (name, flow) in names.events {
             let _ = self.local.subscribe(name);
-            self.local_events.insert((*name).to_owned());
+            self.local_events.insert(name.to_owned(), flow);
         }
     }
 
@@ -437,6 +439,7 @@ impl Actor {
             }
         }
         let sent = send_interest(&peer, &self.local.snapshot());
+        peer.credit.offer(&self.flows());
         self.links.insert(peer.identity.clone(), !sent);
         self.peers.insert(
             peer.node_id,
@@ -465,26 +468,45 @@ impl Actor {
         let Some(dispatch) = self.dispatch.upgrade() else {
             return;
         };
-        let now: BTreeSet<String> = dispatch
+        let now: BTreeMap<String, EventFlow> = dispatch
             .interest()
             .events
             .into_iter()
-            .map(str::to_owned)
+            .map(|(name, flow)| (name.to_owned(), flow))
             .collect();
         let mut deltas = Vec::new();
-        for added in now.difference(&self.local_events) {
+        for added in now.keys().filter(|n| !self.local_events.contains_key(*n)) {
             deltas.extend(self.local.subscribe(added));
         }
-        for removed in self.local_events.difference(&now) {
+        for removed in self.local_events.keys().filter(|n| !now.contains_key(*n)) {
             deltas.extend(self.local.unsubscribe(removed));
         }
-        self.local_events = now;
+        // New names, and names whose subscriptions now take peers' events otherwise.
+        let offers: Vec<(&str, EventFlow)> = now
+            .iter()
+            .filter(|(name, flow)| self.local_events.get(*name) != Some(flow))
+            .map(|(name, flow)| (name.as_str(), *flow))
+            .collect();
         for delta in &deltas {
             for (node, p) in &self.peers {
                 let sent = send_interest(&p.handle, delta);
                 self.links.interest_sent(*node, sent);
             }
         }
+        if !offers.is_empty() {
+            for p in self.peers.values() {
+                p.handle.credit.offer(&offers);
+            }
+        }
+        self.local_events = now;
+    }
+
+    /// The room each of our event names grants a peer.
+    fn flows(&self) -> Vec<(&str, EventFlow)> {
+        self.local_events
+            .iter()
+            .map(|(name, flow)| (name.as_str(), *flow))
+            .collect()
     }
 
     /// Rebuilds the routing snapshot and the membership view.
@@ -510,11 +532,17 @@ impl Actor {
                     .push(Arc::clone(&p.handle));
             }
             for e in p.interest.events() {
-                routes
-                    .events
-                    .entry(e.to_owned())
-                    .or_default()
-                    .push(Arc::clone(&p.handle));
+                // A name the peer may not make us hold more of has no room, and no route.
+                if let Some(credit) = p.handle.credit.sending(e) {
+                    routes
+                        .events
+                        .entry(e.to_owned())
+                        .or_default()
+                        .push(EventRoute {
+                            peer: Arc::clone(&p.handle),
+                            credit,
+                        });
+                }
             }
             let id = &p.handle.identity;
             peers.push(PeerInfo {

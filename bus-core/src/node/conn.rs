@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
+use super::credit::{Grant, Receipt};
 use super::dispatch::{CommandBody, Dispatch, EventSink, InboundCommand, ReplyTo};
 use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::warn::{peer_warn, WarnLimit};
@@ -24,7 +25,7 @@ use crate::proto::requests::InboundRequests;
 use crate::proto::retirement::{Closing, Retirement};
 use crate::transport::{Addr, Connection, FrameReader, FrameWriter, ReadEvent};
 use crate::wire::control::{
-    encode_answer, ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest,
+    encode_answer, ControlMessage, Credit, Goodbye, GoodbyeReason, GossipMessage, Interest,
     InterestRequest, RejectReason, ReplyError,
 };
 use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameName, NameCache};
@@ -163,6 +164,7 @@ pub(crate) async fn run(
         large_bytes: Arc::new(Semaphore::new(large_budget)),
         max_decompressed: node.config.max_decompressed_size,
         warnings: std::sync::Mutex::new(WarnLimit::new()),
+        last_grant: None,
     };
     let ended = read_loop(
         &node,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::credit::{EventFlow, Receipt};
 use super::peer::PeerHandle;
 use crate::wire::control::ReplyError;
 use crate::wire::{Frame, FrameCodec, FrameError};
@@ -31,8 +32,9 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// What delivers the events `peer` sends, for one burst of frames.
     fn events(self: Arc<Self>, peer: &PeerHandle) -> Arc<dyn EventSink>;
 
-    /// The command names handled here and the event names subscribed to here: the interest
-    /// the runtime announces to peers.
+    /// The command names handled here and the event names subscribed to here, with how their
+    /// subscriptions take peers' events: the interest the runtime announces to peers, and the
+    /// room it grants them.
     fn interest(&self) -> LocalNames;
 }
 
@@ -40,7 +42,7 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct LocalNames {
     pub(crate) commands: Vec<&'static str>,
-    pub(crate) events: Vec<&'static str>,
+    pub(crate) events: Vec<(&'static str, EventFlow)>,
 }
 
 /// A peer's command, as the runtime hands it over.
@@ -85,7 +87,12 @@ pub(crate) trait EventSink: Send + Sync {
 
     /// Offers one event frame to the subscriptions of its name, never waiting. An event
     /// nothing subscribes to is dropped; `Err` is a body that does not decode.
-    fn deliver(&self, frame: &Frame) -> Result<(), FrameError>;
+    ///
+    /// `receipt` is the event's share of the room we granted the peer for its name (none if we
+    /// granted nothing). Subscriptions that wait when full queue the event whatever their
+    /// length, holding the receipt until they take it off their queue: the grant bounds what
+    /// the peer can add. Without a receipt, a full queue drops the event.
+    fn deliver(&self, frame: &Frame, receipt: Option<Receipt>) -> Result<(), FrameError>;
 
     /// Counts an event dropped unread because its body was over the decompressed limit.
     fn too_large(&self);

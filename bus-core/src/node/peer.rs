@@ -1,18 +1,20 @@
 //! A connected peer as senders see it: who it is, its lanes and the replies we wait for.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::credit::PeerCredit;
 use crate::id::NodeId;
 use crate::proto::handshake::ConnectionKey;
 use crate::proto::requests::PendingRequests;
 use crate::proto::routing::Candidate;
-use crate::stats::{PeerCounters, PeerStats};
+use crate::stats::{PeerCounters, PeerEventStats, PeerStats};
+use crate::subscription::FullPolicy;
 use crate::wire::control::{PeerIdentity, ReplyError};
 use crate::wire::FrameCodec;
 
@@ -121,6 +123,12 @@ pub(crate) struct PeerHandle {
     budget_total: u32,
     /// What [`PeerStats`] reports beyond the budget.
     pub(crate) counters: PeerCounters,
+    /// Event credit both ways: the room the peer granted us per event name, and the room we
+    /// granted it.
+    pub(crate) credit: PeerCredit,
+    /// When a frame from the peer last arrived, in microseconds after `heard_base`.
+    heard_micros: AtomicU64,
+    heard_base: std::time::Instant,
 }
 
 impl PeerHandle {
@@ -138,7 +146,6 @@ impl PeerHandle {
             identity,
             key,
             conn_id,
-            lanes,
             send_codec,
             pending: Mutex::new(PendingRequests::new()),
             in_flight: AtomicUsize::new(0),
@@ -151,6 +158,10 @@ impl PeerHandle {
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
             counters: PeerCounters::default(),
+            credit: PeerCredit::new(lanes.control.clone(), send_codec),
+            heard_micros: AtomicU64::new(0),
+            heard_base: std::time::Instant::now(),
+            lanes,
         }
     }
 
@@ -158,14 +169,52 @@ impl PeerHandle {
     pub(crate) fn stats(&self) -> PeerStats {
         let limit = u64::from(self.budget_total);
         let available = u64::try_from(self.budget.available_permits()).unwrap_or(u64::MAX);
+        let queued = |lane: &mpsc::Sender<Queued>| lane.max_capacity() - lane.capacity();
+        let mut events: Vec<PeerEventStats> = self
+            .credit
+            .all_sending()
+            .iter()
+            .map(|c| PeerEventStats {
+                event: c.name.to_string(),
+                sent: c.window.sent(),
+                waited: c.waited.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                credit: c.window.available(),
+                when_full: if c.window.waits() {
+                    FullPolicy::Wait
+                } else {
+                    FullPolicy::DropNewest
+                },
+            })
+            .collect();
+        events.sort_by(|a, b| a.event.cmp(&b.event));
         PeerStats {
             node_id: self.node_id,
             name: self.identity.name.clone(),
             queued_bytes: limit.saturating_sub(available),
             queue_bytes_limit: limit,
+            queued_frames: queued(&self.lanes.commands).max(queued(&self.lanes.events)) as u64,
+            queue_frames_limit: self.lanes.events.max_capacity() as u64,
+            last_heard: self.last_heard(),
             events_queue_full: self.counters.events_queue_full.load(Ordering::Relaxed),
             events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
+            events,
         }
+    }
+
+    /// A frame from the peer arrived at `at`.
+    pub(crate) fn heard(&self, at: std::time::Instant) {
+        let micros = at.saturating_duration_since(self.heard_base).as_micros();
+        self.heard_micros
+            .fetch_max(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When a frame from the peer last arrived (the connection's start before any did).
+    pub(crate) fn last_heard(&self) -> std::time::Instant {
+        let micros = std::time::Duration::from_micros(self.heard_micros.load(Ordering::Relaxed));
+        self.heard_base
+            .checked_add(micros)
+            .unwrap_or(self.heard_base)
     }
 
     /// A frame larger than the whole budget takes all of it, so it waits for an empty queue

@@ -12,7 +12,10 @@ use super::body::{decode_body, encode_body};
 use super::frame::{Frame, FrameCodec, FrameError, FrameKind};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added event credit ([`Credit`]): a version 1 node would send events without it,
+/// so the two do not connect.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The most names of one kind a decoded [`Interest`] keeps: a peer cannot make us allocate for
 /// more. The limit belongs to the message, so the interest state uses this constant.
@@ -409,6 +412,43 @@ pub struct InterestRequest {
 
 impl ControlMessage for InterestRequest {
     const KIND: FrameKind = FrameKind::InterestRequest;
+}
+
+/// Room for events: how many events of each name the receiver of this message may send on this
+/// connection, counted from its start.
+///
+/// A node sends one for every event name it subscribes to when it announces its interest on a
+/// connection, then again as its subscriptions take those events off their queues. Limits are
+/// cumulative (the total allowed since the connection began, not an increment), so a newer
+/// `Credit` replaces an older one for the same name and a lower limit than one already received
+/// changes nothing. A node that sends events of a name beyond the limit it was given breaks the
+/// protocol: the connection is closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    /// One entry per event name; at most [`MAX_NAMES`] are read.
+    #[serde(default, deserialize_with = "grants")]
+    pub grants: Vec<Grant>,
+}
+
+/// The room granted for one event name: see [`Credit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The event name.
+    pub name: String,
+    /// How many events of this name may be sent on this connection in all, from its start.
+    pub limit: u64,
+    /// What the sender of events does when it has sent `limit` of them: `true`, wait for more
+    /// room (the subscriptions use [`FullPolicy::Wait`](crate::FullPolicy::Wait)); `false`,
+    /// drop the event before sending it (they all use `DropNewest`).
+    pub wait: bool,
+}
+
+fn grants<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Grant>, D::Error> {
+    super::body::first_n::<D, Grant, MAX_NAMES>(d)
+}
+
+impl ControlMessage for Credit {
+    const KIND: FrameKind = FrameKind::Credit;
 }
 
 /// The state of a member of the mesh, as gossiped.

@@ -223,7 +223,7 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     let mut stalls = Vec::new();
     if only.iter().any(|o| o == "stall") {
         let healthy: usize = opts.num("stall-healthy", 1);
-        for variant in opts.list("stall-variants", "wait,drop,pubdrop") {
+        for variant in opts.list("stall-variants", "wait,drop") {
             eprintln!("wire: stalled subscriber ({variant})");
             match stall::scenario(&variant, healthy, &pass) {
                 Ok(row) => stalls.push(row),

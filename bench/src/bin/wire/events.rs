@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshbus::prelude::*;
-use meshbus::SubscriptionOptions;
-use serde_bytes::ByteBuf;
+use meshbus::{Binary, SubscriptionOptions};
 
 use crate::msg::{bounded, builder, payload, Drain, OrFail, RoleResult, SubReport, Tick, Wire};
 use crate::raw::{self, RawListener, RunReport};
@@ -266,7 +265,7 @@ async fn bus_blast(bus: &Bus, body: &[u8], secs: Duration, max: u64) -> RoleResu
     while sent < max {
         // The application makes each event: one allocation and one copy, as the raw producer.
         bus.events()
-            .publish(Tick(ByteBuf::from(body.to_vec())))
+            .publish(Tick(Binary::from(body.to_vec())))
             .await
             .or_fail("publish")?;
         sent += 1;

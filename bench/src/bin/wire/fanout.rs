@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshbus::prelude::*;
-use meshbus::SubscriptionOptions;
-use serde_bytes::ByteBuf;
+use meshbus::{Binary, SubscriptionOptions};
 
 use crate::msg::{
     bounded, builder, cpu_ns, payload, OrFail, Orders, RoleResult, Tick, TickOne, Wire,
@@ -159,7 +158,7 @@ pub(crate) async fn publisher(
                 let mut sent = 0u64;
                 while sent < max {
                     // The application makes each event: one allocation and one copy.
-                    let bytes = ByteBuf::from(body.to_vec());
+                    let bytes = Binary::from(body.to_vec());
                     let publish = async {
                         if *mode == "one" {
                             bus.events().publish(TickOne(bytes)).await

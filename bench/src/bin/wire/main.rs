@@ -69,10 +69,8 @@ usage: wire [options]
   --fan-placements split,free  split: publisher on CPU 0, every subscriber on CPU 1; free:
                                unpinned (default: both)
   --stall-healthy N            healthy subscriber processes beside the stopped one (default 1)
-  --stall-variants wait,drop,pubdrop
-                               wait: the stopped subscription is `Wait`; drop: `DropNewest`;
-                               pubdrop: `DropNewest` and the publisher's
-                               peer_events_when_full(DropNewest) (default: all three)
+  --stall-variants wait,drop    wait: the stopped subscription is `Wait`; drop: `DropNewest`
+                               (default: both)
   --stall-events N             events published at the stalled subscriber (default 1000000)
   --stall-payload BYTES        their payload (default 1024)
   --stall-bound-mib M          the publisher's peer_queue_bytes (default 16)
@@ -237,7 +235,6 @@ fn main() -> ExitCode {
             "stall-sub" => stall::subscriber(opts.wire(), policy(opts.str("policy"))).await,
             "stall-pub" => {
                 let o = stall::StallOpts {
-                    peer_policy: policy(opts.str("peer-policy")),
                     subscribers: opts.num("stall-subs", 1),
                     events: opts.num("stall-events", 1_000_000),
                     payload: opts.num("stall-payload", 1024),

@@ -3,24 +3,24 @@
 use std::time::Duration;
 
 use meshbus::prelude::*;
+use meshbus::Binary;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 /// The round-trip command: the server answers with the payload it got.
 #[derive(Serialize, Deserialize, Command)]
-#[meshbus(name = "bench.echo", reply = ByteBuf)]
-pub(crate) struct Echo(pub(crate) ByteBuf);
+#[meshbus(name = "bench.echo", reply = Binary)]
+pub(crate) struct Echo(pub(crate) Binary);
 
 /// The throughput event.
 #[derive(Serialize, Deserialize, Event)]
 #[meshbus(name = "bench.tick")]
-pub(crate) struct Tick(pub(crate) ByteBuf);
+pub(crate) struct Tick(pub(crate) Binary);
 
 /// The fan-out scenario's 1 → 1 event: only one of its subscribers takes it, so that the
 /// 1 → 1 baseline runs with the same processes and links as the 1 → 10 runs.
 #[derive(Serialize, Deserialize, Event)]
 #[meshbus(name = "bench.tick1")]
-pub(crate) struct TickOne(pub(crate) ByteBuf);
+pub(crate) struct TickOne(pub(crate) Binary);
 
 /// Sent after a run of events: the subscriber answers once it has seen `published` events (or
 /// after a bound), with what it saw.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use meshbus::prelude::*;
-use serde_bytes::ByteBuf;
+use meshbus::Binary;
 
 use crate::msg::{bounded, builder, payload, Echo, OrFail, RoleResult, Wire};
 use crate::raw::{self, EchoClient, RawListener};
@@ -168,7 +168,7 @@ impl Turn<'_> {
                 let reply = self
                     .bus
                     .commands()
-                    .send(Echo(ByteBuf::from(self.vec.clone())))
+                    .send(Echo(Binary::from(self.vec.clone())))
                     .await
                     .or_fail("meshbus round trip")?;
                 if reply.len() != self.vec.len() {

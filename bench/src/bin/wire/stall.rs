@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshbus::prelude::*;
-use meshbus::{FullPolicy, SubscriptionOptions};
-use serde_bytes::ByteBuf;
+use meshbus::{Binary, FullPolicy, SubscriptionOptions};
 
 use crate::msg::{bounded, builder, payload, rss, OrFail, Orders, RoleResult, Tick, Wire};
 
@@ -161,9 +160,6 @@ pub(crate) async fn subscriber(wire: Wire, policy: FullPolicy) -> RoleResult {
 /// What the publisher does, from the driver's options.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StallOpts {
-    /// The publisher's own policy for a peer whose queue is full
-    /// ([`BusBuilder::peer_events_when_full`](meshbus::BusBuilder::peer_events_when_full)).
-    pub(crate) peer_policy: FullPolicy,
     pub(crate) subscribers: usize,
     pub(crate) events: u64,
     pub(crate) payload: usize,
@@ -183,7 +179,6 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
         .name("stall-pub")
         .peers(bus_addrs.split(',').map(str::to_owned))
         .peer_queue_bytes(opts.bound_bytes)
-        .peer_events_when_full(opts.peer_policy)
         // The stopped subscriber sends nothing: without this, it would be declared dead after
         // 5 s, its queue freed and the stall over.
         .peer_timeout(PEER_TIMEOUT)
@@ -199,7 +194,7 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
     .await;
     let body = payload(opts.payload);
     // Make the event once before measuring, so the allocator has seen its size.
-    let template = ByteBuf::from(body.clone());
+    let template = Binary::from(body);
     println!("READY");
     let mut orders = Orders::new();
     match bounded("GO from the driver", BOUND, orders.next(BOUND)).await {
@@ -222,8 +217,10 @@ pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> R
         // PUBLISH-TIMEOUT: once `publish(..)` takes `.timeout(..)` (issue 14), bound each
         // publish with it here (`.timeout(deadline - now)`) instead of `timeout_at`, and count
         // its `Timeout` error as `gave_up`.
-        let mut publish =
-            std::pin::pin!(bus.events().publish(Tick(template.clone())).into_future());
+        // A copy per event, as the application of the other scenarios makes: the clone of a
+        // `Binary` would share one buffer.
+        let event = Tick(Binary::copy_from_slice(&template));
+        let mut publish = std::pin::pin!(bus.events().publish(event).into_future());
         // A wait is a publish that is not ready when first polled (a time threshold would
         // count the scheduler's preemptions too).
         let mut pending = false;

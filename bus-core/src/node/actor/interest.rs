@@ -42,6 +42,8 @@ impl Actor {
         if let Some(p) = self.peers.get(&node_id) {
             if p.handle.conn_id == conn_id {
                 let sent = send_interest(&p.handle, &snapshot);
+                // Every grant again too: limits only grow, so a repeat changes nothing.
+                p.handle.credit.resend();
                 self.links.interest_sent(node_id, sent);
             }
         }

@@ -26,6 +26,8 @@ pub(super) struct Inbound<'a> {
     pub(super) max_decompressed: usize,
     /// Warnings about what this peer sends, rate limited.
     pub(super) warnings: std::sync::Mutex<WarnLimit>,
+    /// The grant of the last event name seen, with the name as the name cache holds it.
+    pub(super) last_grant: Option<(Arc<str>, Arc<Grant>)>,
 }
 
 /// A frame whose body is large: decompressed and decoded off the reader.
@@ -133,6 +135,13 @@ impl Inbound<'_> {
                     peer_warn!(self.warnings, peer = %peer.node_id, error = %e, "bad interest message")
                 }
             },
+            FrameKind::Credit => match Credit::from_frame(&frame) {
+                Ok(msg) => peer.credit.on_credit(&msg),
+                Err(e) => {
+                    tracing::warn!(peer = %peer.node_id, error = %e, "bad credit message: closing the connection");
+                    return Err(Ended::Broken("bad credit message"));
+                }
+            },
             FrameKind::InterestRequest => {
                 if InterestRequest::from_frame(&frame).is_ok() {
                     let msg = ActorMsg::InterestRequest {
@@ -157,7 +166,7 @@ impl Inbound<'_> {
             }
             FrameKind::Event => {
                 if let Some(sink) = self.events() {
-                    self.on_event(&*sink, frame);
+                    self.on_event(&*sink, frame)?;
                 }
             }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
@@ -221,6 +230,11 @@ impl Inbound<'_> {
             }
             FrameKind::Event => {
                 if over_cap {
+                    // Counted under its grant, and consumed at once.
+                    if let Some(FrameName::Inline(name)) = &large.head().name {
+                        let name = Arc::clone(name);
+                        drop(self.receipt(&name)?);
+                    }
                     if let Some(sink) = self.events() {
                         sink.too_large();
                     }
@@ -243,7 +257,7 @@ impl Inbound<'_> {
 
     /// Delivers a large event from a blocking thread, which decompresses and decodes it once
     /// for every subscription; the reader waits for it, so this peer's events stay in order.
-    pub(super) async fn on_large_event(&self, large: Large) -> Result<(), Ended> {
+    pub(super) async fn on_large_event(&mut self, large: Large) -> Result<(), Ended> {
         let Some(sink) = self.events() else {
             return Ok(());
         };
@@ -252,14 +266,16 @@ impl Inbound<'_> {
             peer_warn!(self.warnings, peer = %self.peer.node_id, "an event without a name");
             return Ok(());
         };
+        let name = Arc::clone(name);
+        // Counted under its grant even when nothing takes it (dropping the receipt).
+        let receipt = self.receipt(&name)?;
         // No subscriber: nothing to decompress.
-        if !sink.wants(name) {
+        if !sink.wants(&name) {
             return Ok(());
         }
-        let name = Arc::clone(name);
         let delivered = off_reader(move || {
             let frame = large.into_frame()?;
-            Ok(sink.deliver(&frame))
+            Ok(sink.deliver(&frame, receipt))
         })
         .await?;
         if let Err(e) = delivered {
@@ -361,9 +377,44 @@ impl Inbound<'_> {
         Some(self.dispatch.upgrade()?.events(self.peer))
     }
 
-    pub(super) fn on_event(&self, sink: &dyn EventSink, frame: Frame) {
-        if let Err(e) = sink.deliver(&frame) {
+    /// Offers one event to the subscriptions; `Err` (the connection closes) if the peer sent
+    /// it beyond the room we granted.
+    pub(super) fn on_event(&mut self, sink: &dyn EventSink, frame: Frame) -> Result<(), Ended> {
+        let receipt = match &frame.name {
+            Some(FrameName::Inline(name)) => self.receipt(name)?,
+            _ => None,
+        };
+        if let Err(e) = sink.deliver(&frame, receipt) {
             peer_warn!(self.warnings, peer = %self.peer.node_id, event = ?frame.name, error = %e, "event did not decode");
+        }
+        Ok(())
+    }
+
+    /// The receipt of one event of `name` under what we granted the peer, if we granted it
+    /// anything; `Err` if the peer went beyond it. The last grant used is kept: a burst of
+    /// events of one name looks it up once.
+    pub(super) fn receipt(&mut self, name: &Arc<str>) -> Result<Option<Receipt>, Ended> {
+        let grant = match &self.last_grant {
+            Some((last, grant)) if Arc::ptr_eq(last, name) || **last == **name => Arc::clone(grant),
+            _ => {
+                let Some(grant) = self.peer.credit.grant(name) else {
+                    return Ok(None);
+                };
+                self.last_grant = Some((Arc::clone(name), Arc::clone(&grant)));
+                grant
+            }
+        };
+        match grant.receive() {
+            Ok(receipt) => Ok(Some(receipt)),
+            Err(overrun) => {
+                tracing::warn!(
+                    peer = %self.peer.node_id,
+                    event = grant.name(),
+                    limit = overrun.limit,
+                    "events beyond the credit granted: closing the connection"
+                );
+                Err(Ended::Broken("events beyond the credit granted"))
+            }
         }
     }
 }

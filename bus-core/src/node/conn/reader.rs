@@ -58,7 +58,9 @@ pub(super) async fn read_loop(
         tokio::select! {
             read = reader.read(codec.max_frame_size) => match read {
                 Ok(ReadEvent::Frame(bytes)) => {
-                    liveness.on_frame_received(now_std());
+                    let now = now_std();
+                    liveness.on_frame_received(now);
+                    peer.heard(now);
                     if let Err(ended) = on_burst(peer, inbound, reader, &codec, bytes).await {
                         return ended;
                     }
@@ -147,7 +149,7 @@ async fn on_burst(
                     events = inbound.events();
                 }
                 if let Some(sink) = &events {
-                    inbound.on_event(&**sink, frame);
+                    inbound.on_event(&**sink, frame)?;
                 }
             }
             Ok(Decoded::Frame(frame))

@@ -58,7 +58,16 @@ pub(super) async fn write_loop(
         if peer.is_aborted() {
             return Unwritten { rx, batch };
         }
-        let first = tokio::select! {
+        // A grant that found the control lane full goes first (checked with one load).
+        let owed = if peer.credit.is_owed() {
+            peer.credit.take_owed()
+        } else {
+            None
+        };
+        let first = if let Some(owed) = owed {
+            owed
+        } else {
+            tokio::select! {
             biased;
             Some(b) = rx.control.recv() => b,
             Some(b) = rx.replies.recv() => b,
@@ -77,6 +86,7 @@ pub(super) async fn write_loop(
                 let _ = writer.close().await;
                 batch.clear();
                 return Unwritten { rx, batch };
+            }
             }
         };
         batch.push(first);

@@ -226,7 +226,7 @@ fn unknown_fields_are_ignored_and_optional_ones_default() {
     assert!(hello.identity.addresses.is_empty());
     assert_eq!(
         hello.versions.highest_common(VersionRange::CURRENT),
-        Some(1)
+        Some(PROTOCOL_VERSION)
     );
 }
 
@@ -253,4 +253,43 @@ fn version_negotiation_picks_the_highest_common_version() {
     assert_eq!(r(3, 1).highest_common(r(1, 3)), None);
     assert!(r(1, 3).contains(2));
     assert!(!r(1, 3).contains(4));
+}
+
+#[test]
+fn credit_round_trips_and_reads_at_most_max_names_grants() {
+    let msg = Credit {
+        grants: vec![
+            Grant {
+                name: "orders.placed".into(),
+                limit: 1_024,
+                wait: true,
+            },
+            Grant {
+                name: "ticks".into(),
+                limit: u64::MAX,
+                wait: false,
+            },
+        ],
+    };
+    let frame = msg.to_frame().unwrap();
+    assert_eq!(frame.kind, FrameKind::Credit);
+    assert_eq!(Credit::from_frame(&frame).unwrap(), msg);
+
+    // A peer cannot make us hold more grants than names an interest may hold.
+    let many = Credit {
+        grants: (0..MAX_NAMES + 10)
+            .map(|i| Grant {
+                name: i.to_string(),
+                limit: 1,
+                wait: true,
+            })
+            .collect(),
+    };
+    let read = Credit::from_frame(&many.to_frame().unwrap()).unwrap();
+    assert_eq!(read.grants.len(), MAX_NAMES);
+
+    // Not a credit message: an error, not a panic.
+    let mut bad = frame.clone();
+    bad.body = bytes::Bytes::from_static(&[0x92, 0xc1, 0xff]);
+    assert!(Credit::from_frame(&bad).is_err());
 }

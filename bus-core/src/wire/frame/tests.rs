@@ -457,7 +457,7 @@ fn encoding_over_the_limit_is_refused_and_writes_nothing() {
 struct Message {
     text: String,
     count: u32,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::binary")]
     data: Vec<u8>,
 }
 
@@ -693,7 +693,7 @@ fn a_body_that_encodes_a_frame_while_it_serializes_gets_a_buffer_of_its_own() {
         .decode(&mut BytesMut::from(&outer[..]))
         .unwrap()
         .unwrap();
-    let inner: serde_bytes::ByteBuf = crate::wire::body::decode_body(&frame.body).unwrap();
+    let inner: crate::Binary = crate::wire::body::decode_body(&frame.body).unwrap();
     let inner = codec
         .decode(&mut BytesMut::from(&inner[..]))
         .unwrap()

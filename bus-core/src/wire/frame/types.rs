@@ -50,6 +50,9 @@ pub enum FrameKind {
     /// Membership gossip: a digest, a summary or a difference (body:
     /// [`GossipMessage`](crate::wire::control::GossipMessage)).
     Gossip,
+    /// Room the sender grants for events of some names on this connection (body:
+    /// [`Credit`](crate::wire::control::Credit)).
+    Credit,
     /// A command; the request id matches its reply.
     Command,
     /// A handler's successful reply to the command with the same request id.
@@ -64,7 +67,7 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// Every kind, in wire-byte order.
-    pub const ALL: [FrameKind; 14] = [
+    pub const ALL: [FrameKind; 15] = [
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Reject,
@@ -74,6 +77,7 @@ impl FrameKind {
         FrameKind::Interest,
         FrameKind::InterestRequest,
         FrameKind::Gossip,
+        FrameKind::Credit,
         FrameKind::Command,
         FrameKind::Reply,
         FrameKind::ReplyError,
@@ -93,6 +97,7 @@ impl FrameKind {
             FrameKind::Interest => 0x10,
             FrameKind::InterestRequest => 0x11,
             FrameKind::Gossip => 0x12,
+            FrameKind::Credit => 0x13,
             FrameKind::Command => 0x20,
             FrameKind::Reply => 0x21,
             FrameKind::ReplyError => 0x22,
@@ -117,6 +122,7 @@ impl FrameKind {
             0x10 => FrameKind::Interest,
             0x11 => FrameKind::InterestRequest,
             0x12 => FrameKind::Gossip,
+            0x13 => FrameKind::Credit,
             0x20 => FrameKind::Command,
             0x21 => FrameKind::Reply,
             0x22 => FrameKind::ReplyError,

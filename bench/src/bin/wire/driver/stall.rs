@@ -10,10 +10,6 @@ pub(super) const VARIANTS: &[(&str, &str)] = &[
         "drop",
         "stalled subscription `DropNewest`, publisher's defaults",
     ),
-    (
-        "pubdrop",
-        "stalled subscription `DropNewest`, publisher `peer_events_when_full(DropNewest)` (today's workaround)",
-    ),
 ];
 
 /// What one subscriber said after the run.
@@ -33,6 +29,8 @@ pub(super) struct StallRow {
     pub(super) variant: String,
     pub(super) published: u64,
     pub(super) secs: f64,
+    /// From the healthy subscribers' `START` to the publisher's end, as the driver saw it.
+    pub(super) end_ms: f64,
     pub(super) gave_up: bool,
     pub(super) rss_before: u64,
     pub(super) rss_peak: u64,
@@ -102,8 +100,6 @@ pub(super) fn scenario(variant: &str, healthy: usize, pass: &[String]) -> Result
         addrs.join(","),
         s("--stall-subs"),
         (healthy + 1).to_string(),
-        s("--peer-policy"),
-        s(if variant == "pubdrop" { "drop" } else { "wait" }),
     ];
     args.extend_from_slice(pass);
     let mut publisher = Proc::spawn("stall-pub", &args, None)?;
@@ -150,6 +146,7 @@ pub(super) fn scenario(variant: &str, healthy: usize, pass: &[String]) -> Result
         variant: s(variant),
         published: n(1),
         secs: f(2),
+        end_ms,
         gave_up: r.get(3).map(String::as_str) == Some("1"),
         rss_before: n(4),
         rss_peak: n(5),
@@ -236,15 +233,20 @@ pub(super) fn print(rows: &[StallRow]) {
     }
 }
 
+/// Within this, an event "reaches the others at once", and a wait is not a stall.
+const AT_ONCE_MS: f64 = 100.0;
+
 pub(super) fn targets(rows: &[StallRow]) {
     for r in rows {
         let growth = r.rss_peak.saturating_sub(r.rss_before);
         let limit = 2 * r.bound + (16 << 20);
         let healthy_all = r.healthy.iter().all(|h| h.count >= r.published);
-        let gap = r
+        // How long after the last publish the healthy ones had their last event (the START
+        // the driver measures from comes a few ms before GO, so this errs high).
+        let lag = r
             .healthy
             .iter()
-            .map(|h| h.longest_gap_ms.max(h.silence_ms))
+            .map(|h| (r.end_ms - h.silence_ms - r.secs * 1000.0).max(0.0))
             .fold(0.0, f64::max);
         let waited = match r.first_wait {
             None => s("the publisher never waited"),
@@ -254,14 +256,14 @@ pub(super) fn targets(rows: &[StallRow]) {
             ),
         };
         let mut line = format!(
-            "- stalled subscriber ({}): {waited}; published {} of 1,000,000 max{}; RSS growth {} ≤ {}: {}; healthy received all published at once: {} (longest silence {gap:.0} ms)",
+            "- stalled subscriber ({}): {waited}; published {} of 1,000,000 max{}; RSS growth {} ≤ {}: {}; every published event reached the healthy ones at once: {} (the last {lag:.0} ms after the last publish)",
             r.variant,
             r.published,
             if r.gave_up { " (gave up at the time bound)" } else { "" },
             mib(growth),
             mib(limit),
             verdict(growth <= limit),
-            verdict(healthy_all && gap < 100.0),
+            verdict(healthy_all && lag < AT_ONCE_MS),
         );
         if r.variant == "wait" {
             line.push_str(&format!(
@@ -271,9 +273,11 @@ pub(super) fn targets(rows: &[StallRow]) {
                 r.published
             ));
         } else {
+            // Short waits are the healthy `Wait` subscribers' own flow control.
+            let held = r.gave_up || r.longest_wait_ms >= AT_ONCE_MS;
             line.push_str(&format!(
-                "; publisher never waits: {}",
-                verdict(r.first_wait.is_none())
+                "; the stopped subscriber never holds the publisher (no wait of {AT_ONCE_MS} ms or more): {}",
+                verdict(!held)
             ));
         }
         println!("{line}");
