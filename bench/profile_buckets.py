@@ -35,6 +35,8 @@ GROUPS = [
         ("reader / recv syscall", r"\b(__sys_recvfrom|__sys_recvmsg|___sys_recvmsg|sock_recvmsg|tcp_recvmsg\w*|__x64_sys_(read|readv|recvfrom|recvmsg)|ksys_read|vfs_readv?|unix_stream_recvmsg|unix_stream_read_generic)\b|^(__recv|recv|recvfrom|recvmsg|__libc_recv\w*|readv|__read|read|__libc_read) \[|poll_read\w*|read_buf|FrameReader|read_frames?"),
     ],
     [
+        # Issue 14's event credit and admission; matches nothing in the code before it.
+        ("credit and admission", r"bus::admit::|::credit::|credit::Receipt|SendWindow|Inbound::receipt|subscription::queue::"),
         ("timeouts and cancellation (timers, tokens)", r"^<?tokio::time::|^<?tokio::runtime::time::(?!Driver::park)|cancellation_token|CancellationToken|WaitForCancellation"),
         ("tracing spans", r"^<?tracing::"),
         ("publish / dispatch logic (routing snapshot, checks, request table)", r"PublishFuture|Publish<E>|arc_swap::|refuses_work|NodeShared::routes|is_available|Inbound::on_\w+|Dispatch for|SendCommand|ResponseFuture|routed_call|outbound::|bus::inbound::|bus::remote::|proto::requests::|ReplyTo|PeerHandle::(complete|give_up|register)|FnCommand|oneshot::|hashbrown::|core::hash::"),
