@@ -279,8 +279,14 @@ async fn grants_that_find_a_full_control_lane_still_reach_the_publisher() {
     let net = InMemNetwork::new(145);
     net.set_link_capacity(1);
     // One frame per lane: a grant per event (a window of 2) mostly finds the lane taken.
-    let b = node(&net, "b").peer_queue_capacity(1).start().await.unwrap();
-    let mut sub = b.subscribe_with::<Tick>(stalled(2, FullPolicy::Wait)).unwrap();
+    let b = node(&net, "b")
+        .peer_queue_capacity(1)
+        .start()
+        .await
+        .unwrap();
+    let mut sub = b
+        .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
+        .unwrap();
     let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
     within("b", a.ready().subscribers::<Tick>(Scope::Cluster, 1)).await;
     net.set_delay("b", "a", std::time::Duration::from_millis(5));

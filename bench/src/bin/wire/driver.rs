@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use crate::msg::Wire;
 use crate::Opts;
 
+mod fanout;
 mod proc;
 mod report;
+mod stall;
 
+use crate::msg::SubReport;
 use proc::Proc;
 use report::*;
 
@@ -76,29 +79,16 @@ struct EvRow {
     bus: f64,
     bus_dropped: u64,
     bus_count: u64,
+    bus_sent: u64,
     /// CPU nanoseconds per event: (publisher, subscriber), raw then meshbus.
     raw_cpu: (f64, f64),
     bus_cpu: (f64, f64),
 }
 
-#[derive(Debug, Clone)]
-struct StallRow {
-    policy: String,
-    published: u64,
-    secs: f64,
-    stalled: bool,
-    rss_before: u64,
-    rss_peak: u64,
-    dropped: u64,
-    queue_full: u64,
-    queued: u64,
-    bound: u64,
-}
-
 /// Runs what the options ask for and prints the report.
 pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     let quick = opts.has("quick");
-    let only = opts.list("only", "rtt,events,stall");
+    let only = opts.list("only", "rtt,events,loss,fanout,stall");
     let wires: Vec<Wire> = opts
         .list("wires", "tcp,unix,ws")
         .iter()
@@ -124,7 +114,7 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     } else if opts.has("placements") {
         rtt_places.clone()
     } else {
-        placements("placements", "2cores,free")
+        placements("placements", "1core,2cores,free")
     };
     // Options passed on to the children as they are.
     let mut pass: Vec<String> = Vec::new();
@@ -141,6 +131,10 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         "stall-payload",
         "stall-bound-mib",
         "stall-secs",
+        "bus-only",
+        "raw-only",
+        "loss-pause-every",
+        "loss-pause-ms",
     ] {
         if let Some(v) = opts.str(key) {
             pass.extend([format!("--{key}"), v.to_owned()]);
@@ -172,7 +166,6 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
 
     let mut rtts = Vec::new();
     let mut evs = Vec::new();
-    let mut stalls = Vec::new();
     let mut failures = Vec::new();
 
     // Passes go over every wire in turn, so that a drift of the machine's speed over the run
@@ -192,10 +185,47 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         let runs = each.run("events", &ev_places, event_scenario, &mut failures);
         evs = events_mean_of_passes(&runs);
     }
+    let mut losses = Vec::new();
+    if only.iter().any(|o| o == "loss") {
+        let mut loss_pass = pass.to_vec();
+        loss_pass.extend([s("--bus-only"), s("1")]);
+        let tcp = Passes {
+            passes: 1,
+            wires: &[Wire::Tcp],
+            pass: &loss_pass,
+        };
+        losses = tcp.run(
+            "events to a subscription of the default capacity",
+            &ev_places,
+            loss_scenario,
+            &mut failures,
+        );
+    }
+    let mut fans = Vec::new();
+    if only.iter().any(|o| o == "fanout") {
+        let subs: usize = opts.num("fan-subs", 10);
+        let size: usize = opts.num("fan-payload", 64);
+        let rounds: usize = opts.num("rounds", 2);
+        let secs: f64 = opts.num("event-secs", if quick { 0.3 } else { 1.0 });
+        let max: u64 = opts.num("event-max", 10_000_000);
+        for place in opts.list("fan-placements", "split,free") {
+            let Some(place) = fanout::FanPlace::parse(&place) else {
+                failures.push(format!("unknown fan-out placement `{place}`"));
+                continue;
+            };
+            eprintln!("wire: fan-out 1 -> {subs} ({place:?})");
+            match fanout::scenario(place, subs, size, rounds, secs, max) {
+                Ok(row) => fans.push(row),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    let mut stalls = Vec::new();
     if only.iter().any(|o| o == "stall") {
-        for policy in ["wait", "drop"] {
-            eprintln!("wire: stalled subscriber ({policy})");
-            match stall_scenario(policy, &pass) {
+        let healthy: usize = opts.num("stall-healthy", 1);
+        for variant in opts.list("stall-variants", "wait,drop") {
+            eprintln!("wire: stalled subscriber ({variant})");
+            match stall::scenario(&variant, healthy, &pass) {
                 Ok(row) => stalls.push(row),
                 Err(e) => failures.push(e),
             }
@@ -204,8 +234,12 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
 
     print_rtt(&rtts);
     print_events(&evs);
-    print_stall(&stalls);
-    print_targets(&rtts, &evs, &stalls);
+    print_loss(&losses);
+    fanout::print(&fans);
+    stall::print(&stalls);
+    print_targets(&rtts, &evs, &losses);
+    fanout::targets(&fans);
+    stall::targets(&stalls);
     println!(
         "\n- load average at end: {}; whole run {:.0} s",
         loadavg(),
@@ -272,13 +306,39 @@ fn rtt_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<Rtt
 }
 
 fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<EvRow>, String> {
+    events(wire, place, pass, &[])
+}
+
+/// The events with a `Wait` subscription of the default capacity (1024) instead of 65,536,
+/// meshbus only, and a consumer that pauses now and then: what is lost.
+fn loss_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<EvRow>, String> {
+    let passed = |key: &str, default: &str| {
+        pass.windows(2)
+            .find(|w| w[0] == key)
+            .map_or(s(default), |w| w[1].clone())
+    };
+    let sub_args = [
+        s("--sub-capacity"),
+        s("1024"),
+        s("--sub-pause-every"),
+        passed("--loss-pause-every", "16384"),
+        s("--sub-pause-ms"),
+        passed("--loss-pause-ms", "2"),
+    ];
+    events(wire, place, pass, &sub_args)
+}
+
+fn events(
+    wire: Wire,
+    place: Placement,
+    pass: &[String],
+    sub_args: &[String],
+) -> Result<Vec<EvRow>, String> {
     let (sub_cpu, pub_cpu) = place.cpus();
     let t = wire.name();
-    let sub = Proc::spawn(
-        "ev-sub",
-        &[s("--role"), s("ev-sub"), s("--transport"), s(t)],
-        sub_cpu,
-    )?;
+    let mut args = vec![s("--role"), s("ev-sub"), s("--transport"), s(t)];
+    args.extend_from_slice(sub_args);
+    let sub = Proc::spawn("ev-sub", &args, sub_cpu)?;
     let ready = sub.wait_line("READY", Duration::from_secs(20))?;
     let parts: Vec<&str> = ready.split_whitespace().collect();
     let mut args = vec![
@@ -311,6 +371,7 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
                     bus: f64::NAN,
                     bus_dropped: 0,
                     bus_count: 0,
+                    bus_sent: 0,
                     raw_cpu: (f64::NAN, f64::NAN),
                     bus_cpu: (f64::NAN, f64::NAN),
                 });
@@ -329,6 +390,7 @@ fn event_scenario(wire: Wire, place: Placement, pass: &[String]) -> Result<Vec<E
             row.bus_cpu = cpu;
             row.bus = rate;
             row.bus_count = r[4].parse().unwrap_or(0);
+            row.bus_sent = r[5].parse().unwrap_or(0);
             row.bus_dropped = r[6].parse().unwrap_or(0);
         }
     }
@@ -419,66 +481,11 @@ fn events_mean_of_passes(runs: &[EvRow]) -> Vec<EvRow> {
                     mean(m.bus_cpu.1, r.bus_cpu.1),
                 );
                 m.bus_count += r.bus_count;
+                m.bus_sent += r.bus_sent;
                 m.bus_dropped += r.bus_dropped;
                 *n += 1.0;
             }
         }
     }
     out.into_iter().map(|(row, _)| row).collect()
-}
-
-fn stall_scenario(policy: &str, pass: &[String]) -> Result<StallRow, String> {
-    let sub = Proc::spawn(
-        "stall-sub",
-        &[s("--role"), s("stall-sub"), s("--transport"), s("tcp")],
-        None,
-    )?;
-    let ready = sub.wait_line("READY", Duration::from_secs(20))?;
-    let addr = ready
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut args = vec![
-        s("--role"),
-        s("stall-pub"),
-        s("--transport"),
-        s("tcp"),
-        s("--bus"),
-        addr,
-        s("--policy"),
-        s(policy),
-    ];
-    args.extend_from_slice(pass);
-    let bound_mib: u64 = pass
-        .windows(2)
-        .find(|w| w[0] == "--stall-bound-mib")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(16);
-    let mut publisher = Proc::spawn("stall-pub", &args, None)?;
-    publisher.wait_line("READY", Duration::from_secs(20))?;
-    // The subscriber stops reading anything: its process is frozen.
-    sub.signal(libc::SIGSTOP);
-    publisher.say("GO");
-    let results = publisher.results(Duration::from_secs(120));
-    // SIGKILL (in drop) ends a stopped process too.
-    drop(sub);
-    let results = results?;
-    drop(publisher);
-    let r = results
-        .iter()
-        .find(|r| r.len() >= 11 && r[0] == "stall")
-        .ok_or("stall-pub: no result")?;
-    Ok(StallRow {
-        policy: r[1].clone(),
-        published: r[2].parse().unwrap_or(0),
-        secs: r[3].parse().unwrap_or(f64::NAN),
-        stalled: r[4] == "1",
-        rss_before: r[5].parse().unwrap_or(0),
-        rss_peak: r[6].parse().unwrap_or(0),
-        dropped: r[8].parse().unwrap_or(0),
-        queue_full: r[9].parse().unwrap_or(0),
-        queued: r[10].parse().unwrap_or(0),
-        bound: bound_mib << 20,
-    })
 }

@@ -45,9 +45,20 @@ impl Seen {
     }
 }
 
-/// The subscriber: a raw counting server and a bus subscribed to [`Tick`]; prints
-/// `READY <raw addr> <bus addr>` and serves until its standard input closes.
-pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
+/// How the subscriber's subscription and its consumer behave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SubOpts {
+    /// Queue capacity of the `Wait` subscription.
+    pub(crate) capacity: usize,
+    /// The consumer pauses for `pause` after every `pause_every` events (0: never), as a
+    /// consumer that sometimes waits for something else does.
+    pub(crate) pause_every: u64,
+    pub(crate) pause: Duration,
+}
+
+/// The subscriber: a raw counting server and a bus subscribed to [`Tick`] as `opts` say;
+/// prints `READY <raw addr> <bus addr>` and serves until its standard input closes.
+pub(crate) async fn subscriber(wire: Wire, opts: SubOpts) -> RoleResult {
     let raw = RawListener::bind(wire)
         .await
         .or_fail("bind the raw listener")?;
@@ -73,7 +84,11 @@ pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
                 // Events and this command travel on different lanes: wait for the events
                 // still in flight, within a bound.
                 let until = Instant::now() + Duration::from_secs(5);
-                let dropped = || ctx.bus().stats().remote_events_dropped;
+                // This subscription's own count of events dropped for it.
+                let dropped = || {
+                    let subs = ctx.bus().subscription_stats();
+                    subs.iter().map(|s| s.dropped).sum::<u64>()
+                };
                 while seen.count.load(Ordering::Relaxed)
                     + dropped().saturating_sub(dropped_before.load(Ordering::Relaxed))
                     < d.published
@@ -96,12 +111,17 @@ pub(crate) async fn subscriber(wire: Wire) -> RoleResult {
         .await
         .or_fail("start the subscriber bus")?;
     let mut sub = bus
-        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1 << 16))
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(opts.capacity))
         .or_fail("subscribe")?;
     let consumer = tokio::spawn(async move {
+        let mut n = 0u64;
         while let Some(tick) = sub.recv().await {
             std::hint::black_box(&tick.0);
             seen.hit();
+            n += 1;
+            if opts.pause_every > 0 && n % opts.pause_every == 0 {
+                tokio::time::sleep(opts.pause).await;
+            }
         }
     });
     println!("READY {raw_addr} {}", crate::msg::listening(&bus)?);
@@ -120,6 +140,10 @@ pub(crate) struct EventOpts {
     pub(crate) rounds: usize,
     pub(crate) secs: Duration,
     pub(crate) max: u64,
+    /// Skip the raw runs (for profiles, and for the runs that only count what is lost).
+    pub(crate) bus_only: bool,
+    /// Skip the meshbus runs (to count the raw baseline's system calls).
+    pub(crate) raw_only: bool,
 }
 
 /// The publisher: for each size and round, a raw run and a meshbus run (in alternating order);
@@ -147,24 +171,31 @@ pub(crate) async fn publisher(
         let body = payload(size);
         // A short warm-up of each.
         let short = Duration::from_millis(200);
-        bounded(
-            "raw warm-up",
-            BOUND,
-            raw::blast(wire, raw_addr, &body, short, opts.max),
-        )
-        .await
-        .or_fail("raw warm-up")?;
-        bounded(
-            "bus warm-up",
-            BOUND,
-            bus_blast(&bus, &body, short, opts.max),
-        )
-        .await?;
+        if !opts.bus_only {
+            bounded(
+                "raw warm-up",
+                BOUND,
+                raw::blast(wire, raw_addr, &body, short, opts.max),
+            )
+            .await
+            .or_fail("raw warm-up")?;
+        }
+        if !opts.raw_only {
+            bounded(
+                "bus warm-up",
+                BOUND,
+                bus_blast(&bus, &body, short, opts.max),
+            )
+            .await?;
+        }
         let (mut raw_total, mut bus_total) = (Total::default(), Total::default());
         for round in 0..opts.rounds {
             let raw_first = round % 2 == 0;
             for turn in 0..2 {
                 if (turn == 0) == raw_first {
+                    if opts.bus_only {
+                        continue;
+                    }
                     let r = bounded(
                         "a raw run",
                         BOUND,
@@ -173,7 +204,7 @@ pub(crate) async fn publisher(
                     .await
                     .or_fail("raw run")?;
                     raw_total.add(r);
-                } else {
+                } else if !opts.raw_only {
                     let r = bounded(
                         "a meshbus run",
                         BOUND,

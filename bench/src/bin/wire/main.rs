@@ -1,8 +1,9 @@
 //! `wire`: meshbus over real sockets on loopback, against raw tokio baselines measured in the
-//! same run, and a stalled subscriber's cost in memory.
+//! same run; what a subscription of the default capacity loses; fan-out to many subscriber
+//! processes against 1 → 1; and a stalled subscriber beside healthy ones.
 //!
 //! ```sh
-//! cargo run --release -p meshbus-bench --bin wire            # everything, about 2 minutes
+//! cargo run --release -p meshbus-bench --bin wire            # everything, about 3 minutes
 //! cargo run --release -p meshbus-bench --bin wire -- --quick # a shorter run
 //! cargo run --release -p meshbus-bench --bin wire -- --help
 //! ```
@@ -16,6 +17,7 @@
 
 mod driver;
 mod events;
+mod fanout;
 mod msg;
 mod raw;
 mod rtt;
@@ -30,17 +32,23 @@ use meshbus::FullPolicy;
 use crate::msg::Wire;
 
 const HELP: &str = "\
-wire: meshbus against raw sockets on loopback (round trips, event throughput, a stalled subscriber)
+wire: meshbus against raw sockets on loopback (round trips, event throughput, loss at the
+default capacity, fan-out, a stalled subscriber beside healthy ones)
 
 usage: wire [options]
 
-  --only rtt,events,stall      what to run (default: all three)
+  --only rtt,events,loss,fanout,stall
+                               what to run (default: all five); loss: meshbus events over TCP
+                               to a `Wait` subscription of the default capacity (1024), what
+                               is lost; fanout: one publisher to --fan-subs subscriber
+                               processes against 1 -> 1; stall: a stopped subscriber beside
+                               healthy ones
   --wires tcp,unix,ws          which wires (default: all three)
   --placements 1core,2cores,free
                                1core: both processes on CPU 0; 2cores: server on CPU 1, client
                                on CPU 0; free: unpinned (default: all three for round trips,
-                               2cores,free for events)
-  --event-placements LIST      placements of the event runs
+                               1core,2cores,free for events and loss too)
+  --event-placements LIST      placements of the event (and loss) runs
   --rounds N                   turns of raw and meshbus per measurement (default 2)
   --passes N                   passes over every wire in turn, averaged: the wires are
                                compared on the mean (default 1)
@@ -51,10 +59,23 @@ usage: wire [options]
   --sizes 64,1024              event payloads (default 64,1024)
   --event-secs S               seconds of publishing per turn (default 1)
   --event-max N                events per turn, at most (default 10000000)
+  --bus-only                   events and round trips: meshbus turns only (for profiles)
+  --raw-only                   events and round trips: raw turns only
+  --loss-pause-every N         loss: the consumer pauses after every N events (default 16384;
+                               0: never)
+  --loss-pause-ms MS           ...for this long (default 2)
+  --fan-subs N                 fan-out subscriber processes (default 10)
+  --fan-payload BYTES          fan-out payload (default 64)
+  --fan-placements split,free  split: publisher on CPU 0, every subscriber on CPU 1; free:
+                               unpinned (default: both)
+  --stall-healthy N            healthy subscriber processes beside the stopped one (default 1)
+  --stall-variants wait,drop    wait: the stopped subscription is `Wait`; drop: `DropNewest`
+                               (default: both)
   --stall-events N             events published at the stalled subscriber (default 1000000)
   --stall-payload BYTES        their payload (default 1024)
   --stall-bound-mib M          the publisher's peer_queue_bytes (default 16)
   --stall-secs S               bound on the stalled publishing (default 6)
+  (every node of the stall runs with peer_timeout 120 s: the stopped one is not declared dead)
   --quick                      fewer samples and shorter turns (a smoke run)
 ";
 
@@ -152,6 +173,7 @@ fn main() -> ExitCode {
     if opts.str("role").is_none() {
         return driver::run(&opts, &args);
     }
+    name_thread(role_of(&opts));
     // The role runs for the life of the process.
     let opts: &'static Opts = Box::leak(Box::new(opts));
     let role = opts.str("role").unwrap_or_default();
@@ -182,10 +204,19 @@ fn main() -> ExitCode {
                     samples: opts.num("rtt-samples", 20_000),
                     secs: opts.secs("rtt-secs", 0.5),
                     paced: opts.num("paced", 500),
+                    bus_only: opts.has("bus-only"),
+                    raw_only: opts.has("raw-only"),
                 };
                 rtt::client(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
             }
-            "ev-sub" => events::subscriber(opts.wire()).await,
+            "ev-sub" => {
+                let o = events::SubOpts {
+                    capacity: opts.num("sub-capacity", 1 << 16),
+                    pause_every: opts.num("sub-pause-every", 0),
+                    pause: opts.secs("sub-pause-ms", 0.0) / 1000,
+                };
+                events::subscriber(opts.wire(), o).await
+            }
             "ev-pub" => {
                 let o = events::EventOpts {
                     sizes: opts
@@ -196,23 +227,31 @@ fn main() -> ExitCode {
                     rounds: opts.num("rounds", 2),
                     secs: opts.secs("event-secs", 1.0),
                     max: opts.num("event-max", 10_000_000),
+                    bus_only: opts.has("bus-only"),
+                    raw_only: opts.has("raw-only"),
                 };
                 events::publisher(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
             }
-            "stall-sub" => stall::subscriber(opts.wire()).await,
+            "stall-sub" => stall::subscriber(opts.wire(), policy(opts.str("policy"))).await,
             "stall-pub" => {
                 let o = stall::StallOpts {
-                    policy: if opts.str("policy") == Some("drop") {
-                        FullPolicy::DropNewest
-                    } else {
-                        FullPolicy::Wait
-                    },
+                    subscribers: opts.num("stall-subs", 1),
                     events: opts.num("stall-events", 1_000_000),
                     payload: opts.num("stall-payload", 1024),
                     bound_bytes: opts.num::<usize>("stall-bound-mib", 16) << 20,
                     secs: opts.secs("stall-secs", 6.0),
                 };
                 stall::publisher(opts.wire(), opts.need("bus"), o).await
+            }
+            "fan-sub" => fanout::subscriber(opts.wire(), opts.num("index", 0)).await,
+            "fan-pub" => {
+                fanout::publisher(
+                    opts.wire(),
+                    opts.need("bus"),
+                    opts.num("fan-subs", 10),
+                    opts.num("fan-payload", 64),
+                )
+                .await
             }
             other => {
                 eprintln!("wire: unknown role `{other}`");
@@ -230,6 +269,33 @@ fn main() -> ExitCode {
             eprintln!("wire: {role_name} failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn role_of(opts: &Opts) -> &str {
+    opts.str("role").unwrap_or_default()
+}
+
+/// `drop` means [`FullPolicy::DropNewest`], anything else [`FullPolicy::Wait`].
+fn policy(v: Option<&str>) -> FullPolicy {
+    if v == Some("drop") {
+        FullPolicy::DropNewest
+    } else {
+        FullPolicy::Wait
+    }
+}
+
+/// Names this thread after the role (its `comm`), so that a profile of the whole process tree
+/// tells the roles apart (`perf report --comm ev-pub`).
+fn name_thread(role: &str) {
+    let mut name = [0u8; 16];
+    for (d, b) in name.iter_mut().zip(role.bytes().take(15)) {
+        *d = b;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `name`,
+    // which is 16 bytes long and ends with at least one NUL.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
     }
 }
 

@@ -16,6 +16,12 @@ pub(crate) struct Echo(pub(crate) Binary);
 #[meshbus(name = "bench.tick")]
 pub(crate) struct Tick(pub(crate) Binary);
 
+/// The fan-out scenario's 1 → 1 event: only one of its subscribers takes it, so that the
+/// 1 → 1 baseline runs with the same processes and links as the 1 → 10 runs.
+#[derive(Serialize, Deserialize, Event)]
+#[meshbus(name = "bench.tick1")]
+pub(crate) struct TickOne(pub(crate) Binary);
+
 /// Sent after a run of events: the subscriber answers once it has seen `published` events (or
 /// after a bound), with what it saw.
 #[derive(Serialize, Deserialize, Command)]
@@ -161,6 +167,28 @@ pub(crate) async fn bounded<T>(
         Err(_) => {
             eprintln!("wire: {what} took over {bound:?}; giving up");
             std::process::exit(3);
+        }
+    }
+}
+
+/// Orders from the driver: lines on standard input.
+pub(crate) struct Orders {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>,
+}
+
+impl Orders {
+    pub(crate) fn new() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        Orders {
+            lines: tokio::io::BufReader::new(tokio::io::stdin()).lines(),
+        }
+    }
+
+    /// The next line, or `None` once standard input is closed (or after `bound` without one).
+    pub(crate) async fn next(&mut self, bound: Duration) -> Option<String> {
+        match tokio::time::timeout(bound, self.lines.next_line()).await {
+            Ok(Ok(line)) => line,
+            _ => None,
         }
     }
 }

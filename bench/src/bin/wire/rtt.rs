@@ -48,6 +48,10 @@ pub(crate) struct RttOpts {
     pub(crate) secs: Duration,
     /// Paced (one every millisecond): this many per turn.
     pub(crate) paced: u64,
+    /// Skip the raw turns (for profiles).
+    pub(crate) bus_only: bool,
+    /// Skip the meshbus turns (to count the raw baseline's system calls).
+    pub(crate) raw_only: bool,
 }
 
 fn hist() -> RoleResult<Histogram<u64>> {
@@ -88,7 +92,12 @@ pub(crate) async fn client(
         vec: &body,
     };
     // Warm up both paths (connections, allocator, caches).
-    for imp in [Impl::Raw, Impl::Bus] {
+    let turns: &[Impl] = match (opts.bus_only, opts.raw_only) {
+        (true, _) => &[Impl::Bus],
+        (false, true) => &[Impl::Raw],
+        (false, false) => &[Impl::Raw, Impl::Bus],
+    };
+    for &imp in turns {
         let mut h = hist()?;
         one.back_to_back(imp, &mut h, 2000, Duration::from_millis(300))
             .await?;
@@ -101,11 +110,11 @@ pub(crate) async fn client(
         } else {
             [Impl::Bus, Impl::Raw]
         };
-        for imp in order {
+        for imp in order.into_iter().filter(|i| turns.contains(i)) {
             one.back_to_back(imp, &mut h[imp as usize], opts.samples, opts.secs)
                 .await?;
         }
-        for imp in order {
+        for imp in order.into_iter().filter(|i| turns.contains(i)) {
             one.paced(imp, &mut h[2 + imp as usize], opts.paced).await?;
         }
     }
@@ -131,7 +140,7 @@ pub(crate) async fn client(
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Impl {
     Raw = 0,
     Bus = 1,
