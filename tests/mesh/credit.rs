@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 #[meshbus(name = "credit.tick")]
 struct Tick(u32);
 
+#[derive(Serialize, Deserialize, Command)]
+#[meshbus(name = "credit.echo")]
+struct Echo;
+
 fn stalled(capacity: usize, policy: FullPolicy) -> SubscriptionOptions {
     SubscriptionOptions::new()
         .capacity(capacity)
@@ -90,7 +94,11 @@ async fn a_stalled_wait_subscriber_holds_back_its_publisher_but_no_other_subscri
 #[tokio::test(start_paused = true)]
 async fn a_drop_newest_subscriber_is_dropped_for_before_sending_and_never_waited_for() {
     let net = InMemNetwork::new(141);
-    let b = node(&net, "b").start().await.unwrap();
+    let b = node(&net, "b")
+        .command_handler(|_: Echo, _ctx| async { HandlerResult::Ok(()) })
+        .start()
+        .await
+        .unwrap();
     let mut slow = b
         .subscribe_with::<Tick>(stalled(4, FullPolicy::DropNewest))
         .unwrap();
@@ -117,15 +125,23 @@ async fn a_drop_newest_subscriber_is_dropped_for_before_sending_and_never_waited
         net.link_stats("a", "b").sent - before <= 4 + 2,
         "pings aside"
     );
+    // However long b does not read, no room comes back: a round trip lets b's grants (were
+    // there any) reach a before its reply, on the control lane; a still drops everything.
+    a.commands().send(Echo).await.unwrap();
+    for i in 100..200 {
+        a.events().publish(Tick(i)).await.unwrap();
+    }
+    assert_eq!(a.peer_stats()[0].events[0].sent, 4);
     for i in 0..4 {
         assert_eq!(within("b's event", slow.recv()).await.unwrap().0, i);
     }
     assert_eq!(b.stats().remote_events_dropped, 0);
-    // Room again for the next ones.
-    within("a publish", a.events().publish(Tick(100)).into_future())
+    // b read them: room again for the next ones.
+    a.commands().send(Echo).await.unwrap();
+    within("a publish", a.events().publish(Tick(200)).into_future())
         .await
         .unwrap();
-    assert_eq!(within("b's event", slow.recv()).await.unwrap().0, 100);
+    assert_eq!(within("b's event", slow.recv()).await.unwrap().0, 200);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

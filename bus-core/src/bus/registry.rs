@@ -92,9 +92,11 @@ pub(crate) type DeliverRemote = fn(
 
 /// Decodes a peer's event of type `E` once and offers the shared value to every subscription,
 /// never waiting: the connection's reader must not, or heartbeats would stall behind a slow
-/// subscriber. With a receipt (the event came under the room granted to the peer), the `Wait`
-/// subscriptions queue it whatever their length and hold the receipt until they take it;
-/// without one, or for `DropNewest`, a full queue drops it and counts the drop.
+/// subscriber. With a receipt (the event came under the room granted to the peer), the
+/// subscriptions the grant was made for (the `Wait` ones; all of them when none waits) queue it
+/// whatever their length and hold the receipt until they take it, so the peer gets room back
+/// only as they drain; without one, or for a `DropNewest` subscription beside `Wait` ones, a
+/// full queue drops it and counts the drop.
 fn deliver_remote<E: Event>(
     slot: &EventSlot,
     body: &[u8],
@@ -107,9 +109,11 @@ fn deliver_remote<E: Event>(
         return Ok(());
     };
     let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
-    // The receipt goes to the `Wait` subscriptions: moved to the only one, shared by several.
-    let waiting = subs.iter().filter(|s| s.policy == FullPolicy::Wait).count();
-    let mut held = match (receipt, waiting) {
+    // The receipt goes to the subscriptions the grant is for: moved to the only one, shared
+    // by several.
+    let holds = |s: &SubSender<E>| s.policy == FullPolicy::Wait || !slot.flow.wait;
+    let holders = subs.iter().filter(|s| holds(s)).count();
+    let mut held = match (receipt, holders) {
         (Some(r), 1) => Some(Held::One(r)),
         (Some(r), n) if n > 1 => Some(Held::Shared(Arc::new(r))),
         // Nothing holds it: consumed at once (dropped here).
@@ -117,7 +121,7 @@ fn deliver_remote<E: Event>(
     };
     for sub in subs {
         let delivery = Delivery::new(Arc::clone(&event), message_id, Arc::clone(meta));
-        if sub.policy == FullPolicy::Wait {
+        if holds(sub) {
             if let Some(h) = held.take() {
                 let (mine, rest) = match h {
                     Held::One(r) => (Held::One(r), None),
