@@ -59,55 +59,26 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
 /// the reader never waits for a subscriber.
 #[tokio::test]
 async fn a_fast_reader_lets_its_subscription_keep_up() {
-    const EVENTS: u32 = 20_000;
-    let sub_bus = tcp_node("sub", "h", "c", "tcp://127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let addr = sub_bus.listen_addrs()[0].clone();
-    let mut sub = sub_bus
-        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(256))
-        .unwrap();
-    let publisher = tcp_node("pub", "h", "c", "tcp://127.0.0.1:0")
-        .peers([addr.to_string()])
-        .start()
-        .await
-        .unwrap();
-    within(
-        "the subscriber",
-        publisher.ready().subscribers::<Tick>(Scope::Cluster, 1),
-    )
-    .await;
-
-    let publish = async {
-        for i in 0..EVENTS {
-            publisher.events().publish(Tick(i)).await.unwrap();
-        }
-        publisher.events().publish(Tick(MARKER)).await.unwrap();
-    };
-    let (got, ()) = bounded(RUN_BOUND, "the burst", async {
-        tokio::join!(ticks_until_marker(&mut sub), publish)
-    })
-    .await;
-    assert_eq!(sub_bus.stats().remote_events_dropped, 0);
-    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
-
-    publisher.shutdown().await.unwrap();
-    sub_bus.shutdown().await.unwrap();
+    burst_to_a_subscription_of(256, 20_000).await;
 }
 
 /// Credit (issue 14): the subscriber's node grants room for one event at a time, so however
 /// fast the publisher, the reader never finds the queue full of events it must drop.
 #[tokio::test]
 async fn a_subscription_of_one_loses_nothing_to_a_fast_publisher() {
-    const EVENTS: u32 = 5_000;
+    burst_to_a_subscription_of(1, 5_000).await;
+}
+
+/// Publishes `events` as fast as one task can over TCP to a subscription of `capacity`: every
+/// one arrives, in order, and none is dropped.
+async fn burst_to_a_subscription_of(capacity: usize, events: u32) {
     let sub_bus = tcp_node("sub", "h", "c", "tcp://127.0.0.1:0")
         .start()
         .await
         .unwrap();
     let addr = sub_bus.listen_addrs()[0].clone();
     let mut sub = sub_bus
-        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(1))
+        .subscribe_with::<Tick>(SubscriptionOptions::new().capacity(capacity))
         .unwrap();
     let publisher = tcp_node("pub", "h", "c", "tcp://127.0.0.1:0")
         .peers([addr.to_string()])
@@ -121,7 +92,7 @@ async fn a_subscription_of_one_loses_nothing_to_a_fast_publisher() {
     .await;
 
     let publish = async {
-        for i in 0..EVENTS {
+        for i in 0..events {
             publisher.events().publish(Tick(i)).await.unwrap();
         }
         publisher.events().publish(Tick(MARKER)).await.unwrap();
@@ -131,7 +102,7 @@ async fn a_subscription_of_one_loses_nothing_to_a_fast_publisher() {
     })
     .await;
     assert_eq!(sub_bus.stats().remote_events_dropped, 0);
-    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+    assert_eq!(got, (0..events).collect::<Vec<_>>());
 
     publisher.shutdown().await.unwrap();
     sub_bus.shutdown().await.unwrap();

@@ -395,16 +395,20 @@ mod tests {
         assert_eq!((*first.event, *second.event), (0, 1));
     }
 
+    /// Polls `fut` once, asserting that it waits.
+    fn pending<F: Future + Unpin>(fut: &mut F) {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(std::pin::Pin::new(fut).poll(&mut cx).is_pending());
+    }
+
     #[tokio::test]
     async fn a_publisher_waiting_for_room_gives_up_when_the_subscription_goes() {
         let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
-        let waiting = tx.send(delivery(1), &sealed);
-        tokio::pin!(waiting);
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let mut waiting = Box::pin(tx.send(delivery(1), &sealed));
+        pending(&mut waiting);
         rx.close();
         assert_eq!(waiting.await, Err(()));
         assert_eq!(tx.stats().waited, 1);
@@ -415,11 +419,8 @@ mod tests {
         let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
-        let waiting = tx.send(delivery(1), &sealed);
-        tokio::pin!(waiting);
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let mut waiting = Box::pin(tx.send(delivery(1), &sealed));
+        pending(&mut waiting);
         assert_eq!(*rx.recv().await.unwrap().event, 0);
         assert_eq!(waiting.await, Ok(()));
         assert_eq!(*rx.recv().await.unwrap().event, 1);
