@@ -158,7 +158,7 @@ pub(super) fn admit<E: Event>(
                 continue;
             }
             let taken = Taken::new(route);
-            match peer.try_queue(&peer.lanes.events, frame) {
+            match peer.try_queue_event(frame) {
                 Ok(()) => taken.sent(),
                 // The connection is gone, and the peer with it.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -206,7 +206,7 @@ pub(super) fn admit<E: Event>(
             tokio::select! {
                 // `queue` gives up by itself once the connection is gone, and the peer
                 // with it: the event is not for anyone then.
-                queued = peer.queue(&peer.lanes.events, bytes) => {
+                queued = peer.queue_event(bytes) => {
                     if queued.is_ok() {
                         taken.sent();
                     }

@@ -50,7 +50,7 @@ pub(crate) struct Lanes {
     pub(crate) replies: mpsc::Sender<Bytes>,
     /// Bounded in frames and, with `events`, by the peer's byte budget.
     pub(crate) commands: mpsc::Sender<Queued>,
-    pub(crate) events: mpsc::Sender<Queued>,
+    pub(crate) events: Arc<EventLane>,
 }
 
 /// The receiving ends, owned by the connection's writer.
@@ -59,17 +59,20 @@ pub(crate) struct LaneReceivers {
     pub(crate) control: mpsc::Receiver<Bytes>,
     pub(crate) replies: mpsc::Receiver<Bytes>,
     pub(crate) commands: mpsc::Receiver<Queued>,
-    pub(crate) events: mpsc::Receiver<Queued>,
+    pub(crate) events: EventLaneRx,
 }
 
+mod lane;
 mod through;
+
+pub(crate) use lane::{EventLane, EventLaneRx};
 
 pub(crate) fn lanes(capacity: usize) -> (Lanes, LaneReceivers) {
     let capacity = capacity.max(1);
     let (c_tx, c_rx) = mpsc::channel(capacity);
     let (r_tx, r_rx) = mpsc::channel(capacity);
     let (k_tx, k_rx) = mpsc::channel(capacity);
-    let (e_tx, e_rx) = mpsc::channel(capacity);
+    let (e_tx, e_rx) = EventLane::new(capacity);
     (
         Lanes {
             control: c_tx,
@@ -177,7 +180,7 @@ impl PeerHandle {
     pub(crate) fn stats(&self) -> PeerStats {
         let limit = u64::from(self.budget_total);
         let available = u64::try_from(self.budget.available_permits()).unwrap_or(u64::MAX);
-        let queued = |lane: &mpsc::Sender<Queued>| lane.max_capacity() - lane.capacity();
+        let commands = self.lanes.commands.max_capacity() - self.lanes.commands.capacity();
         let mut events: Vec<PeerEventStats> = self
             .credit
             .all_sending()
@@ -201,8 +204,8 @@ impl PeerHandle {
             name: self.identity.name.clone(),
             queued_bytes: limit.saturating_sub(available),
             queue_bytes_limit: limit,
-            queued_frames: queued(&self.lanes.commands).max(queued(&self.lanes.events)) as u64,
-            queue_frames_limit: self.lanes.events.max_capacity() as u64,
+            queued_frames: commands.max(self.lanes.events.len()) as u64,
+            queue_frames_limit: self.lanes.events.capacity() as u64,
             last_heard: self.last_heard(),
             events_queue_full: self.counters.events_queue_full.load(Ordering::Relaxed),
             events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
@@ -238,8 +241,69 @@ impl PeerHandle {
         Arc::clone(&self.budget)
     }
 
-    /// Queues `bytes` on `lane` (the commands or events lane) if the byte budget and the lane
-    /// both have room now; otherwise hands the frame back, or says the connection is gone.
+    /// Queues the event frame `bytes` if the byte budget and the events lane both have room
+    /// now; otherwise hands the frame back, or says the connection is gone.
+    pub(crate) fn try_queue_event(
+        &self,
+        bytes: Bytes,
+    ) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+        let permits = self.permits_for(bytes.len());
+        match self.budget.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(mpsc::error::TrySendError::Full(bytes)),
+        }
+        self.lanes
+            .events
+            .try_send(Queued { bytes, permits })
+            .map_err(|e| {
+                self.budget.add_permits(permits as usize);
+                match e {
+                    mpsc::error::TrySendError::Full(q) => mpsc::error::TrySendError::Full(q.bytes),
+                    mpsc::error::TrySendError::Closed(q) => {
+                        mpsc::error::TrySendError::Closed(q.bytes)
+                    }
+                }
+            })
+    }
+
+    /// Waits for room in the byte budget and on the events lane, then queues the event frame
+    /// `bytes`; hands it back if the connection is gone (or goes while this waits).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the budget's share is held as a permit until the frame is queued in the
+    /// same step, and given back if the lane has no room, so giving up never loses any.
+    pub(crate) async fn queue_event(&self, mut bytes: Bytes) -> Result<(), Bytes> {
+        let permits = self.permits_for(bytes.len());
+        loop {
+            let share = tokio::select! {
+                share = self.budget.acquire_many(permits) => share,
+                () = self.gone.cancelled() => return Err(bytes),
+            };
+            let Ok(share) = share else {
+                return Err(bytes);
+            };
+            let room = self.lanes.events.room();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.lanes.events.try_send(Queued { bytes, permits }) {
+                Ok(()) => {
+                    share.forget();
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(q)) => return Err(q.bytes),
+                Err(mpsc::error::TrySendError::Full(q)) => bytes = q.bytes,
+            }
+            drop(share);
+            tokio::select! {
+                () = room => {}
+                () = self.gone.cancelled() => return Err(bytes),
+            }
+        }
+    }
+
+    /// Queues `bytes` on `lane` (the commands lane) if the byte budget and the lane both have
+    /// room now; otherwise hands the frame back, or says the connection is gone.
     pub(crate) fn try_queue(
         &self,
         lane: &mpsc::Sender<Queued>,
@@ -261,7 +325,7 @@ impl PeerHandle {
         })
     }
 
-    /// Waits for room on `lane` and in the byte budget, then queues `bytes`; hands `bytes` back
+    /// Waits for room on `lane` (the commands lane) and in the byte budget, then queues `bytes`; hands `bytes` back
     /// if the connection is gone (or goes while this waits).
     ///
     /// # Cancel safety

@@ -114,7 +114,7 @@ fn send_replaced_notice(peer: &PeerHandle) -> bool {
         reason: GoodbyeReason::Replaced,
     };
     match notice.to_frame().map(|f| encode(&peer.send_codec, &f)) {
-        Ok(Ok(bytes)) => peer.try_queue(&peer.lanes.events, bytes).is_ok(),
+        Ok(Ok(bytes)) => peer.try_queue_event(bytes).is_ok(),
         // Cannot happen for this fixed message; the retirement bound still closes the link.
         _ => true,
     }

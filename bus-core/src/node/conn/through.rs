@@ -157,7 +157,7 @@ impl Gate {
             Some(Next::Frame(b))
         } else if let Poll::Ready(Some(q)) = rx.commands.poll_recv(cx) {
             Some(Next::Queued(q))
-        } else if let Poll::Ready(Some(q)) = rx.events.poll_recv(cx) {
+        } else if let Poll::Ready(Some(q)) = rx.events.0.poll_recv(cx) {
             Some(Next::Queued(q))
         } else {
             None

@@ -213,14 +213,12 @@ pub(super) fn drain(
             }
         }
     }
-    for lane in [&mut rx.commands, &mut rx.events] {
-        while batch.len() < budget {
-            match lane.try_recv() {
-                Ok(q) => {
-                    batch.push(held.take(q));
-                }
-                Err(_) => break,
-            }
+    while batch.len() < budget {
+        match rx.commands.try_recv() {
+            Ok(q) => batch.push(held.take(q)),
+            Err(_) => break,
         }
     }
+    // The events lane gives up everything it holds under one lock.
+    rx.events.0.drain(batch, &mut held.0, budget);
 }
