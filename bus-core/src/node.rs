@@ -123,6 +123,8 @@ pub(crate) struct NodeShared {
     pub(in crate::node) counters: Arc<crate::stats::Counters>,
     /// Where the actor publishes the peers and their interest, for the bus's watchers.
     pub(in crate::node) membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
+    /// Each peer's events not yet consumed here, per name, across its connections.
+    pub(in crate::node) inflows: Arc<credit::Inflows>,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -157,6 +159,7 @@ impl NodeShared {
             stopping: tokio_util::sync::CancellationToken::new(),
             counters,
             membership,
+            inflows: Arc::default(),
         };
         (Arc::new(shared), rx)
     }

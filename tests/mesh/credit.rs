@@ -326,3 +326,48 @@ async fn grants_that_find_a_full_control_lane_still_reach_the_publisher() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Room is per peer, not per connection: a peer that reconnects while its earlier events are
+/// still queued here gets only what they left of the window, and the rest as they are consumed.
+/// (A fresh window per connection would let a peer pile up events in a stalled queue by
+/// reconnecting.)
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_reconnects_gets_only_the_room_its_queued_events_left() {
+    let net = InMemNetwork::new(146);
+    let b = node(&net, "b")
+        .command_handler(|_: Echo, _ctx| async { HandlerResult::Ok(()) })
+        .start()
+        .await
+        .unwrap();
+    let mut sub = b
+        .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
+        .unwrap();
+    let x = RawPeer::new(&net, "x", X_ID);
+    let limit = |frame: &Frame| Credit::from_frame(frame).unwrap().grants[0].limit;
+    let is_credit = |f: &Frame| f.kind == FrameKind::Credit;
+
+    let mut first = x.connect("inmem://b").await;
+    assert_eq!(limit(&first.recv_where("credit", is_credit).await), 2);
+    first.send(tick_frame(0)).await;
+    first.send(tick_frame(1)).await;
+    // A round trip behind them: b has queued both by the time it answers.
+    let id = first.send_command(&Echo).await;
+    first.recv_reply::<()>(id).await;
+    drop(first);
+    until_view(&b, |v| v.peers.is_empty()).await;
+
+    let mut second = x.connect("inmem://b").await;
+    assert_eq!(
+        limit(&second.recv_where("credit", is_credit).await),
+        0,
+        "the two queued events still count against x's window"
+    );
+    // b takes them off its queue: the room they held comes to the new connection.
+    for i in 0..2 {
+        assert_eq!(within("a queued event", sub.recv()).await.unwrap().0, i);
+    }
+    assert!(limit(&second.recv_where("credit", is_credit).await) >= 1);
+    second.send(tick_frame(2)).await;
+    assert_eq!(within("the next event", sub.recv()).await.unwrap().0, 2);
+    b.shutdown().await.unwrap();
+}

@@ -257,7 +257,7 @@ impl Taken {
 impl Drop for Taken {
     fn drop(&mut self) {
         if !self.sent {
-            self.route.credit.window.give_back();
+            self.route.credit.give_back();
         }
     }
 }

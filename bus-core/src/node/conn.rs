@@ -128,6 +128,7 @@ pub(crate) async fn run(
         established.send_codec(),
         node.config.lane_bytes,
         gate,
+        Arc::clone(&node.inflows),
     ));
     let (keep_tx, keep_rx) = oneshot::channel();
     let up = ActorMsg::PeerUp {
@@ -242,6 +243,12 @@ fn resolve_unspecified(addresses: &mut [String], remote: &Addr) {
             }
         }
     }
+}
+
+/// A gate without write-through over `lanes`, for tests elsewhere in the runtime.
+#[cfg(test)]
+pub(crate) fn gate_for_tests(lanes: &peer::Lanes) -> through::Gate {
+    through::Gate::new(None, lanes, Arc::new(LastSent::new()))
 }
 
 #[cfg(test)]

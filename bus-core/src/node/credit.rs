@@ -8,7 +8,7 @@
 //! dropping the receipt is what counts the event as consumed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
 use crate::proto::credit::{Overrun, ReceiveWindow, SendWindow};
+use crate::proto::interest::MAX_NAME_LEN;
 use crate::wire::control::{ControlMessage, Credit as CreditMsg, Grant as GrantMsg, MAX_NAMES};
 use crate::wire::FrameCodec;
 
@@ -57,11 +58,18 @@ impl Credit {
     }
 
     /// A grant arrived.
-    fn raise(&self, limit: u64, wait: bool) {
-        let more = self.window.raise(limit, wait);
-        if more || !wait {
+    fn raise(&self, grant: &GrantMsg) {
+        let more = self.window.raise_seq(grant.limit, grant.wait, grant.seq);
+        if more || !self.window.waits() {
             self.room.notify_waiters();
         }
+    }
+
+    /// Gives back room taken for an event that was not sent after all, and lets a publisher
+    /// waiting for room have it.
+    pub(crate) fn give_back(&self) {
+        self.window.give_back();
+        self.room.notify_waiters();
     }
 
     /// Waits for room for one event, unless the peer's subscriptions drop or the connection
@@ -108,18 +116,44 @@ impl std::fmt::Debug for GrantLink {
     }
 }
 
+/// Grants per `Credit` frame at most: with names of up to `MAX_NAME_LEN` bytes, a frame stays
+/// well under the control body limit however many names a node subscribes to.
+const GRANTS_PER_FRAME: usize = 256;
+
 impl GrantLink {
-    fn send(&self, grants: Vec<GrantMsg>) {
-        let frame = CreditMsg { grants }.to_frame();
-        let queued = frame
-            .ok()
-            .and_then(|f| super::encode(&self.codec, &f).ok())
-            .is_some_and(|bytes| self.control.try_send(bytes).is_ok());
+    /// Queues `grants` on the control lane; what does not fit is owed, for the writer.
+    fn send(&self, grants: &[GrantMsg]) {
+        let mut frames = self.frames(grants).into_iter();
+        let queued = frames.all(|bytes| self.control.try_send(bytes).is_ok());
         if !queued {
-            // Set before the writer is woken, which looks at it under the gate's lock.
-            self.owed.store(true, Ordering::Release);
-            self.gate.wake_writer();
+            self.owe();
         }
+    }
+
+    /// Every grant of `grants`, in as many frames as it takes.
+    fn frames(&self, grants: &[GrantMsg]) -> Vec<Bytes> {
+        grants
+            .chunks(GRANTS_PER_FRAME)
+            .filter_map(|chunk| {
+                let frame = CreditMsg {
+                    grants: chunk.to_vec(),
+                }
+                .to_frame();
+                match frame.map(|f| super::encode(&self.codec, &f)) {
+                    Ok(Ok(bytes)) => Some(bytes),
+                    _ => {
+                        tracing::warn!("a credit message did not encode: its grants are not sent");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn owe(&self) {
+        // Set before the writer is woken, which looks at it under the gate's lock.
+        self.owed.store(true, Ordering::Release);
+        self.gate.wake_writer();
     }
 }
 
@@ -130,27 +164,52 @@ pub(crate) struct Grant {
     window: ReceiveWindow,
     wait: AtomicBool,
     link: Arc<GrantLink>,
+    /// The number of the last grant message made; taken with the state it reports.
+    seq: Mutex<u64>,
+    /// The peer's events of this name still unconsumed, over all its connections.
+    inflow: Arc<Inflow>,
+    /// A newer connection of the same peer has a grant of its own for this name: events
+    /// consumed here make room there.
+    superseded: AtomicBool,
 }
 
 impl Grant {
     fn message(&self) -> GrantMsg {
+        let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        *seq += 1;
         GrantMsg {
             name: self.name.to_string(),
             limit: self.window.limit(),
             wait: self.wait.load(Ordering::Relaxed),
+            seq: *seq,
         }
     }
 
-    /// `n` events left the subscriptions' queues: a new limit goes once there is enough room.
+    /// `n` events left the subscriptions' queues: a new limit goes once there is enough room
+    /// (on the peer's newest connection, if this one was replaced).
     fn consumed(&self, n: u64) {
+        self.inflow.outstanding.fetch_sub(n, Ordering::AcqRel);
+        if self.superseded.load(Ordering::Acquire) {
+            if let Some(newer) = self.inflow.current() {
+                if !std::ptr::eq(Arc::as_ptr(&newer), self) {
+                    newer.make_room(n);
+                    return;
+                }
+            }
+        }
+        self.make_room(n);
+    }
+
+    fn make_room(&self, n: u64) {
         if self.window.on_consumed(n).is_some() {
-            self.link.send(vec![self.message()]);
+            self.link.send(&[self.message()]);
         }
     }
 
     /// One more event came under this grant: its receipt, or `Err` if it was beyond the limit.
     pub(crate) fn receive(self: &Arc<Self>) -> Result<Receipt, Overrun> {
         self.window.on_received()?;
+        self.inflow.outstanding.fetch_add(1, Ordering::AcqRel);
         Ok(Receipt(Arc::clone(self)))
     }
 
@@ -168,6 +227,48 @@ pub(crate) struct Receipt(Arc<Grant>);
 impl Drop for Receipt {
     fn drop(&mut self) {
         self.0.consumed(1);
+    }
+}
+
+/// One peer's events of one name that our subscriptions have not consumed yet, over all the
+/// connections the peer had: a peer that reconnects gets room for what is left of the window,
+/// not a whole new one, so it cannot pile up events in a stalled queue by reconnecting.
+#[derive(Debug, Default)]
+pub(crate) struct Inflow {
+    outstanding: AtomicU64,
+    /// The grant of the peer's newest connection.
+    current: Mutex<Weak<Grant>>,
+}
+
+impl Inflow {
+    fn current(&self) -> Option<Arc<Grant>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+    }
+}
+
+/// Every peer's [`Inflow`] per event name, for the node: entries go with the last grant (and
+/// receipt) that holds them.
+#[derive(Debug, Default)]
+pub(crate) struct Inflows {
+    map: Mutex<FxHashMap<InflowKey, Weak<Inflow>>>,
+}
+
+/// A peer's node id and an event name.
+type InflowKey = (u128, Arc<str>);
+
+impl Inflows {
+    fn of(&self, peer: u128, name: &str) -> Arc<Inflow> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(inflow) = map.get(&(peer, Arc::from(name))).and_then(Weak::upgrade) {
+            return inflow;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let inflow = Arc::new(Inflow::default());
+        map.insert((peer, Arc::from(name)), Arc::downgrade(&inflow));
+        inflow
     }
 }
 
@@ -189,11 +290,22 @@ pub(crate) struct PeerCredit {
     /// Ours to give, by event name: what we granted the peer.
     receiving: Mutex<FxHashMap<Arc<str>, Arc<Grant>>>,
     link: Arc<GrantLink>,
+    /// The node's inflows, and the peer's node id to find its own.
+    inflows: Arc<Inflows>,
+    peer: u128,
 }
 
 impl PeerCredit {
-    pub(crate) fn new(control: mpsc::Sender<Bytes>, codec: FrameCodec, gate: Arc<Gate>) -> Self {
+    pub(crate) fn new(
+        control: mpsc::Sender<Bytes>,
+        codec: FrameCodec,
+        gate: Arc<Gate>,
+        inflows: Arc<Inflows>,
+        peer: u128,
+    ) -> Self {
         PeerCredit {
+            inflows,
+            peer,
             sending: Mutex::new(FxHashMap::default()),
             receiving: Mutex::new(FxHashMap::default()),
             link: Arc::new(GrantLink {
@@ -211,8 +323,8 @@ impl PeerCredit {
         if let Some(credit) = table.get(name) {
             return Some(Arc::clone(credit));
         }
-        // A peer cannot make us hold more names than an interest may.
-        if table.len() >= MAX_NAMES {
+        // A peer cannot make us hold more names, or longer ones, than an interest may.
+        if table.len() >= MAX_NAMES || name.len() > MAX_NAME_LEN {
             return None;
         }
         let credit = Arc::new(Credit::new(name));
@@ -232,7 +344,7 @@ impl PeerCredit {
     pub(crate) fn on_credit(&self, msg: &CreditMsg) {
         for grant in &msg.grants {
             if let Some(credit) = self.sending(&grant.name) {
-                credit.raise(grant.limit, grant.wait);
+                credit.raise(grant);
             }
         }
     }
@@ -260,12 +372,30 @@ impl PeerCredit {
                     }
                 }
                 None => {
+                    let inflow = self.inflows.of(self.peer, name);
+                    // What the peer's earlier connections left unconsumed comes off the first
+                    // limit; as it is consumed, it makes room here.
+                    let left = inflow.outstanding.load(Ordering::Acquire);
+                    let first = u64::from(flow.window.max(1)).saturating_sub(left);
                     let grant = Arc::new(Grant {
                         name: Arc::from(*name),
-                        window: ReceiveWindow::new(flow.window),
+                        window: ReceiveWindow::with_first_limit(flow.window, first),
                         wait: AtomicBool::new(flow.wait),
                         link: Arc::clone(&self.link),
+                        seq: Mutex::new(0),
+                        inflow: Arc::clone(&inflow),
+                        superseded: AtomicBool::new(false),
                     });
+                    let older = std::mem::replace(
+                        &mut *inflow
+                            .current
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                        Arc::downgrade(&grant),
+                    );
+                    if let Some(older) = older.upgrade() {
+                        older.superseded.store(true, Ordering::Release);
+                    }
                     changed.push(grant.message());
                     table.insert(Arc::clone(&grant.name), grant);
                 }
@@ -273,7 +403,7 @@ impl PeerCredit {
         }
         drop(table);
         if !changed.is_empty() {
-            self.link.send(changed);
+            self.link.send(&changed);
         }
     }
 
@@ -281,7 +411,7 @@ impl PeerCredit {
     pub(crate) fn resend(&self) {
         let all = self.all_grants();
         if !all.is_empty() {
-            self.link.send(all);
+            self.link.send(&all);
         }
     }
 
@@ -298,16 +428,89 @@ impl PeerCredit {
         if !self.link.owed.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let frame = CreditMsg {
-            grants: self.all_grants(),
+        // The first frame to the writer; any others to the control lane, owed again if it is
+        // still full (grants are limits, so sending one twice changes nothing).
+        let mut frames = self.link.frames(&self.all_grants()).into_iter();
+        let first = frames.next();
+        if !frames.all(|bytes| self.link.control.try_send(bytes).is_ok()) {
+            self.link.owed.store(true, Ordering::Release);
         }
-        .to_frame()
-        .ok()?;
-        super::encode(&self.link.codec, &frame).ok()
+        first
     }
 
     /// Whether a grant waits for the writer (one relaxed load: the writer checks per batch).
     pub(crate) fn is_owed(&self) -> bool {
         self.link.owed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn grant(limit: u64, wait: bool, seq: u64) -> GrantMsg {
+        GrantMsg {
+            name: "n".into(),
+            limit,
+            wait,
+            seq,
+        }
+    }
+
+    /// Room given back by a publish that gave up wakes a publisher waiting for room: with a
+    /// window of 1, nothing else would.
+    #[test]
+    fn room_given_back_wakes_a_waiting_publisher() {
+        let credit = Credit::new("n");
+        credit.raise(&grant(1, true, 1));
+        assert!(credit.window.try_take());
+        let gone = CancellationToken::new();
+        let waiting = credit.take(&gone);
+        tokio::pin!(waiting);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        credit.give_back();
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "not woken, though there is room"
+        );
+        assert_eq!(waiting.as_mut().poll(&mut cx), Poll::Ready(Room::Taken));
+    }
+
+    #[test]
+    fn a_peer_cannot_make_us_keep_names_longer_than_an_interest_may_hold() {
+        let (control, _rx) = mpsc::channel(4);
+        let (lanes, _rxs) = super::super::peer::lanes(4);
+        let gate = Arc::new(super::super::conn::gate_for_tests(&lanes));
+        let credit = PeerCredit::new(control, FrameCodec::default(), gate, Arc::default(), 1);
+        credit.on_credit(&CreditMsg {
+            grants: vec![
+                GrantMsg {
+                    name: "n".repeat(MAX_NAME_LEN + 1),
+                    ..grant(1, true, 1)
+                },
+                grant(1, true, 1),
+            ],
+        });
+        let kept: Vec<String> = credit
+            .all_sending()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        assert_eq!(kept, ["n"]);
     }
 }

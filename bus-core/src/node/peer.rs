@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
-use super::credit::PeerCredit;
+use super::credit::{Inflows, PeerCredit};
 use crate::id::NodeId;
 use crate::proto::handshake::ConnectionKey;
 use crate::proto::requests::PendingRequests;
@@ -140,6 +140,9 @@ pub(crate) struct PeerHandle {
 }
 
 impl PeerHandle {
+    // Each argument is a part of the connection made before it; one struct for them would only
+    // move the list to its one caller.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         identity: PeerIdentity,
         key: ConnectionKey,
@@ -148,9 +151,11 @@ impl PeerHandle {
         send_codec: FrameCodec,
         budget_bytes: usize,
         gate: Gate,
+        inflows: Arc<Inflows>,
     ) -> Self {
         let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
         let gate = Arc::new(gate);
+        let peer_id = identity.node_id;
         PeerHandle {
             node_id: NodeId::from_u128(identity.node_id),
             identity,
@@ -168,7 +173,13 @@ impl PeerHandle {
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
             counters: PeerCounters::default(),
-            credit: PeerCredit::new(lanes.control.clone(), send_codec, Arc::clone(&gate)),
+            credit: PeerCredit::new(
+                lanes.control.clone(),
+                send_codec,
+                Arc::clone(&gate),
+                inflows,
+                peer_id,
+            ),
             heard_micros: AtomicU64::new(0),
             heard_base: std::time::Instant::now(),
             lanes,

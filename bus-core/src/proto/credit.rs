@@ -50,6 +50,9 @@ pub struct SendWindow {
     drop: AtomicBool,
     /// A grant has come.
     granted: AtomicBool,
+    /// The sequence number of the newest grant applied: an older one, overtaken on the way,
+    /// changes nothing.
+    seq: AtomicU64,
 }
 
 impl SendWindow {
@@ -89,7 +92,18 @@ impl SendWindow {
     /// A grant arrived: the limit moves up to `limit` (never down), and `wait` says what to do
     /// once it is spent. Returns whether there is more room than before.
     pub fn raise(&self, limit: u64, wait: bool) -> bool {
-        self.drop.store(!wait, Ordering::Relaxed);
+        self.raise_seq(limit, wait, 0)
+    }
+
+    /// As [`raise`](Self::raise), for the grant numbered `seq` (the receiver's numbering,
+    /// rising with every grant it makes): `wait` is taken only from a grant newer than any
+    /// seen, so an older grant overtaken on the way cannot turn the policy back. (`seq` 0, a
+    /// grant without a number, always counts as newer.)
+    pub fn raise_seq(&self, limit: u64, wait: bool, seq: u64) -> bool {
+        let newer = seq == 0 || self.seq.fetch_max(seq, Ordering::AcqRel) < seq;
+        if newer {
+            self.drop.store(!wait, Ordering::Relaxed);
+        }
         self.granted.store(true, Ordering::Relaxed);
         self.limit.fetch_max(limit, Ordering::AcqRel) < limit
     }
@@ -138,10 +152,16 @@ pub struct Overrun {
 impl ReceiveWindow {
     /// Grants `window` events (at least one).
     pub fn new(window: u32) -> Self {
-        let window = window.max(1);
+        Self::with_first_limit(window, u64::from(window.max(1)))
+    }
+
+    /// Grants `first` events at first, for a window of `window`: less than the window when
+    /// events of the same peer from an earlier connection are still unconsumed. (Those, as they
+    /// are consumed, count as consumed here: see [`on_consumed`](Self::on_consumed).)
+    pub fn with_first_limit(window: u32, first: u64) -> Self {
         ReceiveWindow {
-            window: AtomicU32::new(window),
-            limit: AtomicU64::new(u64::from(window)),
+            window: AtomicU32::new(window.max(1)),
+            limit: AtomicU64::new(first),
             received: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
         }
@@ -281,6 +301,24 @@ mod tests {
         // Consumed 0 + window 2 < limit 16: nothing until 15 are consumed.
         assert_eq!(rx.on_consumed(14), None);
         assert_eq!(rx.on_consumed(1), Some(17));
+    }
+
+    #[test]
+    fn an_older_grant_overtaken_on_the_way_does_not_turn_the_policy_back() {
+        let tx = SendWindow::new();
+        assert!(tx.raise_seq(4, true, 2));
+        assert!(!tx.raise_seq(4, false, 1), "the older one changes nothing");
+        assert!(tx.waits());
+        assert!(!tx.raise_seq(4, false, 3));
+        assert!(!tx.waits());
+    }
+
+    #[test]
+    fn a_first_limit_below_the_window_grows_as_events_are_consumed() {
+        // 3 of 4 still unconsumed from an earlier connection: room for 1 at first.
+        let rx = ReceiveWindow::with_first_limit(4, 1);
+        assert_eq!(rx.limit(), 1);
+        assert_eq!(rx.on_consumed(3), Some(7));
     }
 
     #[test]

@@ -157,7 +157,11 @@ impl<E> SubSender<E> {
             return Err(NotQueued::Gone);
         }
         if shared.counted.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
-            shared.counted.fetch_sub(1, Ordering::AcqRel);
+            // Room freed while this counted itself in may have woken a waiting publisher that
+            // then found it taken: pass the wake-up on.
+            if shared.counted.fetch_sub(1, Ordering::AcqRel) <= shared.capacity {
+                shared.room.notify_one();
+            }
             return Err(NotQueued::Full(delivery));
         }
         delivery.counted = true;

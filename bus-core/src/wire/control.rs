@@ -441,6 +441,11 @@ pub struct Grant {
     /// room (the subscriptions use [`FullPolicy::Wait`](crate::FullPolicy::Wait)); `false`,
     /// drop the event before sending it (they all use `DropNewest`).
     pub wait: bool,
+    /// The grant's number, rising with every grant the sender makes for this name on this
+    /// connection: `wait` is read only from a grant newer than any seen (grants may overtake
+    /// each other on the way). 0: unnumbered.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 fn grants<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Grant>, D::Error> {

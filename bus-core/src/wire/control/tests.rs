@@ -263,11 +263,13 @@ fn credit_round_trips_and_reads_at_most_max_names_grants() {
                 name: "orders.placed".into(),
                 limit: 1_024,
                 wait: true,
+                seq: 3,
             },
             Grant {
                 name: "ticks".into(),
                 limit: u64::MAX,
                 wait: false,
+                seq: 0,
             },
         ],
     };
@@ -282,6 +284,7 @@ fn credit_round_trips_and_reads_at_most_max_names_grants() {
                 name: i.to_string(),
                 limit: 1,
                 wait: true,
+                seq: 1,
             })
             .collect(),
     };
