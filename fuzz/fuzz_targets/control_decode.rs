@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use meshbus_core::wire::body::decode_body;
-use meshbus_core::wire::control::{Goodbye, GossipMessage, Hello, Interest, Reject, Welcome};
+use meshbus_core::wire::control::{
+    Credit, Goodbye, GossipMessage, Hello, Interest, Reject, Welcome,
+};
 use meshbus_core::Binary;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,5 +17,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<Goodbye>(data);
     let _ = decode_body::<Interest>(data);
     let _ = decode_body::<GossipMessage>(data);
+    let _ = decode_body::<Credit>(data);
     let _ = decode_body::<Binary>(data);
 });
