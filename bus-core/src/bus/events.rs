@@ -126,7 +126,7 @@ pub struct PublishAll<'a, E: Event, I: Iterator<Item = E>> {
 impl<E: Event, I: Iterator<Item = E>> PublishAll<'_, E, I> {
     request_setters!(common);
 
-    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if the events are not all
+    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)(crate::ErrorKind::Timeout) if the events are not all
     /// admitted within `timeout`, in all (see [`Publish::timeout`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -181,9 +181,9 @@ impl<E: Event, I: Iterator<Item = E>> fmt::Debug for PublishAll<'_, E, I> {
 ///
 /// Nothing happens until the future is first polled. It then resolves once the event has been
 /// admitted to the queue of every subscription in scope (or dropped and counted there, when
-/// that subscription's policy is [`FullPolicy::DropNewest`]); it does not wait for the handlers.
+/// that subscription's policy is [`FullPolicy::DropNewest`](crate::FullPolicy::DropNewest)); it does not wait for the handlers.
 /// Every subscription with room gets the event at once; the future then waits only for those
-/// that are full and use [`FullPolicy::Wait`], one after the other.
+/// that are full and use [`FullPolicy::Wait`](crate::FullPolicy::Wait), one after the other.
 ///
 /// A peer's subscriptions count the same way: the peer grants this node room for each event
 /// name as its subscriptions drain (credit). Without room, the publish waits for that peer if
@@ -192,8 +192,8 @@ impl<E: Event, I: Iterator<Item = E>> fmt::Debug for PublishAll<'_, E, I> {
 /// [`timeout`](Publish::timeout).
 ///
 /// An event handler that publishes into its own subscription's full queue with
-/// [`FullPolicy::Wait`] waits for itself: give such subscriptions room, or
-/// [`FullPolicy::DropNewest`].
+/// [`FullPolicy::Wait`](crate::FullPolicy::Wait) waits for itself: give such subscriptions room, or
+/// [`FullPolicy::DropNewest`](crate::FullPolicy::DropNewest).
 ///
 /// # Cancel safety
 ///
@@ -214,8 +214,8 @@ pub struct Publish<'a, E: Event> {
 impl<E: Event> Publish<'_, E> {
     request_setters!(common);
 
-    /// Fails with [`ErrorKind::Timeout`] if some subscription in scope that makes publishers
-    /// wait ([`FullPolicy::Wait`]) still had no room for the event after `timeout`. The
+    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if some subscription in scope that makes publishers
+    /// wait ([`FullPolicy::Wait`](crate::FullPolicy::Wait)) still had no room for the event after `timeout`. The
     /// subscriptions that had room have the event either way; the others do not get it.
     /// Without it, a publish waits for room however long it takes (a peer that stops
     /// answering is declared dead after its peer timeout, and then waited for no longer).
