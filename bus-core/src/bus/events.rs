@@ -126,7 +126,7 @@ pub struct PublishAll<'a, E: Event, I: Iterator<Item = E>> {
 impl<E: Event, I: Iterator<Item = E>> PublishAll<'_, E, I> {
     request_setters!(common);
 
-    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)(crate::ErrorKind::Timeout) if the events are not all
+    /// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if the events are not all
     /// admitted within `timeout`, in all (see [`Publish::timeout`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
