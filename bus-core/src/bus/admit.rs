@@ -157,17 +157,19 @@ pub(super) fn admit<E: Event>(
                 }
                 continue;
             }
-            let taken = Taken::new(route);
+            // The room taken is given back if the event is not queued after all. (No `Taken`
+            // here: its clone of the route costs four reference counts per event and peer.)
             match peer.try_queue_event(frame) {
-                Ok(()) => taken.sent(),
+                Ok(()) => {}
                 // The connection is gone, and the peer with it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => credit.give_back(),
                 Err(mpsc::error::TrySendError::Full(frame)) => {
                     Counters::bump(&inner.counters.peer_events_queue_full);
                     Counters::bump(&peer.counters.events_queue_full);
                     if credit.window.waits() {
-                        full_peers.push((taken, frame));
+                        full_peers.push((Taken::new(route), frame));
                     } else {
+                        credit.give_back();
                         dropped_for(inner, route);
                     }
                 }

@@ -8,7 +8,7 @@
 //! dropping the receipt is what counts the event as consumed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -188,10 +188,10 @@ impl Grant {
     /// `n` events left the subscriptions' queues: a new limit goes once there is enough room
     /// (on the peer's newest connection, if this one was replaced).
     fn consumed(&self, n: u64) {
-        self.inflow.outstanding.fetch_sub(n, Ordering::AcqRel);
         if self.superseded.load(Ordering::Acquire) {
             if let Some(newer) = self.inflow.current() {
                 if !std::ptr::eq(Arc::as_ptr(&newer), self) {
+                    self.window.count_consumed(n);
                     newer.make_room(n);
                     return;
                 }
@@ -209,7 +209,6 @@ impl Grant {
     /// One more event came under this grant: its receipt, or `Err` if it was beyond the limit.
     pub(crate) fn receive(self: &Arc<Self>) -> Result<Receipt, Overrun> {
         self.window.on_received()?;
-        self.inflow.outstanding.fetch_add(1, Ordering::AcqRel);
         Ok(Receipt(Arc::clone(self)))
     }
 
@@ -235,17 +234,44 @@ impl Drop for Receipt {
 /// not a whole new one, so it cannot pile up events in a stalled queue by reconnecting.
 #[derive(Debug, Default)]
 pub(crate) struct Inflow {
-    outstanding: AtomicU64,
+    state: Mutex<InflowState>,
+}
+
+#[derive(Debug, Default)]
+struct InflowState {
+    /// Every grant made to the peer for this name that is still held (by its connection, or by
+    /// a receipt of an event still queued).
+    grants: Vec<Weak<Grant>>,
     /// The grant of the peer's newest connection.
-    current: Mutex<Weak<Grant>>,
+    current: Weak<Grant>,
 }
 
 impl Inflow {
+    fn lock(&self) -> MutexGuard<'_, InflowState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn current(&self) -> Option<Arc<Grant>> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .upgrade()
+        self.lock().current.upgrade()
+    }
+
+    /// Makes `grant` the current one: the grant it replaces (if any) hands it the room its
+    /// events free from now on. Returns what the peer's earlier grants have outstanding.
+    fn replace(&self, grant: &Arc<Grant>) -> u64 {
+        let mut state = self.lock();
+        state.grants.retain(|g| g.strong_count() > 0);
+        let outstanding = state
+            .grants
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|g| g.window.outstanding())
+            .sum();
+        if let Some(older) = state.current.upgrade() {
+            older.superseded.store(true, Ordering::Release);
+        }
+        state.grants.push(Arc::downgrade(grant));
+        state.current = Arc::downgrade(grant);
+        outstanding
     }
 }
 
@@ -373,29 +399,19 @@ impl PeerCredit {
                 }
                 None => {
                     let inflow = self.inflows.of(self.peer, name);
-                    // What the peer's earlier connections left unconsumed comes off the first
-                    // limit; as it is consumed, it makes room here.
-                    let left = inflow.outstanding.load(Ordering::Acquire);
-                    let first = u64::from(flow.window.max(1)).saturating_sub(left);
                     let grant = Arc::new(Grant {
                         name: Arc::from(*name),
-                        window: ReceiveWindow::with_first_limit(flow.window, first),
+                        window: ReceiveWindow::new(flow.window),
                         wait: AtomicBool::new(flow.wait),
                         link: Arc::clone(&self.link),
                         seq: Mutex::new(0),
                         inflow: Arc::clone(&inflow),
                         superseded: AtomicBool::new(false),
                     });
-                    let older = std::mem::replace(
-                        &mut *inflow
-                            .current
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner),
-                        Arc::downgrade(&grant),
-                    );
-                    if let Some(older) = older.upgrade() {
-                        older.superseded.store(true, Ordering::Release);
-                    }
+                    // What the peer's earlier connections left unconsumed comes off the first
+                    // limit; as it is consumed, it makes room here.
+                    let left = inflow.replace(&grant);
+                    grant.window.lower_first_limit(left);
                     changed.push(grant.message());
                     table.insert(Arc::clone(&grant.name), grant);
                 }

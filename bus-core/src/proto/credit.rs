@@ -140,6 +140,9 @@ pub struct ReceiveWindow {
     limit: AtomicU64,
     received: AtomicU64,
     consumed: AtomicU64,
+    /// Events of the same peer from an earlier connection that were unconsumed when this
+    /// window began: counted as consumed here as they are, so they come off every limit.
+    debt: AtomicU64,
 }
 
 /// A peer sent more events of a name than it was granted: it breaks the protocol.
@@ -159,12 +162,26 @@ impl ReceiveWindow {
     /// events of the same peer from an earlier connection are still unconsumed. (Those, as they
     /// are consumed, count as consumed here: see [`on_consumed`](Self::on_consumed).)
     pub fn with_first_limit(window: u32, first: u64) -> Self {
+        let window = window.max(1);
         ReceiveWindow {
-            window: AtomicU32::new(window.max(1)),
+            window: AtomicU32::new(window),
             limit: AtomicU64::new(first),
             received: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            debt: AtomicU64::new(u64::from(window).saturating_sub(first)),
         }
+    }
+
+    /// Lowers the first limit by `by` (events of the same peer from an earlier connection still
+    /// unconsumed), before anything was received or sent under it. As those are consumed, they
+    /// count as consumed here: see [`on_consumed`](Self::on_consumed).
+    pub fn lower_first_limit(&self, by: u64) {
+        self.debt.fetch_add(by, Ordering::AcqRel);
+        let _ = self
+            .limit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                Some(l.saturating_sub(by))
+            });
     }
 
     /// The limit granted so far.
@@ -209,11 +226,27 @@ impl ReceiveWindow {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Raises the limit to consumed + window if that frees at least a quarter of the window.
+    /// Events received and not yet consumed.
+    pub fn outstanding(&self) -> u64 {
+        let consumed = self.consumed.load(Ordering::Acquire);
+        self.received
+            .load(Ordering::Acquire)
+            .saturating_sub(consumed)
+    }
+
+    /// Counts `n` events consumed without raising the limit: their room goes to another
+    /// window (a newer connection of the same peer).
+    pub fn count_consumed(&self, n: u64) {
+        self.consumed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Raises the limit to consumed + window (less the debt) if that frees at least a quarter
+    /// of the window.
     fn grant(&self) -> Option<u64> {
         let window = u64::from(self.window());
         let step = (window / 4).max(1);
-        let target = self.consumed.load(Ordering::Acquire) + window;
+        let target = (self.consumed.load(Ordering::Acquire) + window)
+            .saturating_sub(self.debt.load(Ordering::Acquire));
         let mut limit = self.limit.load(Ordering::Acquire);
         loop {
             if target < limit + step {
@@ -314,11 +347,15 @@ mod tests {
     }
 
     #[test]
-    fn a_first_limit_below_the_window_grows_as_events_are_consumed() {
-        // 3 of 4 still unconsumed from an earlier connection: room for 1 at first.
-        let rx = ReceiveWindow::with_first_limit(4, 1);
+    fn a_first_limit_below_the_window_grows_as_earlier_events_are_consumed() {
+        // 3 of 4 still unconsumed from an earlier connection: room for 1 at first, and for
+        // the whole window once those 3 are consumed, never more.
+        let rx = ReceiveWindow::new(4);
+        rx.lower_first_limit(3);
         assert_eq!(rx.limit(), 1);
-        assert_eq!(rx.on_consumed(3), Some(7));
+        assert_eq!(rx.on_consumed(3), Some(4));
+        // Then as its own events are consumed, as any window.
+        assert_eq!(rx.on_consumed(1), Some(5));
     }
 
     #[test]
