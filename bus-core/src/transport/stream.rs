@@ -15,6 +15,12 @@ use crate::{Error, ErrorKind};
 /// How much room a read asks for when the buffer has none left.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// How much room a read may ask for on a busy stream: each read that fills all the room it was
+/// given doubles the next one's, up to this, so a stream that keeps the socket full is read in
+/// a few system calls per megabyte; a read that takes less than half of its room goes back to
+/// [`READ_CHUNK`], so a quiet stream keeps a small buffer.
+const BUSY_READ_CHUNK: usize = 64 * 1024;
+
 /// How much a reader's first read takes at most, into a buffer on the stack: a handshake
 /// frame's usual size.
 const FIRST_READ_CHUNK: usize = 512;
@@ -120,6 +126,8 @@ pub struct StreamFrameReader<R> {
     /// Whether nothing has been read yet: the first read goes through a small buffer on the
     /// stack, so a connection that never sends anything allocates nothing.
     first_read: bool,
+    /// The room the next read asks for: see [`BUSY_READ_CHUNK`].
+    chunk: usize,
 }
 
 impl<R> StreamFrameReader<R> {
@@ -130,6 +138,7 @@ impl<R> StreamFrameReader<R> {
             buf: BytesMut::new(),
             partial_reported: false,
             first_read: true,
+            chunk: READ_CHUNK,
         }
     }
 
@@ -191,15 +200,25 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
                 }
                 n
             } else {
-                if self.buf.capacity() == self.buf.len() {
-                    self.buf.reserve(READ_CHUNK);
+                if self.buf.capacity() - self.buf.len() < self.chunk / 2 {
+                    self.buf.reserve(self.chunk);
                 }
+                let room = self.buf.capacity() - self.buf.len();
                 // The only await: `read_buf` is cancel safe, and nothing above changes on
                 // retry.
-                self.io
+                let n = self
+                    .io
                     .read_buf(&mut self.buf)
                     .await
-                    .map_err(|e| io_error("read failed", e))?
+                    .map_err(|e| io_error("read failed", e))?;
+                self.chunk = if n == room {
+                    (self.chunk * 2).min(BUSY_READ_CHUNK)
+                } else if n < room / 2 {
+                    READ_CHUNK
+                } else {
+                    self.chunk
+                };
+                n
             };
             if n == 0 {
                 if self.buf.is_empty() {
