@@ -21,6 +21,15 @@ struct Tick(u32);
 #[meshbus(name = "credit.echo")]
 struct Echo;
 
+/// Node `name`, answering `Echo`: a round trip with it is a fence for what went before.
+async fn answers_echo(net: &InMemNetwork, name: &str) -> Bus {
+    node(net, name)
+        .command_handler(|_: Echo, _ctx| async { HandlerResult::Ok(()) })
+        .start()
+        .await
+        .unwrap()
+}
+
 fn stalled(capacity: usize, policy: FullPolicy) -> SubscriptionOptions {
     SubscriptionOptions::new()
         .capacity(capacity)
@@ -94,11 +103,7 @@ async fn a_stalled_wait_subscriber_holds_back_its_publisher_but_no_other_subscri
 #[tokio::test(start_paused = true)]
 async fn a_drop_newest_subscriber_is_dropped_for_before_sending_and_never_waited_for() {
     let net = InMemNetwork::new(141);
-    let b = node(&net, "b")
-        .command_handler(|_: Echo, _ctx| async { HandlerResult::Ok(()) })
-        .start()
-        .await
-        .unwrap();
+    let b = answers_echo(&net, "b").await;
     let mut slow = b
         .subscribe_with::<Tick>(stalled(4, FullPolicy::DropNewest))
         .unwrap();
@@ -334,11 +339,7 @@ async fn grants_that_find_a_full_control_lane_still_reach_the_publisher() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_reconnects_gets_only_the_room_its_queued_events_left() {
     let net = InMemNetwork::new(146);
-    let b = node(&net, "b")
-        .command_handler(|_: Echo, _ctx| async { HandlerResult::Ok(()) })
-        .start()
-        .await
-        .unwrap();
+    let b = answers_echo(&net, "b").await;
     let mut sub = b
         .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
         .unwrap();

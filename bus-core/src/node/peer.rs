@@ -258,23 +258,13 @@ impl PeerHandle {
         &self,
         bytes: Bytes,
     ) -> Result<(), mpsc::error::TrySendError<Bytes>> {
-        let permits = self.permits_for(bytes.len());
-        match self.budget.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(mpsc::error::TrySendError::Full(bytes)),
-        }
+        let Some(permits) = self.try_share(bytes.len()) else {
+            return Err(mpsc::error::TrySendError::Full(bytes));
+        };
         self.lanes
             .events
             .try_send(Queued { bytes, permits })
-            .map_err(|e| {
-                self.budget.add_permits(permits as usize);
-                match e {
-                    mpsc::error::TrySendError::Full(q) => mpsc::error::TrySendError::Full(q.bytes),
-                    mpsc::error::TrySendError::Closed(q) => {
-                        mpsc::error::TrySendError::Closed(q.bytes)
-                    }
-                }
-            })
+            .map_err(|e| self.refused(e))
     }
 
     /// Waits for room in the byte budget and on the events lane, then queues the event frame
@@ -320,20 +310,36 @@ impl PeerHandle {
         lane: &mpsc::Sender<Queued>,
         bytes: Bytes,
     ) -> Result<(), mpsc::error::TrySendError<Bytes>> {
-        let permits = self.permits_for(bytes.len());
-        // The budget's share is taken off for good here, and given back by the writer once the
-        // frame is written (no reference to the budget travels with each frame).
-        match self.budget.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(mpsc::error::TrySendError::Full(bytes)),
+        let Some(permits) = self.try_share(bytes.len()) else {
+            return Err(mpsc::error::TrySendError::Full(bytes));
+        };
+        lane.try_send(Queued { bytes, permits })
+            .map_err(|e| self.refused(e))
+    }
+
+    /// Takes the byte budget's share of a frame of `len` bytes, if there is room now. It is
+    /// taken off for good here, and given back by the writer once the frame is written (no
+    /// reference to the budget travels with each frame).
+    fn try_share(&self, len: usize) -> Option<u32> {
+        let permits = self.permits_for(len);
+        self.budget.try_acquire_many(permits).ok()?.forget();
+        Some(permits)
+    }
+
+    /// A lane refused a frame: its share of the budget comes back, and the frame with the
+    /// reason.
+    fn refused(&self, e: mpsc::error::TrySendError<Queued>) -> mpsc::error::TrySendError<Bytes> {
+        use mpsc::error::TrySendError::{Closed, Full};
+        let (q, full) = match e {
+            Full(q) => (q, true),
+            Closed(q) => (q, false),
+        };
+        self.budget.add_permits(q.permits as usize);
+        if full {
+            Full(q.bytes)
+        } else {
+            Closed(q.bytes)
         }
-        lane.try_send(Queued { bytes, permits }).map_err(|e| {
-            self.budget.add_permits(permits as usize);
-            match e {
-                mpsc::error::TrySendError::Full(q) => mpsc::error::TrySendError::Full(q.bytes),
-                mpsc::error::TrySendError::Closed(q) => mpsc::error::TrySendError::Closed(q.bytes),
-            }
-        })
     }
 
     /// Waits for room on `lane` (the commands lane) and in the byte budget, then queues `bytes`; hands `bytes` back
