@@ -149,7 +149,7 @@ impl BusInner {
         self.events.rcu(|table| {
             let mut table = EventTable::clone(table);
             if let Some(list) = table.get(E::NAME).and_then(|slot| slot.get::<E>()) {
-                let list: SubList<E> = list.iter().filter(|s| s.id != id).cloned().collect();
+                let list: SubList<E> = list.iter().filter(|s| s.id() != id).cloned().collect();
                 if list.is_empty() {
                     table.remove(E::NAME);
                 } else {

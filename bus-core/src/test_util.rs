@@ -288,7 +288,11 @@ const LIMIT: usize = crate::wire::DEFAULT_MAX_FRAME_SIZE;
 
 /// An encoded `Event` frame with request id `id` and a body of `len` bytes.
 fn frame(id: u64, len: usize) -> Bytes {
-    let body: Vec<u8> = (0..len).map(|i| (i as u64 ^ id) as u8).collect();
+    event_frame(id, (0..len).map(|i| (i as u64 ^ id) as u8).collect())
+}
+
+/// An encoded `Event` frame with request id `id` and `body`.
+fn event_frame(id: u64, body: Vec<u8>) -> Bytes {
     let mut f = Frame::new(FrameKind::Event, Bytes::from(body));
     f.request_id = id;
     let mut buf = BytesMut::new();
@@ -309,13 +313,7 @@ fn noisy_frame(id: u64, len: usize) -> Bytes {
             x as u8
         })
         .collect();
-    let mut f = Frame::new(FrameKind::Event, Bytes::from(body));
-    f.request_id = id;
-    let mut buf = BytesMut::new();
-    FrameCodec::default()
-        .encode(&f, &mut buf)
-        .unwrap_or_else(|e| panic!("encode a test frame: {e}"));
-    buf.freeze()
+    event_frame(id, body)
 }
 
 async fn send(conn: &mut Connection, mut frames: Vec<Bytes>) {

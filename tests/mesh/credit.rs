@@ -30,6 +30,32 @@ async fn answers_echo(net: &InMemNetwork, name: &str) -> Bus {
         .unwrap()
 }
 
+/// `a` publishes `ticks` with `publish_all` while `sub` reads: every one arrives, in order.
+async fn publish_all_while_reading(
+    a: &Bus,
+    mut sub: meshbus::Subscription<Tick>,
+    ticks: std::ops::Range<u32>,
+) {
+    let n = ticks.len();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < n {
+            got.push(sub.recv().await.unwrap().0);
+        }
+        got
+    });
+    within(
+        "the events",
+        a.events()
+            .publish_all(ticks.clone().map(Tick))
+            .into_future(),
+    )
+    .await
+    .unwrap();
+    let got = within("the subscriber's events", reader).await.unwrap();
+    assert_eq!(got, ticks.collect::<Vec<_>>());
+}
+
 fn stalled(capacity: usize, policy: FullPolicy) -> SubscriptionOptions {
     SubscriptionOptions::new()
         .capacity(capacity)
@@ -273,21 +299,7 @@ async fn publish_all_sends_in_order_and_waits_for_room_between_events() {
     }
 
     // With the subscriber reading, a batch of 1,000 arrives whole and in order, 4 at a time.
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::new();
-        while got.len() < 1_000 {
-            got.push(sub.recv().await.unwrap().0);
-        }
-        got
-    });
-    within(
-        "the batch",
-        a.events().publish_all((100..1_100).map(Tick)).into_future(),
-    )
-    .await
-    .unwrap();
-    let got = within("b's events", reader).await.unwrap();
-    assert_eq!(got, (100..1_100).collect::<Vec<_>>());
+    publish_all_while_reading(&a, sub, 100..1_100).await;
     assert_eq!(b.stats().remote_events_dropped, 0);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -305,29 +317,13 @@ async fn grants_that_find_a_full_control_lane_still_reach_the_publisher() {
         .start()
         .await
         .unwrap();
-    let mut sub = b
+    let sub = b
         .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
         .unwrap();
     let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
     within("b", a.ready().subscribers::<Tick>(Scope::Cluster, 1)).await;
     net.set_delay("b", "a", std::time::Duration::from_millis(5));
-    let reader = tokio::spawn(async move {
-        let mut got = Vec::new();
-        while got.len() < 300 {
-            got.push(sub.recv().await.unwrap().0);
-        }
-        got
-    });
-    within(
-        "the events",
-        a.events().publish_all((0..300).map(Tick)).into_future(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        within("b's events", reader).await.unwrap(),
-        (0..300).collect::<Vec<_>>()
-    );
+    publish_all_while_reading(&a, sub, 0..300).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::options::RequestOptions;
-use super::{Bus, BusInner};
+use super::Bus;
 use crate::error::{Error, ErrorKind};
 use crate::handler::BoxFuture;
 use crate::message::Event;
@@ -101,7 +101,7 @@ pub(super) fn admit<E: Event>(
                 Ok(()) => {}
                 // The subscription was dropped a moment ago; it no longer wants events.
                 Err(NotQueued::Gone) => {}
-                Err(NotQueued::Full(delivery)) => match sub.policy {
+                Err(NotQueued::Full(delivery)) => match sub.policy() {
                     FullPolicy::DropNewest => {
                         sub.dropped();
                         Counters::bump(&inner.counters.events_dropped);
@@ -136,7 +136,7 @@ pub(super) fn admit<E: Event>(
             let (peer, credit) = (&route.peer, &route.credit);
             if bytes.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
                 // Over this peer's limit: it could not read it.
-                dropped_for(inner, route);
+                dropped_for(&inner.counters, route);
                 continue;
             }
             // The last peer takes the frame itself: cloning a `Bytes` made from a vector
@@ -153,7 +153,7 @@ pub(super) fn admit<E: Event>(
                     credit.waited.fetch_add(1, Ordering::Relaxed);
                     no_room.push((route.clone(), frame));
                 } else {
-                    dropped_for(inner, route);
+                    dropped_for(&inner.counters, route);
                 }
                 continue;
             }
@@ -167,10 +167,10 @@ pub(super) fn admit<E: Event>(
                     Counters::bump(&inner.counters.peer_events_queue_full);
                     Counters::bump(&peer.counters.events_queue_full);
                     if credit.window.waits() {
-                        full_peers.push((Taken::new(route), frame));
+                        full_peers.push((Taken::new(route.clone()), frame));
                     } else {
                         credit.give_back();
-                        dropped_for(inner, route);
+                        dropped_for(&inner.counters, route);
                     }
                 }
             }
@@ -196,9 +196,9 @@ pub(super) fn admit<E: Event>(
                 () = sealed.cancelled() => return closed(),
             };
             match room {
-                Room::Taken => full_peers.push((Taken::new(&route), bytes)),
+                Room::Taken => full_peers.push((Taken::new(route), bytes)),
                 // The peer's subscriptions turned to dropping while this waited.
-                Room::Drop => dropped_counted(&counters, &route),
+                Room::Drop => dropped_for(&counters, &route),
                 // The event is not for anyone there now.
                 Room::Gone => {}
             }
@@ -243,11 +243,8 @@ struct Taken {
 }
 
 impl Taken {
-    fn new(route: &EventRoute) -> Self {
-        Taken {
-            route: route.clone(),
-            sent: false,
-        }
+    fn new(route: EventRoute) -> Self {
+        Taken { route, sent: false }
     }
 
     /// The event was queued for the peer: the room is spent.
@@ -265,11 +262,7 @@ impl Drop for Taken {
 }
 
 /// Counts an event dropped for `route`'s peer, before it was sent.
-fn dropped_for(inner: &BusInner, route: &EventRoute) {
-    dropped_counted(&inner.counters, route);
-}
-
-fn dropped_counted(counters: &Counters, route: &EventRoute) {
+fn dropped_for(counters: &Counters, route: &EventRoute) {
     route.credit.dropped.fetch_add(1, Ordering::Relaxed);
     Counters::bump(&counters.peer_events_dropped);
     Counters::bump(&route.peer.counters.events_dropped);

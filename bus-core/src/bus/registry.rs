@@ -110,28 +110,23 @@ fn deliver_remote<E: Event>(
     };
     let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
     // The receipt goes to the subscriptions the grant is for: moved to the only one, shared
-    // by several.
-    let holds = |s: &SubSender<E>| s.policy == FullPolicy::Wait || !slot.flow.wait;
-    let holders = subs.iter().filter(|s| holds(s)).count();
-    let mut held = match (receipt, holders) {
-        (Some(r), 1) => Some(Held::One(r)),
-        (Some(r), n) if n > 1 => Some(Held::Shared(Arc::new(r))),
-        // Nothing holds it: consumed at once (dropped here).
-        _ => None,
-    };
+    // by several (dropped here, consumed at once, when none holds it).
+    let holds = |s: &SubSender<E>| s.policy() == FullPolicy::Wait || !slot.flow.wait;
+    let (mut one, mut shared) = (None, None);
+    match (receipt, subs.iter().filter(|s| holds(s)).count()) {
+        (Some(r), 1) => one = Some(r),
+        (Some(r), n) if n > 1 => shared = Some(Arc::new(r)),
+        _ => {}
+    }
     for sub in subs {
         let delivery = Delivery::new(Arc::clone(&event), message_id, Arc::clone(meta));
         if holds(sub) {
-            if let Some(h) = held.take() {
-                let (mine, rest) = match h {
-                    Held::One(r) => (Held::One(r), None),
-                    Held::Shared(r) => (Held::Shared(Arc::clone(&r)), Some(Held::Shared(r))),
-                };
-                held = rest;
-                sub.send_credited(Delivery {
-                    credit: Some(mine),
-                    ..delivery
-                });
+            let credit = one
+                .take()
+                .map(Held::One)
+                .or_else(|| shared.clone().map(Held::Shared));
+            if credit.is_some() {
+                sub.send_credited(Delivery { credit, ..delivery });
                 continue;
             }
         }
@@ -171,10 +166,10 @@ impl EventSlot {
 /// The room one peer is granted for the events of `list`: the smallest capacity among the
 /// subscriptions that make publishers wait (or among all, when none does).
 fn flow_of<E>(list: &SubList<E>) -> EventFlow {
-    let wait = list.iter().any(|s| s.policy == FullPolicy::Wait);
+    let wait = list.iter().any(|s| s.policy() == FullPolicy::Wait);
     let window = list
         .iter()
-        .filter(|s| !wait || s.policy == FullPolicy::Wait)
+        .filter(|s| !wait || s.policy() == FullPolicy::Wait)
         .map(|s| s.capacity())
         .min()
         .unwrap_or(SubscriptionOptions::DEFAULT_CAPACITY);

@@ -287,13 +287,14 @@ type InflowKey = (u128, Arc<str>);
 
 impl Inflows {
     fn of(&self, peer: u128, name: &str) -> Arc<Inflow> {
+        let key = (peer, Arc::from(name));
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(inflow) = map.get(&(peer, Arc::from(name))).and_then(Weak::upgrade) {
+        if let Some(inflow) = map.get(&key).and_then(Weak::upgrade) {
             return inflow;
         }
         map.retain(|_, w| w.strong_count() > 0);
         let inflow = Arc::new(Inflow::default());
-        map.insert((peer, Arc::from(name)), Arc::downgrade(&inflow));
+        map.insert(key, Arc::downgrade(&inflow));
         inflow
     }
 }
@@ -439,9 +440,10 @@ impl PeerCredit {
     }
 
     /// For the writer: a `Credit` frame with every grant, if one could not be queued since
-    /// the last.
+    /// the last. (One relaxed load when none is owed: the writer asks before every batch.)
     pub(crate) fn take_owed(&self) -> Option<Bytes> {
-        if !self.link.owed.swap(false, Ordering::AcqRel) {
+        if !self.link.owed.load(Ordering::Relaxed) || !self.link.owed.swap(false, Ordering::AcqRel)
+        {
             return None;
         }
         // The first frame to the writer; any others to the control lane, owed again if it is
@@ -452,11 +454,6 @@ impl PeerCredit {
             self.link.owed.store(true, Ordering::Release);
         }
         first
-    }
-
-    /// Whether a grant waits for the writer (one relaxed load: the writer checks per batch).
-    pub(crate) fn is_owed(&self) -> bool {
-        self.link.owed.load(Ordering::Relaxed)
     }
 }
 

@@ -48,8 +48,6 @@ pub struct SendWindow {
     /// What to do without credit: wait (`true`) or drop. Until the first grant, wait: the grant
     /// follows the peer's interest on the same ordered link.
     drop: AtomicBool,
-    /// A grant has come.
-    granted: AtomicBool,
     /// The sequence number of the newest grant applied: an older one, overtaken on the way,
     /// changes nothing.
     seq: AtomicU64,
@@ -104,7 +102,6 @@ impl SendWindow {
         if newer {
             self.drop.store(!wait, Ordering::Relaxed);
         }
-        self.granted.store(true, Ordering::Relaxed);
         self.limit.fetch_max(limit, Ordering::AcqRel) < limit
     }
 
@@ -112,11 +109,6 @@ impl SendWindow {
     /// come yet) rather than drops.
     pub fn waits(&self) -> bool {
         !self.drop.load(Ordering::Relaxed)
-    }
-
-    /// Whether a grant has come.
-    pub fn granted(&self) -> bool {
-        self.granted.load(Ordering::Relaxed)
     }
 
     /// Events sent so far.
@@ -155,20 +147,13 @@ pub struct Overrun {
 impl ReceiveWindow {
     /// Grants `window` events (at least one).
     pub fn new(window: u32) -> Self {
-        Self::with_first_limit(window, u64::from(window.max(1)))
-    }
-
-    /// Grants `first` events at first, for a window of `window`: less than the window when
-    /// events of the same peer from an earlier connection are still unconsumed. (Those, as they
-    /// are consumed, count as consumed here: see [`on_consumed`](Self::on_consumed).)
-    pub fn with_first_limit(window: u32, first: u64) -> Self {
         let window = window.max(1);
         ReceiveWindow {
             window: AtomicU32::new(window),
-            limit: AtomicU64::new(first),
+            limit: AtomicU64::new(u64::from(window)),
             received: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
-            debt: AtomicU64::new(u64::from(window).saturating_sub(first)),
+            debt: AtomicU64::new(0),
         }
     }
 
@@ -274,7 +259,7 @@ mod tests {
         let rx = ReceiveWindow::new(8);
         let tx = SendWindow::new();
         // Before any grant: no room, and a publisher waits.
-        assert!(!tx.try_take() && tx.waits() && !tx.granted());
+        assert!(!tx.try_take() && tx.waits());
         tx.raise(rx.limit(), true);
         let (mut sent, mut consumed) = (0u64, 0u64);
         // Consume one event in three: the backlog stays within the window.

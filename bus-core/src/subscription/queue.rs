@@ -27,8 +27,9 @@ use crate::stats::{SubCounters, SubscriptionStats};
 /// A peer's event's share of the room granted to that peer, held by every queue the event is
 /// in until the last one lets it go.
 pub(crate) enum Held {
-    One(Receipt),
-    Shared(Arc<Receipt>),
+    // Held for what dropping them does, never read.
+    One(#[allow(dead_code)] Receipt),
+    Shared(#[allow(dead_code)] Arc<Receipt>),
 }
 
 /// What the two ends of a subscription share.
@@ -94,8 +95,6 @@ pub(crate) enum NotQueued<E> {
 /// The sending side of one subscription, held in the bus's routing snapshot. Dropping it (the
 /// last table that holds it is gone) ends the queue once it is empty.
 pub(crate) struct SubSender<E> {
-    pub(crate) id: u64,
-    pub(crate) policy: FullPolicy,
     shared: Arc<Shared<E>>,
 }
 
@@ -132,8 +131,6 @@ pub(crate) fn queue<E>(
         counters: SubCounters::default(),
     });
     let sender = SubSender {
-        id,
-        policy: options.when_full,
         shared: Arc::clone(&shared),
     };
     let receiver = SubReceiver {
@@ -145,6 +142,16 @@ pub(crate) fn queue<E>(
 }
 
 impl<E> SubSender<E> {
+    /// The subscription's id, unique in its bus.
+    pub(crate) fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// What a publisher does when the queue is full.
+    pub(crate) fn policy(&self) -> FullPolicy {
+        self.shared.policy
+    }
+
     /// The subscription's capacity.
     pub(crate) fn capacity(&self) -> usize {
         self.shared.capacity

@@ -155,18 +155,8 @@ pub(crate) async fn publisher(
     bus_addr: &str,
     opts: EventOpts,
 ) -> RoleResult {
-    let bus = builder(wire)
-        .name("ev-pub")
-        .peers([bus_addr.to_owned()])
-        .start()
-        .await
-        .or_fail("start the publisher bus")?;
-    bounded(
-        "the mesh",
-        BOUND,
-        bus.ready().subscribers::<Tick>(Scope::Cluster, 1),
-    )
-    .await;
+    let builder = builder(wire).name("ev-pub").peers([bus_addr.to_owned()]);
+    let bus = crate::msg::publisher(builder, 1, BOUND).await?;
     for &size in &opts.sizes {
         let body = payload(size);
         // A short warm-up of each.

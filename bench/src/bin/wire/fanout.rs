@@ -125,18 +125,10 @@ pub(crate) async fn publisher(
     subscribers: usize,
     size: usize,
 ) -> RoleResult {
-    let bus = builder(wire)
+    let builder = builder(wire)
         .name("fan-pub")
-        .peers(bus_addrs.split(',').map(str::to_owned))
-        .start()
-        .await
-        .or_fail("start the publisher bus")?;
-    bounded(
-        "the mesh",
-        BOUND,
-        bus.ready().subscribers::<Tick>(Scope::Cluster, subscribers),
-    )
-    .await;
+        .peers(bus_addrs.split(',').map(str::to_owned));
+    let bus = crate::msg::publisher(builder, subscribers, BOUND).await?;
     bounded(
         "the mesh",
         BOUND,

@@ -171,6 +171,23 @@ pub(crate) async fn bounded<T>(
     }
 }
 
+/// Starts a publisher's bus from `builder` and waits (at most `bound`) until `subscribers`
+/// subscribers of [`Tick`] are in its routes.
+pub(crate) async fn publisher(
+    builder: meshbus::BusBuilder,
+    subscribers: usize,
+    bound: Duration,
+) -> RoleResult<Bus> {
+    let bus = builder.start().await.or_fail("start the publisher bus")?;
+    bounded(
+        "the mesh",
+        bound,
+        bus.ready().subscribers::<Tick>(Scope::Cluster, subscribers),
+    )
+    .await;
+    Ok(bus)
+}
+
 /// Orders from the driver: lines on standard input.
 pub(crate) struct Orders {
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>,

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meshbus::prelude::*;
 use meshbus::{Binary, FullPolicy, SubscriptionOptions};
 
 use crate::msg::{bounded, builder, payload, rss, OrFail, Orders, RoleResult, Tick, Wire};
@@ -174,23 +173,14 @@ pub(crate) struct StallOpts {
 /// any peer> <queue_bytes_limit> <event number of the longest wait>`, then stays up (the stopped subscriber's events are still
 /// queued here) until its standard input closes.
 pub(crate) async fn publisher(wire: Wire, bus_addrs: &str, opts: StallOpts) -> RoleResult {
-    let bus = builder(wire)
+    let builder = builder(wire)
         .name("stall-pub")
         .peers(bus_addrs.split(',').map(str::to_owned))
         .peer_queue_bytes(opts.bound_bytes)
         // The stopped subscriber sends nothing: without this, it would be declared dead after
         // 5 s, its queue freed and the stall over.
-        .peer_timeout(PEER_TIMEOUT)
-        .start()
-        .await
-        .or_fail("start the publisher bus")?;
-    bounded(
-        "the mesh",
-        BOUND,
-        bus.ready()
-            .subscribers::<Tick>(Scope::Cluster, opts.subscribers),
-    )
-    .await;
+        .peer_timeout(PEER_TIMEOUT);
+    let bus = crate::msg::publisher(builder, opts.subscribers, BOUND).await?;
     let body = payload(opts.payload);
     // Make the event once before measuring, so the allocator has seen its size.
     let template = Binary::from(body);

@@ -73,15 +73,8 @@ async fn write_lanes(
         if peer.is_aborted() {
             return Unwritten { rx, batch };
         }
-        // A grant of credit that found the control lane full comes with the lanes (checked
-        // with one load).
-        let owed = || {
-            if peer.credit.is_owed() {
-                peer.credit.take_owed()
-            } else {
-                None
-            }
-        };
+        // A grant of credit that found the control lane full comes with the lanes.
+        let owed = || peer.credit.take_owed();
         let next = tokio::select! {
             biased;
             next = std::future::poll_fn(|cx| gate.poll_next(&mut rx, owed, cx)) => next,
