@@ -7,6 +7,7 @@ mod events;
 mod inbound;
 mod lifecycle;
 mod outbound;
+mod peer_events;
 mod registry;
 
 use lifecycle::Owner;

@@ -117,6 +117,15 @@ impl<E> Delivery<E> {
             credit: None,
         }
     }
+
+    /// Another delivery of the same event, for another subscription.
+    pub(crate) fn share(&self) -> Self {
+        Delivery::new(
+            Arc::clone(&self.event),
+            self.message_id,
+            Arc::clone(&self.meta),
+        )
+    }
 }
 
 /// The context of a published event, shared by all its deliveries; the events without

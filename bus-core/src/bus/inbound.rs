@@ -10,19 +10,17 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{BusInner, EventTable};
+use super::peer_events::PeerEvents;
+use super::BusInner;
 use crate::context::{Context, Deadline, Headers};
 use crate::error::ErrorKind;
-use crate::node::credit::Receipt;
 use crate::node::dispatch::{Answering, Dispatch, EventSink, InboundCommand, LocalNames, ReplyTo};
 use crate::node::PeerHandle;
 use crate::proto::requests::deadline_from_remaining;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
-use crate::stats::Counters;
-use crate::subscription::EventMeta;
 use crate::wire::control::{encode_answer, ReplyError};
-use crate::wire::{Frame, FrameError, FrameName};
+use crate::wire::{Frame, FrameName};
 
 impl Dispatch for BusInner {
     fn command(
@@ -72,16 +70,17 @@ impl Dispatch for BusInner {
         Ok(slot.remote.answer(body, ctx, reply, guard))
     }
 
-    fn events(self: Arc<Self>, peer: &PeerHandle) -> Arc<dyn EventSink> {
+    fn events(self: Arc<Self>, peer: &PeerHandle) -> Box<dyn EventSink> {
         // A sealed bus has an empty table: its events are dropped as unsubscribed.
         let table = self.events.load_full();
         let scope = scope_of(&self, peer);
-        Arc::new(PeerEvents {
+        Box::new(PeerEvents {
             bus: self,
             table,
             sender: peer.node_id,
             scope,
-            plain: OnceLock::new(),
+            plain: None,
+            run: None,
         })
     }
 
@@ -119,66 +118,6 @@ pub(crate) async fn answer(reply: ReplyTo, outcome: Result<Bytes, ReplyError>) {
     }
 }
 
-/// The subscriptions one peer's events reach during a burst of its frames: the table and the
-/// sender's scope are read once per burst, not per event.
-struct PeerEvents {
-    bus: Arc<BusInner>,
-    table: Arc<EventTable>,
-    sender: crate::id::NodeId,
-    scope: Scope,
-    /// The context of the burst's events without headers, made at the first.
-    plain: OnceLock<Arc<EventMeta>>,
-}
-
-impl PeerEvents {
-    fn meta(&self, correlation_id: Option<Arc<str>>, headers: Headers) -> Arc<EventMeta> {
-        Arc::new(EventMeta {
-            correlation_id,
-            sender: self.sender,
-            scope: self.scope,
-            headers,
-        })
-    }
-}
-
-impl EventSink for PeerEvents {
-    fn wants(&self, name: &str) -> bool {
-        self.table.contains_key(name)
-    }
-
-    fn deliver(&self, frame: &Frame, receipt: Option<Receipt>) -> Result<(), FrameError> {
-        let Some(FrameName::Inline(name)) = &frame.name else {
-            return Err(FrameError::Malformed {
-                what: "an event without a name",
-            });
-        };
-        let Some(slot) = self.table.get(&**name) else {
-            return Ok(());
-        };
-        let message_id = crate::id::next_message_id();
-        let with_headers;
-        let meta = if frame.headers.is_empty() {
-            self.plain.get_or_init(|| self.meta(None, Headers::new()))
-        } else {
-            let correlation_id = frame.headers.correlation_id.clone().map(Arc::from);
-            with_headers = self.meta(correlation_id, headers_of(frame));
-            &with_headers
-        };
-        (slot.deliver)(
-            slot,
-            &frame.body,
-            message_id,
-            meta,
-            receipt,
-            &self.bus.counters,
-        )
-    }
-
-    fn too_large(&self) {
-        Counters::bump(&self.bus.counters.remote_events_too_large);
-    }
-}
-
 /// The narrowest scope the sender is in, as seen from here.
 fn scope_of(bus: &BusInner, peer: &PeerHandle) -> Scope {
     let here = Here {
@@ -193,7 +132,7 @@ fn scope_of(bus: &BusInner, peer: &PeerHandle) -> Scope {
 }
 
 /// The headers a handler sees of a peer's frame.
-fn headers_of(frame: &Frame) -> Headers {
+pub(super) fn headers_of(frame: &Frame) -> Headers {
     let mut headers = Headers::new();
     if let Some(key) = &frame.headers.idempotency_key {
         headers.insert(Headers::IDEMPOTENCY_KEY, key.clone());

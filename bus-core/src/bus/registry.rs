@@ -9,19 +9,16 @@ use std::sync::{Arc, Weak};
 use futures_util::FutureExt;
 use rustc_hash::FxHashMap;
 
+use super::peer_events::RemoteBatch;
 use super::{remote, Bus, BusInner};
 use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
-use crate::node::credit::{EventFlow, Receipt};
+use crate::node::credit::EventFlow;
 use crate::services::Services;
 use crate::stats::Counters;
 use crate::stats::SubscriptionStats;
-use crate::subscription::{
-    queue, Delivery, EventMeta, FullPolicy, Held, NotQueued, SubReceiver, SubSender,
-    SubscriptionOptions,
-};
-use crate::wire::FrameError;
+use crate::subscription::{queue, FullPolicy, SubReceiver, SubSender, SubscriptionOptions};
 
 /// What a registration adds to the bus being started.
 #[derive(Default)]
@@ -73,69 +70,11 @@ pub(crate) struct EventSlot {
     pub(crate) subs: Arc<dyn Any + Send + Sync>,
     /// How the subscriptions take peers' events: the room granted to each peer.
     pub(crate) flow: EventFlow,
-    /// Delivers an event that arrived encoded from a peer: decodes it once and offers it to
-    /// every subscription without waiting.
-    pub(crate) deliver: DeliverRemote,
+    /// Makes what hands a run of peers' events to the subscriptions (`None` if the slot's
+    /// type is not its own, which cannot be).
+    pub(crate) batch: fn(&EventSlot) -> Option<Box<dyn RemoteBatch>>,
     /// Adds each subscription's stats.
     pub(crate) stats: fn(&EventSlot, &mut Vec<SubscriptionStats>),
-}
-
-/// See [`EventSlot::deliver`].
-pub(crate) type DeliverRemote = fn(
-    &EventSlot,
-    &[u8],
-    u64,
-    &Arc<EventMeta>,
-    Option<Receipt>,
-    &Counters,
-) -> Result<(), FrameError>;
-
-/// Decodes a peer's event of type `E` once and offers the shared value to every subscription,
-/// never waiting: the connection's reader must not, or heartbeats would stall behind a slow
-/// subscriber. With a receipt (the event came under the room granted to the peer), the
-/// subscriptions the grant was made for (the `Wait` ones; all of them when none waits) queue it
-/// whatever their length and hold the receipt until they take it, so the peer gets room back
-/// only as they drain; without one, or for a `DropNewest` subscription beside `Wait` ones, a
-/// full queue drops it and counts the drop.
-fn deliver_remote<E: Event>(
-    slot: &EventSlot,
-    body: &[u8],
-    message_id: u64,
-    meta: &Arc<EventMeta>,
-    receipt: Option<Receipt>,
-    counters: &Counters,
-) -> Result<(), FrameError> {
-    let Some(subs) = slot.get::<E>() else {
-        return Ok(());
-    };
-    let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
-    // The receipt goes to the subscriptions the grant is for: moved to the only one, shared
-    // by several (dropped here, consumed at once, when none holds it).
-    let holds = |s: &SubSender<E>| s.policy() == FullPolicy::Wait || !slot.flow.wait;
-    let (mut one, mut shared) = (None, None);
-    match (receipt, subs.iter().filter(|s| holds(s)).count()) {
-        (Some(r), 1) => one = Some(r),
-        (Some(r), n) if n > 1 => shared = Some(Arc::new(r)),
-        _ => {}
-    }
-    for sub in subs {
-        let delivery = Delivery::new(Arc::clone(&event), message_id, Arc::clone(meta));
-        if holds(sub) {
-            let credit = one
-                .take()
-                .map(Held::One)
-                .or_else(|| shared.clone().map(Held::Shared));
-            if credit.is_some() {
-                sub.send_credited(Delivery { credit, ..delivery });
-                continue;
-            }
-        }
-        if let Err(NotQueued::Full(_)) = sub.try_send(delivery) {
-            sub.dropped();
-            Counters::bump(&counters.remote_events_dropped);
-        }
-    }
-    Ok(())
 }
 
 fn subscription_stats<E: Event>(slot: &EventSlot, out: &mut Vec<SubscriptionStats>) {
@@ -157,7 +96,7 @@ impl EventSlot {
             type_name: std::any::type_name::<E>(),
             flow: flow_of(&list),
             subs: Arc::new(list),
-            deliver: deliver_remote::<E>,
+            batch: super::peer_events::batch::<E>,
             stats: subscription_stats::<E>,
         }
     }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
-use super::credit::{Grant, Receipt};
+use super::credit::Grant;
 use super::dispatch::{CommandBody, Dispatch, EventSink, InboundCommand, ReplyTo};
 use super::peer::{self, LaneReceivers, PeerHandle, Queued};
 use super::warn::{peer_warn, WarnLimit};

@@ -206,26 +206,52 @@ impl Grant {
         }
     }
 
-    /// One more event came under this grant: its receipt, or `Err` if it was beyond the limit.
-    pub(crate) fn receive(self: &Arc<Self>) -> Result<Receipt, Overrun> {
-        self.window.on_received()?;
-        Ok(Receipt(Arc::clone(self)))
+    /// Counts one more event that came under this grant; `Err` if it was beyond the limit.
+    /// The event is the grant's to account for until the [`Receipt`] that covers it is dropped.
+    pub(crate) fn receive(&self) -> Result<(), Overrun> {
+        self.window.on_received()
+    }
+
+    /// The receipt of `n` events [received](Self::receive) under this grant: dropping it counts
+    /// them as consumed.
+    pub(crate) fn receipt(self: &Arc<Self>, n: u64) -> Receipt {
+        Receipt {
+            grant: Arc::clone(self),
+            n,
+        }
+    }
+
+    /// How many events' receipts are worth holding together: the room that makes a new grant
+    /// (a quarter of the window), so that the peer never waits on a receipt held back.
+    pub(crate) fn batch(&self) -> u64 {
+        (u64::from(self.window.window()) / 4).max(1)
     }
 
     /// The event name granted.
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
+
+    /// Events received under this grant and not consumed yet.
+    #[cfg(test)]
+    pub(crate) fn outstanding(&self) -> u64 {
+        self.window.outstanding()
+    }
 }
 
-/// One event's share of a grant: the event counts as consumed when its receipt is dropped
-/// (when the subscriptions have taken it off their queues, or did not queue it at all).
+/// Some events' share of a grant: they count as consumed when their receipt is dropped (when
+/// the subscriptions have taken the last of them off their queues, or did not queue them).
 #[derive(Debug)]
-pub(crate) struct Receipt(Arc<Grant>);
+pub(crate) struct Receipt {
+    grant: Arc<Grant>,
+    n: u64,
+}
 
 impl Drop for Receipt {
     fn drop(&mut self) {
-        self.0.consumed(1);
+        if self.n > 0 {
+            self.grant.consumed(self.n);
+        }
     }
 }
 
@@ -455,6 +481,20 @@ impl PeerCredit {
         }
         first
     }
+}
+
+/// A grant of `window` events for event `n`, made as a connection makes one, for tests
+/// elsewhere in the crate; the grants it sends go nowhere.
+#[cfg(test)]
+pub(crate) fn grant_for_tests(window: u32) -> Arc<Grant> {
+    let (control, _rx) = mpsc::channel(4);
+    let (lanes, _rxs) = super::peer::lanes(4);
+    let gate = Arc::new(super::conn::gate_for_tests(&lanes));
+    let credit = PeerCredit::new(control, FrameCodec::default(), gate, Arc::default(), 1);
+    credit.offer(&[("n", EventFlow { window, wait: true })]);
+    credit
+        .grant("n")
+        .expect("a grant was just offered for the name")
 }
 
 #[cfg(test)]

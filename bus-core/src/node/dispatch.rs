@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
-use super::credit::{EventFlow, Receipt};
+use super::credit::{EventFlow, Grant};
 use super::peer::PeerHandle;
 use crate::wire::control::ReplyError;
 use crate::wire::{Frame, FrameCodec, FrameError};
@@ -31,7 +31,7 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     ) -> Result<Answering, ReplyError>;
 
     /// What delivers the events `peer` sends, for one burst of frames.
-    fn events(self: Arc<Self>, peer: &PeerHandle) -> Arc<dyn EventSink>;
+    fn events(self: Arc<Self>, peer: &PeerHandle) -> Box<dyn EventSink>;
 
     /// The command names handled here and the event names subscribed to here, with how their
     /// subscriptions take peers' events: the interest the runtime announces to peers, and the
@@ -91,19 +91,25 @@ impl ReplyTo {
 pub(crate) type Answering = futures_util::future::BoxFuture<'static, ()>;
 
 /// Delivers the events of one peer.
-pub(crate) trait EventSink: Send + Sync {
+pub(crate) trait EventSink: Send {
     /// Whether anything here subscribes to event `name` (a large body is not decompressed for
     /// nothing).
     fn wants(&self, name: &str) -> bool;
 
     /// Offers one event frame to the subscriptions of its name, never waiting. An event
-    /// nothing subscribes to is dropped; `Err` is a body that does not decode.
+    /// nothing subscribes to is dropped; `Err` is a body that does not decode. The sink may
+    /// hold the event back to hand it over with the ones behind it, until
+    /// [`flush`](Self::flush) or its drop.
     ///
-    /// `receipt` is the event's share of the room we granted the peer for its name (none if we
-    /// granted nothing). Subscriptions that wait when full queue the event whatever their
-    /// length, holding the receipt until they take it off their queue: the grant bounds what
-    /// the peer can add. Without a receipt, a full queue drops the event.
-    fn deliver(&self, frame: &Frame, receipt: Option<Receipt>) -> Result<(), FrameError>;
+    /// `credit` is the grant the event came under, if we granted the peer room for its name
+    /// (the event already [counted](Grant::receive) there). Subscriptions that wait when full
+    /// queue the event whatever their length, holding a [`Receipt`](super::credit::Receipt)
+    /// for it until they take it off their queue: the grant bounds what the peer can add.
+    /// Without credit, a full queue drops the event.
+    fn deliver(&mut self, frame: &Frame, credit: Option<&Arc<Grant>>) -> Result<(), FrameError>;
+
+    /// Hands the events held back to their subscriptions.
+    fn flush(&mut self);
 
     /// Counts an event dropped unread because its body was over the decompressed limit.
     fn too_large(&self);

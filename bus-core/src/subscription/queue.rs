@@ -70,17 +70,29 @@ impl<E> Shared<E> {
         if self.closed.load(Ordering::Acquire) {
             return Err(delivery);
         }
-        self.len.fetch_add(1, Ordering::Relaxed);
+        self.push_all(std::iter::once(delivery));
+        Ok(())
+    }
+
+    /// Queues `deliveries` under one lock, waking a waiting consumer (the caller checked that
+    /// the subscription is there).
+    fn push_all(&self, deliveries: impl ExactSizeIterator<Item = Delivery<E>>) {
+        let n = deliveries.len();
+        if n == 0 {
+            return;
+        }
+        self.len.fetch_add(n, Ordering::Relaxed);
         let waker = {
             let mut queue = self.lock();
-            queue.items.push_back(delivery);
+            queue.items.extend(deliveries);
             queue.waiting.pop()
         };
-        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .delivered
+            .fetch_add(n as u64, Ordering::Relaxed);
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
     }
 }
 
@@ -178,10 +190,67 @@ impl<E> SubSender<E> {
         })
     }
 
-    /// Queues a peer's event that came under the room granted to it, whatever the queue's
-    /// length.
-    pub(crate) fn send_credited(&self, delivery: Delivery<E>) {
-        let _ = self.shared.push(delivery);
+    /// Queues as many of `deliveries` as there is room for under the capacity, under one lock,
+    /// and drops the rest; returns how many it dropped (and counts them as this
+    /// subscription's). Nothing is queued, nor counted, if the subscription is gone.
+    pub(crate) fn try_send_all(
+        &self,
+        deliveries: impl ExactSizeIterator<Item = Delivery<E>>,
+    ) -> u64 {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return 0;
+        }
+        let n = deliveries.len();
+        let mut counted = shared.counted.load(Ordering::Acquire);
+        let room = loop {
+            let room = shared.capacity.saturating_sub(counted).min(n);
+            if room == 0 {
+                break 0;
+            }
+            match shared.counted.compare_exchange_weak(
+                counted,
+                counted + room,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break room,
+                Err(now) => counted = now,
+            }
+        };
+        shared.push_all(deliveries.take(room).map(|mut d| {
+            d.counted = true;
+            d
+        }));
+        let dropped = (n - room) as u64;
+        if dropped > 0 {
+            shared
+                .counters
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+        }
+        dropped
+    }
+
+    /// Queues a run of a peer's events that came under the room granted to it, whatever the
+    /// queue's length, under one lock; the last holds `credit`, the run's share of the grant.
+    pub(crate) fn send_credited(
+        &self,
+        deliveries: impl ExactSizeIterator<Item = Delivery<E>>,
+        credit: Held,
+    ) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let last = deliveries.len().saturating_sub(1);
+        let mut credit = Some(credit);
+        self.shared
+            .push_all(deliveries.enumerate().map(|(i, mut d)| {
+                if i == last {
+                    d.credit = credit.take();
+                }
+                d
+            }));
     }
 
     /// Waits for room, then queues `delivery`; gives up when the subscription goes or `sealed`
@@ -353,7 +422,9 @@ mod tests {
         assert!(tx.try_send(delivery(1)).is_ok());
         assert!(matches!(tx.try_send(delivery(2)), Err(NotQueued::Full(_))));
         // A peer's event under its grant goes in all the same.
-        tx.send_credited(delivery(3));
+        let grant = crate::node::credit::grant_for_tests(8);
+        grant.receive().unwrap();
+        tx.send_credited(std::iter::once(delivery(3)), Held::One(grant.receipt(1)));
         let stats = tx.stats();
         assert_eq!((stats.queued, stats.delivered), (3, 3));
         assert_eq!(*rx.recv().await.unwrap().event, 0);
@@ -369,6 +440,47 @@ mod tests {
         .collect();
         assert_eq!(rest, [1, 3, 4]);
         assert_eq!(tx.stats().queued, 0);
+    }
+
+    /// A run of a peer's events goes in with one receipt, held by its last event: the grant's
+    /// room comes back when that one is taken, for the whole run.
+    #[tokio::test]
+    async fn a_credited_run_gives_its_room_back_when_its_last_event_is_taken() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(2, 1));
+        let grant = crate::node::credit::grant_for_tests(8);
+        for _ in 0..3 {
+            grant.receive().unwrap();
+        }
+        // Over the capacity of 2: credited events are bounded by the grant, not by it.
+        tx.send_credited((0..3).map(delivery), Held::One(grant.receipt(3)));
+        assert_eq!(tx.stats().queued, 3);
+        assert_eq!(grant.outstanding(), 3);
+        assert_eq!(*rx.recv().await.unwrap().event, 0);
+        assert_eq!(*rx.recv().await.unwrap().event, 1);
+        assert_eq!(
+            grant.outstanding(),
+            3,
+            "room came back before the run was taken"
+        );
+        assert_eq!(*rx.recv().await.unwrap().event, 2);
+        assert_eq!(grant.outstanding(), 0);
+    }
+
+    /// A run without credit takes what room there is, in order, and drops (and counts) the rest.
+    #[tokio::test]
+    async fn a_run_without_credit_fills_the_room_and_drops_the_rest() {
+        let (tx, mut rx) = queue::<u32>("t", 1, opts(3, 1));
+        assert!(tx.try_send(delivery(0)).is_ok());
+        assert_eq!(tx.try_send_all((1..5).map(delivery)), 2);
+        let stats = tx.stats();
+        assert_eq!((stats.queued, stats.delivered, stats.dropped), (3, 3, 2));
+        let got: Vec<u32> = [rx.recv().await, rx.recv().await, rx.recv().await]
+            .into_iter()
+            .map(|d| *d.unwrap().event)
+            .collect();
+        assert_eq!(got, [0, 1, 2]);
+        // The room is back: the next run fits.
+        assert_eq!(tx.try_send_all((5..8).map(delivery)), 0);
     }
 
     #[tokio::test]

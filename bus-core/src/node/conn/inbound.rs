@@ -165,8 +165,8 @@ impl Inbound<'_> {
                 }
             }
             FrameKind::Event => {
-                if let Some(sink) = self.events() {
-                    self.on_event(&*sink, frame)?;
+                if let Some(mut sink) = self.events() {
+                    self.on_event(&mut *sink, frame)?;
                 }
             }
             FrameKind::Hello | FrameKind::Welcome | FrameKind::Reject => {
@@ -233,7 +233,9 @@ impl Inbound<'_> {
                     // Counted under its grant, and consumed at once.
                     if let Some(FrameName::Inline(name)) = &large.head().name {
                         let name = Arc::clone(name);
-                        drop(self.receipt(&name)?);
+                        if let Some(grant) = self.credit(&name)? {
+                            drop(grant.receipt(1));
+                        }
                     }
                     if let Some(sink) = self.events() {
                         sink.too_large();
@@ -258,7 +260,7 @@ impl Inbound<'_> {
     /// Delivers a large event from a blocking thread, which decompresses and decodes it once
     /// for every subscription; the reader waits for it, so this peer's events stay in order.
     pub(super) async fn on_large_event(&mut self, large: Large) -> Result<(), Ended> {
-        let Some(sink) = self.events() else {
+        let Some(mut sink) = self.events() else {
             return Ok(());
         };
         let head = large.head();
@@ -267,15 +269,18 @@ impl Inbound<'_> {
             return Ok(());
         };
         let name = Arc::clone(name);
-        // Counted under its grant even when nothing takes it (dropping the receipt).
-        let receipt = self.receipt(&name)?;
+        // Counted under its grant even when nothing takes it (its receipt dropped at once).
+        let credit = self.credit(&name)?.cloned();
         // No subscriber: nothing to decompress.
         if !sink.wants(&name) {
+            drop(credit.map(|grant| grant.receipt(1)));
             return Ok(());
         }
         let delivered = off_reader(move || {
             let frame = large.into_frame()?;
-            Ok(sink.deliver(&frame, receipt))
+            let delivered = sink.deliver(&frame, credit.as_ref());
+            sink.flush();
+            Ok(delivered)
         })
         .await?;
         if let Err(e) = delivered {
@@ -374,39 +379,40 @@ impl Inbound<'_> {
     }
 
     /// What delivers this peer's events, or `None` once the bus is gone.
-    pub(super) fn events(&self) -> Option<Arc<dyn EventSink>> {
+    pub(super) fn events(&self) -> Option<Box<dyn EventSink>> {
         Some(self.dispatch.upgrade()?.events(self.peer))
     }
 
     /// Offers one event to the subscriptions; `Err` (the connection closes) if the peer sent
     /// it beyond the room we granted.
-    pub(super) fn on_event(&mut self, sink: &dyn EventSink, frame: Frame) -> Result<(), Ended> {
-        let receipt = match &frame.name {
-            Some(FrameName::Inline(name)) => self.receipt(name)?,
+    pub(super) fn on_event(&mut self, sink: &mut dyn EventSink, frame: Frame) -> Result<(), Ended> {
+        let credit = match &frame.name {
+            Some(FrameName::Inline(name)) => self.credit(name)?,
             _ => None,
         };
-        if let Err(e) = sink.deliver(&frame, receipt) {
+        if let Err(e) = sink.deliver(&frame, credit) {
             peer_warn!(self.warnings, peer = %self.peer.node_id, event = ?frame.name, error = %e, "event did not decode");
         }
         Ok(())
     }
 
-    /// The receipt of one event of `name` under what we granted the peer, if we granted it
-    /// anything; `Err` if the peer went beyond it. The last grant used is kept: a burst of
-    /// events of one name looks it up once.
-    pub(super) fn receipt(&mut self, name: &Arc<str>) -> Result<Option<Receipt>, Ended> {
-        let grant = match &self.last_grant {
-            Some((last, grant)) if Arc::ptr_eq(last, name) || **last == **name => Arc::clone(grant),
-            _ => {
-                let Some(grant) = self.peer.credit.grant(name) else {
-                    return Ok(None);
-                };
-                self.last_grant = Some((Arc::clone(name), Arc::clone(&grant)));
-                grant
-            }
+    /// Counts one event of `name` under what we granted the peer and gives the grant, if we
+    /// granted it anything; `Err` if the peer went beyond it. The last grant used is kept: a
+    /// burst of events of one name looks it up once.
+    pub(super) fn credit(&mut self, name: &Arc<str>) -> Result<Option<&Arc<Grant>>, Ended> {
+        let cached = matches!(&self.last_grant,
+            Some((last, _)) if Arc::ptr_eq(last, name) || **last == **name);
+        if !cached {
+            let Some(grant) = self.peer.credit.grant(name) else {
+                return Ok(None);
+            };
+            self.last_grant = Some((Arc::clone(name), grant));
+        }
+        let Some((_, grant)) = &self.last_grant else {
+            return Ok(None);
         };
         match grant.receive() {
-            Ok(receipt) => Ok(Some(receipt)),
+            Ok(()) => Ok(Some(grant)),
             Err(overrun) => {
                 tracing::warn!(
                     peer = %self.peer.node_id,

@@ -133,11 +133,12 @@ async fn on_burst(
     let mut next = Some(first);
     let mut taken = 0;
     // The bus, its event table and the sender's scope, taken at the first event of the burst
-    // and used for the events behind it (not an upgrade and a table load per frame). Let go
-    // before any other frame, whose handling may wait. (A yield for the cooperative budget
-    // between two events keeps it: the events after the yield are delivered as if they had
-    // been read before it.)
-    let mut events: Option<Arc<dyn EventSink>> = None;
+    // and used for the events behind it (not an upgrade and a table load per frame). It hands
+    // the events to their subscriptions a run at a time; let go (which hands over what it
+    // holds) before any other frame, whose handling may wait. (A yield for the cooperative
+    // budget between two events keeps it, once it has handed over what it holds: the events
+    // after the yield are delivered as if they had been read before it.)
+    let mut events: Option<Box<dyn EventSink>> = None;
     while let Some(bytes) = next.take() {
         // A compressed body over `LARGE_BODY` comes back undecompressed; a plain one over it is
         // decoded off the reader too. Either way the fast path below only compares a length.
@@ -148,8 +149,8 @@ async fn on_burst(
                 if events.is_none() {
                     events = inbound.events();
                 }
-                if let Some(sink) = &events {
-                    inbound.on_event(&**sink, frame)?;
+                if let Some(sink) = &mut events {
+                    inbound.on_event(&mut **sink, frame)?;
                 }
             }
             Ok(Decoded::Frame(frame))
@@ -180,6 +181,11 @@ async fn on_burst(
         // subscriptions it fills lets their tasks run every so many frames, instead of
         // filling their queues until they drop (a transport may hand over a whole socket
         // buffer of frames without waiting, which costs no budget of its own).
+        if !tokio::task::coop::has_budget_remaining() {
+            if let Some(sink) = &mut events {
+                sink.flush();
+            }
+        }
         tokio::task::coop::consume_budget().await;
         next = match reader.try_read_frame(codec.max_frame_size) {
             Ok(next) => next,

@@ -1,0 +1,245 @@
+//! A peer's events on their way to the subscriptions: decoded as they are read, and handed to
+//! each subscription's queue a run at a time.
+//!
+//! The reader offers a burst of frames one by one. The events of one name that follow each
+//! other are decoded at once and held in a [`RemoteBatch`]; when the name (or the grant they came
+//! under) changes, the run is long enough, the reader may yield or the burst ends, the run goes
+//! to every subscription with one lock of its queue, and its events' share of the grant goes
+//! with it as one [`Receipt`], held by the run's last event.
+
+use std::sync::Arc;
+
+use super::registry::{EventSlot, SubList};
+use super::{BusInner, EventTable};
+use crate::context::Headers;
+use crate::message::Event;
+use crate::node::credit::{Grant, Receipt};
+use crate::node::dispatch::EventSink;
+use crate::scope::Scope;
+use crate::stats::Counters;
+use crate::subscription::{Delivery, EventMeta, FullPolicy, Held, SubSender};
+use crate::wire::{Frame, FrameError, FrameName};
+
+/// The most events held back before they are handed over: enough to make the lock and the
+/// wake-up of a queue rare, few enough that a consumer on another thread is not kept waiting.
+const MAX_RUN: usize = 64;
+
+/// The subscriptions one peer's events reach during a burst of its frames: the table and the
+/// sender's scope are read once per burst, not per event.
+pub(super) struct PeerEvents {
+    pub(super) bus: Arc<BusInner>,
+    pub(super) table: Arc<EventTable>,
+    pub(super) sender: crate::id::NodeId,
+    pub(super) scope: Scope,
+    /// The context of the burst's events without headers, made at the first.
+    pub(super) plain: Option<Arc<EventMeta>>,
+    /// The run of events held back.
+    pub(super) run: Option<Run>,
+}
+
+/// Events of one name, under one grant (or none), decoded and not handed over yet.
+pub(super) struct Run {
+    /// The name as the frames carry it (from the connection's name cache).
+    name: Arc<str>,
+    events: Box<dyn RemoteBatch>,
+    /// The grant they came under.
+    credit: Option<Arc<Grant>>,
+    /// How many to hold at most.
+    limit: usize,
+}
+
+impl PeerEvents {
+    fn meta(&self, correlation_id: Option<Arc<str>>, headers: Headers) -> Arc<EventMeta> {
+        Arc::new(EventMeta {
+            correlation_id,
+            sender: self.sender,
+            scope: self.scope,
+            headers,
+        })
+    }
+
+    /// Whether the run held takes an event of `name` that came under `credit`.
+    fn extends_run(&self, name: &Arc<str>, credit: Option<&Arc<Grant>>) -> bool {
+        self.run.as_ref().is_some_and(|run| {
+            (Arc::ptr_eq(&run.name, name) || *run.name == **name)
+                && match (&run.credit, credit) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+    }
+
+    /// Starts a run of `name`'s events; `None` if nothing here subscribes to it.
+    fn start_run(&self, name: &Arc<str>, credit: Option<&Arc<Grant>>) -> Option<Run> {
+        let slot = self.table.get(&**name)?;
+        let events = (slot.batch)(slot)?;
+        // A receipt held back is room the peer waits for: never more than a new grant needs.
+        let limit = credit.map_or(MAX_RUN, |grant| {
+            usize::try_from(grant.batch()).map_or(MAX_RUN, |b| b.min(MAX_RUN))
+        });
+        Some(Run {
+            name: Arc::clone(name),
+            events,
+            credit: credit.cloned(),
+            limit,
+        })
+    }
+}
+
+impl EventSink for PeerEvents {
+    fn wants(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
+    fn deliver(&mut self, frame: &Frame, credit: Option<&Arc<Grant>>) -> Result<(), FrameError> {
+        // An event that reaches no queue is consumed at once.
+        let consumed = |credit: Option<&Arc<Grant>>| drop(credit.map(|grant| grant.receipt(1)));
+        let Some(FrameName::Inline(name)) = &frame.name else {
+            consumed(credit);
+            return Err(FrameError::Malformed {
+                what: "an event without a name",
+            });
+        };
+        if !self.extends_run(name, credit) {
+            self.flush();
+            self.run = self.start_run(name, credit);
+        }
+        let message_id = crate::id::next_message_id();
+        let meta = if frame.headers.is_empty() {
+            match &self.plain {
+                Some(meta) => Arc::clone(meta),
+                None => Arc::clone(self.plain.insert(self.meta(None, Headers::new()))),
+            }
+        } else {
+            let correlation_id = frame.headers.correlation_id.clone().map(Arc::from);
+            self.meta(correlation_id, super::inbound::headers_of(frame))
+        };
+        let Some(run) = &mut self.run else {
+            consumed(credit);
+            return Ok(());
+        };
+        if let Err(e) = run.events.add(&frame.body, message_id, meta) {
+            consumed(credit);
+            return Err(e);
+        }
+        if run.events.len() >= run.limit {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(run) = &mut self.run {
+            let n = run.events.len();
+            if n > 0 {
+                let receipt = run.credit.as_ref().map(|grant| grant.receipt(n as u64));
+                run.events.hand_over(receipt, &self.bus.counters);
+            }
+        }
+    }
+
+    fn too_large(&self) {
+        Counters::bump(&self.bus.counters.remote_events_too_large);
+    }
+}
+
+impl Drop for PeerEvents {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A run of a peer's events of one type, decoded and waiting to be handed to the
+/// subscriptions; the type is the slot's, erased.
+pub(crate) trait RemoteBatch: Send {
+    /// Decodes one event's body and holds it; `Err` if it does not decode.
+    fn add(&mut self, body: &[u8], message_id: u64, meta: Arc<EventMeta>)
+        -> Result<(), FrameError>;
+
+    /// How many events are held.
+    fn len(&self) -> usize;
+
+    /// Hands the events held to every subscription, never waiting, and holds none after.
+    ///
+    /// With a receipt (they came under the room granted to the peer), the subscriptions the
+    /// grant is for (the `Wait` ones; all of them when none waits) queue them whatever their
+    /// length, the last of the run holding the receipt until it is taken, so the peer gets room
+    /// back only as they drain; without one, or for a `DropNewest` subscription beside `Wait`
+    /// ones, a full queue drops what does not fit and counts the drops.
+    fn hand_over(&mut self, receipt: Option<Receipt>, counters: &Counters);
+}
+
+/// A [`RemoteBatch`] of events of type `E`.
+struct Batch<E: Event> {
+    subs: Arc<SubList<E>>,
+    /// Whether the grant is for the `Wait` subscriptions only.
+    wait: bool,
+    events: Vec<Delivery<E>>,
+}
+
+/// The batch for the events of `slot`, if it holds subscriptions of type `E`.
+pub(super) fn batch<E: Event>(slot: &EventSlot) -> Option<Box<dyn RemoteBatch>> {
+    let subs = Arc::clone(&slot.subs).downcast::<SubList<E>>().ok()?;
+    Some(Box::new(Batch {
+        subs,
+        wait: slot.flow.wait,
+        events: Vec::new(),
+    }))
+}
+
+impl<E: Event> RemoteBatch for Batch<E> {
+    fn add(
+        &mut self,
+        body: &[u8],
+        message_id: u64,
+        meta: Arc<EventMeta>,
+    ) -> Result<(), FrameError> {
+        let event: Arc<E> = Arc::new(crate::wire::body::decode_body(body)?);
+        self.events.push(Delivery::new(event, message_id, meta));
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn hand_over(&mut self, receipt: Option<Receipt>, counters: &Counters) {
+        let wait = self.wait;
+        let holds = |s: &SubSender<E>| s.policy() == FullPolicy::Wait || !wait;
+        // The receipt goes to the subscriptions the grant is for: moved to the only one,
+        // shared by several (dropped here, consumed at once, when none holds it).
+        let mut held = match (receipt, self.subs.iter().filter(|s| holds(s)).count()) {
+            (Some(r), 1) => Some(Held::One(r)),
+            (Some(r), n) if n > 1 => Some(Held::Shared(Arc::new(r))),
+            _ => None,
+        };
+        let Some((last, others)) = self.subs.split_last() else {
+            self.events.clear();
+            return;
+        };
+        let mut offer =
+            |sub: &SubSender<E>, events: &mut dyn ExactSizeIterator<Item = Delivery<E>>| {
+                let credit = match &held {
+                    Some(Held::Shared(r)) if holds(sub) => Some(Held::Shared(Arc::clone(r))),
+                    Some(Held::One(_)) if holds(sub) => held.take(),
+                    _ => None,
+                };
+                match credit {
+                    Some(credit) => sub.send_credited(events, credit),
+                    None => {
+                        let dropped = sub.try_send_all(events);
+                        if dropped > 0 {
+                            counters
+                                .remote_events_dropped
+                                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            };
+        for sub in others {
+            offer(sub, &mut self.events.iter().map(Delivery::share));
+        }
+        offer(last, &mut self.events.drain(..));
+    }
+}
