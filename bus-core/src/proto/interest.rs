@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::wire::control::{Interest, InterestRequest};
+use crate::wire::control::{GroupInterest, GroupKey, Interest, InterestRequest, GROUP_SEPARATOR};
 
 /// The most command names, and the most event names, one peer's interest may hold: the limit
 /// the wire's [`Interest`] decoder keeps to.
@@ -45,6 +45,12 @@ pub struct LocalInterest {
     seq: u64,
     commands: BTreeSet<String>,
     events: BTreeMap<String, usize>,
+    groups: BTreeMap<(String, String), GroupInterest>,
+}
+
+/// The key of a group in the interest maps: (event name, group name).
+fn group_key(g: &GroupInterest) -> (String, String) {
+    (g.event.clone(), g.group.clone())
 }
 
 impl LocalInterest {
@@ -67,7 +73,31 @@ impl LocalInterest {
             commands_removed: Vec::new(),
             events_added: self.events.keys().cloned().collect(),
             events_removed: Vec::new(),
+            groups_added: self.groups.values().cloned().collect(),
+            groups_removed: Vec::new(),
         }
+    }
+
+    /// Joins a group, or changes what we said of it (its kind, its `since`); the delta to
+    /// send, if this is news.
+    pub fn join_group(&mut self, group: GroupInterest) -> Option<Interest> {
+        let key = group_key(&group);
+        if self.groups.get(&key) == Some(&group) {
+            return None;
+        }
+        self.groups.insert(key, group.clone());
+        Some(self.delta(|d| d.groups_added.push(group)))
+    }
+
+    /// Leaves the group `group` of event `event`; the delta to send, if this is news.
+    pub fn leave_group(&mut self, event: &str, group: &str) -> Option<Interest> {
+        self.groups.remove(&(event.to_owned(), group.to_owned()))?;
+        Some(self.delta(|d| {
+            d.groups_removed.push(GroupKey {
+                event: event.to_owned(),
+                group: group.to_owned(),
+            })
+        }))
     }
 
     /// Starts handling `name`; the delta to send, if this is news.
@@ -152,6 +182,7 @@ pub struct RemoteInterest {
     awaiting_snapshot: bool,
     commands: BTreeSet<String>,
     events: BTreeSet<String>,
+    groups: BTreeMap<(String, String), GroupInterest>,
 }
 
 impl RemoteInterest {
@@ -173,9 +204,15 @@ impl RemoteInterest {
             self.awaiting_snapshot = false;
             let commands = bounded(&msg.commands_added, &mut truncated);
             let events = bounded(&msg.events_added, &mut truncated);
-            let changed = commands != self.commands || events != self.events;
+            let mut groups = BTreeMap::new();
+            for group in &msg.groups_added {
+                insert_group(&mut groups, group, &mut truncated);
+            }
+            let changed =
+                commands != self.commands || events != self.events || groups != self.groups;
             self.commands = commands;
             self.events = events;
+            self.groups = groups;
             self.seq = Some(msg.seq);
             return outcome(changed, truncated);
         }
@@ -200,11 +237,20 @@ impl RemoteInterest {
         for name in &msg.events_removed {
             changed |= self.events.remove(name);
         }
+        for key in &msg.groups_removed {
+            changed |= self
+                .groups
+                .remove(&(key.event.clone(), key.group.clone()))
+                .is_some();
+        }
         for name in &msg.commands_added {
             changed |= insert_bounded(&mut self.commands, name, &mut truncated);
         }
         for name in &msg.events_added {
             changed |= insert_bounded(&mut self.events, name, &mut truncated);
+        }
+        for group in &msg.groups_added {
+            changed |= insert_group(&mut self.groups, group, &mut truncated);
         }
         self.seq = Some(msg.seq);
         outcome(changed, truncated)
@@ -234,6 +280,30 @@ impl RemoteInterest {
     pub fn events(&self) -> impl Iterator<Item = &str> {
         self.events.iter().map(String::as_str)
     }
+
+    /// The groups the peer has members in.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupInterest> {
+        self.groups.values()
+    }
+}
+
+/// Adds or updates `group` if it is within the bounds (names no longer than
+/// [`MAX_NAME_LEN`] together, without the separator of a group channel; at most [`MAX_NAMES`]
+/// groups); whether the map changed.
+fn insert_group(
+    groups: &mut BTreeMap<(String, String), GroupInterest>,
+    group: &GroupInterest,
+    truncated: &mut bool,
+) -> bool {
+    let key = group_key(group);
+    let malformed = group.event.len() + group.group.len() + 1 > MAX_NAME_LEN
+        || group.event.contains(GROUP_SEPARATOR)
+        || group.group.contains(GROUP_SEPARATOR);
+    if malformed || (groups.len() >= MAX_NAMES && !groups.contains_key(&key)) {
+        *truncated = true;
+        return false;
+    }
+    groups.insert(key, group.clone()).as_ref() != Some(group)
 }
 
 /// The names of a snapshot within the bounds; sets `truncated` if any were left out.
@@ -458,5 +528,73 @@ mod tests {
         assert!(local.add_command("c").is_some());
         assert!(local.add_command("c").is_none());
         assert_eq!(local.seq(), 3);
+    }
+
+    fn group(event: &str, name: &str, since: u64) -> GroupInterest {
+        GroupInterest {
+            event: event.into(),
+            group: name.into(),
+            kind: crate::wire::control::GroupKind::Shared,
+            since,
+        }
+    }
+
+    #[test]
+    fn groups_travel_in_snapshots_and_deltas() {
+        let mut local = LocalInterest::new();
+        assert!(local.join_group(group("e", "billing", 5)).is_some());
+        // Said again, no news; a new `since` is.
+        assert!(local.join_group(group("e", "billing", 5)).is_none());
+        let mut remote = RemoteInterest::new();
+        assert_eq!(
+            remote.apply(&over_the_wire(&local.snapshot())),
+            Applied::Changed
+        );
+        assert_eq!(
+            remote.groups().cloned().collect::<Vec<_>>(),
+            [group("e", "billing", 5)]
+        );
+        let d1 = local.join_group(group("e", "billing", 9)).unwrap();
+        let d2 = local.join_group(group("e", "audit", 1)).unwrap();
+        let d3 = local.leave_group("e", "billing").unwrap();
+        assert!(local.leave_group("e", "billing").is_none());
+        for d in [&d1, &d2, &d3] {
+            assert_eq!(remote.apply(&over_the_wire(d)), Applied::Changed);
+        }
+        assert_eq!(
+            remote.groups().cloned().collect::<Vec<_>>(),
+            [group("e", "audit", 1)]
+        );
+        // A snapshot says everything: what it leaves out is gone.
+        let mut other = LocalInterest::new();
+        other.subscribe("e");
+        remote.apply(&over_the_wire(&other.snapshot()));
+        assert_eq!(remote.groups().count(), 0);
+    }
+
+    #[test]
+    fn a_group_whose_names_could_not_make_a_channel_is_ignored() {
+        let mut remote = RemoteInterest::new();
+        let msg = Interest {
+            snapshot: true,
+            groups_added: vec![
+                group("e\u{1f}x", "g", 0),
+                group("e", "g\u{1f}y", 0),
+                group(&"n".repeat(MAX_NAME_LEN), "g", 0),
+                group("e", "ok", 0),
+            ],
+            ..Interest::default()
+        };
+        assert_eq!(
+            remote.apply(&over_the_wire(&msg)),
+            Applied::Truncated { changed: true }
+        );
+        assert_eq!(
+            remote
+                .groups()
+                .map(|g| g.group.as_str())
+                .collect::<Vec<_>>(),
+            ["ok"]
+        );
     }
 }

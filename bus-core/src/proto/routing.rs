@@ -110,7 +110,7 @@ impl Picker {
         let (load, ties) = least?;
         // Second pass: the next in turn among the ties. (Loads may move between the passes;
         // then the first candidate in scope with the least load seen is a fine answer.)
-        let turn = self.turns[scope_index(scope)].fetch_add(1, Ordering::Relaxed) % ties;
+        let turn = self.next_turn(scope) % ties;
         let mut tied = candidates
             .iter()
             .filter(in_scope)
@@ -119,6 +119,11 @@ impl Picker {
             .nth(turn)
             .or_else(|| tied.next())
             .or_else(|| candidates.iter().find(in_scope))
+    }
+
+    /// The next turn in `scope`.
+    fn next_turn(&self, scope: Scope) -> usize {
+        self.turns[scope_index(scope)].fetch_add(1, Ordering::Relaxed)
     }
 
     /// Every available candidate in scope (for `send_all` and events).
@@ -132,6 +137,10 @@ impl Picker {
             .filter(move |c| c.is_available() && here.in_scope(scope, c.host_id(), c.cluster()))
     }
 }
+
+mod group;
+
+pub use group::{pick_member, Member, MemberPick};
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,9 @@ use super::frame::{Frame, FrameCodec, FrameError, FrameKind};
 /// The protocol version this build speaks.
 ///
 /// Version 2 added event credit ([`Credit`]): a version 1 node would send events without it,
-/// so the two do not connect.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// so the two do not connect. Version 3 added groups ([`GroupInterest`]): a version 2 node
+/// would take a group's events as ungrouped, and deliver them to every subscriber.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The most names of one kind a decoded [`Interest`] keeps: a peer cannot make us allocate for
 /// more. The limit belongs to the message, so the interest state uses this constant.
@@ -333,6 +334,22 @@ pub struct Interest {
     /// Event names no longer subscribed to.
     #[serde(default, deserialize_with = "names")]
     pub events_removed: Vec<String>,
+    /// Groups now joined, or whose membership changed (its `since`).
+    #[serde(default, deserialize_with = "groups")]
+    pub groups_added: Vec<GroupInterest>,
+    /// Groups left.
+    #[serde(default, deserialize_with = "group_keys")]
+    pub groups_removed: Vec<GroupKey>,
+}
+
+/// Groups: the first [`MAX_NAMES`] are kept, the rest ignored.
+fn groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GroupInterest>, D::Error> {
+    super::body::first_n::<D, GroupInterest, MAX_NAMES>(d)
+}
+
+/// Groups left: the first [`MAX_NAMES`] are kept, the rest ignored.
+fn group_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<GroupKey>, D::Error> {
+    super::body::first_n::<D, GroupKey, MAX_NAMES>(d)
 }
 
 /// A list of message names: the first [`MAX_NAMES`] are kept, the rest ignored.
@@ -641,6 +658,12 @@ pub enum GossipMessage {
 impl ControlMessage for GossipMessage {
     const KIND: FrameKind = FrameKind::Gossip;
 }
+
+mod groups;
+
+pub use groups::{
+    group_channel, split_group_channel, GroupInterest, GroupKey, GroupKind, GROUP_SEPARATOR,
+};
 
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,16 @@ fn every_control_message_round_trips() {
         commands_removed: vec!["a".into()],
         events_added: vec!["users.created".into()],
         events_removed: vec![],
+        groups_added: vec![GroupInterest {
+            event: "users.created".into(),
+            group: "mailer".into(),
+            kind: GroupKind::Exclusive,
+            since: 1_700_000_000_000,
+        }],
+        groups_removed: vec![GroupKey {
+            event: "users.created".into(),
+            group: "audit".into(),
+        }],
     });
     round_trip(GossipMessage::Digest(GossipDigest {
         hash: u64::MAX - 1,
