@@ -84,12 +84,12 @@
 pub use meshbus_core::{
     async_trait, from_services, Addr, Binary, Bus, BusBuilder, BusStats, Command, CommandHandler,
     Commands, Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events,
-    FromServices, FullPolicy, HandlerError, HandlerResult, HandlersReady, Headers,
-    IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembershipView, NodeId, PeerAddr,
-    PeerEventStats, PeerInfo, PeerStats, PeersReady, Publish, PublishAll, PublishFuture, Ready,
-    RequestOptions, ResponseFuture, Scope, SendAll, SendAllStream, SendCommand, Services,
-    SubscribersReady, Subscription, SubscriptionOptions, SubscriptionStats, TimedReady,
-    WithOptions,
+    FromServices, FullPolicy, GroupKind, GroupStats, HandlerError, HandlerResult, HandlersReady,
+    Headers, IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembersReady, MembershipView,
+    NodeId, PeerAddr, PeerEventStats, PeerGroup, PeerInfo, PeerStats, PeersReady, Publish,
+    PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope, SendAll,
+    SendAllStream, SendCommand, Services, SubscribersReady, Subscription, SubscriptionOptions,
+    SubscriptionStats, TimedReady, WithOptions,
 };
 
 /// Byte payloads: [`Binary`], and `#[serde(with = "meshbus::binary")]` for `Vec<u8>` and

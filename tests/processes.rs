@@ -604,3 +604,118 @@ async fn killed_and_restarted_nodes_lose_no_unsent_command() {
     assert_eq!(ran.len(), total, "a command ran twice");
     within("shutdown", caller.shutdown()).await.unwrap();
 }
+
+// ----- a group member killed with SIGKILL -----
+
+/// Set in a child started by [`a_killed_group_member_loses_only_what_it_held`]: the child runs
+/// [`group_member_node`]. Its value is the seed address.
+const GROUP_ENV: &str = "MESHBUS_PROCESS_TEST_GROUP";
+
+/// The grouped event.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[meshbus(name = "proc.job")]
+struct Job(u32);
+
+/// The child's room: it holds this many jobs unread.
+const CHILD_ROOM: usize = 8;
+
+/// A member of group `billing`: not a test of its own. Run without [`GROUP_ENV`] it returns at
+/// once. It joins the seed, subscribes with room for [`CHILD_ROOM`] jobs and reads none,
+/// prints `member listening`, and stops when its stdin closes or after [`RUN_BOUND`].
+#[tokio::test]
+async fn group_member_node() {
+    let Ok(seed) = std::env::var(GROUP_ENV) else {
+        return;
+    };
+    let bus = node("member")
+        .peers([seed])
+        .start()
+        .await
+        .expect("the member starts");
+    let _held = bus
+        .subscribe_with::<Job>(
+            meshbus::SubscriptionOptions::new()
+                .group("billing")
+                .capacity(CHILD_ROOM),
+        )
+        .expect("the member subscribes");
+    println!("member listening {}", bus.listen_addrs()[0]);
+    serve_until_stdin_closes(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_group_member_loses_only_what_it_held() {
+    let publisher = node("publisher").start().await.unwrap();
+    let seed = publisher.listen_addrs()[0].to_string();
+    let mut cmd = Process::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "group_member_node",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(GROUP_ENV, &seed);
+    let mut child = ChildProc::spawn("member", cmd);
+    child.line_after("member listening ").await;
+    within(
+        "the child member",
+        publisher
+            .ready()
+            .members::<Job>("billing", Scope::Cluster, 1),
+    )
+    .await;
+    // The child is the only member: it takes the first jobs, up to its room, and holds them.
+    for i in 0..CHILD_ROOM as u32 {
+        within("a publish", publisher.events().publish(Job(i)))
+            .await
+            .unwrap();
+    }
+    // A second member, which reads: with the child full, every later job goes to it.
+    let survivor = node("survivor").peers([seed]).start().await.unwrap();
+    let mut jobs = survivor
+        .subscribe_with::<Job>(meshbus::SubscriptionOptions::new().group("billing"))
+        .unwrap();
+    within(
+        "both members",
+        publisher
+            .ready()
+            .members::<Job>("billing", Scope::Cluster, 2),
+    )
+    .await;
+    let first = CHILD_ROOM as u32;
+    for i in first..first + 20 {
+        within("a publish", publisher.events().publish(Job(i)))
+            .await
+            .unwrap();
+    }
+    let child_id = publisher
+        .membership()
+        .borrow()
+        .peer_named("member")
+        .unwrap()
+        .node_id;
+    child.child.kill().expect("killing the child");
+    let mut view = publisher.membership();
+    within(
+        "the publisher to drop the child",
+        view.wait_for(|v| v.peer(child_id).is_none()),
+    )
+    .await
+    .unwrap();
+    let stats = publisher.group_stats();
+    assert_eq!(stats[0].lost_in_flight, CHILD_ROOM as u64, "{stats:?}");
+    for i in first + 20..first + 40 {
+        within("a publish", publisher.events().publish(Job(i)))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.push(within("the survivor's jobs", jobs.recv()).await.unwrap().0);
+    }
+    assert_eq!(got, (first..first + 40).collect::<Vec<_>>());
+    let _ = child.child.wait();
+    for bus in [&publisher, &survivor] {
+        within("shutdown", bus.shutdown()).await.unwrap();
+    }
+}

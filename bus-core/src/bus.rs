@@ -4,6 +4,7 @@ mod admit;
 mod builder;
 mod commands;
 mod events;
+mod groups;
 mod inbound;
 mod lifecycle;
 mod outbound;
@@ -38,14 +39,14 @@ pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishAll, PublishFuture};
 pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
-pub use ready::{HandlersReady, PeersReady, Ready, SubscribersReady, TimedReady};
+pub use ready::{HandlersReady, MembersReady, PeersReady, Ready, SubscribersReady, TimedReady};
 pub use send_all::{SendAll, SendAllStream};
 
 use crate::error::Error;
 use crate::id::NodeId;
 use crate::message::Event;
 use crate::node::{MembershipView, NodeShared};
-use crate::stats::{BusStats, Counters, PeerStats, SubscriptionStats};
+use crate::stats::{BusStats, Counters, GroupStats, PeerStats, SubscriptionStats};
 use crate::subscription::{Subscription, SubscriptionOptions};
 use crate::transport::Addr;
 
@@ -149,7 +150,7 @@ impl BusInner {
     pub(crate) fn unsubscribe<E: Event>(&self, id: u64) {
         self.events.rcu(|table| {
             let mut table = EventTable::clone(table);
-            if let Some(list) = table.get(E::NAME).and_then(|slot| slot.get::<E>()) {
+            if let Some(list) = table.get(E::NAME).and_then(|slot| slot.all::<E>()) {
                 let list: SubList<E> = list.iter().filter(|s| s.id() != id).cloned().collect();
                 if list.is_empty() {
                     table.remove(E::NAME);
@@ -232,8 +233,9 @@ impl Bus {
         if self.refuses_work() {
             return Err(Error::closed());
         }
+        groups::check(E::NAME, &options)?;
         let id = inner.next_subscription_id.fetch_add(1, Ordering::Relaxed);
-        let (sub, rx) = crate::subscription::queue::<E>(E::NAME, id, options);
+        let (sub, rx) = crate::subscription::queue::<E>(E::NAME, id, &options);
         let mut clash = None;
         inner
             .events
@@ -416,6 +418,14 @@ impl Bus {
         }
         out.sort_by(|a, b| a.event.cmp(b.event).then(a.id.cmp(&b.id)));
         out
+    }
+
+    /// Per group, what this node's publishers sent it: delivered to a member, passed over a
+    /// full member, dropped (every member full), published with no member in scope, and lost
+    /// in flight to a member node that went away. Sorted by event, then group; a group appears
+    /// once something has been published to it, and stays.
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        self.inner.counters.groups.snapshot()
     }
 
     /// Whether [`shutdown`](Bus::shutdown) has begun.

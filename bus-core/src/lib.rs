@@ -68,9 +68,9 @@ pub mod wire;
 pub use async_trait::async_trait;
 pub use binary::Binary;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, PeerAddr, PeersReady, Publish,
-    PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream,
-    SendCommand, SubscribersReady, TimedReady,
+    Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, MembersReady, PeerAddr,
+    PeersReady, Publish, PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll,
+    SendAllStream, SendCommand, SubscribersReady, TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};
@@ -80,11 +80,11 @@ pub use handler::{
 };
 pub use id::NodeId;
 pub use message::{Command, Event};
-pub use node::{MembershipView, PeerInfo};
+pub use node::{MembershipView, PeerGroup, PeerInfo};
 pub use scope::Scope;
 pub use services::Services;
-pub use stats::{BusStats, PeerEventStats, PeerStats, SubscriptionStats};
-pub use subscription::{FullPolicy, Subscription, SubscriptionOptions};
+pub use stats::{BusStats, GroupStats, PeerEventStats, PeerStats, SubscriptionStats};
+pub use subscription::{FullPolicy, GroupKind, Subscription, SubscriptionOptions};
 pub use transport::{
     Addr, Connection, FrameReader, FrameWriter, Listener, ReadEvent, Transport, Transports,
 };

@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
 pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
-pub(crate) use routes::{EventRoute, Routes};
-pub use view::{MembershipView, PeerInfo};
+pub(crate) use routes::{EventRoute, GroupRoute, MemberRoute, Routes};
+pub use view::{MembershipView, PeerGroup, PeerInfo};
 
 use crate::proto::handshake::LocalNode;
 use crate::proto::liveness::LivenessConfig;

@@ -125,6 +125,79 @@ pub struct SubscriptionStats {
     pub capacity: u64,
     /// Its policy when full.
     pub when_full: crate::FullPolicy,
+    /// The group it is a member of, if any.
+    pub group: Option<String>,
+}
+
+/// One group, as this node's publishers see it, from
+/// [`Bus::group_stats`](crate::Bus::group_stats): what they sent its members, wherever those
+/// are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The event name.
+    pub event: String,
+    /// The group's name.
+    pub group: String,
+    /// Events given to a member (queued here, or sent to a member node).
+    pub delivered: u64,
+    /// Events that passed over a member in scope whose queue (or room granted to us) was full,
+    /// for one with room.
+    pub passed_over: u64,
+    /// Events dropped because every member in scope was full and the group drops when full.
+    pub dropped: u64,
+    /// Events published with no member of the group in scope. Not an error for the publish: an
+    /// event nobody subscribes to is not one either.
+    pub no_member: u64,
+    /// Events sent to a member node that went away before it gave us room back for them: an
+    /// upper bound of what was lost in flight (the node may have handled some of them).
+    pub lost_in_flight: u64,
+}
+
+/// The counters of one group, shared by the routing snapshots and this node's own members.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCounters {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) passed_over: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) no_member: AtomicU64,
+    pub(crate) lost_in_flight: AtomicU64,
+}
+
+/// Every group's counters, by (event, group), made when first needed and kept for the bus's
+/// life (a group that comes back counts on).
+#[derive(Debug, Default)]
+pub(crate) struct GroupTable(
+    std::sync::Mutex<std::collections::BTreeMap<(String, String), std::sync::Arc<GroupCounters>>>,
+);
+
+impl GroupTable {
+    /// The counters of group `group` of event `event`.
+    pub(crate) fn of(&self, event: &str, group: &str) -> std::sync::Arc<GroupCounters> {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::sync::Arc::clone(
+            table
+                .entry((event.to_owned(), group.to_owned()))
+                .or_default(),
+        )
+    }
+
+    /// Every group's counters now.
+    pub(crate) fn snapshot(&self) -> Vec<GroupStats> {
+        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .iter()
+            .map(|((event, group), c)| GroupStats {
+                event: event.clone(),
+                group: group.clone(),
+                delivered: c.delivered.load(Ordering::Relaxed),
+                passed_over: c.passed_over.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                no_member: c.no_member.load(Ordering::Relaxed),
+                lost_in_flight: c.lost_in_flight.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
 }
 
 /// A subscription's counters, shared by its sending and receiving ends.
@@ -155,6 +228,8 @@ pub(crate) struct Counters {
     pub(crate) members: AtomicU64,
     pub(crate) dials_in_flight: AtomicU64,
     pub(crate) dials_in_flight_peak: AtomicU64,
+    /// Each group's counters.
+    pub(crate) groups: GroupTable,
 }
 
 impl Counters {

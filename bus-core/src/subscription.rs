@@ -15,6 +15,7 @@ use crate::context::Headers;
 use crate::id::NodeId;
 use crate::message::Event;
 use crate::scope::Scope;
+pub use crate::wire::control::GroupKind;
 
 mod queue;
 
@@ -46,13 +47,15 @@ pub enum FullPolicy {
 ///     .when_full(FullPolicy::DropNewest);
 /// assert_ne!(opts, SubscriptionOptions::default());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionOptions {
     // Read by the builder only: options are a value given at registration, not inspected
     // later, so there are no public getters.
     pub(crate) capacity: usize,
     pub(crate) concurrency: usize,
     pub(crate) when_full: FullPolicy,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) group_kind: GroupKind,
 }
 
 impl SubscriptionOptions {
@@ -65,6 +68,8 @@ impl SubscriptionOptions {
             capacity: Self::DEFAULT_CAPACITY,
             concurrency: 1,
             when_full: FullPolicy::Wait,
+            group: None,
+            group_kind: GroupKind::Shared,
         }
     }
 
@@ -81,9 +86,37 @@ impl SubscriptionOptions {
         self
     }
 
-    /// What a publisher does when the queue is full.
+    /// What a publisher does when the queue is full. In a [group](Self::group), when every
+    /// member in scope is full.
     pub const fn when_full(mut self, policy: FullPolicy) -> Self {
         self.when_full = policy;
+        self
+    }
+
+    /// Makes the subscription a member of the group `name` of its event: each event goes to
+    /// one member of the group, wherever the members are (this process, another node), and to
+    /// every subscription outside it. The instances of one service join the same group to
+    /// share its work. A group lives while it has members. A group's name is not empty, holds
+    /// no control character, and with the event's name fits in 1,023 bytes; subscribing with
+    /// another is an [`ErrorKind::Config`](crate::ErrorKind::Config) error.
+    ///
+    /// ```
+    /// use meshbus_core::{GroupKind, SubscriptionOptions};
+    ///
+    /// let workers = SubscriptionOptions::new().group("billing");
+    /// let ledger = SubscriptionOptions::new().group("ledger").group_kind(GroupKind::Exclusive);
+    /// # let _ = (workers, ledger);
+    /// ```
+    pub fn group(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// How the [group](Self::group) shares its events: [`GroupKind::Shared`] (each event to
+    /// one member, the default) or [`GroupKind::Exclusive`] (every event to one active member,
+    /// in publish order; the next takes over when it goes). Members of one group say the same.
+    pub const fn group_kind(mut self, kind: GroupKind) -> Self {
+        self.group_kind = kind;
         self
     }
 }

@@ -70,7 +70,7 @@ async fn twenty_nodes_through_one_seed_get_every_event_once_in_order() {
     let options = meshbus::SubscriptionOptions::new().capacity(3 * PER_PUBLISHER as usize);
     let mut subs: Vec<_> = nodes
         .iter()
-        .map(|b| b.subscribe_with::<Seq>(options).unwrap())
+        .map(|b| b.subscribe_with::<Seq>(options.clone()).unwrap())
         .collect();
     for bus in &nodes {
         within("a full view", bus.ready().peers(NODES - 1)).await;

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::options::RequestOptions;
-use super::Bus;
+use super::{groups, Bus};
 use crate::error::{Error, ErrorKind};
 use crate::handler::BoxFuture;
 use crate::message::Event;
 use crate::node::credit::Room;
-use crate::node::EventRoute;
+use crate::node::{EventRoute, GroupRoute};
 use crate::proto::routing::{Here, Picker};
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -48,11 +48,11 @@ pub(super) fn admit<E: Event>(
         return Started::Done(Err(Error::closed().with_message_name(E::NAME)));
     }
     let table = inner.events.load();
-    let subs = match table.get(E::NAME) {
-        None => None,
-        Some(slot) => match slot.get::<E>() {
-            Some(subs) => Some(subs),
-            None => {
+    let (subs, local_groups) = match table.get(E::NAME) {
+        None => (None, None),
+        Some(slot) => match (slot.get::<E>(), slot.groups::<E>()) {
+            (Some(subs), Some(groups)) => (Some(subs).filter(|s| !s.is_empty()), Some(groups)),
+            _ => {
                 return Started::Done(Err(super::name_clash(
                     E::NAME,
                     slot.type_name,
@@ -77,17 +77,34 @@ pub(super) fn admit<E: Event>(
         cluster: &inner.identity.cluster,
     };
     let mut peers = Picker::all_in_scope(candidates, here, scope).peekable();
-    if subs.is_none() && peers.peek().is_none() {
+    // One member of each group in scope, here or on a peer.
+    let remote_groups: &[GroupRoute] = routes
+        .as_ref()
+        .and_then(|r| r.groups.get(E::NAME))
+        .map_or(&[], Vec::as_slice);
+    let groups = if local_groups.is_some_and(|g| !g.is_empty()) || !remote_groups.is_empty() {
+        let publisher = groups::Publisher {
+            here,
+            node_id: inner.identity.node_id,
+            scope,
+        };
+        let local = local_groups.map_or(&[][..], Vec::as_slice);
+        groups::targets(publisher, local, remote_groups, &inner.counters.groups)
+    } else {
+        Vec::new()
+    };
+    if subs.is_none() && peers.peek().is_none() && groups.is_empty() {
         return Started::Done(Ok(()));
     }
     // Full subscriptions that want the publisher to wait: only their senders are kept.
     let mut full: Vec<(Arc<SubSender<E>>, Delivery<E>)> = Vec::new();
     // Shared with local subscribers only when there are some.
-    let event = match subs {
-        None => Published::Owned(event),
-        Some(_) => Published::Shared(Arc::new(event)),
+    let event = match subs.is_some() || groups.iter().any(groups::Picked::here) {
+        false => Published::Owned(event),
+        true => Published::Shared(Arc::new(event)),
     };
-    if let (Some(subs), Published::Shared(event)) = (subs, &event) {
+    let mut here_copy = None;
+    if let Published::Shared(event) = &event {
         let message_id = crate::id::next_message_id();
         let meta = Arc::new(EventMeta {
             correlation_id: options.correlation_id_arc(),
@@ -95,7 +112,7 @@ pub(super) fn admit<E: Event>(
             scope,
             headers: options.headers().clone(),
         });
-        for sub in subs {
+        for sub in subs.into_iter().flatten() {
             let delivery = Delivery::new(Arc::clone(event), message_id, Arc::clone(&meta));
             match sub.try_send(delivery) {
                 Ok(()) => {}
@@ -110,6 +127,11 @@ pub(super) fn admit<E: Event>(
                 },
             }
         }
+        here_copy = Some(groups::Here {
+            event: Arc::clone(event),
+            message_id,
+            meta,
+        });
     }
     // Peers that granted no room now, and peers whose link's queue is full, when their
     // subscriptions want the publisher to wait.
@@ -176,7 +198,26 @@ pub(super) fn admit<E: Event>(
             }
         }
     }
-    if full.is_empty() && no_room.is_empty() && full_peers.is_empty() {
+    // One member of each group: its own event, under the group's channel for a member node.
+    let mut group_waits = Vec::new();
+    if !groups.is_empty() {
+        let event: &E = match &event {
+            Published::Owned(event) => event,
+            Published::Shared(event) => event,
+        };
+        let offered = groups::offer(
+            groups,
+            event,
+            here_copy.as_ref(),
+            options,
+            &inner.counters,
+            &mut group_waits,
+        );
+        if let Err(e) = offered {
+            return Started::Done(Err(Error::from(e).with_message_name(E::NAME)));
+        }
+    }
+    if full.is_empty() && no_room.is_empty() && full_peers.is_empty() && group_waits.is_empty() {
         return Started::Done(Ok(()));
     }
     let sealed = inner.sealed_token.clone();
@@ -201,6 +242,11 @@ pub(super) fn admit<E: Event>(
                 Room::Drop => dropped_for(&counters, &route),
                 // The event is not for anyone there now.
                 Room::Gone => {}
+            }
+        }
+        for wait in group_waits {
+            if wait.run(&sealed).await.is_err() {
+                return closed();
             }
         }
         for (taken, bytes) in full_peers {

@@ -85,13 +85,19 @@ impl Dispatch for BusInner {
     }
 
     fn interest(&self) -> LocalNames {
+        let table = self.events.load();
         LocalNames {
             commands: self.commands.keys().copied().collect(),
-            events: self
-                .events
-                .load()
+            // A name whose subscriptions are all in groups is announced by its groups only.
+            events: table
                 .iter()
+                .filter(|(_, slot)| slot.has_ungrouped())
                 .map(|(name, slot)| (*name, slot.flow))
+                .collect(),
+            groups: table
+                .values()
+                .flat_map(|slot| &slot.group_info)
+                .map(|g| (g.interest(), g.flow))
                 .collect(),
         }
     }

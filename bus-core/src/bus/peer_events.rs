@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::groups::LocalGroup;
 use super::registry::{EventSlot, SubList};
 use super::{BusInner, EventTable};
 use crate::context::Headers;
@@ -18,6 +19,7 @@ use crate::node::dispatch::EventSink;
 use crate::scope::Scope;
 use crate::stats::Counters;
 use crate::subscription::{Delivery, EventMeta, FullPolicy, Held, SubSender};
+use crate::wire::control::split_group_channel;
 use crate::wire::{Frame, FrameError, FrameName};
 
 /// The most events held back before they are handed over: enough to make the lock and the
@@ -70,10 +72,17 @@ impl PeerEvents {
         })
     }
 
-    /// Starts a run of `name`'s events; `None` if nothing here subscribes to it.
+    /// Starts a run of `name`'s events (an event's name, or a group's channel); `None` if
+    /// nothing here subscribes to it.
     fn start_run(&self, name: &Arc<str>, credit: Option<&Arc<Grant>>) -> Option<Run> {
-        let slot = self.table.get(&**name)?;
-        let events = (slot.batch)(slot)?;
+        let events = match self.table.get(&**name) {
+            Some(slot) => (slot.batch)(slot, None)?,
+            None => {
+                let (event, group) = split_group_channel(name)?;
+                let slot = self.table.get(event)?;
+                (slot.batch)(slot, Some(group))?
+            }
+        };
         // A receipt held back is room the peer waits for: never more than a new grant needs.
         let limit = credit.map_or(MAX_RUN, |grant| {
             usize::try_from(grant.batch()).map_or(MAX_RUN, |b| b.min(MAX_RUN))
@@ -89,7 +98,13 @@ impl PeerEvents {
 
 impl EventSink for PeerEvents {
     fn wants(&self, name: &str) -> bool {
-        self.table.contains_key(name)
+        match split_group_channel(name) {
+            None => self.table.contains_key(name),
+            Some((event, group)) => self
+                .table
+                .get(event)
+                .is_some_and(|slot| slot.group_info.iter().any(|g| &*g.name == group)),
+        }
     }
 
     fn deliver(&mut self, frame: &Frame, credit: Option<&Arc<Grant>>) -> Result<(), FrameError> {
@@ -172,18 +187,40 @@ pub(crate) trait RemoteBatch: Send {
 
 /// A [`RemoteBatch`] of events of type `E`.
 struct Batch<E: Event> {
-    subs: Arc<SubList<E>>,
-    /// Whether the grant is for the `Wait` subscriptions only.
-    wait: bool,
+    to: To<E>,
     events: Vec<Delivery<E>>,
 }
 
-/// The batch for the events of `slot`, if it holds subscriptions of type `E`.
-pub(super) fn batch<E: Event>(slot: &EventSlot) -> Option<Box<dyn RemoteBatch>> {
-    let subs = Arc::clone(&slot.subs).downcast::<SubList<E>>().ok()?;
+/// Who a [`Batch`]'s events are for.
+enum To<E> {
+    /// Every subscription outside a group; `wait`: the grant is for the `Wait` ones only.
+    All { subs: Arc<SubList<E>>, wait: bool },
+    /// One member of a group (`groups[i]`).
+    Group {
+        groups: Arc<Vec<LocalGroup<E>>>,
+        i: usize,
+    },
+}
+
+/// The batch for the events of `slot` outside any group, or for its `group`, if the slot holds
+/// subscriptions of type `E` (and such a group).
+pub(super) fn batch<E: Event>(
+    slot: &EventSlot,
+    group: Option<&str>,
+) -> Option<Box<dyn RemoteBatch>> {
+    let to = match group {
+        None => To::All {
+            subs: Arc::clone(&slot.subs).downcast::<SubList<E>>().ok()?,
+            wait: slot.flow.wait,
+        },
+        Some(name) => {
+            let groups = slot.groups_arc::<E>()?;
+            let i = groups.iter().position(|g| &*g.info.name == name)?;
+            To::Group { groups, i }
+        }
+    };
     Some(Box::new(Batch {
-        subs,
-        wait: slot.flow.wait,
+        to,
         events: Vec::new(),
     }))
 }
@@ -205,16 +242,34 @@ impl<E: Event> RemoteBatch for Batch<E> {
     }
 
     fn hand_over(&mut self, receipt: Option<Receipt>, counters: &Counters) {
-        let wait = self.wait;
+        let (subs, wait) = match &self.to {
+            To::All { subs, wait } => (subs, *wait),
+            To::Group { groups, i } => {
+                // The whole run to one member: the grant bounds what it may add to a queue.
+                if let Some(member) = groups.get(*i).and_then(LocalGroup::pick) {
+                    match receipt {
+                        Some(r) => member.send_credited(self.events.drain(..), Held::One(r)),
+                        None => {
+                            let dropped = member.try_send_all(self.events.drain(..));
+                            counters
+                                .remote_events_dropped
+                                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.events.clear();
+                return;
+            }
+        };
         let holds = |s: &SubSender<E>| s.policy() == FullPolicy::Wait || !wait;
         // The receipt goes to the subscriptions the grant is for: moved to the only one,
         // shared by several (dropped here, consumed at once, when none holds it).
-        let mut held = match (receipt, self.subs.iter().filter(|s| holds(s)).count()) {
+        let mut held = match (receipt, subs.iter().filter(|s| holds(s)).count()) {
             (Some(r), 1) => Some(Held::One(r)),
             (Some(r), n) if n > 1 => Some(Held::Shared(Arc::new(r))),
             _ => None,
         };
-        let Some((last, others)) = self.subs.split_last() else {
+        let Some((last, others)) = subs.split_last() else {
             self.events.clear();
             return;
         };

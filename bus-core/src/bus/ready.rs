@@ -63,10 +63,22 @@ impl<'a> Ready<'a> {
         }
     }
 
-    /// Resolves once at least `n` nodes in `scope` subscribe to event `E`, this node included.
+    /// Resolves once at least `n` nodes in `scope` subscribe to event `E` (in a group or
+    /// not), this node included.
     pub fn subscribers<E: Event>(self, scope: Scope, n: usize) -> SubscribersReady<'a, E> {
         let wait = Wait::new(self.bus, Goal::Subscribers(E::NAME, scope), n);
         SubscribersReady {
+            wait,
+            fut: Box::pin(wait.run()),
+            _event: PhantomData,
+        }
+    }
+
+    /// Resolves once at least `n` nodes in `scope` have members of group `group` of event
+    /// `E`, this node included.
+    pub fn members<E: Event>(self, group: &'a str, scope: Scope, n: usize) -> MembersReady<'a, E> {
+        let wait = Wait::new(self.bus, Goal::Members(E::NAME, group, scope), n);
+        MembersReady {
             wait,
             fut: Box::pin(wait.run()),
             _event: PhantomData,
@@ -85,9 +97,10 @@ impl<'a> Ready<'a> {
 
 /// What a readiness future waits for.
 #[derive(Debug, Clone, Copy)]
-enum Goal {
+enum Goal<'a> {
     Handlers(&'static str, Scope),
     Subscribers(&'static str, Scope),
+    Members(&'static str, &'a str, Scope),
     Peers,
 }
 
@@ -95,12 +108,12 @@ enum Goal {
 #[derive(Clone, Copy)]
 struct Wait<'a> {
     bus: &'a Bus,
-    goal: Goal,
+    goal: Goal<'a>,
     n: usize,
 }
 
 impl<'a> Wait<'a> {
-    fn new(bus: &'a Bus, goal: Goal, n: usize) -> Self {
+    fn new(bus: &'a Bus, goal: Goal<'a>, n: usize) -> Self {
         Wait { bus, goal, n }
     }
 
@@ -111,6 +124,14 @@ impl<'a> Wait<'a> {
             Goal::Peers => return view.peers.len(),
             Goal::Handlers(name, scope) => (scope, inner.commands.contains_key(name)),
             Goal::Subscribers(name, scope) => (scope, inner.events.load().contains_key(name)),
+            Goal::Members(name, group, scope) => (
+                scope,
+                inner
+                    .events
+                    .load()
+                    .get(name)
+                    .is_some_and(|slot| slot.group_info.iter().any(|g| &*g.name == group)),
+            ),
         };
         let remote = if scope == Scope::Local {
             0
@@ -132,7 +153,13 @@ impl<'a> Wait<'a> {
     fn peer_meets(&self, peer: &PeerInfo) -> bool {
         match self.goal {
             Goal::Handlers(name, _) => peer.commands.iter().any(|c| c == name),
-            Goal::Subscribers(name, _) => peer.events.iter().any(|e| e == name),
+            Goal::Subscribers(name, _) => {
+                peer.events.iter().any(|e| e == name) || peer.groups.iter().any(|g| g.event == name)
+            }
+            Goal::Members(name, group, _) => peer
+                .groups
+                .iter()
+                .any(|g| g.event == name && g.group == group),
             Goal::Peers => true,
         }
     }
@@ -168,11 +195,17 @@ impl<'a> Wait<'a> {
                 "{reached} of {} nodes subscribed to `{name}` in {scope:?} scope",
                 self.n
             ),
+            Goal::Members(name, group, scope) => format!(
+                "{reached} of {} nodes with members of group `{group}` of `{name}` in {scope:?} scope",
+                self.n
+            ),
             Goal::Peers => format!("{reached} of {} peers connected", self.n),
         };
         let mut err = Error::new(ErrorKind::Timeout).with_detail(format!("not ready: {what}"));
         match self.goal {
-            Goal::Handlers(name, scope) | Goal::Subscribers(name, scope) => {
+            Goal::Handlers(name, scope)
+            | Goal::Subscribers(name, scope)
+            | Goal::Members(name, _, scope) => {
                 err = err.with_message_name(name).with_scope(scope);
             }
             Goal::Peers => {}
@@ -269,6 +302,11 @@ readiness! {
 readiness! {
     /// Waits until enough nodes subscribe to an event. Made by [`Ready::subscribers`].
     SubscribersReady<E: Event, _event>
+}
+
+readiness! {
+    /// Waits until enough nodes have members of a group. Made by [`Ready::members`].
+    MembersReady<E: Event, _event>
 }
 
 readiness! {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use futures_util::FutureExt;
 use rustc_hash::FxHashMap;
 
+use super::groups::{GroupInfo, LocalGroup};
 use super::peer_events::RemoteBatch;
 use super::{remote, Bus, BusInner};
 use crate::error::Error;
@@ -62,23 +63,35 @@ impl CommandSlot {
     }
 }
 
+/// See [`EventSlot::batch`].
+pub(crate) type MakeBatch = fn(&EventSlot, Option<&str>) -> Option<Box<dyn RemoteBatch>>;
+
 /// The subscriptions of one event name, their event type erased.
 #[derive(Clone)]
 pub(crate) struct EventSlot {
     pub(crate) type_name: &'static str,
-    /// An `Arc<Vec<Arc<SubSender<E>>>>`.
+    /// A `SubList<E>`: every subscription, in subscription order.
+    all: Arc<dyn Any + Send + Sync>,
+    /// A `SubList<E>`: the subscriptions outside any group, which get every event.
     pub(crate) subs: Arc<dyn Any + Send + Sync>,
-    /// How the subscriptions take peers' events: the room granted to each peer.
+    /// A `Vec<LocalGroup<E>>`: the groups with members here.
+    groups: Arc<dyn Any + Send + Sync>,
+    /// How many subscriptions are outside any group.
+    ungrouped: usize,
+    /// What the groups are, for the interest.
+    pub(crate) group_info: Vec<GroupInfo>,
+    /// How the subscriptions outside any group take peers' events: the room granted to each
+    /// peer.
     pub(crate) flow: EventFlow,
-    /// Makes what hands a run of peers' events to the subscriptions (`None` if the slot's
-    /// type is not its own, which cannot be).
-    pub(crate) batch: fn(&EventSlot) -> Option<Box<dyn RemoteBatch>>,
+    /// Makes what hands a run of peers' events to the subscriptions outside any group (no
+    /// group given) or to one member of a group (`None` if there is no such group here).
+    pub(crate) batch: MakeBatch,
     /// Adds each subscription's stats.
     pub(crate) stats: fn(&EventSlot, &mut Vec<SubscriptionStats>),
 }
 
 fn subscription_stats<E: Event>(slot: &EventSlot, out: &mut Vec<SubscriptionStats>) {
-    if let Some(subs) = slot.get::<E>() {
+    if let Some(subs) = slot.all::<E>() {
         out.extend(subs.iter().map(|s| s.stats()));
     }
 }
@@ -86,16 +99,42 @@ fn subscription_stats<E: Event>(slot: &EventSlot, out: &mut Vec<SubscriptionStat
 pub(crate) type SubList<E> = Vec<Arc<SubSender<E>>>;
 
 impl EventSlot {
+    /// The subscriptions outside any group.
     pub(crate) fn get<E: Event>(&self) -> Option<&SubList<E>> {
         self.subs.downcast_ref()
     }
 
+    /// Whether some subscription is outside any group.
+    pub(crate) fn has_ungrouped(&self) -> bool {
+        self.ungrouped > 0
+    }
+
+    /// Every subscription, grouped or not.
+    pub(crate) fn all<E: Event>(&self) -> Option<&SubList<E>> {
+        self.all.downcast_ref()
+    }
+
+    /// The groups with members here.
+    pub(crate) fn groups<E: Event>(&self) -> Option<&Vec<LocalGroup<E>>> {
+        self.groups.downcast_ref()
+    }
+
+    /// The groups with members here, to hold on to.
+    pub(crate) fn groups_arc<E: Event>(&self) -> Option<Arc<Vec<LocalGroup<E>>>> {
+        Arc::clone(&self.groups).downcast().ok()
+    }
+
     /// The slot of the subscriptions in `list`.
     pub(crate) fn of<E: Event>(list: SubList<E>) -> Self {
+        let (ungrouped, groups) = super::groups::split(E::NAME, &list);
         EventSlot {
             type_name: std::any::type_name::<E>(),
-            flow: flow_of(&list),
-            subs: Arc::new(list),
+            flow: flow_of(&ungrouped),
+            ungrouped: ungrouped.len(),
+            group_info: groups.iter().map(|g| g.info.clone()).collect(),
+            all: Arc::new(list),
+            subs: Arc::new(ungrouped),
+            groups: Arc::new(groups),
             batch: super::peer_events::batch::<E>,
             stats: subscription_stats::<E>,
         }
@@ -130,7 +169,7 @@ pub(super) fn table_with<E: Event>(
     let mut table = table.clone();
     let mut list: SubList<E> = match table.get(E::NAME) {
         Some(slot) => slot
-            .get::<E>()
+            .all::<E>()
             .ok_or_else(|| name_clash(E::NAME, slot.type_name, std::any::type_name::<E>()))?
             .clone(),
         None => Vec::new(),
@@ -172,9 +211,10 @@ pub(super) fn add_subscriber<E: Event>(
     f: Arc<dyn EventHandler<E>>,
     options: SubscriptionOptions,
 ) -> Result<(), Error> {
+    super::groups::check(E::NAME, &options)?;
     let id = reg.next_subscription_id;
     reg.next_subscription_id += 1;
-    let (sub, rx) = queue::<E>(E::NAME, id, options);
+    let (sub, rx) = queue::<E>(E::NAME, id, &options);
     reg.events = table_with(&reg.events, sub)?;
     for _ in 0..options.concurrency {
         let rx = rx.clone();

@@ -12,7 +12,7 @@ use super::conn::{self, now_std, sleep_until_some, Ended, Reached, Side};
 use super::credit::EventFlow;
 use super::dispatch::Dispatch;
 use super::routes::{CommandRoute, EventRoute, Routes};
-use super::view::{self, MembershipView, PeerInfo};
+use super::view::{self, MembershipView, PeerGroup, PeerInfo};
 use super::{encode, NodeShared, PeerHandle};
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
@@ -22,9 +22,12 @@ use crate::proto::interest::{LocalInterest, RemoteInterest};
 use crate::proto::links::Links;
 use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
 use crate::transport::{Addr, Connection, Listener};
-use crate::wire::control::{ControlMessage, Goodbye, GoodbyeReason, GossipMessage, Interest};
+use crate::wire::control::{
+    ControlMessage, Goodbye, GoodbyeReason, GossipMessage, GroupInterest, Interest,
+};
 
 mod admission;
+mod groups;
 mod interest;
 mod reach;
 mod tasks;
@@ -93,9 +96,11 @@ struct Actor {
     /// What membership is told of `peers`, and the interest owed to them.
     links: Links,
     local: LocalInterest,
-    /// The event names in `local`, to diff against the subscription table.
-    /// Our subscribed event names, with the room each grants peers.
+    /// The event names and group channels we take peers' events on, with the room each
+    /// grants peers.
     local_events: BTreeMap<String, EventFlow>,
+    /// Our groups, by channel, as the interest last told peers.
+    local_groups: BTreeMap<String, GroupInterest>,
     membership: Membership,
     /// Live members that share no transport with us, as last published.
     foreign: Vec<NodeId>,
@@ -151,6 +156,7 @@ pub(crate) async fn run(
         links: Links::new(),
         local: LocalInterest::new(),
         local_events: BTreeMap::new(),
+        local_groups: BTreeMap::new(),
         membership,
         foreign: Vec::new(),
         alone: std::cell::Cell::new(Alone::default()),
@@ -216,20 +222,6 @@ pub(crate) async fn run(
 }
 
 impl Actor {
-    fn init_interest(&mut self) {
-        let Some(dispatch) = self.dispatch.upgrade() else {
-            return;
-        };
-        let names = dispatch.interest();
-        for name in names.commands {
-            let _ = self.local.add_command(name);
-        }
-        for (name, flow) in names.events {
-            let _ = self.local.subscribe(name);
-            self.local_events.insert(name.to_owned(), flow);
-        }
-    }
-
     fn on_msg(&mut self, msg: ActorMsg) -> Option<oneshot::Sender<()>> {
         match msg {
             ActorMsg::Inbound(c) => self.on_inbound(c),
@@ -260,6 +252,7 @@ impl Actor {
                     .is_some_and(|p| p.handle.conn_id == conn_id)
                 {
                     let entry = self.peers.remove(&node_id)?;
+                    self.count_lost_in_flight(&entry);
                     // The two tables change together (`on_peer_up` inserts into both): a link
                     // missing here would be a bug, and the peer still goes from the routes.
                     let incarnation = match self.links.remove(node_id) {
@@ -463,52 +456,6 @@ impl Actor {
         c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
     }
 
-    /// Our subscriptions changed: tell every peer the difference.
-    fn on_local_interest(&mut self) {
-        let Some(dispatch) = self.dispatch.upgrade() else {
-            return;
-        };
-        let now: BTreeMap<String, EventFlow> = dispatch
-            .interest()
-            .events
-            .into_iter()
-            .map(|(name, flow)| (name.to_owned(), flow))
-            .collect();
-        let mut deltas = Vec::new();
-        for added in now.keys().filter(|n| !self.local_events.contains_key(*n)) {
-            deltas.extend(self.local.subscribe(added));
-        }
-        for removed in self.local_events.keys().filter(|n| !now.contains_key(*n)) {
-            deltas.extend(self.local.unsubscribe(removed));
-        }
-        // New names, and names whose subscriptions now take peers' events otherwise.
-        let offers: Vec<(&str, EventFlow)> = now
-            .iter()
-            .filter(|(name, flow)| self.local_events.get(*name) != Some(flow))
-            .map(|(name, flow)| (name.as_str(), *flow))
-            .collect();
-        for delta in &deltas {
-            for (node, p) in &self.peers {
-                let sent = send_interest(&p.handle, delta);
-                self.links.interest_sent(*node, sent);
-            }
-        }
-        if !offers.is_empty() {
-            for p in self.peers.values() {
-                p.handle.credit.offer(&offers);
-            }
-        }
-        self.local_events = now;
-    }
-
-    /// The room each of our event names grants a peer.
-    fn flows(&self) -> Vec<(&str, EventFlow)> {
-        self.local_events
-            .iter()
-            .map(|(name, flow)| (name.as_str(), *flow))
-            .collect()
-    }
-
     /// Rebuilds the routing snapshot and the membership view.
     fn publish(&self) {
         let mut routes = Routes::default();
@@ -544,6 +491,7 @@ impl Actor {
                         });
                 }
             }
+            self.group_routes(p, &previous, &mut routes);
             let id = &p.handle.identity;
             peers.push(PeerInfo {
                 node_id: p.handle.node_id,
@@ -552,9 +500,19 @@ impl Actor {
                 host_id: id.host_id.clone(),
                 commands: p.interest.commands().map(str::to_owned).collect(),
                 events: p.interest.events().map(str::to_owned).collect(),
+                groups: p
+                    .interest
+                    .groups()
+                    .map(|g| PeerGroup {
+                        event: g.event.clone(),
+                        group: g.group.clone(),
+                        kind: g.kind,
+                    })
+                    .collect(),
             });
         }
         peers.sort_by_key(|p| p.node_id);
+        groups::settle(&mut routes);
         self.node.routes.store(Arc::new(routes));
         let alone = peers.is_empty() && self.membership.has_somewhere_to_look();
         let was = self.alone.get();

@@ -7,7 +7,7 @@
 //! take its events off their queues. Each event queued under a grant carries a [`Receipt`];
 //! dropping the receipt is what counts the event as consumed.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ pub(crate) struct Credit {
     /// Events dropped for this peer's subscriptions: no room and they drop, or the link's
     /// queue was full.
     pub(crate) dropped: AtomicU64,
+    /// The window of the newest grant (0 until one says it).
+    granted_window: AtomicU32,
 }
 
 /// How waiting for room ended.
@@ -54,15 +56,28 @@ impl Credit {
             room: Notify::new(),
             waited: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            granted_window: AtomicU32::new(0),
         }
     }
 
     /// A grant arrived.
     fn raise(&self, grant: &GrantMsg) {
+        if grant.window > 0 {
+            self.granted_window.store(grant.window, Ordering::Relaxed);
+        }
         let more = self.window.raise_seq(grant.limit, grant.wait, grant.seq);
         if more || !self.window.waits() {
             self.room.notify_waiters();
         }
+    }
+
+    /// Events sent that the peer had not said it consumed, as of its newest grant: all of them
+    /// if its grants never said their window.
+    pub(crate) fn unconfirmed(&self) -> u64 {
+        let window = u64::from(self.granted_window.load(Ordering::Relaxed));
+        let consumed = self.window.limit().saturating_sub(window);
+        let consumed = if window == 0 { 0 } else { consumed };
+        self.window.sent().saturating_sub(consumed)
     }
 
     /// Gives back room taken for an event that was not sent after all, and lets a publisher
@@ -182,6 +197,7 @@ impl Grant {
             limit: self.window.limit(),
             wait: self.wait.load(Ordering::Relaxed),
             seq: *seq,
+            window: self.window.window(),
         }
     }
 
@@ -519,6 +535,7 @@ mod tests {
             limit,
             wait,
             seq,
+            window: 0,
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::through::Gate;
 use super::credit::{EventFlow, Grant};
 use super::peer::PeerHandle;
-use crate::wire::control::ReplyError;
+use crate::wire::control::{GroupInterest, ReplyError};
 use crate::wire::{Frame, FrameCodec, FrameError};
 
 /// What the runtime asks of the layer above it.
@@ -44,6 +44,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 pub(crate) struct LocalNames {
     pub(crate) commands: Vec<&'static str>,
     pub(crate) events: Vec<(&'static str, EventFlow)>,
+    /// The groups with members here, with the room each grants a peer on its channel.
+    pub(crate) groups: Vec<(GroupInterest, EventFlow)>,
 }
 
 /// A peer's command, as the runtime hands it over.

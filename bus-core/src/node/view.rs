@@ -18,8 +18,22 @@ pub struct PeerInfo {
     pub host_id: String,
     /// The command names it handles, sorted.
     pub commands: Vec<String>,
-    /// The event names it subscribes to, sorted.
+    /// The event names it subscribes to outside any group, sorted.
     pub events: Vec<String>,
+    /// The groups it has members in, sorted by event, then group.
+    pub groups: Vec<PeerGroup>,
+}
+
+/// A group a peer has members in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerGroup {
+    /// The event name.
+    pub event: String,
+    /// The group's name.
+    pub group: String,
+    /// How the group shares its events, as the peer says.
+    pub kind: crate::GroupKind,
 }
 
 /// The peers this node is connected to, replaced as a whole on every change.

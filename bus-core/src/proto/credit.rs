@@ -116,6 +116,11 @@ impl SendWindow {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// How many events may be sent in all, as granted so far.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     /// Events that may still be sent now.
     pub fn available(&self) -> u64 {
         self.limit

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivery, FullPolicy, SubscriptionOptions};
+use super::{Delivery, FullPolicy, GroupKind, SubscriptionOptions};
 use crate::node::credit::Receipt;
 use crate::stats::{SubCounters, SubscriptionStats};
 
@@ -39,6 +39,11 @@ struct Shared<E> {
     id: u64,
     capacity: usize,
     policy: FullPolicy,
+    /// The group it is a member of, if any, and how the group shares its events.
+    group: Option<(Arc<str>, GroupKind)>,
+    /// When it was made (milliseconds since the Unix epoch): the oldest member of an exclusive
+    /// group goes first.
+    since: u64,
     /// Deliveries queued (or taken and not yet handed out) that count against the capacity.
     counted: AtomicUsize,
     /// Deliveries queued or taken and not yet handed out, counted or not.
@@ -124,8 +129,11 @@ pub(crate) struct SubReceiver<E> {
 pub(crate) fn queue<E>(
     event: &'static str,
     id: u64,
-    options: SubscriptionOptions,
+    options: &SubscriptionOptions,
 ) -> (Arc<SubSender<E>>, SubReceiver<E>) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             items: VecDeque::new(),
@@ -136,6 +144,11 @@ pub(crate) fn queue<E>(
         id,
         capacity: options.capacity,
         policy: options.when_full,
+        group: options
+            .group
+            .as_ref()
+            .map(|name| (Arc::clone(name), options.group_kind)),
+        since,
         counted: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
         room: Notify::new(),
@@ -167,6 +180,21 @@ impl<E> SubSender<E> {
     /// The subscription's capacity.
     pub(crate) fn capacity(&self) -> usize {
         self.shared.capacity
+    }
+
+    /// The group it is a member of, and the group's kind.
+    pub(crate) fn group(&self) -> Option<&(Arc<str>, GroupKind)> {
+        self.shared.group.as_ref()
+    }
+
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub(crate) fn since(&self) -> u64 {
+        self.shared.since
+    }
+
+    /// Deliveries queued and not yet handed out.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.len.load(Ordering::Relaxed)
     }
 
     /// Queues `delivery` if the queue is under its capacity.
@@ -298,6 +326,7 @@ impl<E> SubSender<E> {
             queued: s.len.load(Ordering::Relaxed) as u64,
             capacity: s.capacity as u64,
             when_full: s.policy,
+            group: s.group.as_ref().map(|(name, _)| name.to_string()),
         }
     }
 }
@@ -417,7 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_events_count_against_the_capacity_and_credited_ones_do_not() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(2, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         assert!(tx.try_send(delivery(1)).is_ok());
         assert!(matches!(tx.try_send(delivery(2)), Err(NotQueued::Full(_))));
@@ -446,7 +475,7 @@ mod tests {
     /// room comes back when that one is taken, for the whole run.
     #[tokio::test]
     async fn a_credited_run_gives_its_room_back_when_its_last_event_is_taken() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(2, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1));
         let grant = crate::node::credit::grant_for_tests(8);
         for _ in 0..3 {
             grant.receive().unwrap();
@@ -469,7 +498,7 @@ mod tests {
     /// A run without credit takes what room there is, in order, and drops (and counts) the rest.
     #[tokio::test]
     async fn a_run_without_credit_fills_the_room_and_drops_the_rest() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(3, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(3, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         assert_eq!(tx.try_send_all((1..5).map(delivery)), 2);
         let stats = tx.stats();
@@ -485,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_consumer_takes_a_burst_in_one_go_and_the_queue_ends_after_it() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(16, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(16, 1));
         for i in 0..5 {
             assert!(tx.try_send(delivery(i)).is_ok());
         }
@@ -503,7 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn several_consumers_share_the_queue_one_delivery_at_a_time() {
-        let (tx, rx) = queue::<u32>("t", 1, opts(16, 2));
+        let (tx, rx) = queue::<u32>("t", 1, &opts(16, 2));
         let (mut a, mut b) = (rx.clone(), rx);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -527,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publisher_waiting_for_room_gives_up_when_the_subscription_goes() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
         let mut waiting = Box::pin(tx.send(delivery(1), &sealed));
@@ -539,7 +568,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publisher_waiting_for_room_gets_it_when_an_event_is_handed_out() {
-        let (tx, mut rx) = queue::<u32>("t", 1, opts(1, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1));
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
         let mut waiting = Box::pin(tx.send(delivery(1), &sealed));

@@ -463,6 +463,10 @@ pub struct Grant {
     /// each other on the way). 0: unnumbered.
     #[serde(default)]
     pub seq: u64,
+    /// The window the limit was reckoned with (`limit` = consumed + `window`): what the sender
+    /// of events may take as consumed when the grant was made. 0: not said.
+    #[serde(default)]
+    pub window: u32,
 }
 
 fn grants<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Grant>, D::Error> {

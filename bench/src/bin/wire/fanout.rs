@@ -52,7 +52,9 @@ pub(crate) async fn subscriber(wire: Wire, index: usize) -> RoleResult {
     let base = Instant::now();
     let seen = Arc::new(Seen::default());
     let opts = SubscriptionOptions::new().capacity(1 << 16);
-    let mut all = bus.subscribe_with::<Tick>(opts).or_fail("subscribe")?;
+    let mut all = bus
+        .subscribe_with::<Tick>(opts.clone())
+        .or_fail("subscribe")?;
     let s = Arc::clone(&seen);
     let mut readers = vec![tokio::spawn(async move {
         while let Some(tick) = all.recv().await {

@@ -1,10 +1,15 @@
 //! Which member of a group gets an event.
 //!
 //! The publisher decides, from what it already knows, without asking anyone: a shared group's
-//! event goes to the member node with the most room for it (what that node granted us and we
-//! have not used), in turn among equals, so that idle members take turns and a member whose
-//! queue is full is passed over; an exclusive group's events all go to its oldest member, so
-//! that every publisher that can reach the same members picks the same one.
+//! events go to its member nodes in turn, passing over those without room for one (what that
+//! node granted us and we have not used), so that members share the work evenly while they
+//! keep up and a member whose queue is full gets nothing more until it has room; an exclusive
+//! group's events all go to its oldest member, so that every publisher that can reach the same
+//! members picks the same one.
+//!
+//! (Turns rather than the most room: a member node's room as we see it lags behind its queue by
+//! up to a quarter of its window, the grant's step, so "most room" would favour this node's own
+//! members, whose room is seen at once.)
 
 use super::{Candidate, Here, Picker};
 use crate::scope::Scope;
@@ -90,29 +95,26 @@ pub fn pick_member<'c, C: Member>(
             .min_by_key(|m| m.seniority())
             .map_or(MemberPick::Nobody, by_room);
     }
-    // The most room in scope, and how many share it.
-    let mut most: Option<(u64, usize)> = None;
-    for m in members.iter().filter(in_scope) {
-        let room = m.room();
-        most = match most {
-            Some((r, ties)) if room == r => Some((r, ties + 1)),
-            Some((r, ties)) if room < r => Some((r, ties)),
-            _ => Some((room, 1)),
-        };
-    }
-    let Some((room, ties)) = most else {
-        return MemberPick::Nobody;
+    // In turn among the members in scope that have room; with none that has room, in turn
+    // among all of them (the one to wait for changes from one event to the next as well).
+    let with_room = |m: &&C| in_scope(m) && m.room() > 0;
+    let (count, pick_full) = match members.iter().filter(with_room).count() {
+        0 => (members.iter().filter(in_scope).count(), true),
+        n => (n, false),
     };
-    // The next in turn among them (with none that has room, among all in scope: the one to
-    // wait for changes from one event to the next as well).
-    let turn = picker.next_turn(scope) % ties;
-    let mut tied = members.iter().filter(in_scope).filter(|m| m.room() == room);
-    let picked = tied
-        .clone()
-        .nth(turn)
-        .or_else(|| tied.next())
-        .or_else(|| members.iter().find(in_scope));
-    picked.map_or(MemberPick::Nobody, by_room)
+    if count == 0 {
+        return MemberPick::Nobody;
+    }
+    let turn = picker.next_turn(scope) % count;
+    let picked = if pick_full {
+        members.iter().filter(in_scope).nth(turn)
+    } else {
+        members.iter().filter(with_room).nth(turn)
+    };
+    // Rooms may change under us between the count and the pick: any member in scope will do.
+    picked
+        .or_else(|| members.iter().find(in_scope))
+        .map_or(MemberPick::Nobody, by_room)
 }
 
 #[cfg(test)]
@@ -189,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_member_spending_its_room_shares_with_the_others() {
+    fn a_shared_member_without_room_is_passed_over() {
         // Each event spends a unit of the member's room, as a publish does.
         let members = [node(1, 4, 0), node(2, 2, 0)];
         let picker = Picker::default();
@@ -202,6 +204,7 @@ mod tests {
             m.room.set(m.room.get() - 1);
             counts[m.id as usize] += 1;
         }
+        // In turn while both have room, then all to the one that still has.
         assert_eq!(counts, [0, 4, 2]);
         // Every member full: one of them, to wait for.
         let pick = pick_member(&picker, &members, HERE, Scope::Network, GroupKind::Shared);

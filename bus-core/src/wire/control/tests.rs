@@ -274,12 +274,14 @@ fn credit_round_trips_and_reads_at_most_max_names_grants() {
                 limit: 1_024,
                 wait: true,
                 seq: 3,
+                window: 0,
             },
             Grant {
                 name: "ticks".into(),
                 limit: u64::MAX,
                 wait: false,
                 seq: 0,
+                window: 0,
             },
         ],
     };
@@ -295,6 +297,7 @@ fn credit_round_trips_and_reads_at_most_max_names_grants() {
                 limit: 1,
                 wait: true,
                 seq: 1,
+                window: 0,
             })
             .collect(),
     };

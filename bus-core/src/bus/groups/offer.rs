@@ -1,0 +1,190 @@
+//! A publisher offering an event to the member each group's pick chose: queued here, or sent
+//! under the group's channel, or (every member in scope full) waited for or dropped as the
+//! group's policy says.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::pick::{Picked, Target};
+use super::wait::GroupWait;
+use crate::bus::options::RequestOptions;
+use crate::message::Event;
+use crate::node::EventRoute;
+use crate::stats::{Counters, GroupCounters};
+use crate::subscription::{Delivery, EventMeta, FullPolicy, NotQueued, SubSender};
+use crate::wire::{FrameCodec, FrameError, FrameKind, PREFIX_LEN};
+
+/// The event as this node's own members get it.
+pub(crate) struct Here<E> {
+    pub(crate) event: Arc<E>,
+    pub(crate) message_id: u64,
+    pub(crate) meta: Arc<EventMeta>,
+}
+
+impl<E> Here<E> {
+    fn delivery(&self) -> Delivery<E> {
+        Delivery::new(
+            Arc::clone(&self.event),
+            self.message_id,
+            Arc::clone(&self.meta),
+        )
+    }
+}
+
+impl<E> Picked<'_, E> {
+    /// Whether a member here may get the event.
+    pub(crate) fn here(&self) -> bool {
+        std::iter::once(&self.target)
+            .chain(&self.others)
+            .any(|t| matches!(t, Target::Here(_)))
+    }
+}
+
+/// Gives each group's event to the member picked for it, without waiting; what must wait (every
+/// member in scope full, and the group waits when full) goes to `waits`. `here` is the event
+/// for this node's members (there is one whenever a pick names one). `Err` if the event does
+/// not encode.
+pub(crate) fn offer<E: Event>(
+    picked: Vec<Picked<'_, E>>,
+    event: &E,
+    here: Option<&Here<E>>,
+    options: &RequestOptions,
+    counters: &Counters,
+    waits: &mut Vec<GroupWait<E>>,
+) -> Result<(), FrameError> {
+    for group in picked {
+        let c = &group.counters;
+        // The event under the group's channel, if a member elsewhere may get it.
+        let channel = std::iter::once(&group.target)
+            .chain(&group.others)
+            .find_map(|t| match t {
+                Target::Peer(_, channel) => Some(channel),
+                Target::Here(_) => None,
+            });
+        let frame = match channel {
+            Some(channel) => Some(FrameCodec::default().encode_message_to_bytes(
+                FrameKind::Event,
+                0,
+                channel,
+                &options.frame_headers(None),
+                event,
+            )?),
+            None => None,
+        };
+        let first = match (&group.target, here, &frame) {
+            (Target::Here(sub), Some(here), _) => offer_here(sub, here.delivery(), c),
+            (Target::Peer(member, _), _, Some(frame)) => {
+                offer_peer(&member.route, frame, counters, c)
+            }
+            // Cannot be: a pick that names a member here comes with the event for it, one
+            // elsewhere with its frame.
+            _ => None,
+        };
+        let Some(first) = first else {
+            continue;
+        };
+        // Every member in scope was full, and the group waits: the first with room takes it.
+        let mut wait = GroupWait {
+            frame,
+            remote: Vec::new(),
+            local: None,
+            counters: Arc::clone(c),
+        };
+        let others = group.others.iter().filter_map(|t| match (t, here) {
+            (Target::Here(sub), Some(here)) => Some(Waiter::Here(Arc::clone(sub), here.delivery())),
+            (Target::Peer(member, _), _) => Some(Waiter::Peer(member.route.clone())),
+            (Target::Here(_), None) => None,
+        });
+        for waiter in std::iter::once(first).chain(others) {
+            match waiter {
+                Waiter::Here(sub, delivery) => wait.local = Some((sub, delivery)),
+                Waiter::Peer(route) => wait.remote.push(route),
+            }
+        }
+        waits.push(wait);
+    }
+    Ok(())
+}
+
+/// A member a publish may wait for.
+enum Waiter<E> {
+    Here(Arc<SubSender<E>>, Delivery<E>),
+    Peer(EventRoute),
+}
+
+/// Queues `delivery` for this node's member `sub`; the member to wait for if it is full and
+/// waits when full.
+fn offer_here<E>(
+    sub: &Arc<SubSender<E>>,
+    delivery: Delivery<E>,
+    c: &GroupCounters,
+) -> Option<Waiter<E>> {
+    match sub.try_send(delivery) {
+        Ok(()) => bump(&c.delivered),
+        // It left a moment ago.
+        Err(NotQueued::Gone) => bump(&c.no_member),
+        Err(NotQueued::Full(delivery)) => match sub.policy() {
+            FullPolicy::DropNewest => {
+                sub.dropped();
+                bump(&c.dropped);
+            }
+            FullPolicy::Wait => return Some(Waiter::Here(Arc::clone(sub), delivery)),
+        },
+    }
+    None
+}
+
+/// Sends `frame` to member node `route` if it granted room for it and its link has room; the
+/// member to wait for if not, and its node's members wait when full.
+fn offer_peer<E>(
+    route: &EventRoute,
+    frame: &Bytes,
+    counters: &Counters,
+    c: &GroupCounters,
+) -> Option<Waiter<E>> {
+    let (peer, credit) = (&route.peer, &route.credit);
+    let dropped = || {
+        credit.dropped.fetch_add(1, Ordering::Relaxed);
+        bump(&counters.peer_events_dropped);
+        bump(&peer.counters.events_dropped);
+        bump(&c.dropped);
+    };
+    if frame.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
+        // Over this peer's limit: it could not read it.
+        dropped();
+        return None;
+    }
+    if credit.window.try_take() {
+        match peer.try_queue_event(frame.clone()) {
+            Ok(()) => {
+                bump(&c.delivered);
+                return None;
+            }
+            // The connection is gone, and the member with it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                credit.give_back();
+                bump(&c.no_member);
+                return None;
+            }
+            // The link is full: wait for it as for room.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                credit.give_back();
+                bump(&counters.peer_events_queue_full);
+                bump(&peer.counters.events_queue_full);
+            }
+        }
+    }
+    if credit.window.waits() {
+        credit.waited.fetch_add(1, Ordering::Relaxed);
+        return Some(Waiter::Peer(route.clone()));
+    }
+    dropped();
+    None
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    Counters::bump(counter);
+}
