@@ -214,7 +214,25 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
                 continue;
             };
             eprintln!("wire: fan-out 1 -> {subs} ({place:?})");
-            match fanout::scenario(place, subs, size, rounds, secs, max) {
+            match fanout::scenario(place, subs, size, rounds, secs, max, false) {
+                Ok(row) => fans.push(row),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    if only.iter().any(|o| o == "group") {
+        let subs: usize = opts.num("group-subs", 2);
+        let size: usize = opts.num("fan-payload", 64);
+        let rounds: usize = opts.num("rounds", 2);
+        let secs: f64 = opts.num("event-secs", if quick { 0.3 } else { 1.0 });
+        let max: u64 = opts.num("event-max", 10_000_000);
+        for place in opts.list("group-placements", "split,free") {
+            let Some(place) = fanout::FanPlace::parse(&place) else {
+                failures.push(format!("unknown group placement `{place}`"));
+                continue;
+            };
+            eprintln!("wire: group of {subs} ({place:?})");
+            match fanout::scenario(place, subs, size, rounds, secs, max, true) {
                 Ok(row) => fans.push(row),
                 Err(e) => failures.push(e),
             }

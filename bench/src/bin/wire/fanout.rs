@@ -15,6 +15,9 @@ use crate::msg::{
 
 const BOUND: Duration = Duration::from_secs(30);
 
+/// The group the subscribers of the `group` scenario join.
+pub(crate) const GROUP: &str = "fan";
+
 /// Events a subscriber has seen since its last report.
 #[derive(Default)]
 struct Seen {
@@ -41,7 +44,10 @@ impl Seen {
 /// until it has seen them all, or its bus dropped the rest, and prints `RESULT fansub <index>
 /// <count> <nanos first..last> <dropped> <CPU ns since the first event>`. It ends when its
 /// standard input closes.
-pub(crate) async fn subscriber(wire: Wire, index: usize) -> RoleResult {
+///
+/// With `group`, it subscribes to [`Tick`] as a member of the group [`GROUP`]: each event goes
+/// to one of the subscribers (the `group` scenario).
+pub(crate) async fn subscriber(wire: Wire, index: usize, group: bool) -> RoleResult {
     let listen = crate::listen_addr(wire);
     let bus = builder(wire)
         .name(format!("fan-sub-{index}"))
@@ -52,9 +58,12 @@ pub(crate) async fn subscriber(wire: Wire, index: usize) -> RoleResult {
     let base = Instant::now();
     let seen = Arc::new(Seen::default());
     let opts = SubscriptionOptions::new().capacity(1 << 16);
-    let mut all = bus
-        .subscribe_with::<Tick>(opts.clone())
-        .or_fail("subscribe")?;
+    let tick_opts = if group {
+        opts.clone().group(GROUP)
+    } else {
+        opts.clone()
+    };
+    let mut all = bus.subscribe_with::<Tick>(tick_opts).or_fail("subscribe")?;
     let s = Arc::clone(&seen);
     let mut readers = vec![tokio::spawn(async move {
         while let Some(tick) = all.recv().await {
@@ -126,6 +135,7 @@ pub(crate) async fn publisher(
     bus_addrs: &str,
     subscribers: usize,
     size: usize,
+    group: bool,
 ) -> RoleResult {
     let builder = builder(wire)
         .name("fan-pub")
@@ -137,6 +147,15 @@ pub(crate) async fn publisher(
         bus.ready().subscribers::<TickOne>(Scope::Cluster, 1),
     )
     .await;
+    if group {
+        bounded(
+            "the group",
+            BOUND,
+            bus.ready()
+                .members::<Tick>(GROUP, Scope::Cluster, subscribers),
+        )
+        .await;
+    }
     let body = payload(size);
     println!("READY");
     let mut orders = Orders::new();

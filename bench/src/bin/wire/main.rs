@@ -37,12 +37,13 @@ default capacity, fan-out, a stalled subscriber beside healthy ones)
 
 usage: wire [options]
 
-  --only rtt,events,loss,fanout,stall
-                               what to run (default: all five); loss: meshbus events over TCP
-                               to a `Wait` subscription of the default capacity (1024), what
-                               is lost; fanout: one publisher to --fan-subs subscriber
-                               processes against 1 -> 1; stall: a stopped subscriber beside
-                               healthy ones
+  --only rtt,events,loss,fanout,group,stall
+                               what to run (default: all but group); loss: meshbus events over
+                               TCP to a `Wait` subscription of the default capacity (1024),
+                               what is lost; fanout: one publisher to --fan-subs subscriber
+                               processes against 1 -> 1; group: one publisher to a group of
+                               --group-subs member processes (each event to one) against
+                               1 -> 1; stall: a stopped subscriber beside healthy ones
   --wires tcp,unix,ws          which wires (default: all three)
   --placements 1core,2cores,free
                                1core: both processes on CPU 0; 2cores: server on CPU 1, client
@@ -68,6 +69,9 @@ usage: wire [options]
   --fan-payload BYTES          fan-out payload (default 64)
   --fan-placements split,free  split: publisher on CPU 0, every subscriber on CPU 1; free:
                                unpinned (default: both)
+  --group-subs N               group members (processes) (default 2)
+  --group-placements split,free
+                               as --fan-placements, for the group (default: both)
   --stall-healthy N            healthy subscriber processes beside the stopped one (default 1)
   --stall-variants wait,drop    wait: the stopped subscription is `Wait`; drop: `DropNewest`
                                (default: both)
@@ -243,13 +247,16 @@ fn main() -> ExitCode {
                 };
                 stall::publisher(opts.wire(), opts.need("bus"), o).await
             }
-            "fan-sub" => fanout::subscriber(opts.wire(), opts.num("index", 0)).await,
+            "fan-sub" => {
+                fanout::subscriber(opts.wire(), opts.num("index", 0), opts.has("fan-group")).await
+            }
             "fan-pub" => {
                 fanout::publisher(
                     opts.wire(),
                     opts.need("bus"),
                     opts.num("fan-subs", 10),
                     opts.num("fan-payload", 64),
+                    opts.has("fan-group"),
                 )
                 .await
             }

@@ -66,6 +66,8 @@ pub(super) struct FanRow {
     one: (u64, u64, SubTotal),
     /// 1 → N: events published, publisher CPU ns, every subscriber's total.
     all: (u64, u64, Vec<SubTotal>),
+    /// The N subscribers are members of one group: each event goes to one of them.
+    group: bool,
 }
 
 fn results_of(p: &Proc, what: &str) -> Result<Vec<Vec<String>>, String> {
@@ -124,23 +126,22 @@ pub(super) fn scenario(
     rounds: usize,
     secs: f64,
     max: u64,
+    group: bool,
 ) -> Result<FanRow, String> {
     let (pub_cpu, sub_cpu) = place.cpus();
+    let group_flag: &[String] = if group { &[s("--fan-group")][..] } else { &[] };
     let mut subs = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..subs_n {
-        let p = Proc::spawn(
-            "fan-sub",
-            &[
-                s("--role"),
-                s("fan-sub"),
-                s("--transport"),
-                s("tcp"),
-                s("--index"),
-                i.to_string(),
-            ],
-            sub_cpu,
-        )?;
+        let args = [
+            s("--role"),
+            s("fan-sub"),
+            s("--transport"),
+            s("tcp"),
+            s("--index"),
+            i.to_string(),
+        ];
+        let p = Proc::spawn("fan-sub", &[&args[..], group_flag].concat(), sub_cpu)?;
         let ready = p.wait_line("READY", Duration::from_secs(30))?;
         addrs.push(
             ready
@@ -151,22 +152,19 @@ pub(super) fn scenario(
         );
         subs.push(p);
     }
-    let mut publisher = Proc::spawn(
-        "fan-pub",
-        &[
-            s("--role"),
-            s("fan-pub"),
-            s("--transport"),
-            s("tcp"),
-            s("--bus"),
-            addrs.join(","),
-            s("--fan-subs"),
-            subs_n.to_string(),
-            s("--fan-payload"),
-            size.to_string(),
-        ],
-        pub_cpu,
-    )?;
+    let args = [
+        s("--role"),
+        s("fan-pub"),
+        s("--transport"),
+        s("tcp"),
+        s("--bus"),
+        addrs.join(","),
+        s("--fan-subs"),
+        subs_n.to_string(),
+        s("--fan-payload"),
+        size.to_string(),
+    ];
+    let mut publisher = Proc::spawn("fan-pub", &[&args[..], group_flag].concat(), pub_cpu)?;
     publisher.wait_line("READY", Duration::from_secs(60))?;
     for mode in ["one", "all"] {
         run(&mut publisher, &mut subs, mode, 0.2, max)?;
@@ -177,6 +175,7 @@ pub(super) fn scenario(
         subs: subs_n,
         one: (0, 0, SubTotal::default()),
         all: (0, 0, vec![SubTotal::default(); subs_n]),
+        group,
     };
     let add = |t: &mut SubTotal, r: &SubTotal| {
         t.count += r.count;
@@ -215,6 +214,8 @@ fn us2(ns: f64) -> String {
 }
 
 pub(super) fn print(rows: &[FanRow]) {
+    let (groups, rows): (Vec<&FanRow>, Vec<&FanRow>) = rows.iter().partition(|r| r.group);
+    print_groups(&groups);
     if rows.is_empty() {
         return;
     }
@@ -259,8 +260,52 @@ pub(super) fn print(rows: &[FanRow]) {
     }
 }
 
-pub(super) fn targets(rows: &[FanRow]) {
+/// The group's total rate (the members' rates summed) against 1 → 1.
+fn group_ratio(r: &FanRow) -> f64 {
+    let total: f64 = r.all.2.iter().map(SubTotal::rate).sum();
+    total / r.one.2.rate()
+}
+
+fn print_groups(rows: &[&FanRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n## A group over TCP: one publisher process to a group of N member processes (each event to one), against 1 → 1 in the same run\n");
+    println!("| placement | payload | 1 → 1 rate | members | each member | group total | total / 1 → 1 | publisher CPU per event 1 → 1 / group | events received / published |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
+        let rates: Vec<String> = r.all.2.iter().map(|t| rate(t.rate())).collect();
+        let pub_one = r.one.1 as f64 / r.one.0.max(1) as f64;
+        let pub_all = r.all.1 as f64 / r.all.0.max(1) as f64;
+        let got: u64 = r.all.2.iter().map(|t| t.count).sum();
+        println!(
+            "| {} | {} B | {} | {} | {} | {} | {:.2}x | {} / {} | {got} / {} |",
+            r.place.name(),
+            r.size,
+            rate(r.one.2.rate()),
+            r.subs,
+            rates.join(", "),
+            rate(r.all.2.iter().map(SubTotal::rate).sum()),
+            group_ratio(r),
+            us2(pub_one),
+            us2(pub_all),
+            r.all.0,
+        );
+    }
+}
+
+pub(super) fn targets(rows: &[FanRow]) {
+    for r in rows.iter().filter(|r| r.group) {
+        println!(
+            "- group of {} {} B, {}: total {:.2}x 1 → 1 (≥ 0.9x: {})",
+            r.subs,
+            r.size,
+            r.place.name(),
+            group_ratio(r),
+            verdict(group_ratio(r) >= 0.9)
+        );
+    }
+    for r in rows.iter().filter(|r| !r.group) {
         let one = r.one.2.rate();
         let min = r
             .all
