@@ -238,8 +238,10 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
     }
 }
 
-/// A [`FrameWriter`] over a byte stream: writes a whole batch at once (the frames
-/// concatenated, or the one frame as it is), then flushes. After a failed write, the frames
+/// A [`FrameWriter`] over a byte stream: writes a whole batch at once, then flushes. A stream
+/// that writes vectored (sockets do) is handed the frames as they are, one slice each, without
+/// a copy; another gets them concatenated into one buffer. The one frame of a batch of one is
+/// written as it is. After a failed write, the frames
 /// left in the batch are those no byte of which reached the stream, or only part of.
 ///
 /// `write_batch` is not cancel safe (see [`FrameWriter::write_batch`]).
@@ -306,6 +308,8 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
         let written = match frames.as_slice() {
             [] => return Ok(()),
             [one] => write_counted(&mut self.io, one).await,
+            // The frames as they are, one slice each: no copy into a batch buffer.
+            many if self.io.is_write_vectored() => write_vectored_counted(&mut self.io, many).await,
             many => {
                 let total = many.iter().map(Bytes::len).sum();
                 self.batch.clear();
@@ -351,6 +355,47 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
             .shutdown()
             .await
             .map_err(|e| io_error("shutdown failed", e))
+    }
+}
+
+/// How many frames one vectored write hands over at most (Linux's `UIO_MAXIOV`; more is
+/// refused with `EINVAL` by the system call).
+const MAX_SLICES: usize = 1024;
+
+/// Writes all of `frames` with vectored writes (`writev`), each frame a slice of its own, and
+/// says on failure how many bytes were written. A write that takes part of the frames resumes
+/// at the first byte it did not take, in the middle of a frame if need be.
+async fn write_vectored_counted<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &[Bytes],
+) -> Result<(), (usize, std::io::Error)> {
+    let mut done = 0;
+    // The first frame not written whole, and how much of it was.
+    let (mut first, mut offset) = (0, 0);
+    let mut slices = Vec::with_capacity(frames.len().min(MAX_SLICES));
+    loop {
+        // Frames written whole, empty ones included, are behind us.
+        while let Some(f) = frames.get(first).filter(|f| offset >= f.len()) {
+            offset -= f.len();
+            first += 1;
+        }
+        let Some(rest) = frames.get(first..).filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        slices.clear();
+        slices.extend(rest.iter().take(MAX_SLICES).enumerate().map(|(i, f)| {
+            let from = if i == 0 { offset } else { 0 };
+            std::io::IoSlice::new(f.get(from..).unwrap_or_default())
+        }));
+        match io.write_vectored(&slices).await {
+            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                done += n;
+                offset += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
     }
 }
 
