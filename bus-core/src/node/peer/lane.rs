@@ -254,7 +254,9 @@ mod tests {
         let frame = Bytes::from(vec![0; 10]);
         // The first push pays for a slice of 100, the next ones spend it.
         for _ in 0..3 {
-            assert!(lane.try_send_paying(frame.clone(), 10, &budget, 100).is_ok());
+            assert!(lane
+                .try_send_paying(frame.clone(), 10, &budget, 100)
+                .is_ok());
         }
         assert_eq!((budget.available_permits(), lane.prepaid()), (900, 70));
         // The writer takes the frames' shares and what was left of the slice.
