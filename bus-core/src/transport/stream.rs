@@ -311,7 +311,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
             many => {
                 let vectored = self.io.is_write_vectored();
                 // Copied into the batch buffer: every frame, or, writing vectored, the small
-                // ones only (a slice of its own costs the kernel more than their copy).
+                // ones only (see [`WRITE_IN_PLACE`]).
                 let copied = |f: &&Bytes| !vectored || f.len() < WRITE_IN_PLACE;
                 let total = many.iter().filter(copied).map(|f| f.len()).sum();
                 self.batch.clear();
@@ -370,8 +370,10 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
 const MAX_SLICES: usize = 1024;
 
 /// Writing vectored, a frame of at least this many bytes is handed over as it is, a slice of
-/// its own; smaller ones are copied into the batch buffer, each run of them one slice: copying
-/// a few hundred bytes costs less than the kernel's handling of one more slice.
+/// its own; smaller ones are copied into the batch buffer, each run of them one slice. The copy
+/// of a frame this small costs about what the kernel spends on one more slice (a batch of
+/// 64-byte events as 100–250 slices measured no cheaper than copied), and it keeps the slice
+/// list short.
 const WRITE_IN_PLACE: usize = 512;
 
 /// The bytes of `frames` in order, as slices: the frames written in place as they are, each
