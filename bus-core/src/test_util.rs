@@ -56,6 +56,7 @@ pub async fn check_transport(transport: &dyn Transport, listen: &Addr) {
     a_frame_at_the_limit_arrives_and_one_over_is_refused(transport, listen).await;
     closing_the_writer_ends_the_reader(transport, listen).await;
     a_write_through_left_unfinished_is_finished_by_the_writer(transport, listen).await;
+    a_batch_larger_than_the_transport_holds_arrives_whole(transport, listen).await;
 }
 
 /// Listens on `listen`, dials the listener's resolved address and accepts: the two ends of
@@ -280,6 +281,39 @@ pub async fn a_write_through_left_unfinished_is_finished_by_the_writer(
     assert!(
         first_bad.is_none(),
         "frame {first_bad:?} of {expected} arrived cut, repeated or out of order"
+    );
+}
+
+/// One batch of many frames of odd sizes, megabytes more than a socket's buffers hold, read
+/// while it is written: the transport takes it in many parts (a vectored write cut inside a
+/// frame, or between two), and the other end reads every frame whole, once and in order.
+///
+/// # Panics
+///
+/// When a frame is lost, cut, repeated or reordered.
+pub async fn a_batch_larger_than_the_transport_holds_arrives_whole(
+    transport: &dyn Transport,
+    listen: &Addr,
+) {
+    let (mut a, mut b) = connect(transport, listen).await;
+    // More frames than one vectored write takes (1,024 slices), 8 MiB in all.
+    let sent: Vec<Bytes> = (0..2048u64)
+        .map(|id| noisy_frame(id, 1 + (id as usize * 4099) % 8192))
+        .collect();
+    let write = send(&mut a, sent.clone());
+    let read = async {
+        let mut got = Vec::with_capacity(sent.len());
+        while got.len() < sent.len() {
+            got.push(next_frame(&mut b, LIMIT).await);
+        }
+        got
+    };
+    let ((), got) = tokio::join!(write, read);
+    let first_bad = got.iter().zip(&sent).position(|(g, s)| g != s);
+    assert!(
+        first_bad.is_none(),
+        "frame {first_bad:?} of {} arrived cut, repeated or out of order",
+        sent.len()
     );
 }
 

@@ -143,7 +143,7 @@ pub(super) fn admit<E: Event>(
             Published::Shared(event) => event,
         };
         // Encoded once, however many peers get it, straight into the frame's buffer.
-        let headers = options.frame_headers(None);
+        let headers = options.event_frame_headers();
         let mut bytes = match FrameCodec::default().encode_message_to_bytes(
             FrameKind::Event,
             0,

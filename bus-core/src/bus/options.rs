@@ -1,6 +1,7 @@
 //! [`RequestOptions`]: what `send`, `send_all` and `publish` let the caller set, and the one
 //! place that turns it into frame headers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +102,23 @@ impl RequestOptions {
     /// Moves the headers and correlation id out, for a local handler's context.
     pub(crate) fn into_parts(self) -> (Headers, Option<Arc<str>>) {
         (self.headers, self.correlation_id)
+    }
+
+    /// The frame headers of an event published with these options: without building any when
+    /// there are none (the usual publish).
+    pub(crate) fn event_frame_headers(&self) -> Cow<'static, FrameHeaders> {
+        static NONE: FrameHeaders = FrameHeaders {
+            correlation_id: None,
+            deadline: None,
+            idempotency_key: None,
+            trace_context: None,
+            extra: Vec::new(),
+        };
+        if self.correlation_id.is_none() && self.headers.is_empty() {
+            Cow::Borrowed(&NONE)
+        } else {
+            Cow::Owned(self.frame_headers(None))
+        }
     }
 
     /// The frame headers of a request with these options that waits `deadline` (what the

@@ -32,6 +32,10 @@ pub(crate) enum Answer {
     NotSent(Bytes),
 }
 
+/// The most of the byte budget the events lane pays for at once: see
+/// [`EventLane::try_send_paying`].
+const PREPAY: u32 = 32 * 1024;
+
 /// A command or event frame on its lane, holding its share of the peer's byte budget until it
 /// is written: `permits` taken off the budget, which the writer gives back once it has written
 /// the frame. (A frame dropped unwritten keeps its share: that happens only when the
@@ -190,7 +194,10 @@ impl PeerHandle {
     /// What is queued for this peer, and what its slowness cost.
     pub(crate) fn stats(&self) -> PeerStats {
         let limit = u64::from(self.budget_total);
-        let available = u64::try_from(self.budget.available_permits()).unwrap_or(u64::MAX);
+        // Paid for by the events lane and not yet spent is not queued.
+        let available = u64::try_from(self.budget.available_permits())
+            .unwrap_or(u64::MAX)
+            .saturating_add(u64::from(self.lanes.events.prepaid()));
         let commands = self.lanes.commands.max_capacity() - self.lanes.commands.capacity();
         let mut events: Vec<PeerEventStats> = self
             .credit
@@ -258,13 +265,16 @@ impl PeerHandle {
         &self,
         bytes: Bytes,
     ) -> Result<(), mpsc::error::TrySendError<Bytes>> {
-        let Some(permits) = self.try_share(bytes.len()) else {
-            return Err(mpsc::error::TrySendError::Full(bytes));
-        };
+        let permits = self.permits_for(bytes.len());
         self.lanes
             .events
-            .try_send(Queued { bytes, permits })
-            .map_err(|e| self.refused(e))
+            .try_send_paying(bytes, permits, &self.budget, self.prepay())
+    }
+
+    /// How much of the byte budget the events lane pays for at once: a sixteenth of it, at
+    /// most [`PREPAY`], so that commands are never kept out of more than that.
+    fn prepay(&self) -> u32 {
+        (self.budget_total / 16).min(PREPAY)
     }
 
     /// Waits for room in the byte budget and on the events lane, then queues the event frame

@@ -238,8 +238,10 @@ impl<R: AsyncRead + Unpin + Send> FrameReader for StreamFrameReader<R> {
     }
 }
 
-/// A [`FrameWriter`] over a byte stream: writes a whole batch at once (the frames
-/// concatenated, or the one frame as it is), then flushes. After a failed write, the frames
+/// A [`FrameWriter`] over a byte stream: writes a whole batch at once, then flushes. A stream
+/// that writes vectored (sockets do) is handed the batch's frames of 512 bytes or more as they
+/// are, without a copy, and its smaller frames copied together; another gets the frames
+/// concatenated into one buffer. The one frame of a batch of one is written as it is. After a failed write, the frames
 /// left in the batch are those no byte of which reached the stream, or only part of.
 ///
 /// `write_batch` is not cancel safe (see [`FrameWriter::write_batch`]).
@@ -307,13 +309,22 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
             [] => return Ok(()),
             [one] => write_counted(&mut self.io, one).await,
             many => {
-                let total = many.iter().map(Bytes::len).sum();
+                let vectored = self.io.is_write_vectored();
+                // Copied into the batch buffer: every frame, or, writing vectored, the small
+                // ones only (see [`WRITE_IN_PLACE`]).
+                let copied = |f: &&Bytes| !vectored || f.len() < WRITE_IN_PLACE;
+                let total = many.iter().filter(copied).map(|f| f.len()).sum();
                 self.batch.clear();
                 self.batch.reserve(total);
-                for frame in many {
+                for frame in many.iter().filter(copied) {
                     self.batch.extend_from_slice(frame);
                 }
-                let result = write_counted(&mut self.io, &self.batch).await;
+                let result = if vectored {
+                    let parts = in_order(many, &self.batch);
+                    write_vectored_counted(&mut self.io, &parts).await
+                } else {
+                    write_counted(&mut self.io, &self.batch).await
+                };
                 if self.batch.capacity() > KEEP_BATCH_CAPACITY {
                     self.batch = BytesMut::new();
                 }
@@ -351,6 +362,76 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter for StreamFrameWriter<W> {
             .shutdown()
             .await
             .map_err(|e| io_error("shutdown failed", e))
+    }
+}
+
+/// How many slices one vectored write hands over at most (Linux's `UIO_MAXIOV`; more is
+/// refused with `EINVAL` by the system call).
+const MAX_SLICES: usize = 1024;
+
+/// Writing vectored, a frame of at least this many bytes is handed over as it is, a slice of
+/// its own; smaller ones are copied into the batch buffer, each run of them one slice. The copy
+/// of a frame this small costs about what the kernel spends on one more slice (a batch of
+/// 64-byte events as 100–250 slices measured no cheaper than copied), and it keeps the slice
+/// list short.
+const WRITE_IN_PLACE: usize = 512;
+
+/// The bytes of `frames` in order, as slices: the frames written in place as they are, each
+/// run of smaller ones as the part of `copied` (where they were copied, in order) it took.
+fn in_order<'a>(frames: &'a [Bytes], copied: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut end) = (0, 0);
+    for frame in frames {
+        if frame.len() < WRITE_IN_PLACE {
+            end += frame.len();
+            continue;
+        }
+        if end > start {
+            parts.push(copied.get(start..end).unwrap_or_default());
+            start = end;
+        }
+        parts.push(&frame[..]);
+    }
+    if end > start {
+        parts.push(copied.get(start..end).unwrap_or_default());
+    }
+    parts
+}
+
+/// Writes all of `parts` (frames, and runs of frames copied together) with vectored writes
+/// (`writev`), and says on failure how many bytes were written. A write that takes part of
+/// them resumes at the first byte it did not take, in the middle of a slice if need be.
+async fn write_vectored_counted<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    parts: &[&[u8]],
+) -> Result<(), (usize, std::io::Error)> {
+    let mut done = 0;
+    // The first part not written whole, and how much of it was.
+    let (mut first, mut offset) = (0, 0);
+    let mut slices = Vec::with_capacity(parts.len().min(MAX_SLICES));
+    loop {
+        // Parts written whole, empty ones included, are behind us.
+        while let Some(p) = parts.get(first).filter(|p| offset >= p.len()) {
+            offset -= p.len();
+            first += 1;
+        }
+        let Some(rest) = parts.get(first..).filter(|r| !r.is_empty()) else {
+            return Ok(());
+        };
+        slices.clear();
+        slices.extend(rest.iter().take(MAX_SLICES).enumerate().map(|(i, p)| {
+            let from = if i == 0 { offset } else { 0 };
+            std::io::IoSlice::new(p.get(from..).unwrap_or_default())
+        }));
+        match io.write_vectored(&slices).await {
+            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                done += n;
+                offset += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
     }
 }
 

@@ -5,6 +5,13 @@
 //! one step per batch rather than one per frame. Bounded in frames (the lane's capacity) and,
 //! with the commands lane, by the peer's byte budget, which the frames' [`Queued::permits`]
 //! hold.
+//!
+//! The byte budget is taken a slice at a time too: a push that finds too little of it paid for
+//! takes a slice of the budget (a small part of it, chosen by the peer), and the frames pushed after it
+//! spend that slice under the lane's own lock, without touching the budget's semaphore. What
+//! is left of the slice goes to the writer with the batch it drains, and back to the budget
+//! with the frames' shares once they are written: nothing is held paid for after a drain, so
+//! a frame that needs the whole budget never waits for it behind a slice.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tokio::sync::futures::Notified;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use super::Queued;
 
@@ -35,6 +42,8 @@ struct Ring {
     writer: Option<Waker>,
     /// A sender waits for room.
     waiting: bool,
+    /// Byte budget taken off the peer's semaphore for frames not yet pushed.
+    prepaid: u32,
 }
 
 /// The writer's end: dropping it (the connection's writer is done) closes the lane.
@@ -56,6 +65,7 @@ impl EventLane {
                 closed: false,
                 writer: None,
                 waiting: false,
+                prepaid: 0,
             }),
             capacity: capacity.max(1),
             room: Notify::new(),
@@ -85,6 +95,53 @@ impl EventLane {
             writer.wake();
         }
         Ok(())
+    }
+
+    /// Queues the frame `bytes`, whose share of the byte budget is `permits`, if the lane and
+    /// the budget both have room now; hands it back if the lane is full, the budget short or
+    /// the lane closed. The share is spent from what an earlier push paid for; when that is too
+    /// little, this push pays for a slice of `prepay` bytes of `budget` (or, near its end, for
+    /// just what it needs).
+    pub(crate) fn try_send_paying(
+        &self,
+        bytes: Bytes,
+        permits: u32,
+        budget: &Semaphore,
+        prepay: u32,
+    ) -> Result<(), TrySendError<Bytes>> {
+        let writer = {
+            let mut ring = self.lock();
+            if ring.closed {
+                return Err(TrySendError::Closed(bytes));
+            }
+            if ring.frames.len() >= self.capacity {
+                ring.waiting = true;
+                return Err(TrySendError::Full(bytes));
+            }
+            if ring.prepaid < permits {
+                let short = permits - ring.prepaid;
+                let slice = short.max(prepay);
+                let paid = [slice, short]
+                    .into_iter()
+                    .find(|&n| budget.try_acquire_many(n).map(|p| p.forget()).is_ok());
+                let Some(paid) = paid else {
+                    return Err(TrySendError::Full(bytes));
+                };
+                ring.prepaid += paid;
+            }
+            ring.prepaid -= permits;
+            ring.frames.push_back(Queued { bytes, permits });
+            ring.writer.take()
+        };
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        Ok(())
+    }
+
+    /// Byte budget paid for and not yet spent on a frame.
+    pub(crate) fn prepaid(&self) -> u32 {
+        self.lock().prepaid
     }
 
     /// A waiter for room, to be enabled before [`try_send`](Self::try_send) is tried again.
@@ -126,9 +183,11 @@ impl EventLane {
     }
 
     /// For the writer: moves queued frames into `batch` until it holds `budget`, adding their
-    /// shares of the byte budget to `permits`. One lock for all of them.
+    /// shares of the byte budget to `permits`, and what was paid for and not spent. One lock
+    /// for all of them.
     pub(crate) fn drain(&self, batch: &mut Vec<Bytes>, permits: &mut usize, budget: usize) {
         let mut ring = self.lock();
+        *permits += std::mem::take(&mut ring.prepaid) as usize;
         let mut took = false;
         while batch.len() < budget {
             let Some(q) = ring.frames.pop_front() else {
@@ -186,6 +245,35 @@ mod tests {
         assert_eq!(permits, 2);
         assert!(lane.try_send(q(3)).is_ok());
         assert_eq!(lane.len(), 1);
+    }
+
+    #[test]
+    fn pushes_spend_a_slice_of_the_budget_and_the_writer_gives_back_what_is_left() {
+        let (lane, rx) = EventLane::new(8);
+        let budget = Semaphore::new(1000);
+        let frame = Bytes::from(vec![0; 10]);
+        // The first push pays for a slice of 100, the next ones spend it.
+        for _ in 0..3 {
+            assert!(lane
+                .try_send_paying(frame.clone(), 10, &budget, 100)
+                .is_ok());
+        }
+        assert_eq!((budget.available_permits(), lane.prepaid()), (900, 70));
+        // The writer takes the frames' shares and what was left of the slice.
+        let (mut batch, mut permits) = (Vec::new(), 0);
+        rx.0.drain(&mut batch, &mut permits, 256);
+        assert_eq!((batch.len(), permits, lane.prepaid()), (3, 100, 0));
+        budget.add_permits(permits);
+        // Near the budget's end, a push pays for its own share only.
+        budget.forget_permits(995);
+        assert!(lane.try_send_paying(frame.clone(), 4, &budget, 100).is_ok());
+        assert_eq!((budget.available_permits(), lane.prepaid()), (1, 0));
+        // Without room in the budget, nothing is queued and nothing taken.
+        assert!(matches!(
+            lane.try_send_paying(frame, 10, &budget, 100),
+            Err(TrySendError::Full(_))
+        ));
+        assert_eq!((budget.available_permits(), lane.len()), (1, 1));
     }
 
     #[tokio::test]

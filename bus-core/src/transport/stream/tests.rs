@@ -9,6 +9,8 @@ use tokio::io::{AsyncWriteExt, ReadBuf};
 use super::*;
 use crate::wire::{Frame, FrameCodec, FrameKind, DEFAULT_MAX_FRAME_SIZE};
 
+mod vectored;
+
 const LIMIT: usize = DEFAULT_MAX_FRAME_SIZE;
 
 fn encoded(kind: FrameKind, body: &[u8]) -> Bytes {
