@@ -91,7 +91,7 @@ pub(super) fn admit<E: Event>(
         let local = local_groups.map_or(&[][..], Vec::as_slice);
         groups::targets(publisher, local, remote_groups, &inner.counters.groups)
     } else {
-        Vec::new()
+        groups::Picks::new()
     };
     if subs.is_none() && peers.peek().is_none() && groups.is_empty() {
         return Started::Done(Ok(()));

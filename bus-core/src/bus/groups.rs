@@ -22,7 +22,7 @@ mod pick;
 mod wait;
 
 pub(crate) use offer::{offer, Here};
-pub(crate) use pick::{targets, Picked, Publisher};
+pub(crate) use pick::{targets, Picked, Picks, Publisher};
 
 /// One group's members on this node, oldest first.
 pub(crate) struct LocalGroup<E> {

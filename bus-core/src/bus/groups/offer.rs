@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::pick::{Picked, Target};
+use super::pick::{Picked, Picks, Target};
 use super::wait::GroupWait;
 use crate::bus::options::RequestOptions;
 use crate::message::Event;
@@ -48,7 +48,7 @@ impl<E> Picked<'_, E> {
 /// for this node's members (there is one whenever a pick names one). `Err` if the event does
 /// not encode.
 pub(crate) fn offer<E: Event>(
-    picked: Vec<Picked<'_, E>>,
+    picked: Picks<'_, E>,
     event: &E,
     here: Option<&Here<E>>,
     options: &RequestOptions,
@@ -64,20 +64,29 @@ pub(crate) fn offer<E: Event>(
                 Target::Peer(_, channel) => Some(channel),
                 Target::Here(_) => None,
             });
-        let frame = match channel {
+        let mut frame = match channel {
             Some(channel) => Some(FrameCodec::default().encode_message_to_bytes(
                 FrameKind::Event,
                 0,
                 channel,
-                &options.frame_headers(None),
+                &options.event_frame_headers(),
                 event,
             )?),
             None => None,
         };
-        let first = match (&group.target, here, &frame) {
-            (Target::Here(sub), Some(here), _) => offer_here(sub, here.delivery(), c),
-            (Target::Peer(member, _), _, Some(frame)) => {
-                offer_peer(&member.route, frame, counters, c)
+        let first = match (&group.target, here, frame.take()) {
+            (Target::Here(sub), Some(here), bytes) => {
+                frame = bytes;
+                offer_here(sub, here.delivery(), c)
+            }
+            (Target::Peer(member, _), _, Some(bytes)) => {
+                match offer_peer(&member.route, bytes, counters, c) {
+                    Ok(()) => None,
+                    Err((waiter, bytes)) => {
+                        frame = Some(bytes);
+                        Some(waiter)
+                    }
+                }
             }
             // Cannot be: a pick that names a member here comes with the event for it, one
             // elsewhere with its frame.
@@ -137,14 +146,14 @@ fn offer_here<E>(
     None
 }
 
-/// Sends `frame` to member node `route` if it granted room for it and its link has room; the
-/// member to wait for if not, and its node's members wait when full.
+/// Sends `frame` to member node `route` if it granted room for it and its link has room; if
+/// not, and its node's members wait when full, the member to wait for and the frame back.
 fn offer_peer<E>(
     route: &EventRoute,
-    frame: &Bytes,
+    frame: Bytes,
     counters: &Counters,
     c: &GroupCounters,
-) -> Option<Waiter<E>> {
+) -> Result<(), (Waiter<E>, Bytes)> {
     let (peer, credit) = (&route.peer, &route.credit);
     let dropped = || {
         credit.dropped.fetch_add(1, Ordering::Relaxed);
@@ -155,34 +164,36 @@ fn offer_peer<E>(
     if frame.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
         // Over this peer's limit: it could not read it.
         dropped();
-        return None;
+        return Ok(());
     }
+    let mut frame = frame;
     if credit.window.try_take() {
-        match peer.try_queue_event(frame.clone()) {
+        match peer.try_queue_event(frame) {
             Ok(()) => {
                 bump(&c.delivered);
-                return None;
+                return Ok(());
             }
             // The connection is gone, and the member with it.
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 credit.give_back();
                 bump(&c.no_member);
-                return None;
+                return Ok(());
             }
             // The link is full: wait for it as for room.
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(back)) => {
                 credit.give_back();
                 bump(&counters.peer_events_queue_full);
                 bump(&peer.counters.events_queue_full);
+                frame = back;
             }
         }
     }
     if credit.window.waits() {
         credit.waited.fetch_add(1, Ordering::Relaxed);
-        return Some(Waiter::Peer(route.clone()));
+        return Err((Waiter::Peer(route.clone()), frame));
     }
     dropped();
-    None
+    Ok(())
 }
 
 fn bump(counter: &std::sync::atomic::AtomicU64) {

@@ -30,6 +30,10 @@ pub(crate) struct Picked<'a, E> {
     pub(crate) counters: Arc<GroupCounters>,
 }
 
+/// Each group's pick for one publish: inline for the usual one or two groups, so that a
+/// publish allocates nothing for them.
+pub(crate) type Picks<'a, E> = smallvec::SmallVec<[Picked<'a, E>; 2]>;
+
 /// Who is publishing: this node, as a member of its own groups.
 #[derive(Clone, Copy)]
 pub(crate) struct Publisher<'a> {
@@ -99,8 +103,8 @@ pub(crate) fn targets<'a, E>(
     local: &'a [LocalGroup<E>],
     remote: &'a [GroupRoute],
     table: &GroupTable,
-) -> Vec<Picked<'a, E>> {
-    let mut out = Vec::new();
+) -> Picks<'a, E> {
+    let mut out = Picks::new();
     let remote_only = remote
         .iter()
         .filter(|r| !local.iter().any(|l| l.info.name == r.name));
