@@ -196,48 +196,55 @@ async fn a_hello_of_another_version_is_rejected_and_the_node_keeps_serving() {
     let (b, _started) = server(&net, "b").await;
     let a = client(&net, "a", "b").await;
 
-    let mut raw = net
-        .transport("x")
-        .dial(&"inmem://b".parse().unwrap())
-        .await
-        .unwrap();
-    let hello = Hello {
-        versions: VersionRange { min: 99, max: 99 },
-        identity: PeerIdentity {
-            node_id: 42,
-            incarnation: 1,
-            name: "x".into(),
-            network: "default".into(),
-            cluster: "default".into(),
-            host_id: "host-1".into(),
-            addresses: Vec::new(),
-        },
-        max_frame_size: 1 << 20,
-    };
-    let codec = FrameCodec::handshake();
-    let mut buf = BytesMut::new();
-    codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
-    raw.writer
-        .write_batch(&mut vec![buf.freeze()])
-        .await
-        .unwrap();
-    let ReadEvent::Frame(answer) = within("the answer", raw.reader.read(1 << 16))
-        .await
-        .unwrap()
-    else {
-        panic!("expected a frame");
-    };
-    let frame = codec
-        .decode(&mut BytesMut::from(&answer[..]))
-        .unwrap()
-        .unwrap();
-    let reject = Reject::from_frame(&frame).unwrap();
-    assert_eq!(reject.reason, RejectReason::VersionMismatch);
-    // The connection is closed after the Reject.
-    assert_eq!(
-        within("the close", raw.reader.read(1 << 16)).await.unwrap(),
-        ReadEvent::Closed
-    );
+    // A later version, and the previous one (which knows no groups, and would take a group's
+    // events as everyone's).
+    for version in [99, meshbus_core::wire::PROTOCOL_VERSION - 1] {
+        let mut raw = net
+            .transport("x")
+            .dial(&"inmem://b".parse().unwrap())
+            .await
+            .unwrap();
+        let hello = Hello {
+            versions: VersionRange {
+                min: version,
+                max: version,
+            },
+            identity: PeerIdentity {
+                node_id: 42,
+                incarnation: 1,
+                name: "x".into(),
+                network: "default".into(),
+                cluster: "default".into(),
+                host_id: "host-1".into(),
+                addresses: Vec::new(),
+            },
+            max_frame_size: 1 << 20,
+        };
+        let codec = FrameCodec::handshake();
+        let mut buf = BytesMut::new();
+        codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
+        raw.writer
+            .write_batch(&mut vec![buf.freeze()])
+            .await
+            .unwrap();
+        let ReadEvent::Frame(answer) = within("the answer", raw.reader.read(1 << 16))
+            .await
+            .unwrap()
+        else {
+            panic!("expected a frame");
+        };
+        let frame = codec
+            .decode(&mut BytesMut::from(&answer[..]))
+            .unwrap()
+            .unwrap();
+        let reject = Reject::from_frame(&frame).unwrap();
+        assert_eq!(reject.reason, RejectReason::VersionMismatch);
+        // The connection is closed after the Reject.
+        assert_eq!(
+            within("the close", raw.reader.read(1 << 16)).await.unwrap(),
+            ReadEvent::Closed
+        );
+    }
     // b never counted x as a peer, and still serves a.
     assert!(b.membership().borrow().peers.iter().all(|p| p.name != "x"));
     assert_eq!(a.commands().send(Echo(9)).await.unwrap(), 9);
