@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
 use super::credit::{EventFlow, Receipt};
 use super::peer::PeerHandle;
+use crate::context::CancelSignal;
 use crate::wire::control::ReplyError;
 use crate::wire::{Frame, FrameCodec, FrameError};
 
@@ -76,7 +76,7 @@ pub(crate) struct ReplyTo {
     /// Writes the reply at once when the connection's writer is idle.
     pub(crate) gate: Arc<Gate>,
     /// Cancelled when the caller gives up (a `Cancel` frame) or the connection ends.
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: CancelSignal,
 }
 
 impl ReplyTo {

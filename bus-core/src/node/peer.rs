@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
@@ -30,6 +30,8 @@ pub(crate) enum Answer {
     /// The connection ended before any byte of the command was written: the peer never saw
     /// it, so it may go to another handler without breaking at-most-once. Its frame, back.
     NotSent(Bytes),
+    /// The caller's deadline came first (the peer is sent a `Cancel`).
+    TimedOut,
 }
 
 /// A command or event frame on its lane, holding its share of the peer's byte budget until it
@@ -62,6 +64,7 @@ pub(crate) struct LaneReceivers {
     pub(crate) events: EventLaneRx,
 }
 
+mod deadlines;
 mod lane;
 mod through;
 
@@ -103,6 +106,8 @@ pub(crate) struct PeerHandle {
     pub(crate) send_codec: FrameCodec,
     /// Replies we wait for, by request id. Short critical sections only, never across `.await`.
     pending: Mutex<PendingRequests<oneshot::Sender<Answer>>>,
+    /// Wakes the connection's deadline watcher when a request is due before its next check.
+    deadlines: Notify,
     in_flight: AtomicUsize,
     /// Set the moment the connection is known to be failing, closing or replaced: routing
     /// skips it from then on, before the actor publishes routes without it. (An atomic, not a
@@ -163,6 +168,7 @@ impl PeerHandle {
             conn_id,
             send_codec,
             pending: Mutex::new(PendingRequests::new()),
+            deadlines: Notify::new(),
             in_flight: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             gone: CancellationToken::new(),
@@ -405,8 +411,15 @@ impl PeerHandle {
         self.gone.cancel();
     }
 
-    /// Waits for the reply to request `id`. `false` when the peer is already gone.
-    pub(crate) fn register(&self, id: u64, tx: oneshot::Sender<Answer>) -> bool {
+    /// Waits for the reply to request `id`, until `deadline` at most (the connection's
+    /// deadline watcher answers [`Answer::TimedOut`] then). `false` when the peer is already
+    /// gone.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        tx: oneshot::Sender<Answer>,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
         let Ok(mut pending) = self.pending.lock() else {
             return false;
         };
@@ -414,10 +427,14 @@ impl PeerHandle {
             return false;
         }
         // Ids come from one node-wide counter: a duplicate is never made, and is refused.
-        if pending.insert(id, tx).is_err() {
+        let Ok(wake) = pending.insert(id, tx, deadline) else {
             return false;
-        }
+        };
+        drop(pending);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if wake.0 {
+            self.deadlines.notify_one();
+        }
         true
     }
 
@@ -453,7 +470,13 @@ impl PeerHandle {
             return;
         };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(bytes) = super::encode(&self.send_codec, &frame) {
+        self.send_cancel(&frame);
+    }
+
+    /// Queues `Cancel` `frame` behind the commands already queued (a full lane falls back to
+    /// the control lane).
+    fn send_cancel(&self, frame: &crate::wire::Frame) {
+        if let Ok(bytes) = super::encode(&self.send_codec, frame) {
             if let Err(mpsc::error::TrySendError::Full(bytes)) =
                 self.try_queue(&self.lanes.commands, bytes)
             {
