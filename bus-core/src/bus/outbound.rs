@@ -195,7 +195,7 @@ async fn attempt(
             let queued = tokio::select! {
                 biased;
                 queued = peer.queue(&peer.lanes.commands, bytes) => queued,
-                answer = &mut rx => return answered(answer),
+                answer = &mut rx => return pending.answered(answer),
             };
             if let Err(bytes) = queued {
                 pending.disarm();
@@ -207,12 +207,13 @@ async fn attempt(
             return Attempt::NotSent(bytes);
         }
     }
-    answered(rx.await)
+    let answer = rx.await;
+    pending.answered(answer)
 }
 
 /// What the pending entry's waiter was told. Its sender is dropped when the peer is lost
 /// after the frame may have been written.
-fn answered(answer: Result<Answer, oneshot::error::RecvError>) -> Attempt {
+fn read_answer(answer: Result<Answer, oneshot::error::RecvError>) -> Attempt {
     match answer {
         Ok(Answer::Reply(outcome)) => Attempt::Answered(outcome),
         Ok(Answer::NotSent(bytes)) => Attempt::NotSent(bytes),
@@ -232,6 +233,13 @@ impl Pending<'_> {
     fn disarm(self) {
         self.peer.forget(self.id);
         std::mem::forget(self);
+    }
+
+    /// The waiter was answered (or its sender dropped): whoever did so took the entry out of
+    /// the table first, so there is nothing to remove (and no lock to take).
+    fn answered(self, answer: Result<Answer, oneshot::error::RecvError>) -> Attempt {
+        std::mem::forget(self);
+        read_answer(answer)
     }
 }
 

@@ -31,6 +31,7 @@ use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameN
 
 mod handshake;
 mod inbound;
+mod on_wake;
 mod reader;
 pub(super) mod through;
 mod writer;

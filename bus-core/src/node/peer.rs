@@ -115,6 +115,9 @@ pub(crate) struct PeerHandle {
     unavailable: AtomicBool,
     /// Cancelled when the connection is gone: senders stop waiting for room on its lanes.
     pub(crate) gone: CancellationToken,
+    /// Set before `gone` is cancelled: what [`register`](Self::register) checks on every
+    /// request (an atomic, where the token's own check takes a lock).
+    is_gone: AtomicBool,
     /// Cancelled to close the connection on purpose (shutdown): the writer sends what is
     /// queued, then closes.
     pub(crate) stop: CancellationToken,
@@ -172,6 +175,7 @@ impl PeerHandle {
             in_flight: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             gone: CancellationToken::new(),
+            is_gone: AtomicBool::new(false),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             aborted: AtomicBool::new(false),
@@ -408,6 +412,7 @@ impl PeerHandle {
     /// stay until [`fail_all`](Self::fail_all).
     pub(crate) fn mark_gone(&self) {
         self.set_unavailable();
+        self.is_gone.store(true, Ordering::Release);
         self.gone.cancel();
     }
 
@@ -423,7 +428,7 @@ impl PeerHandle {
         let Ok(mut pending) = self.pending.lock() else {
             return false;
         };
-        if self.gone.is_cancelled() {
+        if self.is_gone.load(Ordering::Acquire) {
             return false;
         }
         // Ids come from one node-wide counter: a duplicate is never made, and is refused.
