@@ -323,7 +323,10 @@ mod tests {
         let mut pending = PendingRequests::new();
         pending.insert(1, "a1", None).unwrap();
         pending.insert(2, "a2", None).unwrap();
-        assert_eq!(pending.insert(1, "dup", None), Err(DuplicateRequest { id: 1 }));
+        assert_eq!(
+            pending.insert(1, "dup", None),
+            Err(DuplicateRequest { id: 1 })
+        );
         assert_eq!(pending.len(), 2);
         assert_eq!(pending.complete(2), Some("a2"));
         assert_eq!(pending.complete(2), None, "a reply is matched once");
@@ -408,12 +411,21 @@ mod tests {
         let ms = Duration::from_millis;
         let mut pending = PendingRequests::new();
         // The first deadline sets the watcher's next check; later ones leave it alone.
-        assert_eq!(pending.insert(1, "a", Some(t0 + ms(100))), Ok(WakeWatcher(true)));
-        assert_eq!(pending.insert(2, "b", Some(t0 + ms(150))), Ok(WakeWatcher(false)));
+        assert_eq!(
+            pending.insert(1, "a", Some(t0 + ms(100))),
+            Ok(WakeWatcher(true))
+        );
+        assert_eq!(
+            pending.insert(2, "b", Some(t0 + ms(150))),
+            Ok(WakeWatcher(false))
+        );
         assert_eq!(pending.insert(3, "c", None), Ok(WakeWatcher(false)));
         assert_eq!(pending.next_check(), Some(t0 + ms(100)));
         // An earlier one wakes the watcher to sleep less.
-        assert_eq!(pending.insert(4, "d", Some(t0 + ms(50))), Ok(WakeWatcher(true)));
+        assert_eq!(
+            pending.insert(4, "d", Some(t0 + ms(50))),
+            Ok(WakeWatcher(true))
+        );
         assert_eq!(pending.next_check(), Some(t0 + ms(50)));
         // Nothing is due before its deadline.
         assert!(pending.expire(t0 + ms(49)).is_empty());
@@ -427,8 +439,14 @@ mod tests {
         // Only the one without a deadline is left, and nothing to check for.
         assert_eq!(pending.next_check(), None);
         assert_eq!(pending.len(), 1);
-        assert!(pending.complete(1).is_none(), "a late reply matches nothing");
-        assert!(pending.cancel(2).is_none(), "an expired request is not cancelled twice");
+        assert!(
+            pending.complete(1).is_none(),
+            "a late reply matches nothing"
+        );
+        assert!(
+            pending.cancel(2).is_none(),
+            "an expired request is not cancelled twice"
+        );
         // A deadline already past asks for the watcher at once.
         assert_eq!(pending.insert(5, "e", Some(t0)), Ok(WakeWatcher(true)));
         assert_eq!(pending.expire(t0), vec![(5, "e")]);

@@ -316,9 +316,7 @@ impl Inbound<'_> {
         };
         let reply = ReplyTo {
             id,
-            codec: peer.send_codec,
-            lane: peer.lanes.replies.clone(),
-            gate: Arc::clone(&peer.gate),
+            peer: Arc::clone(peer),
             cancel: token.clone(),
         };
         let cmd = InboundCommand { head, body, reply };
