@@ -1,11 +1,12 @@
 //! What a handler knows about the message it handles.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::id::NodeId;
@@ -22,7 +23,7 @@ pub struct Context {
     pub(crate) scope: Scope,
     pub(crate) deadline: Deadline,
     pub(crate) headers: Headers,
-    pub(crate) cancel: Option<CancellationToken>,
+    pub(crate) cancel: Option<CancelSignal>,
     pub(crate) bus: Bus,
 }
 
@@ -138,6 +139,56 @@ impl Context {
     }
 }
 
+/// Tells a peer's command that its caller gave up (a `Cancel` frame, or the connection's end).
+///
+/// One per inbound command, so it is kept cheap: one allocation, a clone is a reference
+/// count, a check is an atomic load; no tree of children and no lock, as a
+/// `CancellationToken` has.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CancelSignal(Arc<CancelState>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    /// Wakes those waiting in [`CancelSignal::cancelled`].
+    notify: Notify,
+}
+
+impl CancelSignal {
+    /// Not cancelled yet.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels: every clone reads `is_cancelled` from now on, and every wait ends.
+    pub(crate) fn cancel(&self) {
+        if !self.0.cancelled.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called on this signal or a clone.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn cancelled(&self) {
+        let notified = self.0.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a `cancel` after the read wakes it.
+        notified.as_mut().enable();
+        if self.is_cancelled() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// A request's deadline, read from the clock only when someone needs it.
 ///
 /// A local handler runs inside its caller's future, which fixes its own deadline the first time
@@ -243,6 +294,30 @@ impl fmt::Debug for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cancel_signal_reaches_every_clone_and_every_waiter() {
+        let signal = CancelSignal::new();
+        let clone = signal.clone();
+        assert!(!clone.is_cancelled());
+        let waiting = tokio::spawn({
+            let clone = clone.clone();
+            async move { clone.cancelled().await }
+        });
+        // The waiter registers before it is cancelled (it yields at its first poll).
+        tokio::task::yield_now().await;
+        use std::future::Future;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut early = std::pin::pin!(clone.cancelled());
+        assert!(early.as_mut().poll(&mut cx).is_pending());
+        signal.cancel();
+        signal.cancel();
+        assert!(clone.is_cancelled());
+        assert!(early.as_mut().poll(&mut cx).is_ready());
+        waiting.await.unwrap();
+        // A wait that starts after the cancel ends at once.
+        clone.cancelled().await;
+    }
 
     #[test]
     fn headers_replace_and_copy_on_write() {

@@ -175,6 +175,59 @@ async fn a_caller_that_times_out_cancels_the_remote_handler() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shorter_timeout_sent_later_fires_first_and_each_fires_at_its_own() {
+    let net = InMemNetwork::new(3);
+    let (tx, mut cancelled) = mpsc::channel::<()>(4);
+    let b = node(&net, "b")
+        .command_handler(move |_: Hang, ctx: Context| {
+            let tx = tx.clone();
+            async move {
+                ctx.cancelled().await;
+                let _ = tx.send(()).await;
+                HandlerResult::Ok(())
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b's handler", a.ready().handlers::<Hang>(Scope::Cluster, 1)).await;
+
+    // The connection's deadline watcher first sleeps until the long one's deadline; the short
+    // one, sent after it, must wake it sooner. (Paused time: the clock only moves to timers.)
+    let start = Instant::now();
+    let long = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let err = a
+                .commands()
+                .send(Hang)
+                .timeout(Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            (err.kind(), Instant::now())
+        }
+    });
+    tokio::task::yield_now().await;
+    let short = a.commands().send(Hang).timeout(Duration::from_secs(1));
+    let err = within("the short request", short).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    let short_at = Instant::now() - start;
+    assert!(
+        short_at >= Duration::from_secs(1) && short_at < Duration::from_secs(30),
+        "the short request timed out {short_at:?} after it was sent"
+    );
+    assert!(!long.is_finished(), "the long request still waits");
+    within("the short one's cancel", cancelled.recv()).await;
+    let (kind, long_at) = within("the long request", long).await.unwrap();
+    assert_eq!(kind, ErrorKind::Timeout);
+    assert!(long_at - start >= Duration::from_secs(30));
+    within("the long one's cancel", cancelled.recv()).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dropped_request_cancels_the_remote_handler() {
     let net = InMemNetwork::new(4);
     let (tx, mut events) = mpsc::channel::<&'static str>(4);

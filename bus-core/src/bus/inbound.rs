@@ -113,14 +113,14 @@ pub(crate) async fn answer(reply: ReplyTo, outcome: Result<Bytes, ReplyError>) {
     if reply.cancel.is_cancelled() {
         return;
     }
-    let Some(bytes) = encode_answer(&reply.codec, reply.id, outcome) else {
+    let Some(bytes) = encode_answer(reply.codec(), reply.id, outcome) else {
         return;
     };
     let Err(bytes) = reply.try_through(bytes) else {
         return;
     };
-    if let Err(mpsc::error::TrySendError::Full(bytes)) = reply.lane.try_send(bytes) {
-        let _ = reply.lane.send(bytes).await;
+    if let Err(mpsc::error::TrySendError::Full(bytes)) = reply.lane().try_send(bytes) {
+        let _ = reply.lane().send(bytes).await;
     }
 }
 

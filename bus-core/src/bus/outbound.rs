@@ -53,6 +53,9 @@ impl Reroute {
 /// failed before any byte of it was written never reached a handler, so it goes to another
 /// handler in scope (at most [`MAX_REROUTES`] times, within the same timeout) rather than
 /// failing with `PeerLost`: at-most-once still holds.
+///
+/// The timeout is a deadline in the pending table of the connection the command waits on,
+/// which that connection's watcher enforces: no timer per request.
 pub(super) async fn routed_call<C: Command>(
     route: Reroute,
     mut peer: Arc<PeerHandle>,
@@ -60,52 +63,41 @@ pub(super) async fn routed_call<C: Command>(
     mut bytes: Bytes,
     timeout: Option<Duration>,
 ) -> Result<C::Reply, Error> {
-    let started = tokio::time::Instant::now();
-    let routed = async {
-        let mut reroutes = 0;
-        loop {
-            match attempt(&peer, id, bytes).await {
-                Attempt::Answered(outcome) => {
-                    return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
-                }
-                Attempt::Lost => return Err(lost::<C>(&peer)),
-                Attempt::NotSent(back) => {
-                    // The handler it goes to now gets the time the caller still waits.
-                    bytes = match timeout {
-                        Some(t) => {
-                            let left = t.saturating_sub(started.elapsed());
-                            with_remaining_deadline(&back, left).unwrap_or(back)
-                        }
-                        None => back,
-                    };
-                    let next = (reroutes < MAX_REROUTES)
-                        .then(|| route.next(C::NAME, &bytes))
-                        .flatten();
-                    let Some(next) = next else {
-                        return Err(not_sent::<C>(&peer));
-                    };
-                    tracing::debug!(
-                        command = C::NAME,
-                        from = %peer.node_id,
-                        to = %next.node_id,
-                        "the link failed before the command was sent: sent to another handler"
-                    );
-                    reroutes += 1;
-                    peer = next;
-                }
+    let deadline = deadline_after(timeout);
+    let mut reroutes = 0;
+    loop {
+        match attempt(&peer, id, bytes, deadline).await {
+            Attempt::Answered(outcome) => {
+                return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+            }
+            Attempt::Lost => return Err(lost::<C>(&peer)),
+            // The handler it was last sent to is the one that did not answer in time.
+            Attempt::TimedOut => return Err(timed_out::<C>(&peer)),
+            Attempt::NotSent(back) => {
+                // The handler it goes to now gets the time the caller still waits.
+                bytes = match deadline {
+                    Some(at) => {
+                        let left = at.saturating_duration_since(now_std());
+                        with_remaining_deadline(&back, left).unwrap_or(back)
+                    }
+                    None => back,
+                };
+                let next = (reroutes < MAX_REROUTES)
+                    .then(|| route.next(C::NAME, &bytes))
+                    .flatten();
+                let Some(next) = next else {
+                    return Err(not_sent::<C>(&peer));
+                };
+                tracing::debug!(
+                    command = C::NAME,
+                    from = %peer.node_id,
+                    to = %next.node_id,
+                    "the link failed before the command was sent: sent to another handler"
+                );
+                reroutes += 1;
+                peer = next;
             }
         }
-    };
-    match timeout {
-        Some(t) => match tokio::time::timeout(t, routed).await {
-            Ok(result) => result,
-            // The handler it was last sent to is the one that did not answer in time.
-            Err(_) => Err(about(
-                &peer,
-                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
-            )),
-        },
-        None => routed.await,
     }
 }
 
@@ -120,23 +112,31 @@ pub(super) async fn remote_call<C: Command>(
     bytes: Bytes,
     timeout: Option<Duration>,
 ) -> Result<C::Reply, Error> {
-    let wait = async {
-        match attempt(&peer, id, bytes).await {
-            Attempt::Answered(outcome) => Ok(outcome),
-            Attempt::Lost => Err(lost::<C>(&peer)),
-            Attempt::NotSent(_) => Err(not_sent::<C>(&peer)),
-        }
-    };
-    let outcome = match timeout {
-        Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-            about(
-                &peer,
-                Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
-            )
-        })??,
-        None => wait.await?,
+    let outcome = match attempt(&peer, id, bytes, deadline_after(timeout)).await {
+        Attempt::Answered(outcome) => outcome,
+        Attempt::Lost => return Err(lost::<C>(&peer)),
+        Attempt::NotSent(_) => return Err(not_sent::<C>(&peer)),
+        Attempt::TimedOut => return Err(timed_out::<C>(&peer)),
     };
     read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+}
+
+/// The deadline `timeout` from now (on the runtime's clock, which tests may pause); none for
+/// no timeout, or one too far to name.
+fn deadline_after(timeout: Option<Duration>) -> Option<std::time::Instant> {
+    timeout.and_then(|t| now_std().checked_add(t))
+}
+
+fn now_std() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// `peer` did not answer before the caller's deadline.
+fn timed_out<C: Command>(peer: &PeerHandle) -> Error {
+    about(
+        peer,
+        Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+    )
 }
 
 /// The peer was lost after the command may have been written: the outcome is unknown.
@@ -164,16 +164,24 @@ enum Attempt {
     NotSent(Bytes),
     /// The peer was lost after it may have been written.
     Lost,
+    /// The deadline came first; the peer was told with a `Cancel`.
+    TimedOut,
 }
 
-/// Registers request `id` with `peer`, queues its frame and waits for the answer.
+/// Registers request `id` with `peer` until `deadline`, queues its frame and waits for the
+/// answer.
 ///
 /// # Cancel safety
 ///
 /// Dropping it removes the pending entry and queues a `Cancel` for the peer.
-async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
-    let (tx, rx) = oneshot::channel();
-    if !peer.register(id, tx) {
+async fn attempt(
+    peer: &PeerHandle,
+    id: u64,
+    bytes: Bytes,
+    deadline: Option<std::time::Instant>,
+) -> Attempt {
+    let (tx, mut rx) = oneshot::channel();
+    if !peer.register(id, tx, deadline) {
         return Attempt::NotSent(bytes);
     }
     let pending = Pending { peer, id };
@@ -182,7 +190,14 @@ async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
     match peer.try_send_command(bytes) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(bytes)) => {
-            if let Err(bytes) = peer.queue(&peer.lanes.commands, bytes).await {
+            // Waiting for room ends early when the request does (its deadline came): the
+            // queueing goes first, so a connection that is gone hands the frame back.
+            let queued = tokio::select! {
+                biased;
+                queued = peer.queue(&peer.lanes.commands, bytes) => queued,
+                answer = &mut rx => return pending.answered(answer),
+            };
+            if let Err(bytes) = queued {
                 pending.disarm();
                 return Attempt::NotSent(bytes);
             }
@@ -192,10 +207,17 @@ async fn attempt(peer: &PeerHandle, id: u64, bytes: Bytes) -> Attempt {
             return Attempt::NotSent(bytes);
         }
     }
-    // The sender is dropped when the peer is lost after the frame may have been written.
-    match rx.await {
+    let answer = rx.await;
+    pending.answered(answer)
+}
+
+/// What the pending entry's waiter was told. Its sender is dropped when the peer is lost
+/// after the frame may have been written.
+fn read_answer(answer: Result<Answer, oneshot::error::RecvError>) -> Attempt {
+    match answer {
         Ok(Answer::Reply(outcome)) => Attempt::Answered(outcome),
         Ok(Answer::NotSent(bytes)) => Attempt::NotSent(bytes),
+        Ok(Answer::TimedOut) => Attempt::TimedOut,
         Err(_) => Attempt::Lost,
     }
 }
@@ -211,6 +233,13 @@ impl Pending<'_> {
     fn disarm(self) {
         self.peer.forget(self.id);
         std::mem::forget(self);
+    }
+
+    /// The waiter was answered (or its sender dropped): whoever did so took the entry out of
+    /// the table first, so there is nothing to remove (and no lock to take).
+    fn answered(self, answer: Result<Answer, oneshot::error::RecvError>) -> Attempt {
+        std::mem::forget(self);
+        read_answer(answer)
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::actor::ActorMsg;
@@ -32,6 +31,7 @@ use crate::wire::{CompressedFrame, Decoded, Frame, FrameCodec, FrameKind, FrameN
 
 mod handshake;
 mod inbound;
+mod on_wake;
 mod reader;
 pub(super) mod through;
 mod writer;
@@ -150,6 +150,11 @@ pub(crate) async fn run(
         write_loop(writer, receivers, Arc::clone(&peer), Arc::clone(&sent))
             .instrument(span.clone()),
     );
+    // The deadlines of the requests we send here: one watcher, not a timer per request. It
+    // ends when the connection is gone, or is aborted with this set.
+    let mut deadlines = JoinSet::new();
+    let watched = Arc::clone(&peer);
+    deadlines.spawn(async move { watched.watch_deadlines().await });
     // A semaphore holds at most `MAX_PERMITS`, and a body takes its share as a `u32`.
     let large_budget = node
         .config

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::conn::through::Gate;
 use super::credit::{EventFlow, Grant};
 use super::peer::PeerHandle;
+use crate::context::CancelSignal;
 use crate::wire::control::{GroupInterest, ReplyError};
 use crate::wire::{Frame, FrameCodec, FrameError};
 
@@ -71,21 +70,28 @@ pub(crate) type BodyJob = Box<dyn FnOnce() -> Result<Bytes, FrameError> + Send>;
 pub(crate) struct ReplyTo {
     /// The request id to answer.
     pub(crate) id: u64,
-    /// How the peer reads our frames.
-    pub(crate) codec: FrameCodec,
-    /// The peer's reply lane.
-    pub(crate) lane: mpsc::Sender<Bytes>,
-    /// Writes the reply at once when the connection's writer is idle.
-    pub(crate) gate: Arc<Gate>,
+    /// The connection the command came on: its codec, its reply lane, its write-through gate
+    /// (one reference count per command, not one for each).
+    pub(crate) peer: Arc<PeerHandle>,
     /// Cancelled when the caller gives up (a `Cancel` frame) or the connection ends.
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: CancelSignal,
 }
 
 impl ReplyTo {
+    /// How the peer reads our frames.
+    pub(crate) fn codec(&self) -> &FrameCodec {
+        &self.peer.send_codec
+    }
+
+    /// The peer's reply lane.
+    pub(crate) fn lane(&self) -> &mpsc::Sender<Bytes> {
+        &self.peer.lanes.replies
+    }
+
     /// Writes the framed answer from this call if the connection's writer is idle and nothing
     /// is queued before it; hands it back otherwise, for the reply lane.
     pub(crate) fn try_through(&self, frame: Bytes) -> Result<(), Bytes> {
-        self.gate.try_write(frame)
+        self.peer.try_through(frame)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::through::Gate;
@@ -30,6 +30,8 @@ pub(crate) enum Answer {
     /// The connection ended before any byte of the command was written: the peer never saw
     /// it, so it may go to another handler without breaking at-most-once. Its frame, back.
     NotSent(Bytes),
+    /// The caller's deadline came first (the peer is sent a `Cancel`).
+    TimedOut,
 }
 
 /// The most of the byte budget the events lane pays for at once: see
@@ -66,6 +68,7 @@ pub(crate) struct LaneReceivers {
     pub(crate) events: EventLaneRx,
 }
 
+mod deadlines;
 mod lane;
 mod through;
 
@@ -107,6 +110,8 @@ pub(crate) struct PeerHandle {
     pub(crate) send_codec: FrameCodec,
     /// Replies we wait for, by request id. Short critical sections only, never across `.await`.
     pending: Mutex<PendingRequests<oneshot::Sender<Answer>>>,
+    /// Wakes the connection's deadline watcher when a request is due before its next check.
+    deadlines: Notify,
     in_flight: AtomicUsize,
     /// Set the moment the connection is known to be failing, closing or replaced: routing
     /// skips it from then on, before the actor publishes routes without it. (An atomic, not a
@@ -114,6 +119,9 @@ pub(crate) struct PeerHandle {
     unavailable: AtomicBool,
     /// Cancelled when the connection is gone: senders stop waiting for room on its lanes.
     pub(crate) gone: CancellationToken,
+    /// Set before `gone` is cancelled: what [`register`](Self::register) checks on every
+    /// request (an atomic, where the token's own check takes a lock).
+    is_gone: AtomicBool,
     /// Cancelled to close the connection on purpose (shutdown): the writer sends what is
     /// queued, then closes.
     pub(crate) stop: CancellationToken,
@@ -167,9 +175,11 @@ impl PeerHandle {
             conn_id,
             send_codec,
             pending: Mutex::new(PendingRequests::new()),
+            deadlines: Notify::new(),
             in_flight: AtomicUsize::new(0),
             unavailable: AtomicBool::new(false),
             gone: CancellationToken::new(),
+            is_gone: AtomicBool::new(false),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             aborted: AtomicBool::new(false),
@@ -412,22 +422,34 @@ impl PeerHandle {
     /// stay until [`fail_all`](Self::fail_all).
     pub(crate) fn mark_gone(&self) {
         self.set_unavailable();
+        self.is_gone.store(true, Ordering::Release);
         self.gone.cancel();
     }
 
-    /// Waits for the reply to request `id`. `false` when the peer is already gone.
-    pub(crate) fn register(&self, id: u64, tx: oneshot::Sender<Answer>) -> bool {
+    /// Waits for the reply to request `id`, until `deadline` at most (the connection's
+    /// deadline watcher answers [`Answer::TimedOut`] then). `false` when the peer is already
+    /// gone.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        tx: oneshot::Sender<Answer>,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
         let Ok(mut pending) = self.pending.lock() else {
             return false;
         };
-        if self.gone.is_cancelled() {
+        if self.is_gone.load(Ordering::Acquire) {
             return false;
         }
         // Ids come from one node-wide counter: a duplicate is never made, and is refused.
-        if pending.insert(id, tx).is_err() {
+        let Ok(wake) = pending.insert(id, tx, deadline) else {
             return false;
-        }
+        };
+        drop(pending);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if wake.0 {
+            self.deadlines.notify_one();
+        }
         true
     }
 
@@ -463,7 +485,13 @@ impl PeerHandle {
             return;
         };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(bytes) = super::encode(&self.send_codec, &frame) {
+        self.send_cancel(&frame);
+    }
+
+    /// Queues `Cancel` `frame` behind the commands already queued (a full lane falls back to
+    /// the control lane).
+    fn send_cancel(&self, frame: &crate::wire::Frame) {
+        if let Ok(bytes) = super::encode(&self.send_codec, frame) {
             if let Err(mpsc::error::TrySendError::Full(bytes)) =
                 self.try_queue(&self.lanes.commands, bytes)
             {

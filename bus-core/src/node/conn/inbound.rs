@@ -2,6 +2,7 @@
 //! (delivered to the subscriptions), and the large bodies handled off the reader.
 
 use super::*;
+use crate::context::CancelSignal;
 
 /// The reader's side of the requests a peer sends us.
 pub(super) struct Inbound<'a> {
@@ -9,7 +10,7 @@ pub(super) struct Inbound<'a> {
     /// The layer above, which runs commands and delivers events.
     pub(super) dispatch: &'a Weak<dyn Dispatch>,
     pub(super) peer: &'a Arc<PeerHandle>,
-    pub(super) running: InboundRequests<CancellationToken>,
+    pub(super) running: InboundRequests<CancelSignal>,
     /// The handlers running for this peer; each returns its request id. Dropped (aborted) with
     /// the connection.
     pub(super) handlers: JoinSet<u64>,
@@ -310,7 +311,7 @@ impl Inbound<'_> {
         let Some(dispatch) = self.dispatch.upgrade() else {
             return self.refuse(id, ErrorKind::Closed, "the node is shutting down".into());
         };
-        let token = CancellationToken::new();
+        let token = CancelSignal::new();
         let (body, permit) = match large {
             Some(LargeCommand { permit, body }) => (
                 CommandBody::Large(Box::new(move || body.into_frame().map(|f| f.body))),
@@ -320,9 +321,7 @@ impl Inbound<'_> {
         };
         let reply = ReplyTo {
             id,
-            codec: peer.send_codec,
-            lane: peer.lanes.replies.clone(),
-            gate: Arc::clone(&peer.gate),
+            peer: Arc::clone(peer),
             cancel: token.clone(),
         };
         let cmd = InboundCommand { head, body, reply };
@@ -332,7 +331,8 @@ impl Inbound<'_> {
             Ok(answering) => answering,
             Err(refused) => return self.refuse_with(id, refused),
         };
-        if let Err(o) = self.running.admit(peer.node_id, id, token) {
+        // Checked, not taken: a handler that answers within the poll below never needs a slot.
+        if let Err(o) = self.running.check(peer.node_id, id) {
             // Never polled: nothing of the handler ran.
             drop(answering);
             return self.refuse(
@@ -341,8 +341,9 @@ impl Inbound<'_> {
                 format!("{} requests already running for this peer", o.limit),
             );
         }
-        let span = tracing::Span::current();
         if let Some(permit) = permit {
+            // Cannot fail: checked just above, on this same reader.
+            let _ = self.running.admit(peer.node_id, id, token);
             self.handlers.spawn(
                 async move {
                     answering.await;
@@ -352,29 +353,27 @@ impl Inbound<'_> {
                     drop(permit);
                     id
                 }
-                .instrument(span),
+                .instrument(tracing::Span::current()),
             );
             return;
         }
         // Poll it once here: a handler that answers at once (the common case) replies without
-        // a hand-off to a task of its own, which after an idle link is a wake-up. The future
-        // catches its handler's panics, so polling it here cannot unwind into the reader. The
-        // waker is a no-op: one still pending is spawned below, and its task's first poll
-        // registers the real waker.
+        // a hand-off to a task of its own, which after an idle link is a wake-up, and without
+        // a slot in `running` (no `Cancel` can come for it before it is done: this reader reads
+        // the peer's next frame only after this returns). The future catches its handler's
+        // panics, so polling it here cannot unwind into the reader. The waker is a no-op: one
+        // still pending is spawned below, and its task's first poll registers the real waker.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match answering.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(()) => {
-                let _ = self.running.finish(peer.node_id, id);
-            }
-            std::task::Poll::Pending => {
-                self.handlers.spawn(
-                    async move {
-                        answering.await;
-                        id
-                    }
-                    .instrument(span),
-                );
-            }
+        if answering.as_mut().poll(&mut cx).is_pending() {
+            // Cannot fail: checked above, and nothing was admitted since.
+            let _ = self.running.admit(peer.node_id, id, token);
+            self.handlers.spawn(
+                async move {
+                    answering.await;
+                    id
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
     }
 

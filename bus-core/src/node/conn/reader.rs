@@ -23,8 +23,9 @@ pub(super) async fn read_loop(
     // Made once, not per turn of the loop: a new timer or cancellation waiter per frame
     // would register (and deregister) itself each time. A later deadline only moves the
     // timer's expiry, without touching the timer wheel.
-    let stopped = peer.stop.cancelled();
-    let retired = peer.retire.cancelled();
+    // Polled only once woken, not on each of the loop's turns.
+    let stopped = on_wake::OnWake::new(peer.stop.cancelled());
+    let retired = on_wake::OnWake::new(peer.retire.cancelled());
     let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(liveness.next_deadline()));
     tokio::pin!(stopped, retired, timer);
     loop {
