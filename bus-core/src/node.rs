@@ -26,6 +26,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 pub(crate) use actor::{membership_config, run as run_actor, ActorMsg};
+#[cfg(test)]
+pub(crate) use peer::handle_for_tests;
 pub(crate) use peer::{Answer, PeerHandle, ReplyOutcome};
 pub(crate) use routes::{EventRoute, GroupRoute, MemberRoute, Routes};
 pub use view::{MembershipView, PeerGroup, PeerInfo};

@@ -172,14 +172,18 @@ pub(crate) struct GroupTable(
 );
 
 impl GroupTable {
+    /// The most groups it keeps counters for; a group beyond them counts on counters of its
+    /// own that [`snapshot`](Self::snapshot) does not show (group names come from peers).
+    pub(crate) const MAX_GROUPS: usize = crate::wire::control::MAX_NAMES;
+
     /// The counters of group `group` of event `event`.
     pub(crate) fn of(&self, event: &str, group: &str) -> std::sync::Arc<GroupCounters> {
         let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        std::sync::Arc::clone(
-            table
-                .entry((event.to_owned(), group.to_owned()))
-                .or_default(),
-        )
+        let key = (event.to_owned(), group.to_owned());
+        if table.len() >= Self::MAX_GROUPS && !table.contains_key(&key) {
+            return std::sync::Arc::default();
+        }
+        std::sync::Arc::clone(table.entry(key).or_default())
     }
 
     /// Every group's counters now.

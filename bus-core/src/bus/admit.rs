@@ -89,7 +89,13 @@ pub(super) fn admit<E: Event>(
             scope,
         };
         let local = local_groups.map_or(&[][..], Vec::as_slice);
-        groups::targets(publisher, local, remote_groups, &inner.counters.groups)
+        groups::targets(
+            E::NAME,
+            publisher,
+            local,
+            remote_groups,
+            &inner.counters.groups,
+        )
     } else {
         groups::Picks::new()
     };

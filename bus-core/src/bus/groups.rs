@@ -130,15 +130,18 @@ impl<E> LocalGroup<E> {
 
     /// The member that takes the next events: an exclusive group's oldest; in a shared group,
     /// the one with the fewest queued, in turn among equals.
+    /// (A member whose receiving end went, and which the next table leaves out, is passed
+    /// over at once.)
     pub(crate) fn pick(&self) -> Option<&Arc<SubSender<E>>> {
+        let mut open = self.members.iter().filter(|m| !m.is_closed());
         if self.info.kind == GroupKind::Exclusive {
-            return self.members.first();
+            return open.next();
         }
-        let least = self.members.iter().map(|m| m.queued()).min()?;
-        let tied = self.members.iter().filter(|m| m.queued() == least);
+        let least = open.clone().map(|m| m.queued()).min()?;
+        let tied = open.filter(|m| m.queued() == least);
         let ties = tied.clone().count().max(1);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed) % ties;
-        tied.clone().nth(turn).or_else(|| self.members.first())
+        tied.clone().nth(turn).or_else(|| tied.clone().next())
     }
 
     /// How many more events the group's members here have room for: what a publisher on this

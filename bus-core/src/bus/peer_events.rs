@@ -120,6 +120,16 @@ impl EventSink for PeerEvents {
             self.flush();
             self.run = self.start_run(name, credit);
         }
+        if self.run.is_none() {
+            consumed(credit);
+            // A group's event whose group has no member here any more (it left while the
+            // event was on its way) is lost: counted. (An ungrouped event nothing here
+            // subscribes to is nobody's.)
+            if split_group_channel(name).is_some() {
+                Counters::bump(&self.bus.counters.remote_events_dropped);
+            }
+            return Ok(());
+        }
         let message_id = crate::id::next_message_id();
         let meta = if frame.headers.is_empty() {
             match &self.plain {
@@ -131,7 +141,6 @@ impl EventSink for PeerEvents {
             self.meta(correlation_id, super::inbound::headers_of(frame))
         };
         let Some(run) = &mut self.run else {
-            consumed(credit);
             return Ok(());
         };
         if let Err(e) = run.events.add(&frame.body, message_id, meta) {
@@ -246,17 +255,24 @@ impl<E: Event> RemoteBatch for Batch<E> {
             To::All { subs, wait } => (subs, *wait),
             To::Group { groups, i } => {
                 // The whole run to one member: the grant bounds what it may add to a queue.
-                if let Some(member) = groups.get(*i).and_then(LocalGroup::pick) {
-                    match receipt {
-                        Some(r) => member.send_credited(self.events.drain(..), Held::One(r)),
-                        None => {
-                            let dropped = member.try_send_all(self.events.drain(..));
-                            counters
-                                .remote_events_dropped
-                                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                let n = self.events.len() as u64;
+                let dropped = match groups.get(*i).and_then(LocalGroup::pick) {
+                    Some(member) => match receipt {
+                        Some(r) => {
+                            if member.send_credited(self.events.drain(..), Held::One(r)) {
+                                0
+                            } else {
+                                n
+                            }
                         }
-                    }
-                }
+                        None => member.try_send_all(self.events.drain(..)),
+                    },
+                    // Every member here went: the events are lost (their room comes back).
+                    None => n,
+                };
+                counters
+                    .remote_events_dropped
+                    .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
                 self.events.clear();
                 return;
             }
@@ -281,7 +297,10 @@ impl<E: Event> RemoteBatch for Batch<E> {
                     _ => None,
                 };
                 match credit {
-                    Some(credit) => sub.send_credited(events, credit),
+                    // A subscription that went a moment ago no longer wants them.
+                    Some(credit) => {
+                        let _ = sub.send_credited(events, credit);
+                    }
                     None => {
                         let dropped = sub.try_send_all(events);
                         if dropped > 0 {
@@ -296,5 +315,105 @@ impl<E: Event> RemoteBatch for Batch<E> {
             offer(sub, &mut self.events.iter().map(Delivery::share));
         }
         offer(last, &mut self.events.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::FutureExt;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::node::credit::grant_for_tests;
+    use crate::wire::control::group_channel;
+    use crate::wire::{FrameKind, FrameName};
+    use crate::{Bus, GroupKind, SubscriptionOptions};
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Job(u32);
+    impl Event for Job {
+        const NAME: &'static str = "review.job";
+    }
+
+    fn frame(name: &Arc<str>, n: u32) -> Frame {
+        let mut f = Frame::new(
+            FrameKind::Event,
+            crate::wire::body::encode_body(&Job(n)).unwrap(),
+        );
+        f.name = Some(FrameName::Inline(Arc::clone(name)));
+        f
+    }
+
+    fn sink(bus: &Bus) -> PeerEvents {
+        PeerEvents {
+            bus: Arc::clone(&bus.inner),
+            table: bus.inner.events.load_full(),
+            sender: crate::id::NodeId::from_u128(7),
+            scope: Scope::Network,
+            plain: None,
+            run: None,
+        }
+    }
+
+    /// A member of an exclusive group is unsubscribed while a peer's burst is being read (the
+    /// burst's table still has it): the rest of the burst goes to the standby.
+    #[tokio::test]
+    async fn events_of_a_burst_go_to_the_standby_once_the_active_member_is_unsubscribed() {
+        let bus = Bus::builder().start().await.unwrap();
+        let opts = SubscriptionOptions::new()
+            .group("g")
+            .group_kind(GroupKind::Exclusive);
+        let active = bus.subscribe_with::<Job>(opts.clone()).unwrap();
+        let mut standby = bus.subscribe_with::<Job>(opts).unwrap();
+        let channel: Arc<str> = Arc::from(group_channel(Job::NAME, "g"));
+        let mut sink = sink(&bus);
+        let grant = grant_for_tests(64);
+        // First event of the burst, to the active member.
+        grant.receive().unwrap();
+        sink.deliver(&frame(&channel, 0), Some(&grant)).unwrap();
+        sink.flush();
+        // The active member goes; the burst goes on.
+        drop(active);
+        for n in 1..=10 {
+            grant.receive().unwrap();
+            sink.deliver(&frame(&channel, n), Some(&grant)).unwrap();
+        }
+        drop(sink);
+        let mut got = Vec::new();
+        while let Some(Some(job)) = standby.recv().now_or_never() {
+            got.push(job.0);
+        }
+        assert_eq!(
+            got,
+            (1..=10).collect::<Vec<_>>(),
+            "lost with the standby idle"
+        );
+    }
+
+    /// As above, with a shared group: an idle member that went (its queue length 0, the
+    /// shortest) gets nothing more; the remaining member gets every run.
+    #[tokio::test]
+    async fn events_of_a_burst_reach_the_remaining_member_of_a_shared_group() {
+        let bus = Bus::builder().start().await.unwrap();
+        let opts = SubscriptionOptions::new().group("g");
+        let gone = bus.subscribe_with::<Job>(opts.clone()).unwrap();
+        let mut stays = bus.subscribe_with::<Job>(opts).unwrap();
+        let channel: Arc<str> = Arc::from(group_channel(Job::NAME, "g"));
+        let mut sink = sink(&bus);
+        drop(gone);
+        // Runs of 4 (a grant of 16: batch 4), each flushed by the reader at its limit.
+        let grant = grant_for_tests(16);
+        for n in 0..16 {
+            grant.receive().unwrap();
+            sink.deliver(&frame(&channel, n), Some(&grant)).unwrap();
+        }
+        drop(sink);
+        let mut got = 0;
+        while let Some(Some(_)) = stays.recv().now_or_never() {
+            got += 1;
+        }
+        assert_eq!(got, 16, "events lost while the remaining member had room");
     }
 }

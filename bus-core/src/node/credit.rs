@@ -192,12 +192,16 @@ impl Grant {
     fn message(&self) -> GrantMsg {
         let mut seq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         *seq += 1;
+        let limit = self.window.limit();
         GrantMsg {
             name: self.name.to_string(),
-            limit: self.window.limit(),
+            limit,
             wait: self.wait.load(Ordering::Relaxed),
             seq: *seq,
-            window: self.window.window(),
+            // What the limit stands beyond the events consumed (not the window as it is now:
+            // a window just made smaller is reached by the limit only as events are consumed),
+            // so that the peer reads what we consumed as limit - window.
+            window: u32::try_from(limit.saturating_sub(self.window.consumed())).unwrap_or(u32::MAX),
         }
     }
 
@@ -582,5 +586,29 @@ mod tests {
             .map(|c| c.name.to_string())
             .collect();
         assert_eq!(kept, ["n"]);
+    }
+
+    /// After a member of a group leaves (the channel's window shrinks), a grant message made
+    /// before the limit catches up (the wait flag turned, an interest request's `resend`, a
+    /// `take_owed` after a full control lane) says how far the limit stands beyond what was
+    /// consumed, not the new window: the publisher counts every event not consumed.
+    #[test]
+    fn unconfirmed_counts_every_event_sent_and_not_consumed_after_the_window_shrinks() {
+        let g = grant_for_tests(8);
+        let credit = Credit::new("n");
+        credit.raise(&g.message());
+        for _ in 0..8 {
+            assert!(credit.window.try_take());
+            g.receive().unwrap();
+        }
+        assert_eq!(credit.unconfirmed(), 8);
+        // One of two members leaves: the window halves; the grant is said again (resend).
+        assert!(g.window.set_window(4).is_none());
+        credit.raise(&g.message());
+        assert_eq!(
+            credit.unconfirmed(),
+            8,
+            "nothing was consumed: none is confirmed"
+        );
     }
 }

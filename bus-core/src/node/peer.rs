@@ -563,3 +563,35 @@ impl fmt::Debug for PeerHandle {
             .finish_non_exhaustive()
     }
 }
+
+/// Review: a connection's handle for tests elsewhere in the crate, with lanes of `capacity`
+/// (their receivers returned, to keep them open and unread).
+#[cfg(test)]
+pub(crate) fn handle_for_tests(capacity: usize) -> (Arc<PeerHandle>, LaneReceivers) {
+    let (lanes, rxs) = lanes(capacity);
+    let gate = super::conn::gate_for_tests(&lanes);
+    let identity = PeerIdentity {
+        node_id: 9,
+        incarnation: 1,
+        name: "peer".into(),
+        network: "default".into(),
+        cluster: "c".into(),
+        host_id: "h".into(),
+        addresses: Vec::new(),
+    };
+    let key = ConnectionKey {
+        direction: crate::proto::handshake::Direction::Outbound,
+        peer_incarnation: 1,
+    };
+    let handle = PeerHandle::new(
+        identity,
+        key,
+        1,
+        lanes,
+        FrameCodec::default(),
+        1 << 20,
+        gate,
+        Arc::default(),
+    );
+    (Arc::new(handle), rxs)
+}

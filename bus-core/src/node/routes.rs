@@ -1,13 +1,13 @@
 //! The routing snapshot: which peers handle a command or subscribe to an event.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 
 use super::credit::Credit;
 use super::PeerHandle;
 use crate::proto::routing::{Candidate, Member, Picker};
-use crate::stats::GroupCounters;
+use crate::stats::{GroupCounters, GroupTable};
 use crate::wire::control::GroupKind;
 
 /// Rebuilt by the actor whenever a peer or its interest changes, and swapped in as a whole, so
@@ -33,7 +33,16 @@ pub(crate) struct GroupRoute {
     pub(crate) members: Vec<MemberRoute>,
     /// Whose turn it is among members with equal room; kept across snapshots.
     pub(crate) picker: Arc<Picker>,
-    pub(crate) counters: Arc<GroupCounters>,
+    /// The group's counters, once a publish needed them (a group nothing is published to
+    /// takes no room in the table); kept across snapshots.
+    pub(crate) counters: Arc<OnceLock<Arc<GroupCounters>>>,
+}
+
+impl GroupRoute {
+    /// The group's counters in `table`.
+    pub(crate) fn counters(&self, event: &str, table: &GroupTable) -> Arc<GroupCounters> {
+        Arc::clone(self.counters.get_or_init(|| table.of(event, &self.name)))
+    }
 }
 
 /// A peer with members of a group, and the room it granted us on the group's channel.

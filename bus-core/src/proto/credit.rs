@@ -216,6 +216,11 @@ impl ReceiveWindow {
         self.received.load(Ordering::Relaxed)
     }
 
+    /// Events consumed so far (those of the same peer's earlier connections included).
+    pub fn consumed(&self) -> u64 {
+        self.consumed.load(Ordering::Acquire)
+    }
+
     /// Events received and not yet consumed.
     pub fn outstanding(&self) -> u64 {
         let consumed = self.consumed.load(Ordering::Acquire);

@@ -192,6 +192,11 @@ impl<E> SubSender<E> {
         self.shared.since
     }
 
+    /// Whether its receiving end went: it takes nothing more.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Deliveries queued and not yet handed out.
     pub(crate) fn queued(&self) -> usize {
         self.shared.len.load(Ordering::Relaxed)
@@ -262,13 +267,14 @@ impl<E> SubSender<E> {
 
     /// Queues a run of a peer's events that came under the room granted to it, whatever the
     /// queue's length, under one lock; the last holds `credit`, the run's share of the grant.
+    /// `false` if the subscription is gone (the run is dropped, its credit with it).
     pub(crate) fn send_credited(
         &self,
         deliveries: impl ExactSizeIterator<Item = Delivery<E>>,
         credit: Held,
-    ) {
+    ) -> bool {
         if self.shared.closed.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let last = deliveries.len().saturating_sub(1);
         let mut credit = Some(credit);
@@ -279,6 +285,7 @@ impl<E> SubSender<E> {
                 }
                 d
             }));
+        true
     }
 
     /// Waits for room, then queues `delivery`; gives up when the subscription goes or `sealed`

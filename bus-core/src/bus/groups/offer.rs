@@ -96,6 +96,11 @@ pub(crate) fn offer<E: Event>(
             continue;
         };
         // Every member in scope was full, and the group waits: the first with room takes it.
+        // (A member node whose frame limit the event is over could not read it.)
+        let size = frame
+            .as_ref()
+            .map_or(0, |f| f.len().saturating_sub(PREFIX_LEN));
+        let fits = |route: &EventRoute| size <= route.peer.send_codec.max_frame_size;
         let mut wait = GroupWait {
             frame,
             remote: Vec::new(),
@@ -104,8 +109,10 @@ pub(crate) fn offer<E: Event>(
         };
         let others = group.others.iter().filter_map(|t| match (t, here) {
             (Target::Here(sub), Some(here)) => Some(Waiter::Here(Arc::clone(sub), here.delivery())),
-            (Target::Peer(member, _), _) => Some(Waiter::Peer(member.route.clone())),
-            (Target::Here(_), None) => None,
+            (Target::Peer(member, _), _) if fits(&member.route) => {
+                Some(Waiter::Peer(member.route.clone()))
+            }
+            _ => None,
         });
         for waiter in std::iter::once(first).chain(others) {
             match waiter {

@@ -99,6 +99,7 @@ impl<E> Member for Cand<'_, E> {
 /// here (`local`) and on peers (`remote`). A group with no member in scope counts it and gets
 /// nothing.
 pub(crate) fn targets<'a, E>(
+    event: &str,
     publisher: Publisher<'a>,
     local: &'a [LocalGroup<E>],
     remote: &'a [GroupRoute],
@@ -133,7 +134,7 @@ pub(crate) fn targets<'a, E>(
         out.extend(picked(pick, &cands, publisher, kind, target, counters));
     }
     for route in remote_only {
-        let counters = Arc::clone(&route.counters);
+        let counters = route.counters(event, table);
         let pick = pick_member(
             &route.picker,
             &route.members,

@@ -25,6 +25,27 @@ pub(crate) struct GroupWait<E> {
     pub(crate) counters: Arc<GroupCounters>,
 }
 
+/// Room taken at a member node for an event not yet queued for it: given back when dropped
+/// unless the event was queued, so a publish given up never spends the member's window.
+struct Taken<'r> {
+    route: &'r EventRoute,
+    sent: bool,
+}
+
+impl Taken<'_> {
+    fn sent(mut self) {
+        self.sent = true;
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.route.credit.give_back();
+        }
+    }
+}
+
 /// How waiting at one member ended.
 enum Outcome {
     /// Room was taken at member node `.0`.
@@ -68,7 +89,13 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                 Outcome::Remote(i, Room::Taken) => {
                     // The others stop waiting (taking room is cancel safe).
                     drop(waiting);
-                    let (Some(route), Some(frame)) = (remote.get(i), frame) else {
+                    let Some(route) = remote.get(i) else {
+                        return Ok(());
+                    };
+                    // Given back unless the event is queued, also if this publish is given up
+                    // (dropped) while it waits for the link.
+                    let room = Taken { route, sent: false };
+                    let Some(frame) = frame else {
                         return Ok(());
                     };
                     let queued = tokio::select! {
@@ -76,9 +103,8 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                         () = sealed.cancelled() => false,
                     };
                     if queued {
+                        room.sent();
                         counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        route.credit.give_back();
                     }
                     return if sealed.is_cancelled() {
                         Err(())
@@ -97,5 +123,62 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
         }
         counters.dropped.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::Context;
+
+    use super::*;
+    use crate::wire::control::{Credit as CreditMsg, Grant as GrantMsg};
+
+    /// A publish given up (its `timeout`, or the caller dropping it) while the group's wait has
+    /// taken room at a member node and waits for the link's queue gives that room back: the
+    /// peer never gets the event, so it would never grant it back.
+    #[tokio::test]
+    async fn room_taken_for_a_group_event_comes_back_when_the_publish_is_given_up() {
+        let (peer, _rxs) = crate::node::handle_for_tests(1);
+        // The link's events queue full.
+        while peer.try_queue_event(Bytes::from_static(b"x")).is_ok() {}
+        let credit = peer.credit.sending("e\u{1f}g").unwrap();
+        peer.credit.on_credit(&CreditMsg {
+            grants: vec![GrantMsg {
+                name: "e\u{1f}g".into(),
+                limit: 1,
+                wait: true,
+                seq: 1,
+                window: 1,
+            }],
+        });
+        assert_eq!(credit.window.available(), 1);
+        let wait: GroupWait<u32> = GroupWait {
+            frame: Some(Bytes::from_static(b"event")),
+            remote: vec![EventRoute {
+                peer: Arc::clone(&peer),
+                credit: Arc::clone(&credit),
+            }],
+            local: None,
+            counters: Arc::default(),
+        };
+        let sealed = CancellationToken::new();
+        let mut run = Box::pin(wait.run(&sealed));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            credit.window.available(),
+            0,
+            "room taken, waiting for the link"
+        );
+        // The publish times out.
+        drop(run);
+        assert_eq!(
+            credit.window.available(),
+            1,
+            "the room taken for an event never sent comes back"
+        );
     }
 }

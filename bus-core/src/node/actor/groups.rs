@@ -30,19 +30,17 @@ impl Actor {
             match list.iter_mut().find(|g| *g.name == *group.group) {
                 Some(route) => route.members.push(member),
                 None => {
-                    let picker = previous
+                    let before = previous
                         .groups
                         .get(&group.event)
-                        .and_then(|l| l.iter().find(|g| *g.name == *group.group))
-                        .map(|g| Arc::clone(&g.picker))
-                        .unwrap_or_default();
+                        .and_then(|l| l.iter().find(|g| *g.name == *group.group));
                     list.push(GroupRoute {
                         name: Arc::from(group.group.as_str()),
                         channel: Arc::from(channel),
                         kind: group.kind,
                         members: vec![member],
-                        picker,
-                        counters: self.node.counters.groups.of(&group.event, &group.group),
+                        picker: before.map(|g| Arc::clone(&g.picker)).unwrap_or_default(),
+                        counters: before.map(|g| Arc::clone(&g.counters)).unwrap_or_default(),
                     });
                 }
             }

@@ -278,7 +278,14 @@ impl Inbound<'_> {
             return Ok(());
         }
         let delivered = off_reader(move || {
-            let frame = large.into_frame()?;
+            let frame = match large.into_frame() {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // Counted under its grant: consumed, though it never decompressed.
+                    drop(credit.map(|grant| grant.receipt(1)));
+                    return Err(e);
+                }
+            };
             let delivered = sink.deliver(&frame, credit.as_ref());
             sink.flush();
             Ok(delivered)
