@@ -42,6 +42,16 @@ fn forward(
     });
 }
 
+/// Subscribes on `bus` with `options` and forwards what it gets, tagged `tag`, to `out`.
+fn join(
+    out: &mpsc::UnboundedSender<(&'static str, Job)>,
+    tag: &'static str,
+    bus: &Bus,
+    options: SubscriptionOptions,
+) {
+    forward(tag, bus.subscribe_with::<Job>(options).unwrap(), out);
+}
+
 /// The next `n` events `rx` gets, by tag.
 async fn take(
     rx: &mut mpsc::UnboundedReceiver<(&'static str, Job)>,
@@ -89,9 +99,9 @@ async fn a_group_gets_each_event_once_and_ungrouped_subscribers_all_of_them() {
     let net = InMemNetwork::new(150);
     let (a, b, c) = mesh(&net).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward("all", a.subscribe::<Job>().unwrap(), &tx);
-    forward("b", b.subscribe_with::<Job>(group("billing")).unwrap(), &tx);
-    forward("c", c.subscribe_with::<Job>(group("billing")).unwrap(), &tx);
+    join(&tx, "all", &a, SubscriptionOptions::new());
+    join(&tx, "b", &b, group("billing"));
+    join(&tx, "c", &c, group("billing"));
     for bus in [&a, &b] {
         within(
             "the members",
@@ -158,29 +168,13 @@ async fn two_groups_and_ungrouped_subscribers_each_get_every_event_once() {
     let net = InMemNetwork::new(151);
     let (a, b, c) = mesh(&net).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward("a", a.subscribe::<Job>().unwrap(), &tx);
-    forward("c", c.subscribe::<Job>().unwrap(), &tx);
-    forward(
-        "billing-b",
-        b.subscribe_with::<Job>(group("billing")).unwrap(),
-        &tx,
-    );
-    forward(
-        "billing-c",
-        c.subscribe_with::<Job>(group("billing")).unwrap(),
-        &tx,
-    );
+    join(&tx, "a", &a, SubscriptionOptions::new());
+    join(&tx, "c", &c, SubscriptionOptions::new());
+    join(&tx, "billing-b", &b, group("billing"));
+    join(&tx, "billing-c", &c, group("billing"));
     // Two members of `audit` on one node: the node hands each event to one of them.
-    forward(
-        "audit-b1",
-        b.subscribe_with::<Job>(group("audit")).unwrap(),
-        &tx,
-    );
-    forward(
-        "audit-b2",
-        b.subscribe_with::<Job>(group("audit")).unwrap(),
-        &tx,
-    );
+    join(&tx, "audit-b1", &b, group("audit"));
+    join(&tx, "audit-b2", &b, group("audit"));
     within(
         "billing",
         a.ready().members::<Job>("billing", Scope::Cluster, 2),
@@ -231,7 +225,7 @@ async fn events_go_to_the_remaining_member_when_one_dies_and_what_was_in_flight_
     .await;
     publish(&a, 0, 16).await;
     // Then c joins: b is full, so the next 24 all go to c.
-    forward("c", c.subscribe_with::<Job>(group("billing")).unwrap(), &tx);
+    join(&tx, "c", &c, group("billing"));
     within(
         "billing",
         a.ready().members::<Job>("billing", Scope::Cluster, 2),
@@ -262,16 +256,8 @@ async fn an_exclusive_group_has_one_active_member_and_the_next_takes_over() {
     let net = InMemNetwork::new(153);
     let (a, b, c) = mesh(&net).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward(
-        "b",
-        b.subscribe_with::<Job>(exclusive("ledger")).unwrap(),
-        &tx,
-    );
-    forward(
-        "c",
-        c.subscribe_with::<Job>(exclusive("ledger")).unwrap(),
-        &tx,
-    );
+    join(&tx, "b", &b, exclusive("ledger"));
+    join(&tx, "c", &c, exclusive("ledger"));
     for bus in [&a, &b, &c] {
         within(
             "ledger",
@@ -465,9 +451,9 @@ async fn scopes_limit_the_members_a_publish_reaches() {
         .await
         .unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward("a", a.subscribe_with::<Job>(group("g")).unwrap(), &tx);
-    forward("b", b.subscribe_with::<Job>(group("g")).unwrap(), &tx);
-    forward("c", c.subscribe_with::<Job>(group("g")).unwrap(), &tx);
+    join(&tx, "a", &a, group("g"));
+    join(&tx, "b", &b, group("g"));
+    join(&tx, "c", &c, group("g"));
     // A group whose only member is in the other cluster.
     let _far = c.subscribe_with::<Job>(group("far")).unwrap();
     within("g", a.ready().members::<Job>("g", Scope::Network, 3)).await;
