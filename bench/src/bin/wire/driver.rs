@@ -202,37 +202,26 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         );
     }
     let mut fans = Vec::new();
-    if only.iter().any(|o| o == "fanout") {
-        let subs: usize = opts.num("fan-subs", 10);
-        let size: usize = opts.num("fan-payload", 64);
-        let rounds: usize = opts.num("rounds", 2);
-        let secs: f64 = opts.num("event-secs", if quick { 0.3 } else { 1.0 });
-        let max: u64 = opts.num("event-max", 10_000_000);
-        for place in opts.list("fan-placements", "split,free") {
-            let Some(place) = fanout::FanPlace::parse(&place) else {
-                failures.push(format!("unknown fan-out placement `{place}`"));
-                continue;
-            };
-            eprintln!("wire: fan-out 1 -> {subs} ({place:?})");
-            match fanout::scenario(place, subs, size, rounds, secs, max, false) {
-                Ok(row) => fans.push(row),
-                Err(e) => failures.push(e),
-            }
+    // Fan-out (every subscriber gets every event) and a group (each event to one member).
+    for (mode, subs_key, subs_default, places_key, group) in [
+        ("fanout", "fan-subs", 10, "fan-placements", false),
+        ("group", "group-subs", 2, "group-placements", true),
+    ] {
+        if !only.iter().any(|o| o == mode) {
+            continue;
         }
-    }
-    if only.iter().any(|o| o == "group") {
-        let subs: usize = opts.num("group-subs", 2);
+        let subs: usize = opts.num(subs_key, subs_default);
         let size: usize = opts.num("fan-payload", 64);
         let rounds: usize = opts.num("rounds", 2);
         let secs: f64 = opts.num("event-secs", if quick { 0.3 } else { 1.0 });
         let max: u64 = opts.num("event-max", 10_000_000);
-        for place in opts.list("group-placements", "split,free") {
+        for place in opts.list(places_key, "split,free") {
             let Some(place) = fanout::FanPlace::parse(&place) else {
-                failures.push(format!("unknown group placement `{place}`"));
+                failures.push(format!("unknown {mode} placement `{place}`"));
                 continue;
             };
-            eprintln!("wire: group of {subs} ({place:?})");
-            match fanout::scenario(place, subs, size, rounds, secs, max, true) {
+            eprintln!("wire: {mode} 1 -> {subs} ({place:?})");
+            match fanout::scenario(place, subs, size, rounds, secs, max, group) {
                 Ok(row) => fans.push(row),
                 Err(e) => failures.push(e),
             }
