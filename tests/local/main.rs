@@ -5,5 +5,6 @@ mod support;
 
 mod commands;
 mod events;
+mod groups;
 mod lifecycle;
 mod ready;

@@ -129,7 +129,7 @@ impl<E> LocalGroup<E> {
     }
 
     /// The member that takes the next events: an exclusive group's oldest; in a shared group,
-    /// the one with the fewest queued, in turn among equals.
+    /// the one with the most room in its queue, in turn among equals.
     /// (A member whose receiving end went, and which the next table leaves out, is passed
     /// over at once.)
     pub(crate) fn pick(&self) -> Option<&Arc<SubSender<E>>> {
@@ -137,8 +137,9 @@ impl<E> LocalGroup<E> {
         if self.info.kind == GroupKind::Exclusive {
             return open.next();
         }
-        let least = open.clone().map(|m| m.queued()).min()?;
-        let tied = open.filter(|m| m.queued() == least);
+        let room = |m: &Arc<SubSender<E>>| m.capacity().saturating_sub(m.queued());
+        let most = open.clone().map(room).max()?;
+        let tied = open.filter(|m| room(m) == most);
         let ties = tied.clone().count().max(1);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed) % ties;
         tied.clone().nth(turn).or_else(|| tied.clone().next())

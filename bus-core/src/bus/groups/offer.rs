@@ -39,7 +39,7 @@ impl<E> Picked<'_, E> {
     pub(crate) fn here(&self) -> bool {
         std::iter::once(&self.target)
             .chain(&self.others)
-            .any(|t| matches!(t, Target::Here(_)))
+            .any(|t| matches!(t, Target::Here(..)))
     }
 }
 
@@ -62,7 +62,7 @@ pub(crate) fn offer<E: Event>(
             .chain(&group.others)
             .find_map(|t| match t {
                 Target::Peer(_, channel) => Some(channel),
-                Target::Here(_) => None,
+                Target::Here(..) => None,
             });
         let mut frame = match channel {
             Some(channel) => Some(FrameCodec::default().encode_message_to_bytes(
@@ -75,7 +75,7 @@ pub(crate) fn offer<E: Event>(
             None => None,
         };
         let first = match (&group.target, here, frame.take()) {
-            (Target::Here(sub), Some(here), bytes) => {
+            (Target::Here(sub, _), Some(here), bytes) => {
                 frame = bytes;
                 offer_here(sub, here.delivery(), c)
             }
@@ -104,19 +104,40 @@ pub(crate) fn offer<E: Event>(
         let mut wait = GroupWait {
             frame,
             remote: Vec::new(),
-            local: None,
+            local: Vec::new(),
             counters: Arc::clone(c),
         };
         let others = group.others.iter().filter_map(|t| match (t, here) {
-            (Target::Here(sub), Some(here)) => Some(Waiter::Here(Arc::clone(sub), here.delivery())),
+            (Target::Here(sub, _), Some(here)) => {
+                Some(Waiter::Here(Arc::clone(sub), here.delivery()))
+            }
             (Target::Peer(member, _), _) if fits(&member.route) => {
                 Some(Waiter::Peer(member.route.clone()))
             }
             _ => None,
         });
+        // This node's members: whichever of them has room first.
+        let members_here = std::iter::once(&group.target)
+            .chain(&group.others)
+            .find_map(|t| match t {
+                Target::Here(_, g) => Some(*g),
+                Target::Peer(..) => None,
+            });
         for waiter in std::iter::once(first).chain(others) {
             match waiter {
-                Waiter::Here(sub, delivery) => wait.local = Some((sub, delivery)),
+                Waiter::Here(sub, delivery) => {
+                    let more = members_here
+                        .into_iter()
+                        .flat_map(|g| &g.members)
+                        .filter(|m| {
+                            !Arc::ptr_eq(m, &sub)
+                                && !m.is_closed()
+                                && m.policy() == FullPolicy::Wait
+                        });
+                    let more: Vec<_> = more.map(|m| (Arc::clone(m), delivery.share())).collect();
+                    wait.local.push((sub, delivery));
+                    wait.local.extend(more);
+                }
                 Waiter::Peer(route) => wait.remote.push(route),
             }
         }

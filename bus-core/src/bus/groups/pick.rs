@@ -14,8 +14,8 @@ use crate::wire::control::GroupKind;
 
 /// Where one group's copy of an event goes.
 pub(crate) enum Target<'a, E> {
-    /// A member here.
-    Here(&'a Arc<SubSender<E>>),
+    /// A member here (the one picked), of this node's members of the group.
+    Here(&'a Arc<SubSender<E>>, &'a LocalGroup<E>),
     /// A member node elsewhere, and the group's channel.
     Peer(&'a MemberRoute, &'a Arc<str>),
 }
@@ -128,7 +128,7 @@ pub(crate) fn targets<'a, E>(
         let picker = route.map_or(&group.picker, |r| &*r.picker);
         let pick = pick_member(picker, &cands, publisher.here, publisher.scope, kind);
         let target = |c: &Cand<'a, E>| match *c {
-            Cand::Here(g, _) => g.pick().map(Target::Here),
+            Cand::Here(g, _) => g.pick().map(|m| Target::Here(m, g)),
             Cand::Peer(m) => route.map(|r| Target::Peer(m, &r.channel)),
         };
         out.extend(picked(pick, &cands, publisher, kind, target, counters));

@@ -20,8 +20,8 @@ pub(crate) struct GroupWait<E> {
     pub(crate) frame: Option<Bytes>,
     /// The member nodes elsewhere.
     pub(crate) remote: Vec<EventRoute>,
-    /// This node's member that would take it, and the delivery for it.
-    pub(crate) local: Option<(Arc<SubSender<E>>, Delivery<E>)>,
+    /// This node's members that would take it, each with a delivery for it.
+    pub(crate) local: Vec<(Arc<SubSender<E>>, Delivery<E>)>,
     pub(crate) counters: Arc<GroupCounters>,
 }
 
@@ -74,7 +74,8 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                 }));
             }
         }
-        if let Some((sub, delivery)) = local {
+        // (Only one of them queues it: the others' sends are dropped unqueued when it does.)
+        for (sub, delivery) in local {
             waiting.push(Box::pin(async move {
                 Outcome::Local(sub.send(delivery, sealed).await)
             }));
@@ -159,7 +160,7 @@ mod tests {
                 peer: Arc::clone(&peer),
                 credit: Arc::clone(&credit),
             }],
-            local: None,
+            local: Vec::new(),
             counters: Arc::default(),
         };
         let sealed = CancellationToken::new();
