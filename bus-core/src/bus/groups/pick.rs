@@ -113,13 +113,14 @@ pub(crate) fn targets<'a, E>(
         let counters = group.counters(table);
         let route = remote.iter().find(|r| r.name == group.info.name);
         // The peers' kind rules when their oldest member is older than ours.
-        let cands: Vec<Cand<'a, E>> = std::iter::once(Cand::Here(group, publisher))
-            .chain(
-                route
-                    .into_iter()
-                    .flat_map(|r| r.members.iter().map(Cand::Peer)),
-            )
-            .collect();
+        let cands: smallvec::SmallVec<[Cand<'a, E>; 4]> =
+            std::iter::once(Cand::Here(group, publisher))
+                .chain(
+                    route
+                        .into_iter()
+                        .flat_map(|r| r.members.iter().map(Cand::Peer)),
+                )
+                .collect();
         let oldest = cands.iter().min_by_key(|c| c.seniority());
         let kind = match (oldest, route) {
             (Some(Cand::Peer(m)), _) => m.kind,
