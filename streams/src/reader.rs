@@ -54,6 +54,9 @@ impl Shared {
         for v in &views {
             let (mut pos, mut expect) = v.start;
             while pos < v.len {
+                if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
+                    return Ok(out);
+                }
                 let b = self.batch_at(v, pos, expect)?;
                 for r in b.records.iter().filter(|r| r.offset >= from) {
                     if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
