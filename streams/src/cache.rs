@@ -28,7 +28,13 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub(crate) fn new(cap: usize) -> Self {
-        Self { cap: cap as u64, used: 0, tick: 0, map: HashMap::new(), order: BTreeMap::new() }
+        Self {
+            cap: cap as u64,
+            used: 0,
+            tick: 0,
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn get(&mut self, key: Key) -> Option<Arc<Batch>> {
@@ -47,7 +53,9 @@ impl Cache {
             return;
         }
         while self.used + size > self.cap {
-            let Some((_, old)) = self.order.pop_first() else { break };
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
             if let Some((b, _)) = self.map.remove(&old) {
                 self.used -= b.header.frame_len();
             }
@@ -80,8 +88,17 @@ mod tests {
     use super::*;
 
     fn batch(len: u32) -> Arc<Batch> {
-        let header = BatchHeader { length: len - 4, crc: 0, base: 0, count: 1, max_ts: 0 };
-        Arc::new(Batch { header, records: Vec::new() })
+        let header = BatchHeader {
+            length: len - 4,
+            crc: 0,
+            base: 0,
+            count: 1,
+            max_ts: 0,
+        };
+        Arc::new(Batch {
+            header,
+            records: Vec::new(),
+        })
     }
 
     #[test]

@@ -65,31 +65,53 @@ impl Error {
     /// Maps an I/O error of stream `stream`: a full disk becomes [`Error::DiskFull`].
     pub(crate) fn io(stream: &str, e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded {
-            Error::DiskFull { stream: stream.to_owned() }
+            Error::DiskFull {
+                stream: stream.to_owned(),
+            }
         } else {
-            Error::Io { stream: stream.to_owned(), kind: e.kind(), source: e }
+            Error::Io {
+                stream: stream.to_owned(),
+                kind: e.kind(),
+                source: e,
+            }
         }
     }
 
     /// A copy for every request of a failed group (io::Error is not `Clone`).
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            Error::Io { stream, kind, source } => Error::Io {
+            Error::Io {
+                stream,
+                kind,
+                source,
+            } => Error::Io {
                 stream: stream.clone(),
                 kind: *kind,
                 source: io::Error::new(*kind, source.to_string()),
             },
-            Error::Corrupt { stream, offset } => {
-                Error::Corrupt { stream: stream.clone(), offset: *offset }
-            }
-            Error::OffsetGone { stream, requested, earliest } => Error::OffsetGone {
+            Error::Corrupt { stream, offset } => Error::Corrupt {
+                stream: stream.clone(),
+                offset: *offset,
+            },
+            Error::OffsetGone {
+                stream,
+                requested,
+                earliest,
+            } => Error::OffsetGone {
                 stream: stream.clone(),
                 requested: *requested,
                 earliest: *earliest,
             },
-            Error::DiskFull { stream } => Error::DiskFull { stream: stream.clone() },
-            Error::TooLarge { size, max } => Error::TooLarge { size: *size, max: *max },
-            Error::Failed { stream } => Error::Failed { stream: stream.clone() },
+            Error::DiskFull { stream } => Error::DiskFull {
+                stream: stream.clone(),
+            },
+            Error::TooLarge { size, max } => Error::TooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::Failed { stream } => Error::Failed {
+                stream: stream.clone(),
+            },
             Error::Closed => Error::Closed,
         }
     }

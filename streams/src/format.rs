@@ -275,14 +275,25 @@ mod tests {
         for i in 0..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x10;
-            assert!(decode_batch(Bytes::from(bad)).is_none(), "flip at {i} went unseen");
+            assert!(
+                decode_batch(Bytes::from(bad)).is_none(),
+                "flip at {i} went unseen"
+            );
         }
     }
 
     #[test]
     fn index_round_trip_and_damage() {
-        let e = [IndexEntry { offset: 7, pos: 16, max_ts_before: 0 }];
-        let s = IndexSummary { max_ts: 10, end_pos: 99, next_offset: 12 };
+        let e = [IndexEntry {
+            offset: 7,
+            pos: 16,
+            max_ts_before: 0,
+        }];
+        let s = IndexSummary {
+            max_ts: 10,
+            end_pos: 99,
+            next_offset: 12,
+        };
         let b = encode_index(7, &e, s);
         assert_eq!(decode_index(&b, 7), Some((e.to_vec(), s)));
         assert!(decode_index(&b, 8).is_none());

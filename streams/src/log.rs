@@ -95,21 +95,35 @@ impl Log {
     /// # Errors
     /// As [`open`](Self::open).
     pub async fn open_with(storage: Arc<dyn Storage>, config: LogConfig) -> Result<Log> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(storage, config)).await.map_err(closed)?
+        tokio::task::spawn_blocking(move || Self::open_blocking(storage, config))
+            .await
+            .map_err(closed)?
     }
 
     fn open_blocking(storage: Arc<dyn Storage>, config: LogConfig) -> Result<Log> {
         let segments = recover(&*storage, &config)?;
         let cache = Mutex::new(Cache::new(config.cache_bytes));
         let permits = Arc::new(Semaphore::new(config.queue));
-        let shared = Arc::new(Shared { config, storage, state: Mutex::new(State { segments }), cache });
+        let shared = Arc::new(Shared {
+            config,
+            storage,
+            state: Mutex::new(State { segments }),
+            cache,
+        });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), rx);
         let thread = std::thread::Builder::new()
             .name(format!("meshbus-log-{}", shared.config.name))
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&shared.config.name, e))?;
-        Ok(Log { inner: Arc::new(Handle { shared, tx, permits, thread: Mutex::new(Some(thread)) }) })
+        Ok(Log {
+            inner: Arc::new(Handle {
+                shared,
+                tx,
+                permits,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
     }
 
     /// Appends `records` as one batch; resolves with their offsets once they are written under
@@ -126,7 +140,10 @@ impl Log {
     ///
     /// # Cancel safety
     /// Dropping the future does not withdraw a queued append: it may still be written.
-    pub fn append(&self, records: Vec<NewRecord>) -> impl Future<Output = Result<Appended>> + Send + 'static {
+    pub fn append(
+        &self,
+        records: Vec<NewRecord>,
+    ) -> impl Future<Output = Result<Appended>> + Send + 'static {
         let queued = self.enqueue(records);
         async move {
             let rx = match queued {
@@ -135,7 +152,13 @@ impl Log {
                 Ok(Err((permits, tx, records, size))) => {
                     let permit = permits.acquire_owned().await.map_err(closed)?;
                     let (reply, rx) = oneshot::channel();
-                    tx.send(Request::Append { records, size, reply, _permit: permit }).map_err(closed)?;
+                    tx.send(Request::Append {
+                        records,
+                        size,
+                        reply,
+                        _permit: permit,
+                    })
+                    .map_err(closed)?;
                     rx
                 }
             };
@@ -155,12 +178,21 @@ impl Log {
     > {
         let max = self.inner.shared.config.max_batch_bytes;
         for r in &records {
-            let too_long = r.headers.iter().find(|(k, _)| k.len() > usize::from(u16::MAX));
+            let too_long = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.len() > usize::from(u16::MAX));
             if let Some((k, _)) = too_long {
-                return Err(Error::TooLarge { size: k.len() as u64, max: u64::from(u16::MAX) });
+                return Err(Error::TooLarge {
+                    size: k.len() as u64,
+                    max: u64::from(u16::MAX),
+                });
             }
             if r.headers.len() > usize::from(u16::MAX) {
-                return Err(Error::TooLarge { size: r.headers.len() as u64, max: u64::from(u16::MAX) });
+                return Err(Error::TooLarge {
+                    size: r.headers.len() as u64,
+                    max: u64::from(u16::MAX),
+                });
             }
         }
         let size = format::batch_size(&records) as u64;
@@ -171,10 +203,18 @@ impl Log {
         match h.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (reply, rx) = oneshot::channel();
-                h.tx.send(Request::Append { records, size, reply, _permit: permit }).map_err(closed)?;
+                h.tx.send(Request::Append {
+                    records,
+                    size,
+                    reply,
+                    _permit: permit,
+                })
+                .map_err(closed)?;
                 Ok(Ok(rx))
             }
-            Err(TryAcquireError::NoPermits) => Ok(Err((h.permits.clone(), h.tx.clone(), records, size))),
+            Err(TryAcquireError::NoPermits) => {
+                Ok(Err((h.permits.clone(), h.tx.clone(), records, size)))
+            }
             Err(TryAcquireError::Closed) => Err(Error::Closed),
         }
     }
@@ -196,7 +236,12 @@ impl Log {
     ///
     /// # Errors
     /// As [`read`](Self::read).
-    pub async fn read_bytes(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
+    pub async fn read_bytes(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
         let shared = self.inner.shared.clone();
         tokio::task::spawn_blocking(move || shared.read(from, max_records, max_bytes))
             .await
@@ -210,7 +255,9 @@ impl Log {
     /// As [`read`](Self::read).
     pub async fn offset_at_time(&self, ts: u64) -> Result<Option<u64>> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || shared.offset_at_time(ts)).await.map_err(closed)?
+        tokio::task::spawn_blocking(move || shared.offset_at_time(ts))
+            .await
+            .map_err(closed)?
     }
 
     /// Up to `max_records` records from the first whose timestamp is at or after `ts`.

@@ -23,13 +23,23 @@ struct View {
 const MAX_VIEWS: usize = 16;
 
 fn view(s: &Segment, start: (u64, u64)) -> View {
-    View { base: s.base, file: s.file.clone(), len: s.len, start }
+    View {
+        base: s.base,
+        file: s.file.clone(),
+        len: s.len,
+        start,
+    }
 }
 
 impl Shared {
     /// Up to `max_records` records from offset `from` (fewer at the tail, none past it), and
     /// at least one if there is one, stopping once `max_bytes` of bodies are reached.
-    pub(crate) fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
+    pub(crate) fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
         let views = {
             let st = lock(&self.state);
             let first = st.segments.first().map_or(0, |s| s.base);
@@ -40,13 +50,25 @@ impl Shared {
                     earliest: first,
                 });
             }
-            let i = st.segments.partition_point(|s| s.base <= from).saturating_sub(1);
+            let i = st
+                .segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
             st.segments
                 .iter()
                 .skip(i)
                 .take(MAX_VIEWS)
                 .enumerate()
-                .map(|(k, s)| view(s, if k == 0 { s.seek(from) } else { (SEGMENT_HEADER, s.base) }))
+                .map(|(k, s)| {
+                    view(
+                        s,
+                        if k == 0 {
+                            s.seek(from)
+                        } else {
+                            (SEGMENT_HEADER, s.base)
+                        },
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let mut out = Vec::new();
@@ -105,13 +127,20 @@ impl Shared {
             return Ok(b);
         }
         let stream = self.config.name.as_str();
-        let corrupt = || Error::Corrupt { stream: stream.to_owned(), offset: expect };
+        let corrupt = || Error::Corrupt {
+            stream: stream.to_owned(),
+            offset: expect,
+        };
         let io = |e| Error::io(stream, e);
-        let h = segment::read_header(&*v.file, pos, v.len).map_err(io)?.ok_or_else(corrupt)?;
+        let h = segment::read_header(&*v.file, pos, v.len)
+            .map_err(io)?
+            .ok_or_else(corrupt)?;
         if h.base != expect {
             return Err(corrupt());
         }
-        let (header, records) = segment::read_batch(&*v.file, pos, &h).map_err(io)?.ok_or_else(corrupt)?;
+        let (header, records) = segment::read_batch(&*v.file, pos, &h)
+            .map_err(io)?
+            .ok_or_else(corrupt)?;
         let batch = Arc::new(Batch { header, records });
         lock(&self.cache).insert((v.base, pos), batch.clone());
         Ok(batch)

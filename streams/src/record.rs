@@ -16,7 +16,11 @@ pub struct NewRecord {
 impl NewRecord {
     /// A record with no headers.
     pub fn new(timestamp: u64, body: impl Into<Bytes>) -> Self {
-        Self { timestamp, headers: Vec::new(), body: body.into() }
+        Self {
+            timestamp,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
 
     /// Adds a header.

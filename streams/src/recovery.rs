@@ -41,7 +41,11 @@ pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Vec<S
         let Some(next_base) = next_base else {
             // The active segment: always scanned, torn tail cut.
             if !head_ok {
-                tracing::warn!(stream, base, "active segment has no valid header; starting it again");
+                tracing::warn!(
+                    stream,
+                    base,
+                    "active segment has no valid header; starting it again"
+                );
                 segments.push(create_segment(storage, base).map_err(io)?);
                 break;
             }
@@ -90,7 +94,11 @@ pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Vec<S
                 file,
                 // Damage stays in place: reading into it is an error naming the offset.
                 len: scan.file_len,
-                next_offset: if clean { scan.next_offset } else { next_base.max(base) },
+                next_offset: if clean {
+                    scan.next_offset
+                } else {
+                    next_base.max(base)
+                },
                 index: if head_ok { scan.index } else { Vec::new() },
                 max_ts: scan.max_ts,
                 opened: Instant::now(),
@@ -100,7 +108,12 @@ pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Vec<S
                     tracing::warn!(stream, base, error = %e, "could not save a rebuilt index");
                 }
             } else {
-                tracing::warn!(stream, base, "sealed segment is damaged after offset {}", scan.next_offset);
+                tracing::warn!(
+                    stream,
+                    base,
+                    "sealed segment is damaged after offset {}",
+                    scan.next_offset
+                );
             }
             seg
         };

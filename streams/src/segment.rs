@@ -75,7 +75,11 @@ impl Segment {
             Some(e) => pos - e.pos >= interval,
         };
         if due {
-            self.index.push(IndexEntry { offset: h.base, pos, max_ts_before: self.max_ts });
+            self.index.push(IndexEntry {
+                offset: h.base,
+                pos,
+                max_ts_before: self.max_ts,
+            });
         }
         self.max_ts = self.max_ts.max(h.max_ts);
         self.next_offset = h.end();
@@ -84,7 +88,11 @@ impl Segment {
 
     /// The summary to persist with the index when the segment is sealed.
     pub(crate) fn summary(&self) -> IndexSummary {
-        IndexSummary { max_ts: self.max_ts, end_pos: self.len, next_offset: self.next_offset }
+        IndexSummary {
+            max_ts: self.max_ts,
+            end_pos: self.len,
+            next_offset: self.next_offset,
+        }
     }
 }
 
@@ -128,11 +136,7 @@ pub(crate) struct Scan {
 
 /// Scans a segment from its header, verifying every batch, until the end or the first batch
 /// with a bad length, checksum or offset.
-pub(crate) fn scan(
-    file: &dyn StorageFile,
-    base: u64,
-    interval: u64,
-) -> std::io::Result<Scan> {
+pub(crate) fn scan(file: &dyn StorageFile, base: u64, interval: u64) -> std::io::Result<Scan> {
     let file_len = file.len()?;
     let mut seg_index = Vec::new();
     let (mut pos, mut next, mut max_ts) = (SEGMENT_HEADER, base, 0u64);
@@ -144,7 +148,11 @@ pub(crate) fn scan(
         match read_batch(file, pos, &h)? {
             Some((h, _)) => {
                 if last_entry.is_none_or(|p| pos - p >= interval) {
-                    seg_index.push(IndexEntry { offset: h.base, pos, max_ts_before: max_ts });
+                    seg_index.push(IndexEntry {
+                        offset: h.base,
+                        pos,
+                        max_ts_before: max_ts,
+                    });
                     last_entry = Some(pos);
                 }
                 max_ts = max_ts.max(h.max_ts);
@@ -154,7 +162,13 @@ pub(crate) fn scan(
             None => break,
         }
     }
-    Ok(Scan { good_len: pos.min(file_len), file_len, next_offset: next, index: seg_index, max_ts })
+    Ok(Scan {
+        good_len: pos.min(file_len),
+        file_len,
+        next_offset: next,
+        index: seg_index,
+        max_ts,
+    })
 }
 
 /// Loads the persisted index of a sealed segment if it is whole and matches the file.

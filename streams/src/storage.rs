@@ -30,6 +30,8 @@ pub trait Storage: Send + Sync + Debug + 'static {
 }
 
 /// One open file: appends at its end, reads anywhere.
+// `len` is fallible, an `is_empty` beside it would add nothing.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Appends `buf` at the end of the file. On error, part of `buf` may have been written.
     ///
@@ -87,7 +89,11 @@ impl Storage for FsStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         let path = self.dir.join(name);
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).append(true).create(create).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .open(&path)?;
         if create && !existed {
             self.sync_dir()?;
         }

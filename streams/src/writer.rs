@@ -52,9 +52,20 @@ impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Request>) -> Self {
         let (len, next) = {
             let st = lock(&shared.state);
-            st.segments.last().map_or((SEGMENT_HEADER, 0), |s| (s.len, s.next_offset))
+            st.segments
+                .last()
+                .map_or((SEGMENT_HEADER, 0), |s| (s.len, s.next_offset))
         };
-        Self { shared, rx, len, next, unpublished: Vec::new(), dirty_since: None, failed: false, buf: Vec::new() }
+        Self {
+            shared,
+            rx,
+            len,
+            next,
+            unpublished: Vec::new(),
+            dirty_since: None,
+            failed: false,
+            buf: Vec::new(),
+        }
     }
 
     fn stream(&self) -> &str {
@@ -91,7 +102,12 @@ impl Writer {
             let mut others = Vec::new();
             for r in group {
                 match r {
-                    Request::Append { records, size, reply, .. } => appends.push((records, size, reply)),
+                    Request::Append {
+                        records,
+                        size,
+                        reply,
+                        ..
+                    } => appends.push((records, size, reply)),
                     other => others.push(other),
                 }
             }
@@ -132,7 +148,9 @@ impl Writer {
     fn append_group(&mut self, appends: Vec<(Vec<NewRecord>, u64, Reply)>) {
         if self.failed {
             for (_, _, reply) in appends {
-                let _ = reply.send(Err(Error::Failed { stream: self.stream().to_owned() }));
+                let _ = reply.send(Err(Error::Failed {
+                    stream: self.stream().to_owned(),
+                }));
             }
             return;
         }
@@ -155,7 +173,13 @@ impl Writer {
             let count: u64 = batch.iter().map(|(r, _, _)| r.len() as u64).sum();
             if count == 0 {
                 for (_, _, reply) in batch {
-                    done.push((reply, Appended { first: self.next, count: 0 }));
+                    done.push((
+                        reply,
+                        Appended {
+                            first: self.next,
+                            count: 0,
+                        },
+                    ));
                 }
                 continue;
             }
@@ -197,7 +221,11 @@ impl Writer {
 
     /// Appends one batch to the active segment (rolling first if due). On error the segment is
     /// cut back, so nothing of the batch stays.
-    fn write_batch<'a>(&mut self, records: impl Iterator<Item = &'a crate::NewRecord> + Clone, size: u64) -> Result<()> {
+    fn write_batch<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a crate::NewRecord> + Clone,
+        size: u64,
+    ) -> Result<()> {
         self.maybe_roll(size)?;
         self.buf.clear();
         format::encode_batch(&mut self.buf, self.next, records);
@@ -205,7 +233,9 @@ impl Writer {
             let st = lock(&self.shared.state);
             st.segments.last().map(|s| s.file.clone())
         };
-        let Some(file) = file else { return Err(Error::Closed) };
+        let Some(file) = file else {
+            return Err(Error::Closed);
+        };
         if let Err(e) = file.append(&self.buf) {
             if let Err(t) = file.truncate(self.len) {
                 tracing::error!(stream = self.stream(), error = %t, "could not cut a failed write back");
@@ -213,7 +243,9 @@ impl Writer {
             }
             return Err(Error::io(self.stream(), e));
         }
-        let Some(h) = format::parse_batch_header(&self.buf) else { return Err(Error::Closed) };
+        let Some(h) = format::parse_batch_header(&self.buf) else {
+            return Err(Error::Closed);
+        };
         self.unpublished.push((self.len, h));
         self.len += h.frame_len();
         self.next = h.end();
@@ -238,10 +270,15 @@ impl Writer {
     /// Fsyncs the active segment, then publishes. A failed fsync fails the log.
     fn sync(&mut self) -> Result<()> {
         if self.failed {
-            return Err(Error::Failed { stream: self.stream().to_owned() });
+            return Err(Error::Failed {
+                stream: self.stream().to_owned(),
+            });
         }
         if self.dirty_since.is_some() {
-            let file = lock(&self.shared.state).segments.last().map(|s| s.file.clone());
+            let file = lock(&self.shared.state)
+                .segments
+                .last()
+                .map(|s| s.file.clone());
             if let Some(file) = file {
                 if let Err(e) = file.sync() {
                     tracing::error!(stream = self.stream(), error = %e, "fsync failed; the log takes no more appends");
@@ -281,7 +318,8 @@ impl Writer {
                 tracing::warn!(stream = self.stream(), error = %e, "could not save an index; it is rebuilt on open");
             }
         }
-        let seg = create_segment(&*self.shared.storage, self.next).map_err(|e| Error::io(self.stream(), e))?;
+        let seg = create_segment(&*self.shared.storage, self.next)
+            .map_err(|e| Error::io(self.stream(), e))?;
         self.len = seg.len;
         lock(&self.shared.state).segments.push(seg);
         self.retention();
@@ -291,17 +329,21 @@ impl Writer {
     /// Deletes the whole sealed segments that retention no longer keeps, oldest first.
     pub(crate) fn retention(&mut self) {
         let r = self.shared.config.retention;
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let removed = {
             let mut st = lock(&self.shared.state);
             let mut bytes: u64 = st.segments.iter().map(|s| s.len).sum();
             let mut records: u64 = st.segments.iter().map(|s| s.records()).sum();
             let mut removed = Vec::new();
             while st.segments.len() > 1 {
-                let Some(oldest) = st.segments.first() else { break };
-                let aged = r.max_age.is_some_and(|a| {
-                    oldest.max_ts.saturating_add(a.as_millis() as u64) < now_ms
-                });
+                let Some(oldest) = st.segments.first() else {
+                    break;
+                };
+                let aged = r
+                    .max_age
+                    .is_some_and(|a| oldest.max_ts.saturating_add(a.as_millis() as u64) < now_ms);
                 let big = r.max_bytes.is_some_and(|m| bytes > m);
                 let many = r.max_records.is_some_and(|m| records > m);
                 if !(aged || big || many) {

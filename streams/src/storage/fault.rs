@@ -66,7 +66,10 @@ impl FaultStorage {
             } else {
                 0
             };
-            let tail = written.get(synced.len()..synced.len() + keep).unwrap_or(&[]).to_vec();
+            let tail = written
+                .get(synced.len()..synced.len() + keep)
+                .unwrap_or(&[])
+                .to_vec();
             *written = synced.clone();
             written.extend_from_slice(&tail);
             *synced = written.clone();
@@ -83,10 +86,14 @@ impl FaultStorage {
     /// Returns false if there is no such byte.
     pub fn flip(&self, name: &str, pos: u64, mask: u8) -> bool {
         let st = lock(&self.inner.state);
-        let Some(data) = st.files.get(name) else { return false };
+        let Some(data) = st.files.get(name) else {
+            return false;
+        };
         let mut guard = lock(data);
         let d = &mut *guard;
-        let Ok(p) = usize::try_from(pos) else { return false };
+        let Ok(p) = usize::try_from(pos) else {
+            return false;
+        };
         let mut hit = false;
         for buf in [&mut d.written, &mut d.synced] {
             if let Some(b) = buf.get_mut(p) {
@@ -117,7 +124,10 @@ impl FaultStorage {
     /// Total bytes of all files.
     pub fn total_bytes(&self) -> u64 {
         let st = lock(&self.inner.state);
-        st.files.values().map(|d| lock(d).written.len() as u64).sum()
+        st.files
+            .values()
+            .map(|d| lock(d).written.len() as u64)
+            .sum()
     }
 
     /// Syncs done so far.
@@ -154,7 +164,11 @@ impl Storage for FaultStorage {
             None if create => st.files.entry(name.to_owned()).or_default().clone(),
             None => return Err(io::ErrorKind::NotFound.into()),
         };
-        Ok(Arc::new(FaultFile { storage: self.clone(), data, epoch }))
+        Ok(Arc::new(FaultFile {
+            storage: self.clone(),
+            data,
+            epoch,
+        }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -190,7 +204,12 @@ impl FaultFile {
 impl StorageFile for FaultFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         let st = self.live()?;
-        let used: u64 = st.files.values().filter(|d| !Arc::ptr_eq(d, &self.data)).map(|d| lock(d).written.len() as u64).sum();
+        let used: u64 = st
+            .files
+            .values()
+            .filter(|d| !Arc::ptr_eq(d, &self.data))
+            .map(|d| lock(d).written.len() as u64)
+            .sum();
         let mut d = lock(&self.data);
         if let Some(space) = st.space {
             let room = space.saturating_sub(used + d.written.len() as u64);
@@ -208,7 +227,8 @@ impl StorageFile for FaultFile {
         // Reads work after a cut on purpose: a removed or old file's bytes stay readable
         // through an open handle, as on a real file system.
         let d = lock(&self.data);
-        let start = usize::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let start =
+            usize::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         let src = d
             .written
             .get(start..start.saturating_add(buf.len()))
@@ -223,7 +243,12 @@ impl StorageFile for FaultFile {
             st.syncs_waiting += 1;
             self.storage.inner.gate.notify_all();
             while st.syncs_held {
-                st = self.storage.inner.gate.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self
+                    .storage
+                    .inner
+                    .gate
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
             }
             st.syncs_waiting -= 1;
             if st.epoch != self.epoch {
@@ -239,7 +264,8 @@ impl StorageFile for FaultFile {
     fn truncate(&self, len: u64) -> io::Result<()> {
         let _st = self.live()?;
         let mut d = lock(&self.data);
-        d.written.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        d.written
+            .truncate(usize::try_from(len).unwrap_or(usize::MAX));
         Ok(())
     }
 

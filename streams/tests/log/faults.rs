@@ -8,7 +8,9 @@ use crate::{check, open_fault, read_all, rec};
 async fn always_keeps_every_acknowledged_record_through_a_power_cut() {
     for seed in 0..4u64 {
         let fault = FaultStorage::new();
-        let config = LogConfig::new("pc").fsync(FsyncPolicy::Always).segment_bytes(4096);
+        let config = LogConfig::new("pc")
+            .fsync(FsyncPolicy::Always)
+            .segment_bytes(4096);
         let log = open_fault(&fault, config.clone()).await;
         let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
@@ -46,30 +48,42 @@ async fn always_keeps_every_acknowledged_record_through_a_power_cut() {
             assert_eq!(r.offset, k as u64, "dense offsets");
         }
         for (offset, body) in &acked {
-            let r = all.get(*offset as usize).unwrap_or_else(|| panic!("acked offset {offset} lost (seed {seed})"));
+            let r = all
+                .get(*offset as usize)
+                .unwrap_or_else(|| panic!("acked offset {offset} lost (seed {seed})"));
             assert_eq!(r.body, body.as_bytes(), "acked offset {offset}");
         }
-        let next = log.append(vec![NewRecord::new(1, "after")]).await.expect("append after the cut");
+        let next = log
+            .append(vec![NewRecord::new(1, "after")])
+            .await
+            .expect("append after the cut");
         assert_eq!(next.first, all.len() as u64);
     }
 }
 
 #[tokio::test]
 async fn interval_and_never_keep_a_prefix_through_a_power_cut() {
-    let policies = [FsyncPolicy::Never, FsyncPolicy::Interval(Duration::from_secs(3600))];
+    let policies = [
+        FsyncPolicy::Never,
+        FsyncPolicy::Interval(Duration::from_secs(3600)),
+    ];
     for policy in policies {
         for seed in 0..6u64 {
             let fault = FaultStorage::new();
             let config = LogConfig::new("pc").fsync(policy).segment_bytes(2048);
             let log = open_fault(&fault, config.clone()).await;
             for i in (0..300).step_by(3) {
-                log.append((i..i + 3).map(rec).collect()).await.expect("append");
+                log.append((i..i + 3).map(rec).collect())
+                    .await
+                    .expect("append");
             }
             let synced = if seed % 2 == 1 {
                 // What an explicit sync covered survives, whatever the policy.
                 log.sync().await.expect("sync");
                 for i in (300..330).step_by(3) {
-                    log.append((i..i + 3).map(rec).collect()).await.expect("append");
+                    log.append((i..i + 3).map(rec).collect())
+                        .await
+                        .expect("append");
                 }
                 300
             } else {
@@ -85,8 +99,14 @@ async fn interval_and_never_keep_a_prefix_through_a_power_cut() {
                 check(r, k as u64); // a prefix: no hole, no garbage
             }
             let kept = all.len() as u64;
-            assert!(kept >= sealed.max(synced), "{policy:?} seed {seed}: kept {kept}, sealed {sealed}, synced {synced}");
-            let a = log.append(vec![rec(kept)]).await.expect("append after the cut");
+            assert!(
+                kept >= sealed.max(synced),
+                "{policy:?} seed {seed}: kept {kept}, sealed {sealed}, synced {synced}"
+            );
+            let a = log
+                .append(vec![rec(kept)])
+                .await
+                .expect("append after the cut");
             assert_eq!(a.first, kept);
         }
     }
@@ -114,9 +134,18 @@ async fn disk_full_fails_cleanly_and_appends_resume_when_space_returns() {
             log.append(vec![rec(i)]).await.expect("append");
         }
         fault.set_space(Some(fault.total_bytes() + 50));
-        let err = log.append(vec![NewRecord::new(5, vec![1u8; 200])]).await.expect_err("disk full");
-        assert!(matches!(&err, Error::DiskFull { stream } if stream == "full"), "{err:?}");
-        let err = log.append((20..30).map(rec).collect()).await.expect_err("still full");
+        let err = log
+            .append(vec![NewRecord::new(5, vec![1u8; 200])])
+            .await
+            .expect_err("disk full");
+        assert!(
+            matches!(&err, Error::DiskFull { stream } if stream == "full"),
+            "{err:?}"
+        );
+        let err = log
+            .append((20..30).map(rec).collect())
+            .await
+            .expect_err("still full");
         assert!(matches!(err, Error::DiskFull { .. }), "{err:?}");
         assert_eq!(log.info().next_offset, 20);
         let all = read_all(&log, 0).await;
@@ -140,7 +169,9 @@ async fn disk_full_fails_cleanly_and_appends_resume_when_space_returns() {
 #[tokio::test]
 async fn disk_full_when_rolling_a_segment_fails_cleanly() {
     let fault = FaultStorage::new();
-    let config = LogConfig::new("full").segment_bytes(300).fsync(FsyncPolicy::Never);
+    let config = LogConfig::new("full")
+        .segment_bytes(300)
+        .fsync(FsyncPolicy::Never);
     let log = open_fault(&fault, config.clone()).await;
     let mut next = 0;
     while log.info().segments < 2 {

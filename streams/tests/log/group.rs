@@ -18,7 +18,9 @@ async fn always_resolves_only_after_the_fsync_that_covers_it() {
     fault.hold_syncs();
     let mut append = pin!(log.append(vec![rec(0)]));
     let f = fault.clone();
-    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1)).await.expect("wait");
+    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1))
+        .await
+        .expect("wait");
     // The writer has written the batch and is inside the fsync: the append must not be done.
     assert!(poll_once(&mut append).await.is_pending());
     fault.release_syncs();
@@ -34,16 +36,23 @@ async fn concurrent_appends_under_always_share_fsyncs() {
     fault.hold_syncs();
     let first = log.append(vec![rec(0)]);
     let f = fault.clone();
-    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1)).await.expect("wait");
+    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1))
+        .await
+        .expect("wait");
     // Each call queues its append at once; 63 concurrent appenders.
-    let rest: Vec<_> = (1..64).map(|i| tokio::spawn(log.append(vec![rec(i)]))).collect();
+    let rest: Vec<_> = (1..64)
+        .map(|i| tokio::spawn(log.append(vec![rec(i)])))
+        .collect();
     fault.release_syncs();
     let mut offsets = vec![first.await.expect("first").first];
     for t in rest {
         offsets.push(t.await.expect("task").expect("append").first);
     }
     let syncs = fault.syncs() - before;
-    assert_eq!(syncs, 2, "64 appends, one fsync for the first and one for the 63 queued behind it");
+    assert_eq!(
+        syncs, 2,
+        "64 appends, one fsync for the first and one for the 63 queued behind it"
+    );
     offsets.sort_unstable();
     assert_eq!(offsets, (0..64).collect::<Vec<_>>());
     // Each append kept its own record (a shared batch, not a mixed one).

@@ -14,7 +14,8 @@ use meshbus_streams::{FaultStorage, Log, LogConfig, NewRecord, Record};
 /// Record `i`: body, a header and a timestamp all derived from `i`.
 pub(crate) fn rec(i: u64) -> NewRecord {
     let body = format!("record-{i}-{}", "x".repeat((i % 37) as usize));
-    NewRecord::new(1_000 + 10 * i, Bytes::from(body)).header("i", Bytes::from(i.to_le_bytes().to_vec()))
+    NewRecord::new(1_000 + 10 * i, Bytes::from(body))
+        .header("i", Bytes::from(i.to_le_bytes().to_vec()))
 }
 
 /// Asserts that `r` is record `i` as [`rec`] made it, at offset `i`.
@@ -39,5 +40,7 @@ pub(crate) async fn read_all(log: &Log, from: u64) -> Vec<Record> {
 }
 
 pub(crate) async fn open_fault(storage: &FaultStorage, config: LogConfig) -> Log {
-    Log::open_with(Arc::new(storage.clone()), config).await.expect("open")
+    Log::open_with(Arc::new(storage.clone()), config)
+        .await
+        .expect("open")
 }

@@ -7,12 +7,17 @@ const SEGMENT: &str = "00000000000000000000.log";
 
 /// Appends `sizes.len()` appends of `sizes[k]` records; returns the file length after each.
 fn build(fault: &FaultStorage, sizes: &[u64]) -> (Vec<u64>, Vec<u64>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let log = open_fault(fault, LogConfig::new("rec").fsync(FsyncPolicy::Never)).await;
         let (mut ends, mut counts, mut next) = (Vec::new(), Vec::new(), 0);
         for &n in sizes {
-            log.append((next..next + n).map(rec).collect()).await.expect("append");
+            log.append((next..next + n).map(rec).collect())
+                .await
+                .expect("append");
             next += n;
             ends.push(fault.file_len(SEGMENT).expect("segment"));
             counts.push(next);
@@ -24,7 +29,10 @@ fn build(fault: &FaultStorage, sizes: &[u64]) -> (Vec<u64>, Vec<u64>) {
 
 /// Reopens and checks that exactly `kept` records survive and the next append gets `kept`.
 fn reopen_expect(fault: &FaultStorage, kept: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let log = open_fault(fault, LogConfig::new("rec")).await;
         let all = read_all(&log, 0).await;
@@ -32,7 +40,10 @@ fn reopen_expect(fault: &FaultStorage, kept: u64) {
         for (k, r) in all.iter().enumerate() {
             check(r, k as u64);
         }
-        let a = log.append(vec![rec(kept)]).await.expect("append after recovery");
+        let a = log
+            .append(vec![rec(kept)])
+            .await
+            .expect("append after recovery");
         assert_eq!(a.first, kept);
         check(&log.read(kept, 1).await.expect("read")[0], kept);
     });
@@ -96,16 +107,23 @@ async fn damage_in_a_sealed_segment_is_an_error_naming_the_offset() {
     assert!(fault.flip(&first, len - 1, 0xff));
     for drop_index in [false, true] {
         if drop_index {
-            fault.remove(&format!("{:020}.index", bases[0])).expect("remove index");
+            fault
+                .remove(&format!("{:020}.index", bases[0]))
+                .expect("remove index");
         }
         let log = open_fault(&fault, config.clone()).await;
         let err = log.read(0, 1000).await.expect_err("corrupt");
         match err {
-            Error::Corrupt { stream, offset } => assert_eq!((stream.as_str(), offset), ("sealed", bases[1] - 1)),
+            Error::Corrupt { stream, offset } => {
+                assert_eq!((stream.as_str(), offset), ("sealed", bases[1] - 1))
+            }
             other => panic!("{other:?}"),
         }
         // Everything before the damage and after the segment still reads.
-        let before = log.read(0, (bases[1] - 1) as usize).await.expect("before the damage");
+        let before = log
+            .read(0, (bases[1] - 1) as usize)
+            .await
+            .expect("before the damage");
         assert_eq!(before.len() as u64, bases[1] - 1);
         let after = read_all(&log, bases[1]).await;
         // (60 records, plus the one appended at the end of the first round)
@@ -113,7 +131,10 @@ async fn damage_in_a_sealed_segment_is_an_error_naming_the_offset() {
         for r in &after {
             check(r, r.offset);
         }
-        assert_eq!(log.append(vec![rec(60)]).await.expect("append").first, 60 + u64::from(drop_index));
+        assert_eq!(
+            log.append(vec![rec(60)]).await.expect("append").first,
+            60 + u64::from(drop_index)
+        );
         log.close().await.expect("close");
     }
 }

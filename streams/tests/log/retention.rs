@@ -21,8 +21,14 @@ fn segment_files(dir: &std::path::Path) -> Vec<(u64, u64)> {
 #[tokio::test]
 async fn retention_by_size_deletes_whole_segments_and_bounds_disk_use() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let retention = Retention { max_bytes: Some(8192), ..Retention::default() };
-    let config = LogConfig::new("r").segment_bytes(2048).retention(retention).fsync(FsyncPolicy::Never);
+    let retention = Retention {
+        max_bytes: Some(8192),
+        ..Retention::default()
+    };
+    let config = LogConfig::new("r")
+        .segment_bytes(2048)
+        .retention(retention)
+        .fsync(FsyncPolicy::Never);
     let log = Log::open(dir.path(), config).await.expect("open");
     for i in 0..600 {
         log.append(vec![rec(i)]).await.expect("append");
@@ -32,12 +38,25 @@ async fn retention_by_size_deletes_whole_segments_and_bounds_disk_use() {
     let info = log.info();
     let files = segment_files(dir.path());
     assert!(info.first_offset > 0);
-    assert_eq!(files[0].0, info.first_offset, "the first offset is a segment's base: whole segments go");
+    assert_eq!(
+        files[0].0, info.first_offset,
+        "the first offset is a segment's base: whole segments go"
+    );
     assert_eq!(files.len(), info.segments);
-    let err = log.read(info.first_offset - 1, 10).await.expect_err("deleted");
+    let err = log
+        .read(info.first_offset - 1, 10)
+        .await
+        .expect_err("deleted");
     match err {
-        Error::OffsetGone { stream, requested, earliest } => {
-            assert_eq!((stream.as_str(), requested, earliest), ("r", info.first_offset - 1, info.first_offset));
+        Error::OffsetGone {
+            stream,
+            requested,
+            earliest,
+        } => {
+            assert_eq!(
+                (stream.as_str(), requested, earliest),
+                ("r", info.first_offset - 1, info.first_offset)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -52,7 +71,10 @@ async fn retention_by_size_deletes_whole_segments_and_bounds_disk_use() {
 #[tokio::test]
 async fn retention_by_count_and_never_the_active_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let retention = Retention { max_records: Some(50), ..Retention::default() };
+    let retention = Retention {
+        max_records: Some(50),
+        ..Retention::default()
+    };
     let config = LogConfig::new("r").segment_bytes(1024).retention(retention);
     let log = Log::open(dir.path(), config).await.expect("open");
     for i in 0..300 {
@@ -66,18 +88,31 @@ async fn retention_by_count_and_never_the_active_segment() {
     assert_eq!(files[0].0, info.first_offset);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let retention = Retention { max_records: Some(0), max_bytes: Some(0), ..Retention::default() };
-    let log = Log::open(dir.path(), LogConfig::new("r").retention(retention)).await.expect("open");
+    let retention = Retention {
+        max_records: Some(0),
+        max_bytes: Some(0),
+        ..Retention::default()
+    };
+    let log = Log::open(dir.path(), LogConfig::new("r").retention(retention))
+        .await
+        .expect("open");
     log.append((0..5).map(rec).collect()).await.expect("append");
     log.apply_retention().await.expect("retention");
     assert_eq!(log.info().segments, 1);
-    assert_eq!(read_all(&log, 0).await.len(), 5, "the active segment is never deleted");
+    assert_eq!(
+        read_all(&log, 0).await.len(),
+        5,
+        "the active segment is never deleted"
+    );
 }
 
 #[tokio::test]
 async fn retention_by_age_uses_record_timestamps() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let retention = Retention { max_age: Some(Duration::from_secs(3600)), ..Retention::default() };
+    let retention = Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        ..Retention::default()
+    };
     let config = LogConfig::new("r").segment_bytes(512).retention(retention);
     let log = Log::open(dir.path(), config).await.expect("open");
     let now_ms = std::time::SystemTime::now()
@@ -86,16 +121,23 @@ async fn retention_by_age_uses_record_timestamps() {
         .as_millis() as u64;
     // Old records (1970) in the first segments, then fresh ones.
     for i in 0..40 {
-        log.append(vec![NewRecord::new(i, vec![0u8; 40])]).await.expect("append");
+        log.append(vec![NewRecord::new(i, vec![0u8; 40])])
+            .await
+            .expect("append");
     }
     let old_end = log.info().next_offset;
     for i in 0..40 {
-        log.append(vec![NewRecord::new(now_ms + i, vec![1u8; 40])]).await.expect("append");
+        log.append(vec![NewRecord::new(now_ms + i, vec![1u8; 40])])
+            .await
+            .expect("append");
     }
     log.apply_retention().await.expect("retention");
     let info = log.info();
     assert!(info.first_offset > 0, "old segments deleted: {info:?}");
-    assert!(info.first_offset <= old_end, "no segment with fresh records deleted: {info:?}");
+    assert!(
+        info.first_offset <= old_end,
+        "no segment with fresh records deleted: {info:?}"
+    );
     let all = read_all(&log, info.first_offset).await;
     assert!(all.iter().filter(|r| r.timestamp >= now_ms).count() == 40);
 }
