@@ -146,12 +146,24 @@ impl FaultStorage {
         self.inner.gate.notify_all();
     }
 
-    /// Blocks until `n` syncs are waiting at the hold.
-    pub fn wait_for_held_syncs(&self, n: u64) {
+    /// Blocks until `n` syncs are waiting at the hold; false if that takes longer than
+    /// `limit` (a bound so that a broken test fails instead of hanging).
+    pub fn wait_for_held_syncs(&self, n: u64, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
         let mut st = lock(&self.inner.state);
         while st.syncs_waiting < n {
-            st = self.inner.gate.wait(st).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .inner
+                .gate
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        true
     }
 }
 

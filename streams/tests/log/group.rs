@@ -6,6 +6,9 @@ use meshbus_streams::{FaultStorage, FsyncPolicy, LogConfig};
 
 use crate::{check, open_fault, read_all, rec};
 
+/// A bound on waits that only a broken log would reach (not a timing assertion).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Polls `fut` once.
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
@@ -18,9 +21,10 @@ async fn always_resolves_only_after_the_fsync_that_covers_it() {
     fault.hold_syncs();
     let mut append = pin!(log.append(vec![rec(0)]));
     let f = fault.clone();
-    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1))
+    let held = tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1, LIMIT))
         .await
         .expect("wait");
+    assert!(held, "the first fsync never started");
     // The writer has written the batch and is inside the fsync: the append must not be done.
     assert!(poll_once(&mut append).await.is_pending());
     fault.release_syncs();
@@ -36,9 +40,10 @@ async fn concurrent_appends_under_always_share_fsyncs() {
     fault.hold_syncs();
     let first = log.append(vec![rec(0)]);
     let f = fault.clone();
-    tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1))
+    let held = tokio::task::spawn_blocking(move || f.wait_for_held_syncs(1, LIMIT))
         .await
         .expect("wait");
+    assert!(held, "the first fsync never started");
     // Each call queues its append at once; 63 concurrent appenders.
     let rest: Vec<_> = (1..64)
         .map(|i| tokio::spawn(log.append(vec![rec(i)])))
