@@ -130,6 +130,15 @@ impl Writer {
                     Request::Append { .. } => {}
                 }
             }
+            // Under a steady stream of appends the queue never times out: the interval is
+            // also kept here.
+            if let (FsyncPolicy::Interval(d), Some(since)) =
+                (self.shared.config.fsync, self.dirty_since)
+            {
+                if since.elapsed() >= d {
+                    let _ = self.sync();
+                }
+            }
         }
         let _ = self.finish();
     }

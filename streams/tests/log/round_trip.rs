@@ -181,3 +181,26 @@ async fn bounded_reads_stop_at_the_byte_budget() {
     let got = log.read_bytes(0, 100, 1).await.expect("read");
     assert_eq!(got.len(), 1, "at least one record");
 }
+
+#[tokio::test]
+async fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An age of zero: every append after the first of a segment starts a new one.
+    let config = LogConfig::new("age").segment_age(Some(std::time::Duration::ZERO));
+    let log = Log::open(dir.path(), config).await.expect("open");
+    for i in 0..5 {
+        log.append(vec![rec(i)]).await.expect("append");
+    }
+    assert_eq!(log.info().segments, 5);
+    let all = read_all(&log, 0).await;
+    for (k, r) in all.iter().enumerate() {
+        check(r, k as u64);
+    }
+    let config = LogConfig::new("age").segment_age(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), config).await.expect("open");
+    for i in 0..5 {
+        log.append(vec![rec(i)]).await.expect("append");
+    }
+    assert_eq!(log.info().segments, 1);
+}
