@@ -45,7 +45,10 @@
 //!   - [`Never`](FsyncPolicy::Never): as `Interval`, without the periodic fsync.
 //!
 //!   Whatever the policy, a segment is fsynced when it is sealed, so a power cut can only
-//!   shorten the active (newest) segment.
+//!   shorten the active (newest) segment. Under `Interval` and `Never` readers see records
+//!   once they are written, so a reader may have seen a record that a power cut then removes.
+//! - **Atomic appends.** The records of one append call always share one batch (one
+//!   checksum), so after a crash an append is there whole or not at all.
 //! - **Recovery** on open scans the active segment and every segment whose index is missing
 //!   or stale. The active segment is cut at the first batch with an impossible length, a
 //!   wrong checksum or an unexpected base offset; every batch before it is kept and the next
