@@ -74,8 +74,19 @@ impl Writer {
 
     pub(crate) fn run(mut self) {
         loop {
-            let first = match (self.shared.config.fsync, self.dirty_since) {
-                (FsyncPolicy::Interval(d), Some(since)) => {
+            // Before sleeping, give appenders one chance to queue more: a writer that sleeps
+            // at once is woken (a futex syscall) for every append under load, and then writes
+            // many small batches instead of a few large ones.
+            let ready = match self.rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    std::thread::yield_now();
+                    self.rx.try_recv().ok()
+                }
+            };
+            let first = match (ready, self.shared.config.fsync, self.dirty_since) {
+                (Some(r), _, _) => r,
+                (None, FsyncPolicy::Interval(d), Some(since)) => {
                     let wait = d.saturating_sub(since.elapsed());
                     match self.rx.recv_timeout(wait) {
                         Ok(r) => r,
@@ -86,7 +97,7 @@ impl Writer {
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
-                _ => match self.rx.recv() {
+                (None, _, _) => match self.rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
                 },
