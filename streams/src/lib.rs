@@ -1,0 +1,166 @@
+//! Durable streams for meshbus: the segmented, append-only log a stream host keeps on its disk.
+//!
+//! This crate is item 1 of issue 16: the log itself. Hosting streams on the bus, readers and
+//! durable consumers build on it.
+//!
+//! ```
+//! use meshbus_streams::{FsyncPolicy, Log, LogConfig, NewRecord};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let config = LogConfig::new("orders").fsync(FsyncPolicy::Always);
+//! let log = Log::open(dir.path(), config).await?;
+//!
+//! // One append call is one batch; the records get dense offsets from 0.
+//! let appended = log
+//!     .append(vec![
+//!         NewRecord::new(1_700_000_000_000, "first").header("kind", "OrderPlaced"),
+//!         NewRecord::new(1_700_000_000_500, "second"),
+//!     ])
+//!     .await?;
+//! assert_eq!(appended.offsets(), 0..2);
+//!
+//! let records = log.read(1, 100).await?;
+//! assert_eq!(&records[0].body[..], b"second");
+//! assert_eq!(log.offset_at_time(1_700_000_000_100).await?, Some(1));
+//! log.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Offsets** are dense: the records of a log are numbered 0, 1, 2, ... with no gap, also
+//!   across a crash, a recovery or a failed append (a failed append takes no offset).
+//! - **Acknowledgement.** An append resolves once its records are written under the log's
+//!   [`FsyncPolicy`]:
+//!   - [`Always`](FsyncPolicy::Always): after an fsync that covers them. Concurrent appends
+//!     are written as one batch and share one fsync (group commit). Every acknowledged
+//!     record survives a power cut. Readers see records only once they are fsynced.
+//!   - [`Interval(d)`](FsyncPolicy::Interval) (the default, 100 ms): once written to the OS; an
+//!     fsync follows within `d`. A power cut loses at most what was appended since the last
+//!     fsync, and only ever a *suffix*: what survives is a prefix of the log, with no hole and
+//!     no garbage. [`Log::sync`] forces an fsync.
+//!   - [`Never`](FsyncPolicy::Never): as `Interval`, without the periodic fsync.
+//!
+//!   Whatever the policy, a segment is fsynced when it is sealed, so a power cut can only
+//!   shorten the active (newest) segment. Under `Interval` and `Never` readers see records
+//!   once they are written, so a reader may have seen a record that a power cut then removes.
+//! - **Atomic appends.** The records of one append call always share one batch (one
+//!   checksum), so after a crash an append is there whole or not at all.
+//! - **Recovery** on open scans the active segment and every segment whose index is missing
+//!   or stale. The active segment is cut at the first batch with an impossible length, a
+//!   wrong checksum or an unexpected base offset; every batch before it is kept and the next
+//!   append continues at the next offset. Damage in a *sealed* segment is not cut (that would
+//!   leave a hole): reading into it returns [`Error::Corrupt`] naming the stream and the first
+//!   offset that cannot be read, and everything else stays readable.
+//! - **Retention** ([`Retention`]: by record age, total bytes, record count) deletes whole
+//!   sealed segments, oldest first, never the active one. It runs whenever a segment is
+//!   sealed and on [`Log::apply_retention`]. A read below the first offset returns
+//!   [`Error::OffsetGone`] naming the earliest offset. With `max_bytes`, the segment files stay
+//!   within the limit plus the active segment.
+//! - **Disk full**: the append fails with [`Error::DiskFull`], the partial write is cut back,
+//!   earlier records are untouched and appends work again once there is room. A failed
+//!   *fsync* is different: what reached the disk is then unknown, so the log refuses further
+//!   appends ([`Error::Failed`]) until it is opened again.
+//!
+//! # Threads and memory
+//!
+//! Each log has one writer thread fed by a bounded queue ([`LogConfig::queue`]): it drains
+//! everything queued, writes it as few batches as [`LogConfig::max_batch_bytes`] allows, fsyncs
+//! once if the policy asks, then answers every append. A dedicated thread rather than
+//! `spawn_blocking` per append because the writer is the one place that orders appends, groups
+//! them and owns the periodic fsync; no runtime thread ever waits for the disk. Reads run on
+//! tokio's blocking pool, take a snapshot of the segment list under a short lock and read the
+//! files without it, so readers and the writer do not wait for each other. Decoded batches go
+//! through a bounded LRU cache ([`LogConfig::cache_bytes`]); nothing holds a whole stream in
+//! memory.
+//!
+//! All file access goes through the [`Storage`] trait: [`FsStorage`] on `std::fs`, and
+//! [`FaultStorage`] in memory for tests, which can cut the power (lose what was not synced),
+//! fill the disk and flip bytes.
+//!
+//! # On-disk format (version 1)
+//!
+//! A stream is a directory of segment files. Every integer is **little-endian**; timestamps
+//! are milliseconds since the Unix epoch (`u64`), given by the appender.
+//!
+//! **Segment files** are named by their base offset, 20 decimal digits:
+//! `00000000000000000000.log`, `00000000000000004096.log`, ... Each starts with a 16-byte
+//! header and continues with batches, back to back:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 6 | magic `MBSLOG` |
+//! | 2 | format version, `1` |
+//! | 8 | base offset (must match the name) |
+//!
+//! **A batch** (one append, or several concurrent ones):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | `length`: bytes of the batch after this field (at least 32) |
+//! | 4 | `crc`: CRC-32C (Castagnoli) of every byte after this field |
+//! | 8 | base offset: the offset of its first record |
+//! | 4 | record count (at least 1) |
+//! | 8 | timestamp of the first record |
+//! | 8 | largest timestamp in the batch |
+//! | ... | records, `count` of them |
+//!
+//! **A record**:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | timestamp |
+//! | 2 | number of headers `n` |
+//! | n × (2 + k + 4 + v) | each header: key length `k`, key (UTF-8), value length `v`, value |
+//! | 4 | body length `b` |
+//! | b | body, exactly as appended |
+//!
+//! A record's offset is its batch's base offset plus its position in the batch. A batch
+//! whose records do not fill its length exactly is damaged.
+//!
+//! **Index files** (`<base>.index`, next to the segment): one file holds both the sparse
+//! offset index and the time index. An entry is written for the first batch and then for a
+//! batch at least [`LogConfig::index_interval`] bytes (default 4 KiB) after the previous entry.
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 6 + 2 + 8 | magic `MBSIDX`, version `1`, base offset |
+//! | 4 | number of entries |
+//! | 24 each | batch base offset (u64), position in the segment (u64), largest timestamp of every record before that batch (u64) |
+//! | 8 + 8 + 8 | largest timestamp of the segment, segment length covered, next offset |
+//! | 4 | CRC-32C of everything before |
+//!
+//! An offset is found by binary search for the last entry at or before it, then a scan of at
+//! most one interval. A time `t` is found in the first segment whose largest timestamp is at
+//! least `t`, from the last entry whose "largest timestamp before" is below `t` (that column
+//! never decreases, so no earlier record can qualify): the answer is the first record *in
+//! offset order* whose timestamp is at least `t`, even when timestamps are not monotonic.
+//!
+//! Indexes are **persisted only for sealed segments**, once, when the segment is sealed
+//! (after its fsync); a sealed segment never changes, so its index never goes stale, and
+//! opening a large log does not read every segment. The active segment's index lives in
+//! memory and is rebuilt by the recovery scan that open does anyway. An index file that is
+//! torn, fails its checksum or does not match its segment's length is ignored, rebuilt by
+//! scanning, and written again.
+
+mod cache;
+mod config;
+mod crc;
+mod error;
+mod format;
+mod log;
+mod reader;
+mod record;
+mod recovery;
+mod segment;
+mod storage;
+mod writer;
+
+pub use config::{FsyncPolicy, LogConfig, Retention};
+pub use error::{Error, Result};
+pub use log::{Log, LogInfo};
+pub use record::{Appended, NewRecord, Record};
+pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
