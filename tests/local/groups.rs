@@ -45,3 +45,24 @@ async fn members_here_share_by_room_and_a_full_group_waits_for_any_of_them() {
     got.sort();
     assert_eq!(got, [0, 1, 2, 3], "each event once");
 }
+
+#[tokio::test]
+async fn a_full_exclusive_group_waits_for_its_active_member_only() {
+    let bus = Bus::builder().start().await.unwrap();
+    let exclusive = |capacity| member(capacity).group_kind(meshbus::GroupKind::Exclusive);
+    let mut active = bus.subscribe_with::<Job>(exclusive(1)).unwrap();
+    let standby = bus.subscribe_with::<Job>(exclusive(8)).unwrap();
+    bus.events().local().publish(Job(0)).await.unwrap();
+    // The active member is full; the standby has room, but order needs the active one.
+    let mut held = std::pin::pin!(bus.events().local().publish(Job(1)).into_future());
+    assert!(futures_util::poll!(held.as_mut()).is_pending());
+    assert_eq!(active.recv().await.unwrap().0, 0);
+    tokio::time::timeout(std::time::Duration::from_secs(5), held)
+        .await
+        .expect("the active member has room again")
+        .unwrap();
+    assert_eq!(active.recv().await.unwrap().0, 1);
+    let stats = bus.subscription_stats();
+    assert_eq!(stats[1].delivered, 0, "the standby got nothing");
+    drop(standby);
+}

@@ -14,7 +14,7 @@ use crate::bus::options::RequestOptions;
 use crate::message::Event;
 use crate::node::EventRoute;
 use crate::stats::{Counters, GroupCounters};
-use crate::subscription::{Delivery, EventMeta, FullPolicy, NotQueued, SubSender};
+use crate::subscription::{Delivery, EventMeta, FullPolicy, GroupKind, NotQueued, SubSender};
 use crate::wire::{FrameCodec, FrameError, FrameKind, PREFIX_LEN};
 
 /// The event as this node's own members get it.
@@ -116,12 +116,14 @@ pub(crate) fn offer<E: Event>(
             }
             _ => None,
         });
-        // This node's members: whichever of them has room first.
+        // This node's members of a shared group: whichever of them has room first (an
+        // exclusive group's active member is the only one that may take it).
+        let shared = group.kind == GroupKind::Shared;
         let members_here = std::iter::once(&group.target)
             .chain(&group.others)
             .find_map(|t| match t {
-                Target::Here(_, g) => Some(*g),
-                Target::Peer(..) => None,
+                Target::Here(_, g) if shared => Some(*g),
+                _ => None,
             });
         for waiter in std::iter::once(first).chain(others) {
             match waiter {

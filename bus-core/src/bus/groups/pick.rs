@@ -27,6 +27,8 @@ pub(crate) struct Picked<'a, E> {
     /// When every member of a shared group in scope was full: the other members in scope,
     /// whichever of them has room first may take the event instead.
     pub(crate) others: Vec<Target<'a, E>>,
+    /// How the group shares its events (an exclusive group waits for its active member only).
+    pub(crate) kind: GroupKind,
     pub(crate) counters: Arc<GroupCounters>,
 }
 
@@ -191,6 +193,7 @@ fn picked<'a, 'm, C: Member, E>(
     Some(Picked {
         target: target(c)?,
         others,
+        kind,
         counters,
     })
 }
