@@ -289,18 +289,18 @@ pub(super) fn admit<E: Event>(
 /// Room taken for one event at a peer and not yet used: given back if the event is not sent
 /// after all (its link's queue stayed full until the connection went, or the publish was given
 /// up while it waited), so the peer's window is never spent on an event it never got.
-struct Taken {
+pub(super) struct Taken {
     route: EventRoute,
     sent: bool,
 }
 
 impl Taken {
-    fn new(route: EventRoute) -> Self {
+    pub(super) fn new(route: EventRoute) -> Self {
         Taken { route, sent: false }
     }
 
     /// The event was queued for the peer: the room is spent.
-    fn sent(mut self) {
+    pub(super) fn sent(mut self) {
         self.sent = true;
     }
 }
@@ -314,7 +314,7 @@ impl Drop for Taken {
 }
 
 /// Counts an event dropped for `route`'s peer, before it was sent.
-fn dropped_for(counters: &Counters, route: &EventRoute) {
+pub(super) fn dropped_for(counters: &Counters, route: &EventRoute) {
     route.credit.dropped.fetch_add(1, Ordering::Relaxed);
     Counters::bump(&counters.peer_events_dropped);
     Counters::bump(&route.peer.counters.events_dropped);

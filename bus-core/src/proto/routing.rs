@@ -140,7 +140,7 @@ impl Picker {
 
 mod group;
 
-pub use group::{pick_member, Member, MemberPick, RUN};
+pub use group::{member_in_scope, pick_member, Member, MemberPick, RUN};
 
 #[cfg(test)]
 mod tests {

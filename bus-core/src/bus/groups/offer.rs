@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::pick::{Picked, Picks, Target};
 use super::wait::GroupWait;
+use crate::bus::admit::dropped_for;
 use crate::bus::options::RequestOptions;
 use crate::message::Event;
 use crate::node::EventRoute;
@@ -162,13 +163,13 @@ fn offer_here<E>(
     c: &GroupCounters,
 ) -> Option<Waiter<E>> {
     match sub.try_send(delivery) {
-        Ok(()) => bump(&c.delivered),
+        Ok(()) => Counters::bump(&c.delivered),
         // It left a moment ago.
-        Err(NotQueued::Gone) => bump(&c.no_member),
+        Err(NotQueued::Gone) => Counters::bump(&c.no_member),
         Err(NotQueued::Full(delivery)) => match sub.policy() {
             FullPolicy::DropNewest => {
                 sub.dropped();
-                bump(&c.dropped);
+                Counters::bump(&c.dropped);
             }
             FullPolicy::Wait => return Some(Waiter::Here(Arc::clone(sub), delivery)),
         },
@@ -186,10 +187,8 @@ fn offer_peer<E>(
 ) -> Result<(), (Waiter<E>, Bytes)> {
     let (peer, credit) = (&route.peer, &route.credit);
     let dropped = || {
-        credit.dropped.fetch_add(1, Ordering::Relaxed);
-        bump(&counters.peer_events_dropped);
-        bump(&peer.counters.events_dropped);
-        bump(&c.dropped);
+        dropped_for(counters, route);
+        Counters::bump(&c.dropped);
     };
     if frame.len().saturating_sub(PREFIX_LEN) > peer.send_codec.max_frame_size {
         // Over this peer's limit: it could not read it.
@@ -200,20 +199,20 @@ fn offer_peer<E>(
     if credit.window.try_take() {
         match peer.try_queue_event(frame) {
             Ok(()) => {
-                bump(&c.delivered);
+                Counters::bump(&c.delivered);
                 return Ok(());
             }
             // The connection is gone, and the member with it.
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 credit.give_back();
-                bump(&c.no_member);
+                Counters::bump(&c.no_member);
                 return Ok(());
             }
             // The link is full: wait for it as for room.
             Err(mpsc::error::TrySendError::Full(back)) => {
                 credit.give_back();
-                bump(&counters.peer_events_queue_full);
-                bump(&peer.counters.events_queue_full);
+                Counters::bump(&counters.peer_events_queue_full);
+                Counters::bump(&peer.counters.events_queue_full);
                 frame = back;
             }
         }
@@ -224,8 +223,4 @@ fn offer_peer<E>(
     }
     dropped();
     Ok(())
-}
-
-fn bump(counter: &std::sync::atomic::AtomicU64) {
-    Counters::bump(counter);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::LocalGroup;
 use crate::id::NodeId;
 use crate::node::{GroupRoute, MemberRoute};
-use crate::proto::routing::{pick_member, Candidate, Here, Member, MemberPick};
+use crate::proto::routing::{member_in_scope, pick_member, Candidate, Here, Member, MemberPick};
 use crate::scope::Scope;
 use crate::stats::{GroupCounters, GroupTable};
 use crate::subscription::SubSender;
@@ -203,11 +203,7 @@ fn in_scope<'a, 'p, C: Member>(
     members: &'a [C],
     publisher: Publisher<'p>,
 ) -> impl Iterator<Item = &'a C> + use<'a, 'p, C> {
-    members.iter().filter(move |m| {
-        m.is_available()
-            && (m.is_here()
-                || publisher
-                    .here
-                    .in_scope(publisher.scope, m.host_id(), m.cluster()))
-    })
+    members
+        .iter()
+        .filter(move |m| member_in_scope(*m, publisher.here, publisher.scope))
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::admit::Taken;
 use crate::node::credit::Room;
 use crate::node::EventRoute;
 use crate::stats::GroupCounters;
@@ -23,27 +24,6 @@ pub(crate) struct GroupWait<E> {
     /// This node's members that would take it, each with a delivery for it.
     pub(crate) local: Vec<(Arc<SubSender<E>>, Delivery<E>)>,
     pub(crate) counters: Arc<GroupCounters>,
-}
-
-/// Room taken at a member node for an event not yet queued for it: given back when dropped
-/// unless the event was queued, so a publish given up never spends the member's window.
-struct Taken<'r> {
-    route: &'r EventRoute,
-    sent: bool,
-}
-
-impl Taken<'_> {
-    fn sent(mut self) {
-        self.sent = true;
-    }
-}
-
-impl Drop for Taken<'_> {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.route.credit.give_back();
-        }
-    }
 }
 
 /// How waiting at one member ended.
@@ -95,7 +75,7 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                     };
                     // Given back unless the event is queued, also if this publish is given up
                     // (dropped) while it waits for the link.
-                    let room = Taken { route, sent: false };
+                    let room = Taken::new(route.clone());
                     let Some(frame) = frame else {
                         return Ok(());
                     };

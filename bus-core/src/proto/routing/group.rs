@@ -35,6 +35,12 @@ pub trait Member: Candidate {
     }
 }
 
+/// Whether `m` may get an event published in `scope` from `here`: it is available, and this
+/// node or a node in the scope.
+pub fn member_in_scope<C: Member>(m: &C, here: Here<'_>, scope: Scope) -> bool {
+    m.is_available() && (m.is_here() || here.in_scope(scope, m.host_id(), m.cluster()))
+}
+
 /// Which member gets an event.
 #[derive(Debug)]
 pub enum MemberPick<'c, C> {
@@ -85,9 +91,7 @@ pub fn pick_member<'c, C: Member>(
     scope: Scope,
     kind: GroupKind,
 ) -> MemberPick<'c, C> {
-    let in_scope = |m: &&C| {
-        m.is_available() && (m.is_here() || here.in_scope(scope, m.host_id(), m.cluster()))
-    };
+    let in_scope = |m: &&C| member_in_scope(*m, here, scope);
     let by_room = |m: &'c C| {
         if m.room() > 0 {
             MemberPick::Room(m)
