@@ -86,10 +86,10 @@ pub use meshbus_core::{
     Commands, Context, Error, ErrorKind, Event, EventHandler, EventHandlerExt, Events,
     FromServices, FullPolicy, GroupKind, GroupStats, HandlerError, HandlerResult, HandlersReady,
     Headers, IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembersReady, MembershipView,
-    NodeId, PeerAddr, PeerEventStats, PeerGroup, PeerInfo, PeerStats, PeersReady, Publish,
-    PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope, SendAll,
-    SendAllStream, SendCommand, Services, SubscribersReady, Subscription, SubscriptionOptions,
-    SubscriptionStats, TimedReady, WithOptions,
+    NamedHandlersReady, NodeId, PeerAddr, PeerEventStats, PeerGroup, PeerInfo, PeerStats,
+    PeersReady, Publish, PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope,
+    SendAll, SendAllStream, SendCommand, Services, SubscribersReady, Subscription,
+    SubscriptionOptions, SubscriptionStats, TimedReady, WithOptions,
 };
 
 /// Byte payloads: [`Binary`], and `#[serde(with = "meshbus::binary")]` for `Vec<u8>` and

@@ -39,7 +39,10 @@ pub use commands::{Commands, ResponseFuture, SendCommand};
 pub use events::{Events, Publish, PublishAll, PublishFuture};
 pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
-pub use ready::{HandlersReady, MembersReady, PeersReady, Ready, SubscribersReady, TimedReady};
+pub use ready::{
+    HandlersReady, MembersReady, NamedHandlersReady, PeersReady, Ready, SubscribersReady,
+    TimedReady,
+};
 pub use send_all::{SendAll, SendAllStream};
 
 use crate::error::Error;
@@ -107,7 +110,7 @@ pub(crate) struct Config {
 pub(crate) struct BusInner {
     pub(crate) identity: Identity,
     pub(crate) config: Config,
-    pub(crate) commands: FxHashMap<&'static str, CommandSlot>,
+    pub(crate) commands: FxHashMap<std::borrow::Cow<'static, str>, CommandSlot>,
     pub(crate) events: ArcSwap<EventTable>,
     /// Shutdown has begun: the application's handles are refused new work.
     pub(crate) closed: AtomicBool,

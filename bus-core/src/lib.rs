@@ -68,9 +68,10 @@ pub mod wire;
 pub use async_trait::async_trait;
 pub use binary::Binary;
 pub use bus::{
-    Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, MembersReady, PeerAddr,
-    PeersReady, Publish, PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, SendAll,
-    SendAllStream, SendCommand, SubscribersReady, TimedReady,
+    Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, MembersReady,
+    NamedHandlersReady, PeerAddr, PeersReady, Publish, PublishAll, PublishFuture, Ready,
+    RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand, SubscribersReady,
+    TimedReady,
 };
 pub use context::{Context, Headers};
 pub use error::{Error, ErrorKind, HandlerError};

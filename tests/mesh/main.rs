@@ -14,6 +14,7 @@ mod flow;
 mod gossip;
 mod groups;
 mod handshake;
+mod named;
 mod partition;
 mod reach;
 mod rejoin;

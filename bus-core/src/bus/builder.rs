@@ -1,5 +1,6 @@
 //! [`BusBuilder`]: configuration, services and handler registration.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -394,7 +395,29 @@ impl BusBuilder {
         C: Command,
         H: IntoCommandHandler<C, M>,
     {
-        self.register(move |services, reg| add_command(reg, handler.build(services)?))
+        self.register(move |services, reg| {
+            add_command(reg, C::NAME.into(), handler.build(services)?)
+        })
+    }
+
+    /// Registers a handler of command `C` under `name` instead of `C::NAME`: callers reach it
+    /// with [`Commands::send_named`](crate::Commands::send_named) and the same name.
+    ///
+    /// For libraries built on the bus whose command names are known only at run time (a node
+    /// hosting the durable stream `orders` handles `$streams.orders.append`). Names starting
+    /// with `$` are meant for such libraries. The name follows the rules of every command
+    /// name: one handler per name and node, one type per name.
+    pub fn command_handler_named<C, M, H>(
+        self,
+        name: impl Into<Cow<'static, str>>,
+        handler: H,
+    ) -> Self
+    where
+        C: Command,
+        H: IntoCommandHandler<C, M>,
+    {
+        let name = name.into();
+        self.register(move |services, reg| add_command(reg, name, handler.build(services)?))
     }
 
     /// Registers a subscriber of event `E`, in the shapes

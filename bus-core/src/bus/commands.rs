@@ -1,6 +1,7 @@
 //! Sending commands: [`Commands`], the [`SendCommand`] request builder and its
 //! [`ResponseFuture`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -117,10 +118,41 @@ impl<'a> Commands<'a> {
     ///
     /// Returns a request builder; `.await` it for the reply.
     pub fn send<C: Command>(self, cmd: C) -> SendCommand<'a, C> {
+        self.send_named(C::NAME, cmd)
+    }
+
+    /// Sends `cmd` under `name` instead of `C::NAME`, to the handler registered under that
+    /// name with [`command_handler_named`](crate::BusBuilder::command_handler_named).
+    ///
+    /// For libraries built on the bus whose command names are known only at run time (a
+    /// durable stream's `append` goes to the node hosting that stream); otherwise the same as
+    /// [`send`](Self::send).
+    ///
+    /// ```
+    /// # use meshbus_core::{Bus, Command, Context, HandlerError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Get;
+    /// # impl Command for Get { const NAME: &'static str = "kv.get"; type Reply = String; }
+    /// # #[tokio::main] async fn main() -> Result<(), meshbus_core::Error> {
+    /// let bus = Bus::builder()
+    ///     .command_handler_named("kv.get.eu", |_: Get, _ctx: Context| async {
+    ///         Ok::<_, HandlerError>("eu".to_owned())
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(bus.commands().send_named("kv.get.eu", Get).await?, "eu");
+    /// assert!(bus.commands().send(Get).await.is_err()); // nothing handles plain `kv.get`
+    /// # bus.shutdown().await }
+    /// ```
+    pub fn send_named<C: Command>(
+        self,
+        name: impl Into<Cow<'static, str>>,
+        cmd: C,
+    ) -> SendCommand<'a, C> {
         SendCommand {
             bus: self.bus,
             scope: self.scope,
             remote_only: self.remote_only,
+            name: name.into(),
             cmd,
             options: RequestOptions::new(),
         }
@@ -138,6 +170,8 @@ pub struct SendCommand<'a, C: Command> {
     bus: &'a Bus,
     scope: Scope,
     remote_only: bool,
+    /// `C::NAME`, or the name given to [`Commands::send_named`].
+    name: Cow<'static, str>,
     cmd: C,
     options: RequestOptions,
 }
@@ -166,20 +200,20 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let inner = &bus.inner;
         let guard = inner.enter();
         if bus.refuses_work() {
-            return Err(Error::closed().with_message_name(C::NAME));
+            return Err(Error::closed().with_message_name(self.name));
         }
         if self.remote_only {
             if self.scope == Scope::Local {
-                return Err(remote_only_local(C::NAME));
+                return Err(remote_only_local(self.name));
             }
             return self.start_remote(guard);
         }
-        let Some(slot) = inner.commands.get(C::NAME) else {
+        let Some(slot) = inner.commands.get(&*self.name) else {
             return self.start_remote(guard);
         };
         let Some(handler) = slot.get::<C>() else {
             return Err(super::name_clash(
-                C::NAME,
+                &self.name,
                 slot.type_name,
                 std::any::type_name::<C>(),
             ));
@@ -195,15 +229,15 @@ impl<'a, C: Command> SendCommand<'a, C> {
         ctx.correlation_id = correlation_id;
         ctx.deadline = Deadline::after(timeout);
         ctx.headers = headers;
-        let cmd = self.cmd;
+        let (cmd, name) = (self.cmd, self.name);
         // A hand-written handler may run code (and panic) before it returns its future.
         let fut = catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, ctx)))
-            .map_err(|panic| handler_panicked(bus, C::NAME, &*panic))?;
+            .map_err(|panic| handler_panicked(bus, name.clone(), &*panic))?;
         Ok(Call::Local(LocalCall {
             fut,
             timeout,
             sleep: None,
-            name: C::NAME,
+            name,
             bus,
             _in_flight: guard,
         }))
@@ -214,7 +248,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let inner = &self.bus.inner;
         let no_handler = || {
             Error::new(ErrorKind::NoHandler)
-                .with_message_name(C::NAME)
+                .with_message_name(self.name.clone())
                 .with_scope(self.scope)
         };
         let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) else {
@@ -227,7 +261,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let routes = node.routes();
         let Some(peer) = routes
             .commands
-            .get(C::NAME)
+            .get(&*self.name)
             .and_then(|route| route.picker.pick(&route.peers, here, self.scope))
         else {
             return Err(no_handler());
@@ -235,35 +269,39 @@ impl<'a, C: Command> SendCommand<'a, C> {
         let peer = Arc::clone(peer);
         let timeout = self.options.timeout_or(inner.config.request_timeout);
         let id = node.next_request_id();
-        let with_name = |e: Error| about(&peer, e.with_message_name(C::NAME));
+        let with_name = |e: Error| about(&peer, e.with_message_name(self.name.clone()));
         let headers = self.options.frame_headers(timeout);
         // Encoded once, straight into the frame, with the peer's limit: too large fails here
         // and nothing is sent.
         let bytes = peer
             .send_codec
-            .encode_message_to_bytes(FrameKind::Command, id, C::NAME, &headers, &self.cmd)
+            .encode_message_to_bytes(FrameKind::Command, id, &self.name, &headers, &self.cmd)
             .map_err(|e| with_name(e.into()))?;
         let route = Reroute {
             node: Arc::clone(node),
             scope: self.scope,
         };
         Ok(Call::Remote(RemoteCall {
-            fut: Box::pin(routed_call::<C>(route, peer, id, bytes, timeout)),
+            fut: Box::pin(routed_call::<C>(self.name, route, peer, id, bytes, timeout)),
             _in_flight: guard,
         }))
     }
 }
 
 /// A request asked for a remote handler in the `Local` scope.
-pub(super) fn remote_only_local(name: &'static str) -> Error {
+pub(super) fn remote_only_local(name: impl Into<Cow<'static, str>>) -> Error {
     Error::config("`remote_only` with `Scope::Local`: no handler is both remote and local")
         .with_message_name(name)
         .with_scope(Scope::Local)
 }
 
-fn handler_panicked(bus: &Bus, name: &'static str, panic: &(dyn std::any::Any + Send)) -> Error {
+fn handler_panicked(
+    bus: &Bus,
+    name: Cow<'static, str>,
+    panic: &(dyn std::any::Any + Send),
+) -> Error {
     let msg = panic_message(panic);
-    tracing::error!(command = name, panic = %msg, "command handler panicked");
+    tracing::error!(command = %name, panic = %msg, "command handler panicked");
     Counters::bump(&bus.inner.counters.command_handler_panics);
     Error::new(ErrorKind::HandlerFailed)
         .with_message_name(name)
@@ -273,7 +311,7 @@ fn handler_panicked(bus: &Bus, name: &'static str, panic: &(dyn std::any::Any + 
 impl<C: Command> fmt::Debug for SendCommand<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendCommand")
-            .field("command", &C::NAME)
+            .field("command", &self.name)
             .field("scope", &self.scope)
             .field("remote_only", &self.remote_only)
             .field("options", &self.options)
@@ -315,7 +353,7 @@ struct LocalCall<'a, R> {
     /// Made on the first `Pending`, `timeout` from then: a handler that finishes at once never
     /// reads the clock or touches the timer.
     sleep: Option<Pin<Box<Sleep>>>,
-    name: &'static str,
+    name: Cow<'static, str>,
     bus: &'a Bus,
     /// Keeps shutdown waiting until this call is over.
     _in_flight: InFlight<'a>,
@@ -370,10 +408,12 @@ fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<
         Ok(Poll::Ready(Ok(reply))) => return Poll::Ready(Ok(reply)),
         Ok(Poll::Ready(Err(err))) => {
             return Poll::Ready(Err(Error::new(ErrorKind::HandlerFailed)
-                .with_message_name(call.name)
+                .with_message_name(call.name.clone())
                 .with_handler_message(err.message())))
         }
-        Err(panic) => return Poll::Ready(Err(handler_panicked(call.bus, call.name, &*panic))),
+        Err(panic) => {
+            return Poll::Ready(Err(handler_panicked(call.bus, call.name.clone(), &*panic)))
+        }
         Ok(Poll::Pending) => {}
     }
     if let Some(timeout) = call.timeout {
@@ -382,7 +422,7 @@ fn poll_local<R>(call: &mut LocalCall<'_, R>, cx: &mut TaskContext<'_>) -> Poll<
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if sleep.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(
-                Error::new(ErrorKind::Timeout).with_message_name(call.name)
+                Error::new(ErrorKind::Timeout).with_message_name(call.name.clone())
             ));
         }
     }

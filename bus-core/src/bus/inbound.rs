@@ -87,7 +87,7 @@ impl Dispatch for BusInner {
     fn interest(&self) -> LocalNames {
         let table = self.events.load();
         LocalNames {
-            commands: self.commands.keys().copied().collect(),
+            commands: self.commands.keys().cloned().collect(),
             // A name whose subscriptions are all in groups is announced by its groups only.
             events: table
                 .iter()

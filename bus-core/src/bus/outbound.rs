@@ -2,6 +2,7 @@
 //! handler when its connection failed before it was written, and taking it back (a `Cancel`)
 //! when the caller gives up.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ impl Reroute {
 /// The timeout is a deadline in the pending table of the connection the command waits on,
 /// which that connection's watcher enforces: no timer per request.
 pub(super) async fn routed_call<C: Command>(
+    name: Cow<'static, str>,
     route: Reroute,
     mut peer: Arc<PeerHandle>,
     id: u64,
@@ -68,11 +70,11 @@ pub(super) async fn routed_call<C: Command>(
     loop {
         match attempt(&peer, id, bytes, deadline).await {
             Attempt::Answered(outcome) => {
-                return read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+                return read_reply::<C>(&name, outcome).map_err(|e| about(&peer, e))
             }
-            Attempt::Lost => return Err(lost::<C>(&peer)),
+            Attempt::Lost => return Err(lost(&name, &peer)),
             // The handler it was last sent to is the one that did not answer in time.
-            Attempt::TimedOut => return Err(timed_out::<C>(&peer)),
+            Attempt::TimedOut => return Err(timed_out(&name, &peer)),
             Attempt::NotSent(back) => {
                 // The handler it goes to now gets the time the caller still waits.
                 bytes = match deadline {
@@ -83,13 +85,13 @@ pub(super) async fn routed_call<C: Command>(
                     None => back,
                 };
                 let next = (reroutes < MAX_REROUTES)
-                    .then(|| route.next(C::NAME, &bytes))
+                    .then(|| route.next(&name, &bytes))
                     .flatten();
                 let Some(next) = next else {
-                    return Err(not_sent::<C>(&peer));
+                    return Err(not_sent(&name, &peer));
                 };
                 tracing::debug!(
-                    command = C::NAME,
+                    command = %name,
                     from = %peer.node_id,
                     to = %next.node_id,
                     "the link failed before the command was sent: sent to another handler"
@@ -114,11 +116,11 @@ pub(super) async fn remote_call<C: Command>(
 ) -> Result<C::Reply, Error> {
     let outcome = match attempt(&peer, id, bytes, deadline_after(timeout)).await {
         Attempt::Answered(outcome) => outcome,
-        Attempt::Lost => return Err(lost::<C>(&peer)),
-        Attempt::NotSent(_) => return Err(not_sent::<C>(&peer)),
-        Attempt::TimedOut => return Err(timed_out::<C>(&peer)),
+        Attempt::Lost => return Err(lost(C::NAME, &peer)),
+        Attempt::NotSent(_) => return Err(not_sent(C::NAME, &peer)),
+        Attempt::TimedOut => return Err(timed_out(C::NAME, &peer)),
     };
-    read_reply::<C>(outcome).map_err(|e| about(&peer, e))
+    read_reply::<C>(C::NAME, outcome).map_err(|e| about(&peer, e))
 }
 
 /// The deadline `timeout` from now (on the runtime's clock, which tests may pause); none for
@@ -132,18 +134,18 @@ fn now_std() -> std::time::Instant {
 }
 
 /// `peer` did not answer before the caller's deadline.
-fn timed_out<C: Command>(peer: &PeerHandle) -> Error {
+fn timed_out(name: &str, peer: &PeerHandle) -> Error {
     about(
         peer,
-        Error::new(ErrorKind::Timeout).with_message_name(C::NAME),
+        Error::new(ErrorKind::Timeout).with_message_name(name.to_owned()),
     )
 }
 
 /// The peer was lost after the command may have been written: the outcome is unknown.
-fn lost<C: Command>(peer: &PeerHandle) -> Error {
+fn lost(name: &str, peer: &PeerHandle) -> Error {
     about(
         peer,
-        Error::new(ErrorKind::PeerLost).with_message_name(C::NAME),
+        Error::new(ErrorKind::PeerLost).with_message_name(name.to_owned()),
     )
 }
 
@@ -153,8 +155,8 @@ pub(super) fn about(peer: &PeerHandle, err: Error) -> Error {
 }
 
 /// The peer was lost before the command was written, and no other handler could take it.
-fn not_sent<C: Command>(peer: &PeerHandle) -> Error {
-    lost::<C>(peer).with_detail("the link failed before the command was sent: it did not run")
+fn not_sent(name: &str, peer: &PeerHandle) -> Error {
+    lost(name, peer).with_detail("the link failed before the command was sent: it did not run")
 }
 
 /// How one try of sending a command to one peer ended.

@@ -85,6 +85,17 @@ impl<'a> Ready<'a> {
         }
     }
 
+    /// Resolves once at least `n` nodes in `scope` handle the command registered under `name`
+    /// with [`command_handler_named`](crate::BusBuilder::command_handler_named), this node
+    /// included.
+    pub fn handlers_named(self, name: &'a str, scope: Scope, n: usize) -> NamedHandlersReady<'a> {
+        let wait = Wait::new(self.bus, Goal::Handlers(name, scope), n);
+        NamedHandlersReady {
+            wait,
+            fut: Box::pin(wait.run()),
+        }
+    }
+
     /// Resolves once at least `n` peers are connected (this node is not a peer).
     pub fn peers(self, n: usize) -> PeersReady<'a> {
         let wait = Wait::new(self.bus, Goal::Peers, n);
@@ -98,7 +109,7 @@ impl<'a> Ready<'a> {
 /// What a readiness future waits for.
 #[derive(Debug, Clone, Copy)]
 enum Goal<'a> {
-    Handlers(&'static str, Scope),
+    Handlers(&'a str, Scope),
     Subscribers(&'static str, Scope),
     Members(&'static str, &'a str, Scope),
     Peers,
@@ -206,7 +217,7 @@ impl<'a> Wait<'a> {
             Goal::Handlers(name, scope)
             | Goal::Subscribers(name, scope)
             | Goal::Members(name, _, scope) => {
-                err = err.with_message_name(name).with_scope(scope);
+                err = err.with_message_name(name.to_owned()).with_scope(scope);
             }
             Goal::Peers => {}
         }
@@ -297,6 +308,12 @@ macro_rules! readiness {
 readiness! {
     /// Waits until enough nodes handle a command. Made by [`Ready::handlers`].
     HandlersReady<C: Command, _command>
+}
+
+readiness! {
+    /// Waits until enough nodes handle a command by a run-time name. Made by
+    /// [`Ready::handlers_named`].
+    NamedHandlersReady
 }
 
 readiness! {

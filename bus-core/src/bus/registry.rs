@@ -3,6 +3,7 @@
 //! subscription workers that run event handlers.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 
@@ -16,6 +17,7 @@ use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
 use crate::node::credit::EventFlow;
+use crate::proto::interest::MAX_NAME_LEN;
 use crate::services::Services;
 use crate::stats::Counters;
 use crate::stats::SubscriptionStats;
@@ -24,7 +26,7 @@ use crate::subscription::{queue, FullPolicy, SubReceiver, SubSender, Subscriptio
 /// What a registration adds to the bus being started.
 #[derive(Default)]
 pub(super) struct Registry {
-    pub(super) commands: FxHashMap<&'static str, CommandSlot>,
+    pub(super) commands: FxHashMap<Cow<'static, str>, CommandSlot>,
     pub(super) events: EventTable,
     pub(super) workers: Vec<Worker>,
     pub(super) next_subscription_id: u64,
@@ -47,11 +49,12 @@ pub(crate) struct CommandSlot {
 }
 
 impl CommandSlot {
-    pub(crate) fn new<C: Command>(handler: Arc<dyn CommandHandler<C>>) -> Self {
+    pub(crate) fn new<C: Command>(name: &str, handler: Arc<dyn CommandHandler<C>>) -> Self {
         CommandSlot {
             type_id: TypeId::of::<C>(),
             type_name: std::any::type_name::<C>(),
             remote: Arc::new(remote::TypedRemoteCommand {
+                name: name.into(),
                 handler: Arc::clone(&handler),
             }),
             handler: Box::new(handler),
@@ -188,22 +191,42 @@ pub(super) fn name_clash(name: &str, registered: &str, used: &str) -> Error {
 
 pub(super) fn add_command<C: Command>(
     reg: &mut Registry,
+    name: Cow<'static, str>,
     f: Arc<dyn CommandHandler<C>>,
 ) -> Result<(), Error> {
-    if let Some(existing) = reg.commands.get(C::NAME) {
+    check_name(&name)?;
+    if let Some(existing) = reg.commands.get(&name) {
         let err = if existing.type_id == std::any::TypeId::of::<C>() {
             Error::config(format!(
-                "two handlers registered for command `{}`; a command has exactly one handler per node",
-                C::NAME
+                "two handlers registered for command `{name}`; a command has exactly one handler per node"
             ))
-            .with_message_name(C::NAME)
+            .with_message_name(name)
         } else {
-            name_clash(C::NAME, existing.type_name, std::any::type_name::<C>())
+            name_clash(&name, existing.type_name, std::any::type_name::<C>())
         };
         return Err(err);
     }
-    reg.commands.insert(C::NAME, CommandSlot::new(f));
+    let slot = CommandSlot::new(&name, f);
+    reg.commands.insert(name, slot);
     Ok(())
+}
+
+/// Refuses a command name no frame can carry, or that would confuse a reader of logs.
+fn check_name(name: &str) -> Result<(), Error> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "is longer than interest names may be"
+    } else if name.chars().any(char::is_control) {
+        "has a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::config(format!(
+        "the command name `{}` {problem}",
+        name.escape_debug()
+    ))
+    .with_message_name(name.to_owned()))
 }
 
 pub(super) fn add_subscriber<E: Event>(

@@ -46,6 +46,8 @@ pub(crate) trait RemoteCommand: Send + Sync {
 
 /// The [`RemoteCommand`] of one command type.
 pub(crate) struct TypedRemoteCommand<C: Command> {
+    /// The name it is registered under: `C::NAME` or a run-time name.
+    pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn CommandHandler<C>>,
 }
 
@@ -58,8 +60,9 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
         guard: InFlightOwned,
     ) -> Answering {
         let handler = Arc::clone(&self.handler);
+        let name = Arc::clone(&self.name);
         Box::pin(async move {
-            let outcome = run(handler, body, ctx).await;
+            let outcome = run(&name, handler, body, ctx).await;
             super::inbound::answer(reply, outcome).await;
             drop(guard);
         })
@@ -68,30 +71,26 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
     #[cfg(test)]
     fn call(&self, body: Bytes, ctx: Context) -> BoxFuture<'static, Result<Bytes, ReplyError>> {
         let handler = Arc::clone(&self.handler);
-        Box::pin(run(handler, CommandBody::Bytes(body), ctx))
+        let name = Arc::clone(&self.name);
+        Box::pin(async move { run(&name, handler, CommandBody::Bytes(body), ctx).await })
     }
 }
 
 /// Decodes a peer's command; a large body is made and decoded on a blocking thread.
-async fn decode<C: Command>(body: CommandBody) -> Result<C, ReplyError> {
-    let undecodable = |e| {
-        ReplyError::new(
-            ErrorKind::Decode,
-            format!("`{}` did not decode: {e}", C::NAME),
-        )
-    };
+async fn decode<C: Command>(name: &Arc<str>, body: CommandBody) -> Result<C, ReplyError> {
     let job = match body {
-        CommandBody::Bytes(body) => return decode_body(&body).map_err(undecodable),
+        CommandBody::Bytes(body) => return decode_body(&body).map_err(|e| undecodable(name, e)),
         CommandBody::Large(job) => job,
     };
+    let owned = Arc::clone(name);
     let decoded = tokio::task::spawn_blocking(move || -> Result<C, ReplyError> {
         let body = job().map_err(|e| {
             ReplyError::new(
                 ErrorKind::Decode,
-                format!("the body of `{}` did not decompress: {e}", C::NAME),
+                format!("the body of `{owned}` did not decompress: {e}"),
             )
         })?;
-        decode_body(&body).map_err(undecodable)
+        decode_body(&body).map_err(|e| undecodable(&owned, e))
     })
     .await;
     match decoded {
@@ -99,9 +98,13 @@ async fn decode<C: Command>(body: CommandBody) -> Result<C, ReplyError> {
         // A `Deserialize` impl panicked, or the runtime is shutting down.
         Err(e) => Err(ReplyError::new(
             ErrorKind::HandlerFailed,
-            format!("decoding `{}` failed: {e}", C::NAME),
+            format!("decoding `{name}` failed: {e}"),
         )),
     }
+}
+
+fn undecodable(name: &str, e: impl std::fmt::Display) -> ReplyError {
+    ReplyError::new(ErrorKind::Decode, format!("`{name}` did not decode: {e}"))
 }
 
 /// Decodes a peer's command, runs the handler on it and encodes its reply. The whole of it is
@@ -109,6 +112,7 @@ async fn decode<C: Command>(body: CommandBody) -> Result<C, ReplyError> {
 /// runtime polls this future on a connection's reader. A panic becomes a `HandlerFailed`
 /// reply.
 async fn run<C: Command>(
+    name: &Arc<str>,
     handler: Arc<dyn CommandHandler<C>>,
     body: CommandBody,
     ctx: Context,
@@ -116,7 +120,7 @@ async fn run<C: Command>(
     // The handler is called inside the caught future, so a panic before its own future
     // exists is caught too.
     let outcome = AssertUnwindSafe(async move {
-        let cmd = decode::<C>(body).await?;
+        let cmd = decode::<C>(name, body).await?;
         let reply = handler
             .handle(cmd, ctx)
             .await
@@ -124,7 +128,7 @@ async fn run<C: Command>(
         encode_body(&reply).map_err(|e| {
             ReplyError::new(
                 ErrorKind::Decode,
-                format!("the reply to `{}` did not encode: {e}", C::NAME),
+                format!("the reply to `{name}` did not encode: {e}"),
             )
         })
     })
@@ -132,24 +136,25 @@ async fn run<C: Command>(
     .await;
     outcome.unwrap_or_else(|panic| {
         let msg = panic_message(&*panic);
-        tracing::error!(command = C::NAME, panic = %msg, "a peer's command panicked");
+        tracing::error!(command = %name, panic = %msg, "a peer's command panicked");
         Err(ReplyError::new(ErrorKind::HandlerFailed, msg))
     })
 }
 
 /// The caller's view of what came back for a command sent to a peer.
 pub(crate) fn read_reply<C: Command>(
+    name: &str,
     outcome: Result<Bytes, ReplyError>,
 ) -> Result<C::Reply, Error> {
     match outcome {
         Ok(body) => decode_body(&body).map_err(|e| {
             Error::new(ErrorKind::Decode)
-                .with_message_name(C::NAME)
+                .with_message_name(name.to_owned())
                 .with_detail(format!("the reply did not decode: {e}"))
         }),
         Err(remote) => {
             let kind = remote.kind();
-            let err = Error::new(kind).with_message_name(C::NAME);
+            let err = Error::new(kind).with_message_name(name.to_owned());
             Err(if kind == ErrorKind::HandlerFailed {
                 err.with_handler_message(remote.message)
             } else if remote.message.is_empty() {
@@ -196,7 +201,7 @@ mod tests {
     async fn remote_call(bus: &Bus, body: Bytes) -> Result<u32, Error> {
         let slot = bus.inner.commands.get(Divide::NAME).unwrap();
         let outcome = slot.remote.call(body, Context::local(bus)).await;
-        read_reply::<Divide>(outcome)
+        read_reply::<Divide>(Divide::NAME, outcome)
     }
 
     #[tokio::test]
@@ -240,10 +245,13 @@ mod tests {
 
     #[test]
     fn a_reply_that_does_not_decode_is_a_decode_error() {
-        let err = read_reply::<Divide>(Ok(Bytes::from_static(b"\xc1"))).unwrap_err();
+        let err = read_reply::<Divide>(Divide::NAME, Ok(Bytes::from_static(b"\xc1"))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Decode);
-        let err =
-            read_reply::<Divide>(Err(ReplyError::new(ErrorKind::Overloaded, "busy"))).unwrap_err();
+        let err = read_reply::<Divide>(
+            Divide::NAME,
+            Err(ReplyError::new(ErrorKind::Overloaded, "busy")),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Overloaded);
         assert_eq!(err.detail(), Some("busy"));
     }

@@ -41,7 +41,7 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
 /// The names a node handles, as [`Dispatch::interest`] gives them.
 #[derive(Debug, Default)]
 pub(crate) struct LocalNames {
-    pub(crate) commands: Vec<&'static str>,
+    pub(crate) commands: Vec<std::borrow::Cow<'static, str>>,
     pub(crate) events: Vec<(&'static str, EventFlow)>,
     /// The groups with members here, with the room each grants a peer on its channel.
     pub(crate) groups: Vec<(GroupInterest, EventFlow)>,

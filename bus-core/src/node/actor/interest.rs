@@ -1,6 +1,7 @@
 //! The actor's side of interest exchange with peers: their snapshots and deltas, their
 //! requests for ours, and the snapshots owed to peers whose control lane was full.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::Actor;
@@ -19,7 +20,7 @@ struct Local {
 }
 
 impl Local {
-    fn of(names: LocalNames) -> (Vec<&'static str>, Vec<&'static str>, Self) {
+    fn of(names: LocalNames) -> (Vec<Cow<'static, str>>, Vec<&'static str>, Self) {
         let events: Vec<&'static str> = names.events.iter().map(|(name, _)| *name).collect();
         let mut flows: BTreeMap<String, EventFlow> = names
             .events
@@ -43,7 +44,7 @@ impl Actor {
         };
         let (commands, events, local) = Local::of(dispatch.interest());
         for name in commands {
-            let _ = self.local.add_command(name);
+            let _ = self.local.add_command(&name);
         }
         for name in events {
             let _ = self.local.subscribe(name);
