@@ -59,6 +59,31 @@ pub enum Error {
     /// The log was closed (or its writer thread is gone).
     #[error("the log is closed")]
     Closed,
+    /// The bus could not reach the stream's host, or the host did not answer: its
+    /// [`kind`](meshbus_core::Error::kind) says why ([`NoHandler`](meshbus_core::ErrorKind::NoHandler)
+    /// when no node in scope hosts the stream, [`PeerLost`](meshbus_core::ErrorKind::PeerLost),
+    /// [`Timeout`](meshbus_core::ErrorKind::Timeout)). An append that failed so may have been
+    /// written: retry it with the same idempotency key.
+    #[error("stream request failed: {0}")]
+    Bus(#[source] meshbus_core::Error),
+    /// The host refused a request: a bad name, an absurd size, an unknown consumer.
+    #[error("stream {stream}: {reason}")]
+    Invalid {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// A record's body is not the event the reader expects.
+    #[error("stream {stream}: the record at offset {offset} did not decode: {message}")]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// The record's offset.
+        offset: u64,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -113,6 +138,22 @@ impl Error {
                 stream: stream.clone(),
             },
             Error::Closed => Error::Closed,
+            Error::Bus(e) => {
+                Error::Bus(meshbus_core::Error::new(e.kind()).with_detail(e.to_string()))
+            }
+            Error::Invalid { stream, reason } => Error::Invalid {
+                stream: stream.clone(),
+                reason: reason.clone(),
+            },
+            Error::Decode {
+                stream,
+                offset,
+                message,
+            } => Error::Decode {
+                stream: stream.clone(),
+                offset: *offset,
+                message: message.clone(),
+            },
         }
     }
 }

@@ -159,8 +159,21 @@ mod segment;
 mod storage;
 mod writer;
 
+pub use client::{
+    Append, FromRecord, RawRecord, Reader, StreamRecord, Streams, StreamsExt, DEFAULT_BATCH,
+    DEFAULT_WAIT,
+};
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Error, Result};
+pub use host::{StreamConfig, StreamsBuilderExt, DEFAULT_DEDUPE_KEYS, DEFAULT_DEDUPE_WINDOW};
 pub use log::{Log, LogInfo};
 pub use record::{Appended, NewRecord, Record};
 pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
+pub use wire::{From, MAX_STREAM_NAME};
+
+mod client;
+mod host;
+mod info;
+mod wire;
+
+pub use info::{RetentionInfo, StreamInfo};

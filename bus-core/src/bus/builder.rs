@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use super::registry::{add_command, add_subscriber, Registration, Registry};
 use super::{Bus, BusInner, Config, Identity};
 use crate::discovery::Discovery;
 use crate::error::Error;
-use crate::handler::{IntoCommandHandler, IntoEventHandler};
+use crate::handler::{BoxFuture, IntoCommandHandler, IntoEventHandler};
 use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeConfig, NodeShared};
@@ -22,6 +23,9 @@ use crate::services::Services;
 use crate::stats::Counters;
 use crate::transport::{Addr, Transport};
 use crate::wire::control::PeerIdentity;
+
+/// An async step of [`BusBuilder::setup`].
+type Setup = Box<dyn FnOnce(&Services) -> BoxFuture<'static, Result<(), Error>> + Send>;
 
 /// Configures and starts a [`Bus`].
 ///
@@ -74,6 +78,7 @@ pub struct BusBuilder {
     seed: Option<u64>,
     services: Services,
     registrations: Vec<Registration>,
+    setups: Vec<Setup>,
     config: Config,
     node: NodeConfig,
     discovery: Vec<Box<dyn Discovery>>,
@@ -94,6 +99,7 @@ impl BusBuilder {
             seed: None,
             services: Services::new(),
             registrations: Vec::new(),
+            setups: Vec::new(),
             config: Config {
                 request_timeout: Some(Self::DEFAULT_REQUEST_TIMEOUT),
                 shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
@@ -449,6 +455,47 @@ impl BusBuilder {
         })
     }
 
+    /// Adds an async step that [`start`](Self::start) runs, in the order added, before it
+    /// builds any handler: open a database, a log or a connection pool that handlers use. An
+    /// error ends `start` with that error, before the node joins any mesh.
+    ///
+    /// The step gets the [`Services`] (clone what it needs out of them); what it makes reaches
+    /// the handlers through something they share with it, such as an `Arc<OnceLock<T>>`.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, OnceLock};
+    /// # use meshbus_core::{Bus, Command, Context, HandlerError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Count;
+    /// # impl Command for Count { const NAME: &'static str = "count"; type Reply = usize; }
+    /// # #[tokio::main] async fn main() -> Result<(), meshbus_core::Error> {
+    /// let table: Arc<OnceLock<Vec<u8>>> = Arc::default();
+    /// let (fill, read) = (Arc::clone(&table), Arc::clone(&table));
+    /// let bus = Bus::builder()
+    ///     .setup(move |_services| async move {
+    ///         let loaded = tokio::task::spawn_blocking(|| vec![1, 2, 3]).await.unwrap();
+    ///         let _ = fill.set(loaded);
+    ///         Ok(())
+    ///     })
+    ///     .command_handler(move |_: Count, _ctx: Context| {
+    ///         let n = read.get().map_or(0, Vec::len);
+    ///         async move { Ok::<_, HandlerError>(n) }
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(bus.commands().send(Count).await?, 3);
+    /// # bus.shutdown().await }
+    /// ```
+    pub fn setup<F, Fut>(mut self, step: F) -> Self
+    where
+        F: FnOnce(&Services) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.setups.push(Box::new(move |services: &Services| {
+            Box::pin(step(services)) as BoxFuture<'static, _>
+        }));
+        self
+    }
+
     fn register(
         mut self,
         f: impl FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send + 'static,
@@ -474,6 +521,9 @@ impl BusBuilder {
             None => fastrand::Rng::new(),
         };
         let node_id = NodeId::random(&mut rng);
+        for step in self.setups {
+            step(&self.services).await?;
+        }
         let mut reg = Registry::default();
         for registration in self.registrations {
             registration(&self.services, &mut reg)?;
@@ -622,6 +672,7 @@ impl fmt::Debug for BusBuilder {
             .field("host_id", &self.host_id)
             .field("services", &self.services)
             .field("handlers", &self.registrations.len())
+            .field("setups", &self.setups.len())
             .field("config", &self.config)
             .field("node", &self.node)
             .field("discovery", &self.discovery)

@@ -1,0 +1,228 @@
+//! Hosting a stream: [`StreamConfig`] and [`StreamsBuilderExt::stream`], which make a node the
+//! host of a stream. The host opens the stream's log when the bus starts, captures the events
+//! the stream names, and serves the stream's commands (`$streams.<stream>.append`, `.fetch`,
+//! `.info`) to every node of the mesh.
+
+mod dedupe;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use meshbus_core::{BusBuilder, Context, Event, HandlerError};
+
+use crate::config::{FsyncPolicy, LogConfig, Retention};
+use crate::storage::Storage;
+use crate::wire::{self, command_name, op};
+pub(crate) use serve::{Host, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
+
+/// The default [`StreamConfig::dedupe_window`].
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The default [`StreamConfig::dedupe_keys`].
+pub const DEFAULT_DEDUPE_KEYS: usize = 100_000;
+
+/// Adds an event name to a stream's capture: a subscriber registered on the host's builder.
+type Capture = Box<dyn FnOnce(BusBuilder, Arc<OnceLock<Arc<Host>>>) -> BusBuilder + Send>;
+
+/// What a node hosts: one durable stream, its directory, which events it captures, and how
+/// its log keeps them.
+///
+/// ```no_run
+/// # use meshbus_core::{Bus, Event};
+/// # use meshbus_streams::{FsyncPolicy, Retention, StreamConfig, StreamsBuilderExt};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: u64 }
+/// # impl Event for OrderPlaced { const NAME: &'static str = "orders.placed"; }
+/// # async fn run() -> Result<(), meshbus_core::Error> {
+/// let bus = Bus::builder()
+///     .stream(
+///         StreamConfig::new("orders")
+///             .event::<OrderPlaced>()
+///             .dir("/var/lib/shop/streams/orders")
+///             .fsync(FsyncPolicy::Always)
+///             .retention(Retention { max_bytes: Some(1 << 30), ..Retention::default() }),
+///     )
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a stream config does nothing until given to `BusBuilder::stream`"]
+pub struct StreamConfig {
+    pub(crate) name: String,
+    pub(crate) events: Vec<&'static str>,
+    captures: Vec<Capture>,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) storage: Option<Arc<dyn Storage>>,
+    pub(crate) log: LogConfig,
+    pub(crate) dedupe_window: Duration,
+    pub(crate) dedupe_keys: usize,
+}
+
+impl StreamConfig {
+    /// The stream `name`: 1 to 255 ASCII letters, digits, `-` or `_` (checked when the bus
+    /// starts). One node per network hosts a given name.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        StreamConfig {
+            log: LogConfig::new(name.clone()),
+            name,
+            events: Vec::new(),
+            captures: Vec::new(),
+            dir: None,
+            storage: None,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            dedupe_keys: DEFAULT_DEDUPE_KEYS,
+        }
+    }
+
+    /// Captures event `E`: every `E` published in a scope that reaches the host is appended,
+    /// best effort, like any subscriber's copy. Confirmed appends
+    /// ([`Streams::append`](crate::Streams::append)) are not limited to these names.
+    pub fn event<E: Event + serde::Serialize>(mut self) -> Self {
+        self.events.push(E::NAME);
+        self.captures.push(Box::new(|builder, cell| {
+            builder.event_handler(move |event: Arc<E>, ctx: Context| {
+                let cell = Arc::clone(&cell);
+                async move {
+                    let Some(host) = cell.get() else {
+                        return Ok::<(), HandlerError>(());
+                    };
+                    host.capture(E::NAME, &*event, &ctx).await;
+                    Ok(())
+                }
+            })
+        }));
+        self
+    }
+
+    /// The directory of the stream's files (created if missing). Required.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the stream's files in `storage` instead of a directory: a fault-injecting storage
+    /// in tests.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// When appends are flushed to disk: see [`FsyncPolicy`]. The default is
+    /// [`FsyncPolicy::Interval`] of 100 ms.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.log = self.log.fsync(policy);
+        self
+    }
+
+    /// Which old segments are deleted: see [`Retention`]. The default keeps everything.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.log = self.log.retention(retention);
+        self
+    }
+
+    /// Everything else of the stream's log (segment size and age, caches, limits); its name
+    /// stays the stream's.
+    pub fn log(mut self, log: LogConfig) -> Self {
+        self.log = LogConfig {
+            name: self.name.clone(),
+            ..log
+        };
+        self
+    }
+
+    /// How long an idempotency key is remembered: an append repeating a key within the
+    /// window gets the first append's offset instead of a second record. Default 2 minutes.
+    pub fn dedupe_window(mut self, window: Duration) -> Self {
+        self.dedupe_window = window;
+        self
+    }
+
+    /// How many idempotency keys are remembered at most (the oldest are forgotten first).
+    /// Default 100,000.
+    pub fn dedupe_keys(mut self, keys: usize) -> Self {
+        self.dedupe_keys = keys;
+        self
+    }
+}
+
+impl std::fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("dir", &self.dir)
+            .field("log", &self.log)
+            .field("dedupe_window", &self.dedupe_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a node the host of durable streams.
+pub trait StreamsBuilderExt: Sized {
+    /// Hosts the stream `config` describes: its log is opened (and recovered) when the bus
+    /// starts, which fails if the directory cannot be used.
+    fn stream(self, config: StreamConfig) -> Self;
+}
+
+impl StreamsBuilderExt for BusBuilder {
+    fn stream(self, mut config: StreamConfig) -> Self {
+        let cell: Arc<OnceLock<Arc<Host>>> = Arc::default();
+        let name = config.name.clone();
+        let mut builder = self;
+        for capture in std::mem::take(&mut config.captures) {
+            builder = capture(builder, Arc::clone(&cell));
+        }
+        let opened = Arc::clone(&cell);
+        builder = builder.setup(move |_services| async move {
+            let host = Host::open(config).await?;
+            let _ = opened.set(host);
+            Ok(())
+        });
+        let handler = |cell: &Arc<OnceLock<Arc<Host>>>| Arc::clone(cell);
+        let (append, fetch, info) = (handler(&cell), handler(&cell), handler(&cell));
+        builder
+            .command_handler_named(
+                command_name(&name, op::APPEND),
+                move |cmd: wire::Append, _ctx: Context| {
+                    let host = serve::get(&append);
+                    async move { Ok::<_, HandlerError>(host?.append(cmd).await) }
+                },
+            )
+            .command_handler_named(
+                command_name(&name, op::FETCH),
+                move |cmd: wire::Fetch, _ctx: Context| {
+                    let host = serve::get(&fetch);
+                    async move { Ok::<_, HandlerError>(host?.fetch(cmd).await) }
+                },
+            )
+            .command_handler_named(
+                command_name(&name, op::INFO),
+                move |_: wire::Info, _ctx: Context| {
+                    let host = serve::get(&info);
+                    async move { Ok::<_, HandlerError>(host?.info()) }
+                },
+            )
+    }
+}
+
+/// The policy a stream's info reports.
+pub(crate) fn fsync_name(policy: FsyncPolicy) -> String {
+    match policy {
+        FsyncPolicy::Always => "always".to_owned(),
+        FsyncPolicy::Interval(d) => format!("interval {} ms", d.as_millis()),
+        FsyncPolicy::Never => "never".to_owned(),
+    }
+}
+
+/// A retention as a stream's info reports it.
+pub(crate) fn retention_info(r: &Retention) -> crate::RetentionInfo {
+    crate::RetentionInfo {
+        max_age_ms: r
+            .max_age
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        max_bytes: r.max_bytes,
+        max_records: r.max_records,
+    }
+}

@@ -1,0 +1,353 @@
+//! A stream's host at work: its log, the appends it takes (captured and confirmed), the
+//! fetches it answers, waiting for the tail.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshbus_core::wire::body::encode_body;
+use meshbus_core::{Context, Error as BusError, ErrorKind, HandlerError};
+use tokio::sync::{watch, Semaphore};
+
+use super::dedupe::{Dedupe, Seen};
+use super::{fsync_name, retention_info, StreamConfig};
+use crate::error::Error;
+use crate::log::Log;
+use crate::wire::{self, Entry, Fetched, From, WireError};
+use crate::StreamInfo;
+
+/// The most entries one append may carry.
+pub(crate) const MAX_APPEND_ENTRIES: usize = 10_000;
+/// The most records one fetch returns.
+pub(crate) const MAX_FETCH_RECORDS: u32 = 10_000;
+/// The most body bytes one fetch returns (at least one record is returned whatever its size).
+pub(crate) const MAX_FETCH_BYTES: u32 = 4 << 20;
+/// The longest a fetch waits for a record.
+pub(crate) const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+/// The longest event name or header key an entry may carry.
+const MAX_NAME: usize = 1024;
+/// How many captured events may be appending at once; more wait.
+const CAPTURES_IN_FLIGHT: usize = 512;
+/// How often age-based retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// A stream this node hosts.
+pub(crate) struct Host {
+    pub(crate) name: String,
+    pub(crate) log: Log,
+    config: crate::config::LogConfig,
+    dedupe: Dedupe,
+    /// The next offset readers may read: moved after each append resolves.
+    tail: watch::Sender<u64>,
+    captures: Arc<Semaphore>,
+}
+
+/// The host behind a handler: set when the bus started.
+pub(crate) fn get(cell: &OnceLock<Arc<Host>>) -> Result<Arc<Host>, HandlerError> {
+    cell.get()
+        .cloned()
+        .ok_or_else(|| HandlerError::msg("the stream is not open"))
+}
+
+/// Milliseconds since the Unix epoch, by this host's clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn config_error(e: impl std::fmt::Display) -> BusError {
+    BusError::new(ErrorKind::Config).with_detail(e.to_string())
+}
+
+impl Host {
+    /// Opens (and recovers) the stream's log and remembers the idempotency keys of its last
+    /// `dedupe_window`.
+    pub(crate) async fn open(config: StreamConfig) -> Result<Arc<Host>, BusError> {
+        wire::check_stream_name(&config.name).map_err(config_error)?;
+        let log = match (&config.storage, &config.dir) {
+            (Some(storage), _) => Log::open_with(Arc::clone(storage), config.log.clone()).await,
+            (None, Some(dir)) => Log::open(dir, config.log.clone()).await,
+            (None, None) => {
+                return Err(config_error(format!(
+                    "stream `{}`: no directory; give one with `StreamConfig::dir`",
+                    config.name
+                )))
+            }
+        }
+        .map_err(|e| config_error(format!("stream `{}` did not open: {e}", config.name)))?;
+        let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_keys);
+        dedupe
+            .recover(&log, now_ms())
+            .await
+            .map_err(|e| config_error(format!("stream `{}`: {e}", config.name)))?;
+        let (tail, _) = watch::channel(log.info().next_offset);
+        let host = Arc::new(Host {
+            name: config.name,
+            config: config.log,
+            log,
+            dedupe,
+            tail,
+            captures: Arc::new(Semaphore::new(CAPTURES_IN_FLIGHT)),
+        });
+        if host.config.retention.max_age.is_some() {
+            tokio::spawn(retain(Arc::downgrade(&host)));
+        }
+        tracing::info!(stream = %host.name, next = *host.tail.borrow(), "stream open");
+        Ok(host)
+    }
+
+    /// Appends an event a subscriber captured, best effort: a failure is logged.
+    pub(crate) async fn capture<E: serde::Serialize>(
+        &self,
+        event: &'static str,
+        value: &E,
+        ctx: &Context,
+    ) {
+        let body = match encode_body(value) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(stream = %self.name, event, error = %e, "a captured event did not encode");
+                return;
+            }
+        };
+        let key = ctx
+            .headers()
+            .get(meshbus_core::Headers::IDEMPOTENCY_KEY)
+            .map(str::to_owned);
+        let entry = Entry {
+            event: event.to_owned(),
+            key,
+            headers: Vec::new(),
+            body: body.into(),
+        };
+        let Ok(permit) = Arc::clone(&self.captures).acquire_owned().await else {
+            return;
+        };
+        // Queued in order now; the write is awaited on its own so that the next event can
+        // queue behind it.
+        let append = self.append_entries(vec![entry]);
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = append.await {
+                tracing::warn!(stream = %name, error = %e, "a captured event was not appended");
+            }
+            drop(permit);
+        });
+    }
+
+    /// A client's confirmed append.
+    pub(crate) async fn append(&self, cmd: wire::Append) -> Result<Vec<u64>, WireError> {
+        self.check(&cmd.entries)
+            .map_err(|e| WireError::of(&e, &self.name))?;
+        self.append_entries(cmd.entries)
+            .await
+            .map_err(|e| WireError::of(&e, &self.name))
+    }
+
+    fn check(&self, entries: &[Entry]) -> Result<(), Error> {
+        let invalid = |reason: String| Error::Invalid {
+            stream: self.name.clone(),
+            reason,
+        };
+        if entries.len() > MAX_APPEND_ENTRIES {
+            return Err(invalid(format!(
+                "an append of {} entries: the most is {MAX_APPEND_ENTRIES}",
+                entries.len()
+            )));
+        }
+        for e in entries {
+            let long = e.event.len() > MAX_NAME
+                || e.key.as_ref().is_some_and(|k| k.len() > MAX_NAME)
+                || e.headers.iter().any(|(k, _)| k.len() > MAX_NAME);
+            if e.event.is_empty() || long {
+                return Err(invalid(
+                    "an event name is empty, or a name, key or header key is over 1024 bytes"
+                        .to_owned(),
+                ));
+            }
+            if e.headers.iter().any(|(k, _)| k.starts_with('$')) {
+                return Err(invalid(
+                    "header keys starting with `$` are the stream's".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `entries`, giving a repeated idempotency key its first offset. Queues the new
+    /// records in the log before it returns (so appends keep the order they were called in),
+    /// then resolves once the log has them under its fsync policy.
+    pub(crate) fn append_entries(
+        &self,
+        entries: Vec<Entry>,
+    ) -> impl std::future::Future<Output = Result<Vec<u64>, Error>> + Send + 'static {
+        let timestamp = now_ms();
+        let mut offsets: Vec<Option<u64>> = vec![None; entries.len()];
+        let mut waits = Vec::new();
+        let mut claims = Vec::new();
+        let mut fresh = Vec::with_capacity(entries.len());
+        let mut fresh_at = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate() {
+            if let Some(key) = &entry.key {
+                match self.dedupe.claim(key, timestamp) {
+                    Seen::Done(offset) => {
+                        offsets[i] = Some(offset);
+                        continue;
+                    }
+                    Seen::Pending(rx) => {
+                        waits.push((i, rx));
+                        continue;
+                    }
+                    Seen::New(claim) => claims.push((fresh.len(), claim)),
+                }
+            }
+            fresh_at.push(i);
+            fresh.push(wire::to_record(entry, timestamp));
+        }
+        let queued = (!fresh.is_empty()).then(|| self.log.append(fresh));
+        let tail = self.tail.clone();
+        let stream = self.name.clone();
+        async move {
+            if let Some(queued) = queued {
+                let appended = queued.await;
+                let first = match &appended {
+                    Ok(a) => Some(a.first),
+                    Err(_) => None,
+                };
+                for (j, claim) in claims {
+                    claim.settle(first.map(|f| f + j as u64));
+                }
+                let appended = appended?;
+                tail.send_if_modified(|t| {
+                    let end = appended.first + appended.count;
+                    (end > *t).then(|| *t = end).is_some()
+                });
+                for (j, i) in fresh_at.into_iter().enumerate() {
+                    offsets[i] = Some(appended.first + j as u64);
+                }
+            }
+            for (i, mut rx) in waits {
+                let settled = rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|v| *v)
+                    .ok()
+                    .flatten()
+                    .flatten();
+                match settled {
+                    Some(offset) => offsets[i] = Some(offset),
+                    None => return Err(Error::Invalid {
+                        stream,
+                        reason:
+                            "an append with the same idempotency key failed at the same time; retry"
+                                .to_owned(),
+                    }),
+                }
+            }
+            Ok(offsets.into_iter().map(|o| o.unwrap_or(u64::MAX)).collect())
+        }
+    }
+
+    /// Answers a fetch: records from the start it names, filtered, waiting up to its
+    /// `wait_ms` for the first one.
+    pub(crate) async fn fetch(&self, f: wire::Fetch) -> Result<Fetched, WireError> {
+        self.fetch_inner(f)
+            .await
+            .map_err(|e| WireError::of(&e, &self.name))
+    }
+
+    async fn fetch_inner(&self, f: wire::Fetch) -> Result<Fetched, Error> {
+        let max_records = f.max_records.clamp(1, MAX_FETCH_RECORDS) as usize;
+        let max_bytes = f.max_bytes.clamp(1, MAX_FETCH_BYTES) as usize;
+        let wait = Duration::from_millis(f.wait_ms).min(MAX_FETCH_WAIT);
+        if f.events.len() > 256 || f.events.iter().any(|e| e.len() > MAX_NAME) {
+            return Err(Error::Invalid {
+                stream: self.name.clone(),
+                reason: "a filter names at most 256 events of at most 1024 bytes".to_owned(),
+            });
+        }
+        let mut from = match f.from {
+            From::Start => self.log.info().first_offset,
+            From::Offset(n) => n,
+            From::Time(t) => match self.log.offset_at_time(t).await? {
+                Some(n) => n,
+                None => *self.tail.borrow(),
+            },
+            From::Tail => *self.tail.borrow(),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut tail = self.tail.subscribe();
+        loop {
+            let end = *tail.borrow_and_update();
+            if from > end {
+                return Err(Error::Invalid {
+                    stream: self.name.clone(),
+                    reason: format!("offset {from} is past the end of the stream (next is {end})"),
+                });
+            }
+            if from < end {
+                let records = self.log.read_bytes(from, max_records, max_bytes).await?;
+                let Some(last) = records.last() else {
+                    return Ok(Fetched {
+                        records: Vec::new(),
+                        next: from,
+                    });
+                };
+                let next = last.offset + 1;
+                let records: Vec<_> = records
+                    .into_iter()
+                    .map(wire::to_wire)
+                    .filter(|r| f.events.is_empty() || f.events.contains(&r.event))
+                    .collect();
+                if !records.is_empty() {
+                    return Ok(Fetched { records, next });
+                }
+                // Everything read was filtered out: go on from past it, within the wait.
+                from = next;
+                if tokio::time::Instant::now() < deadline {
+                    continue;
+                }
+                return Ok(Fetched {
+                    records,
+                    next: from,
+                });
+            }
+            let changed = tokio::time::timeout_at(deadline, tail.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Ok(Fetched {
+                    records: Vec::new(),
+                    next: from,
+                });
+            }
+        }
+    }
+
+    /// What the stream holds now.
+    pub(crate) fn info(&self) -> Result<StreamInfo, WireError> {
+        let info = self.log.info();
+        Ok(StreamInfo {
+            name: self.name.clone(),
+            first_offset: info.first_offset,
+            last_offset: info.next_offset.checked_sub(1).filter(|_| info.records > 0),
+            next_offset: info.next_offset,
+            records: info.records,
+            bytes: info.bytes,
+            segments: info.segments as u64,
+            retention: retention_info(&self.config.retention),
+            fsync: fsync_name(self.config.fsync),
+        })
+    }
+}
+
+/// Applies age-based retention every minute while the host lives.
+async fn retain(host: Weak<Host>) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        if let Err(e) = host.log.apply_retention().await {
+            tracing::warn!(stream = %host.name, error = %e, "retention failed");
+        }
+    }
+}

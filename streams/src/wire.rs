@@ -1,0 +1,261 @@
+//! What stream hosts and their clients say to each other: commands sent under run-time names
+//! (`$streams.<stream>.<op>`, see [`command_name`]) so that the mesh routes each to the node
+//! hosting that stream, and how a record keeps its event name and idempotency key in the log.
+
+use meshbus_core::{Binary, Command};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::record::{NewRecord, Record};
+
+/// The operations a host serves, by the last part of their command name.
+pub(crate) mod op {
+    pub(crate) const APPEND: &str = "append";
+    pub(crate) const FETCH: &str = "fetch";
+    pub(crate) const INFO: &str = "info";
+}
+
+/// The command name of operation `op` on `stream`.
+pub(crate) fn command_name(stream: &str, op: &str) -> String {
+    format!("$streams.{stream}.{op}")
+}
+
+/// The longest stream name: its command names must fit the mesh's name limit with room for
+/// the prefix and the operation.
+pub const MAX_STREAM_NAME: usize = 255;
+
+/// Refuses a stream name that is empty, too long, or has characters that would confuse its
+/// command names, file names or a reader of logs: letters, digits, `-` and `_` only.
+pub(crate) fn check_stream_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            stream: name.chars().take(64).collect(),
+            reason: format!(
+                "a stream name is 1 to {MAX_STREAM_NAME} ASCII letters, digits, `-` or `_`"
+            ),
+        })
+    }
+}
+
+/// The header under which a stored record keeps its event name.
+pub(crate) const EVENT_HEADER: &str = "$event";
+/// The header under which a stored record keeps its idempotency key.
+pub(crate) const KEY_HEADER: &str = "$key";
+
+/// One event to append, as a client sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    /// The event's name.
+    pub(crate) event: String,
+    /// The idempotency key: an append repeating a key seen within the dedupe window gets the
+    /// first append's offset.
+    #[serde(default)]
+    pub(crate) key: Option<String>,
+    /// The user's headers.
+    #[serde(default)]
+    pub(crate) headers: Vec<(String, Binary)>,
+    /// The event, encoded as on the wire (MessagePack).
+    pub(crate) body: Binary,
+}
+
+/// Appends entries; the reply has one offset per entry, in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Append {
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Command for Append {
+    const NAME: &'static str = "$streams.append";
+    type Reply = Result<Vec<u64>, WireError>;
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum From {
+    /// The earliest record still held.
+    Start,
+    /// This offset (an error if retention or a purge removed it).
+    Offset(u64),
+    /// The first record stamped at or after this time (ms since the Unix epoch).
+    Time(u64),
+    /// The next record appended from now on.
+    Tail,
+}
+
+/// Reads records: at most `max_records` and about `max_bytes`, waiting up to `wait_ms` for the
+/// first one when there is none yet.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Fetch {
+    pub(crate) from: From,
+    pub(crate) max_records: u32,
+    pub(crate) max_bytes: u32,
+    pub(crate) wait_ms: u64,
+    /// Only records of these event names (all when empty).
+    #[serde(default)]
+    pub(crate) events: Vec<String>,
+}
+
+impl Command for Fetch {
+    const NAME: &'static str = "$streams.fetch";
+    type Reply = Result<Fetched, WireError>;
+}
+
+/// A record as a reader gets it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireRecord {
+    pub(crate) offset: u64,
+    pub(crate) timestamp: u64,
+    pub(crate) event: String,
+    pub(crate) headers: Vec<(String, Binary)>,
+    pub(crate) body: Binary,
+}
+
+/// What a fetch found.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Fetched {
+    pub(crate) records: Vec<WireRecord>,
+    /// The offset to fetch from next: past the last record returned, or past records the
+    /// filter skipped.
+    pub(crate) next: u64,
+}
+
+/// Asks for a stream's [`StreamInfo`](crate::StreamInfo).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Info;
+
+impl Command for Info {
+    const NAME: &'static str = "$streams.info";
+    type Reply = Result<crate::StreamInfo, WireError>;
+}
+
+/// An error as it crosses the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireError {
+    pub(crate) code: String,
+    pub(crate) stream: String,
+    #[serde(default)]
+    pub(crate) offset: u64,
+    #[serde(default)]
+    pub(crate) earliest: u64,
+    #[serde(default)]
+    pub(crate) message: String,
+}
+
+impl WireError {
+    pub(crate) fn of(e: &Error, stream: &str) -> Self {
+        let (code, offset, earliest) = match e {
+            Error::Io { .. } => ("io", 0, 0),
+            Error::Corrupt { offset, .. } => ("corrupt", *offset, 0),
+            Error::OffsetGone {
+                requested,
+                earliest,
+                ..
+            } => ("offset_gone", *requested, *earliest),
+            Error::DiskFull { .. } => ("disk_full", 0, 0),
+            Error::TooLarge { size, max } => ("too_large", *size, *max),
+            Error::Failed { .. } => ("failed", 0, 0),
+            Error::Closed => ("closed", 0, 0),
+            _ => ("invalid", 0, 0),
+        };
+        WireError {
+            code: code.to_owned(),
+            stream: stream.to_owned(),
+            offset,
+            earliest,
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn into_error(self) -> Error {
+        let WireError {
+            code,
+            stream,
+            offset,
+            earliest,
+            message,
+        } = self;
+        match code.as_str() {
+            "corrupt" => Error::Corrupt { stream, offset },
+            "offset_gone" => Error::OffsetGone {
+                stream,
+                requested: offset,
+                earliest,
+            },
+            "disk_full" => Error::DiskFull { stream },
+            "too_large" => Error::TooLarge {
+                size: offset,
+                max: earliest,
+            },
+            "failed" => Error::Failed { stream },
+            "closed" => Error::Closed,
+            "io" => Error::Io {
+                stream,
+                kind: std::io::ErrorKind::Other,
+                source: std::io::Error::other(message),
+            },
+            _ => Error::Invalid {
+                stream,
+                reason: message,
+            },
+        }
+    }
+}
+
+/// The log record that stores `entry`, stamped `timestamp`.
+pub(crate) fn to_record(entry: Entry, timestamp: u64) -> NewRecord {
+    let mut headers = Vec::with_capacity(entry.headers.len() + 2);
+    headers.push((EVENT_HEADER.to_owned(), bytes::Bytes::from(entry.event)));
+    if let Some(key) = entry.key {
+        headers.push((KEY_HEADER.to_owned(), bytes::Bytes::from(key)));
+    }
+    headers.extend(entry.headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
+    NewRecord {
+        timestamp,
+        headers,
+        body: entry.body.into_bytes(),
+    }
+}
+
+/// A stored record's event name, idempotency key and user headers.
+pub(crate) struct Parts {
+    pub(crate) event: String,
+    pub(crate) key: Option<String>,
+    pub(crate) headers: Vec<(String, Binary)>,
+}
+
+/// Splits a stored record's headers into its event name, key and the user's headers.
+pub(crate) fn parts(record: &Record) -> Parts {
+    let mut parts = Parts {
+        event: String::new(),
+        key: None,
+        headers: Vec::new(),
+    };
+    for (k, v) in &record.headers {
+        match k.as_str() {
+            EVENT_HEADER => parts.event = String::from_utf8_lossy(v).into_owned(),
+            KEY_HEADER => parts.key = Some(String::from_utf8_lossy(v).into_owned()),
+            _ => parts.headers.push((k.clone(), Binary::from(v.clone()))),
+        }
+    }
+    parts
+}
+
+/// A stored record as a reader gets it.
+pub(crate) fn to_wire(record: Record) -> WireRecord {
+    let Parts { event, headers, .. } = parts(&record);
+    WireRecord {
+        offset: record.offset,
+        timestamp: record.timestamp,
+        event,
+        headers,
+        body: Binary::from(record.body),
+    }
+}
