@@ -161,6 +161,6 @@ mod writer;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Error, Result};
-pub use log::{Log, LogInfo};
+pub use log::{Log, LogInfo, Purged};
 pub use record::{Appended, NewRecord, Record};
 pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
