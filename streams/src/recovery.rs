@@ -38,8 +38,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recov
     }
     for name in &names {
         // An index whose segment is gone (retention or a purge crashed half way) is of no use.
-        let orphan =
-            parse_index_name(name).is_some_and(|b| bases.binary_search(&b).is_err());
+        let orphan = parse_index_name(name).is_some_and(|b| bases.binary_search(&b).is_err());
         if orphan {
             let _ = storage.remove(name);
         }

@@ -78,10 +78,24 @@ impl Writer {
 
     /// Removes every file of the log, then its directory if empty; the writer stops after.
     ///
-    /// Segments go oldest first and floor files last, so that a crash half way leaves a log
-    /// that holds a suffix of its records, never one a purge removed.
+    /// First a floor at the next offset is made durable, as a purge of everything would;
+    /// then segments go oldest first and floor files last. So a crash half way leaves either
+    /// the whole log (before the floor) or an empty log that goes on at the next offset, and
+    /// never a record that a purge removed.
     pub(crate) fn delete(&mut self) -> Result<()> {
         self.shared.deleted.store(true, Ordering::Release);
+        let next = self.next;
+        let floor = lock(&self.shared.state).floor;
+        if next > floor {
+            // Best effort: a log whose fsync failed is deleted all the same.
+            let durable = self.sync().and_then(|()| {
+                segment::save_floor(&*self.shared.storage, next)
+                    .map_err(|e| Error::io(self.stream(), e))
+            });
+            if let Err(e) = durable {
+                tracing::warn!(stream = self.stream(), error = %e, "deleting a log whose floor could not be written");
+            }
+        }
         self.unpublished.clear();
         let storage = &*self.shared.storage;
         let names = storage.list().map_err(|e| Error::io(self.stream(), e))?;
