@@ -76,9 +76,10 @@ pub struct LogInfo {
     pub first_offset: u64,
     /// The offset the next record will get.
     pub next_offset: u64,
-    /// Records held.
+    /// Records held (those at or above `first_offset`).
     pub records: u64,
-    /// Bytes of segment files readers can see.
+    /// Bytes of segment files readers can see (a segment that holds the purge floor counts
+    /// whole).
     pub bytes: u64,
     /// Segment files.
     pub segments: usize,
