@@ -25,7 +25,7 @@ pub enum Error {
         /// The first offset that could not be read.
         offset: u64,
     },
-    /// The offset asked for was deleted by retention.
+    /// The offset asked for was deleted by retention or a purge.
     #[error("stream {stream}: offset {requested} is gone, the earliest is {earliest}")]
     OffsetGone {
         /// The stream.

@@ -11,6 +11,10 @@ use crate::record::{NewRecord, Record};
 pub(crate) const SEGMENT_MAGIC: &[u8; 6] = b"MBSLOG";
 /// Magic at the start of every index file.
 pub(crate) const INDEX_MAGIC: &[u8; 6] = b"MBSIDX";
+/// Magic at the start of every floor (`.purged`) file.
+pub(crate) const FLOOR_MAGIC: &[u8; 6] = b"MBSPRG";
+/// Bytes of a floor file: magic, version, floor, crc.
+pub(crate) const FLOOR_FILE: usize = 20;
 /// Version of the segment and index formats.
 pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Bytes of a segment header: magic, version, base offset.
@@ -251,6 +255,26 @@ pub(crate) fn decode_index(b: &[u8], base: u64) -> Option<(Vec<IndexEntry>, Inde
     Some((entries, summary))
 }
 
+/// Encodes the floor file of a purge up to `floor`.
+pub(crate) fn encode_floor(floor: u64) -> [u8; FLOOR_FILE] {
+    let mut out = [0u8; FLOOR_FILE];
+    out[..6].copy_from_slice(FLOOR_MAGIC);
+    out[6..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..16].copy_from_slice(&floor.to_le_bytes());
+    let crc = crc32c(&out[..16]);
+    out[16..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Whether `b` is a whole floor file for `floor` (a torn or damaged one is not).
+pub(crate) fn check_floor(b: &[u8], floor: u64) -> bool {
+    b.len() == FLOOR_FILE
+        && &b[..6] == FLOOR_MAGIC
+        && u16_at(b, 6) == Some(FORMAT_VERSION)
+        && u64_at(b, 8) == Some(floor)
+        && u32_at(b, 16) == Some(crc32c(&b[..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +325,19 @@ mod tests {
         let mut bad = b.clone();
         bad[25] ^= 1;
         assert!(decode_index(&bad, 7).is_none());
+    }
+
+    #[test]
+    fn floor_round_trip_and_damage() {
+        let b = encode_floor(1234);
+        assert!(check_floor(&b, 1234));
+        assert!(!check_floor(&b, 1235));
+        assert!(!check_floor(&b[..FLOOR_FILE - 1], 1234));
+        assert!(!check_floor(&[], 1234));
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 0x04;
+            assert!(!check_floor(&bad, 1234), "flip at {i} went unseen");
+        }
     }
 }

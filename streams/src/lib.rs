@@ -1,7 +1,8 @@
 //! Durable streams for meshbus: the segmented, append-only log a stream host keeps on its disk.
 //!
-//! This crate is item 1 of issue 16: the log itself. Hosting streams on the bus, readers and
-//! durable consumers build on it.
+//! This crate is item 1 of issue 16: the log itself, with the administration of item 6 that
+//! belongs to it ([`Log::info`], [`Log::purge`], [`Log::delete`]). Hosting streams on the bus,
+//! readers and durable consumers build on it.
 //!
 //! ```
 //! use meshbus_streams::{FsyncPolicy, Log, LogConfig, NewRecord};
@@ -24,6 +25,12 @@
 //! let records = log.read(1, 100).await?;
 //! assert_eq!(&records[0].body[..], b"second");
 //! assert_eq!(log.offset_at_time(1_700_000_000_100).await?, Some(1));
+//!
+//! // Purging removes the records below an offset; offsets are never reused.
+//! let purged = log.purge(Some(1)).await?;
+//! assert_eq!((purged.removed, purged.first_offset), (1, 1));
+//! assert!(log.read(0, 10).await.is_err());
+//! assert_eq!(log.append(vec![NewRecord::new(1_700_000_001_000, "third")]).await?.first, 2);
 //! log.close().await?;
 //! # Ok(())
 //! # }
@@ -59,7 +66,25 @@
 //!   sealed segments, oldest first, never the active one. It runs whenever a segment is
 //!   sealed and on [`Log::apply_retention`]. A read below the first offset returns
 //!   [`Error::OffsetGone`] naming the earliest offset. With `max_bytes`, the segment files stay
-//!   within the limit plus the active segment.
+//!   within the limit plus the active segment. `max_records` counts the records at or above
+//!   the first offset only.
+//! - **Purge** ([`Log::purge`]): everything, or every record below an offset. The purge is
+//!   ordered with appends (it goes through the writer). It sets the log's *floor*: the first
+//!   offset is then the floor or the first segment's base, whichever is higher (retention may
+//!   pass the floor). Reads below it return [`Error::OffsetGone`], the time search and
+//!   [`Log::info`] ignore the records below it, and the next append still gets the next
+//!   offset: offsets are never reused, also after purging everything (which seals a non-empty
+//!   active segment and starts an empty one at the next offset). Whole segments below the
+//!   floor are deleted; the one that holds it stays on disk until retention or a later purge
+//!   deletes it. Crash safety: the purge fsyncs what was appended, makes the floor durable
+//!   (a floor file, below), and only then deletes segments, oldest first. A crash at any point
+//!   leaves the purge done or not done (open finishes deleting the segments of a durable
+//!   floor), never loses a record at or above the floor and never makes one below it readable.
+//! - **Delete** ([`Log::delete`]) closes the log and removes its files, then its directory if
+//!   nothing else is in it; every clone of the handle gets [`Error::Closed`], reads included. It
+//!   first makes a floor at the next offset durable, then removes segments oldest first and
+//!   floor files last: a crash half way leaves the whole log, or an empty one that goes on at
+//!   the next offset, or nothing.
 //! - **Disk full**: the append fails with [`Error::DiskFull`], the partial write is cut back,
 //!   earlier records are untouched and appends work again once there is room. A failed
 //!   *fsync* is different: what reached the disk is then unknown, so the log refuses further
@@ -145,6 +170,21 @@
 //! memory and is rebuilt by the recovery scan that open does anyway. An index file that is
 //! torn, fails its checksum or does not match its segment's length is ignored, rebuilt by
 //! scanning, and written again.
+//!
+//! **Floor files** (`<floor>.purged`, 20 decimal digits like a segment) record a purge: no
+//! offset below `floor` is readable. A purge creates the file (the directory is fsynced, so
+//! the name is durable), writes it, fsyncs it, and only then deletes segments and older floor
+//! files. On open, the log's floor is the highest floor whose file is whole; other floor
+//! files (older ones, or a torn one from a purge that crashed before its fsync and so never
+//! took effect) are removed, and so are the segments wholly below the floor. A log never
+//! purged has no floor file (its floor is 0).
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 6 | magic `MBSPRG` |
+//! | 2 | format version, `1` |
+//! | 8 | floor (must match the name) |
+//! | 4 | CRC-32C of the 16 bytes before |
 
 mod cache;
 mod config;
@@ -166,7 +206,7 @@ pub use client::{
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Error, Result};
 pub use host::{StreamConfig, StreamsBuilderExt, DEFAULT_DEDUPE_KEYS, DEFAULT_DEDUPE_WINDOW};
-pub use log::{Log, LogInfo};
+pub use log::{Log, LogInfo, Purged};
 pub use record::{Appended, NewRecord, Record};
 pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
 pub use wire::{From, MAX_STREAM_NAME};

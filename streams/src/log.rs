@@ -1,7 +1,8 @@
-//! The `Log` handle: opening, appending, reading.
+//! The `Log` handle: opening, appending, reading, purging, deleting.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::record::{Appended, NewRecord, Record};
-use crate::recovery::recover;
+use crate::recovery::{recover, Recovered};
 use crate::segment::Segment;
 use crate::storage::{FsStorage, Storage};
 use crate::writer::{Request, Writer};
@@ -31,12 +32,41 @@ pub(crate) struct Shared {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) state: Mutex<State>,
     pub(crate) cache: Mutex<Cache>,
+    /// Set by [`Log::delete`]: reads fail with [`Error::Closed`] from then on.
+    pub(crate) deleted: AtomicBool,
+    /// The directory, when the log was opened on one (removed by [`Log::delete`] if empty).
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// The segments, oldest first; the last is the active one. Never empty.
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) segments: Vec<Segment>,
+    /// The purge floor: offsets below it are gone even where their segment is still on disk.
+    pub(crate) floor: u64,
+}
+
+impl State {
+    /// The earliest readable offset: the floor or the first segment's base, whichever is
+    /// higher (retention deletes whole segments and may pass the floor).
+    pub(crate) fn first_offset(&self) -> u64 {
+        let base = self.segments.first().map_or(0, |s| s.base);
+        base.max(self.floor)
+    }
+
+    /// The offset the next record gets.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+}
+
+/// What [`Log::purge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Records removed by this purge (0 if the log held nothing below the requested offset).
+    pub removed: u64,
+    /// The earliest offset left: reads below it fail with [`Error::OffsetGone`].
+    pub first_offset: u64,
 }
 
 /// What the log holds, as [`Log::info`] reports it.
@@ -46,9 +76,10 @@ pub struct LogInfo {
     pub first_offset: u64,
     /// The offset the next record will get.
     pub next_offset: u64,
-    /// Records held.
+    /// Records held (those at or above `first_offset`).
     pub records: u64,
-    /// Bytes of segment files readers can see.
+    /// Bytes of segment files readers can see (a segment that holds the purge floor counts
+    /// whole).
     pub bytes: u64,
     /// Segment files.
     pub segments: usize,
@@ -83,11 +114,12 @@ impl Log {
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
         let dir = dir.as_ref().to_path_buf();
         let name = config.name.clone();
-        let storage = tokio::task::spawn_blocking(move || FsStorage::new(dir))
+        let path = dir.clone();
+        let storage = tokio::task::spawn_blocking(move || FsStorage::new(path))
             .await
             .map_err(closed)?
             .map_err(|e| Error::io(&name, e))?;
-        Self::open_with(Arc::new(storage), config).await
+        Self::open_in(Arc::new(storage), config, Some(dir)).await
     }
 
     /// Opens (or creates) the log kept in `storage`, e.g. a [`FaultStorage`](crate::FaultStorage).
@@ -95,20 +127,34 @@ impl Log {
     /// # Errors
     /// As [`open`](Self::open).
     pub async fn open_with(storage: Arc<dyn Storage>, config: LogConfig) -> Result<Log> {
-        tokio::task::spawn_blocking(move || Self::open_blocking(storage, config))
+        Self::open_in(storage, config, None).await
+    }
+
+    async fn open_in(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        dir: Option<PathBuf>,
+    ) -> Result<Log> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(storage, config, dir))
             .await
             .map_err(closed)?
     }
 
-    fn open_blocking(storage: Arc<dyn Storage>, config: LogConfig) -> Result<Log> {
-        let segments = recover(&*storage, &config)?;
+    fn open_blocking(
+        storage: Arc<dyn Storage>,
+        config: LogConfig,
+        dir: Option<PathBuf>,
+    ) -> Result<Log> {
+        let Recovered { segments, floor } = recover(&*storage, &config)?;
         let cache = Mutex::new(Cache::new(config.cache_bytes));
         let permits = Arc::new(Semaphore::new(config.queue));
         let shared = Arc::new(Shared {
             config,
             storage,
-            state: Mutex::new(State { segments }),
+            state: Mutex::new(State { segments, floor }),
             cache,
+            deleted: AtomicBool::new(false),
+            dir,
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), rx);
@@ -222,11 +268,12 @@ impl Log {
     /// Up to `max_records` records from offset `from`, in offset order; empty at the tail.
     ///
     /// # Errors
-    /// [`Error::OffsetGone`] below the first offset, [`Error::Corrupt`] naming the offset that
-    /// could not be read, [`Error::Io`].
+    /// [`Error::OffsetGone`] below the first offset (deleted by retention or a purge),
+    /// [`Error::Corrupt`] naming the offset that could not be read, [`Error::Io`],
+    /// [`Error::Closed`] once the log was [deleted](Self::delete).
     pub async fn read(&self, from: u64, max_records: usize) -> Result<Vec<Record>> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || shared.read(from, max_records, usize::MAX))
+        tokio::task::spawn_blocking(move || shared.read_above_floor(from, max_records, usize::MAX))
             .await
             .map_err(closed)?
     }
@@ -243,19 +290,20 @@ impl Log {
         max_bytes: usize,
     ) -> Result<Vec<Record>> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || shared.read(from, max_records, max_bytes))
+        tokio::task::spawn_blocking(move || shared.read_above_floor(from, max_records, max_bytes))
             .await
             .map_err(closed)?
     }
 
     /// The offset of the first record (in offset order) whose timestamp is at or after `ts`
-    /// (milliseconds since the Unix epoch); `None` if there is none yet.
+    /// (milliseconds since the Unix epoch); `None` if there is none yet. Only records at or
+    /// after the first offset count: a purged or retained record is never the answer.
     ///
     /// # Errors
     /// As [`read`](Self::read).
     pub async fn offset_at_time(&self, ts: u64) -> Result<Option<u64>> {
         let shared = self.inner.shared.clone();
-        tokio::task::spawn_blocking(move || shared.offset_at_time(ts))
+        tokio::task::spawn_blocking(move || shared.offset_at_time_above_floor(ts))
             .await
             .map_err(closed)?
     }
@@ -274,8 +322,8 @@ impl Log {
     /// What the log holds now.
     pub fn info(&self) -> LogInfo {
         let st = lock(&self.inner.shared.state);
-        let first_offset = st.segments.first().map_or(0, |s| s.base);
-        let next_offset = st.segments.last().map_or(0, |s| s.next_offset);
+        let next_offset = st.next_offset();
+        let first_offset = st.first_offset().min(next_offset);
         LogInfo {
             first_offset,
             next_offset,
@@ -316,9 +364,140 @@ impl Log {
         result
     }
 
+    /// Removes every record below `up_to` (clamped to the next offset), or every record with
+    /// `None`. Offsets are never reused: the next append still gets the next offset.
+    ///
+    /// The purge goes through the writer, so it is ordered with appends: like
+    /// [`append`](Self::append), it is queued when this method is called, and appends queued
+    /// before it are purged with `None`. What was appended is fsynced first (whatever the
+    /// policy). Whole segments below the new first offset are deleted; a segment that holds
+    /// it stays on disk, and a small floor file (see the crate docs) makes the first offset
+    /// durable before any segment is deleted, so that after a crash at any point, reads
+    /// below it stay gone and no record at or above it is lost. Purging everything seals a
+    /// non-empty active segment and starts an empty one at the next offset.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::DiskFull`] if the floor could not be made durable (nothing
+    /// was purged), [`Error::Failed`] after an fsync error, [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the purge: it may still happen.
+    pub fn purge(
+        &self,
+        up_to: Option<u64>,
+    ) -> impl Future<Output = Result<Purged>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.inner.tx.send(Request::Purge { up_to, reply });
+        async move {
+            sent.map_err(closed)?;
+            rx.await.map_err(closed)?
+        }
+    }
+
+    /// Closes the log and removes its files: segments, indexes and floor files, oldest segment
+    /// first (a crash half way leaves a log holding a suffix, never a purged record), then the
+    /// directory if [`open`](Self::open) was given one and nothing else is left in it. Appends
+    /// queued before the call are written first (and deleted). Every clone of this handle
+    /// gets [`Error::Closed`] from then on, for reads too.
+    ///
+    /// # Errors
+    /// The first error removing a file (the others are still removed); [`Error::Closed`] if
+    /// the log was already closed or deleted.
+    pub async fn delete(self) -> Result<()> {
+        let result = self.request(Request::Delete).await;
+        let thread = lock(&self.inner.thread).take();
+        if let Some(t) = thread {
+            // The thread has answered Delete and is returning; joining is brief.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        result
+    }
+
     async fn request(&self, make: fn(oneshot::Sender<Result<()>>) -> Request) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.inner.tx.send(make(reply)).map_err(closed)?;
         rx.await.map_err(closed)?
+    }
+}
+
+/// Records a time search reads at once when it must skip records below the floor.
+const SCAN_CHUNK: usize = 256;
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`read`](Shared::read), refusing offsets below the first offset (the purge floor
+    /// included, which may lie inside a segment).
+    pub(crate) fn read_above_floor(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
+        self.check_open()?;
+        let earliest = lock(&self.state).first_offset();
+        if from < earliest {
+            return Err(Error::OffsetGone {
+                stream: self.config.name.clone(),
+                requested: from,
+                earliest,
+            });
+        }
+        match self.read(from, max_records, max_bytes) {
+            Err(Error::OffsetGone {
+                stream,
+                requested,
+                earliest,
+            }) => Err(Error::OffsetGone {
+                stream,
+                requested,
+                // Retention or a purge went past `from` meanwhile; name what is left now.
+                earliest: earliest.max(lock(&self.state).first_offset()),
+            }),
+            other => other,
+        }
+    }
+
+    /// [`offset_at_time`](Shared::offset_at_time), where records below the floor do not count.
+    pub(crate) fn offset_at_time_above_floor(&self, ts: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        let floor = lock(&self.state).floor;
+        match self.offset_at_time(ts)? {
+            Some(o) if o < floor => self.offset_at_time_from(ts, floor),
+            found => Ok(found),
+        }
+    }
+
+    /// The first record at or after offset `from` whose timestamp is at least `ts`. Reads only
+    /// the segments that can hold one, each from its time index entry or `from`.
+    fn offset_at_time_from(&self, ts: u64, from: u64) -> Result<Option<u64>> {
+        let spans: Vec<(u64, u64)> = lock(&self.state)
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > from && s.records() > 0 && s.max_ts >= ts)
+            .map(|s| (s.seek_time(ts).1.max(from), s.next_offset))
+            .collect();
+        for (start, end) in spans {
+            let mut at = start;
+            while at < end {
+                let got = self.read_above_floor(at, SCAN_CHUNK, usize::MAX)?;
+                let Some(last) = got.last() else { break };
+                let hit = got
+                    .iter()
+                    .take_while(|r| r.offset < end)
+                    .find(|r| r.timestamp >= ts);
+                if let Some(r) = hit {
+                    return Ok(Some(r.offset));
+                }
+                at = last.offset + 1;
+            }
+        }
+        Ok(None)
     }
 }

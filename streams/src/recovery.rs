@@ -1,4 +1,5 @@
-//! Opening a log: finding its segments, loading or rebuilding indexes, cutting a torn tail.
+//! Opening a log: finding its segments and purge floor, loading or rebuilding indexes,
+//! cutting a torn tail.
 
 use std::io;
 use std::time::Instant;
@@ -6,28 +7,47 @@ use std::time::Instant;
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::format::{check_segment_header, segment_header, SEGMENT_HEADER};
-use crate::segment::{self, index_name, log_name, parse_log_name, Segment};
+use crate::segment::{
+    self, floor_is_valid, floor_name, index_name, log_name, parse_floor_name, parse_index_name,
+    parse_log_name, Segment,
+};
 use crate::storage::Storage;
 
+/// What open found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// The segments, oldest first, never empty.
+    pub(crate) segments: Vec<Segment>,
+    /// The purge floor: no offset below it is readable (0 if the log was never purged).
+    pub(crate) floor: u64,
+}
+
 /// Opens every segment of the log in `storage`, recovering the last one.
-pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Vec<Segment>> {
+pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recovered> {
     let stream = config.name.as_str();
     let io = |e: io::Error| Error::io(stream, e);
     let names = storage.list().map_err(io)?;
+    let floor = load_floor(storage, &names, stream);
     let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_log_name(n)).collect();
     bases.sort_unstable();
+    // Segments wholly below the floor: a purge made its floor durable, then crashed before
+    // deleting them. Readers can no longer see them; finish the job.
+    let dead = bases.windows(2).take_while(|w| w[1] <= floor).count();
+    for base in bases.drain(..dead) {
+        remove(storage, &log_name(base), stream);
+    }
     for name in &names {
-        // An index whose segment is gone (retention crashed half way) is of no use.
-        let orphan = name
-            .strip_suffix(".index")
-            .and_then(|d| parse_log_name(&format!("{d}.log")))
-            .is_some_and(|b| bases.binary_search(&b).is_err());
+        // An index whose segment is gone (retention or a purge crashed half way) is of no use.
+        let orphan = parse_index_name(name).is_some_and(|b| bases.binary_search(&b).is_err());
         if orphan {
             let _ = storage.remove(name);
         }
     }
     if bases.is_empty() {
-        return Ok(vec![create_segment(storage, 0).map_err(io)?]);
+        return Ok(Recovered {
+            segments: vec![create_segment(storage, floor).map_err(io)?],
+            floor,
+        });
     }
     let mut segments = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
@@ -119,7 +139,46 @@ pub(crate) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Vec<S
         };
         segments.push(seg);
     }
-    Ok(segments)
+    if segments.last().is_some_and(|s| s.next_offset < floor) {
+        // Every record is below the floor (the files lost a tail the purge had seen, or a
+        // delete crashed): start again at the floor, so that no offset is ever given twice.
+        tracing::warn!(stream, floor, "every segment is below the purge floor");
+        let fresh = create_segment(storage, floor).map_err(io)?;
+        for s in segments.drain(..) {
+            remove(storage, &log_name(s.base), stream);
+            remove(storage, &index_name(s.base), stream);
+        }
+        segments.push(fresh);
+    }
+    Ok(Recovered { segments, floor })
+}
+
+/// The highest floor whose file is whole; removes the others (older floors, and a torn
+/// newer one whose purge never took effect).
+fn load_floor(storage: &dyn Storage, names: &[String], stream: &str) -> u64 {
+    let mut floors: Vec<u64> = names.iter().filter_map(|n| parse_floor_name(n)).collect();
+    floors.sort_unstable();
+    let floor = floors
+        .iter()
+        .rev()
+        .copied()
+        .find(|&f| floor_is_valid(storage, f));
+    for &f in &floors {
+        if Some(f) != floor {
+            remove(storage, &floor_name(f), stream);
+        }
+    }
+    floor.unwrap_or(0)
+}
+
+/// Removes file `name`; a file already gone is fine, another error is logged (the file is
+/// then found, and dealt with, again at the next open).
+pub(crate) fn remove(storage: &dyn Storage, name: &str, stream: &str) {
+    if let Err(e) = storage.remove(name) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(stream, file = name, error = %e, "could not remove");
+        }
+    }
 }
 
 /// Creates (or empties) the segment file with base offset `base` and writes its header.

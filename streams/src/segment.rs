@@ -18,9 +18,27 @@ pub(crate) fn index_name(base: u64) -> String {
     format!("{base:020}.index")
 }
 
+/// The name of the floor file of a purge up to `floor`.
+pub(crate) fn floor_name(floor: u64) -> String {
+    format!("{floor:020}.purged")
+}
+
+/// The floor a floor file name stands for, if `name` is one.
+pub(crate) fn parse_floor_name(name: &str) -> Option<u64> {
+    parse_digits(name.strip_suffix(".purged")?)
+}
+
 /// The base offset of a segment log file name, if `name` is one.
 pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".log")?;
+    parse_digits(name.strip_suffix(".log")?)
+}
+
+/// The base offset of a segment index file name, if `name` is one.
+pub(crate) fn parse_index_name(name: &str) -> Option<u64> {
+    parse_digits(name.strip_suffix(".index")?)
+}
+
+fn parse_digits(digits: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
@@ -195,6 +213,26 @@ pub(crate) fn save_index(storage: &dyn Storage, seg: &Segment) -> std::io::Resul
     f.sync()
 }
 
+/// Makes `floor` durable: writes and syncs its floor file. The name is made durable when the
+/// file is created; a crash before the sync leaves a torn file, which open ignores.
+pub(crate) fn save_floor(storage: &dyn Storage, floor: u64) -> std::io::Result<()> {
+    let f = storage.open(&floor_name(floor), true)?;
+    f.truncate(0)?;
+    f.append(&format::encode_floor(floor))?;
+    f.sync()
+}
+
+/// Whether the floor file for `floor` is whole.
+pub(crate) fn floor_is_valid(storage: &dyn Storage, floor: u64) -> bool {
+    let Ok(f) = storage.open(&floor_name(floor), false) else {
+        return false;
+    };
+    let mut buf = [0u8; format::FLOOR_FILE];
+    f.len().ok() == Some(format::FLOOR_FILE as u64)
+        && f.read_at(0, &mut buf).is_ok()
+        && format::check_floor(&buf, floor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +244,9 @@ mod tests {
         assert_eq!(parse_log_name("42.log"), None);
         assert_eq!(parse_log_name("00000000000000000042.index"), None);
         assert_eq!(parse_log_name("99999999999999999999.log"), None);
+        assert_eq!(floor_name(7), "00000000000000000007.purged");
+        assert_eq!(parse_floor_name("00000000000000000007.purged"), Some(7));
+        assert_eq!(parse_floor_name("00000000000000000007.log"), None);
+        assert_eq!(parse_index_name("00000000000000000042.index"), Some(42));
     }
 }

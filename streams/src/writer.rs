@@ -11,8 +11,10 @@ use crate::error::{Error, Result};
 use crate::format::{self, BatchHeader, SEGMENT_HEADER};
 use crate::log::{lock, Shared};
 use crate::record::{Appended, NewRecord};
-use crate::recovery::create_segment;
+use crate::recovery::{create_segment, remove};
 use crate::segment::{self, index_name, log_name};
+
+mod purge;
 
 /// Work for the writer.
 #[derive(Debug)]
@@ -25,7 +27,12 @@ pub(crate) enum Request {
     },
     Sync(oneshot::Sender<Result<()>>),
     Retention(oneshot::Sender<Result<()>>),
+    Purge {
+        up_to: Option<u64>,
+        reply: oneshot::Sender<Result<crate::log::Purged>>,
+    },
     Close(oneshot::Sender<Result<()>>),
+    Delete(oneshot::Sender<Result<()>>),
 }
 
 /// Requests taken from the queue at once (one group, one fsync).
@@ -109,8 +116,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // In queue order: consecutive appends form one group, any other request is done
+            // between them (a purge must see exactly the appends queued before it).
             let mut appends = Vec::new();
-            let mut others = Vec::new();
             for r in group {
                 match r {
                     Request::Append {
@@ -119,27 +127,18 @@ impl Writer {
                         reply,
                         ..
                     } => appends.push((records, size, reply)),
-                    other => others.push(other),
+                    other => {
+                        if !appends.is_empty() {
+                            self.append_group(std::mem::take(&mut appends));
+                        }
+                        if self.serve(other) {
+                            return;
+                        }
+                    }
                 }
             }
             if !appends.is_empty() {
                 self.append_group(appends);
-            }
-            for r in others {
-                match r {
-                    Request::Sync(reply) => {
-                        let _ = reply.send(self.sync());
-                    }
-                    Request::Retention(reply) => {
-                        self.retention();
-                        let _ = reply.send(Ok(()));
-                    }
-                    Request::Close(reply) => {
-                        let _ = reply.send(self.finish());
-                        return;
-                    }
-                    Request::Append { .. } => {}
-                }
             }
             // Under a steady stream of appends the queue never times out: the interval is
             // also kept here.
@@ -152,6 +151,32 @@ impl Writer {
             }
         }
         let _ = self.finish();
+    }
+
+    /// Does one request other than an append; true if the writer must stop.
+    fn serve(&mut self, request: Request) -> bool {
+        match request {
+            Request::Sync(reply) => {
+                let _ = reply.send(self.sync());
+            }
+            Request::Retention(reply) => {
+                self.retention();
+                let _ = reply.send(Ok(()));
+            }
+            Request::Purge { up_to, reply } => {
+                let _ = reply.send(self.purge(up_to));
+            }
+            Request::Close(reply) => {
+                let _ = reply.send(self.finish());
+                return true;
+            }
+            Request::Delete(reply) => {
+                let _ = reply.send(self.delete());
+                return true;
+            }
+            Request::Append { .. } => {}
+        }
+        false
     }
 
     /// The last sync before the writer stops (none under `Never`).
@@ -328,6 +353,13 @@ impl Writer {
         if empty || !(full || old) {
             return Ok(());
         }
+        self.roll()?;
+        self.retention();
+        Ok(())
+    }
+
+    /// Seals the active segment and starts an empty one at the next offset.
+    fn roll(&mut self) -> Result<()> {
         // Sealing: the old segment is fsynced whatever the policy, so only the active segment
         // can ever lose a tail, then its index is persisted.
         self.dirty_since.get_or_insert_with(Instant::now);
@@ -342,7 +374,6 @@ impl Writer {
             .map_err(|e| Error::io(self.stream(), e))?;
         self.len = seg.len;
         lock(&self.shared.state).segments.push(seg);
-        self.retention();
         Ok(())
     }
 
@@ -355,7 +386,7 @@ impl Writer {
         let removed = {
             let mut st = lock(&self.shared.state);
             let mut bytes: u64 = st.segments.iter().map(|s| s.len).sum();
-            let mut records: u64 = st.segments.iter().map(|s| s.records()).sum();
+            let next = st.next_offset();
             let mut removed = Vec::new();
             while st.segments.len() > 1 {
                 let Some(oldest) = st.segments.first() else {
@@ -365,27 +396,29 @@ impl Writer {
                     .max_age
                     .is_some_and(|a| oldest.max_ts.saturating_add(a.as_millis() as u64) < now_ms);
                 let big = r.max_bytes.is_some_and(|m| bytes > m);
+                // Records below the purge floor are gone already: they do not count.
+                let records = next.saturating_sub(st.first_offset());
                 let many = r.max_records.is_some_and(|m| records > m);
                 if !(aged || big || many) {
                     break;
                 }
                 let seg = st.segments.remove(0);
                 bytes -= seg.len;
-                records -= seg.records();
                 removed.push(seg.base);
             }
             removed
         };
         for base in removed {
-            for name in [log_name(base), index_name(base)] {
-                if let Err(e) = self.shared.storage.remove(&name) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(stream = self.stream(), file = name, error = %e, "could not remove");
-                    }
-                }
-            }
-            lock(&self.shared.cache).drop_segment(base);
+            self.remove_segment(base);
             tracing::debug!(stream = self.stream(), base, "segment deleted by retention");
         }
+    }
+
+    /// Removes the files of a segment already taken out of the state.
+    fn remove_segment(&self, base: u64) {
+        for name in [log_name(base), index_name(base)] {
+            remove(&*self.shared.storage, &name, self.stream());
+        }
+        lock(&self.shared.cache).drop_segment(base);
     }
 }

@@ -2,6 +2,7 @@
 
 mod faults;
 mod group;
+mod purge;
 mod recovery;
 mod retention;
 mod round_trip;
