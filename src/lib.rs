@@ -143,6 +143,12 @@ pub use meshbus_transport_ws as ws;
 #[cfg_attr(docsrs, doc(cfg(feature = "mdns")))]
 pub use meshbus_discovery_mdns as mdns;
 
+/// Durable streams: a node hosts a stream on its disk; any node appends with confirmation,
+/// replays and follows it, and consumes it durably.
+#[cfg(feature = "streams")]
+#[cfg_attr(docsrs, doc(cfg(feature = "streams")))]
+pub use meshbus_streams as streams;
+
 pub mod prelude;
 
 #[doc(hidden)]

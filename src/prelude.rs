@@ -23,3 +23,6 @@ pub use meshbus_core::{
 
 #[cfg(feature = "derive")]
 pub use meshbus_macros::{Command, Event};
+
+#[cfg(feature = "streams")]
+pub use meshbus_streams::{StreamsBuilderExt, StreamsExt};

@@ -2,6 +2,7 @@
 //! with confirmation, reads (replays and follows) and asks for a stream's info. Every call is a
 //! command to the stream's host, found by the mesh; the host may be this node.
 
+mod publish;
 mod read;
 
 use std::future::{Future, IntoFuture};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::wire::{self, command_name, op, Entry, WireError};
 use crate::StreamInfo;
+pub use publish::{Confirmation, ConfirmedPublish};
 pub use read::{FromRecord, RawRecord, Reader, StreamRecord, DEFAULT_BATCH, DEFAULT_WAIT};
 
 /// Gives a [`Bus`] its streams.
@@ -55,6 +57,25 @@ impl<'a> Streams<'a> {
         Append {
             streams: self,
             stream: stream.to_owned(),
+            event,
+            key: None,
+            headers: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// Publishes `event` to its subscribers like [`Events::publish`](meshbus_core::Events::publish)
+    /// (in this handle's scope), and resolves only once every host in scope whose stream
+    /// captures the event ([`StreamConfig::event`](crate::StreamConfig::event)) has appended
+    /// it under its fsync policy: the confirmed publish.
+    ///
+    /// # Errors
+    /// [`Error::Bus`] with [`NoHandler`](meshbus_core::ErrorKind::NoHandler) when no stream in
+    /// scope captures the event (subscribers still got it); the first host's error otherwise
+    /// (retry with the same [`key`](ConfirmedPublish::key)).
+    pub fn publish<E: Event + Serialize>(self, event: E) -> ConfirmedPublish<'a, E> {
+        ConfirmedPublish {
+            streams: self,
             event,
             key: None,
             headers: Vec::new(),

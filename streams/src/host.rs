@@ -77,21 +77,37 @@ impl StreamConfig {
     }
 
     /// Captures event `E`: every `E` published in a scope that reaches the host is appended,
-    /// best effort, like any subscriber's copy. Confirmed appends
-    /// ([`Streams::append`](crate::Streams::append)) are not limited to these names.
+    /// best effort, like any subscriber's copy, and a confirmed publish of `E`
+    /// ([`Streams::publish`](crate::Streams::publish)) is appended before it resolves.
+    /// Confirmed appends ([`Streams::append`](crate::Streams::append)) are not limited to these
+    /// names.
+    ///
+    /// One node may host several streams, but only one of them may capture a given event
+    /// (start fails otherwise); streams on different nodes may capture the same event.
     pub fn event<E: Event + serde::Serialize>(mut self) -> Self {
         self.events.push(E::NAME);
         self.captures.push(Box::new(|builder, cell| {
-            builder.event_handler(move |event: Arc<E>, ctx: Context| {
-                let cell = Arc::clone(&cell);
-                async move {
-                    let Some(host) = cell.get() else {
-                        return Ok::<(), HandlerError>(());
-                    };
-                    host.capture(E::NAME, &*event, &ctx).await;
-                    Ok(())
-                }
-            })
+            let confirmed = Arc::clone(&cell);
+            builder
+                .event_handler(move |event: Arc<E>, ctx: Context| {
+                    let cell = Arc::clone(&cell);
+                    async move {
+                        let Some(host) = cell.get() else {
+                            return Ok::<(), HandlerError>(());
+                        };
+                        if ctx.headers().get(wire::CONFIRMED_HEADER).is_none() {
+                            host.capture(E::NAME, &*event, &ctx).await;
+                        }
+                        Ok(())
+                    }
+                })
+                .command_handler_named(
+                    wire::capture_name(E::NAME),
+                    move |cmd: wire::Capture, _ctx: Context| {
+                        let host = serve::get(&confirmed);
+                        async move { Ok::<_, HandlerError>(host?.append_captured(E::NAME, cmd).await) }
+                    },
+                )
         }));
         self
     }

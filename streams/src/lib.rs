@@ -200,8 +200,8 @@ mod storage;
 mod writer;
 
 pub use client::{
-    Append, FromRecord, RawRecord, Reader, StreamRecord, Streams, StreamsExt, DEFAULT_BATCH,
-    DEFAULT_WAIT,
+    Append, Confirmation, ConfirmedPublish, FromRecord, RawRecord, Reader, StreamRecord, Streams,
+    StreamsExt, DEFAULT_BATCH, DEFAULT_WAIT,
 };
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Error, Result};

@@ -15,6 +15,16 @@ pub(crate) mod op {
     pub(crate) const INFO: &str = "info";
 }
 
+/// The command name under which a host appends a confirmed publish of `event` to the stream
+/// capturing it: every host whose stream captures the event answers (`send_all`).
+pub(crate) fn capture_name(event: &str) -> String {
+    format!("$streams.capture.{event}")
+}
+
+/// The header a confirmed publish carries, so that the host's capture of the plain copy passes
+/// it over (the confirmed append already wrote it).
+pub(crate) const CONFIRMED_HEADER: &str = "$streams-confirmed";
+
 /// The command name of operation `op` on `stream`.
 pub(crate) fn command_name(stream: &str, op: &str) -> String {
     format!("$streams.{stream}.{op}")
@@ -74,6 +84,17 @@ pub(crate) struct Append {
 impl Command for Append {
     const NAME: &'static str = "$streams.append";
     type Reply = Result<Vec<u64>, WireError>;
+}
+
+/// Appends one captured event, confirmed; the reply names the stream and the offset.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Capture {
+    pub(crate) entry: Entry,
+}
+
+impl Command for Capture {
+    const NAME: &'static str = "$streams.capture";
+    type Reply = Result<(String, u64), WireError>;
 }
 
 /// Where a read starts.

@@ -110,7 +110,18 @@ impl<'a> Commands<'a> {
     ///
     /// With [`remote_only`](Self::remote_only) this node's own handler is not asked.
     pub fn send_all<C: Command>(self, cmd: C) -> SendAll<'a, C> {
-        SendAll::new(self.bus, self.scope, self.remote_only, cmd)
+        self.send_all_named(C::NAME, cmd)
+    }
+
+    /// [`send_all`](Self::send_all) under `name` instead of `C::NAME`: every node in scope
+    /// whose handler is registered under that name with
+    /// [`command_handler_named`](crate::BusBuilder::command_handler_named) answers.
+    pub fn send_all_named<C: Command>(
+        self,
+        name: impl Into<Cow<'static, str>>,
+        cmd: C,
+    ) -> SendAll<'a, C> {
+        SendAll::new(self.bus, self.scope, self.remote_only, name.into(), cmd)
     }
 
     /// Sends `cmd` to exactly one handler in scope: the local one if there is one (unless

@@ -109,6 +109,7 @@ pub(super) async fn routed_call<C: Command>(
 /// The pending entry is removed at once when the caller gives up (the future is dropped or
 /// times out), and the peer is told with `Cancel`.
 pub(super) async fn remote_call<C: Command>(
+    name: &str,
     peer: Arc<PeerHandle>,
     id: u64,
     bytes: Bytes,
@@ -116,11 +117,11 @@ pub(super) async fn remote_call<C: Command>(
 ) -> Result<C::Reply, Error> {
     let outcome = match attempt(&peer, id, bytes, deadline_after(timeout)).await {
         Attempt::Answered(outcome) => outcome,
-        Attempt::Lost => return Err(lost(C::NAME, &peer)),
-        Attempt::NotSent(_) => return Err(not_sent(C::NAME, &peer)),
-        Attempt::TimedOut => return Err(timed_out(C::NAME, &peer)),
+        Attempt::Lost => return Err(lost(name, &peer)),
+        Attempt::NotSent(_) => return Err(not_sent(name, &peer)),
+        Attempt::TimedOut => return Err(timed_out(name, &peer)),
     };
-    read_reply::<C>(C::NAME, outcome).map_err(|e| about(&peer, e))
+    read_reply::<C>(name, outcome).map_err(|e| about(&peer, e))
 }
 
 /// The deadline `timeout` from now (on the runtime's clock, which tests may pause); none for

@@ -1,6 +1,7 @@
 //! [`SendAll`]: one command to every handler node in scope, replies as a stream
 //! ([`SendAllStream`]) or all at once.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::IntoFuture;
 use std::pin::Pin;
@@ -81,16 +82,25 @@ pub struct SendAll<'a, C: Command> {
     bus: &'a Bus,
     scope: Scope,
     remote_only: bool,
+    /// `C::NAME`, or the name given to [`Commands::send_all_named`](crate::Commands::send_all_named).
+    name: Cow<'static, str>,
     cmd: C,
     options: RequestOptions,
 }
 
 impl<'a, C: Command> SendAll<'a, C> {
-    pub(crate) fn new(bus: &'a Bus, scope: Scope, remote_only: bool, cmd: C) -> Self {
+    pub(crate) fn new(
+        bus: &'a Bus,
+        scope: Scope,
+        remote_only: bool,
+        name: Cow<'static, str>,
+        cmd: C,
+    ) -> Self {
         SendAll {
             bus,
             scope,
             remote_only,
+            name,
             cmd,
             options: RequestOptions::new(),
         }
@@ -148,29 +158,32 @@ impl<'a, C: Command> SendAll<'a, C> {
         let inner = &bus.inner;
         let guard = inner.enter();
         if bus.refuses_work() {
-            return Err(Error::closed().with_message_name(C::NAME));
+            return Err(Error::closed().with_message_name(self.name));
         }
         if self.remote_only && self.scope == Scope::Local {
-            return Err(remote_only_local(C::NAME));
+            return Err(remote_only_local(self.name));
         }
         let timeout = self.options.timeout_or(inner.config.request_timeout);
         let answers: FuturesUnordered<BoxFuture<'a, Answer<C::Reply>>> = FuturesUnordered::new();
-        let body = encode_body(&self.cmd).map_err(|e| Error::from(e).with_message_name(C::NAME))?;
-        if !self.remote_only && inner.commands.contains_key(C::NAME) {
+        let name = self.name;
+        let body =
+            encode_body(&self.cmd).map_err(|e| Error::from(e).with_message_name(name.clone()))?;
+        if !self.remote_only && inner.commands.contains_key(&*name) {
             let me = inner.identity.node_id;
             let local =
-                decode_body::<C>(&body).map_err(|e| Error::from(e).with_message_name(C::NAME));
+                decode_body::<C>(&body).map_err(|e| Error::from(e).with_message_name(name.clone()));
             let send = bus.commands().local();
             let options = match timeout {
                 Some(t) => self.options.clone().timeout(t),
                 None => self.options.clone().no_timeout(),
             };
+            let local_name = name.clone();
             answers.push(Box::pin(async move {
                 let cmd = match local {
                     Ok(cmd) => cmd,
                     Err(e) => return (me, Err(e)),
                 };
-                (me, send.send(cmd).options(options).await)
+                (me, send.send_named(local_name, cmd).options(options).await)
             }));
         }
         if let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) {
@@ -181,22 +194,26 @@ impl<'a, C: Command> SendAll<'a, C> {
             let routes = node.routes();
             let candidates = routes
                 .commands
-                .get(C::NAME)
+                .get(&*name)
                 .map_or(&[][..], |r| r.peers.as_slice());
             for peer in Picker::all_in_scope(candidates, here, self.scope) {
                 let peer = Arc::clone(peer);
                 let id = node.next_request_id();
                 let mut frame = Frame::new(FrameKind::Command, body.clone());
                 frame.request_id = id;
-                frame.name = Some(FrameName::inline(C::NAME));
+                frame.name = Some(FrameName::inline(&*name));
                 frame.headers = self.options.frame_headers(timeout);
                 let node_id = peer.node_id;
                 match encode(&peer.send_codec, &frame) {
-                    Ok(bytes) => answers.push(Box::pin(async move {
-                        (node_id, remote_call::<C>(peer, id, bytes, timeout).await)
-                    })),
+                    Ok(bytes) => {
+                        let name = name.clone();
+                        answers.push(Box::pin(async move {
+                            let answer = remote_call::<C>(&name, peer, id, bytes, timeout).await;
+                            (node_id, answer)
+                        }));
+                    }
                     Err(e) => {
-                        let err = about(&peer, Error::from(e).with_message_name(C::NAME));
+                        let err = about(&peer, Error::from(e).with_message_name(name.clone()));
                         answers.push(Box::pin(async move { (node_id, Err(err)) }));
                     }
                 }
@@ -264,7 +281,7 @@ impl<C: Command> fmt::Debug for SendAllStream<'_, C> {
 impl<C: Command> fmt::Debug for SendAll<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendAll")
-            .field("command", &C::NAME)
+            .field("command", &self.name)
             .field("scope", &self.scope)
             .field("remote_only", &self.remote_only)
             .field("options", &self.options)

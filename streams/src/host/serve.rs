@@ -144,6 +144,30 @@ impl Host {
             .map_err(|e| WireError::of(&e, &self.name))
     }
 
+    /// A confirmed publish of `event`: appended like a confirmed append.
+    pub(crate) async fn append_captured(
+        &self,
+        event: &str,
+        cmd: wire::Capture,
+    ) -> Result<(String, u64), WireError> {
+        if cmd.entry.event != event {
+            let e = Error::Invalid {
+                stream: self.name.clone(),
+                reason: format!("a capture of `{event}` carried `{}`", cmd.entry.event),
+            };
+            return Err(WireError::of(&e, &self.name));
+        }
+        let offsets = self
+            .append(wire::Append {
+                entries: vec![cmd.entry],
+            })
+            .await?;
+        Ok((
+            self.name.clone(),
+            offsets.first().copied().unwrap_or(u64::MAX),
+        ))
+    }
+
     fn check(&self, entries: &[Entry]) -> Result<(), Error> {
         let invalid = |reason: String| Error::Invalid {
             stream: self.name.clone(),

@@ -1,0 +1,122 @@
+//! Confirmed publishes: an event goes to its subscribers like any publish, and the publish
+//! resolves only once every host in scope whose stream captures the event has appended it.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::Duration;
+
+use meshbus_core::{Binary, ErrorKind, Event, NodeId};
+use serde::Serialize;
+
+use super::{entry, Streams};
+use crate::error::Error;
+use crate::wire::{self, capture_name, WireError};
+
+/// Where a confirmed publish was appended: by which host, to which stream, at which offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// The host.
+    pub node: NodeId,
+    /// Its stream that captures the event.
+    pub stream: String,
+    /// The event's offset there.
+    pub offset: u64,
+}
+
+/// A confirmed publish: set a key, headers or a timeout, then `.await` it. Made by
+/// [`Streams::publish`].
+#[must_use = "a publish does nothing unless awaited"]
+#[derive(Debug)]
+pub struct ConfirmedPublish<'a, E> {
+    pub(super) streams: Streams<'a>,
+    pub(super) event: E,
+    pub(super) key: Option<String>,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) timeout: Option<Duration>,
+}
+
+impl<E> ConfirmedPublish<'_, E> {
+    /// The idempotency key: a retry with the same key within a stream's dedupe window is
+    /// not appended a second time (subscribers may see the event twice).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header: subscribers see it in their context, streams keep it with the record.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives up waiting for the hosts after `timeout` (the bus's request timeout by default).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<'a, E: Event + Serialize> IntoFuture for ConfirmedPublish<'a, E> {
+    type Output = Result<Vec<Confirmation>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ConfirmedPublish {
+                streams,
+                event,
+                key,
+                headers,
+                timeout,
+            } = self;
+            let stored: Vec<(String, Binary)> = headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Binary::from(v.clone())))
+                .collect();
+            let entry = entry(E::NAME, &event, key, stored)?;
+            let mut all = streams
+                .bus
+                .commands()
+                .scope(streams.scope)
+                .send_all_named(capture_name(E::NAME), wire::Capture { entry });
+            if let Some(t) = timeout {
+                all = all.timeout(t);
+            }
+            let mut publish = streams
+                .bus
+                .events()
+                .scope(streams.scope)
+                .publish(event)
+                .header(wire::CONFIRMED_HEADER, "1");
+            for (k, v) in headers {
+                publish = publish.header(k, v);
+            }
+            let (answers, published) =
+                futures_util::future::join(all.into_future(), publish.into_future()).await;
+            published.map_err(Error::Bus)?;
+            if answers.is_empty() {
+                return Err(Error::Bus(
+                    meshbus_core::Error::new(ErrorKind::NoHandler).with_detail(format!(
+                        "no stream in {:?} scope captures `{}`",
+                        streams.scope,
+                        E::NAME
+                    )),
+                ));
+            }
+            let mut done = Vec::with_capacity(answers.len());
+            for (node, answer) in answers {
+                match answer {
+                    Ok(Ok((stream, offset))) => done.push(Confirmation {
+                        node,
+                        stream,
+                        offset,
+                    }),
+                    Ok(Err(e)) => return Err(WireError::into_error(e)),
+                    Err(e) => return Err(Error::Bus(e)),
+                }
+            }
+            Ok(done)
+        })
+    }
+}
