@@ -110,6 +110,32 @@ impl<'a> Streams<'a> {
         self.call(stream, op::INFO, wire::Info, None).await
     }
 
+    /// Removes the records of `stream` below offset `up_to`, or all of them with `None`.
+    /// Offsets are not reused: the next append still gets the next offset. Readers asking
+    /// for a removed offset get [`Error::OffsetGone`].
+    ///
+    /// # Errors
+    /// As [`info`](Self::info), and the host's I/O errors.
+    pub async fn purge(self, stream: &str, up_to: Option<u64>) -> Result<crate::Purged, Error> {
+        let (removed, first_offset) = self
+            .call(stream, op::PURGE, wire::Purge { up_to }, None)
+            .await?;
+        Ok(crate::Purged {
+            removed,
+            first_offset,
+        })
+    }
+
+    /// Deletes every record of `stream` and its offsets: the host keeps hosting it (its
+    /// configuration is the host's code), empty, from offset 0. Appends and reads running
+    /// meanwhile fail.
+    ///
+    /// # Errors
+    /// As [`purge`](Self::purge).
+    pub async fn delete(self, stream: &str) -> Result<(), Error> {
+        self.call(stream, op::DELETE, wire::Delete, None).await
+    }
+
     /// Reads the `E` records of `stream`: choose where from with [`Reader::from`],
     /// then use it as a [`Stream`](futures_core::Stream).
     pub fn read<E: Event + serde::de::DeserializeOwned>(

@@ -198,6 +198,7 @@ impl StreamsBuilderExt for BusBuilder {
         });
         let handler = |cell: &Arc<OnceLock<Arc<Host>>>| Arc::clone(cell);
         let (append, fetch, info) = (handler(&cell), handler(&cell), handler(&cell));
+        let (purge, delete) = (handler(&cell), handler(&cell));
         builder
             .command_handler_named(
                 command_name(&name, op::APPEND),
@@ -211,6 +212,20 @@ impl StreamsBuilderExt for BusBuilder {
                 move |cmd: wire::Fetch, _ctx: Context| {
                     let host = serve::get(&fetch);
                     async move { Ok::<_, HandlerError>(host?.fetch(cmd).await) }
+                },
+            )
+            .command_handler_named(
+                command_name(&name, op::PURGE),
+                move |cmd: wire::Purge, _ctx: Context| {
+                    let host = serve::get(&purge);
+                    async move { Ok::<_, HandlerError>(host?.purge(cmd).await) }
+                },
+            )
+            .command_handler_named(
+                command_name(&name, op::DELETE),
+                move |_: wire::Delete, _ctx: Context| {
+                    let host = serve::get(&delete);
+                    async move { Ok::<_, HandlerError>(host?.delete().await) }
                 },
             )
             .command_handler_named(

@@ -13,6 +13,8 @@ pub(crate) mod op {
     pub(crate) const APPEND: &str = "append";
     pub(crate) const FETCH: &str = "fetch";
     pub(crate) const INFO: &str = "info";
+    pub(crate) const PURGE: &str = "purge";
+    pub(crate) const DELETE: &str = "delete";
 }
 
 /// The command name under which a host appends a confirmed publish of `event` to the stream
@@ -155,6 +157,26 @@ pub(crate) struct Info;
 impl Command for Info {
     const NAME: &'static str = "$streams.info";
     type Reply = Result<crate::StreamInfo, WireError>;
+}
+
+/// Removes the records below `up_to` (all when `None`); the reply is `(removed, first)`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Purge {
+    pub(crate) up_to: Option<u64>,
+}
+
+impl Command for Purge {
+    const NAME: &'static str = "$streams.purge";
+    type Reply = Result<(u64, u64), WireError>;
+}
+
+/// Deletes the stream's records and state: it starts again empty at offset 0.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Delete;
+
+impl Command for Delete {
+    const NAME: &'static str = "$streams.delete";
+    type Reply = Result<(), WireError>;
 }
 
 /// An error as it crosses the wire.

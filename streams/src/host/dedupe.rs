@@ -101,6 +101,15 @@ impl Dedupe {
         }
     }
 
+    /// Forgets every key (the stream was deleted). Appends being written keep their claims.
+    pub(crate) fn clear(&self) {
+        let mut inner = lock(&self.inner);
+        inner
+            .keys
+            .retain(|_, slot| matches!(slot, Slot::Pending(_)));
+        inner.order.clear();
+    }
+
     /// Looks `key` up at time `now` (ms), claiming it if it is new.
     pub(crate) fn claim(&self, key: &str, now: u64) -> Seen {
         let mut inner = lock(&self.inner);

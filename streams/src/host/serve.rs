@@ -33,12 +33,32 @@ const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// A stream this node hosts.
 pub(crate) struct Host {
     pub(crate) name: String,
-    pub(crate) log: Log,
+    /// Replaced when the stream is deleted.
+    log: std::sync::Mutex<Log>,
+    /// Where the log lives, to open it again after a delete.
+    place: Place,
+    /// Orders purges and deletes.
+    admin: tokio::sync::Mutex<()>,
     config: crate::config::LogConfig,
     dedupe: Dedupe,
     /// The next offset readers may read: moved after each append resolves.
     tail: watch::Sender<u64>,
     captures: Arc<Semaphore>,
+}
+
+/// Where a stream's files are.
+enum Place {
+    Dir(std::path::PathBuf),
+    Storage(Arc<dyn crate::storage::Storage>),
+}
+
+impl Place {
+    async fn open(&self, config: &crate::config::LogConfig) -> Result<Log, Error> {
+        match self {
+            Place::Dir(dir) => Log::open(dir, config.clone()).await,
+            Place::Storage(storage) => Log::open_with(Arc::clone(storage), config.clone()).await,
+        }
+    }
 }
 
 /// The host behind a handler: set when the bus started.
@@ -64,17 +84,20 @@ impl Host {
     /// `dedupe_window`.
     pub(crate) async fn open(config: StreamConfig) -> Result<Arc<Host>, BusError> {
         wire::check_stream_name(&config.name).map_err(config_error)?;
-        let log = match (&config.storage, &config.dir) {
-            (Some(storage), _) => Log::open_with(Arc::clone(storage), config.log.clone()).await,
-            (None, Some(dir)) => Log::open(dir, config.log.clone()).await,
+        let place = match (&config.storage, &config.dir) {
+            (Some(storage), _) => Place::Storage(Arc::clone(storage)),
+            (None, Some(dir)) => Place::Dir(dir.clone()),
             (None, None) => {
                 return Err(config_error(format!(
                     "stream `{}`: no directory; give one with `StreamConfig::dir`",
                     config.name
                 )))
             }
-        }
-        .map_err(|e| config_error(format!("stream `{}` did not open: {e}", config.name)))?;
+        };
+        let log = place
+            .open(&config.log)
+            .await
+            .map_err(|e| config_error(format!("stream `{}` did not open: {e}", config.name)))?;
         let dedupe = Dedupe::new(config.dedupe_window, config.dedupe_keys);
         dedupe
             .recover(&log, now_ms())
@@ -84,7 +107,9 @@ impl Host {
         let host = Arc::new(Host {
             name: config.name,
             config: config.log,
-            log,
+            log: std::sync::Mutex::new(log),
+            place,
+            admin: tokio::sync::Mutex::new(()),
             dedupe,
             tail,
             captures: Arc::new(Semaphore::new(CAPTURES_IN_FLIGHT)),
@@ -228,7 +253,7 @@ impl Host {
             fresh_at.push(i);
             fresh.push(wire::to_record(entry, timestamp));
         }
-        let queued = (!fresh.is_empty()).then(|| self.log.append(fresh));
+        let queued = (!fresh.is_empty()).then(|| self.log().append(fresh));
         let tail = self.tail.clone();
         let stream = self.name.clone();
         async move {
@@ -290,10 +315,11 @@ impl Host {
                 reason: "a filter names at most 256 events of at most 1024 bytes".to_owned(),
             });
         }
+        let log = self.log();
         let mut from = match f.from {
-            From::Start => self.log.info().first_offset,
+            From::Start => log.info().first_offset,
             From::Offset(n) => n,
-            From::Time(t) => match self.log.offset_at_time(t).await? {
+            From::Time(t) => match log.offset_at_time(t).await? {
                 Some(n) => n,
                 None => *self.tail.borrow(),
             },
@@ -310,7 +336,7 @@ impl Host {
                 });
             }
             if from < end {
-                let records = self.log.read_bytes(from, max_records, max_bytes).await?;
+                let records = log.read_bytes(from, max_records, max_bytes).await?;
                 let Some(last) = records.last() else {
                     return Ok(Fetched {
                         records: Vec::new(),
@@ -346,9 +372,40 @@ impl Host {
         }
     }
 
+    /// The stream's log now (a cheap clone).
+    pub(crate) fn log(&self) -> Log {
+        crate::log::lock(&self.log).clone()
+    }
+
+    /// Removes the records below `up_to` (all when `None`); offsets are not reused.
+    pub(crate) async fn purge(&self, cmd: wire::Purge) -> Result<(u64, u64), WireError> {
+        let _admin = self.admin.lock().await;
+        let purged = self
+            .log()
+            .purge(cmd.up_to)
+            .await
+            .map_err(|e| WireError::of(&e, &self.name))?;
+        tracing::info!(stream = %self.name, removed = purged.removed, first = purged.first_offset, "stream purged");
+        Ok((purged.removed, purged.first_offset))
+    }
+
+    /// Deletes the stream's records, keys and offsets: it starts again empty at offset 0.
+    /// Appends and reads running meanwhile fail with `Closed`.
+    pub(crate) async fn delete(&self) -> Result<(), WireError> {
+        let _admin = self.admin.lock().await;
+        let wire = |e: Error| WireError::of(&e, &self.name);
+        self.log().delete().await.map_err(wire)?;
+        let fresh = self.place.open(&self.config).await.map_err(wire)?;
+        *crate::log::lock(&self.log) = fresh;
+        self.dedupe.clear();
+        self.tail.send_replace(0);
+        tracing::info!(stream = %self.name, "stream deleted");
+        Ok(())
+    }
+
     /// What the stream holds now.
     pub(crate) fn info(&self) -> Result<StreamInfo, WireError> {
-        let info = self.log.info();
+        let info = self.log().info();
         Ok(StreamInfo {
             name: self.name.clone(),
             first_offset: info.first_offset,
@@ -370,7 +427,7 @@ async fn retain(host: Weak<Host>) {
     loop {
         every.tick().await;
         let Some(host) = host.upgrade() else { return };
-        if let Err(e) = host.log.apply_retention().await {
+        if let Err(e) = host.log().apply_retention().await {
             tracing::warn!(stream = %host.name, error = %e, "retention failed");
         }
     }
