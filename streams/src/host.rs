@@ -4,8 +4,10 @@
 //! `.info`) to every node of the mesh.
 
 mod dedupe;
+mod rival;
 mod serve;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -95,7 +97,8 @@ impl StreamConfig {
                         let Some(host) = cell.get() else {
                             return Ok::<(), HandlerError>(());
                         };
-                        if ctx.headers().get(wire::CONFIRMED_HEADER).is_none() {
+                        let confirmed = ctx.headers().get(wire::CONFIRMED_HEADER).is_some();
+                        if !confirmed && host.rival.check(&host.name, &ctx).is_ok() {
                             host.capture(E::NAME, &*event, &ctx).await;
                         }
                         Ok(())
@@ -103,10 +106,9 @@ impl StreamConfig {
                 })
                 .command_handler_named(
                     wire::capture_name(E::NAME),
-                    move |cmd: wire::Capture, _ctx: Context| {
-                        let host = serve::get(&confirmed);
-                        async move { Ok::<_, HandlerError>(host?.append_captured(E::NAME, cmd).await) }
-                    },
+                    serving(&confirmed, |h, cmd: wire::Capture| async move {
+                        h.append_captured(E::NAME, cmd).await
+                    }),
                 )
         }));
         self
@@ -196,47 +198,71 @@ impl StreamsBuilderExt for BusBuilder {
             let _ = opened.set(host);
             Ok(())
         });
-        let handler = |cell: &Arc<OnceLock<Arc<Host>>>| Arc::clone(cell);
-        let (append, fetch, info) = (handler(&cell), handler(&cell), handler(&cell));
-        let (purge, delete) = (handler(&cell), handler(&cell));
+        let named = |op: &str| command_name(&name, op);
         builder
             .command_handler_named(
-                command_name(&name, op::APPEND),
-                move |cmd: wire::Append, _ctx: Context| {
-                    let host = serve::get(&append);
-                    async move { Ok::<_, HandlerError>(host?.append(cmd).await) }
-                },
+                named(op::APPEND),
+                serving(
+                    &cell,
+                    |h, cmd: wire::Append| async move { h.append(cmd).await },
+                ),
             )
             .command_handler_named(
-                command_name(&name, op::FETCH),
-                move |cmd: wire::Fetch, _ctx: Context| {
-                    let host = serve::get(&fetch);
-                    async move { Ok::<_, HandlerError>(host?.fetch(cmd).await) }
-                },
+                named(op::FETCH),
+                serving(
+                    &cell,
+                    |h, cmd: wire::Fetch| async move { h.fetch(cmd).await },
+                ),
             )
             .command_handler_named(
-                command_name(&name, op::PURGE),
-                move |cmd: wire::Purge, _ctx: Context| {
-                    let host = serve::get(&purge);
-                    async move { Ok::<_, HandlerError>(host?.purge(cmd).await) }
-                },
+                named(op::PURGE),
+                serving(
+                    &cell,
+                    |h, cmd: wire::Purge| async move { h.purge(cmd).await },
+                ),
             )
             .command_handler_named(
-                command_name(&name, op::DELETE),
-                move |_: wire::Delete, _ctx: Context| {
-                    let host = serve::get(&delete);
-                    async move { Ok::<_, HandlerError>(host?.delete().await) }
-                },
+                named(op::DELETE),
+                serving(&cell, |h, _: wire::Delete| async move { h.delete().await }),
             )
             .command_handler_named(
-                command_name(&name, op::INFO),
-                move |_: wire::Info, _ctx: Context| {
-                    let host = serve::get(&info);
-                    async move { Ok::<_, HandlerError>(host?.info()) }
-                },
+                named(op::INFO),
+                serving(&cell, |h, _: wire::Info| async move { h.info() }),
             )
     }
 }
+
+/// A command handler that runs `f` on the host once it is open and not refused (see
+/// [`Host::admit`]), and answers with the refusal otherwise.
+pub(crate) fn serving<C, T, F, Fut>(
+    cell: &Arc<OnceLock<Arc<Host>>>,
+    f: F,
+) -> impl Fn(C, Context) -> BoxFuture<Result<Result<T, wire::WireError>, HandlerError>>
+       + Send
+       + Sync
+       + Clone
+       + 'static
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
+{
+    let cell = Arc::clone(cell);
+    move |cmd: C, ctx: Context| {
+        let admitted = serve::admit(&cell, &ctx);
+        let f = f.clone();
+        Box::pin(async move {
+            Ok(match admitted {
+                Ok(host) => f(host, cmd).await,
+                Err(refused) => Err(refused),
+            })
+        })
+    }
+}
+
+/// A boxed future of a handler.
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The policy a stream's info reports.
 pub(crate) fn fsync_name(policy: FsyncPolicy) -> String {

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshbus_core::wire::body::encode_body;
-use meshbus_core::{Context, Error as BusError, ErrorKind, HandlerError};
+use meshbus_core::{Context, Error as BusError, ErrorKind};
 use tokio::sync::{watch, Semaphore};
 
 use super::dedupe::{Dedupe, Seen};
@@ -44,6 +44,7 @@ pub(crate) struct Host {
     /// The next offset readers may read: moved after each append resolves.
     tail: watch::Sender<u64>,
     captures: Arc<Semaphore>,
+    pub(crate) rival: super::rival::Rival,
 }
 
 /// Where a stream's files are.
@@ -61,11 +62,18 @@ impl Place {
     }
 }
 
-/// The host behind a handler: set when the bus started.
-pub(crate) fn get(cell: &OnceLock<Arc<Host>>) -> Result<Arc<Host>, HandlerError> {
-    cell.get()
-        .cloned()
-        .ok_or_else(|| HandlerError::msg("the stream is not open"))
+/// The host behind a handler (set when the bus started), unless it refuses to serve because
+/// another node hosts the same stream.
+pub(crate) fn admit(cell: &OnceLock<Arc<Host>>, ctx: &Context) -> Result<Arc<Host>, WireError> {
+    let Some(host) = cell.get() else {
+        let e = Error::Invalid {
+            stream: String::new(),
+            reason: "the stream is not open".to_owned(),
+        };
+        return Err(WireError::of(&e, ""));
+    };
+    host.rival.check(&host.name, ctx)?;
+    Ok(Arc::clone(host))
 }
 
 /// Milliseconds since the Unix epoch, by this host's clock.
@@ -113,6 +121,7 @@ impl Host {
             dedupe,
             tail,
             captures: Arc::new(Semaphore::new(CAPTURES_IN_FLIGHT)),
+            rival: super::rival::Rival::default(),
         });
         if host.config.retention.max_age.is_some() {
             tokio::spawn(retain(Arc::downgrade(&host)));

@@ -237,3 +237,55 @@ async fn absurd_requests_get_errors_and_the_host_keeps_serving() {
     client.shutdown().await.unwrap();
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_second_host_of_a_stream_gives_way_with_a_clear_error() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let net = InMemNetwork::new(8);
+    let one = node(&net, "one", &[])
+        .stream(orders(d1.path()))
+        .start()
+        .await
+        .unwrap();
+    let two = node(&net, "two", &["one"])
+        .stream(orders(d2.path()))
+        .start()
+        .await
+        .unwrap();
+    within(
+        "both hosts",
+        one.ready()
+            .handlers_named("$streams.orders.append", Scope::Network, 2),
+    )
+    .await;
+    within(
+        "both hosts",
+        two.ready()
+            .handlers_named("$streams.orders.append", Scope::Network, 2),
+    )
+    .await;
+    let (winner, loser) = if one.node_id() < two.node_id() {
+        (&one, &two)
+    } else {
+        (&two, &one)
+    };
+    // Each node's own handler answers its own requests: the loser refuses, naming the winner.
+    let err = loser
+        .streams()
+        .append("orders", placed(1))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Invalid { reason, .. } => {
+            assert!(reason.contains(&winner.node_id().to_string()), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(loser.streams().info("orders").await.is_err());
+    assert_eq!(
+        winner.streams().append("orders", placed(1)).await.unwrap(),
+        0
+    );
+    two.shutdown().await.unwrap();
+    one.shutdown().await.unwrap();
+}
