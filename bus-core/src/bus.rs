@@ -114,6 +114,8 @@ pub(crate) struct BusInner {
     pub(crate) events: ArcSwap<EventTable>,
     /// Shutdown has begun: the application's handles are refused new work.
     pub(crate) closed: AtomicBool,
+    /// Cancelled when shutdown begins: see [`Bus::closing`].
+    pub(crate) closing: tokio_util::sync::CancellationToken,
     /// In-flight commands have drained: handlers' handles are refused too, and the subscription
     /// queues are closing.
     pub(crate) sealed: AtomicBool,
@@ -171,6 +173,12 @@ impl Bus {
     /// A builder for a new bus.
     pub fn builder() -> BusBuilder {
         BusBuilder::new()
+    }
+
+    /// Resolves once the bus begins to shut down (or at once if it has): background work
+    /// such as a task started with [`BusBuilder::on_start`] stops taking new work then.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.closing.clone().cancelled_owned()
     }
 
     /// The application's first handle to a new bus.

@@ -24,6 +24,9 @@ use crate::stats::Counters;
 use crate::transport::{Addr, Transport};
 use crate::wire::control::PeerIdentity;
 
+/// A task of [`BusBuilder::on_start`].
+type OnStart = Box<dyn FnOnce(Bus) -> BoxFuture<'static, ()> + Send>;
+
 /// An async step of [`BusBuilder::setup`].
 type Setup = Box<dyn FnOnce(&Services) -> BoxFuture<'static, Result<(), Error>> + Send>;
 
@@ -79,6 +82,7 @@ pub struct BusBuilder {
     services: Services,
     registrations: Vec<Registration>,
     setups: Vec<Setup>,
+    starts: Vec<OnStart>,
     config: Config,
     node: NodeConfig,
     discovery: Vec<Box<dyn Discovery>>,
@@ -100,6 +104,7 @@ impl BusBuilder {
             services: Services::new(),
             registrations: Vec::new(),
             setups: Vec::new(),
+            starts: Vec::new(),
             config: Config {
                 request_timeout: Some(Self::DEFAULT_REQUEST_TIMEOUT),
                 shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
@@ -496,6 +501,38 @@ impl BusBuilder {
         self
     }
 
+    /// Runs `task` on the bus once it has started, as one of its own tasks: it gets a
+    /// handler's handle to the bus (which does not keep the bus running), should stop taking
+    /// new work when [`Bus::closing`] resolves, and is aborted at the end of shutdown or when
+    /// the last application handle is dropped. For background work of libraries built on the
+    /// bus, such as a durable stream's consumer loop.
+    ///
+    /// ```
+    /// # use meshbus_core::Bus;
+    /// # #[tokio::main] async fn main() -> Result<(), meshbus_core::Error> {
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let bus = Bus::builder()
+    ///     .on_start(move |bus: Bus| async move {
+    ///         let _ = tx.send(bus.node_id());
+    ///         bus.closing().await;
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(rx.await.unwrap(), bus.node_id());
+    /// bus.shutdown().await
+    /// # }
+    /// ```
+    pub fn on_start<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(Bus) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.starts.push(Box::new(move |bus: Bus| {
+            Box::pin(task(bus)) as BoxFuture<'static, ()>
+        }));
+        self
+    }
+
     fn register(
         mut self,
         f: impl FnOnce(&Services, &mut Registry) -> Result<(), Error> + Send + 'static,
@@ -617,6 +654,7 @@ impl BusBuilder {
             commands,
             events: ArcSwap::from_pointee(events),
             closed: AtomicBool::new(false),
+            closing: tokio_util::sync::CancellationToken::new(),
             sealed: AtomicBool::new(false),
             sealed_token: tokio_util::sync::CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
@@ -643,6 +681,9 @@ impl BusBuilder {
                 tasks.spawn(crate::node::run_actor(
                     shared, dispatch, inbox, listeners, seeds, discovery,
                 ));
+            }
+            for task in self.starts {
+                tasks.spawn(task(Bus::for_handler(Arc::clone(&inner))));
             }
         }
         Ok(Bus::owning(inner))
@@ -673,6 +714,7 @@ impl fmt::Debug for BusBuilder {
             .field("services", &self.services)
             .field("handlers", &self.registrations.len())
             .field("setups", &self.setups.len())
+            .field("on_start", &self.starts.len())
             .field("config", &self.config)
             .field("node", &self.node)
             .field("discovery", &self.discovery)

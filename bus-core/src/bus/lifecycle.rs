@@ -51,6 +51,7 @@ impl BusInner {
     /// subscriptions end once read empty; publishes still waiting give up.
     fn seal(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.closing.cancel();
         self.sealed.store(true, Ordering::SeqCst);
         self.sealed_token.cancel();
         self.events.store(Arc::new(EventTable::default()));
@@ -121,6 +122,7 @@ impl Bus {
             return Ok(());
         }
         inner.closed.store(true, Ordering::SeqCst);
+        inner.closing.cancel();
         let bound = inner.config.shutdown_timeout;
         let drain = async {
             inner.wait_in_flight().await;
