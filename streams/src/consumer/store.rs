@@ -46,9 +46,9 @@ pub(crate) enum StoreError {
         path: PathBuf,
         /// What was being done.
         op: &'static str,
-        /// redb's error.
+        /// redb's error (boxed: it is large, and errors are rare).
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// redb panicked (it asserts on some damaged files, a truncated one for instance). The
     /// store refuses every later call; reopen it to try again.
@@ -76,17 +76,12 @@ impl StoreError {
     /// anything else an [`Error::Io`](crate::Error::Io) whose source is this error.
     pub(crate) fn into_error(self, stream: &str) -> crate::Error {
         let kind = match &self {
-            StoreError::Db {
-                source: redb::Error::Io(e),
-                ..
-            } => e.kind(),
-            StoreError::Db {
-                source: redb::Error::Corrupted(_),
-                ..
-            }
-            | StoreError::Corrupt { .. }
-            | StoreError::Failed { .. } => io::ErrorKind::InvalidData,
-            StoreError::Db { .. } => io::ErrorKind::Other,
+            StoreError::Db { source, .. } => match &**source {
+                redb::Error::Io(e) => e.kind(),
+                redb::Error::Corrupted(_) => io::ErrorKind::InvalidData,
+                _ => io::ErrorKind::Other,
+            },
+            StoreError::Corrupt { .. } | StoreError::Failed { .. } => io::ErrorKind::InvalidData,
         };
         crate::Error::io(stream, io::Error::new(kind, self))
     }
@@ -396,7 +391,7 @@ fn db_err(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> StoreErro
     StoreError::Db {
         path: path.to_path_buf(),
         op,
-        source: e.into(),
+        source: Box::new(e.into()),
     }
 }
 

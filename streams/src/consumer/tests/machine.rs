@@ -315,3 +315,18 @@ fn absurd_durations_do_not_overflow_the_clock() {
     c.nak(0, Some(Duration::MAX), t0).unwrap();
     assert!(c.next_deadline().is_some_and(|d| d > t0));
 }
+
+#[test]
+fn a_new_config_is_written_and_applies_from_the_next_call() {
+    let t0 = Instant::now();
+    let mut c = consumer(5, 100);
+    let _ = c.changes();
+    c.take(t0, 10, recs(0..2));
+    let lower = c.config().clone().max_deliveries(1).max_ack_pending(3);
+    c.set_config(lower.clone());
+    assert_eq!(c.changes().and_then(|ch| ch.config), Some(lower));
+    assert_eq!(offsets(&c.take(t0, 10, recs(2..10))), vec![2]);
+    c.expired(at(t0, 10));
+    let dead: Vec<u64> = c.dead_letters().iter().map(|d| d.offset).collect();
+    assert_eq!(dead, vec![0, 1, 2]);
+}

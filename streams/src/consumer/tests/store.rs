@@ -50,6 +50,7 @@ fn commit_drop_reopen_loads_the_same_state() {
         commit(&store, &mut [&mut a, &mut b]);
     }
     let store = ConsumerStore::open(dir.path().join(ConsumerStore::FILE_NAME)).unwrap();
+    assert_eq!(store.path(), dir.path().join(ConsumerStore::FILE_NAME));
     let all = store.load_all().unwrap();
     assert_eq!(all, vec![loaded(&b), loaded(&a)]);
     assert_eq!(all[1].state.row.floor, 2);
