@@ -58,7 +58,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ConsumerConfig, ConsumerInfo, StartAt};
+pub use config::{ConsumerConfig, ConsumerInfo};
 #[allow(unused_imports)]
 pub(crate) use machine::{AckError, Consumer, DeadLetter, DeadReason, Delivery};
 #[allow(unused_imports)]

@@ -205,7 +205,7 @@ pub use client::{
     StreamsExt, DEFAULT_BATCH, DEFAULT_WAIT,
 };
 pub use config::{FsyncPolicy, LogConfig, Retention};
-pub use consumer::{ConsumerConfig, ConsumerInfo, StartAt};
+pub use consumer::{ConsumerConfig, ConsumerInfo};
 pub use error::{Error, Result};
 pub use host::{StreamConfig, StreamsBuilderExt, DEFAULT_DEDUPE_KEYS, DEFAULT_DEDUPE_WINDOW};
 pub use log::{Log, LogInfo, Purged};

@@ -4,34 +4,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a new durable consumer starts. Only used when the consumer is created: an existing
-/// consumer always resumes from its stored cursor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StartAt {
-    /// The stream's first record still on disk.
-    #[default]
-    Start,
-    /// This offset (the first record still on disk if retention removed it).
-    Offset(u64),
-    /// The first record, in offset order, whose timestamp is at least this many milliseconds
-    /// since the Unix epoch.
-    Time(u64),
-    /// Only records appended after the consumer was created.
-    Tail,
-}
+// The reader's `From` (Start, Offset, Time, Tail) says where a new consumer starts too.
+use crate::wire::From as StartAt;
 
 /// Configuration of a durable consumer: a by-value builder, serializable (stored with the
 /// consumer, shown by the admin API).
 ///
 /// ```
 /// use std::time::Duration;
-/// use meshbus_streams::{ConsumerConfig, StartAt};
+/// use meshbus_streams::ConsumerConfig;
 ///
 /// let config = ConsumerConfig::new()
 ///     .ack_wait(Duration::from_secs(10))
 ///     .max_deliveries(3)
 ///     .filter(["orders.placed"])
-///     .start(StartAt::Tail);
+///     .start(meshbus_streams::From::Tail);
 /// assert_eq!(config.max_ack_pending, 1000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +36,9 @@ pub struct ConsumerConfig {
     pub max_ack_pending: u32,
     /// Event names this consumer receives; empty means every record of the stream.
     pub filter: Vec<String>,
-    /// Where a new consumer starts.
+    /// Where a new consumer starts; only used when it is created (an existing consumer
+    /// resumes from its stored cursor). [`From::Offset`](crate::From::Offset) below the
+    /// stream's first record starts at that record.
     pub start: StartAt,
 }
 
@@ -67,7 +56,7 @@ impl Default for ConsumerConfig {
 
 impl ConsumerConfig {
     /// The defaults: `ack_wait` 30 s, 5 deliveries, 1,000 pending acks, no filter, from the
-    /// start of the stream.
+    /// start of the stream ([`From::Start`](crate::From::Start)).
     pub fn new() -> Self {
         Self::default()
     }

@@ -125,7 +125,7 @@ fn later(now: Instant, d: Duration) -> Instant {
 
 impl Consumer {
     /// A new consumer whose first delivery will be offset `start` (the host resolves
-    /// [`StartAt`](super::StartAt) against the log). Its first [`changes`](Self::changes)
+    /// [`From`](crate::From) against the log). Its first [`changes`](Self::changes)
     /// carry the configuration.
     pub(crate) fn new(name: impl Into<String>, config: ConsumerConfig, start: u64) -> Self {
         Self {

@@ -415,3 +415,10 @@ fn clear<V: redb::Value + 'static>(
 ) -> Result<(), redb::StorageError> {
     table.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)
 }
+
+// The host shares one store between blocking tasks.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<ConsumerStore>();
+    assert_send_sync::<StoreError>();
+};

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::{at, consumer, recs};
 use crate::consumer::{
-    Change, Consumer, ConsumerConfig, ConsumerStore, Loaded, StartAt, StateRow, StoreError,
+    Change, Consumer, ConsumerConfig, ConsumerStore, Loaded, StateRow, StoreError,
 };
 
 fn commit(store: &ConsumerStore, consumers: &mut [&mut Consumer]) {
@@ -31,7 +31,7 @@ fn commit_drop_reopen_loads_the_same_state() {
     let mut a = consumer(3, 100);
     let config = ConsumerConfig::new()
         .filter(["a", "b"])
-        .start(StartAt::Time(1_700_000_000_000))
+        .start(crate::From::Time(1_700_000_000_000))
         .ack_wait(Duration::from_millis(1_500));
     let mut b = Consumer::new("audit", config, 40);
     {
@@ -228,7 +228,7 @@ fn the_config_round_trips_through_serde() {
         .ack_wait(Duration::from_millis(2_500))
         .max_deliveries(0)
         .filter(["x"])
-        .start(StartAt::Offset(9));
+        .start(crate::From::Offset(9));
     assert_eq!(config.max_deliveries, 1, "clamped");
     let bytes = rmp_serde::to_vec_named(&config).unwrap();
     let back: ConsumerConfig = rmp_serde::from_slice(&bytes).unwrap();
@@ -241,4 +241,35 @@ fn the_config_round_trips_through_serde() {
     let old = rmp_serde::to_vec_named(&Old { max_deliveries: 7 }).unwrap();
     let back: ConsumerConfig = rmp_serde::from_slice(&old).unwrap();
     assert_eq!(back, ConsumerConfig::new().max_deliveries(7));
+}
+
+/// Prints what a commit costs for consumers of different sizes (the store writes only the
+/// rows that changed, so the time should not grow with the number of pending records).
+#[test]
+#[ignore = "a measurement: cargo test --release -p meshbus-streams --lib commit_cost -- --ignored --nocapture"]
+fn commit_cost_follows_the_change_not_the_state() {
+    let t0 = Instant::now();
+    for (pending, acks_per_commit) in [(10, 1), (10_000, 1), (100_000, 1), (100_000, 100)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConsumerStore::open_in(dir.path()).unwrap();
+        let mut c = consumer(5, 200_000);
+        c.take(t0, pending, recs(0..pending as u64));
+        commit(&store, &mut [&mut c]);
+        let commits = 100;
+        let started = Instant::now();
+        // Odd offsets: every ack leaves a gap, the worst case for the done ranges.
+        let mut next = 1;
+        for _ in 0..commits {
+            for _ in 0..acks_per_commit {
+                c.ack(next % pending as u64).unwrap();
+                next += 2;
+            }
+            commit(&store, &mut [&mut c]);
+        }
+        let per_commit = started.elapsed() / commits;
+        let bytes = std::fs::metadata(store.path()).unwrap().len();
+        println!(
+            "pending {pending:>6}, {acks_per_commit:>3} acks per commit: {per_commit:>10.2?} per commit, file {bytes} bytes"
+        );
+    }
 }
