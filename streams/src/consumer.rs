@@ -35,8 +35,9 @@
 //! fsync), and a crash can fall between an event and the commit that records it:
 //!
 //! - **Delivery, then crash before its commit**: after the restart the record is pending (or,
-//!   if its first delivery was not committed, not yet delivered) and is delivered again; the
-//!   stored delivery count may be one lower than the deliveries that really happened.
+//!   if its first delivery was not committed, not yet delivered) and is delivered again; its
+//!   delivery count is then lower than the deliveries that really happened, by those since
+//!   the last commit (normally one), so a poison record may get that many extra tries.
 //! - **Ack, then crash before its commit**: the ack is lost and the record is delivered again.
 //!   A member learns that its ack counts only when the host answers it, after the commit; once
 //!   an ack's commit has returned, that record is never delivered again.
@@ -46,6 +47,24 @@
 //! Deadlines are not stored: after a restart every pending record waits `ack_wait` from the
 //! load (its count kept) and is then redelivered, as the members that held it are presumably
 //! gone with the old run.
+
+//! # How the host drives it
+//!
+//! On open: [`ConsumerStore::open_in`] the stream's directory (blocking pool),
+//! [`ConsumerStore::load_all`], [`Consumer::restore`] each, then [`Consumer::skip_gone`] with
+//! the log's first offset. A new consumer is [`Consumer::new`] at the offset its
+//! [`From`](crate::From) resolves to. Then, whenever a member asks for records, an ack or nak
+//! arrives, or [`Consumer::next_deadline`] passes:
+//!
+//! 1. [`Consumer::take`] with `now`, the member's credit, and the records read from
+//!    [`Consumer::position`] (skip the read when [`Consumer::room`] is 0); send the deliveries
+//!    (redeliveries are read again by offset);
+//! 2. [`Consumer::dead_letters`]: append each to the dead-letter stream with its reason;
+//! 3. gather [`Consumer::changes`] of every consumer touched into one
+//!    [`ConsumerStore::commit`]; answer the acks it covers only after it returns.
+//!
+//! A failed commit leaves the store at the previous commit while the consumers in memory have
+//! moved on: stop serving the stream's consumers and reload them from the store.
 
 // Until the host lands, only the tests use the crate-internal half.
 #![cfg_attr(not(test), allow(dead_code))]
