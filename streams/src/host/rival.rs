@@ -43,7 +43,7 @@ impl Rival {
             let lower = view
                 .peers
                 .iter()
-                .filter(|p| p.node_id < me && p.commands.iter().any(|c| *c == append))
+                .filter(|p| p.node_id < me && p.commands.contains(&append))
                 .map(|p| p.node_id)
                 .min();
             if lower != watch.refused_by {
