@@ -2,6 +2,8 @@
 //! with confirmation, reads (replays and follows) and asks for a stream's info. Every call is a
 //! command to the stream's host, found by the mesh; the host may be this node.
 
+mod consume;
+mod handler;
 mod publish;
 mod read;
 
@@ -17,6 +19,9 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::wire::{self, command_name, op, Entry, WireError};
 use crate::StreamInfo;
+pub use consume::{Consumer, ConsumerBuilder, Message, DEFAULT_CONSUMER_BATCH};
+pub(crate) use handler::register as register_stream_handler;
+pub use handler::DeliveryContext;
 pub use publish::{Confirmation, ConfirmedPublish};
 pub use read::{FromRecord, RawRecord, Reader, StreamRecord, DEFAULT_BATCH, DEFAULT_WAIT};
 

@@ -66,9 +66,6 @@
 //! A failed commit leaves the store at the previous commit while the consumers in memory have
 //! moved on: stop serving the stream's consumers and reload them from the store.
 
-// Until the host lands, only the tests use the crate-internal half.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod config;
 mod machine;
 mod ranges;
@@ -78,9 +75,12 @@ mod store;
 mod tests;
 
 pub use config::{ConsumerConfig, ConsumerInfo};
-#[allow(unused_imports)]
-pub(crate) use machine::{AckError, Consumer, DeadLetter, DeadReason, Delivery};
-#[allow(unused_imports)]
-pub(crate) use state::{Change, ConsumerChanges, PersistedState, StateRow};
-#[allow(unused_imports)]
-pub(crate) use store::{ConsumerStore, Loaded, StoreError};
+#[cfg(test)]
+pub(crate) use machine::{AckError, Delivery};
+pub(crate) use machine::{Consumer, DeadLetter, DeadReason};
+pub(crate) use state::Change;
+#[cfg(test)]
+pub(crate) use state::{ConsumerChanges, PersistedState, StateRow};
+pub(crate) use store::ConsumerStore;
+#[cfg(test)]
+pub(crate) use store::{Loaded, StoreError};

@@ -3,6 +3,7 @@
 //! the stream names, and serves the stream's commands (`$streams.<stream>.append`, `.fetch`,
 //! `.info`) to every node of the mesh.
 
+mod consumers;
 mod dedupe;
 mod rival;
 mod serve;
@@ -17,6 +18,8 @@ use meshbus_core::{BusBuilder, Context, Event, HandlerError};
 use crate::config::{FsyncPolicy, LogConfig, Retention};
 use crate::storage::Storage;
 use crate::wire::{self, command_name, op};
+use crate::ConsumerConfig;
+pub(crate) use consumers::MAX_NEXT;
 pub(crate) use serve::{Host, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
 
 /// The default [`StreamConfig::dedupe_window`].
@@ -182,9 +185,70 @@ pub trait StreamsBuilderExt: Sized {
     /// Hosts the stream `config` describes: its log is opened (and recovered) when the bus
     /// starts, which fails if the directory cannot be used.
     fn stream(self, config: StreamConfig) -> Self;
+
+    /// Runs `handler` on this node as a member of durable consumer `consumer` of `stream`
+    /// (hosted here or anywhere in the network), created with `config` if it does not exist:
+    /// each record of event `E` goes to one member of the consumer; the handler's `Ok` acks
+    /// it, its `Err` or a panic negatively acks it (it is delivered again, up to
+    /// `max_deliveries`, then dead-lettered). The member starts with the bus, retries while
+    /// the host is not reachable, and stops when the bus shuts down; a record it was
+    /// handling then is delivered again after `ack_wait`.
+    ///
+    /// ```no_run
+    /// # use meshbus_core::{Bus, Event, HandlerError};
+    /// # use meshbus_streams::{ConsumerConfig, StreamsBuilderExt};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: u64 }
+    /// # impl Event for OrderPlaced { const NAME: &'static str = "orders.placed"; }
+    /// # async fn run() -> Result<(), meshbus_core::Error> {
+    /// let bus = Bus::builder()
+    ///     .stream_handler("orders", "billing", ConsumerConfig::new(), |order: OrderPlaced, ctx| async move {
+    ///         println!("bill order {} (delivery {})", order.id, ctx.deliveries);
+    ///         Ok::<_, HandlerError>(())
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    fn stream_handler<E, F, Fut>(
+        self,
+        stream: &str,
+        consumer: &str,
+        config: ConsumerConfig,
+        handler: F,
+    ) -> Self
+    where
+        E: Event + serde::de::DeserializeOwned,
+        F: Fn(E, crate::DeliveryContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static;
 }
 
 impl StreamsBuilderExt for BusBuilder {
+    fn stream_handler<E, F, Fut>(
+        self,
+        stream: &str,
+        consumer: &str,
+        config: ConsumerConfig,
+        handler: F,
+    ) -> Self
+    where
+        E: Event + serde::de::DeserializeOwned,
+        F: Fn(E, crate::DeliveryContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let config = if config.filter.is_empty() {
+            config.filter([E::NAME])
+        } else {
+            config
+        };
+        crate::client::register_stream_handler(
+            self,
+            stream.to_owned(),
+            consumer.to_owned(),
+            config,
+            handler,
+        )
+    }
+
     fn stream(self, mut config: StreamConfig) -> Self {
         let cell: Arc<OnceLock<Arc<Host>>> = Arc::default();
         let name = config.name.clone();
@@ -193,11 +257,41 @@ impl StreamsBuilderExt for BusBuilder {
             builder = capture(builder, Arc::clone(&cell));
         }
         let opened = Arc::clone(&cell);
+        let dead: Arc<OnceLock<Arc<Host>>> = Arc::default();
+        let dead_opened = Arc::clone(&dead);
         builder = builder.setup(move |_services| async move {
             let host = Host::open(config).await?;
+            if let Some(d) = host.dead_letters() {
+                let _ = dead_opened.set(d);
+            }
             let _ = opened.set(host);
             Ok(())
         });
+        let dlq = wire::dead_letter_stream(&name);
+        let dead_named = |op: &str| command_name(&dlq, op);
+        builder = builder
+            .command_handler_named(
+                dead_named(op::FETCH),
+                serving(
+                    &dead,
+                    |h, cmd: wire::Fetch| async move { h.fetch(cmd).await },
+                ),
+            )
+            .command_handler_named(
+                dead_named(op::PURGE),
+                serving(
+                    &dead,
+                    |h, cmd: wire::Purge| async move { h.purge(cmd).await },
+                ),
+            )
+            .command_handler_named(
+                dead_named(op::DELETE),
+                serving(&dead, |h, _: wire::Delete| async move { h.delete().await }),
+            )
+            .command_handler_named(
+                dead_named(op::INFO),
+                serving(&dead, |h, _: wire::Info| async move { h.info() }),
+            );
         let named = |op: &str| command_name(&name, op);
         builder
             .command_handler_named(
@@ -228,6 +322,38 @@ impl StreamsBuilderExt for BusBuilder {
             .command_handler_named(
                 named(op::INFO),
                 serving(&cell, |h, _: wire::Info| async move { h.info() }),
+            )
+            .command_handler_named(
+                named(op::CONSUMER),
+                serving(&cell, |h, cmd: wire::CreateConsumer| async move {
+                    h.create_consumer(cmd).await
+                }),
+            )
+            .command_handler_named(
+                named(op::NEXT),
+                serving(&cell, |h, cmd: wire::Next| async move { h.next(cmd).await }),
+            )
+            .command_handler_named(
+                named(op::ACK),
+                serving(&cell, |h, cmd: wire::Ack| async move { h.ack(cmd).await }),
+            )
+            .command_handler_named(
+                named(op::CONSUMER_INFO),
+                serving(&cell, |h, cmd: wire::GetConsumer| async move {
+                    h.consumer_info(cmd).await
+                }),
+            )
+            .command_handler_named(
+                named(op::CONSUMER_RESET),
+                serving(&cell, |h, cmd: wire::ResetConsumer| async move {
+                    h.reset_consumer(cmd).await
+                }),
+            )
+            .command_handler_named(
+                named(op::CONSUMER_DELETE),
+                serving(&cell, |h, cmd: wire::DeleteConsumer| async move {
+                    h.delete_consumer(cmd).await
+                }),
             )
     }
 }

@@ -201,8 +201,9 @@ mod storage;
 mod writer;
 
 pub use client::{
-    Append, Confirmation, ConfirmedPublish, FromRecord, RawRecord, Reader, StreamRecord, Streams,
-    StreamsExt, DEFAULT_BATCH, DEFAULT_WAIT,
+    Append, Confirmation, ConfirmedPublish, Consumer, ConsumerBuilder, DeliveryContext, FromRecord,
+    Message, RawRecord, Reader, StreamRecord, Streams, StreamsExt, DEFAULT_BATCH,
+    DEFAULT_CONSUMER_BATCH, DEFAULT_WAIT,
 };
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use consumer::{ConsumerConfig, ConsumerInfo};
@@ -211,7 +212,7 @@ pub use host::{StreamConfig, StreamsBuilderExt, DEFAULT_DEDUPE_KEYS, DEFAULT_DED
 pub use log::{Log, LogInfo, Purged};
 pub use record::{Appended, NewRecord, Record};
 pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
-pub use wire::{From, MAX_STREAM_NAME};
+pub use wire::{dead_letter, dead_letter_stream, From, MAX_STREAM_NAME};
 
 mod client;
 mod host;

@@ -15,6 +15,12 @@ pub(crate) mod op {
     pub(crate) const INFO: &str = "info";
     pub(crate) const PURGE: &str = "purge";
     pub(crate) const DELETE: &str = "delete";
+    pub(crate) const CONSUMER: &str = "consumer";
+    pub(crate) const NEXT: &str = "next";
+    pub(crate) const ACK: &str = "ack";
+    pub(crate) const CONSUMER_INFO: &str = "consumer_info";
+    pub(crate) const CONSUMER_DELETE: &str = "consumer_delete";
+    pub(crate) const CONSUMER_RESET: &str = "consumer_reset";
 }
 
 /// The command name under which a host appends a confirmed publish of `event` to the stream
@@ -54,6 +60,25 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), Error> {
             ),
         })
     }
+}
+
+/// The name of the dead-letter stream of `stream`.
+pub fn dead_letter_stream(stream: &str) -> String {
+    format!("{stream}-dlq")
+}
+
+/// Headers a dead letter carries, besides those of the record it copies.
+pub mod dead_letter {
+    /// The stream the record came from.
+    pub const STREAM: &str = "$dlq.stream";
+    /// The consumer that gave up on it.
+    pub const CONSUMER: &str = "$dlq.consumer";
+    /// Its offset in the stream it came from.
+    pub const OFFSET: &str = "$dlq.offset";
+    /// How often it was delivered.
+    pub const DELIVERIES: &str = "$dlq.deliveries";
+    /// Why its last delivery failed, in words.
+    pub const REASON: &str = "$dlq.reason";
 }
 
 /// The header under which a stored record keeps its event name.
@@ -177,6 +202,90 @@ pub(crate) struct Delete;
 impl Command for Delete {
     const NAME: &'static str = "$streams.delete";
     type Reply = Result<(), WireError>;
+}
+
+/// Creates a durable consumer, or changes the configuration of an existing one (its cursor
+/// stays); the reply is its info.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CreateConsumer {
+    pub(crate) consumer: String,
+    pub(crate) config: crate::ConsumerConfig,
+}
+
+impl Command for CreateConsumer {
+    const NAME: &'static str = "$streams.consumer";
+    type Reply = Result<crate::ConsumerInfo, WireError>;
+}
+
+/// Asks for up to `max` records for a member of `consumer`, waiting up to `wait_ms` for one.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Next {
+    pub(crate) consumer: String,
+    pub(crate) max: u32,
+    pub(crate) wait_ms: u64,
+}
+
+/// A record handed to a member, with which delivery of it this is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireDelivery {
+    pub(crate) record: WireRecord,
+    pub(crate) deliveries: u32,
+}
+
+impl Command for Next {
+    const NAME: &'static str = "$streams.next";
+    type Reply = Result<Vec<WireDelivery>, WireError>;
+}
+
+/// Acks (`nak: false`) or negatively acks offsets a member was given; a nak may ask for a
+/// delay before the redelivery.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ack {
+    pub(crate) consumer: String,
+    pub(crate) offsets: Vec<u64>,
+    #[serde(default)]
+    pub(crate) nak: bool,
+    #[serde(default)]
+    pub(crate) delay_ms: u64,
+}
+
+impl Command for Ack {
+    const NAME: &'static str = "$streams.ack";
+    type Reply = Result<(), WireError>;
+}
+
+/// Asks for a consumer's info.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct GetConsumer {
+    pub(crate) consumer: String,
+}
+
+impl Command for GetConsumer {
+    const NAME: &'static str = "$streams.consumer_info";
+    type Reply = Result<crate::ConsumerInfo, WireError>;
+}
+
+/// Deletes a consumer and its state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DeleteConsumer {
+    pub(crate) consumer: String,
+}
+
+impl Command for DeleteConsumer {
+    const NAME: &'static str = "$streams.consumer_delete";
+    type Reply = Result<bool, WireError>;
+}
+
+/// Moves a consumer's cursor: every record from there on is delivered again.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ResetConsumer {
+    pub(crate) consumer: String,
+    pub(crate) to: From,
+}
+
+impl Command for ResetConsumer {
+    const NAME: &'static str = "$streams.consumer_reset";
+    type Reply = Result<crate::ConsumerInfo, WireError>;
 }
 
 /// An error as it crosses the wire.

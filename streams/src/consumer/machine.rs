@@ -175,6 +175,7 @@ impl Consumer {
     }
 
     /// The consumer's name.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -197,6 +198,7 @@ impl Consumer {
     }
 
     /// Every offset below it is done.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn ack_floor(&self) -> u64 {
         self.floor
     }
@@ -421,6 +423,7 @@ impl Consumer {
     }
 
     /// Whether records wait for redelivery now.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn has_redeliveries(&self) -> bool {
         !self.ready.is_empty()
     }
@@ -443,6 +446,7 @@ impl Consumer {
     }
 
     /// The stored form of the whole state (what a reload gives back).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn snapshot(&self) -> PersistedState {
         PersistedState {
             row: self.row(),

@@ -18,6 +18,7 @@ pub(crate) struct RangeSet {
 
 impl RangeSet {
     /// Whether `offset` is in a range.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn contains(&self, offset: u64) -> bool {
         self.ranges
             .range(..=offset)
@@ -26,6 +27,7 @@ impl RangeSet {
     }
 
     /// Adds `offset` (a no-op if it is in already), merging with its neighbours.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn insert(&mut self, offset: u64) {
         self.insert_range(offset..offset.saturating_add(1));
     }
@@ -87,11 +89,13 @@ impl RangeSet {
     }
 
     /// The ranges, in order.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.ranges.iter().map(|(&s, &e)| s..e)
     }
 
     /// Number of offsets in the set.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn count(&self) -> u64 {
         self.ranges.iter().map(|(&s, &e)| e - s).sum()
     }

@@ -144,6 +144,7 @@ impl ConsumerStore {
     }
 
     /// The store's file.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -299,6 +300,7 @@ impl ConsumerStore {
     /// # Errors
     ///
     /// As [`commit`](Self::commit).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests' view
     pub(crate) fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let existed = self.guard("delete", || {
             let txn = self.db.begin_read().map_err(|e| self.err("begin", e))?;

@@ -45,6 +45,8 @@ pub(crate) struct Host {
     tail: watch::Sender<u64>,
     captures: Arc<Semaphore>,
     pub(crate) rival: super::rival::Rival,
+    /// Its durable consumers (none on a dead-letter stream).
+    consumers: Option<super::consumers::Consumers>,
 }
 
 /// Where a stream's files are.
@@ -91,6 +93,39 @@ impl Host {
     /// Opens (and recovers) the stream's log and remembers the idempotency keys of its last
     /// `dedupe_window`.
     pub(crate) async fn open(config: StreamConfig) -> Result<Arc<Host>, BusError> {
+        let dir = config.dir.clone().filter(|_| config.storage.is_none());
+        let (dead, consumers_dir) = match &dir {
+            Some(dir) => {
+                let mut log = config.log.clone();
+                log.name = wire::dead_letter_stream(&config.name);
+                let dead = StreamConfig::new(log.name.clone())
+                    .dir(dir.join("dead-letters"))
+                    .log(log);
+                (
+                    Some(Arc::new(Host::open_plain(dead, None).await?)),
+                    Some(dir.as_path()),
+                )
+            }
+            None => (None, None),
+        };
+        let mut host = Host::open_plain(config, None).await?;
+        let consumers =
+            super::consumers::Consumers::open(&host.name, consumers_dir, dead, &host.log())
+                .await
+                .map_err(|e| config_error(format!("stream `{}`: {e}", host.name)))?;
+        host.consumers = Some(consumers);
+        let host = Arc::new(host);
+        if host.config.retention.max_age.is_some() {
+            tokio::spawn(retain(Arc::downgrade(&host)));
+        }
+        Ok(host)
+    }
+
+    /// Opens a stream's log and what appends need, without consumers.
+    async fn open_plain(
+        config: StreamConfig,
+        consumers: Option<super::consumers::Consumers>,
+    ) -> Result<Host, BusError> {
         wire::check_stream_name(&config.name).map_err(config_error)?;
         let place = match (&config.storage, &config.dir) {
             (Some(storage), _) => Place::Storage(Arc::clone(storage)),
@@ -112,7 +147,8 @@ impl Host {
             .await
             .map_err(|e| config_error(format!("stream `{}`: {e}", config.name)))?;
         let (tail, _) = watch::channel(log.info().next_offset);
-        let host = Arc::new(Host {
+        tracing::info!(stream = %config.name, next = *tail.borrow(), "stream open");
+        Ok(Host {
             name: config.name,
             config: config.log,
             log: std::sync::Mutex::new(log),
@@ -122,12 +158,8 @@ impl Host {
             tail,
             captures: Arc::new(Semaphore::new(CAPTURES_IN_FLIGHT)),
             rival: super::rival::Rival::default(),
-        });
-        if host.config.retention.max_age.is_some() {
-            tokio::spawn(retain(Arc::downgrade(&host)));
-        }
-        tracing::info!(stream = %host.name, next = *host.tail.borrow(), "stream open");
-        Ok(host)
+            consumers,
+        })
     }
 
     /// Appends an event a subscriber captured, best effort: a failure is logged.
@@ -381,6 +413,87 @@ impl Host {
         }
     }
 
+    /// Its dead-letter stream, if it has one.
+    pub(crate) fn dead_letters(&self) -> Option<Arc<Host>> {
+        self.consumers.as_ref().and_then(|c| c.dead.clone())
+    }
+
+    fn consumers(&self) -> Result<&super::consumers::Consumers, WireError> {
+        self.consumers.as_ref().ok_or_else(|| {
+            let e = Error::Invalid {
+                stream: self.name.clone(),
+                reason: "a dead-letter stream has no consumers".to_owned(),
+            };
+            WireError::of(&e, &self.name)
+        })
+    }
+
+    fn wire(&self) -> impl Fn(Error) -> WireError + '_ {
+        move |e| WireError::of(&e, &self.name)
+    }
+
+    /// Creates or reconfigures a durable consumer.
+    pub(crate) async fn create_consumer(
+        &self,
+        cmd: wire::CreateConsumer,
+    ) -> Result<crate::ConsumerInfo, WireError> {
+        let c = self.consumers()?;
+        c.create(&self.log(), &cmd.consumer, cmd.config)
+            .await
+            .map_err(self.wire())
+    }
+
+    /// Records for a member of a consumer.
+    pub(crate) async fn next(&self, cmd: wire::Next) -> Result<Vec<wire::WireDelivery>, WireError> {
+        let c = self.consumers()?;
+        let wait = Duration::from_millis(cmd.wait_ms).min(MAX_FETCH_WAIT);
+        c.next(&self.log(), &self.tail, &cmd.consumer, cmd.max, wait)
+            .await
+            .map_err(self.wire())
+    }
+
+    /// Acks or naks a member's records.
+    pub(crate) async fn ack(&self, cmd: wire::Ack) -> Result<(), WireError> {
+        let c = self.consumers()?;
+        let nak = cmd
+            .nak
+            .then(|| (cmd.delay_ms > 0).then(|| Duration::from_millis(cmd.delay_ms)));
+        c.ack(&cmd.consumer, &cmd.offsets, nak)
+            .await
+            .map_err(self.wire())
+    }
+
+    /// A consumer's info.
+    pub(crate) async fn consumer_info(
+        &self,
+        cmd: wire::GetConsumer,
+    ) -> Result<crate::ConsumerInfo, WireError> {
+        let c = self.consumers()?;
+        c.info(&self.log(), &cmd.consumer)
+            .await
+            .map_err(self.wire())
+    }
+
+    /// Moves a consumer's cursor.
+    pub(crate) async fn reset_consumer(
+        &self,
+        cmd: wire::ResetConsumer,
+    ) -> Result<crate::ConsumerInfo, WireError> {
+        let c = self.consumers()?;
+        c.reset(&self.log(), &cmd.consumer, cmd.to)
+            .await
+            .map_err(self.wire())
+    }
+
+    /// Deletes a consumer.
+    pub(crate) async fn delete_consumer(
+        &self,
+        cmd: wire::DeleteConsumer,
+    ) -> Result<bool, WireError> {
+        let c = self.consumers()?;
+        c.delete(&cmd.consumer).await.map_err(self.wire())
+    }
+
     /// The stream's log now (a cheap clone).
     pub(crate) fn log(&self) -> Log {
         crate::log::lock(&self.log).clone()
@@ -408,6 +521,9 @@ impl Host {
         *crate::log::lock(&self.log) = fresh;
         self.dedupe.clear();
         self.tail.send_replace(0);
+        if let Some(c) = &self.consumers {
+            c.clear().await.map_err(wire)?;
+        }
         tracing::info!(stream = %self.name, "stream deleted");
         Ok(())
     }

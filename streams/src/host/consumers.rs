@@ -1,0 +1,423 @@
+//! The durable consumers of a hosted stream: their state machines, their redb store, the
+//! records members pull, acks, and the dead-letter stream.
+//!
+//! Every request of one stream's consumers takes one lock, in turn: a `next` reads records,
+//! lets the consumer pick what to deliver, writes dead letters, commits the changes (one redb
+//! transaction) and only then answers; an ack is answered once its commit returned, so an
+//! acked record is never delivered again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshbus_core::Binary;
+use tokio::sync::{watch, Mutex};
+
+use crate::consumer::{Change, Consumer, ConsumerStore, DeadLetter, DeadReason};
+use crate::error::Error;
+use crate::log::Log;
+use crate::wire::{self, dead_letter, From, WireDelivery};
+use crate::{ConsumerConfig, ConsumerInfo};
+
+/// The most records one `next` hands out.
+pub(crate) const MAX_NEXT: u32 = 1_000;
+/// The most durable consumers per stream.
+const MAX_CONSUMERS: usize = 1_024;
+/// The most offsets one ack carries.
+const MAX_ACKS: usize = 10_000;
+
+/// A stream's durable consumers.
+pub(crate) struct Consumers {
+    stream: String,
+    store: Option<Arc<ConsumerStore>>,
+    state: Mutex<HashMap<String, Consumer>>,
+    /// Bumped on every ack, nak, reset and new consumer: waiting `next`s look again.
+    changed: watch::Sender<u64>,
+    /// The dead-letter stream (none without a directory).
+    pub(crate) dead: Option<Arc<super::Host>>,
+}
+
+fn invalid(stream: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        stream: stream.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Refuses a consumer name that is empty, long or odd, as for stream names.
+fn check_name(stream: &str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= wire::MAX_STREAM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            stream,
+            "a consumer name is 1 to 255 ASCII letters, digits, `-` or `_`",
+        ))
+    }
+}
+
+impl Consumers {
+    /// Loads the consumers stored in `dir` (none without a directory: consumers then fail
+    /// with an error saying so).
+    pub(crate) async fn open(
+        stream: &str,
+        dir: Option<&std::path::Path>,
+        dead: Option<Arc<super::Host>>,
+        log: &Log,
+    ) -> Result<Consumers, Error> {
+        let mut consumers = HashMap::new();
+        let store = match dir {
+            Some(dir) => {
+                let dir = dir.to_path_buf();
+                let name = stream.to_owned();
+                let (store, loaded) = tokio::task::spawn_blocking(move || {
+                    let store = ConsumerStore::open_in(&dir).map_err(|e| e.into_error(&name))?;
+                    let loaded = store.load_all().map_err(|e| e.into_error(&name))?;
+                    Ok::<_, Error>((store, loaded))
+                })
+                .await
+                .map_err(|e| invalid(stream, format!("loading consumers failed: {e}")))??;
+                let now = Instant::now();
+                let first = log.info().first_offset;
+                for l in loaded {
+                    let mut c = Consumer::restore(l.name.clone(), l.config, l.state, now);
+                    c.skip_gone(first);
+                    consumers.insert(l.name, c);
+                }
+                Some(Arc::new(store))
+            }
+            None => None,
+        };
+        Ok(Consumers {
+            stream: stream.to_owned(),
+            store,
+            state: Mutex::new(consumers),
+            changed: watch::channel(0).0,
+            dead,
+        })
+    }
+
+    fn store(&self) -> Result<&Arc<ConsumerStore>, Error> {
+        self.store.as_ref().ok_or_else(|| {
+            invalid(
+                &self.stream,
+                "durable consumers need the stream to have a directory (`StreamConfig::dir`)",
+            )
+        })
+    }
+
+    /// Writes `changes` in one transaction.
+    async fn commit(&self, changes: Vec<Change>) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(self.store()?);
+        let stream = self.stream.clone();
+        tokio::task::spawn_blocking(move || {
+            store.commit(&changes).map_err(|e| e.into_error(&stream))
+        })
+        .await
+        .map_err(|e| invalid(&self.stream, format!("a consumer commit failed: {e}")))?
+    }
+
+    fn wake(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Where [`From`] is in `log` now.
+    async fn resolve(log: &Log, from: From) -> Result<u64, Error> {
+        let info = log.info();
+        Ok(match from {
+            From::Start => info.first_offset,
+            From::Offset(n) => n.clamp(info.first_offset, info.next_offset),
+            From::Time(t) => log.offset_at_time(t).await?.unwrap_or(info.next_offset),
+            From::Tail => info.next_offset,
+        })
+    }
+
+    /// Creates consumer `name`, or gives an existing one `config` (its cursor stays).
+    pub(crate) async fn create(
+        &self,
+        log: &Log,
+        name: &str,
+        config: ConsumerConfig,
+    ) -> Result<ConsumerInfo, Error> {
+        check_name(&self.stream, name)?;
+        if config.filter.len() > 256 || config.filter.iter().any(|f| f.len() > 1024) {
+            return Err(invalid(
+                &self.stream,
+                "a filter names at most 256 events of at most 1024 bytes",
+            ));
+        }
+        self.store()?;
+        let mut state = self.state.lock().await;
+        let consumer = match state.get_mut(name) {
+            Some(c) => {
+                if *c.config() != config {
+                    c.set_config(config);
+                }
+                c
+            }
+            None => {
+                if state.len() >= MAX_CONSUMERS {
+                    return Err(invalid(
+                        &self.stream,
+                        format!("a stream has at most {MAX_CONSUMERS} consumers"),
+                    ));
+                }
+                let start = Self::resolve(log, config.start).await?;
+                state
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Consumer::new(name, config, start))
+            }
+        };
+        let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
+        let info = consumer.info(log.info().next_offset);
+        self.commit(changes).await?;
+        drop(state);
+        self.wake();
+        Ok(info)
+    }
+
+    /// Up to `max` records for a member of `name`, waiting up to `wait` for one.
+    pub(crate) async fn next(
+        &self,
+        log: &Log,
+        tail: &watch::Sender<u64>,
+        name: &str,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<WireDelivery>, Error> {
+        let max = max.clamp(1, MAX_NEXT) as usize;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut tail = tail.subscribe();
+        let mut changed = self.changed.subscribe();
+        loop {
+            tail.borrow_and_update();
+            changed.borrow_and_update();
+            let (out, next_deadline) = self.take(log, name, max).await?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            let until = match next_deadline {
+                Some(at) => deadline.min(tokio::time::Instant::from_std(at)),
+                None => deadline,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(out);
+            }
+            tokio::select! {
+                _ = tail.changed() => {}
+                _ = changed.changed() => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// One try of [`next`](Self::next): what the consumer delivers now, and when it may
+    /// deliver again if nothing.
+    async fn take(
+        &self,
+        log: &Log,
+        name: &str,
+        max: usize,
+    ) -> Result<(Vec<WireDelivery>, Option<Instant>), Error> {
+        let mut state = self.state.lock().await;
+        let consumer = state
+            .get_mut(name)
+            .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        let first = log.info().first_offset;
+        consumer.skip_gone(first);
+        // New records only when there is room for them; redeliveries come first anyway.
+        let fresh = if consumer.room() > 0 && consumer.position() < log.info().next_offset {
+            log.read_bytes(
+                consumer.position(),
+                max,
+                crate::host::MAX_FETCH_BYTES as usize,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let fresh: Vec<(crate::record::Record, String)> = fresh
+            .into_iter()
+            .map(|r| {
+                let event = wire::parts(&r).event;
+                (r, event)
+            })
+            .collect();
+        let now = Instant::now();
+        let picked = consumer.take(
+            now,
+            max,
+            fresh.iter().map(|(r, e)| (r.offset, Some(e.as_str()))),
+        );
+        let dead = consumer.dead_letters();
+        let mut out = Vec::with_capacity(picked.len());
+        for d in &picked {
+            let record = match fresh.iter().find(|(r, _)| r.offset == d.offset) {
+                Some((r, _)) => r.clone(),
+                None => match log.read(d.offset, 1).await {
+                    Ok(mut rs) if rs.first().is_some_and(|r| r.offset == d.offset) => {
+                        rs.swap_remove(0)
+                    }
+                    // Removed by retention or a purge since: the consumer passes over it.
+                    Ok(_) | Err(Error::OffsetGone { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            out.push(WireDelivery {
+                record: wire::to_wire(record),
+                deliveries: d.deliveries,
+            });
+        }
+        self.bury(log, name, &dead).await?;
+        let next_deadline = consumer.next_deadline();
+        let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
+        self.commit(changes).await?;
+        Ok((out, next_deadline))
+    }
+
+    /// Appends each dead letter to the dead-letter stream: the record with why it died.
+    async fn bury(&self, log: &Log, consumer: &str, dead: &[DeadLetter]) -> Result<(), Error> {
+        let Some(host) = &self.dead else {
+            return Ok(());
+        };
+        let mut entries = Vec::with_capacity(dead.len());
+        for d in dead {
+            let Ok(mut found) = log.read(d.offset, 1).await else {
+                continue;
+            };
+            let Some(r) = found.pop().filter(|r| r.offset == d.offset) else {
+                continue;
+            };
+            let reason = match d.reason {
+                DeadReason::AckWait => "ack_wait",
+                DeadReason::Nacked => "nak",
+            };
+            let wire::Parts {
+                event, mut headers, ..
+            } = wire::parts(&r);
+            for (k, v) in [
+                (dead_letter::STREAM, self.stream.clone()),
+                (dead_letter::CONSUMER, consumer.to_owned()),
+                (dead_letter::OFFSET, d.offset.to_string()),
+                (dead_letter::DELIVERIES, d.deliveries.to_string()),
+                (dead_letter::REASON, format!("{reason}: {d}")),
+            ] {
+                headers.push((k.to_owned(), Binary::from(v)));
+            }
+            tracing::warn!(stream = %self.stream, consumer, offset = d.offset, deliveries = d.deliveries, reason, "dead-lettered");
+            entries.push(wire::Entry {
+                event,
+                key: None,
+                headers,
+                body: Binary::from(r.body),
+            });
+        }
+        if !entries.is_empty() {
+            host.append_entries(entries).await?;
+        }
+        Ok(())
+    }
+
+    /// Acks (or naks, with an optional delay) `offsets` of `name`. Every offset is tried;
+    /// the first that could not be taken is the error.
+    pub(crate) async fn ack(
+        &self,
+        name: &str,
+        offsets: &[u64],
+        nak: Option<Option<Duration>>,
+    ) -> Result<(), Error> {
+        if offsets.len() > MAX_ACKS {
+            return Err(invalid(
+                &self.stream,
+                format!(
+                    "an ack of {} offsets: the most is {MAX_ACKS}",
+                    offsets.len()
+                ),
+            ));
+        }
+        let mut state = self.state.lock().await;
+        let consumer = state
+            .get_mut(name)
+            .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        let now = Instant::now();
+        let mut refused = None;
+        for &offset in offsets {
+            let done = match nak {
+                None => consumer.ack(offset),
+                Some(delay) => consumer.nak(offset, delay, now),
+            };
+            if let Err(e) = done {
+                refused.get_or_insert(e);
+            }
+        }
+        let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
+        self.commit(changes).await?;
+        drop(state);
+        self.wake();
+        match refused {
+            None => Ok(()),
+            Some(e) => Err(invalid(&self.stream, format!("consumer `{name}`: {e}"))),
+        }
+    }
+
+    /// Consumer `name`'s info.
+    pub(crate) async fn info(&self, log: &Log, name: &str) -> Result<ConsumerInfo, Error> {
+        let state = self.state.lock().await;
+        let consumer = state
+            .get(name)
+            .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        Ok(consumer.info(log.info().next_offset))
+    }
+
+    /// Moves consumer `name`'s cursor to `to`: what follows is delivered again.
+    pub(crate) async fn reset(
+        &self,
+        log: &Log,
+        name: &str,
+        to: From,
+    ) -> Result<ConsumerInfo, Error> {
+        let at = Self::resolve(log, to).await?;
+        let mut state = self.state.lock().await;
+        let consumer = state
+            .get_mut(name)
+            .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        consumer.reset(at);
+        let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
+        let info = consumer.info(log.info().next_offset);
+        self.commit(changes).await?;
+        drop(state);
+        self.wake();
+        Ok(info)
+    }
+
+    /// Deletes consumer `name`; `false` if there was none.
+    pub(crate) async fn delete(&self, name: &str) -> Result<bool, Error> {
+        let mut state = self.state.lock().await;
+        let existed = state.remove(name).is_some();
+        self.commit(vec![Change::Delete(name.to_owned())]).await?;
+        drop(state);
+        self.wake();
+        Ok(existed)
+    }
+
+    /// Deletes every consumer (the stream was deleted).
+    pub(crate) async fn clear(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().await;
+        let changes: Vec<Change> = state
+            .drain()
+            .map(|(name, _)| Change::Delete(name))
+            .collect();
+        self.commit(changes).await?;
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+}
