@@ -5,7 +5,7 @@
 //! keys. At the end the stream holds exactly one record per key, at dense offsets from 0, each
 //! confirmed offset with its body, and appending goes on at the next offset.
 //!
-//! Each run is one test per fsync policy: `Always`, and the default `Interval`. A kill -9 is
+//! One test per fsync policy: `Always`, and the default `Interval`. A kill -9 is
 //! not a power cut: whatever the host wrote to the OS survives it whatever the policy, so with
 //! `Interval` (and `Never`) every confirmed record must survive too. (What a power cut keeps
 //! under each policy is tested over a fault-injecting storage, in `tests/log/faults.rs`.)

@@ -62,7 +62,10 @@ impl HostProc {
         loop {
             let line = match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(line)) => line,
-                Ok(None) => panic!("the host's output ended before {marker:?}: {:#?}", self.seen),
+                Ok(None) => panic!(
+                    "the host's output ended before {marker:?}: {:#?}",
+                    self.seen
+                ),
                 Err(_) => panic!("timed out waiting for {marker:?}; so far: {:#?}", self.seen),
             };
             eprintln!("[host] {line}");
@@ -73,8 +76,8 @@ impl HostProc {
         }
     }
 
-    /// Kill -9: `Child::kill` sends SIGKILL to this child's PID (and to no other process: it
-    /// refuses once the child was reaped). Reaps it.
+    /// Kill -9: `Child::kill` sends SIGKILL to this child's PID (and to no other process: once
+    /// the child was reaped, it does nothing). Reaps it.
     pub(crate) fn kill_9(&mut self) {
         self.child.kill().expect("SIGKILL to the host child");
         let status = self.child.wait().expect("reaping the host child");
@@ -92,7 +95,7 @@ impl HostProc {
 
 impl Drop for HostProc {
     fn drop(&mut self) {
-        // SIGKILL (an error, ignored, once it has been reaped), then reap it.
+        // SIGKILL (nothing once it has been reaped), then reap it.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
