@@ -3,7 +3,9 @@
 //! with idempotency keys, the host is killed with SIGKILL a third of the way through and
 //! started again on the same directory, and the publishers retry what failed with the same
 //! keys. At the end the stream holds exactly one record per key, at dense offsets from 0, each
-//! confirmed offset with its body, and appending goes on at the next offset.
+//! confirmed offset with its body, and appending goes on at the next offset. Whether appends in
+//! flight at the kill had been written depends on the timing, so a key appended before the
+//! load is also appended again right after the restart: it must get its first offset back.
 //!
 //! One test per fsync policy: `Always`, and the default `Interval`. A kill -9 is
 //! not a power cut: whatever the host wrote to the OS survives it whatever the policy, so with
@@ -188,6 +190,20 @@ async fn kill_9_during_appends(fsync: FsyncPolicy) {
         .expect("the host is a peer")
         .node_id;
 
+    // The first order is appended once before the load (its publisher's own append of it
+    // then gets offset 0 too), and once more after the restart, below.
+    let first = within(
+        "the first append",
+        BOUND,
+        client
+            .streams()
+            .append("orders", order(0, 0))
+            .key(key(0, 0)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first, 0);
+
     let mut load = load::Load::start(&client);
     // A third of the way through, kill -9: no goodbye, no shutdown, no flush.
     let at_kill = within(
@@ -224,6 +240,23 @@ async fn kill_9_during_appends(fsync: FsyncPolicy) {
         "{at_kill} appends were confirmed before the kill, {} records recovered",
         recovered.next_offset
     );
+    // The restarted host read the keys of its dedupe window back from its log: a key
+    // appended before the kill gets its first offset again, not a second record.
+    let again = within(
+        "a repeated append",
+        BOUND,
+        client
+            .streams()
+            .append("orders", order(0, 0))
+            .key(key(0, 0)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, 0);
+    let info = within("info", BOUND, client.streams().info("orders"))
+        .await
+        .unwrap();
+    assert_eq!(info.records, recovered.records, "{info:?}");
     load.host_restarted();
     let published = within("the publishers to finish", LOAD_BOUND, load.finish()).await;
     let loaded = Instant::now();
