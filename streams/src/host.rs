@@ -10,7 +10,7 @@ mod serve;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshbus_core::{BusBuilder, Context, Event, HandlerError};
@@ -20,7 +20,7 @@ use crate::storage::Storage;
 use crate::wire::{self, command_name, op};
 use crate::ConsumerConfig;
 pub(crate) use consumers::MAX_NEXT;
-pub(crate) use serve::{Host, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
+pub(crate) use serve::{Host, HostCell, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
 
 /// The default [`StreamConfig::dedupe_window`].
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
@@ -29,7 +29,7 @@ pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 pub const DEFAULT_DEDUPE_KEYS: usize = 100_000;
 
 /// Adds an event name to a stream's capture: a subscriber registered on the host's builder.
-type Capture = Box<dyn FnOnce(BusBuilder, Arc<OnceLock<Arc<Host>>>) -> BusBuilder + Send>;
+type Capture = Box<dyn FnOnce(BusBuilder, Arc<HostCell>) -> BusBuilder + Send>;
 
 /// What a node hosts: one durable stream, its directory, which events it captures, and how
 /// its log keeps them.
@@ -250,22 +250,31 @@ impl StreamsBuilderExt for BusBuilder {
     }
 
     fn stream(self, mut config: StreamConfig) -> Self {
-        let cell: Arc<OnceLock<Arc<Host>>> = Arc::default();
+        let cell: Arc<HostCell> = Arc::default();
         let name = config.name.clone();
         let mut builder = self;
         for capture in std::mem::take(&mut config.captures) {
             builder = capture(builder, Arc::clone(&cell));
         }
         let opened = Arc::clone(&cell);
-        let dead: Arc<OnceLock<Arc<Host>>> = Arc::default();
+        let dead: Arc<HostCell> = Arc::default();
         let dead_opened = Arc::clone(&dead);
         builder = builder.setup(move |_services| async move {
             let host = Host::open(config).await?;
             if let Some(d) = host.dead_letters() {
-                let _ = dead_opened.set(d);
+                dead_opened.set(d);
             }
-            let _ = opened.set(host);
+            opened.set(host);
             Ok(())
+        });
+        let (closed, dead_closed) = (Arc::clone(&cell), Arc::clone(&dead));
+        builder = builder.on_start(move |bus| async move {
+            bus.closing().await;
+            for cell in [closed, dead_closed] {
+                if let Some(host) = cell.take() {
+                    host.close().await;
+                }
+            }
         });
         let dlq = wire::dead_letter_stream(&name);
         let dead_named = |op: &str| command_name(&dlq, op);
@@ -331,7 +340,7 @@ impl StreamsBuilderExt for BusBuilder {
             )
             .command_handler_named(
                 named(op::NEXT),
-                serving(&cell, |h, cmd: wire::Next| async move { h.next(cmd).await }),
+                waiting(&cell, |h, cmd: wire::Next| async move { h.next(cmd).await }),
             )
             .command_handler_named(
                 named(op::ACK),
@@ -361,7 +370,44 @@ impl StreamsBuilderExt for BusBuilder {
 /// A command handler that runs `f` on the host once it is open and not refused (see
 /// [`Host::admit`]), and answers with the refusal otherwise.
 pub(crate) fn serving<C, T, F, Fut>(
-    cell: &Arc<OnceLock<Arc<Host>>>,
+    cell: &Arc<HostCell>,
+    f: F,
+) -> impl Fn(C, Context) -> BoxFuture<Result<Result<T, wire::WireError>, HandlerError>>
+       + Send
+       + Sync
+       + Clone
+       + 'static
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
+{
+    serving_with(cell, false, f)
+}
+
+/// [`serving`] for requests that wait (a fetch or pull at the tail): they end as soon as
+/// their caller gives up or the bus shuts down, instead of holding shutdown for their wait.
+pub(crate) fn waiting<C, T, F, Fut>(
+    cell: &Arc<HostCell>,
+    f: F,
+) -> impl Fn(C, Context) -> BoxFuture<Result<Result<T, wire::WireError>, HandlerError>>
+       + Send
+       + Sync
+       + Clone
+       + 'static
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
+{
+    serving_with(cell, true, f)
+}
+
+fn serving_with<C, T, F, Fut>(
+    cell: &Arc<HostCell>,
+    interruptible: bool,
     f: F,
 ) -> impl Fn(C, Context) -> BoxFuture<Result<Result<T, wire::WireError>, HandlerError>>
        + Send
@@ -379,10 +425,20 @@ where
         let admitted = serve::admit(&cell, &ctx);
         let f = f.clone();
         Box::pin(async move {
-            Ok(match admitted {
-                Ok(host) => f(host, cmd).await,
-                Err(refused) => Err(refused),
-            })
+            let host = match admitted {
+                Ok(host) => host,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let name = host.name.clone();
+            if !interruptible {
+                return Ok(f(host, cmd).await);
+            }
+            let closing = ctx.bus().closing();
+            tokio::select! {
+                answer = f(host, cmd) => Ok(answer),
+                () = ctx.cancelled() => Ok(Err(wire::WireError::of(&crate::Error::Closed, &name))),
+                () = closing => Ok(Err(wire::WireError::of(&crate::Error::Closed, &name))),
+            }
         })
     }
 }

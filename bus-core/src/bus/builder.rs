@@ -502,10 +502,11 @@ impl BusBuilder {
     }
 
     /// Runs `task` on the bus once it has started, as one of its own tasks: it gets a
-    /// handler's handle to the bus (which does not keep the bus running), should stop taking
-    /// new work when [`Bus::closing`] resolves, and is aborted at the end of shutdown or when
-    /// the last application handle is dropped. For background work of libraries built on the
-    /// bus, such as a durable stream's consumer loop.
+    /// handler's handle to the bus (which does not keep the bus running) and should end soon
+    /// after [`Bus::closing`] resolves: shutdown waits for it (within its
+    /// `shutdown_timeout`), then aborts it; dropping the last application handle aborts it
+    /// too. For background work of libraries built on the bus, such as a durable stream's
+    /// consumer loop, or closing a store when the bus shuts down.
     ///
     /// ```
     /// # use meshbus_core::Bus;
@@ -683,7 +684,8 @@ impl BusBuilder {
                 ));
             }
             for task in self.starts {
-                tasks.spawn(task(Bus::for_handler(Arc::clone(&inner))));
+                let fut = task(Bus::for_handler(Arc::clone(&inner)));
+                tasks.spawn(inner.tracker.track_future(fut));
             }
         }
         Ok(Bus::owning(inner))

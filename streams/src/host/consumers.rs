@@ -29,8 +29,10 @@ const MAX_ACKS: usize = 10_000;
 /// A stream's durable consumers.
 pub(crate) struct Consumers {
     stream: String,
-    store: Option<Arc<ConsumerStore>>,
+    /// Taken out when the stream closes.
+    store: std::sync::Mutex<Option<Arc<ConsumerStore>>>,
     state: Mutex<HashMap<String, Consumer>>,
+    closed: std::sync::atomic::AtomicBool,
     /// Bumped on every ack, nak, reset and new consumer: waiting `next`s look again.
     changed: watch::Sender<u64>,
     /// The dead-letter stream (none without a directory).
@@ -95,15 +97,19 @@ impl Consumers {
         };
         Ok(Consumers {
             stream: stream.to_owned(),
-            store,
+            store: std::sync::Mutex::new(store),
             state: Mutex::new(consumers),
             changed: watch::channel(0).0,
+            closed: std::sync::atomic::AtomicBool::new(false),
             dead,
         })
     }
 
-    fn store(&self) -> Result<&Arc<ConsumerStore>, Error> {
-        self.store.as_ref().ok_or_else(|| {
+    fn store(&self) -> Result<Arc<ConsumerStore>, Error> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        crate::log::lock(&self.store).clone().ok_or_else(|| {
             invalid(
                 &self.stream,
                 "durable consumers need the stream to have a directory (`StreamConfig::dir`)",
@@ -111,12 +117,19 @@ impl Consumers {
         })
     }
 
+    /// Closes the store once no request is using it (commits run under the state lock).
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _state = self.state.lock().await;
+        crate::log::lock(&self.store).take();
+    }
+
     /// Writes `changes` in one transaction.
     async fn commit(&self, changes: Vec<Change>) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
-        let store = Arc::clone(self.store()?);
+        let store = self.store()?;
         let stream = self.stream.clone();
         tokio::task::spawn_blocking(move || {
             store.commit(&changes).map_err(|e| e.into_error(&stream))

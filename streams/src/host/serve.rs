@@ -1,7 +1,7 @@
 //! A stream's host at work: its log, the appends it takes (captured and confirmed), the
 //! fetches it answers, waiting for the tail.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshbus_core::wire::body::encode_body;
@@ -64,18 +64,40 @@ impl Place {
     }
 }
 
+/// Where the handlers of a stream find its host: set when the bus starts, emptied when it
+/// shuts down.
+#[derive(Default)]
+pub(crate) struct HostCell(RwLock<Option<Arc<Host>>>);
+
+impl HostCell {
+    pub(crate) fn set(&self, host: Arc<Host>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(host);
+    }
+
+    pub(crate) fn get(&self) -> Option<Arc<Host>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn take(&self) -> Option<Arc<Host>> {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
 /// The host behind a handler (set when the bus started), unless it refuses to serve because
 /// another node hosts the same stream.
-pub(crate) fn admit(cell: &OnceLock<Arc<Host>>, ctx: &Context) -> Result<Arc<Host>, WireError> {
+pub(crate) fn admit(cell: &HostCell, ctx: &Context) -> Result<Arc<Host>, WireError> {
     let Some(host) = cell.get() else {
-        let e = Error::Invalid {
-            stream: String::new(),
-            reason: "the stream is not open".to_owned(),
-        };
+        let e = Error::Closed;
         return Err(WireError::of(&e, ""));
     };
     host.rival.check(&host.name, ctx)?;
-    Ok(Arc::clone(host))
+    Ok(host)
 }
 
 /// Milliseconds since the Unix epoch, by this host's clock.
@@ -410,6 +432,17 @@ impl Host {
                     next: from,
                 });
             }
+        }
+    }
+
+    /// Closes the stream as the bus shuts down: its consumers' store once no request is using
+    /// it, then its log (a last fsync). Requests still running get `Closed`.
+    pub(crate) async fn close(&self) {
+        if let Some(c) = &self.consumers {
+            c.close().await;
+        }
+        if let Err(e) = self.log().close().await {
+            tracing::warn!(stream = %self.name, error = %e, "closing the stream's log failed");
         }
     }
 

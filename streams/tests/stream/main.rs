@@ -3,6 +3,7 @@
 
 mod admin;
 mod confirmed;
+mod consumers;
 mod hosting;
 mod reading;
 mod support;
