@@ -280,15 +280,23 @@ impl<T: FromRecord> Consumer<T> {
         let timeout = self.wait + SLACK;
         let (backoff, config) = (self.backoff, self.config.clone());
         self.inflight = Some(tokio::spawn(async move {
-            if !backoff.is_zero() {
-                tokio::time::sleep(backoff).await;
-                // The host may have restarted without this consumer, or lost it: join again.
-                target.create(config).await?;
+            let pull = async {
+                if !backoff.is_zero() {
+                    tokio::time::sleep(backoff).await;
+                    // The host may have restarted without this consumer, or lost it: join
+                    // again.
+                    target.create(config).await?;
+                }
+                target
+                    .streams()
+                    .call(&target.stream, op::NEXT, cmd, Some(timeout))
+                    .await
+            };
+            // A member does not hold its bus's shutdown for the wait at the tail.
+            tokio::select! {
+                pulled = pull => pulled,
+                () = target.bus.closing() => Err(Error::Closed),
             }
-            target
-                .streams()
-                .call(&target.stream, op::NEXT, cmd, Some(timeout))
-                .await
         }));
     }
 }

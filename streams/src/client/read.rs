@@ -175,7 +175,11 @@ impl<T: FromRecord> Reader<T> {
         let timeout = self.wait + FETCH_SLACK;
         self.inflight = Some(tokio::spawn(async move {
             let streams = Streams { bus: &bus, scope };
-            streams.call(&stream, op::FETCH, cmd, Some(timeout)).await
+            // A reader does not hold its bus's shutdown for the wait at the tail.
+            tokio::select! {
+                fetched = streams.call(&stream, op::FETCH, cmd, Some(timeout)) => fetched,
+                () = bus.closing() => Err(Error::Closed),
+            }
         }));
     }
 }

@@ -31,8 +31,11 @@ async fn acks_move_the_cursor_and_a_new_member_resumes_there() {
     let s = client.streams();
     s.append_all("orders", (0..100).map(placed)).await.unwrap();
 
+    // Short enough for the test to wait it out, long enough for the acks of the first member.
+    let ack_wait = Duration::from_secs(2);
     let mut member = s
         .consumer::<OrderPlaced>("orders", "billing")
+        .ack_wait(ack_wait)
         .batch(10)
         .await
         .unwrap();
