@@ -56,8 +56,8 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
-    /// The log was closed (or its writer thread is gone).
-    #[error("the log is closed")]
+    /// The log was closed (or its writer thread is gone), or the bus is shutting down.
+    #[error("the stream is closed")]
     Closed,
     /// The bus could not reach the stream's host, or the host did not answer: its
     /// [`kind`](meshbus_core::Error::kind) says why ([`NoHandler`](meshbus_core::ErrorKind::NoHandler)

@@ -98,7 +98,9 @@ async fn member<E, F, Fut>(
         let message = match message {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(stream, consumer, error = %e, "pulling records failed");
+                if !bus.is_closed() {
+                    tracing::warn!(stream, consumer, error = %e, "pulling records failed");
+                }
                 continue;
             }
         };
