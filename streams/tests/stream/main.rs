@@ -4,6 +4,7 @@
 mod admin;
 mod confirmed;
 mod consumers;
+mod faults;
 mod hosting;
 mod reading;
 mod support;
