@@ -227,3 +227,98 @@ async fn a_record_never_acked_is_dead_lettered_after_its_last_ack_wait() {
     member.shutdown().await.unwrap();
     host.shutdown().await.unwrap();
 }
+
+/// A record negatively acked at its last delivery must reach the dead-letter stream even if
+/// no member pulls again before the host stops.
+///
+/// Fails at 1b5bcb8: `Consumers::ack` (streams/src/host/consumers.rs) commits the nak that
+/// marks the record done (dead-lettered, the floor moved over it) but leaves the dead letter
+/// in the consumer's memory; only the next `take` (a member's pull) appends it to the
+/// dead-letter stream. A host stopped (or killed) in between loses it for good, against the
+/// model in `consumer.rs` ("the host appends it to the dead-letter stream before committing
+/// the change that marks it done").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a known bug in streams/src/host/consumers.rs, reported to the lead: run with --ignored"]
+async fn a_record_nacked_at_its_last_delivery_is_dead_lettered_before_the_host_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InMemNetwork::new(18);
+    let (host, member) = host_and(&net, dir.path(), node(&net, "member")).await;
+    let mut consumer = within(
+        "joining",
+        BOUND,
+        member
+            .streams()
+            .consumer::<Item>("orders", super::CONSUMER)
+            .ack_wait(BOUND)
+            .max_deliveries(3)
+            .batch(1),
+    )
+    .await
+    .unwrap();
+    // One record a pull: after the third nak nothing is pulled, nothing is in hand.
+    let mut naks = 0;
+    while naks < 3 {
+        let message = within("a delivery", BOUND, consumer.next())
+            .await
+            .expect("a consumer does not end")
+            .expect("a delivery");
+        if message.record.value.id == POISON {
+            message.nak(None).await.unwrap();
+            naks += 1;
+        } else {
+            message.ack().await.unwrap();
+        }
+    }
+    let info = host
+        .streams()
+        .consumer_info("orders", super::CONSUMER)
+        .await
+        .unwrap();
+    assert_eq!(info.dead_lettered, 1, "{info:?}");
+    drop(consumer);
+    member.shutdown().await.unwrap();
+    host.shutdown().await.unwrap();
+    drop((host, member));
+
+    // The host again, on its directory; a member takes the rest.
+    let net = InMemNetwork::new(19);
+    let host = node(&net, "host")
+        .stream(StreamConfig::new("orders").event::<Item>().dir(dir.path()))
+        .start()
+        .await
+        .unwrap();
+    let mut consumer = within(
+        "joining again",
+        BOUND,
+        host.streams()
+            .consumer::<Item>("orders", super::CONSUMER)
+            .batch(1),
+    )
+    .await
+    .unwrap();
+    for _ in POISON + 1..RECORDS {
+        let message = within("a delivery", BOUND, consumer.next())
+            .await
+            .expect("a consumer does not end")
+            .expect("a delivery");
+        message.ack().await.unwrap();
+    }
+    let info = host
+        .streams()
+        .consumer_info("orders", super::CONSUMER)
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.ack_floor, info.dead_lettered),
+        (RECORDS, 1),
+        "{info:?}"
+    );
+    let dlq = host
+        .streams()
+        .info(&meshbus_streams::dead_letter_stream("orders"))
+        .await
+        .unwrap();
+    assert_eq!(dlq.records, 1, "the dead letter was lost: {dlq:?}");
+    drop(consumer);
+    host.shutdown().await.unwrap();
+}
