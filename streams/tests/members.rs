@@ -208,7 +208,7 @@ async fn a_member_killed_holding_records_loses_none_and_only_those_are_handled_t
     let seed = bus.listen_addrs()[0].to_string();
     append(&bus, 0..TOTAL).await;
 
-    // Both members at once: `a` acks 3,000 and holds 20, `b` takes 1,000 and waits.
+    // Both members at once: `a` acks 3,000 and holds 15, `b` takes 1,000 and waits.
     let mut a = MemberProc::start("a", Role::Killed, &seed).await;
     let mut b = MemberProc::start("b", Role::Gated, &seed).await;
     let mut tally = Tally::default();
