@@ -80,7 +80,7 @@ pub(crate) use machine::{AckError, Delivery};
 pub(crate) use machine::{Consumer, DeadLetter, DeadReason};
 pub(crate) use state::Change;
 #[cfg(test)]
-pub(crate) use state::{ConsumerChanges, PersistedState, StateRow};
+pub(crate) use state::{PersistedState, StateRow};
 pub(crate) use store::ConsumerStore;
 #[cfg(test)]
 pub(crate) use store::{Loaded, StoreError};

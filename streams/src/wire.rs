@@ -85,6 +85,13 @@ pub mod dead_letter {
 pub(crate) const EVENT_HEADER: &str = "$event";
 /// The header under which a stored record keeps its idempotency key.
 pub(crate) const KEY_HEADER: &str = "$key";
+/// The header of a record whose body is stored LZ4-compressed: its decompressed size.
+pub(crate) const LZ4_HEADER: &str = "$lz4";
+/// Bodies above this are stored compressed when that makes them smaller, as the wire sends
+/// them ([`DEFAULT_COMPRESS_THRESHOLD`](meshbus_core::wire::frame::DEFAULT_COMPRESS_THRESHOLD)).
+const COMPRESS_ABOVE: usize = meshbus_core::wire::frame::DEFAULT_COMPRESS_THRESHOLD;
+/// The largest decompressed body a record may declare (a frame's limit).
+const MAX_BODY: u32 = 16 << 20;
 
 /// One event to append, as a client sends it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,6 +171,46 @@ pub(crate) struct WireRecord {
     pub(crate) event: String,
     pub(crate) headers: Vec<(String, Binary)>,
     pub(crate) body: Binary,
+    /// The decompressed size of an LZ4-compressed body; 0 for a plain one.
+    #[serde(default)]
+    pub(crate) lz4: u32,
+}
+
+impl WireRecord {
+    /// The body as it was appended: decompressed if it was stored compressed.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the compressed body does not decompress to its declared size.
+    pub(crate) fn body(&self, stream: &str) -> Result<Binary, Error> {
+        unpack(&self.body, self.lz4, stream, self.offset)
+    }
+}
+
+fn unpack(body: &Binary, lz4: u32, stream: &str, offset: u64) -> Result<Binary, Error> {
+    if lz4 == 0 {
+        return Ok(body.clone());
+    }
+    let corrupt = || Error::Corrupt {
+        stream: stream.to_owned(),
+        offset,
+    };
+    if lz4 > MAX_BODY {
+        return Err(corrupt());
+    }
+    lz4_flex::block::decompress(body, lz4 as usize)
+        .map(Binary::from)
+        .map_err(|_| corrupt())
+}
+
+/// The body of a stored record as it was appended.
+pub(crate) fn body_of(record: &Record, stream: &str) -> Result<Binary, Error> {
+    let lz4 = parts(record).lz4;
+    unpack(
+        &Binary::from(record.body.clone()),
+        lz4,
+        stream,
+        record.offset,
+    )
 }
 
 /// What a fetch found.
@@ -247,6 +294,9 @@ pub(crate) struct Ack {
     pub(crate) nak: bool,
     #[serde(default)]
     pub(crate) delay_ms: u64,
+    /// Why a nak: the handler's error, kept with a dead letter.
+    #[serde(default)]
+    pub(crate) reason: Option<String>,
 }
 
 impl Command for Ack {
@@ -369,10 +419,20 @@ pub(crate) fn to_record(entry: Entry, timestamp: u64) -> NewRecord {
         headers.push((KEY_HEADER.to_owned(), bytes::Bytes::from(key)));
     }
     headers.extend(entry.headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
+    let mut body = entry.body.into_bytes();
+    if body.len() > COMPRESS_ABOVE {
+        if let Ok(size) = u32::try_from(body.len()) {
+            let packed = lz4_flex::block::compress(&body);
+            if packed.len() < body.len() {
+                headers.push((LZ4_HEADER.to_owned(), bytes::Bytes::from(size.to_string())));
+                body = bytes::Bytes::from(packed);
+            }
+        }
+    }
     NewRecord {
         timestamp,
         headers,
-        body: entry.body.into_bytes(),
+        body,
     }
 }
 
@@ -381,6 +441,8 @@ pub(crate) struct Parts {
     pub(crate) event: String,
     pub(crate) key: Option<String>,
     pub(crate) headers: Vec<(String, Binary)>,
+    /// The decompressed size of a compressed body, 0 for a plain one.
+    pub(crate) lz4: u32,
 }
 
 /// Splits a stored record's headers into its event name, key and the user's headers.
@@ -389,11 +451,19 @@ pub(crate) fn parts(record: &Record) -> Parts {
         event: String::new(),
         key: None,
         headers: Vec::new(),
+        lz4: 0,
     };
     for (k, v) in &record.headers {
         match k.as_str() {
             EVENT_HEADER => parts.event = String::from_utf8_lossy(v).into_owned(),
             KEY_HEADER => parts.key = Some(String::from_utf8_lossy(v).into_owned()),
+            // An unreadable size reads as the largest, which `unpack` refuses as corrupt.
+            LZ4_HEADER => {
+                parts.lz4 = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u32::MAX);
+            }
             _ => parts.headers.push((k.clone(), Binary::from(v.clone()))),
         }
     }
@@ -402,12 +472,18 @@ pub(crate) fn parts(record: &Record) -> Parts {
 
 /// A stored record as a reader gets it.
 pub(crate) fn to_wire(record: Record) -> WireRecord {
-    let Parts { event, headers, .. } = parts(&record);
+    let Parts {
+        event,
+        headers,
+        lz4,
+        ..
+    } = parts(&record);
     WireRecord {
         offset: record.offset,
         timestamp: record.timestamp,
         event,
         headers,
         body: Binary::from(record.body),
+        lz4,
     }
 }

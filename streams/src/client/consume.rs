@@ -47,12 +47,14 @@ impl Target {
         offsets: Vec<u64>,
         nak: bool,
         delay: Option<Duration>,
+        reason: Option<String>,
     ) -> Result<(), Error> {
         let cmd = wire::Ack {
             consumer: self.consumer.clone(),
             offsets,
             nak,
             delay_ms: delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            reason,
         };
         self.streams().call(&self.stream, op::ACK, cmd, None).await
     }
@@ -89,11 +91,14 @@ pub(crate) struct Acker {
 
 impl Acker {
     pub(crate) async fn ack(&self) -> Result<(), Error> {
-        self.target.ack(vec![self.offset], false, None).await
+        self.target.ack(vec![self.offset], false, None, None).await
     }
 
-    pub(crate) async fn nak(&self, delay: Option<Duration>) -> Result<(), Error> {
-        self.target.ack(vec![self.offset], true, delay).await
+    /// A nak saying why (the handler's error): a dead letter keeps it.
+    pub(crate) async fn nak_because(&self, reason: String) -> Result<(), Error> {
+        self.target
+            .ack(vec![self.offset], true, None, Some(reason))
+            .await
     }
 }
 
@@ -120,7 +125,7 @@ impl<T> Message<T> {
     /// record is no longer pending ([`Error::Invalid`]: redelivered meanwhile, after
     /// `ack_wait`).
     pub async fn ack(&self) -> Result<(), Error> {
-        self.target.ack(vec![self.offset], false, None).await
+        self.target.ack(vec![self.offset], false, None, None).await
     }
 
     /// Negatively acknowledges the record: it is delivered again, after `delay` if given,
@@ -129,7 +134,7 @@ impl<T> Message<T> {
     /// # Errors
     /// As [`ack`](Self::ack).
     pub async fn nak(&self, delay: Option<Duration>) -> Result<(), Error> {
-        self.target.ack(vec![self.offset], true, delay).await
+        self.target.ack(vec![self.offset], true, delay, None).await
     }
 }
 
@@ -317,12 +322,16 @@ impl<T: FromRecord> Stream for Consumer<T> {
         loop {
             if let Some(d) = this.buffer.pop_front() {
                 let offset = d.record.offset;
+                let body = match d.record.body(&this.target.stream) {
+                    Ok(body) => body,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                };
                 let raw = RawRecord {
                     offset,
                     timestamp: d.record.timestamp,
                     event: d.record.event,
                     headers: d.record.headers,
-                    body: d.record.body,
+                    body,
                 };
                 let message = T::from_record(&this.target.stream, raw).map(|record| Message {
                     record,

@@ -128,7 +128,7 @@ async fn member<E, F, Fut>(
             Ok(Ok(())) => acker.ack().await,
             Ok(Err(e)) => {
                 tracing::warn!(stream, consumer, offset, error = %e, "stream handler failed: the record will be delivered again");
-                acker.nak(None).await
+                acker.nak_because(format!("the handler failed: {e}")).await
             }
             Err(panic) => {
                 let msg = panic
@@ -137,7 +137,9 @@ async fn member<E, F, Fut>(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(stream, consumer, offset, panic = %msg, "stream handler panicked: the record will be delivered again");
-                acker.nak(None).await
+                acker
+                    .nak_because(format!("the handler panicked: {msg}"))
+                    .await
             }
         };
         if let Err(e) = settled {

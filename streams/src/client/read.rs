@@ -209,12 +209,16 @@ impl<T: FromRecord> Stream for Reader<T> {
                 this.start_fetch();
             }
             if let Some(record) = this.buffer.pop_front() {
+                let body = match record.body(&this.stream) {
+                    Ok(body) => body,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                };
                 let raw = RawRecord {
                     offset: record.offset,
                     timestamp: record.timestamp,
                     event: record.event,
                     headers: record.headers,
-                    body: record.body,
+                    body,
                 };
                 return Poll::Ready(Some(T::from_record(&this.stream, raw)));
             }

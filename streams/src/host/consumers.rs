@@ -289,7 +289,7 @@ impl Consumers {
                 deliveries: d.deliveries,
             });
         }
-        self.bury(log, name, &dead).await?;
+        self.bury(log, name, &dead, None).await?;
         let next_deadline = consumer.next_deadline();
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         self.commit(changes).await?;
@@ -297,7 +297,13 @@ impl Consumers {
     }
 
     /// Appends each dead letter to the dead-letter stream: the record with why it died.
-    async fn bury(&self, log: &Log, consumer: &str, dead: &[DeadLetter]) -> Result<(), Error> {
+    async fn bury(
+        &self,
+        log: &Log,
+        consumer: &str,
+        dead: &[DeadLetter],
+        why: Option<&str>,
+    ) -> Result<(), Error> {
         let Some(host) = &self.dead else {
             return Ok(());
         };
@@ -316,12 +322,19 @@ impl Consumers {
             let wire::Parts {
                 event, mut headers, ..
             } = wire::parts(&r);
+            let body = wire::body_of(&r, &self.stream)?;
             for (k, v) in [
                 (dead_letter::STREAM, self.stream.clone()),
                 (dead_letter::CONSUMER, consumer.to_owned()),
                 (dead_letter::OFFSET, d.offset.to_string()),
                 (dead_letter::DELIVERIES, d.deliveries.to_string()),
-                (dead_letter::REASON, format!("{reason}: {d}")),
+                (
+                    dead_letter::REASON,
+                    match why {
+                        Some(why) => format!("{reason}: {d}: {why}"),
+                        None => format!("{reason}: {d}"),
+                    },
+                ),
             ] {
                 headers.push((k.to_owned(), Binary::from(v)));
             }
@@ -330,7 +343,7 @@ impl Consumers {
                 event,
                 key: None,
                 headers,
-                body: Binary::from(r.body),
+                body,
             });
         }
         if !entries.is_empty() {
@@ -343,9 +356,11 @@ impl Consumers {
     /// the first that could not be taken is the error.
     pub(crate) async fn ack(
         &self,
+        log: &Log,
         name: &str,
         offsets: &[u64],
         nak: Option<Option<Duration>>,
+        why: Option<&str>,
     ) -> Result<(), Error> {
         if offsets.len() > MAX_ACKS {
             return Err(invalid(
@@ -371,6 +386,10 @@ impl Consumers {
                 refused.get_or_insert(e);
             }
         }
+        // A nak of a last delivery dead-letters the record now, before the commit that
+        // marks it done: written to the dead-letter stream, then committed.
+        let dead = consumer.dead_letters();
+        self.bury(log, name, &dead, why).await?;
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         self.commit(changes).await?;
         drop(state);

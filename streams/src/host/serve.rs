@@ -491,7 +491,8 @@ impl Host {
         let nak = cmd
             .nak
             .then(|| (cmd.delay_ms > 0).then(|| Duration::from_millis(cmd.delay_ms)));
-        c.ack(&cmd.consumer, &cmd.offsets, nak)
+        let why = cmd.reason.as_deref().map(|r| &r[..r.len().min(1024)]);
+        c.ack(&self.log(), &cmd.consumer, &cmd.offsets, nak, why)
             .await
             .map_err(self.wire())
     }

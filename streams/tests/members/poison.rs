@@ -230,15 +230,8 @@ async fn a_record_never_acked_is_dead_lettered_after_its_last_ack_wait() {
 
 /// A record negatively acked at its last delivery must reach the dead-letter stream even if
 /// no member pulls again before the host stops.
-///
-/// Fails at 1b5bcb8: `Consumers::ack` (streams/src/host/consumers.rs) commits the nak that
-/// marks the record done (dead-lettered, the floor moved over it) but leaves the dead letter
-/// in the consumer's memory; only the next `take` (a member's pull) appends it to the
-/// dead-letter stream. A host stopped (or killed) in between loses it for good, against the
-/// model in `consumer.rs` ("the host appends it to the dead-letter stream before committing
-/// the change that marks it done").
+/// (It failed while `Consumers::ack` left the dead letter in memory for the next pull.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a known bug in streams/src/host/consumers.rs, reported to the lead: run with --ignored"]
 async fn a_record_nacked_at_its_last_delivery_is_dead_lettered_before_the_host_stops() {
     let dir = tempfile::tempdir().unwrap();
     let net = InMemNetwork::new(18);

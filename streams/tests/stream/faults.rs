@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use meshbus_streams::{
-    Error, FaultStorage, From, LogConfig, Storage, StreamConfig, StreamsBuilderExt, StreamsExt,
-};
+use meshbus_streams::{Error, FaultStorage, From, LogConfig, Storage, StreamConfig, StreamsExt};
 use meshbus_transport_inmem::InMemNetwork;
 
 use crate::support::*;

@@ -212,3 +212,51 @@ async fn an_offset_retention_removed_is_an_error_naming_the_earliest() {
     client.shutdown().await.unwrap();
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn large_bodies_are_stored_compressed_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InMemNetwork::new(15);
+    let (host, client) = host_and_client(&net, orders(dir.path())).await;
+    let s = client.streams();
+    let big = OrderPlaced {
+        id: 1,
+        item: "a long and repetitive description ".repeat(4_000),
+    };
+    s.append("orders", big.clone()).await.unwrap();
+    s.append("orders", placed(2)).await.unwrap();
+    // About 136 KB of body; LZ4 makes it a few hundred bytes on disk.
+    let info = s.info("orders").await.unwrap();
+    assert!(info.bytes < 16 * 1024, "{info:?}");
+    let mut reader = s.read::<OrderPlaced>("orders");
+    assert_eq!(
+        within("the big one", reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        big
+    );
+    assert_eq!(
+        within("the small one", reader.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .id,
+        2
+    );
+    // A raw reader gets the body as appended (MessagePack), not compressed.
+    let raw = within("raw", s.read_raw("orders").next())
+        .await
+        .unwrap()
+        .unwrap();
+    let decoded: OrderPlaced = meshbus_core::wire::body::decode_body(&raw.body).unwrap();
+    assert_eq!(decoded, big);
+    // A consumer member gets it whole too.
+    let mut member = s.consumer::<OrderPlaced>("orders", "c").await.unwrap();
+    let m = within("a delivery", member.next()).await.unwrap().unwrap();
+    assert_eq!(m.record.value, big);
+    client.shutdown().await.unwrap();
+    host.shutdown().await.unwrap();
+}
