@@ -9,7 +9,7 @@
 //!   stream.
 //!
 //! `cargo run --release -p meshbus-streams --example stream_bench -- <replay|publish|memory>...`
-//! (no case: all three). Every loop is bounded in count and time; files go to the temporary
+//! (no case: all three; `replay-log` and `replay-bus` are the two halves of `replay`). Every loop is bounded in count and time; files go to the temporary
 //! directory and are removed; sockets are on 127.0.0.1, port 0.
 
 // Cases live in `stream_bench/` (a root file's `mod` looks beside it, hence the paths).
@@ -155,6 +155,33 @@ fn rss_of(pid: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// This process's CPU time (user + system, all threads, in clock ticks of 10 ms) and its
+/// live threads' context switches (voluntary + involuntary), from `/proc`.
+fn counters() -> (Duration, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime and stime are the
+    // 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (Duration::from_millis(ticks * 10), switches)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("host") {
@@ -171,11 +198,13 @@ fn main() {
     let started = Instant::now();
     for case in cases {
         match case {
-            "replay" => replay::run(),
+            "replay" => replay::run(true, true),
+            "replay-log" => replay::run(true, false),
+            "replay-bus" => replay::run(false, true),
             "publish" => publish::run(),
             "memory" => memory::run(),
             other => {
-                eprintln!("stream_bench: unknown case `{other}` (replay, publish, memory)");
+                eprintln!("stream_bench: unknown case `{other}` (replay, replay-log, replay-bus, publish, memory)");
                 std::process::exit(2);
             }
         }

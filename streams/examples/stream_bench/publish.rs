@@ -34,9 +34,20 @@ enum Op {
     Append(&'static str),
 }
 
+/// What one measurement did: operations, time, and (both buses are in this process) CPU time
+/// and context switches per operation.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    n: u64,
+    time: Duration,
+    cpu_us: f64,
+    switches: f64,
+}
+
 /// `total` operations (or as many as [`CAP`] allows) from `callers` concurrent tasks, each
-/// awaiting its own before the next; returns the operations done and the time.
-async fn measure(client: &Bus, op: Op, body: &Bytes, callers: u64, total: u64) -> (u64, Duration) {
+/// awaiting its own before the next.
+async fn measure(client: &Bus, op: Op, body: &Bytes, callers: u64, total: u64) -> Done {
+    let (cpu0, sw0) = crate::counters();
     let tickets = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -69,7 +80,24 @@ async fn measure(client: &Bus, op: Op, body: &Bytes, callers: u64, total: u64) -
     for t in tasks {
         done += bounded("a caller", t).await.expect("caller");
     }
-    (done, start.elapsed())
+    let time = start.elapsed();
+    let (cpu1, sw1) = crate::counters();
+    let per = done.max(1) as f64;
+    Done {
+        n: done,
+        time,
+        cpu_us: (cpu1 - cpu0).as_secs_f64() * 1e6 / per,
+        switches: (sw1 - sw0) as f64 / per,
+    }
+}
+
+/// One line: the append rate against the command rate, and the counters of each.
+fn line(body: usize, callers: u64, round: usize, fsync: &str, app: Done, cmd: Done) {
+    let (a, c) = (per_sec(app.n, app.time), per_sec(cmd.n, cmd.time));
+    println!(
+        "publish body={body:>4} B callers={callers:>2} round={round} fsync={fsync}: append {a:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), command {c:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), append/command {:.2}",
+        app.n, app.cpu_us, app.switches, cmd.n, cmd.cpu_us, cmd.switches, a / c
+    );
 }
 
 pub(crate) fn run() {
@@ -77,7 +105,11 @@ pub(crate) fn run() {
     rt.block_on(async {
         let dir = crate::temp_dir("publish");
         let host = node("host")
-            .stream(StreamConfig::new("never").dir(dir.join("never")).fsync(FsyncPolicy::Never))
+            .stream(
+                StreamConfig::new("never")
+                    .dir(dir.join("never"))
+                    .fsync(FsyncPolicy::Never),
+            )
             .stream(
                 StreamConfig::new("always")
                     .dir(dir.join("always"))
@@ -110,27 +142,18 @@ pub(crate) fn run() {
             for callers in [1u64, 16, 64] {
                 let total = if callers == 1 { 20_000 } else { 100_000 };
                 for round in 1..=ROUNDS {
-                    let (n_cmd, t_cmd) = measure(&client, Op::Command, &data, callers, total).await;
-                    let (n_app, t_app) =
-                        measure(&client, Op::Append("never"), &data, callers, total).await;
-                    let (cmd, app) = (per_sec(n_cmd, t_cmd), per_sec(n_app, t_app));
-                    println!(
-                        "publish body={body:>4} B callers={callers:>2} round={round} fsync=never: append {app:>8.0}/s ({n_app}), command {cmd:>8.0}/s ({n_cmd}), append/command {:.2}",
-                        app / cmd
-                    );
+                    let cmd = measure(&client, Op::Command, &data, callers, total).await;
+                    let app = measure(&client, Op::Append("never"), &data, callers, total).await;
+                    line(body, callers, round, "never", app, cmd);
                 }
             }
         }
         // For information: `Always` with 64 callers (64 B), against the same command rate.
         let data = crate::bodies(64, 1).remove(0);
         for round in 1..=ROUNDS {
-            let (n_cmd, t_cmd) = measure(&client, Op::Command, &data, 64, 20_000).await;
-            let (n_app, t_app) = measure(&client, Op::Append("always"), &data, 64, 20_000).await;
-            let (cmd, app) = (per_sec(n_cmd, t_cmd), per_sec(n_app, t_app));
-            println!(
-                "publish body=  64 B callers=64 round={round} fsync=always: append {app:>8.0}/s ({n_app}), command {cmd:>8.0}/s ({n_cmd}), append/command {:.2}",
-                app / cmd
-            );
+            let cmd = measure(&client, Op::Command, &data, 64, 20_000).await;
+            let app = measure(&client, Op::Append("always"), &data, 64, 20_000).await;
+            line(64, 64, round, "always", app, cmd);
         }
         let _ = client.shutdown().await;
         let _ = host.shutdown().await;

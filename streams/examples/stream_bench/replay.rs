@@ -134,7 +134,8 @@ async fn bus_read(dir: &Path, n: u64, batch: u32) -> (Duration, u64, u64) {
     (elapsed, records, bytes)
 }
 
-pub(crate) fn run() {
+/// `log`: the `Log` replay rows (warm and dropped page cache); `bus`: the reader over TCP.
+pub(crate) fn run(log: bool, bus: bool) {
     let rt = runtime();
     for (body, n) in [(64usize, 1_000_000u64), (1024, 200_000)] {
         let dir = crate::temp_dir(&format!("replay-{body}"));
@@ -147,7 +148,7 @@ pub(crate) fn run() {
             file_bytes as f64 / 1e6
         );
         // Warm: the files were just written, so the page cache holds them (for both sides).
-        for round in 1..=ROUNDS {
+        for round in (1..=ROUNDS).filter(|_| log) {
             let (t_raw, raw_bytes) = raw_read(&files);
             assert_eq!(raw_bytes, file_bytes);
             for batch in [256usize, 4096] {
@@ -163,7 +164,8 @@ pub(crate) fn run() {
             }
         }
         // Cold: these files' pages dropped before each side reads (a real disk read).
-        if drop_cache(&files) {
+        if !log {
+        } else if drop_cache(&files) {
             let (t_raw, _) = raw_read(&files);
             drop_cache(&files);
             let (t_log, records, _) = rt.block_on(log_read(&dir, 4096));
@@ -178,7 +180,7 @@ pub(crate) fn run() {
             println!("replay body={body} B: could not drop the page cache (sync/dd); no cold row");
         }
         // Through the bus: a reader on a client node, the host in this process (another Bus).
-        for round in 1..=ROUNDS {
+        for round in (1..=ROUNDS).filter(|_| bus) {
             let (t_raw, _) = raw_read(&files);
             let batch = meshbus_streams::DEFAULT_BATCH;
             let (t_bus, records, body_bytes) = rt.block_on(bus_read(&dir, n, batch));
