@@ -152,7 +152,7 @@ pub(crate) fn run() {
             if read % (RECORDS / 8) == 0 {
                 println!(
                     "memory: {:>4} MiB read after {:>5.1} s, host RSS {:.1} MiB",
-                    read * BODY as u64 >> 20,
+                    (read * BODY as u64) >> 20,
                     start.elapsed().as_secs_f64(),
                     mib(rss_of(&pid))
                 );
