@@ -137,12 +137,33 @@ pub(crate) fn run() {
         measure(&client, Op::Command, &warm, 16, 2_000).await;
         measure(&client, Op::Append("never"), &warm, 16, 2_000).await;
 
-        for body in [64usize, 1024] {
+        // `STREAM_BENCH_BODY` / `STREAM_BENCH_CALLERS` keep one size / one concurrency (for a
+        // profile of one case).
+        let only = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok());
+        let (only_body, only_callers) = (only("STREAM_BENCH_BODY"), only("STREAM_BENCH_CALLERS"));
+        // `STREAM_BENCH_APPEND_ONLY=1`: appends only (their profile without the commands').
+        let append_only = std::env::var("STREAM_BENCH_APPEND_ONLY").is_ok_and(|v| v == "1");
+        for body in [64usize, 1024]
+            .into_iter()
+            .filter(|b| only_body.is_none_or(|o| o == *b as u64))
+        {
             let data = crate::bodies(body, 1).remove(0);
-            for callers in [1u64, 16, 64] {
+            for callers in [1u64, 16, 64]
+                .into_iter()
+                .filter(|c| only_callers.is_none_or(|o| o == *c))
+            {
                 let total = if callers == 1 { 20_000 } else { 100_000 };
                 for round in 1..=ROUNDS {
-                    let cmd = measure(&client, Op::Command, &data, callers, total).await;
+                    let cmd = if append_only {
+                        Done {
+                            n: 1,
+                            time: Duration::from_secs(1),
+                            cpu_us: 0.0,
+                            switches: 0.0,
+                        }
+                    } else {
+                        measure(&client, Op::Command, &data, callers, total).await
+                    };
                     let app = measure(&client, Op::Append("never"), &data, callers, total).await;
                     line(body, callers, round, "never", app, cmd);
                 }
@@ -150,7 +171,7 @@ pub(crate) fn run() {
         }
         // For information: `Always` with 64 callers (64 B), against the same command rate.
         let data = crate::bodies(64, 1).remove(0);
-        for round in 1..=ROUNDS {
+        for round in (1..=ROUNDS).filter(|_| !append_only) {
             let cmd = measure(&client, Op::Command, &data, 64, 20_000).await;
             let app = measure(&client, Op::Append("always"), &data, 64, 20_000).await;
             line(64, 64, round, "always", app, cmd);
