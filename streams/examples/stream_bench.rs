@@ -5,6 +5,7 @@
 //!   loopback from a host in the same process.
 //! - `publish`: confirmed appends over TCP to a host (`bus.streams().append`) with C concurrent
 //!   callers, against meshbus commands to a trivial handler on the same host node.
+//! - `publish-2p`: the same with the host in a child process (this program, `host publish`).
 //! - `memory`: the resident memory of a host process while a slow reader replays a 1 GiB
 //!   stream.
 //!
@@ -12,6 +13,8 @@
 //! (no case: all three; `replay-log` and `replay-bus` are the two halves of `replay`). Every loop is bounded in count and time; files go to the temporary
 //! directory and are removed; sockets are on 127.0.0.1, port 0.
 
+#[path = "stream_bench/child.rs"]
+mod child;
 // Cases live in `stream_bench/` (a root file's `mod` looks beside it, hence the paths).
 #[path = "stream_bench/memory.rs"]
 mod memory;
@@ -185,9 +188,12 @@ fn counters() -> (Duration, u64) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("host") {
-        // The child process of the `memory` case.
-        let dir = args.get(1).expect("host <dir>");
-        memory::host_process(Path::new(dir));
+        // The child process of the `memory` and `publish-2p` cases.
+        let (Some(kind), Some(dir)) = (args.get(1), args.get(2)) else {
+            eprintln!("stream_bench host <memory|publish> <dir>");
+            std::process::exit(2);
+        };
+        child::host_process(kind, Path::new(dir));
         return;
     }
     let cases: Vec<&str> = if args.is_empty() {
@@ -201,10 +207,11 @@ fn main() {
             "replay" => replay::run(true, true),
             "replay-log" => replay::run(true, false),
             "replay-bus" => replay::run(false, true),
-            "publish" => publish::run(),
+            "publish" => publish::run(false),
+            "publish-2p" => publish::run(true),
             "memory" => memory::run(),
             other => {
-                eprintln!("stream_bench: unknown case `{other}` (replay, replay-log, replay-bus, publish, memory)");
+                eprintln!("stream_bench: unknown case `{other}` (replay, replay-log, replay-bus, publish, publish-2p, memory)");
                 std::process::exit(2);
             }
         }

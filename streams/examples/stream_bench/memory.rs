@@ -1,17 +1,16 @@
 //! Host memory while a slow reader replays a 1 GiB stream: the host runs in a child process
-//! (this program with `host <dir>`), whose VmRSS the parent samples while its reader reads.
+//! (this program with `host memory <dir>`), whose VmRSS the parent samples while its reader reads.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use meshbus_streams::{FsyncPolicy, StreamConfig, StreamsBuilderExt, StreamsExt};
+use meshbus_streams::StreamsExt;
 
-use crate::{bounded, client_of, node, rss_of, runtime};
+use crate::{bounded, client_of, rss_of, runtime};
 
 /// Records of 1 KiB: 1 GiB of bodies.
 const RECORDS: u64 = 1 << 20;
@@ -32,27 +31,6 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     let line = text.lines().nth(1)?;
     let kb: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// The child: hosts the stream in `dir` over TCP, prints `READY <addr>`, serves until its
-/// standard input closes.
-pub(crate) fn host_process(dir: &Path) {
-    let rt = runtime();
-    rt.block_on(async {
-        let host = node("host")
-            .stream(StreamConfig::new("big").dir(dir).fsync(FsyncPolicy::Never))
-            .start()
-            .await
-            .expect("host starts");
-        println!("READY {}", crate::listening(&host));
-        let _ = std::io::stdout().flush();
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await;
-        let _ = host.shutdown().await;
-    });
 }
 
 /// Samples a process's RSS every 20 ms on a thread of its own until stopped: the peak.
@@ -111,25 +89,8 @@ pub(crate) fn run() {
         free as f64 / (1u64 << 30) as f64,
     );
 
-    let exe = std::env::current_exe().expect("this program");
-    let mut child = Command::new(exe)
-        .arg("host")
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the host process");
-    let pid = child.id().to_string();
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    let Some(addr) = line.trim().strip_prefix("READY ").map(str::to_owned) else {
-        eprintln!("memory: the host process did not start: {line:?}");
-        let _ = child.kill();
-        let _ = child.wait();
-        std::process::exit(3);
-    };
+    let host = crate::child::HostChild::spawn("memory", &dir);
+    let (addr, pid) = (host.addr.clone(), host.pid.clone());
 
     let (rss_start, peak, rss_end, read, elapsed, client_rss) = rt.block_on(async {
         let client = client_of(&addr, "big").await;
@@ -166,15 +127,7 @@ pub(crate) fn run() {
         let _ = client.shutdown().await;
         (rss_start, peak, rss_end, read, elapsed, client_rss)
     });
-    drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if child.try_wait().ok().flatten().is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
+    host.finish();
     let _ = std::fs::remove_dir_all(&dir);
     let growth = peak.saturating_sub(rss_start);
     println!(

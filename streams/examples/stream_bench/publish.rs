@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
 use bytes::Bytes;
-use meshbus_core::{Binary, Bus, Command, Context, HandlerError, Scope};
+use meshbus_core::{Binary, Bus, BusBuilder, Command, Scope};
 use meshbus_streams::{FsyncPolicy, StreamConfig, StreamsBuilderExt, StreamsExt};
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +16,7 @@ use crate::{bounded, client_of, listening, node, per_sec, runtime, Blob};
 
 /// The baseline's command: the same bytes as the appended event, answered with nothing.
 #[derive(Debug, Serialize, Deserialize)]
-struct Sink {
+pub(crate) struct Sink {
     data: Binary,
 }
 
@@ -92,34 +94,48 @@ async fn measure(client: &Bus, op: Op, body: &Bytes, callers: u64, total: u64) -
 }
 
 /// One line: the append rate against the command rate, and the counters of each.
-fn line(body: usize, callers: u64, round: usize, fsync: &str, app: Done, cmd: Done) {
+fn line(place: &str, body: usize, callers: u64, round: usize, fsync: &str, app: Done, cmd: Done) {
     let (a, c) = (per_sec(app.n, app.time), per_sec(cmd.n, cmd.time));
     println!(
-        "publish body={body:>4} B callers={callers:>2} round={round} fsync={fsync}: append {a:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), command {c:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), append/command {:.2}",
+        "publish {place} body={body:>4} B callers={callers:>2} round={round} fsync={fsync}: append {a:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), command {c:>8.0}/s ({}, {:.1} us CPU, {:.2} switches per op), append/command {:.2}",
         app.n, app.cpu_us, app.switches, cmd.n, cmd.cpu_us, cmd.switches, a / c
     );
 }
 
-pub(crate) fn run() {
+/// The host's node: streams `never` and `always` under `dir`, and the `Sink` handler.
+pub(crate) fn host_node(dir: &Path) -> BusBuilder {
+    node("host")
+        .stream(
+            StreamConfig::new("never")
+                .dir(dir.join("never"))
+                .fsync(FsyncPolicy::Never),
+        )
+        .stream(
+            StreamConfig::new("always")
+                .dir(dir.join("always"))
+                .fsync(FsyncPolicy::Always),
+        )
+        .command_handler(crate::child::sink)
+}
+
+/// `two_processes`: the host runs in a child process (the CPU and switch counts are then the
+/// client process's only); otherwise a second `Bus` in this process.
+pub(crate) fn run(two_processes: bool) {
     let rt = runtime();
+    let dir = crate::temp_dir("publish");
+    let child = two_processes.then(|| crate::child::HostChild::spawn("publish", &dir));
+    let place = if two_processes { "2p" } else { "1p" };
     rt.block_on(async {
-        let dir = crate::temp_dir("publish");
-        let host = node("host")
-            .stream(
-                StreamConfig::new("never")
-                    .dir(dir.join("never"))
-                    .fsync(FsyncPolicy::Never),
-            )
-            .stream(
-                StreamConfig::new("always")
-                    .dir(dir.join("always"))
-                    .fsync(FsyncPolicy::Always),
-            )
-            .command_handler(|_: Sink, _ctx: Context| async move { Ok::<(), HandlerError>(()) })
-            .start()
-            .await
-            .expect("host starts");
-        let client = client_of(&listening(&host), "never").await;
+        let host = match &child {
+            Some(_) => None,
+            None => Some(host_node(&dir).start().await.expect("host starts")),
+        };
+        let addr = match (&child, &host) {
+            (Some(c), _) => c.addr.clone(),
+            (None, Some(h)) => listening(h),
+            (None, None) => unreachable!("a host either way"),
+        };
+        let client = client_of(&addr, "never").await;
         bounded(
             "the command handler",
             client.ready().handlers::<Sink>(Scope::Network, 1),
@@ -165,7 +181,7 @@ pub(crate) fn run() {
                         measure(&client, Op::Command, &data, callers, total).await
                     };
                     let app = measure(&client, Op::Append("never"), &data, callers, total).await;
-                    line(body, callers, round, "never", app, cmd);
+                    line(place, body, callers, round, "never", app, cmd);
                 }
             }
         }
@@ -174,10 +190,15 @@ pub(crate) fn run() {
         for round in (1..=ROUNDS).filter(|_| !append_only) {
             let cmd = measure(&client, Op::Command, &data, 64, 20_000).await;
             let app = measure(&client, Op::Append("always"), &data, 64, 20_000).await;
-            line(64, 64, round, "always", app, cmd);
+            line(place, 64, 64, round, "always", app, cmd);
         }
         let _ = client.shutdown().await;
-        let _ = host.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(host) = host {
+            let _ = host.shutdown().await;
+        }
     });
+    if let Some(child) = child {
+        child.finish();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
