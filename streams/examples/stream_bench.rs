@@ -9,9 +9,12 @@
 //! - `memory`: the resident memory of a host process while a slow reader replays a 1 GiB
 //!   stream.
 //!
-//! `cargo run --release -p meshbus-streams --example stream_bench -- <replay|publish|memory>...`
-//! (no case: all three; `replay-log` and `replay-bus` are the two halves of `replay`). Every loop is bounded in count and time; files go to the temporary
-//! directory and are removed; sockets are on 127.0.0.1, port 0.
+//! `cargo run --release -p meshbus-streams --example stream_bench -- <case>...` with cases
+//! `replay`, `publish`, `publish-2p`, `memory` (none given: `replay publish memory`);
+//! `replay-log` and `replay-bus` are the two halves of `replay`. `STREAM_BENCH_BODY`,
+//! `STREAM_BENCH_CALLERS` and `STREAM_BENCH_APPEND_ONLY=1` narrow `publish` for a profile.
+//! Every loop is bounded in count and time; files go to the temporary directory and are
+//! removed; sockets are on 127.0.0.1, port 0.
 
 #[path = "stream_bench/child.rs"]
 mod child;
