@@ -1,7 +1,8 @@
 //! Appends with `Never` against a raw buffered write of the same framed bytes, and `Always`
 //! with 64 concurrent appenders against a raw write + fdatasync loop, in the same run.
 //!
-//! `cargo run --release -p meshbus-streams --example log_bench`
+//! `cargo run --release -p meshbus-streams --example log_bench -- [never] [always]` (no case:
+//! both). Replay is measured by the `stream_bench` example (`replay` / `replay-log`).
 //!
 //! Bounded: a fixed number of records per case; files go to a temporary directory (removed).
 
@@ -178,8 +179,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("rt");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(bad) = args.iter().find(|a| *a != "never" && *a != "always") {
+        eprintln!("log_bench: unknown case `{bad}` (never, always)");
+        std::process::exit(2);
+    }
+    let case = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     let root = std::env::temp_dir().join(format!("meshbus-log-bench-{}", std::process::id()));
-    for (body, n) in [(64usize, 300_000u64), (1024, 100_000)] {
+    for (body, n) in [(64usize, 300_000u64), (1024, 100_000)]
+        .into_iter()
+        .filter(|_| case("never"))
+    {
         for (per, window) in [(1u64, 1usize), (1, 256), (64, 1), (64, 16)] {
             let dir = root.join(format!("never-{body}-{per}-{window}"));
             std::fs::create_dir_all(&dir).expect("dir");
@@ -194,6 +204,10 @@ fn main() {
                 t_raw.as_secs_f64() / t_log.as_secs_f64(),
             );
         }
+    }
+    if !case("always") {
+        let _ = std::fs::remove_dir_all(&root);
+        return;
     }
     let (appenders, per) = (64u64, 40u64);
     let dir = root.join("always");
