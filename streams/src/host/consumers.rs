@@ -213,9 +213,13 @@ impl Consumers {
         loop {
             tail.borrow_and_update();
             changed.borrow_and_update();
-            let (out, next_deadline) = self.take(log, name, max).await?;
+            let (out, next_deadline, moved) = self.take(log, name, max).await?;
             if !out.is_empty() {
                 return Ok(out);
+            }
+            // Everything read was filtered out: read on at once while there is more.
+            if moved && tokio::time::Instant::now() < deadline {
+                continue;
             }
             let until = match next_deadline {
                 Some(at) => deadline.min(tokio::time::Instant::from_std(at)),
@@ -239,13 +243,14 @@ impl Consumers {
         log: &Log,
         name: &str,
         max: usize,
-    ) -> Result<(Vec<WireDelivery>, Option<Instant>), Error> {
+    ) -> Result<(Vec<WireDelivery>, Option<Instant>, bool), Error> {
         let mut state = self.state.lock().await;
         let consumer = state
             .get_mut(name)
             .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
         let first = log.info().first_offset;
         consumer.skip_gone(first);
+        let before = consumer.position();
         // New records only when there is room for them; redeliveries come first anyway.
         let fresh = if consumer.room() > 0 && consumer.position() < log.info().next_offset {
             log.read_bytes(
@@ -292,8 +297,9 @@ impl Consumers {
         self.bury(log, name, &dead, None).await?;
         let next_deadline = consumer.next_deadline();
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
+        let moved = consumer.position() != before && consumer.position() < log.info().next_offset;
         self.commit(changes).await?;
-        Ok((out, next_deadline))
+        Ok((out, next_deadline, moved))
     }
 
     /// Appends each dead letter to the dead-letter stream: the record with why it died.

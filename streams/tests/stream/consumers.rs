@@ -319,3 +319,33 @@ async fn a_poison_record_is_retried_then_dead_lettered_and_the_consumer_moves_on
     assert_eq!(s.info("orders-dlq").await.unwrap().records, 1);
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_filtered_consumer_passes_over_other_events_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InMemNetwork::new(47);
+    let (host, client) = host_and_client(&net, orders(dir.path())).await;
+    let s = client.streams();
+    s.append_all("orders", (0..2_000).map(placed))
+        .await
+        .unwrap();
+    s.append("orders", OrderCancelled { id: 7 }).await.unwrap();
+    // Each pull waits up to a minute at the tail: passing over 2,000 records a batch at a
+    // time must not wait between batches.
+    let mut member = s
+        .consumer::<OrderCancelled>("orders", "cancellations")
+        .wait(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), member.next())
+        .await
+        .expect("the cancellation without waiting out the pulls")
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.offset(), m.record.value.id), (2_000, 7));
+    m.ack().await.unwrap();
+    let info = s.consumer_info("orders", "cancellations").await.unwrap();
+    assert_eq!((info.ack_floor, info.acked), (2_001, 1));
+    client.shutdown().await.unwrap();
+    host.shutdown().await.unwrap();
+}
