@@ -1,0 +1,175 @@
+//! Review of issue 16 (helper V): failing tests that show bugs found in review.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use meshbus_core::Bus;
+use meshbus_streams::{
+    FsStorage, FsyncPolicy, Storage, StorageFile, StreamConfig, StreamsBuilderExt, StreamsExt,
+};
+
+use super::support::{placed, within, OrderPlaced};
+
+/// Holds every fsync while closed.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Gated {
+    inner: FsStorage,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Arc<dyn StorageFile>,
+    gate: Arc<Gate>,
+}
+
+impl Storage for Gated {
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(GatedFile {
+            inner: self.inner.open(name, create)?,
+            gate: Arc::clone(&self.gate),
+        }))
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+}
+
+impl StorageFile for GatedFile {
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        self.inner.append(buf)
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(pos, buf)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.gate.pass();
+        self.inner.sync()
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+/// A confirmed append whose caller gives up while the host is still writing it (a timeout
+/// here; a lost connection aborts the host's handler the same way) is written all the same,
+/// but its idempotency key is forgotten: the retry the docs recommend appends a second record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_caller_gave_up_gets_the_first_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let storage = Gated {
+        inner: FsStorage::new(dir.path()).unwrap(),
+        gate: Arc::clone(&gate),
+    };
+    let host = Bus::builder()
+        .stream(
+            StreamConfig::new("orders")
+                .event::<OrderPlaced>()
+                .storage(Arc::new(storage))
+                .fsync(FsyncPolicy::Always),
+        )
+        .start()
+        .await
+        .unwrap();
+    gate.set(true);
+    // The writer is held in its fsync: the caller gives up first.
+    let first = host
+        .streams()
+        .append("orders", placed(1))
+        .key("order-1")
+        .timeout(Duration::from_millis(200))
+        .await;
+    assert!(first.is_err(), "the fsync is held: {first:?}");
+    gate.set(false);
+    // The retry with the same key, as `Streams::append` recommends.
+    let retry = within(
+        "the retry",
+        host.streams().append("orders", placed(1)).key("order-1"),
+    )
+    .await
+    .unwrap();
+    let info = within("info", host.streams().info("orders")).await.unwrap();
+    assert_eq!(
+        (retry, info.records),
+        (0, 1),
+        "the key's first append was written, yet the retry got a second record"
+    );
+    host.shutdown().await.unwrap();
+}
+
+/// Shutdown handles every event already admitted to a subscription's queue (the core's
+/// promise), but the host closes its log as soon as shutdown *begins* (`Bus::closing`): the
+/// captures still queued then find no host and are dropped without a word.
+#[tokio::test(flavor = "current_thread")]
+async fn events_admitted_before_shutdown_are_all_captured() {
+    const EVENTS: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let storage = Gated {
+        inner: FsStorage::new(dir.path()).unwrap(),
+        gate: Arc::clone(&gate),
+    };
+    let host = Bus::builder()
+        .stream(
+            StreamConfig::new("orders")
+                .event::<OrderPlaced>()
+                .storage(Arc::new(storage))
+                .fsync(FsyncPolicy::Always),
+        )
+        .start()
+        .await
+        .unwrap();
+    // Writes wait in their fsync: at most 512 captures are under way, the rest stay queued.
+    gate.set(true);
+    for id in 0..EVENTS {
+        within("a publish", host.events().publish(placed(id)))
+            .await
+            .unwrap();
+    }
+    let watcher = host.clone();
+    let shutdown = tokio::spawn(async move { host.shutdown().await });
+    watcher.closing().await;
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    gate.set(false);
+    let _ = within("the shutdown", shutdown).await.unwrap();
+    drop(watcher);
+    let log = meshbus_streams::Log::open(dir.path(), meshbus_streams::LogConfig::new("orders"))
+        .await
+        .unwrap();
+    let records = log.info().records;
+    log.close().await.unwrap();
+    assert_eq!(
+        records, EVENTS,
+        "events admitted before shutdown were not captured"
+    );
+}
