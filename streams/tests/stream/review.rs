@@ -173,3 +173,51 @@ async fn events_admitted_before_shutdown_are_all_captured() {
         "events admitted before shutdown were not captured"
     );
 }
+
+/// A remote reader waiting at the tail holds its host's shutdown for the whole wait, even
+/// after the reader is dropped: fetches are served with `serving`, not `waiting` (only
+/// consumers' pulls end when their caller gives up or the bus shuts down).
+#[tokio::test(flavor = "current_thread")]
+async fn a_fetch_waiting_at_the_tail_does_not_hold_the_hosts_shutdown() {
+    use futures_util::StreamExt;
+    use meshbus_streams::From;
+
+    let net = meshbus_transport_inmem::InMemNetwork::new(1601);
+    let dir = tempfile::tempdir().unwrap();
+    let host = super::support::node(&net, "host", &[])
+        .shutdown_timeout(Duration::from_secs(2))
+        .stream(super::support::orders(dir.path()))
+        .start()
+        .await
+        .unwrap();
+    let client = super::support::node(&net, "client", &["host"])
+        .start()
+        .await
+        .unwrap();
+    within(
+        "the host",
+        client
+            .ready()
+            .handlers_named("$streams.orders.append", meshbus_core::Scope::Network, 1),
+    )
+    .await;
+    let mut reader = client
+        .streams()
+        .read::<OrderPlaced>("orders")
+        .from(From::Tail)
+        .wait(Duration::from_secs(60));
+    // Starts the fetch task; it sends its command at its first poll.
+    assert!(futures_util::poll!(reader.next()).is_pending());
+    tokio::task::yield_now().await;
+    // Behind the fetch on the same connection: once answered, the fetch is at the host.
+    within("info", client.streams().info("orders"))
+        .await
+        .unwrap();
+    drop(reader);
+    let shut = within("the host's shutdown", host.shutdown()).await;
+    assert!(
+        shut.is_ok(),
+        "a dropped reader's fetch held the host: {shut:?}"
+    );
+    client.shutdown().await.unwrap();
+}
