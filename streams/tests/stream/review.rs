@@ -221,3 +221,98 @@ async fn a_fetch_waiting_at_the_tail_does_not_hold_the_hosts_shutdown() {
     );
     client.shutdown().await.unwrap();
 }
+
+/// While a second host of a stream gives way, it still answers every confirmed publish of the
+/// events the stream captures with its refusal: the publish fails although the serving host
+/// appended the event (and a retry without a key appends it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_gives_way_does_not_fail_confirmed_publishes() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let net = meshbus_transport_inmem::InMemNetwork::new(1602);
+    let one = super::support::node(&net, "one", &[])
+        .stream(super::support::orders(d1.path()))
+        .start()
+        .await
+        .unwrap();
+    let two = super::support::node(&net, "two", &["one"])
+        .stream(super::support::orders(d2.path()))
+        .start()
+        .await
+        .unwrap();
+    for bus in [&one, &two] {
+        within(
+            "both hosts",
+            bus.ready().handlers_named(
+                "$streams.capture.orders.placed",
+                meshbus_core::Scope::Network,
+                2,
+            ),
+        )
+        .await;
+    }
+    let winner = if one.node_id() < two.node_id() {
+        &one
+    } else {
+        &two
+    };
+    // The loser learns of the winner on its first request.
+    let _ = within("a request", two.streams().info("orders")).await;
+    let _ = within("a request", one.streams().info("orders")).await;
+    let published = within("the publish", winner.streams().publish(placed(1))).await;
+    assert!(
+        published.is_ok(),
+        "the serving host appended it, yet: {published:?}"
+    );
+    two.shutdown().await.unwrap();
+    one.shutdown().await.unwrap();
+}
+
+/// A stream handler's error travels with its nak as the dead letter's reason, cut at 1,024
+/// bytes by `&r[..1024]`: a byte index, which panics inside a multi-byte character. The
+/// host's ack handler panics, the nak is lost, and the record waits out `ack_wait` instead
+/// of going to the dead-letter stream at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_non_ascii_handler_error_still_dead_letters_the_record() {
+    use futures_util::StreamExt;
+    use meshbus_core::HandlerError;
+    use meshbus_streams::ConsumerConfig;
+
+    #[derive(Debug)]
+    struct Refused(String);
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = ConsumerConfig::new()
+        .max_deliveries(1)
+        .ack_wait(Duration::from_secs(3600));
+    let host = Bus::builder()
+        .stream(super::support::orders(dir.path()))
+        .stream_handler(
+            "orders",
+            "billing",
+            config,
+            |_: OrderPlaced, _ctx| async move {
+                // "the handler failed: x" is 21 bytes; then 2-byte characters: byte 1024 is
+                // inside one.
+                Err::<(), HandlerError>(Refused(format!("x{}", "é".repeat(600))).into())
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    host.streams().append("orders", placed(1)).await.unwrap();
+    let dead = within(
+        "the dead letter (the nak was lost if this times out)",
+        host.streams().read_raw("orders-dlq").next(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(dead.event, "orders.placed");
+    host.shutdown().await.unwrap();
+}
