@@ -7,4 +7,5 @@ mod consumers;
 mod faults;
 mod hosting;
 mod reading;
+mod review;
 mod support;
