@@ -116,6 +116,8 @@ pub(crate) struct BusInner {
     pub(crate) closed: AtomicBool,
     /// Cancelled when shutdown begins: see [`Bus::closing`].
     pub(crate) closing: tokio_util::sync::CancellationToken,
+    /// Run by shutdown once the bus has drained: see [`BusBuilder::on_shutdown`].
+    pub(crate) shutdown_hooks: Mutex<Vec<builder::OnShutdown>>,
     /// In-flight commands have drained: handlers' handles are refused too, and the subscription
     /// queues are closing.
     pub(crate) sealed: AtomicBool,

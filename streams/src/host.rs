@@ -20,7 +20,7 @@ use crate::storage::Storage;
 use crate::wire::{self, command_name, op};
 use crate::ConsumerConfig;
 pub(crate) use consumers::MAX_NEXT;
-pub(crate) use serve::{Host, HostCell, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
+pub(crate) use serve::{Host, HostCell, Stop, MAX_FETCH_BYTES, MAX_FETCH_RECORDS, MAX_FETCH_WAIT};
 
 /// The default [`StreamConfig::dedupe_window`].
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
@@ -109,9 +109,22 @@ impl StreamConfig {
                 })
                 .command_handler_named(
                     wire::capture_name(E::NAME),
-                    serving(&confirmed, |h, cmd: wire::Capture| async move {
-                        h.append_captured(E::NAME, cmd).await
-                    }),
+                    move |cmd: wire::Capture, ctx: Context| {
+                        let host = confirmed.get();
+                        async move {
+                            let Some(host) = host else {
+                                return Ok::<_, HandlerError>(Err(wire::WireError::unavailable(
+                                    E::NAME,
+                                )));
+                            };
+                            // A host that gives way to another says so: not an error for the
+                            // publisher, whose event the other host appends.
+                            if host.rival.check(&host.name, &ctx).is_err() {
+                                return Ok(Ok(None));
+                            }
+                            Ok(host.append_captured(E::NAME, cmd).await.map(Some))
+                        }
+                    },
                 )
         }));
         self
@@ -267,9 +280,9 @@ impl StreamsBuilderExt for BusBuilder {
             opened.set(host);
             Ok(())
         });
+        // Closed once the bus has drained: every event queued for capture is appended first.
         let (closed, dead_closed) = (Arc::clone(&cell), Arc::clone(&dead));
-        builder = builder.on_start(move |bus| async move {
-            bus.closing().await;
+        builder = builder.on_shutdown(move || async move {
             for cell in [closed, dead_closed] {
                 if let Some(host) = cell.take() {
                     host.close().await;
@@ -281,10 +294,9 @@ impl StreamsBuilderExt for BusBuilder {
         builder = builder
             .command_handler_named(
                 dead_named(op::FETCH),
-                serving(
-                    &dead,
-                    |h, cmd: wire::Fetch| async move { h.fetch(cmd).await },
-                ),
+                waiting(&dead, |h, cmd: wire::Fetch, stop| async move {
+                    h.fetch(cmd, stop).await
+                }),
             )
             .command_handler_named(
                 dead_named(op::PURGE),
@@ -312,10 +324,9 @@ impl StreamsBuilderExt for BusBuilder {
             )
             .command_handler_named(
                 named(op::FETCH),
-                serving(
-                    &cell,
-                    |h, cmd: wire::Fetch| async move { h.fetch(cmd).await },
-                ),
+                waiting(&cell, |h, cmd: wire::Fetch, stop| async move {
+                    h.fetch(cmd, stop).await
+                }),
             )
             .command_handler_named(
                 named(op::PURGE),
@@ -340,7 +351,9 @@ impl StreamsBuilderExt for BusBuilder {
             )
             .command_handler_named(
                 named(op::NEXT),
-                waiting(&cell, |h, cmd: wire::Next| async move { h.next(cmd).await }),
+                waiting(&cell, |h, cmd: wire::Next, stop| async move {
+                    h.next(cmd, stop).await
+                }),
             )
             .command_handler_named(
                 named(op::ACK),
@@ -383,11 +396,12 @@ where
     F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
 {
-    serving_with(cell, false, f)
+    waiting(cell, move |host, cmd, _stop| f(host, cmd))
 }
 
-/// [`serving`] for requests that wait (a fetch or pull at the tail): they end as soon as
-/// their caller gives up or the bus shuts down, instead of holding shutdown for their wait.
+/// [`serving`] for requests that may wait at the tail (a fetch, a pull): `f` gets a [`Stop`]
+/// that ends the wait when the caller gives up or the bus shuts down, so that a wait never
+/// holds a shutdown.
 pub(crate) fn waiting<C, T, F, Fut>(
     cell: &Arc<HostCell>,
     f: F,
@@ -399,25 +413,7 @@ pub(crate) fn waiting<C, T, F, Fut>(
 where
     C: Send + 'static,
     T: Send + 'static,
-    F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
-{
-    serving_with(cell, true, f)
-}
-
-fn serving_with<C, T, F, Fut>(
-    cell: &Arc<HostCell>,
-    interruptible: bool,
-    f: F,
-) -> impl Fn(C, Context) -> BoxFuture<Result<Result<T, wire::WireError>, HandlerError>>
-       + Send
-       + Sync
-       + Clone
-       + 'static
-where
-    C: Send + 'static,
-    T: Send + 'static,
-    F: Fn(Arc<Host>, C) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(Arc<Host>, C, Stop) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<T, wire::WireError>> + Send + 'static,
 {
     let cell = Arc::clone(cell);
@@ -425,20 +421,10 @@ where
         let admitted = serve::admit(&cell, &ctx);
         let f = f.clone();
         Box::pin(async move {
-            let host = match admitted {
-                Ok(host) => host,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            let name = host.name.clone();
-            if !interruptible {
-                return Ok(f(host, cmd).await);
-            }
-            let closing = ctx.bus().closing();
-            tokio::select! {
-                answer = f(host, cmd) => Ok(answer),
-                () = ctx.cancelled() => Ok(Err(wire::WireError::of(&crate::Error::Closed, &name))),
-                () = closing => Ok(Err(wire::WireError::of(&crate::Error::Closed, &name))),
-            }
+            Ok(match admitted {
+                Ok(host) => f(host, cmd, Stop(ctx)).await,
+                Err(refused) => Err(refused),
+            })
         })
     }
 }

@@ -128,7 +128,8 @@ pub(crate) struct Capture {
 
 impl Command for Capture {
     const NAME: &'static str = "$streams.capture";
-    type Reply = Result<(String, u64), WireError>;
+    /// `None` from a host that gives way to another host of its stream.
+    type Reply = Result<Option<(String, u64)>, WireError>;
 }
 
 /// Where a read starts.
@@ -257,6 +258,9 @@ impl Command for Delete {
 pub(crate) struct CreateConsumer {
     pub(crate) consumer: String,
     pub(crate) config: crate::ConsumerConfig,
+    /// Whether an existing consumer takes `config` (else it keeps its own).
+    #[serde(default)]
+    pub(crate) update: bool,
 }
 
 impl Command for CreateConsumer {
@@ -352,6 +356,18 @@ pub(crate) struct WireError {
 }
 
 impl WireError {
+    /// The host of `stream` is not serving (it is shutting down): a client sees
+    /// [`NoHandler`](meshbus_core::ErrorKind::NoHandler), as when no host is there.
+    pub(crate) fn unavailable(stream: &str) -> Self {
+        WireError {
+            code: "unavailable".to_owned(),
+            stream: stream.to_owned(),
+            offset: 0,
+            earliest: 0,
+            message: format!("the host of `{stream}` is shutting down"),
+        }
+    }
+
     pub(crate) fn of(e: &Error, stream: &str) -> Self {
         let (code, offset, earliest) = match e {
             Error::Io { .. } => ("io", 0, 0),
@@ -398,6 +414,9 @@ impl WireError {
             },
             "failed" => Error::Failed { stream },
             "closed" => Error::Closed,
+            "unavailable" => Error::Bus(
+                meshbus_core::Error::new(meshbus_core::ErrorKind::NoHandler).with_detail(message),
+            ),
             "io" => Error::Io {
                 stream,
                 kind: std::io::ErrorKind::Other,

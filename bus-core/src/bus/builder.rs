@@ -24,6 +24,9 @@ use crate::stats::Counters;
 use crate::transport::{Addr, Transport};
 use crate::wire::control::PeerIdentity;
 
+/// A step of [`BusBuilder::on_shutdown`].
+pub(crate) type OnShutdown = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
 /// A task of [`BusBuilder::on_start`].
 type OnStart = Box<dyn FnOnce(Bus) -> BoxFuture<'static, ()> + Send>;
 
@@ -83,6 +86,7 @@ pub struct BusBuilder {
     registrations: Vec<Registration>,
     setups: Vec<Setup>,
     starts: Vec<OnStart>,
+    stops: Vec<OnShutdown>,
     config: Config,
     node: NodeConfig,
     discovery: Vec<Box<dyn Discovery>>,
@@ -105,6 +109,7 @@ impl BusBuilder {
             registrations: Vec::new(),
             setups: Vec::new(),
             starts: Vec::new(),
+            stops: Vec::new(),
             config: Config {
                 request_timeout: Some(Self::DEFAULT_REQUEST_TIMEOUT),
                 shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
@@ -506,7 +511,7 @@ impl BusBuilder {
     /// after [`Bus::closing`] resolves: shutdown waits for it (within its
     /// `shutdown_timeout`), then aborts it; dropping the last application handle aborts it
     /// too. For background work of libraries built on the bus, such as a durable stream's
-    /// consumer loop, or closing a store when the bus shuts down.
+    /// consumer loop.
     ///
     /// ```
     /// # use meshbus_core::Bus;
@@ -531,6 +536,21 @@ impl BusBuilder {
         self.starts.push(Box::new(move |bus: Bus| {
             Box::pin(task(bus)) as BoxFuture<'static, ()>
         }));
+        self
+    }
+
+    /// Adds a step that [`Bus::shutdown`] runs once the bus has drained (every in-flight
+    /// command answered, every queued event handled, every [`on_start`](Self::on_start)
+    /// task ended) and before it stops the bus's tasks, in the order added, within its
+    /// `shutdown_timeout`: close a store or flush a log that handlers wrote to. Not run when
+    /// the bus is dropped without a shutdown.
+    pub fn on_shutdown<F, Fut>(mut self, step: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.stops
+            .push(Box::new(move || Box::pin(step()) as BoxFuture<'static, ()>));
         self
     }
 
@@ -656,6 +676,7 @@ impl BusBuilder {
             events: ArcSwap::from_pointee(events),
             closed: AtomicBool::new(false),
             closing: tokio_util::sync::CancellationToken::new(),
+            shutdown_hooks: Mutex::new(self.stops),
             sealed: AtomicBool::new(false),
             sealed_token: tokio_util::sync::CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
@@ -717,6 +738,7 @@ impl fmt::Debug for BusBuilder {
             .field("handlers", &self.registrations.len())
             .field("setups", &self.setups.len())
             .field("on_start", &self.starts.len())
+            .field("on_shutdown", &self.stops.len())
             .field("config", &self.config)
             .field("node", &self.node)
             .field("discovery", &self.discovery)

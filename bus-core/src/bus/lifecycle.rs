@@ -102,9 +102,10 @@ impl Bus {
     /// 3. Then the bus seals: every event already admitted to a subscription's queue is handled,
     ///    run-time [`Subscription`](crate::Subscription)s end once read empty, and publishes still waiting for room
     ///    fail with `Closed`.
-    /// 4. Every task of the bus is stopped.
+    /// 4. The steps given to [`on_shutdown`](crate::BusBuilder::on_shutdown) run.
+    /// 5. Every task of the bus is stopped.
     ///
-    /// Steps 2 and 3 together are bounded by the builder's
+    /// Steps 2 to 4 together are bounded by the builder's
     /// [`shutdown_timeout`](crate::BusBuilder::shutdown_timeout). Calling it again waits again.
     ///
     /// Called from inside a handler (through its context), it seals the bus at once and returns
@@ -132,6 +133,15 @@ impl Bus {
         };
         let drain = async {
             drain.await;
+            let hooks = std::mem::take(
+                &mut *inner
+                    .shutdown_hooks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for hook in hooks {
+                hook().await;
+            }
             // Peers drop us at once instead of waiting for the timeout.
             if let Some(node) = &inner.node {
                 node.shutdown(bound).await;

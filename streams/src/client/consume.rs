@@ -59,10 +59,11 @@ impl Target {
         self.streams().call(&self.stream, op::ACK, cmd, None).await
     }
 
-    async fn create(&self, config: ConsumerConfig) -> Result<ConsumerInfo, Error> {
+    async fn create(&self, config: ConsumerConfig, update: bool) -> Result<ConsumerInfo, Error> {
         let cmd = wire::CreateConsumer {
             consumer: self.consumer.clone(),
             config,
+            update,
         };
         self.streams()
             .call(&self.stream, op::CONSUMER, cmd, None)
@@ -145,6 +146,8 @@ impl<T> Message<T> {
 pub struct ConsumerBuilder<T> {
     target: Target,
     config: ConsumerConfig,
+    /// A setter was called: an existing consumer takes this configuration.
+    explicit: bool,
     batch: u32,
     wait: Duration,
     _out: Marker<T>,
@@ -160,6 +163,7 @@ impl<T> ConsumerBuilder<T> {
                 consumer: name.to_owned(),
             },
             config: ConsumerConfig::new().filter(filter),
+            explicit: false,
             batch: DEFAULT_CONSUMER_BATCH,
             wait: super::read::DEFAULT_WAIT,
             _out: Marker::default(),
@@ -167,32 +171,40 @@ impl<T> ConsumerBuilder<T> {
     }
 
     /// The whole configuration at once (replaces what was set before, filter included).
+    ///
+    /// A consumer that exists keeps its configuration unless the builder sets one (this or
+    /// any setter below); a member that only joins takes the consumer as it is.
     pub fn config(mut self, config: ConsumerConfig) -> Self {
         self.config = config;
+        self.explicit = true;
         self
     }
 
     /// See [`ConsumerConfig::ack_wait`].
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.config = self.config.ack_wait(wait);
+        self.explicit = true;
         self
     }
 
     /// See [`ConsumerConfig::max_deliveries`].
     pub fn max_deliveries(mut self, deliveries: u32) -> Self {
         self.config = self.config.max_deliveries(deliveries);
+        self.explicit = true;
         self
     }
 
     /// See [`ConsumerConfig::max_ack_pending`].
     pub fn max_ack_pending(mut self, pending: u32) -> Self {
         self.config = self.config.max_ack_pending(pending);
+        self.explicit = true;
         self
     }
 
     /// Where a new consumer starts (an existing one resumes from its cursor).
     pub fn from(mut self, from: From) -> Self {
         self.config = self.config.start(from);
+        self.explicit = true;
         self
     }
 
@@ -203,6 +215,7 @@ impl<T> ConsumerBuilder<T> {
         S: Into<String>,
     {
         self.config = self.config.filter(events);
+        self.explicit = true;
         self
     }
 
@@ -226,7 +239,9 @@ impl<T: FromRecord> IntoFuture for ConsumerBuilder<T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            self.target.create(self.config.clone()).await?;
+            self.target
+                .create(self.config.clone(), self.explicit)
+                .await?;
             Ok(Consumer {
                 target: self.target,
                 config: self.config,
@@ -290,7 +305,7 @@ impl<T: FromRecord> Consumer<T> {
                     tokio::time::sleep(backoff).await;
                     // The host may have restarted without this consumer, or lost it: join
                     // again.
-                    target.create(config).await?;
+                    target.create(config, false).await?;
                 }
                 target
                     .streams()
@@ -333,12 +348,24 @@ impl<T: FromRecord> Stream for Consumer<T> {
                     headers: d.record.headers,
                     body,
                 };
-                let message = T::from_record(&this.target.stream, raw).map(|record| Message {
-                    record,
-                    deliveries: d.deliveries,
-                    offset,
-                    target: this.target.clone(),
-                });
+                let message = match T::from_record(&this.target.stream, raw) {
+                    Ok(record) => Ok(Message {
+                        record,
+                        deliveries: d.deliveries,
+                        offset,
+                        target: this.target.clone(),
+                    }),
+                    Err(e) => {
+                        // Nobody can handle it here: nak it at once (it is dead-lettered
+                        // after `max_deliveries`, with why).
+                        let target = this.target.clone();
+                        let reason = e.to_string();
+                        tokio::spawn(async move {
+                            let _ = target.ack(vec![offset], true, None, Some(reason)).await;
+                        });
+                        Err(e)
+                    }
+                };
                 return Poll::Ready(Some(message));
             }
             if this.inflight.is_none() {

@@ -95,7 +95,29 @@ impl<'a, E: Event + Serialize> IntoFuture for ConfirmedPublish<'a, E> {
             let (answers, published) =
                 futures_util::future::join(all.into_future(), publish.into_future()).await;
             published.map_err(Error::Bus)?;
-            if answers.is_empty() {
+            let mut done = Vec::with_capacity(answers.len());
+            let mut failed = None;
+            for (node, answer) in answers {
+                match answer {
+                    Ok(Ok(Some((stream, offset)))) => done.push(Confirmation {
+                        node,
+                        stream,
+                        offset,
+                    }),
+                    // A host that gives way to another host of its stream.
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        failed.get_or_insert(WireError::into_error(e));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(Error::Bus(e));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if done.is_empty() {
                 return Err(Error::Bus(
                     meshbus_core::Error::new(ErrorKind::NoHandler).with_detail(format!(
                         "no stream in {:?} scope captures `{}`",
@@ -103,18 +125,6 @@ impl<'a, E: Event + Serialize> IntoFuture for ConfirmedPublish<'a, E> {
                         E::NAME
                     )),
                 ));
-            }
-            let mut done = Vec::with_capacity(answers.len());
-            for (node, answer) in answers {
-                match answer {
-                    Ok(Ok((stream, offset))) => done.push(Confirmation {
-                        node,
-                        stream,
-                        offset,
-                    }),
-                    Ok(Err(e)) => return Err(WireError::into_error(e)),
-                    Err(e) => return Err(Error::Bus(e)),
-                }
             }
             Ok(done)
         })

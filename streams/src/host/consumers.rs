@@ -23,6 +23,8 @@ use crate::{ConsumerConfig, ConsumerInfo};
 pub(crate) const MAX_NEXT: u32 = 1_000;
 /// The most durable consumers per stream.
 const MAX_CONSUMERS: usize = 1_024;
+/// The most records a consumer may have pending.
+const MAX_PENDING: u32 = 100_000;
 /// The most offsets one ack carries.
 const MAX_ACKS: usize = 10_000;
 
@@ -159,7 +161,14 @@ impl Consumers {
         log: &Log,
         name: &str,
         config: ConsumerConfig,
+        update: bool,
     ) -> Result<ConsumerInfo, Error> {
+        if config.max_ack_pending > MAX_PENDING {
+            return Err(invalid(
+                &self.stream,
+                format!("max_ack_pending is at most {MAX_PENDING}"),
+            ));
+        }
         check_name(&self.stream, name)?;
         if config.filter.len() > 256 || config.filter.iter().any(|f| f.len() > 1024) {
             return Err(invalid(
@@ -171,7 +180,7 @@ impl Consumers {
         let mut state = self.state.lock().await;
         let consumer = match state.get_mut(name) {
             Some(c) => {
-                if *c.config() != config {
+                if update && *c.config() != config {
                     c.set_config(config);
                 }
                 c
@@ -205,6 +214,7 @@ impl Consumers {
         name: &str,
         max: u32,
         wait: Duration,
+        stop: &super::Stop,
     ) -> Result<Vec<WireDelivery>, Error> {
         let max = max.clamp(1, MAX_NEXT) as usize;
         let deadline = tokio::time::Instant::now() + wait;
@@ -232,6 +242,7 @@ impl Consumers {
                 _ = tail.changed() => {}
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
+                () = stop.wait() => return Ok(out),
             }
         }
     }

@@ -23,6 +23,10 @@ pub(crate) const MAX_FETCH_RECORDS: u32 = 10_000;
 pub(crate) const MAX_FETCH_BYTES: u32 = 4 << 20;
 /// The longest a fetch waits for a record.
 pub(crate) const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+/// The longest idempotency key (the host remembers up to `dedupe_keys` of them).
+const MAX_KEY: usize = 256;
+/// The most records one fetch looks at when its filter passes them over.
+const MAX_FETCH_SCAN: usize = 100_000;
 /// The longest event name or header key an entry may carry.
 const MAX_NAME: usize = 1024;
 /// How many captured events may be appending at once; more wait.
@@ -35,6 +39,8 @@ pub(crate) struct Host {
     pub(crate) name: String,
     /// Replaced when the stream is deleted.
     log: std::sync::Mutex<Log>,
+    /// Bumped when the stream is deleted: an append of the old log does not move the tail.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// Where the log lives, to open it again after a delete.
     place: Place,
     /// Orders purges and deletes.
@@ -62,6 +68,29 @@ impl Place {
             Place::Storage(storage) => Log::open_with(Arc::clone(storage), config.clone()).await,
         }
     }
+}
+
+/// Ends a request's wait at the tail: its caller gave up, or the bus is shutting down.
+pub(crate) struct Stop(pub(crate) Context);
+
+impl Stop {
+    /// Resolves when the wait should end.
+    pub(crate) async fn wait(&self) {
+        let closing = self.0.bus().closing();
+        tokio::select! {
+            () = self.0.cancelled() => {}
+            () = closing => {}
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Where the handlers of a stream find its host: set when the bus starts, emptied when it
@@ -93,8 +122,7 @@ impl HostCell {
 /// another node hosts the same stream.
 pub(crate) fn admit(cell: &HostCell, ctx: &Context) -> Result<Arc<Host>, WireError> {
     let Some(host) = cell.get() else {
-        let e = Error::Closed;
-        return Err(WireError::of(&e, ""));
+        return Err(WireError::unavailable("this stream"));
     };
     host.rival.check(&host.name, ctx)?;
     Ok(host)
@@ -174,6 +202,7 @@ impl Host {
             name: config.name,
             config: config.log,
             log: std::sync::Mutex::new(log),
+            generation: Arc::default(),
             place,
             admin: tokio::sync::Mutex::new(()),
             dedupe,
@@ -269,11 +298,11 @@ impl Host {
         }
         for e in entries {
             let long = e.event.len() > MAX_NAME
-                || e.key.as_ref().is_some_and(|k| k.len() > MAX_NAME)
+                || e.key.as_ref().is_some_and(|k| k.len() > MAX_KEY)
                 || e.headers.iter().any(|(k, _)| k.len() > MAX_NAME);
             if e.event.is_empty() || long {
                 return Err(invalid(
-                    "an event name is empty, or a name, key or header key is over 1024 bytes"
+                    "an event name is empty, a name or header key is over 1024 bytes, or a key over 256"
                         .to_owned(),
                 ));
             }
@@ -316,24 +345,38 @@ impl Host {
             fresh_at.push(i);
             fresh.push(wire::to_record(entry, timestamp));
         }
-        let queued = (!fresh.is_empty()).then(|| self.log().append(fresh));
+        // Queued under the log's lock, so that a delete swapping the log orders with it.
+        let queued = (!fresh.is_empty()).then(|| {
+            let log = crate::log::lock(&self.log);
+            let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+            (log.append(fresh), generation)
+        });
         let tail = self.tail.clone();
+        let current = Arc::clone(&self.generation);
         let stream = self.name.clone();
-        async move {
-            if let Some(queued) = queued {
+        // The write's outcome is settled on a task of its own: a caller that gives up (a
+        // timeout, a lost peer) must not leave a written record whose key is forgotten, or
+        // whose offset readers at the tail do not learn.
+        let completion = queued.map(|(queued, generation)| {
+            tokio::spawn(async move {
                 let appended = queued.await;
-                let first = match &appended {
-                    Ok(a) => Some(a.first),
-                    Err(_) => None,
-                };
+                let first = appended.as_ref().ok().map(|a| a.first);
                 for (j, claim) in claims {
                     claim.settle(first.map(|f| f + j as u64));
                 }
                 let appended = appended?;
-                tail.send_if_modified(|t| {
-                    let end = appended.first + appended.count;
-                    (end > *t).then(|| *t = end).is_some()
-                });
+                if current.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                    tail.send_if_modified(|t| {
+                        let end = appended.first + appended.count;
+                        (end > *t).then(|| *t = end).is_some()
+                    });
+                }
+                Ok::<_, Error>(appended)
+            })
+        });
+        async move {
+            if let Some(completion) = completion {
+                let appended = completion.await.map_err(|_| Error::Closed)??;
                 for (j, i) in fresh_at.into_iter().enumerate() {
                     offsets[i] = Some(appended.first + j as u64);
                 }
@@ -362,13 +405,13 @@ impl Host {
 
     /// Answers a fetch: records from the start it names, filtered, waiting up to its
     /// `wait_ms` for the first one.
-    pub(crate) async fn fetch(&self, f: wire::Fetch) -> Result<Fetched, WireError> {
-        self.fetch_inner(f)
+    pub(crate) async fn fetch(&self, f: wire::Fetch, stop: Stop) -> Result<Fetched, WireError> {
+        self.fetch_inner(f, stop)
             .await
             .map_err(|e| WireError::of(&e, &self.name))
     }
 
-    async fn fetch_inner(&self, f: wire::Fetch) -> Result<Fetched, Error> {
+    async fn fetch_inner(&self, f: wire::Fetch, stop: Stop) -> Result<Fetched, Error> {
         let max_records = f.max_records.clamp(1, MAX_FETCH_RECORDS) as usize;
         let max_bytes = f.max_bytes.clamp(1, MAX_FETCH_BYTES) as usize;
         let wait = Duration::from_millis(f.wait_ms).min(MAX_FETCH_WAIT);
@@ -390,6 +433,7 @@ impl Host {
         };
         let deadline = tokio::time::Instant::now() + wait;
         let mut tail = self.tail.subscribe();
+        let mut scanned = 0usize;
         loop {
             let end = *tail.borrow_and_update();
             if from > end {
@@ -415,9 +459,11 @@ impl Host {
                 if !records.is_empty() {
                     return Ok(Fetched { records, next });
                 }
-                // Everything read was filtered out: go on from past it, within the wait.
+                // Everything read was filtered out: go on from past it, within the wait and
+                // a bound on what one request may make the host read.
                 from = next;
-                if tokio::time::Instant::now() < deadline {
+                scanned += max_records;
+                if tokio::time::Instant::now() < deadline && scanned < MAX_FETCH_SCAN {
                     continue;
                 }
                 return Ok(Fetched {
@@ -425,8 +471,11 @@ impl Host {
                     next: from,
                 });
             }
-            let changed = tokio::time::timeout_at(deadline, tail.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+            let changed = tokio::select! {
+                changed = tokio::time::timeout_at(deadline, tail.changed()) => changed.is_ok_and(|c| c.is_ok()),
+                () = stop.wait() => false,
+            };
+            if !changed {
                 return Ok(Fetched {
                     records: Vec::new(),
                     next: from,
@@ -471,16 +520,20 @@ impl Host {
         cmd: wire::CreateConsumer,
     ) -> Result<crate::ConsumerInfo, WireError> {
         let c = self.consumers()?;
-        c.create(&self.log(), &cmd.consumer, cmd.config)
+        c.create(&self.log(), &cmd.consumer, cmd.config, cmd.update)
             .await
             .map_err(self.wire())
     }
 
     /// Records for a member of a consumer.
-    pub(crate) async fn next(&self, cmd: wire::Next) -> Result<Vec<wire::WireDelivery>, WireError> {
+    pub(crate) async fn next(
+        &self,
+        cmd: wire::Next,
+        stop: Stop,
+    ) -> Result<Vec<wire::WireDelivery>, WireError> {
         let c = self.consumers()?;
         let wait = Duration::from_millis(cmd.wait_ms).min(MAX_FETCH_WAIT);
-        c.next(&self.log(), &self.tail, &cmd.consumer, cmd.max, wait)
+        c.next(&self.log(), &self.tail, &cmd.consumer, cmd.max, wait, &stop)
             .await
             .map_err(self.wire())
     }
@@ -491,7 +544,7 @@ impl Host {
         let nak = cmd
             .nak
             .then(|| (cmd.delay_ms > 0).then(|| Duration::from_millis(cmd.delay_ms)));
-        let why = cmd.reason.as_deref().map(|r| &r[..r.len().min(1024)]);
+        let why = cmd.reason.as_deref().map(|r| clip(r, 1024));
         c.ack(&self.log(), &cmd.consumer, &cmd.offsets, nak, why)
             .await
             .map_err(self.wire())
@@ -552,9 +605,14 @@ impl Host {
         let wire = |e: Error| WireError::of(&e, &self.name);
         self.log().delete().await.map_err(wire)?;
         let fresh = self.place.open(&self.config).await.map_err(wire)?;
-        *crate::log::lock(&self.log) = fresh;
+        {
+            let mut log = crate::log::lock(&self.log);
+            *log = fresh;
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.tail.send_replace(0);
+        }
         self.dedupe.clear();
-        self.tail.send_replace(0);
         if let Some(c) = &self.consumers {
             c.clear().await.map_err(wire)?;
         }
