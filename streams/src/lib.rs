@@ -1,8 +1,49 @@
-//! Durable streams for meshbus: the segmented, append-only log a stream host keeps on its disk.
+//! Durable streams for meshbus: a node hosts a stream in a segmented, append-only log on its
+//! own disk; every node appends to it with confirmation, replays and follows it, and consumes
+//! it durably. The facade re-exports this crate as `meshbus::streams` (feature `streams`).
 //!
-//! This crate is item 1 of issue 16: the log itself, with the administration of item 6 that
-//! belongs to it ([`Log::info`], [`Log::purge`], [`Log::delete`]). Hosting streams on the bus,
-//! readers and durable consumers build on it.
+//! ```
+//! use futures_util::StreamExt;
+//! use meshbus_core::{Bus, Event, HandlerError};
+//! use meshbus_streams::{ConsumerConfig, From, StreamConfig, StreamsBuilderExt, StreamsExt};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+//! struct OrderPlaced { order: u32 }
+//! impl Event for OrderPlaced { const NAME: &'static str = "shop.order_placed"; }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let (tx, mut billed) = tokio::sync::mpsc::unbounded_channel();
+//! let bus = Bus::builder()
+//!     // This node hosts `orders`, capturing every `OrderPlaced` published in its scope.
+//!     .stream(StreamConfig::new("orders").event::<OrderPlaced>().dir(dir.path()))
+//!     // ... and runs a member of the durable consumer `billing`: `Ok` acks.
+//!     .stream_handler("orders", "billing", ConsumerConfig::new(), move |o: OrderPlaced, _ctx| {
+//!         let _ = tx.send(o.order);
+//!         async { Ok::<_, HandlerError>(()) }
+//!     })
+//!     .start()
+//!     .await?;
+//!
+//! // Confirmed: resolves once the host has it, with its offset.
+//! assert_eq!(bus.streams().append("orders", OrderPlaced { order: 1 }).key("o-1").await?, 0);
+//! let confirmed = bus.streams().publish(OrderPlaced { order: 2 }).await?;
+//! assert_eq!(confirmed[0].offset, 1);
+//!
+//! // Replay from the start, then follow the tail.
+//! let mut reader = bus.streams().read::<OrderPlaced>("orders").from(From::Start);
+//! assert_eq!(reader.next().await.unwrap()?.value, OrderPlaced { order: 1 });
+//!
+//! assert_eq!(billed.recv().await, Some(1));
+//! assert_eq!(billed.recv().await, Some(2));
+//! let info = bus.streams().consumer_info("orders", "billing").await?;
+//! assert_eq!(info.ack_floor, 2);
+//! bus.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The rest of these docs are about the log itself ([`Log`]), which a host keeps for each
+//! stream, and which can be used on its own:
 //!
 //! ```
 //! use meshbus_streams::{FsyncPolicy, Log, LogConfig, NewRecord};
