@@ -28,6 +28,23 @@ const MAX_PENDING: u32 = 100_000;
 /// The most offsets one ack carries.
 const MAX_ACKS: usize = 10_000;
 
+/// See [`Consumers::uncommitted`].
+struct Uncommitted(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Uncommitted {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        if let Some(stale) = self.0.take() {
+            stale.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// A stream's durable consumers.
 pub(crate) struct Consumers {
     stream: String,
@@ -35,6 +52,9 @@ pub(crate) struct Consumers {
     store: std::sync::Mutex<Option<Arc<ConsumerStore>>>,
     state: Mutex<HashMap<String, Consumer>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Set when a change was made in memory and not committed (a failed commit, an error or
+    /// a dropped request in between): the next request reloads the consumers from the store.
+    stale: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped on every ack, nak, reset and new consumer: waiting `next`s look again.
     changed: watch::Sender<u64>,
     /// The dead-letter stream (none without a directory).
@@ -103,6 +123,7 @@ impl Consumers {
             state: Mutex::new(consumers),
             changed: watch::channel(0).0,
             closed: std::sync::atomic::AtomicBool::new(false),
+            stale: Arc::default(),
             dead,
         })
     }
@@ -124,6 +145,37 @@ impl Consumers {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let _state = self.state.lock().await;
         crate::log::lock(&self.store).take();
+    }
+
+    /// The consumers, reloaded from the store first if memory ran ahead of it.
+    async fn lock(&self) -> Result<tokio::sync::MutexGuard<'_, HashMap<String, Consumer>>, Error> {
+        let mut state = self.state.lock().await;
+        if self.stale.load(std::sync::atomic::Ordering::SeqCst) {
+            let store = self.store()?;
+            let stream = self.stream.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                store.load_all().map_err(|e| e.into_error(&stream))
+            })
+            .await
+            .map_err(|e| invalid(&self.stream, format!("reloading consumers failed: {e}")))??;
+            let now = Instant::now();
+            *state = loaded
+                .into_iter()
+                .map(|l| {
+                    let c = Consumer::restore(l.name.clone(), l.config, l.state, now);
+                    (l.name, c)
+                })
+                .collect();
+            self.stale.store(false, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(stream = %self.stream, "consumers reloaded from their store after a change that was not committed");
+        }
+        Ok(state)
+    }
+
+    /// Marks memory as running ahead of the store until [`Uncommitted::done`]: an error or a
+    /// drop before then makes the next request reload.
+    fn uncommitted(&self) -> Uncommitted {
+        Uncommitted(Some(Arc::clone(&self.stale)))
     }
 
     /// Writes `changes` in one transaction.
@@ -177,7 +229,18 @@ impl Consumers {
             ));
         }
         self.store()?;
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
+        let start = if state.contains_key(name) {
+            0
+        } else if state.len() >= MAX_CONSUMERS {
+            return Err(invalid(
+                &self.stream,
+                format!("a stream has at most {MAX_CONSUMERS} consumers"),
+            ));
+        } else {
+            Self::resolve(log, config.start).await?
+        };
+        let pending = self.uncommitted();
         let consumer = match state.get_mut(name) {
             Some(c) => {
                 if update && *c.config() != config {
@@ -185,22 +248,14 @@ impl Consumers {
                 }
                 c
             }
-            None => {
-                if state.len() >= MAX_CONSUMERS {
-                    return Err(invalid(
-                        &self.stream,
-                        format!("a stream has at most {MAX_CONSUMERS} consumers"),
-                    ));
-                }
-                let start = Self::resolve(log, config.start).await?;
-                state
-                    .entry(name.to_owned())
-                    .or_insert_with(|| Consumer::new(name, config, start))
-            }
+            None => state
+                .entry(name.to_owned())
+                .or_insert_with(|| Consumer::new(name, config, start)),
         };
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         let info = consumer.info(log.info().next_offset);
         self.commit(changes).await?;
+        pending.done();
         drop(state);
         self.wake();
         Ok(info)
@@ -255,10 +310,11 @@ impl Consumers {
         name: &str,
         max: usize,
     ) -> Result<(Vec<WireDelivery>, Option<Instant>, bool), Error> {
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
         let consumer = state
             .get_mut(name)
             .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        let pending = self.uncommitted();
         let first = log.info().first_offset;
         consumer.skip_gone(first);
         let before = consumer.position();
@@ -310,6 +366,7 @@ impl Consumers {
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         let moved = consumer.position() != before && consumer.position() < log.info().next_offset;
         self.commit(changes).await?;
+        pending.done();
         Ok((out, next_deadline, moved))
     }
 
@@ -388,10 +445,11 @@ impl Consumers {
                 ),
             ));
         }
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
         let consumer = state
             .get_mut(name)
             .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        let pending = self.uncommitted();
         let now = Instant::now();
         let mut refused = None;
         for &offset in offsets {
@@ -409,6 +467,7 @@ impl Consumers {
         self.bury(log, name, &dead, why).await?;
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         self.commit(changes).await?;
+        pending.done();
         drop(state);
         self.wake();
         match refused {
@@ -419,7 +478,7 @@ impl Consumers {
 
     /// Consumer `name`'s info.
     pub(crate) async fn info(&self, log: &Log, name: &str) -> Result<ConsumerInfo, Error> {
-        let state = self.state.lock().await;
+        let state = self.lock().await?;
         let consumer = state
             .get(name)
             .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
@@ -434,14 +493,16 @@ impl Consumers {
         to: From,
     ) -> Result<ConsumerInfo, Error> {
         let at = Self::resolve(log, to).await?;
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
         let consumer = state
             .get_mut(name)
             .ok_or_else(|| invalid(&self.stream, format!("no consumer `{name}`")))?;
+        let pending = self.uncommitted();
         consumer.reset(at);
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
         let info = consumer.info(log.info().next_offset);
         self.commit(changes).await?;
+        pending.done();
         drop(state);
         self.wake();
         Ok(info)
@@ -449,9 +510,11 @@ impl Consumers {
 
     /// Deletes consumer `name`; `false` if there was none.
     pub(crate) async fn delete(&self, name: &str) -> Result<bool, Error> {
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
+        let pending = self.uncommitted();
         let existed = state.remove(name).is_some();
         self.commit(vec![Change::Delete(name.to_owned())]).await?;
+        pending.done();
         drop(state);
         self.wake();
         Ok(existed)
@@ -459,12 +522,14 @@ impl Consumers {
 
     /// Deletes every consumer (the stream was deleted).
     pub(crate) async fn clear(&self) -> Result<(), Error> {
-        let mut state = self.state.lock().await;
+        let mut state = self.lock().await?;
+        let pending = self.uncommitted();
         let changes: Vec<Change> = state
             .drain()
             .map(|(name, _)| Change::Delete(name))
             .collect();
         self.commit(changes).await?;
+        pending.done();
         drop(state);
         self.wake();
         Ok(())
