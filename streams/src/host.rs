@@ -101,7 +101,7 @@ impl StreamConfig {
                             return Ok::<(), HandlerError>(());
                         };
                         let confirmed = ctx.headers().get(wire::CONFIRMED_HEADER).is_some();
-                        if !confirmed && host.rival.check(&host.name, &ctx).is_ok() {
+                        if !confirmed && host.rival.check(&host.owner, &ctx).is_ok() {
                             host.capture(E::NAME, &*event, &ctx).await;
                         }
                         Ok(())
@@ -119,7 +119,7 @@ impl StreamConfig {
                             };
                             // A host that gives way to another says so: not an error for the
                             // publisher, whose event the other host appends.
-                            if host.rival.check(&host.name, &ctx).is_err() {
+                            if host.rival.check(&host.owner, &ctx).is_err() {
                                 return Ok(Ok(None));
                             }
                             Ok(host.append_captured(E::NAME, cmd).await.map(Some))

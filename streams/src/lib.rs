@@ -253,7 +253,7 @@ pub use host::{StreamConfig, StreamsBuilderExt, DEFAULT_DEDUPE_KEYS, DEFAULT_DED
 pub use log::{Log, LogInfo, Purged};
 pub use record::{Appended, NewRecord, Record};
 pub use storage::{FaultStorage, FsStorage, Storage, StorageFile};
-pub use wire::{dead_letter, dead_letter_stream, From, MAX_STREAM_NAME};
+pub use wire::{dead_letter, dead_letter_stream, From, DEAD_LETTER_SUFFIX, MAX_STREAM_NAME};
 
 mod client;
 mod host;

@@ -62,9 +62,12 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// What the name of a dead-letter stream ends with (a hosted stream's name may not).
+pub const DEAD_LETTER_SUFFIX: &str = "-dlq";
+
 /// The name of the dead-letter stream of `stream`.
 pub fn dead_letter_stream(stream: &str) -> String {
-    format!("{stream}-dlq")
+    format!("{stream}{DEAD_LETTER_SUFFIX}")
 }
 
 /// Headers a dead letter carries, besides those of the record it copies.

@@ -51,6 +51,9 @@ pub(crate) struct Host {
     tail: watch::Sender<u64>,
     captures: Arc<Semaphore>,
     pub(crate) rival: super::rival::Rival,
+    /// The stream whose host serves this one: itself, or the stream a dead-letter stream
+    /// belongs to (one host serves both, or neither).
+    pub(crate) owner: String,
     /// Its durable consumers (none on a dead-letter stream).
     consumers: Option<super::consumers::Consumers>,
 }
@@ -124,7 +127,7 @@ pub(crate) fn admit(cell: &HostCell, ctx: &Context) -> Result<Arc<Host>, WireErr
     let Some(host) = cell.get() else {
         return Err(WireError::unavailable("this stream"));
     };
-    host.rival.check(&host.name, ctx)?;
+    host.rival.check(&host.owner, ctx)?;
     Ok(host)
 }
 
@@ -143,6 +146,14 @@ impl Host {
     /// Opens (and recovers) the stream's log and remembers the idempotency keys of its last
     /// `dedupe_window`.
     pub(crate) async fn open(config: StreamConfig) -> Result<Arc<Host>, BusError> {
+        if config.name.ends_with(wire::DEAD_LETTER_SUFFIX) {
+            return Err(config_error(format!(
+                "stream `{}`: names ending in `{}` are those of dead-letter streams",
+                config.name,
+                wire::DEAD_LETTER_SUFFIX
+            )));
+        }
+        let owner = config.name.clone();
         let dir = config.dir.clone().filter(|_| config.storage.is_none());
         let (dead, consumers_dir) = match &dir {
             Some(dir) => {
@@ -151,10 +162,9 @@ impl Host {
                 let dead = StreamConfig::new(log.name.clone())
                     .dir(dir.join("dead-letters"))
                     .log(log);
-                (
-                    Some(Arc::new(Host::open_plain(dead, None).await?)),
-                    Some(dir.as_path()),
-                )
+                let mut dead = Host::open_plain(dead, None).await?;
+                dead.owner = owner;
+                (Some(Arc::new(dead)), Some(dir.as_path()))
             }
             None => (None, None),
         };
@@ -199,6 +209,7 @@ impl Host {
         let (tail, _) = watch::channel(log.info().next_offset);
         tracing::info!(stream = %config.name, next = *tail.borrow(), "stream open");
         Ok(Host {
+            owner: config.name.clone(),
             name: config.name,
             config: config.log,
             log: std::sync::Mutex::new(log),

@@ -188,6 +188,13 @@ async fn no_host_bad_names_and_bad_directories_fail_clearly() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+    // Names ending in `-dlq` are the dead-letter streams'.
+    let err = Bus::builder()
+        .stream(StreamConfig::new("orders-dlq").dir(dir.path()))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dead-letter"), "{err}");
     // A file where the directory should be.
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
