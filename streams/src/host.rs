@@ -289,30 +289,8 @@ impl StreamsBuilderExt for BusBuilder {
                 }
             }
         });
-        let dlq = wire::dead_letter_stream(&name);
-        let dead_named = |op: &str| command_name(&dlq, op);
-        builder = builder
-            .command_handler_named(
-                dead_named(op::FETCH),
-                waiting(&dead, |h, cmd: wire::Fetch, stop| async move {
-                    h.fetch(cmd, stop).await
-                }),
-            )
-            .command_handler_named(
-                dead_named(op::PURGE),
-                serving(
-                    &dead,
-                    |h, cmd: wire::Purge| async move { h.purge(cmd).await },
-                ),
-            )
-            .command_handler_named(
-                dead_named(op::DELETE),
-                serving(&dead, |h, _: wire::Delete| async move { h.delete().await }),
-            )
-            .command_handler_named(
-                dead_named(op::INFO),
-                serving(&dead, |h, _: wire::Info| async move { h.info() }),
-            );
+        builder = serve_log(builder, &wire::dead_letter_stream(&name), &dead);
+        let builder = serve_log(builder, &name, &cell);
         let named = |op: &str| command_name(&name, op);
         builder
             .command_handler_named(
@@ -321,27 +299,6 @@ impl StreamsBuilderExt for BusBuilder {
                     &cell,
                     |h, cmd: wire::Append| async move { h.append(cmd).await },
                 ),
-            )
-            .command_handler_named(
-                named(op::FETCH),
-                waiting(&cell, |h, cmd: wire::Fetch, stop| async move {
-                    h.fetch(cmd, stop).await
-                }),
-            )
-            .command_handler_named(
-                named(op::PURGE),
-                serving(
-                    &cell,
-                    |h, cmd: wire::Purge| async move { h.purge(cmd).await },
-                ),
-            )
-            .command_handler_named(
-                named(op::DELETE),
-                serving(&cell, |h, _: wire::Delete| async move { h.delete().await }),
-            )
-            .command_handler_named(
-                named(op::INFO),
-                serving(&cell, |h, _: wire::Info| async move { h.info() }),
             )
             .command_handler_named(
                 named(op::CONSUMER),
@@ -378,6 +335,34 @@ impl StreamsBuilderExt for BusBuilder {
                 }),
             )
     }
+}
+
+/// Registers what every hosted log serves, a stream or a dead-letter stream: fetch, purge,
+/// delete and info of stream `name`.
+fn serve_log(builder: BusBuilder, name: &str, cell: &Arc<HostCell>) -> BusBuilder {
+    let named = |op: &str| command_name(name, op);
+    builder
+        .command_handler_named(
+            named(op::FETCH),
+            waiting(cell, |h, cmd: wire::Fetch, stop| async move {
+                h.fetch(cmd, stop).await
+            }),
+        )
+        .command_handler_named(
+            named(op::PURGE),
+            serving(
+                cell,
+                |h, cmd: wire::Purge| async move { h.purge(cmd).await },
+            ),
+        )
+        .command_handler_named(
+            named(op::DELETE),
+            serving(cell, |h, _: wire::Delete| async move { h.delete().await }),
+        )
+        .command_handler_named(
+            named(op::INFO),
+            serving(cell, |h, _: wire::Info| async move { h.info() }),
+        )
 }
 
 /// A command handler that runs `f` on the host once it is open and not refused (see
