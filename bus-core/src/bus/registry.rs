@@ -214,17 +214,18 @@ pub(super) fn add_command<C: Command>(
 /// Refuses a command name no frame can carry, or that would confuse a reader of logs.
 fn check_name(name: &str) -> Result<(), Error> {
     let problem = if name.is_empty() {
-        "is empty"
+        "is empty".to_owned()
     } else if name.len() > MAX_NAME_LEN {
-        "is longer than interest names may be"
+        format!("is longer than {MAX_NAME_LEN} bytes")
     } else if name.chars().any(char::is_control) {
-        "has a control character"
+        "has a control character".to_owned()
     } else {
         return Ok(());
     };
+    let shown: String = name.chars().take(64).collect();
     Err(Error::config(format!(
         "the command name `{}` {problem}",
-        name.escape_debug()
+        shown.escape_debug()
     ))
     .with_message_name(name.to_owned()))
 }
