@@ -87,9 +87,9 @@ pub use meshbus_core::{
     FromServices, FullPolicy, GroupKind, GroupStats, HandlerError, HandlerResult, HandlersReady,
     Headers, IntoCommandHandler, IntoEventHandler, IntoPeerAddrs, MembersReady, MembershipView,
     NamedHandlersReady, NodeId, PeerAddr, PeerEventStats, PeerGroup, PeerInfo, PeerStats,
-    PeersReady, Publish, PublishAll, PublishFuture, Ready, RequestOptions, ResponseFuture, Scope,
-    SendAll, SendAllStream, SendCommand, Services, SubscribersReady, Subscription,
-    SubscriptionOptions, SubscriptionStats, TimedReady, WithOptions,
+    PeersReady, Publish, PublishAll, PublishFuture, PublishParts, Ready, RequestOptions,
+    ResponseFuture, Scope, SendAll, SendAllStream, SendCommand, Services, SubscribersReady,
+    Subscription, SubscriptionOptions, SubscriptionStats, TimedReady, WithOptions,
 };
 
 /// Byte payloads: [`Binary`], and `#[serde(with = "meshbus::binary")]` for `Vec<u8>` and

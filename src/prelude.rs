@@ -25,4 +25,4 @@ pub use meshbus_core::{
 pub use meshbus_macros::{Command, Event};
 
 #[cfg(feature = "streams")]
-pub use meshbus_streams::{StreamsBuilderExt, StreamsExt};
+pub use meshbus_streams::{PublishExt, StreamsBuilderExt, StreamsExt};

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use builder::BusBuilder;
 pub use commands::{Commands, ResponseFuture, SendCommand};
-pub use events::{Events, Publish, PublishAll, PublishFuture};
+pub use events::{Events, Publish, PublishAll, PublishFuture, PublishParts};
 pub use options::RequestOptions;
 pub use peer_addrs::{IntoPeerAddrs, PeerAddr};
 pub use ready::{

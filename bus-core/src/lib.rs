@@ -69,8 +69,8 @@ pub use async_trait::async_trait;
 pub use binary::Binary;
 pub use bus::{
     Bus, BusBuilder, Commands, Events, HandlersReady, IntoPeerAddrs, MembersReady,
-    NamedHandlersReady, PeerAddr, PeersReady, Publish, PublishAll, PublishFuture, Ready,
-    RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand, SubscribersReady,
+    NamedHandlersReady, PeerAddr, PeersReady, Publish, PublishAll, PublishFuture, PublishParts,
+    Ready, RequestOptions, ResponseFuture, SendAll, SendAllStream, SendCommand, SubscribersReady,
     TimedReady,
 };
 pub use context::{Context, Headers};

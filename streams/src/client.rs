@@ -22,7 +22,7 @@ use crate::StreamInfo;
 pub use consume::{Consumer, ConsumerBuilder, Message, DEFAULT_CONSUMER_BATCH};
 pub(crate) use handler::register as register_stream_handler;
 pub use handler::DeliveryContext;
-pub use publish::{Confirmation, ConfirmedPublish};
+pub use publish::{Confirmation, ConfirmedPublish, PublishExt};
 pub use read::{FromRecord, RawRecord, Reader, StreamRecord, DEFAULT_BATCH, DEFAULT_WAIT};
 
 /// Gives a [`Bus`] its streams.

@@ -243,7 +243,7 @@ mod writer;
 
 pub use client::{
     Append, Confirmation, ConfirmedPublish, Consumer, ConsumerBuilder, DeliveryContext, FromRecord,
-    Message, RawRecord, Reader, StreamRecord, Streams, StreamsExt, DEFAULT_BATCH,
+    Message, PublishExt, RawRecord, Reader, StreamRecord, Streams, StreamsExt, DEFAULT_BATCH,
     DEFAULT_CONSUMER_BATCH, DEFAULT_WAIT,
 };
 pub use config::{FsyncPolicy, LogConfig, Retention};

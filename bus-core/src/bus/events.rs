@@ -236,6 +236,41 @@ impl<'a, E: Event> IntoFuture for Publish<'a, E> {
     }
 }
 
+/// A publish taken apart by [`Publish::into_parts`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PublishParts<'a, E> {
+    /// The bus it was to be published on.
+    pub bus: &'a Bus,
+    /// Its scope.
+    pub scope: Scope,
+    /// The event.
+    pub event: E,
+    /// Its headers (the idempotency key among them, if set).
+    pub headers: crate::Headers,
+    /// Its correlation id, if set.
+    pub correlation_id: Option<std::sync::Arc<str>>,
+    /// Its timeout, if set.
+    pub timeout: Option<Duration>,
+}
+
+impl<'a, E: Event> Publish<'a, E> {
+    /// Takes the publish apart without publishing: for libraries built on the bus that
+    /// publish differently, such as a durable stream's confirmed publish
+    /// (`publish(e).confirmed()`).
+    pub fn into_parts(self) -> PublishParts<'a, E> {
+        let (headers, correlation_id) = self.options.into_parts();
+        PublishParts {
+            bus: self.bus,
+            scope: self.scope,
+            event: self.event,
+            headers,
+            correlation_id,
+            timeout: self.timeout,
+        }
+    }
+}
+
 impl<E: Event> Publish<'_, E> {
     fn start(self) -> Started {
         admit(

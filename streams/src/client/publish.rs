@@ -24,8 +24,47 @@ pub struct Confirmation {
     pub offset: u64,
 }
 
+/// `publish(e).confirmed()`: turns a publish into a confirmed one.
+pub trait PublishExt<'a, E> {
+    /// The confirmed form of this publish, as [`Streams::publish`] makes it (in the publish's
+    /// scope, with its headers; its idempotency key becomes the append's key).
+    ///
+    /// ```no_run
+    /// # use meshbus_core::{Bus, Event};
+    /// # use meshbus_streams::PublishExt;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: u64 }
+    /// # impl Event for OrderPlaced { const NAME: &'static str = "orders.placed"; }
+    /// # async fn run(bus: Bus) -> Result<(), meshbus_streams::Error> {
+    /// let confirmations = bus.events().publish(OrderPlaced { id: 7 }).confirmed().await?;
+    /// # Ok(()) }
+    /// ```
+    fn confirmed(self) -> ConfirmedPublish<'a, E>;
+}
+
+impl<'a, E: Event + Serialize> PublishExt<'a, E> for meshbus_core::Publish<'a, E> {
+    fn confirmed(self) -> ConfirmedPublish<'a, E> {
+        let parts = self.into_parts();
+        let key_name = meshbus_core::Headers::IDEMPOTENCY_KEY;
+        ConfirmedPublish {
+            streams: Streams {
+                bus: parts.bus,
+                scope: parts.scope,
+            },
+            event: parts.event,
+            key: parts.headers.get(key_name).map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(k, _)| *k != key_name)
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            timeout: parts.timeout,
+        }
+    }
+}
+
 /// A confirmed publish: set a key, headers or a timeout, then `.await` it. Made by
-/// [`Streams::publish`].
+/// [`Streams::publish`] or [`PublishExt::confirmed`].
 #[must_use = "a publish does nothing unless awaited"]
 #[derive(Debug)]
 pub struct ConfirmedPublish<'a, E> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use meshbus_core::{Context, ErrorKind, HandlerError, Scope};
-use meshbus_streams::{Error, StreamConfig, StreamsBuilderExt, StreamsExt};
+use meshbus_streams::{Error, PublishExt, StreamConfig, StreamsBuilderExt, StreamsExt};
 use meshbus_transport_inmem::InMemNetwork;
 use tokio::sync::mpsc;
 
@@ -63,26 +63,49 @@ async fn a_confirmed_publish_reaches_subscribers_and_every_capturing_host_once()
         assert_eq!(got[0].node, audit_host.node_id());
         assert_eq!(got[1].node, orders_host.node_id());
     }
-    for id in 0..5 {
+    // The same through the publish's own builder, with its key.
+    let got = client
+        .events()
+        .scope(Scope::Network)
+        .publish(placed(5))
+        .header(meshbus_core::Headers::IDEMPOTENCY_KEY, "order-5")
+        .confirmed()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|c| c.offset == 5), "{got:?}");
+    let again = client
+        .events()
+        .scope(Scope::Network)
+        .publish(placed(5))
+        .header(meshbus_core::Headers::IDEMPOTENCY_KEY, "order-5")
+        .confirmed()
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|c| c.offset == 5),
+        "the key made it one record: {again:?}"
+    );
+    for id in [0, 1, 2, 3, 4, 5, 5] {
         assert_eq!(within("the subscriber's copy", seen.recv()).await, Some(id));
     }
     // Each host has each event once: the plain copy its capture got was passed over.
     let s = client.streams();
     for stream in ["orders", "audit"] {
-        assert_eq!(s.info(stream).await.unwrap().records, 5, "{stream}");
+        assert_eq!(s.info(stream).await.unwrap().records, 6, "{stream}");
         let ids: Vec<u64> = s
             .read::<OrderPlaced>(stream)
-            .take(5)
+            .take(6)
             .map(|r| r.unwrap().value.id)
             .collect()
             .await;
-        assert_eq!(ids, (0..5).collect::<Vec<_>>());
+        assert_eq!(ids, (0..6).collect::<Vec<_>>());
     }
     // A plain publish is still captured, best effort.
-    client.events().publish(placed(5)).await.unwrap();
+    client.events().publish(placed(6)).await.unwrap();
     let mut tail = s
         .read::<OrderPlaced>("orders")
-        .from(meshbus_streams::From::Offset(5));
+        .from(meshbus_streams::From::Offset(6));
     assert_eq!(
         within("the plain copy", tail.next())
             .await
@@ -90,7 +113,7 @@ async fn a_confirmed_publish_reaches_subscribers_and_every_capturing_host_once()
             .unwrap()
             .value
             .id,
-        5
+        6
     );
 
     // No stream captures this event: the publish reaches its subscribers, then fails.
