@@ -9,6 +9,9 @@ use meshbus_core::{Context, Error as BusError, ErrorKind};
 use tokio::sync::{watch, Semaphore};
 
 mod consumer_ops;
+mod finish;
+
+use finish::Finish;
 
 use super::dedupe::{Dedupe, Seen};
 use super::{fsync_name, retention_info, StreamConfig};
@@ -367,11 +370,12 @@ impl Host {
         let tail = self.tail.clone();
         let current = Arc::clone(&self.generation);
         let stream = self.name.clone();
-        // The write's outcome is settled on a task of its own: a caller that gives up (a
-        // timeout, a lost peer) must not leave a written record whose key is forgotten, or
-        // whose offset readers at the tail do not learn.
+        // The write's outcome is settled even if the caller gives up (a timeout, a lost
+        // peer): a written record whose key were forgotten, or whose offset readers at the
+        // tail did not learn, would be a duplicate on retry or a stall at the tail. Awaited in
+        // place; finished on a task of its own only if dropped first.
         let completion = queued.map(|(queued, generation)| {
-            tokio::spawn(async move {
+            Finish(Some(Box::pin(async move {
                 let appended = queued.await;
                 let first = appended.as_ref().ok().map(|a| a.first);
                 for (j, claim) in claims {
@@ -385,11 +389,11 @@ impl Host {
                     });
                 }
                 Ok::<_, Error>(appended)
-            })
+            })))
         });
         async move {
             if let Some(completion) = completion {
-                let appended = completion.await.map_err(|_| Error::Closed)??;
+                let appended = completion.await?;
                 for (j, i) in fresh_at.into_iter().enumerate() {
                     offsets[i] = Some(appended.first + j as u64);
                 }
