@@ -2,7 +2,7 @@
 
 /// A future that, dropped before it is done, is finished on a task of its own.
 pub(super) struct Finish<T: Send + 'static>(
-    Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>,
+    pub(super) Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>,
 );
 
 impl<T: Send + 'static> std::future::Future for Finish<T> {
