@@ -14,9 +14,6 @@ use crate::storage::StorageFile;
 #[derive(Debug)]
 struct View {
     base: u64,
-    /// The active segment's batches are cached (readers at the tail share them); a sealed
-    /// segment's are read by replays, which a cache would only make copy.
-    cache: bool,
     file: Arc<dyn StorageFile>,
     len: u64,
     start: (u64, u64),
@@ -25,40 +22,13 @@ struct View {
 /// Segments a single read may walk (a read returns what they hold; the caller reads on).
 const MAX_VIEWS: usize = 16;
 
-fn view(s: &Segment, start: (u64, u64), cache: bool) -> View {
+fn view(s: &Segment, start: (u64, u64)) -> View {
     View {
         base: s.base,
-        cache,
         file: s.file.clone(),
         len: s.len,
         start,
     }
-}
-
-/// Moves the records of `records` at or after `from` into `out` until it holds
-/// `max_records`, or `max_bytes` of bodies; `true` when it is full.
-fn take(
-    out: &mut Vec<Record>,
-    bytes: &mut usize,
-    records: impl IntoIterator<Item = Record>,
-    from: u64,
-    max_records: usize,
-    max_bytes: usize,
-) -> bool {
-    let full = |out: &Vec<Record>, bytes: usize| {
-        out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes)
-    };
-    for r in records {
-        if r.offset < from {
-            continue;
-        }
-        if full(out, *bytes) {
-            return true;
-        }
-        *bytes += r.body.len();
-        out.push(r);
-    }
-    full(out, *bytes)
 }
 
 impl Shared {
@@ -84,21 +54,19 @@ impl Shared {
                 .segments
                 .partition_point(|s| s.base <= from)
                 .saturating_sub(1);
-            let last = st.segments.len().saturating_sub(1);
             st.segments
                 .iter()
-                .enumerate()
                 .skip(i)
                 .take(MAX_VIEWS)
+                .enumerate()
                 .map(|(k, s)| {
                     view(
                         s,
-                        if k == i {
+                        if k == 0 {
                             s.seek(from)
                         } else {
                             (SEGMENT_HEADER, s.base)
                         },
-                        k == last,
                     )
                 })
                 .collect::<Vec<_>>()
@@ -112,30 +80,15 @@ impl Shared {
                     return Ok(out);
                 }
                 let b = self.batch_at(v, pos, expect)?;
+                for r in b.records.iter().filter(|r| r.offset >= from) {
+                    if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
+                        return Ok(out);
+                    }
+                    bytes += r.body.len();
+                    out.push(r.clone());
+                }
                 pos += b.header.frame_len();
                 expect = b.header.end();
-                // A batch no cache holds is moved out, not copied.
-                let full = match Arc::try_unwrap(b) {
-                    Ok(batch) => take(
-                        &mut out,
-                        &mut bytes,
-                        batch.records,
-                        from,
-                        max_records,
-                        max_bytes,
-                    ),
-                    Err(shared) => take(
-                        &mut out,
-                        &mut bytes,
-                        shared.records.iter().cloned(),
-                        from,
-                        max_records,
-                        max_bytes,
-                    ),
-                };
-                if full {
-                    return Ok(out);
-                }
             }
         }
         Ok(out)
@@ -149,7 +102,7 @@ impl Shared {
                 .iter()
                 .filter(|s| s.records() > 0 && s.max_ts >= ts)
                 .take(MAX_VIEWS)
-                .map(|s| view(s, s.seek_time(ts), true))
+                .map(|s| view(s, s.seek_time(ts)))
                 .collect::<Vec<_>>()
         };
         for v in &views {
@@ -189,9 +142,7 @@ impl Shared {
             .map_err(io)?
             .ok_or_else(corrupt)?;
         let batch = Arc::new(Batch { header, records });
-        if v.cache {
-            lock(&self.cache).insert((v.base, pos), batch.clone());
-        }
+        lock(&self.cache).insert((v.base, pos), batch.clone());
         Ok(batch)
     }
 }
