@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -80,14 +81,14 @@ pub struct Message<T> {
     /// Which delivery of the record this is: 1 for the first, more after redeliveries.
     pub deliveries: u32,
     offset: u64,
-    target: Target,
+    target: Arc<Target>,
 }
 
 /// What acks one message, apart from its record.
 #[derive(Debug)]
 pub(crate) struct Acker {
     offset: u64,
-    target: Target,
+    target: Arc<Target>,
 }
 
 impl Acker {
@@ -243,7 +244,7 @@ impl<T: FromRecord> IntoFuture for ConsumerBuilder<T> {
                 .create(self.config.clone(), self.explicit)
                 .await?;
             Ok(Consumer {
-                target: self.target,
+                target: Arc::new(self.target),
                 config: self.config,
                 batch: self.batch,
                 wait: self.wait,
@@ -262,7 +263,7 @@ impl<T: FromRecord> IntoFuture for ConsumerBuilder<T> {
 /// again and goes on.
 #[must_use = "a consumer receives nothing unless polled"]
 pub struct Consumer<T> {
-    target: Target,
+    target: Arc<Target>,
     config: ConsumerConfig,
     batch: u32,
     wait: Duration,
@@ -353,12 +354,12 @@ impl<T: FromRecord> Stream for Consumer<T> {
                         record,
                         deliveries: d.deliveries,
                         offset,
-                        target: this.target.clone(),
+                        target: Arc::clone(&this.target),
                     }),
                     Err(e) => {
                         // Nobody can handle it here: nak it at once (it is dead-lettered
                         // after `max_deliveries`, with why).
-                        let target = this.target.clone();
+                        let target = Arc::clone(&this.target);
                         let reason = e.to_string();
                         tokio::spawn(async move {
                             let _ = target.ack(vec![offset], true, None, Some(reason)).await;
