@@ -57,16 +57,14 @@ where
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     builder.on_start(move |bus: Bus| async move {
-        let closing = bus.closing();
-        tokio::select! {
-            () = closing => {}
-            () = member(&bus, &stream, &consumer, config, &handler) => {}
-        }
+        member(&bus, &stream, &consumer, config, &handler).await;
     })
 }
 
 /// Joins the consumer (retrying while its host is not there), then handles its records one
-/// at a time for ever.
+/// at a time until the bus begins to shut down. A record being handled then is finished and
+/// settled first; one that the shutdown leaves unsettled is delivered again after
+/// `ack_wait`.
 async fn member<E, F, Fut>(
     bus: &Bus,
     stream: &str,
