@@ -77,22 +77,40 @@ async fn member<E, F, Fut>(
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     let streams = bus.streams().scope(Scope::Network);
+    let closing = bus.closing();
+    tokio::pin!(closing);
     let mut pause = Duration::from_millis(50);
     let mut member = loop {
-        match streams
-            .consumer::<E>(stream, consumer)
-            .config(config.clone())
-            .await
-        {
+        let joining = std::future::IntoFuture::into_future(
+            streams
+                .consumer::<E>(stream, consumer)
+                .config(config.clone()),
+        );
+        let joined = tokio::select! {
+            () = &mut closing => return,
+            joined = joining => joined,
+        };
+        match joined {
             Ok(member) => break member,
             Err(e) => {
                 tracing::debug!(stream, consumer, error = %e, "joining the consumer failed; trying again");
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = &mut closing => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
                 pause = (pause * 2).min(MAX_RETRY);
             }
         }
     };
-    while let Some(message) = member.next().await {
+    loop {
+        // Only the wait for the next record is cut short by a shutdown: a record in hand is
+        // handled and settled first.
+        let message = tokio::select! {
+            biased;
+            () = &mut closing => return,
+            message = member.next() => message,
+        };
+        let Some(message) = message else { return };
         let message = match message {
             Ok(m) => m,
             Err(e) => {
