@@ -535,3 +535,51 @@ impl Consumers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::record::NewRecord;
+
+    /// A change made in memory and never committed (here: a request dropped between the two)
+    /// is undone by the next request, which reloads the consumers from the store.
+    #[tokio::test]
+    async fn an_uncommitted_change_is_reloaded_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::new("s")).await.unwrap();
+        let records = (0..10).map(|i| NewRecord::new(i, "x")).collect();
+        log.append(records).await.unwrap();
+        let consumers = Consumers::open("s", Some(dir.path()), None, &log)
+            .await
+            .unwrap();
+        consumers
+            .create(&log, "c", ConsumerConfig::new(), true)
+            .await
+            .unwrap();
+        // Three delivered and committed.
+        let (out, _, _) = consumers.take(&log, "c", 3).await.unwrap();
+        assert_eq!(out.len(), 3);
+        // Two more taken in memory by a request that is then dropped before its commit.
+        {
+            let mut state = consumers.lock().await.unwrap();
+            let pending = consumers.uncommitted();
+            let c = state.get_mut("c").unwrap();
+            let taken = c.take(Instant::now(), 2, [(3, None), (4, None)]);
+            assert_eq!(taken.len(), 2);
+            assert_eq!(c.position(), 5);
+            drop(pending);
+        }
+        // The next request sees what the store holds: position 3, three pending.
+        let info = consumers.info(&log, "c").await.unwrap();
+        assert_eq!((info.position, info.pending), (3, 3));
+        // And once committed, nothing is reloaded again.
+        let (out, _, _) = consumers.take(&log, "c", 2).await.unwrap();
+        assert_eq!(
+            out.iter().map(|d| d.record.offset).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert!(!consumers.stale.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(consumers.info(&log, "c").await.unwrap().position, 5);
+    }
+}
