@@ -235,7 +235,12 @@ async fn producer() -> Result<(), Box<dyn StdError>> {
         billed.len(),
         billed.len() - by_one
     );
-    let info = bus.streams().consumer_info("orders", "billing").await?;
+    // A member acks an order once its handler has returned: wait for the last acks.
+    let mut info = bus.streams().consumer_info("orders", "billing").await?;
+    while info.acked < u64::from(ORDERS) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        info = bus.streams().consumer_info("orders", "billing").await?;
+    }
     println!(
         "consumer `billing`: acked {}, pending {}, lag {}",
         info.acked, info.pending, info.lag
