@@ -55,8 +55,9 @@ pub(crate) struct Consumers {
     /// Set when a change was made in memory and not committed (a failed commit, an error or
     /// a dropped request in between): the next request reloads the consumers from the store.
     stale: Arc<std::sync::atomic::AtomicBool>,
-    /// Bumped on every ack, nak, reset and new consumer: waiting `next`s look again.
-    changed: watch::Sender<u64>,
+    /// Per consumer, bumped on its acks, naks, reset and creation: its waiting `next`s look
+    /// again (the tail wakes every consumer's).
+    waiters: std::sync::Mutex<HashMap<String, watch::Sender<u64>>>,
     /// The dead-letter stream (none without a directory).
     pub(crate) dead: Option<Arc<super::Host>>,
 }
@@ -121,7 +122,7 @@ impl Consumers {
             stream: stream.to_owned(),
             store: std::sync::Mutex::new(store),
             state: Mutex::new(consumers),
-            changed: watch::channel(0).0,
+            waiters: std::sync::Mutex::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
             stale: Arc::default(),
             dead,
@@ -192,8 +193,27 @@ impl Consumers {
         .map_err(|e| invalid(&self.stream, format!("a consumer commit failed: {e}")))?
     }
 
-    fn wake(&self) {
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    /// What a `next` of consumer `name` waits on besides the tail. Senders nobody waits on
+    /// are dropped when there are many (the names are checked, so this stays bounded).
+    fn waiter(&self, name: &str) -> watch::Receiver<u64> {
+        let mut waiters = crate::log::lock(&self.waiters);
+        if waiters.len() >= 2 * MAX_CONSUMERS {
+            waiters.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        waiters
+            .entry(name.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Wakes the waiting `next`s of consumer `name` (of every consumer with `None`).
+    fn wake(&self, name: Option<&str>) {
+        let waiters = crate::log::lock(&self.waiters);
+        let bump = |tx: &watch::Sender<u64>| tx.send_modify(|n| *n = n.wrapping_add(1));
+        match name {
+            Some(name) => waiters.get(name).into_iter().for_each(bump),
+            None => waiters.values().for_each(bump),
+        }
     }
 
     /// Where [`From`] is in `log` now.
@@ -257,7 +277,7 @@ impl Consumers {
         self.commit(changes).await?;
         pending.done();
         drop(state);
-        self.wake();
+        self.wake(Some(name));
         Ok(info)
     }
 
@@ -274,7 +294,8 @@ impl Consumers {
         let max = max.clamp(1, MAX_NEXT) as usize;
         let deadline = tokio::time::Instant::now() + wait;
         let mut tail = tail.subscribe();
-        let mut changed = self.changed.subscribe();
+        check_name(&self.stream, name)?;
+        let mut changed = self.waiter(name);
         loop {
             tail.borrow_and_update();
             changed.borrow_and_update();
@@ -469,7 +490,7 @@ impl Consumers {
         self.commit(changes).await?;
         pending.done();
         drop(state);
-        self.wake();
+        self.wake(Some(name));
         match refused {
             None => Ok(()),
             Some(e) => Err(invalid(&self.stream, format!("consumer `{name}`: {e}"))),
@@ -504,7 +525,7 @@ impl Consumers {
         self.commit(changes).await?;
         pending.done();
         drop(state);
-        self.wake();
+        self.wake(Some(name));
         Ok(info)
     }
 
@@ -516,7 +537,7 @@ impl Consumers {
         self.commit(vec![Change::Delete(name.to_owned())]).await?;
         pending.done();
         drop(state);
-        self.wake();
+        self.wake(Some(name));
         Ok(existed)
     }
 
@@ -531,7 +552,7 @@ impl Consumers {
         self.commit(changes).await?;
         pending.done();
         drop(state);
-        self.wake();
+        self.wake(None);
         Ok(())
     }
 }

@@ -360,3 +360,40 @@ async fn a_filtered_consumer_passes_over_other_events_without_waiting() {
     client.shutdown().await.unwrap();
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_ack_wakes_a_member_waiting_for_room_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InMemNetwork::new(48);
+    let (host, client) = host_and_client(&net, orders(dir.path())).await;
+    let s = client.streams();
+    s.append_all("orders", (0..2).map(placed)).await.unwrap();
+    // One pending at most, and pulls that wait a minute at the host.
+    let mut member = s
+        .consumer::<OrderPlaced>("orders", "one-at-a-time")
+        .max_ack_pending(1)
+        .wait(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let first = next(&mut member).await;
+    assert_eq!(first.offset(), 0);
+    // The member's next pull goes out first (one poll starts it; this test's runtime has one
+    // thread, so the pull's task runs at the yield) and waits at the host for room...
+    let mut second = Box::pin(member.next());
+    assert!(futures_util::poll!(&mut second).is_pending());
+    tokio::task::yield_now().await;
+    // ... which the ack, sent after it on the same link, makes: it must wake the pull, well
+    // before its minute is up.
+    first.ack().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the waiting pull woken by the ack")
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.offset(), 1);
+    m.ack().await.unwrap();
+    let info = s.consumer_info("orders", "one-at-a-time").await.unwrap();
+    assert_eq!((info.acked, info.ack_floor), (2, 2));
+    client.shutdown().await.unwrap();
+    host.shutdown().await.unwrap();
+}
