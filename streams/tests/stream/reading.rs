@@ -9,6 +9,14 @@ use meshbus_transport_inmem::InMemNetwork;
 
 use crate::support::*;
 
+/// Milliseconds since the Unix epoch, as a host stamps records.
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
 /// The next `n` ids a reader yields.
 async fn ids<S>(reader: &mut S, n: usize) -> Vec<u64>
 where
@@ -50,9 +58,18 @@ async fn replay_from_start_offset_and_time_gives_exact_sequences() {
         .collect()
         .await;
     let later: Vec<(u64, u64)> = {
-        let more = s.append_all("orders", (300..310).map(placed));
-        tokio::time::sleep(Duration::from_millis(5)).await; // a later timestamp, not a sync
-        more.await.unwrap();
+        // The next appends are stamped later than every earlier one: the host (this process)
+        // stamps by the clock, so wait for the clock to pass the last stamp.
+        let last = stamped.iter().map(|(_, ts)| *ts).max().unwrap();
+        within("the clock to pass the last stamp", async {
+            while now_ms() <= last {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        s.append_all("orders", (300..310).map(placed))
+            .await
+            .unwrap();
         s.read_raw("orders")
             .from(From::Offset(300))
             .take(10)
