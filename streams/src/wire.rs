@@ -45,12 +45,7 @@ pub const MAX_STREAM_NAME: usize = 255;
 /// Refuses a stream name that is empty, too long, or has characters that would confuse its
 /// command names, file names or a reader of logs: letters, digits, `-` and `_` only.
 pub(crate) fn check_stream_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_STREAM_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if is_name(name) {
         Ok(())
     } else {
         Err(Error::Invalid {
@@ -60,6 +55,16 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), Error> {
             ),
         })
     }
+}
+
+/// Whether `name` is a good stream or consumer name: 1 to [`MAX_STREAM_NAME`] ASCII letters,
+/// digits, `-` or `_`.
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What the name of a dead-letter stream ends with (a hosted stream's name may not).
@@ -181,6 +186,21 @@ pub(crate) struct WireRecord {
 }
 
 impl WireRecord {
+    /// The record as readers and consumers hand it out, its body decompressed.
+    ///
+    /// # Errors
+    /// As [`body`](Self::body).
+    pub(crate) fn into_raw(self, stream: &str) -> Result<crate::RawRecord, Error> {
+        let body = self.body(stream)?;
+        Ok(crate::RawRecord {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            event: self.event,
+            headers: self.headers,
+            body,
+        })
+    }
+
     /// The body as it was appended: decompressed if it was stored compressed.
     ///
     /// # Errors

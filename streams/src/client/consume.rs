@@ -338,16 +338,9 @@ impl<T: FromRecord> Stream for Consumer<T> {
         loop {
             if let Some(d) = this.buffer.pop_front() {
                 let offset = d.record.offset;
-                let body = match d.record.body(&this.target.stream) {
-                    Ok(body) => body,
+                let raw = match d.record.into_raw(&this.target.stream) {
+                    Ok(raw) => raw,
                     Err(e) => return Poll::Ready(Some(Err(e))),
-                };
-                let raw = RawRecord {
-                    offset,
-                    timestamp: d.record.timestamp,
-                    event: d.record.event,
-                    headers: d.record.headers,
-                    body,
                 };
                 let message = match T::from_record(&this.target.stream, raw) {
                     Ok(record) => Ok(Message {

@@ -209,18 +209,8 @@ impl<T: FromRecord> Stream for Reader<T> {
                 this.start_fetch();
             }
             if let Some(record) = this.buffer.pop_front() {
-                let body = match record.body(&this.stream) {
-                    Ok(body) => body,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                };
-                let raw = RawRecord {
-                    offset: record.offset,
-                    timestamp: record.timestamp,
-                    event: record.event,
-                    headers: record.headers,
-                    body,
-                };
-                return Poll::Ready(Some(T::from_record(&this.stream, raw)));
+                let raw = record.into_raw(&this.stream);
+                return Poll::Ready(Some(raw.and_then(|raw| T::from_record(&this.stream, raw))));
             }
             let Some(fetch) = this.inflight.as_mut() else {
                 return Poll::Ready(None);

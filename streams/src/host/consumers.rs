@@ -71,12 +71,7 @@ fn invalid(stream: &str, reason: impl Into<String>) -> Error {
 
 /// Refuses a consumer name that is empty, long or odd, as for stream names.
 fn check_name(stream: &str, name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= wire::MAX_STREAM_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if wire::is_name(name) {
         Ok(())
     } else {
         Err(invalid(

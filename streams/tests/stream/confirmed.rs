@@ -15,11 +15,7 @@ use crate::support::*;
 async fn a_confirmed_publish_reaches_subscribers_and_every_capturing_host_once() {
     let (dir1, dir2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let net = InMemNetwork::new(21);
-    let orders_host = node(&net, "host", &[])
-        .stream(orders(dir1.path()))
-        .start()
-        .await
-        .unwrap();
+    let orders_host = host(&net, orders(dir1.path())).await;
     let audit_host = node(&net, "audit", &["host"])
         .stream(
             StreamConfig::new("audit")

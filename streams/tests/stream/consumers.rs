@@ -125,11 +125,7 @@ async fn acks_move_the_cursor_and_a_new_member_resumes_there() {
 async fn members_of_one_consumer_compete_and_consumers_each_get_everything() {
     let dir = tempfile::tempdir().unwrap();
     let net = InMemNetwork::new(43);
-    let host = node(&net, "host", &[])
-        .stream(orders(dir.path()))
-        .start()
-        .await
-        .unwrap();
+    let host = host(&net, orders(dir.path())).await;
     let (tx, mut rx) = mpsc::unbounded_channel::<(&'static str, u64)>();
     let mut members = Vec::new();
     for (name, consumer) in [("m1", "billing"), ("m2", "billing"), ("m3", "audit")] {
@@ -261,11 +257,7 @@ async fn a_reset_redelivers_from_there_and_bad_acks_are_errors() {
 async fn a_poison_record_is_retried_then_dead_lettered_and_the_consumer_moves_on() {
     let dir = tempfile::tempdir().unwrap();
     let net = InMemNetwork::new(46);
-    let host = node(&net, "host", &[])
-        .stream(orders(dir.path()))
-        .start()
-        .await
-        .unwrap();
+    let host = host(&net, orders(dir.path())).await;
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u32)>();
     let tries = Arc::new(tx);
     let member = node(&net, "member", &["host"])

@@ -55,9 +55,14 @@ pub(crate) fn orders(dir: &Path) -> StreamConfig {
         .dir(dir)
 }
 
+/// The node `host`, hosting `config`.
+pub(crate) async fn host(net: &InMemNetwork, config: StreamConfig) -> Bus {
+    node(net, "host", &[]).stream(config).start().await.unwrap()
+}
+
 /// A host of `config` and a client connected to it.
 pub(crate) async fn host_and_client(net: &InMemNetwork, config: StreamConfig) -> (Bus, Bus) {
-    let host = node(net, "host", &[]).stream(config).start().await.unwrap();
+    let host = host(net, config).await;
     let client = node(net, "client", &["host"]).start().await.unwrap();
     within(
         "the host",
