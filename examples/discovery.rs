@@ -9,6 +9,10 @@
 //! namespace (the README's "Discovery on a LAN (mDNS)" builds three of them on a bridge) or on a
 //! LAN you own: it refuses to start unless `MESHBUS_MDNS_NETNS=1` says you did. CI never runs it.
 //!
+//! Every node needs the network's key, beyond loopback: make one with
+//! `openssl rand -base64 32 > network.key` and give its path in `MESHBUS_NETWORK_KEY_FILE`
+//! to every node.
+//!
 //! The node listens on `tcp://0.0.0.0:0`, advertises itself as `_meshbus._tcp.local.` and
 //! prints every change of its peers. Once `PEERS` other nodes (default 2) have joined, it sends
 //! `Hello` to each of them (`send_all`), prints the replies and publishes a `Greeted` event that
@@ -42,6 +46,14 @@ struct Greeted {
 
 const CONFIRM: &str = "MESHBUS_MDNS_NETNS";
 
+/// The network key, from the file `MESHBUS_NETWORK_KEY_FILE` names.
+fn network_key() -> Result<meshbus::trust::NetworkKey, Box<dyn std::error::Error>> {
+    let path = std::env::var("MESHBUS_NETWORK_KEY_FILE").map_err(|_| {
+        "set MESHBUS_NETWORK_KEY_FILE to a file made by `openssl rand -base64 32 > network.key`"
+    })?;
+    Ok(meshbus::trust::NetworkKey::from_file(path)?)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     support::init_logging();
@@ -65,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Namespaces share /etc/machine-id; a host id per node keeps `Machine` meaningful.
         .host_id(format!("host-{name}"))
         .transport(TcpTransport::new())
+        .network_key(network_key()?)
         .listen("tcp://0.0.0.0:0")
         .discovery(Mdns::new())
         .command_handler(

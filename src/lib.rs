@@ -106,6 +106,10 @@ pub mod transport {
     pub use meshbus_core::transport::*;
 }
 
+/// Trust: network keys, node identities (static key pairs) and public keys; see
+/// [`BusBuilder::network_key`].
+pub use meshbus_core::trust;
+
 /// The discovery SPI: what a crate implements to find nodes to dial (mDNS is built on it).
 pub mod discovery {
     pub use meshbus_core::discovery::*;

@@ -387,6 +387,14 @@ mod node {
     use meshbus_core::wire::control::PeerIdentity;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
+    fn network_key(network: &str) -> meshbus::trust::NetworkKey {
+        let mut key = [0; 32];
+        for (k, b) in key.iter_mut().zip(network.bytes()) {
+            *k = b;
+        }
+        meshbus::trust::NetworkKey::from_bytes(key)
+    }
+
     fn env(key: &str, default: &str) -> String {
         std::env::var(key).unwrap_or_else(|_| default.to_owned())
     }
@@ -497,6 +505,8 @@ mod node {
             .request_timeout(Some(Duration::from_secs(15)))
             .shutdown_timeout(Duration::from_secs(2))
             .transport(TcpTransport::new())
+            // A key per network (its name, padded): these hosts are beyond loopback.
+            .network_key(network_key(&env("MB_NETWORK", "default")))
             .listen(env("MB_LISTEN", "tcp://0.0.0.0:0"))
             .discovery(Mdns::new())
             .peers(seeds.split(',').filter(|s| !s.is_empty()))

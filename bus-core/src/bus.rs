@@ -109,6 +109,8 @@ pub(crate) struct Config {
 
 pub(crate) struct BusInner {
     pub(crate) identity: Identity,
+    /// Our static public key (the node id is derived from it).
+    pub(crate) public_key: crate::trust::PublicKey,
     pub(crate) config: Config,
     pub(crate) commands: FxHashMap<std::borrow::Cow<'static, str>, CommandSlot>,
     pub(crate) events: ArcSwap<EventTable>,
@@ -356,8 +358,80 @@ impl Bus {
                 "`add_peers` needs a transport: add one with `BusBuilder::transport`",
             ));
         };
+        if node.local_only {
+            for addr in &parsed {
+                builder::check_local(addr, "dialling")?;
+            }
+        }
         node.add_peers(parsed.iter().map(|a| a.as_str().to_owned()).collect())
             .await
+    }
+
+    /// Dials `addr` once now and waits for the handshake: the id of the node that answered.
+    /// The link then stays up like any other (it is not kept as a seed to redial).
+    ///
+    /// # Errors
+    ///
+    /// - [`Unauthorized`](crate::ErrorKind::Unauthorized) when the other node refused us (it
+    ///   holds none of our network keys, is of another network, or does not allow our static
+    ///   key) or we refused it (its static key is not among
+    ///   [`allow_peers`](crate::BusBuilder::allow_peers));
+    /// - [`Io`](crate::ErrorKind::Io) when nobody answers,
+    ///   [`Timeout`](crate::ErrorKind::Timeout) when the handshake takes too long;
+    /// - [`Config`](crate::ErrorKind::Config) for an address no transport serves, or one
+    ///   beyond this machine for a node without a network key.
+    pub async fn connect(&self, addr: &str) -> Result<NodeId, Error> {
+        let addr = Addr::parse(addr)?;
+        let Some(node) = &self.inner.node else {
+            return Err(Error::config(
+                "`connect` needs a transport: add one with `BusBuilder::transport`",
+            ));
+        };
+        if node.local_only {
+            builder::check_local(&addr, "dialling")?;
+        }
+        node.connect(addr).await
+    }
+
+    /// This node's static public key: its [`node_id`](Self::node_id) is derived from it, and
+    /// peers that pin keys ([`allow_peers`](crate::BusBuilder::allow_peers)) list it.
+    pub fn public_key(&self) -> crate::trust::PublicKey {
+        self.inner.public_key
+    }
+
+    /// Replaces the network keyring for the handshakes to come, for rotating keys without
+    /// downtime: links up now keep the keys they were made with. See
+    /// [`BusBuilder::network_keys`](crate::BusBuilder::network_keys).
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](crate::ErrorKind::Config) for an empty keyring or one of more than
+    /// [`MAX_NETWORK_KEYS`](crate::trust::MAX_NETWORK_KEYS) keys (a keyless node cannot
+    /// become keyed while it runs, nor the other way round), or a bus without a transport.
+    pub fn set_network_keys(
+        &self,
+        keys: impl IntoIterator<Item = crate::trust::NetworkKey>,
+    ) -> Result<(), Error> {
+        let keys: Vec<_> = keys.into_iter().collect();
+        if keys.is_empty() || keys.len() > crate::trust::MAX_NETWORK_KEYS {
+            return Err(Error::config(format!(
+                "a keyring holds 1 to {} keys; {} given",
+                crate::trust::MAX_NETWORK_KEYS,
+                keys.len()
+            )));
+        }
+        let Some(node) = &self.inner.node else {
+            return Err(Error::config(
+                "`set_network_keys` needs a transport: add one with `BusBuilder::transport`",
+            ));
+        };
+        if node.local_only {
+            return Err(Error::config(
+                "this node started without a network key; start it with one to rotate keys",
+            ));
+        }
+        node.set_network_keys(keys);
+        Ok(())
     }
 
     /// Futures that resolve once the mesh is ready: `bus.ready().handlers::<C>(scope, n).await`.

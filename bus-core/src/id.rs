@@ -4,7 +4,10 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A node's random 128-bit identifier, new for every `Bus` instance.
+/// A node's 128-bit identifier, derived from its static public key
+/// ([`NodeId::from_public_key`]): new at every start unless the node keeps its key
+/// ([`BusBuilder::identity_file`](crate::BusBuilder::identity_file)), and impossible to claim
+/// without the private half.
 ///
 /// Displayed as 32 lower-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,10 +22,6 @@ impl NodeId {
     /// The raw value.
     pub const fn as_u128(self) -> u128 {
         self.0
-    }
-
-    pub(crate) fn random(rng: &mut fastrand::Rng) -> Self {
-        NodeId(rng.u128(..))
     }
 }
 

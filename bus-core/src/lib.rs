@@ -58,6 +58,7 @@ pub mod proto;
 mod scope;
 mod services;
 mod stats;
+pub mod trust;
 mod subscription;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

@@ -34,6 +34,7 @@ pub use view::{MembershipView, PeerGroup, PeerInfo};
 
 use crate::proto::handshake::LocalNode;
 use crate::proto::liveness::LivenessConfig;
+use crate::proto::noise::NoiseConfig;
 use crate::transport::{Addr, Transports};
 use crate::wire::control::PeerIdentity;
 use crate::wire::{Frame, FrameCodec, FrameError};
@@ -111,6 +112,11 @@ pub(crate) struct NodeShared {
     /// Who we are in handshakes; replaced when membership refutes a rumour of our death with a
     /// higher incarnation.
     pub(in crate::node) local: ArcSwap<LocalNode>,
+    /// Our static key and network keyring for the secure handshake; the keyring is replaced
+    /// by `Bus::set_network_keys`.
+    pub(in crate::node) trust: ArcSwap<NoiseConfig>,
+    /// No network key and not `insecure`: addresses beyond this machine are not dialled.
+    pub(crate) local_only: bool,
     pub(in crate::node) config: NodeConfig,
     /// The routing snapshot: replaced by the actor, read without a lock by senders.
     pub(in crate::node) routes: ArcSwap<Routes>,
@@ -143,6 +149,8 @@ const INBOX_CAPACITY: usize = 256;
 impl NodeShared {
     pub(crate) fn new(
         identity: PeerIdentity,
+        trust: NoiseConfig,
+        local_only: bool,
         config: NodeConfig,
         counters: Arc<crate::stats::Counters>,
         membership: Arc<tokio::sync::watch::Sender<Arc<MembershipView>>>,
@@ -152,6 +160,8 @@ impl NodeShared {
             local: ArcSwap::from_pointee(
                 LocalNode::new(identity).with_handshake_timeout(config.handshake_timeout),
             ),
+            trust: ArcSwap::from_pointee(trust),
+            local_only,
             config,
             routes: ArcSwap::from_pointee(Routes::default()),
             next_request_id: AtomicU64::new(1),
@@ -181,6 +191,23 @@ impl NodeShared {
     /// Our handlers or subscriptions changed: the actor tells the peers.
     pub(crate) fn local_interest_changed(&self) {
         self.interest_changed.notify_one();
+    }
+
+    /// Replaces the network keyring for the handshakes to come; links up now keep theirs.
+    pub(crate) fn set_network_keys(&self, keys: Vec<crate::trust::NetworkKey>) {
+        let next = (**self.trust.load()).clone().with_keys(keys);
+        self.trust.store(Arc::new(next));
+    }
+
+    /// Dials `addr` once now: whom the handshake reached, or why it failed.
+    pub(crate) async fn connect(&self, addr: Addr) -> Result<crate::NodeId, crate::Error> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || crate::Error::closed().with_detail("the bus is shutting down");
+        self.inbox
+            .send(ActorMsg::Connect(addr, tx))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Dials `addrs` now and keeps them as seeds (see `Bus::add_peers`).

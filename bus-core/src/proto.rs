@@ -12,6 +12,7 @@ pub mod interest;
 pub mod links;
 pub mod liveness;
 pub mod membership;
+pub mod noise;
 pub mod requests;
 pub mod retirement;
 pub mod routing;

@@ -62,10 +62,12 @@ use bytes::Bytes;
 use crate::Error;
 
 mod addr;
+mod sealed;
 mod stream;
 mod through;
 
 pub use addr::Addr;
+pub use sealed::{SealedReader, SealedWriter};
 pub use stream::{FramingError, StreamFrameReader, StreamFrameWriter, StreamFraming};
 pub use through::{StreamThrough, ThroughWrite, WriteThrough};
 

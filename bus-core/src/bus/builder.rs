@@ -11,12 +11,15 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
+mod trust;
+
+pub(crate) use trust::check_local;
+
 use super::registry::{add_command, add_subscriber, Registration, Registry};
 use super::{Bus, BusInner, Config, Identity};
 use crate::discovery::Discovery;
 use crate::error::Error;
 use crate::handler::{BoxFuture, IntoCommandHandler, IntoEventHandler};
-use crate::id::NodeId;
 use crate::message::{Command, Event};
 use crate::node::{MembershipView, NodeConfig, NodeShared};
 use crate::services::Services;
@@ -90,6 +93,7 @@ pub struct BusBuilder {
     config: Config,
     node: NodeConfig,
     discovery: Vec<Box<dyn Discovery>>,
+    trust: trust::TrustOptions,
 }
 
 impl BusBuilder {
@@ -116,6 +120,7 @@ impl BusBuilder {
             },
             node: NodeConfig::new(),
             discovery: Vec::new(),
+            trust: trust::TrustOptions::default(),
         }
     }
 
@@ -574,11 +579,13 @@ impl BusBuilder {
     ///
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<Bus, Error> {
-        let mut rng = match self.seed {
-            Some(seed) => fastrand::Rng::with_seed(seed),
-            None => fastrand::Rng::new(),
-        };
-        let node_id = NodeId::random(&mut rng);
+        // A seeded bus derives its static key, so its node id, from the seed: tests replay.
+        let seeded = self.seed.map(|seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            std::array::from_fn(|_| rng.u8(..))
+        });
+        let trust = self.trust.resolve(seeded)?;
+        let node_id = trust.identity.node_id();
         for step in self.setups {
             step(&self.services).await?;
         }
@@ -611,6 +618,14 @@ impl BusBuilder {
         }
         let listen = crate::node::parse_addrs(&self.node.listen)?;
         let seeds = crate::node::parse_addrs(&self.node.peers)?;
+        if trust.local_only {
+            for addr in &listen {
+                trust::check_local(addr, "listening on")?;
+            }
+            for addr in &seeds {
+                trust::check_local(addr, "dialling")?;
+            }
+        }
         let identity = Identity {
             node_id,
             name: self
@@ -647,6 +662,8 @@ impl BusBuilder {
             };
             NodeShared::new(
                 peer_identity,
+                trust.noise(&identity.network),
+                trust.local_only,
                 self.node,
                 Arc::clone(&counters),
                 Arc::clone(&membership),
@@ -671,6 +688,7 @@ impl BusBuilder {
         );
         let inner = Arc::new(BusInner {
             identity,
+            public_key: trust.identity.public_key(),
             config: self.config,
             commands,
             events: ArcSwap::from_pointee(events),

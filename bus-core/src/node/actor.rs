@@ -13,6 +13,7 @@ use super::credit::EventFlow;
 use super::dispatch::Dispatch;
 use super::routes::{CommandRoute, EventRoute, Routes};
 use super::view::{self, MembershipView, PeerGroup, PeerInfo};
+use super::warn::WarnLimit;
 use super::{encode, NodeShared, PeerHandle};
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
@@ -79,6 +80,11 @@ pub(crate) enum ActorMsg {
     Discovered(DiscoveryEvent),
     /// The application gave further seed addresses (checked); answered once they are taken.
     AddPeers(Vec<String>, oneshot::Sender<()>),
+    /// Dial this address once now and say whom the handshake reached (`Bus::connect`).
+    Connect(Addr, oneshot::Sender<Result<NodeId, crate::Error>>),
+    /// This node refused an inbound handshake at `remote`: it is logged (rate limited) and
+    /// its host's handshakes are slowed down.
+    Refused { remote: Addr, why: &'static str },
     /// Say goodbye, close every connection, stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -117,6 +123,8 @@ struct Actor {
     /// One permit per inbound handshake under way, for each remote host that has one (or had
     /// one lately: entries with none in use are dropped when the table is full).
     host_handshakes: HashMap<String, Arc<Semaphore>>,
+    /// Refused handshakes are logged at most so often.
+    refusals: WarnLimit,
 }
 
 /// The membership configuration the node runs with; `start()` validates it first.
@@ -169,6 +177,7 @@ pub(crate) async fn run(
         )),
         limiter: HandshakeLimiter::new(node.config.handshake_rate),
         host_handshakes: HashMap::new(),
+        refusals: WarnLimit::new(),
     };
     actor.init_interest();
     for listener in listeners {
@@ -335,6 +344,12 @@ impl Actor {
             ActorMsg::InterestRequest { node_id, conn_id } => {
                 self.on_interest_request(node_id, conn_id);
             }
+            ActorMsg::Connect(addr, reply) => {
+                let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                self.tasks
+                    .spawn(tasks::connect_task(node, dispatch, addr, reply));
+            }
+            ActorMsg::Refused { remote, why } => self.on_refused(&remote, why),
             ActorMsg::Shutdown(done) => return Some(done),
         }
         None
@@ -362,8 +377,19 @@ impl Actor {
         };
         let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
         self.tasks.spawn(async move {
-            conn::run(node, dispatch, c, Side::Inbound, None, Some(admission)).await;
+            conn::run(node, dispatch, c, Side::Inbound, None, Some(admission), None).await;
         });
+    }
+
+    /// An inbound handshake this node refused: its host pays for it in handshake rate, and
+    /// the log says so (at most [`WarnLimit`]'s share).
+    fn on_refused(&mut self, remote: &Addr, why: &'static str) {
+        let now = now_std();
+        let host = remote.host().unwrap_or(remote.as_str());
+        self.limiter.penalize(host, now);
+        if let Some(suppressed) = self.refusals.allow(now) {
+            tracing::warn!(%remote, reason = why, suppressed, "refused a handshake");
+        }
     }
 
     /// Does what membership asks.

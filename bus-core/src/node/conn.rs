@@ -36,7 +36,7 @@ mod reader;
 pub(super) mod through;
 mod writer;
 
-use handshake::handshake;
+use handshake::{handshake, Halves};
 use inbound::{Inbound, Large};
 use reader::read_loop;
 pub(crate) use reader::sleep_until_some;
@@ -79,7 +79,7 @@ pub(crate) enum Reached {
     /// The handshake completed with this node.
     Node(NodeId),
     /// The acceptor answered `Reject { duplicate }`: it keeps another connection to us.
-    Linked,
+    Linked(NodeId),
     /// No handshake completed.
     Nothing,
 }
@@ -93,23 +93,41 @@ pub(crate) async fn run(
     side: Side,
     dial: Option<DialRequest>,
     admission: Option<super::actor::Admission>,
+    notify: Option<oneshot::Sender<Result<NodeId, Error>>>,
 ) -> Reached {
     let Connection {
-        mut reader,
-        mut writer,
+        reader,
+        writer,
         remote,
     } = conn;
-    let outcome = handshake(&node, &mut *reader, &mut *writer, side).await;
+    let mut halves = Halves { reader, writer };
+    let outcome = handshake(&node, &mut halves, side).await;
     drop(admission);
+    let Halves {
+        mut reader,
+        mut writer,
+    } = halves;
     let established = match outcome {
-        Ok(e) => e,
+        Ok((established, _)) => established,
         Err(e) => {
             tracing::debug!(%remote, error = %e.error, "handshake failed");
+            if let Some(why) = e.refused.filter(|_| side == Side::Inbound) {
+                let _ = node.inbox.try_send(ActorMsg::Refused {
+                    remote: remote.clone(),
+                    why,
+                });
+            }
             let _ = writer.close().await;
-            return if e.duplicate {
-                Reached::Linked
-            } else {
-                Reached::Nothing
+            let peer = e.peer.map(|key| key.node_id());
+            if let Some(tx) = notify {
+                let _ = tx.send(match peer.filter(|_| e.duplicate) {
+                    Some(peer) => Ok(peer),
+                    None => Err(e.error),
+                });
+            }
+            return match (e.duplicate, peer) {
+                (true, Some(peer)) => Reached::Linked(peer),
+                _ => Reached::Nothing,
             };
         }
     };
@@ -140,7 +158,13 @@ pub(crate) async fn run(
     if node.inbox.send(up).await.is_err() || !keep_rx.await.unwrap_or(false) {
         tracing::debug!(peer = %peer_id, "duplicate connection closed");
         let _ = writer.close().await;
+        if let Some(tx) = notify {
+            let _ = tx.send(Ok(peer_id));
+        }
         return Reached::Node(peer_id);
+    }
+    if let Some(tx) = notify {
+        let _ = tx.send(Ok(peer_id));
     }
     // One span per connection; its tasks carry it.
     let span = tracing::debug_span!("conn", peer = %peer_id, conn = conn_id, %remote);

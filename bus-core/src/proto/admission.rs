@@ -172,6 +172,24 @@ impl HandshakeLimiter {
         true
     }
 
+    /// Charges `host` for a handshake it failed (a wrong network key, garbage):
+    /// [`FAILURE_COST`](Self::FAILURE_COST) more handshakes' worth, down to a debt of one
+    /// burst. A host that keeps failing is soon held to a fraction of the rate, while one
+    /// that fails now and then (a node mid key rotation) hardly notices.
+    pub fn penalize(&mut self, host: &str, now: Instant) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        if let Some(bucket) = self.buckets.get_mut(host) {
+            let mut refilled = bucket.refilled(limit, now);
+            refilled.tokens = (refilled.tokens - Self::FAILURE_COST).max(-f64::from(limit.burst));
+            *bucket = refilled;
+        }
+    }
+
+    /// What a failed handshake costs its host, in handshakes: [`penalize`](Self::penalize).
+    pub const FAILURE_COST: f64 = 16.0;
+
     /// Forgets hosts whose bucket has refilled; whether there is room now. Scans at most once
     /// per refill time.
     fn prune(&mut self, limit: RateLimit, now: Instant) -> bool {
@@ -190,6 +208,28 @@ mod tests {
 
     fn ms(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn failed_handshakes_cost_their_host_more() {
+        let mut l = HandshakeLimiter::new(Some(RateLimit::new(10, 32)));
+        let t0 = Instant::now();
+        assert!(l.admit("bad", t0));
+        assert!(l.admit("good", t0));
+        // Two failures spend the rest of the burst and more.
+        l.penalize("bad", t0);
+        l.penalize("bad", t0);
+        assert!(!l.admit("bad", t0));
+        assert!(l.admit("good", t0), "another host is untouched");
+        // The debt is paid back at the rate: 0.1 s per handshake, from about -1.
+        assert!(!l.admit("bad", ms(t0, 100)));
+        assert!(l.admit("bad", ms(t0, 250)));
+        // However many failures, the debt stops at one burst.
+        for _ in 0..1000 {
+            l.penalize("bad", ms(t0, 250));
+        }
+        assert!(!l.admit("bad", ms(t0, 250 + 3_200)));
+        assert!(l.admit("bad", ms(t0, 250 + 3_400)));
     }
 
     #[test]

@@ -263,6 +263,8 @@ pub struct Handshake {
     state: State,
     /// This node's wall clock in microseconds since the UNIX epoch, if the runtime gave it.
     wall_clock_micros: Option<u64>,
+    /// The peer's static key, proven by the secure handshake: its node id must be this key's.
+    peer_key: Option<crate::trust::PublicKey>,
 }
 
 impl Handshake {
@@ -297,6 +299,7 @@ impl Handshake {
             deadline,
             state: State::Waiting,
             wall_clock_micros: None,
+            peer_key: None,
         })
     }
 
@@ -309,6 +312,14 @@ impl Handshake {
     pub fn with_wall_clock(mut self, micros_since_epoch: u64) -> Self {
         self.wall_clock_micros = Some(micros_since_epoch);
         self
+    }
+
+    /// Gives the handshake the static key the secure handshake proved the peer holds: a
+    /// `Hello` or `Welcome` whose node id is not [that key's](crate::NodeId::from_public_key)
+    /// is refused (`InvalidIdentity` at the acceptor, a protocol error at the dialler), so no
+    /// node can claim another's id. Without it (tests, fuzzing) node ids are not checked.
+    pub fn expect_peer_key(&mut self, key: crate::trust::PublicKey) {
+        self.peer_key = Some(key);
     }
 
     /// The codec to read and write with until the handshake completes: 64 KiB frames.
@@ -528,6 +539,11 @@ impl Handshake {
     fn check_identity(&self, identity: &PeerIdentity) -> Result<(), &'static str> {
         if !identity.within_limits() {
             return Err("the identity has more than 16 addresses or a field over 256 bytes");
+        }
+        if let Some(key) = &self.peer_key {
+            if crate::NodeId::from_public_key(key).as_u128() != identity.node_id {
+                return Err("the node id is not the one of the static key the peer proved it holds");
+            }
         }
         if let Some(wall) = self.wall_clock_micros {
             if identity.incarnation > wall.saturating_add(MAX_INCARNATION_LEAD_MICROS) {

@@ -127,6 +127,24 @@ impl Addr {
         matches!(self.host(), Some("0.0.0.0" | "[::]" | "[0:0:0:0:0:0:0:0]"))
     }
 
+    /// Whether the address stays on this machine: no host (in-memory, Unix sockets), a
+    /// loopback IP address (`127.0.0.0/8`, `::1`) or `localhost`. An unspecified host
+    /// (`0.0.0.0`, `[::]`: every interface) is not.
+    pub fn is_local(&self) -> bool {
+        let Some(host) = self.host() else {
+            return true;
+        };
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        bare.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The same address with another host (`host` as [`host`](Self::host) returns it, IPv6
     /// in brackets); `None` if this address has no host.
     pub fn with_host(&self, host: &str) -> Option<Addr> {
@@ -237,6 +255,29 @@ mod tests {
         assert!(!Addr::parse("tcp://127.0.0.1:1")
             .unwrap()
             .has_unspecified_host());
+    }
+
+    #[test]
+    fn local_addresses_are_loopback_unix_and_in_memory() {
+        for local in [
+            "tcp://127.0.0.1:1",
+            "tcp://127.9.0.1:1",
+            "tcp://[::1]:1",
+            "ws://localhost:80/m",
+            "unix:///run/a.sock",
+            "inmem://a",
+        ] {
+            assert!(Addr::parse(local).unwrap().is_local(), "{local}");
+        }
+        for remote in [
+            "tcp://0.0.0.0:1",
+            "tcp://[::]:1",
+            "tcp://10.0.0.1:1",
+            "ws://example.com:80/m",
+            "tcp://[fe80::1]:1",
+        ] {
+            assert!(!Addr::parse(remote).unwrap().is_local(), "{remote}");
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl VersionRange {
 /// Who a node is, as it tells its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerIdentity {
-    /// The random 128-bit node id, new for every start.
+    /// The 128-bit node id, derived from the node's static key (`NodeId::from_public_key`).
     pub node_id: u128,
     /// Random per start; tells a restarted node from stale news about its previous run.
     pub incarnation: u64,

@@ -72,6 +72,13 @@ pub(super) async fn dial_task(
             return;
         }
     };
+    if node.local_only && !addr.is_local() {
+        // Gossip or discovery named an address beyond this machine; a node without a
+        // network key does not go there.
+        tracing::debug!(%addr, "not dialled: this node has no network key and keeps to local addresses");
+        let _ = node.inbox.send(ActorMsg::DialFailed(dial)).await;
+        return;
+    }
     let stopping = node.stopping.clone();
     let dialled = tokio::select! {
         d = node.config.transports.dial(&addr) => d,
@@ -86,6 +93,7 @@ pub(super) async fn dial_task(
                 Side::Outbound,
                 Some(dial.clone()),
                 None,
+                None,
             )
             .await
         }
@@ -96,10 +104,33 @@ pub(super) async fn dial_task(
     };
     let msg = match reached {
         Reached::Node(_) => return,
-        Reached::Linked => ActorMsg::DialLinked(dial),
+        Reached::Linked(_) => ActorMsg::DialLinked(dial),
         Reached::Nothing => ActorMsg::DialFailed(dial),
     };
     let _ = node.inbox.send(msg).await;
+}
+
+/// Dials `addr` once for `Bus::connect` and runs the connection it opens; `reply` learns
+/// whom the handshake reached, or why it failed.
+pub(super) async fn connect_task(
+    node: Arc<NodeShared>,
+    dispatch: Weak<dyn Dispatch>,
+    addr: Addr,
+    reply: oneshot::Sender<Result<NodeId, crate::Error>>,
+) {
+    let stopping = node.stopping.clone();
+    let dialled = tokio::select! {
+        d = node.config.transports.dial(&addr) => d,
+        () = stopping.cancelled() => return,
+    };
+    match dialled {
+        Ok(c) => {
+            let _ = conn::run(node, dispatch, c, Side::Outbound, None, None, Some(reply)).await;
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
 }
 
 /// Hands what a discovery mechanism reports to the actor, until it ends.

@@ -1,12 +1,30 @@
 //! The connection's handshake, under the handshake's own deadline, with the acceptor's early
 //! arbitration against an established connection.
 
+use crate::transport::{SealedReader, SealedWriter};
 use super::*;
+use crate::proto::noise::{NoiseConfig, NoiseError, SecureHandshake, SecureStep, Session, MAX_UNIT};
+use crate::trust::PublicKey;
 
-/// A failed handshake: why, and whether the acceptor refused it as a duplicate.
+/// A failed handshake: why, whether the acceptor refused it as a duplicate, the peer's
+/// static key if the secure handshake got that far, and, when this node refused the peer (at
+/// the acceptor: a wrong key, garbage), why, for the log and the host's penalty.
 pub(super) struct HandshakeFailed {
     pub(super) error: Error,
     pub(super) duplicate: bool,
+    pub(super) peer: Option<PublicKey>,
+    pub(super) refused: Option<&'static str>,
+}
+
+impl HandshakeFailed {
+    fn refused(error: Error, why: &'static str) -> Self {
+        HandshakeFailed {
+            error,
+            duplicate: false,
+            peer: None,
+            refused: Some(why),
+        }
+    }
 }
 
 impl From<Error> for HandshakeFailed {
@@ -14,6 +32,8 @@ impl From<Error> for HandshakeFailed {
         HandshakeFailed {
             error,
             duplicate: false,
+            peer: None,
+            refused: None,
         }
     }
 }
@@ -30,6 +50,8 @@ impl From<HandshakeError> for HandshakeFailed {
         HandshakeFailed {
             error: err.into(),
             duplicate,
+            peer: None,
+            refused: None,
         }
     }
 }
@@ -40,14 +62,20 @@ impl From<crate::wire::FrameError> for HandshakeFailed {
     }
 }
 
-/// Runs the handshake, all of it (our `Hello`, the peer's frame, our answer) within the
-/// handshake's own deadline.
+/// The halves of a connection: plain until the secure handshake completes, sealed after.
+pub(super) struct Halves {
+    pub(super) reader: Box<dyn FrameReader>,
+    pub(super) writer: Box<dyn FrameWriter>,
+}
+
+/// Runs the handshake, all of it (the secure handshake, then our `Hello`, the peer's frame,
+/// our answer) within the handshake's own deadline. The halves come back sealed once the
+/// secure handshake completed, whatever happened next.
 pub(super) async fn handshake(
     node: &NodeShared,
-    reader: &mut dyn FrameReader,
-    writer: &mut dyn FrameWriter,
+    halves: &mut Halves,
     side: Side,
-) -> Result<Established, HandshakeFailed> {
+) -> Result<(Established, PublicKey), HandshakeFailed> {
     let codec = FrameCodec::handshake();
     let now = now_std();
     let local = node.local.load();
@@ -62,7 +90,18 @@ pub(super) async fn handshake(
     let Some(deadline) = hs.deadline() else {
         return Err(HandshakeError::Finished.into());
     };
+    let trust = node.trust.load_full();
     let exchange = async {
+        let (session, last) = secure(&trust, halves, side).await?;
+        let remote = session.remote_key();
+        let (sealer, opener) = session.split();
+        replace_with(halves, |Halves { reader, writer }| Halves {
+            reader: Box::new(SealedReader::new(reader, opener)),
+            writer: Box::new(SealedWriter::new(writer, sealer, last)),
+        });
+        let (reader, writer) = (&mut *halves.reader, &mut *halves.writer);
+        hs.expect_peer_key(remote);
+        let hello_exchange = async {
         if let Some(hello) = hello {
             writer
                 .write_batch(&mut vec![encode(&codec, &hello)?])
@@ -75,19 +114,27 @@ pub(super) async fn handshake(
                 if let Some(f) = send {
                     writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
                 }
-                Ok(established)
+                Ok((established, remote))
             }
             Step::Refused { send, reject } => {
                 let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
-                Err(Error::new(ErrorKind::Unauthorized)
-                    .with_detail(format!(
+                Err(HandshakeFailed {
+                    error: Error::new(ErrorKind::Unauthorized).with_detail(format!(
                         "refused the peer ({}): {}",
                         reject.reason.code(),
                         reject.message
-                    ))
-                    .into())
+                    )),
+                    duplicate: false,
+                    peer: None,
+                    refused: None,
+                })
             }
         }
+        };
+        hello_exchange.await.map_err(|mut failed: HandshakeFailed| {
+            failed.peer = Some(remote);
+            failed
+        })
     };
     match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), exchange).await {
         Ok(outcome) => outcome,
@@ -97,6 +144,101 @@ pub(super) async fn handshake(
             .err()
             .unwrap_or(HandshakeError::TimedOut)
             .into()),
+    }
+}
+
+/// Replaces the halves through `f`, which takes them by value.
+fn replace_with(halves: &mut Halves, f: impl FnOnce(Halves) -> Halves) {
+    let taken = std::mem::replace(
+        halves,
+        Halves {
+            reader: Box::new(Gone),
+            writer: Box::new(Gone),
+        },
+    );
+    *halves = f(taken);
+}
+
+/// The secure handshake: units in clear until both ends hold the session's keys. Returns the
+/// session and, for the dialler, its last unit, still to be written (with the `Hello`).
+async fn secure(
+    trust: &NoiseConfig,
+    halves: &mut Halves,
+    side: Side,
+) -> Result<(Session, Option<Bytes>), HandshakeFailed> {
+    let (reader, writer) = (&mut *halves.reader, &mut *halves.writer);
+    let (mut hs, mut send) = match side {
+        Side::Outbound => {
+            let (hs, init) = SecureHandshake::dial(trust).map_err(Error::from)?;
+            (hs, Some(init))
+        }
+        Side::Inbound => (SecureHandshake::accept(trust), None),
+    };
+    loop {
+        if let Some(unit) = send.take() {
+            writer.write_batch(&mut vec![unit]).await?;
+        }
+        let unit = loop {
+            match reader.read(MAX_UNIT - crate::wire::PREFIX_LEN).await {
+                Ok(ReadEvent::Frame(bytes)) => break bytes,
+                Ok(ReadEvent::Partial) => {}
+                Ok(_) => {
+                    return Err(HandshakeFailed::refused(
+                        Error::new(ErrorKind::Unauthorized)
+                            .with_detail("the peer closed the connection during the secure handshake"),
+                        "it closed the connection during the secure handshake",
+                    ))
+                }
+                Err(e) => return Err(HandshakeFailed::refused(e, "it sent what is not a handshake unit")),
+            }
+        };
+        match hs.on_unit(&unit) {
+            Ok(SecureStep::Send(unit)) => send = Some(unit),
+            Ok(SecureStep::Done { send, session }) => {
+                if side == Side::Inbound {
+                    if let Some(unit) = send {
+                        writer.write_batch(&mut vec![unit]).await?;
+                    }
+                    return Ok((session, None));
+                }
+                return Ok((session, send));
+            }
+            Ok(SecureStep::Refuse { send, why }) => {
+                let _ = writer.write_batch(&mut vec![send]).await;
+                return Err(HandshakeFailed::refused(
+                    Error::new(ErrorKind::Unauthorized).with_detail(format!("refused the peer: {why}")),
+                    why,
+                ));
+            }
+            Err(e) => {
+                let why = match e {
+                    NoiseError::Malformed(why) => why,
+                    _ => "its handshake failed",
+                };
+                return Err(HandshakeFailed::refused(e.into(), why));
+            }
+        }
+    }
+}
+
+/// A stand-in for halves being replaced.
+#[derive(Debug)]
+struct Gone;
+
+#[async_trait::async_trait]
+impl FrameReader for Gone {
+    async fn read(&mut self, _limit: usize) -> Result<ReadEvent, Error> {
+        Err(Error::closed())
+    }
+}
+
+#[async_trait::async_trait]
+impl FrameWriter for Gone {
+    async fn write_batch(&mut self, _frames: &mut Vec<Bytes>) -> Result<(), Error> {
+        Err(Error::closed())
+    }
+    async fn close(&mut self) -> Result<(), Error> {
+        Ok(())
     }
 }
 
