@@ -40,6 +40,15 @@ pub struct BusStats {
     pub dials_in_flight: u64,
     /// The most dials that were ever under way at once.
     pub dials_in_flight_peak: u64,
+    /// Links that completed their handshake and were kept, since start: a link that drops
+    /// and comes back counts again.
+    pub links_established: u64,
+    /// Inbound handshakes this node refused: a wrong or missing network key, another
+    /// network, a static key not allowed, garbage.
+    pub handshakes_refused: u64,
+    /// Inbound connections closed before their handshake began: too many handshakes under
+    /// way, or their host over its handshake rate (which refused handshakes lower).
+    pub connections_turned_away: u64,
 }
 
 /// What this node has queued for one peer, from [`Bus::peer_stats`](crate::Bus::peer_stats):
@@ -232,6 +241,9 @@ pub(crate) struct Counters {
     pub(crate) members: AtomicU64,
     pub(crate) dials_in_flight: AtomicU64,
     pub(crate) dials_in_flight_peak: AtomicU64,
+    pub(crate) links_established: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) connections_turned_away: AtomicU64,
     /// Each group's counters.
     pub(crate) groups: GroupTable,
 }
@@ -254,6 +266,9 @@ impl Counters {
             members: self.members.load(Ordering::Relaxed),
             dials_in_flight: self.dials_in_flight.load(Ordering::Relaxed),
             dials_in_flight_peak: self.dials_in_flight_peak.load(Ordering::Relaxed),
+            links_established: self.links_established.load(Ordering::Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
+            connections_turned_away: self.connections_turned_away.load(Ordering::Relaxed),
         }
     }
 }

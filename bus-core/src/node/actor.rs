@@ -18,6 +18,7 @@ use super::{encode, NodeShared, PeerHandle};
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::admission::HandshakeLimiter;
+use crate::stats::Counters;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{LocalInterest, RemoteInterest};
 use crate::proto::links::Links;
@@ -358,17 +359,22 @@ impl Actor {
     /// Admits an accepted connection to its handshake, or closes it at once (dropping it
     /// closes it): beyond the cap on concurrent inbound handshakes, or beyond its host's rate.
     fn on_inbound(&mut self, c: Connection) {
+        let node = Arc::clone(&self.node);
+        let turned_away = &node.counters.connections_turned_away;
         let Ok(permit) = Arc::clone(&self.handshakes).try_acquire_owned() else {
             tracing::debug!(remote = %c.remote, "too many handshakes under way: connection closed");
+            Counters::bump(turned_away);
             return;
         };
         let host = c.remote.host().unwrap_or(c.remote.as_str()).to_owned();
         let Some(host_permit) = self.host_handshake(&host) else {
             tracing::debug!(remote = %c.remote, "too many handshakes under way from the host: connection closed");
+            Counters::bump(turned_away);
             return;
         };
         if !self.limiter.admit(&host, now_std()) {
             tracing::debug!(remote = %c.remote, "handshake rate of the host exceeded: connection closed");
+            Counters::bump(turned_away);
             return;
         }
         let admission = Admission {
@@ -385,6 +391,7 @@ impl Actor {
     /// the log says so (at most [`WarnLimit`]'s share).
     fn on_refused(&mut self, remote: &Addr, why: &'static str) {
         let now = now_std();
+        Counters::bump(&self.node.counters.handshakes_refused);
         let host = remote.host().unwrap_or(remote.as_str());
         self.limiter.penalize(host, now);
         if let Some(suppressed) = self.refusals.allow(now) {

@@ -163,6 +163,7 @@ pub(crate) async fn run(
         }
         return Reached::Node(peer_id);
     }
+    crate::stats::Counters::bump(&node.counters.links_established);
     if let Some(tx) = notify {
         let _ = tx.send(Ok(peer_id));
     }
