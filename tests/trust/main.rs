@@ -1,0 +1,39 @@
+//! Trust: who gets into a mesh, what crosses its links, and who a node may claim to be.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod keys;
+mod links;
+mod rotation;
+mod script;
+#[cfg(feature = "tcp")]
+mod tcp;
+
+use meshbus::inmem::InMemNetwork;
+use meshbus::prelude::*;
+use meshbus::trust::NetworkKey;
+use meshbus::BusBuilder;
+use serde::{Deserialize, Serialize};
+
+/// The command every node of these tests handles: answers its own name.
+#[derive(Debug, Serialize, Deserialize, Command)]
+#[meshbus(name = "trust.whoami", reply = String)]
+pub(crate) struct WhoAmI;
+
+/// An event every node subscribes to.
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[meshbus(name = "trust.note")]
+pub(crate) struct Note(pub(crate) u32);
+
+/// Node `name` on `net` holding `keys` (none: keyless), answering [`WhoAmI`].
+pub(crate) fn keyed(net: &InMemNetwork, name: &str, keys: &[&NetworkKey]) -> BusBuilder {
+    let builder = support::node(net, name).command_handler(|_: WhoAmI, ctx: Context| async move {
+        HandlerResult::Ok(ctx.bus().name().to_owned())
+    });
+    if keys.is_empty() {
+        builder
+    } else {
+        builder.network_keys(keys.iter().map(|k| (*k).clone()))
+    }
+}
