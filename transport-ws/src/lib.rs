@@ -70,12 +70,24 @@
 mod addr;
 mod conn;
 mod error;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use tls::{TlsClient, TlsServer};
 pub use transport::{
     WsListener, WsTransport, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_UPGRADE_TIMEOUT, FRAGMENT_SIZE, SCHEME,
+    DEFAULT_UPGRADE_TIMEOUT, FRAGMENT_SIZE, SCHEME, TLS_SCHEME,
 };
+
+/// The rustls this crate builds on, for [`TlsServer::new`] and [`TlsClient::new`]
+/// configurations of your own.
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
