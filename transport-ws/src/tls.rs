@@ -12,7 +12,7 @@ use std::sync::Arc;
 use meshbus_core::transport::Addr;
 use meshbus_core::{Error, ErrorKind};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
@@ -162,14 +162,15 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| config_error(format!("could not read {what}: {e}")).with_source(e))
+    std::fs::read(path)
+        .map_err(|e| config_error(format!("could not read {what}: {e}")).with_source(e))
 }
 
 /// Every certificate in `pem`, at least one.
 fn certs(pem: &[u8], from: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| config_error(format!("{from} is not valid PEM: {e}")).with_source(e))?;
+        .map_err(|e| bad_pem(from, e))?;
     if certs.is_empty() {
         return Err(config_error(format!(
             "{from} holds no certificate (no -----BEGIN CERTIFICATE----- section)"
@@ -181,11 +182,26 @@ fn certs(pem: &[u8], from: &str) -> Result<Vec<CertificateDer<'static>>, Error> 
 /// The first private key in `pem`.
 fn private_key(pem: &[u8], from: &str) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => config_error(format!(
+        pem::Error::NoItemsFound => config_error(format!(
             "{from} holds no private key (no PKCS#8, PKCS#1 or SEC1 section)"
         )),
-        e => config_error(format!("{from} is not valid PEM: {e}")).with_source(e),
+        e => bad_pem(from, e),
     })
+}
+
+fn bad_pem(from: &str, err: pem::Error) -> Error {
+    let why = match &err {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no -----END {}----- line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "a malformed -----BEGIN line: {}",
+            String::from_utf8_lossy(line)
+        ),
+        other => other.to_string(),
+    };
+    config_error(format!("{from} is not valid PEM: {why}")).with_source(err)
 }
 
 fn server_config(
@@ -200,8 +216,14 @@ fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| {
+            let why = match &e {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the key does not belong to the first certificate of the chain".to_owned()
+                }
+                other => other.to_string(),
+            };
             config_error(format!(
-                "{key_from} and {certs_from} make no server identity: {e}"
+                "{key_from} and {certs_from} do not go together: {why}"
             ))
             .with_source(e)
         })?;
@@ -261,7 +283,9 @@ pub(crate) async fn accept(server: &TlsServer, io: Counted<TcpStream>) -> Result
 /// A failed handshake: [`Unauthorized`](ErrorKind::Unauthorized) when a certificate was
 /// refused, by us or by the peer; [`Io`](ErrorKind::Io) otherwise (not TLS, a reset, ...).
 fn handshake_error(what: impl fmt::Display, err: io::Error) -> Error {
-    let rustls_error = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    let rustls_error = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
     let kind = match rustls_error {
         Some(e) if refuses_a_certificate(e) => ErrorKind::Unauthorized,
         _ => ErrorKind::Io,
@@ -299,7 +323,10 @@ mod tests {
             io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         );
-        assert_eq!(handshake_error("x", refused).kind(), ErrorKind::Unauthorized);
+        assert_eq!(
+            handshake_error("x", refused).kind(),
+            ErrorKind::Unauthorized
+        );
         let alert = io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::AlertReceived(AlertDescription::UnknownCA),
@@ -313,6 +340,9 @@ mod tests {
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         let err = handshake_error("the TLS handshake failed", reset);
         assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(err.to_string().contains("the TLS handshake failed"), "{err}");
+        assert!(
+            err.to_string().contains("the TLS handshake failed"),
+            "{err}"
+        );
     }
 }
