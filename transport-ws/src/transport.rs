@@ -57,8 +57,7 @@ const MAX_PENDING_UPGRADES: usize = 128;
 const ACCEPT_QUEUE: usize = 16;
 
 /// The WebSocket transport: binary messages over `ws://host:port/path`, one frame each; with
-/// the `tls` feature also over `wss://host:port/path` (see [`tls_server`](Self::tls_server)
-/// and [`tls_client`](Self::tls_client)).
+/// the `tls` feature also over `wss://host:port/path` (see `tls_server` and `tls_client`).
 ///
 /// A cheap, cloneable configuration; every listener and connection it makes takes a copy.
 ///
@@ -233,8 +232,8 @@ impl Transport for WsTransport {
         }
     }
 
-    /// Listens on `ws://host:port/path`, or `wss://host:port/path` with a
-    /// [`tls_server`](WsTransport::tls_server).
+    /// Listens on `ws://host:port/path`, or `wss://host:port/path` with a TLS server
+    /// configuration (`tls_server`, feature `tls`).
     ///
     /// # Errors
     ///
@@ -268,9 +267,9 @@ impl Transport for WsTransport {
         }))
     }
 
-    /// Dials `ws://host:port/path`, or `wss://host:port/path` with a
-    /// [`tls_client`](WsTransport::tls_client), checking the server's certificate against
-    /// the host.
+    /// Dials `ws://host:port/path`, or `wss://host:port/path` with a TLS client
+    /// configuration (`tls_client`, feature `tls`), checking the server's certificate against
+    /// the address's host.
     ///
     /// # Errors
     ///
