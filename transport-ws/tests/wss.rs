@@ -5,7 +5,6 @@
 #![cfg(feature = "tls")]
 
 use std::future::{Future, IntoFuture};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -375,7 +374,7 @@ async fn echo(e: Echo, _ctx: Context) -> Result<String, HandlerError> {
 
 #[tokio::test]
 async fn a_two_node_mesh_over_wss_answers_commands_and_delivers_events() {
-    let pki = Arc::new(pki("mesh"));
+    let pki = pki("mesh");
     let node = |name: &str| {
         Bus::builder()
             .name(name)
