@@ -63,6 +63,7 @@
 //! | `derive` | yes | `#[derive(Event)]` and `#[derive(Command)]` |
 //! | `tcp` | yes | `tcp`: TCP and Unix-domain socket transport |
 //! | `ws` | no | `ws`: WebSocket transport |
+//! | `tls` | no | `wss://` in `ws`: the WebSocket transport over TLS (rustls, ring) |
 //! | `mdns` | no | `mdns`: zero-configuration discovery on the local link |
 //! | `full` | no | all of the above |
 //!
@@ -137,7 +138,7 @@ pub use meshbus_transport_inmem as inmem;
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub use meshbus_transport_tcp as tcp;
 
-/// The WebSocket transport.
+/// The WebSocket transport (`wss://` too with the `tls` feature).
 #[cfg(feature = "ws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
 pub use meshbus_transport_ws as ws;

@@ -2,8 +2,6 @@
 
 use std::fmt;
 use std::future::poll_fn;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
@@ -16,83 +14,17 @@ use meshbus_core::transport::Addr;
 use meshbus_core::transport::{ThroughWrite, WriteThrough};
 use meshbus_core::wire::frame_len;
 use meshbus_core::{Connection, Error, ErrorKind, FrameReader, FrameWriter, ReadEvent};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ws_error;
+use crate::stream::Stream;
 use crate::FRAGMENT_SIZE;
 
-/// The socket under a WebSocket, counting the bytes that arrive, so the reader can tell
-/// "bytes of an unfinished message arrived" ([`ReadEvent::Partial`]) from "nothing arrived".
-#[derive(Debug)]
-pub(crate) struct Counted<S> {
-    io: S,
-    arrived: Arc<AtomicU64>,
-}
-
-impl<S> Counted<S> {
-    pub(crate) fn new(io: S) -> (Self, Arc<AtomicU64>) {
-        let arrived = Arc::new(AtomicU64::new(0));
-        let counted = Counted {
-            io,
-            arrived: Arc::clone(&arrived),
-        };
-        (counted, arrived)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if n > 0 {
-            self.arrived.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// An upgraded WebSocket over TCP.
-pub(crate) type Ws = WebSocketStream<Counted<TcpStream>>;
+/// An upgraded WebSocket, over TCP or TLS.
+pub(crate) type Ws = WebSocketStream<Stream>;
 
 /// Splits an upgraded WebSocket into the two halves of a [`Connection`].
 ///
@@ -120,7 +52,7 @@ pub(crate) fn connection(ws: Ws, arrived: Arc<AtomicU64>, remote: Addr) -> Conne
 /// Reads frames: each binary WebSocket message is one whole frame, length prefix included.
 pub(crate) struct WsReader {
     stream: SplitStream<Ws>,
-    /// Bytes read from the socket so far, counted by [`Counted`].
+    /// Bytes read from the socket so far, counted by [`Counted`](crate::stream::Counted).
     arrived: Arc<AtomicU64>,
     /// `arrived` when the caller last heard of bytes (a frame, or `Partial`).
     seen: u64,

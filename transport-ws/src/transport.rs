@@ -1,4 +1,4 @@
-//! The transport: listening on and dialling `ws://` addresses.
+//! The transport: listening on and dialling `ws://` and `wss://` addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +17,17 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::addr::Target;
-use crate::conn::{connection, Counted};
+use crate::conn::connection;
 use crate::error::{io_error, upgrade_error, ws_error};
+use crate::stream::{Counted, Stream};
+#[cfg(feature = "tls")]
+use crate::tls::{self, TlsClient, TlsServer};
 
-/// The address scheme this transport serves.
+/// The address scheme of plain WebSocket links.
 pub const SCHEME: &str = "ws";
+
+/// The address scheme of WebSocket links over TLS, served with the `tls` feature.
+pub const TLS_SCHEME: &str = "wss";
 
 /// The default largest WebSocket message accepted: the core's default
 /// [`max_frame_size`](meshbus_core::wire::DEFAULT_MAX_FRAME_SIZE) plus its 4-byte length
@@ -34,21 +40,24 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = DEFAULT_MAX_FRAME_SIZE + PREFIX_LEN;
 /// of the bytes it actually sends to 64 KiB.
 pub const FRAGMENT_SIZE: usize = 64 * 1024;
 
-/// The default bound on dialling: TCP connect and WebSocket upgrade together.
+/// The default bound on dialling: TCP connect, TLS handshake (`wss://`) and WebSocket upgrade
+/// together.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default bound on an inbound connection's upgrade, from TCP accept to the upgrade
-/// response.
+/// response, TLS handshake (`wss://`) included.
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many inbound connections may be in the middle of their upgrade at once; beyond it the
-/// listener accepts nothing more until one finishes or times out.
+/// How many inbound connections may be in the middle of their upgrade (TLS handshake
+/// included) at once; beyond it the listener accepts nothing more until one finishes or times
+/// out.
 const MAX_PENDING_UPGRADES: usize = 128;
 
 /// How many upgraded connections wait for [`Listener::accept`].
 const ACCEPT_QUEUE: usize = 16;
 
-/// The WebSocket transport: binary messages over `ws://host:port/path`, one frame each.
+/// The WebSocket transport: binary messages over `ws://host:port/path`, one frame each; with
+/// the `tls` feature also over `wss://host:port/path` (see `tls_server` and `tls_client`).
 ///
 /// A cheap, cloneable configuration; every listener and connection it makes takes a copy.
 ///
@@ -67,6 +76,10 @@ pub struct WsTransport {
     max_message_size: usize,
     connect_timeout: Duration,
     upgrade_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls_server: Option<TlsServer>,
+    #[cfg(feature = "tls")]
+    tls_client: Option<TlsClient>,
 }
 
 impl Default for WsTransport {
@@ -75,6 +88,10 @@ impl Default for WsTransport {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls_server: None,
+            #[cfg(feature = "tls")]
+            tls_client: None,
         }
     }
 }
@@ -96,17 +113,40 @@ impl WsTransport {
         self
     }
 
-    /// How long a dial may take, TCP connect and WebSocket upgrade together (default
-    /// [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// How long a dial may take, TCP connect, TLS handshake (`wss://`) and WebSocket upgrade
+    /// together (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// How long an inbound connection may take to complete its WebSocket upgrade (default
-    /// [`DEFAULT_UPGRADE_TIMEOUT`]); a client still short of it then is dropped.
+    /// How long an inbound connection may take to complete its WebSocket upgrade, TLS
+    /// handshake (`wss://`) included (default [`DEFAULT_UPGRADE_TIMEOUT`]); a client still
+    /// short of it then is dropped.
     pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;
+        self
+    }
+
+    /// The certificate and key that listeners on `wss://` present: a [`TlsServer`] (from PEM
+    /// files with [`TlsServer::from_pem_files`]) or a rustls
+    /// [`ServerConfig`](rustls::ServerConfig). Listening on `wss://` without it is a
+    /// [`Config`](ErrorKind::Config) error.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_server(mut self, server: impl Into<TlsServer>) -> Self {
+        self.tls_server = Some(server.into());
+        self
+    }
+
+    /// Which servers a dial to `wss://` trusts: a [`TlsClient`] (trusting the roots of a PEM
+    /// file with [`TlsClient::with_roots_pem`]) or a rustls
+    /// [`ClientConfig`](rustls::ClientConfig). Dialling `wss://` without it is a
+    /// [`Config`](ErrorKind::Config) error.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_client(mut self, client: impl Into<TlsClient>) -> Self {
+        self.tls_client = Some(client.into());
         self
     }
 
@@ -117,6 +157,59 @@ impl WsTransport {
     }
 }
 
+/// The TLS configurations of a build without the `tls` feature: none can exist.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+enum NoTls {}
+
+#[cfg(not(feature = "tls"))]
+type TlsServer = NoTls;
+
+#[cfg(not(feature = "tls"))]
+type TlsClient = NoTls;
+
+impl WsTransport {
+    /// What a listener on `target` runs its TLS handshakes with: nothing for `ws://`.
+    #[cfg(feature = "tls")]
+    fn acceptor(&self, target: &Target, addr: &Addr) -> Result<Option<TlsServer>, Error> {
+        if !target.tls {
+            return Ok(None);
+        }
+        match &self.tls_server {
+            Some(server) => Ok(Some(server.clone())),
+            None => Err(Error::new(ErrorKind::Config).with_detail(format!(
+                "listening on {addr} needs a TLS certificate: set WsTransport::tls_server, \
+                 for example to TlsServer::from_pem_files(cert_chain, key)"
+            ))),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn acceptor(&self, _target: &Target, _addr: &Addr) -> Result<Option<TlsServer>, Error> {
+        Ok(None)
+    }
+
+    /// What a dial to `target` runs its TLS handshake with: nothing for `ws://`.
+    #[cfg(feature = "tls")]
+    fn connector(&self, target: &Target, addr: &Addr) -> Result<Option<&TlsClient>, Error> {
+        if !target.tls {
+            return Ok(None);
+        }
+        match &self.tls_client {
+            Some(client) => Ok(Some(client)),
+            None => Err(Error::new(ErrorKind::Config).with_detail(format!(
+                "dialling {addr} needs the roots to trust: set WsTransport::tls_client, \
+                 for example to TlsClient::with_roots_pem(ca_file)"
+            ))),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn connector(&self, _target: &Target, _addr: &Addr) -> Result<Option<&TlsClient>, Error> {
+        Ok(None)
+    }
+}
+
 /// Sets `TCP_NODELAY`: frames are batched by the writer, never by the kernel.
 fn no_delay(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -124,27 +217,43 @@ fn no_delay(stream: &TcpStream) {
     }
 }
 
-fn remote_addr(peer: SocketAddr) -> Option<Addr> {
-    Addr::parse(&format!("{SCHEME}://{peer}")).ok()
+fn remote_addr(scheme: &str, peer: SocketAddr) -> Option<Addr> {
+    Addr::parse(&format!("{scheme}://{peer}")).ok()
 }
 
 #[async_trait]
 impl Transport for WsTransport {
+    /// `["ws"]`, and `["ws", "wss"]` with the `tls` feature.
     fn schemes(&self) -> &'static [&'static str] {
-        &[SCHEME]
+        if cfg!(feature = "tls") {
+            &[SCHEME, TLS_SCHEME]
+        } else {
+            &[SCHEME]
+        }
     }
 
+    /// Listens on `ws://host:port/path`, or `wss://host:port/path` with a TLS server
+    /// configuration (`tls_server`, feature `tls`).
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error for a malformed address or a `wss://` one
+    /// without a TLS server configuration; an [`Io`](ErrorKind::Io) error when the address
+    /// is taken or unusable.
     async fn listen(&self, addr: &Addr) -> Result<Box<dyn Listener>, Error> {
         let target = Target::parse(addr)?;
+        let tls = self.acceptor(&target, addr)?;
         let listener = TcpListener::bind(&target.authority)
             .await
             .map_err(|e| io_error("could not listen", e))?;
         let local = listener
             .local_addr()
             .map_err(|e| io_error("no local address", e))?;
-        let local = Addr::parse(&format!("{SCHEME}://{local}{}", target.path))?;
+        let local = Addr::parse(&format!("{}://{local}{}", target.scheme(), target.path))?;
         let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
         let upgrade = Upgrade {
+            scheme: target.scheme(),
+            tls,
             path: target.path.into(),
             config: self.ws_config(),
             timeout: self.upgrade_timeout,
@@ -158,8 +267,19 @@ impl Transport for WsTransport {
         }))
     }
 
+    /// Dials `ws://host:port/path`, or `wss://host:port/path` with a TLS client
+    /// configuration (`tls_client`, feature `tls`), checking the server's certificate against
+    /// the address's host.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](ErrorKind::Config) error for a malformed address or a `wss://` one
+    /// without a TLS client configuration; [`Unauthorized`](ErrorKind::Unauthorized) when
+    /// the server's certificate is refused (or it refuses ours); an [`Io`](ErrorKind::Io)
+    /// error when nobody answers (refused, unreachable, not TLS, timed out).
     async fn dial(&self, addr: &Addr) -> Result<Connection, Error> {
         let target = Target::parse(addr)?;
+        let tls = self.connector(&target, addr)?;
         let config = self.ws_config();
         let dial = async {
             let stream = TcpStream::connect(&target.authority)
@@ -167,6 +287,11 @@ impl Transport for WsTransport {
                 .map_err(|e| io_error("could not connect", e))?;
             no_delay(&stream);
             let (stream, arrived) = Counted::new(stream);
+            let stream = match tls {
+                #[cfg(feature = "tls")]
+                Some(client) => tls::connect(client, &target.host, stream, addr).await?,
+                _ => Stream::Plain(stream),
+            };
             let (ws, _response) =
                 tokio_tungstenite::client_async_with_config(target.uri(), stream, Some(config))
                     .await
@@ -187,6 +312,10 @@ impl Transport for WsTransport {
 /// What an inbound connection's upgrade needs.
 #[derive(Debug, Clone)]
 struct Upgrade {
+    /// The listener's scheme, for the remote addresses of what it accepts.
+    scheme: &'static str,
+    /// `wss://`: the TLS handshake that comes before the upgrade.
+    tls: Option<TlsServer>,
     path: Arc<str>,
     config: WebSocketConfig,
     timeout: Duration,
@@ -196,9 +325,15 @@ impl Upgrade {
     /// Upgrades one accepted socket and hands the connection over; a failed or slow upgrade
     /// drops the socket.
     async fn run(self, stream: TcpStream, peer: SocketAddr, tx: mpsc::Sender<Accepted>) {
+        let Upgrade {
+            scheme,
+            tls,
+            path,
+            config,
+            timeout,
+        } = self;
         no_delay(&stream);
         let (stream, arrived) = Counted::new(stream);
-        let path = Arc::clone(&self.path);
         // tungstenite's `Callback` fixes the error type.
         #[allow(clippy::result_large_err)]
         let check = move |request: &Request, response: Response| {
@@ -213,15 +348,20 @@ impl Upgrade {
                 Err(refused)
             }
         };
-        let upgraded = tokio::time::timeout(
-            self.timeout,
-            tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(self.config)),
-        )
-        .await;
-        let ws = match upgraded {
+        let upgrade = async {
+            let stream = match &tls {
+                #[cfg(feature = "tls")]
+                Some(server) => tls::accept(server, stream).await?,
+                _ => Stream::Plain(stream),
+            };
+            tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
+                .await
+                .map_err(|e| ws_error("upgrade", e))
+        };
+        let ws = match tokio::time::timeout(timeout, upgrade).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %ws_error("upgrade", e), "WebSocket upgrade refused");
+                tracing::debug!(%peer, error = %e, "WebSocket upgrade refused");
                 return;
             }
             Err(_) => {
@@ -229,7 +369,7 @@ impl Upgrade {
                 return;
             }
         };
-        let Some(remote) = remote_addr(peer) else {
+        let Some(remote) = remote_addr(scheme, peer) else {
             return;
         };
         let _ = tx.send(Ok(connection(ws, arrived, remote))).await;
