@@ -58,12 +58,12 @@ pub mod proto;
 mod scope;
 mod services;
 mod stats;
-pub mod trust;
 mod subscription;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 pub mod transport;
+pub mod trust;
 pub mod wire;
 
 pub use async_trait::async_trait;

@@ -21,11 +21,6 @@ use serde::{Deserialize, Serialize};
 #[meshbus(name = "trust.whoami", reply = String)]
 pub(crate) struct WhoAmI;
 
-/// An event every node subscribes to.
-#[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[meshbus(name = "trust.note")]
-pub(crate) struct Note(pub(crate) u32);
-
 /// Node `name` on `net` holding `keys` (none: keyless), answering [`WhoAmI`].
 pub(crate) fn keyed(net: &InMemNetwork, name: &str, keys: &[&NetworkKey]) -> BusBuilder {
     let builder = support::node(net, name).command_handler(|_: WhoAmI, ctx: Context| async move {
@@ -36,4 +31,16 @@ pub(crate) fn keyed(net: &InMemNetwork, name: &str, keys: &[&NetworkKey]) -> Bus
     } else {
         builder.network_keys(keys.iter().map(|k| (*k).clone()))
     }
+}
+
+/// Waits until `bus`'s stats satisfy `f`, letting the other tasks run (time is paused in the
+/// in-memory tests, so nothing else moves it).
+pub(crate) async fn until_stats(bus: &Bus, f: impl Fn(&meshbus::BusStats) -> bool) {
+    for _ in 0..100_000 {
+        if f(&bus.stats()) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the stats never came to it: {:?}", bus.stats());
 }

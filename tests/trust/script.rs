@@ -7,7 +7,7 @@ use meshbus::transport::{
     Addr, FrameReader, FrameWriter, ReadEvent, SealedReader, SealedWriter, Transport,
 };
 use meshbus::trust::{Identity, PublicKey};
-use meshbus_core::proto::noise::{NoiseConfig, SecureHandshake, SecureStep, Sealer, MAX_UNIT};
+use meshbus_core::proto::noise::{NoiseConfig, Sealer, SecureHandshake, SecureStep, MAX_UNIT};
 use meshbus_core::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange};
 use meshbus_core::wire::{Frame, FrameCodec};
 

@@ -18,11 +18,11 @@ use super::{encode, NodeShared, PeerHandle};
 use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::id::NodeId;
 use crate::proto::admission::HandshakeLimiter;
-use crate::stats::Counters;
 use crate::proto::handshake::{arbitrate, Arbitration, ConnectionKey, LocalNode};
 use crate::proto::interest::{LocalInterest, RemoteInterest};
 use crate::proto::links::Links;
 use crate::proto::membership::{DialRequest, Membership, MembershipConfig, Output};
+use crate::stats::Counters;
 use crate::transport::{Addr, Connection, Listener};
 use crate::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, GossipMessage, GroupInterest, Interest,
@@ -383,7 +383,16 @@ impl Actor {
         };
         let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
         self.tasks.spawn(async move {
-            conn::run(node, dispatch, c, Side::Inbound, None, Some(admission), None).await;
+            conn::run(
+                node,
+                dispatch,
+                c,
+                Side::Inbound,
+                None,
+                Some(admission),
+                None,
+            )
+            .await;
         });
     }
 
@@ -475,6 +484,7 @@ impl Actor {
                 interest,
             },
         );
+        Counters::bump(&self.node.counters.links_established);
         self.publish();
         true
     }

@@ -112,10 +112,11 @@ pub(crate) async fn run(
         Err(e) => {
             tracing::debug!(%remote, error = %e.error, "handshake failed");
             if let Some(why) = e.refused.filter(|_| side == Side::Inbound) {
-                let _ = node.inbox.try_send(ActorMsg::Refused {
+                let refused = ActorMsg::Refused {
                     remote: remote.clone(),
                     why,
-                });
+                };
+                let _ = node.inbox.send(refused).await;
             }
             let _ = writer.close().await;
             let peer = e.peer.map(|key| key.node_id());
@@ -163,7 +164,6 @@ pub(crate) async fn run(
         }
         return Reached::Node(peer_id);
     }
-    crate::stats::Counters::bump(&node.counters.links_established);
     if let Some(tx) = notify {
         let _ = tx.send(Ok(peer_id));
     }

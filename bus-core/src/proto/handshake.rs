@@ -542,7 +542,9 @@ impl Handshake {
         }
         if let Some(key) = &self.peer_key {
             if crate::NodeId::from_public_key(key).as_u128() != identity.node_id {
-                return Err("the node id is not the one of the static key the peer proved it holds");
+                return Err(
+                    "the node id is not the one of the static key the peer proved it holds",
+                );
             }
         }
         if let Some(wall) = self.wall_clock_micros {

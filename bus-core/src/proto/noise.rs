@@ -246,7 +246,8 @@ impl NoiseConfig {
         let params: snow::params::NoiseParams = NOISE_PATTERN.parse()?;
         let network = self.network.as_bytes();
         let network = &network[..network.len().min(usize::from(u16::MAX))];
-        let mut prologue = Vec::with_capacity(PROLOGUE_LABEL.len() + 2 + network.len() + header.len());
+        let mut prologue =
+            Vec::with_capacity(PROLOGUE_LABEL.len() + 2 + network.len() + header.len());
         prologue.extend_from_slice(PROLOGUE_LABEL);
         prologue.put_u16(network.len() as u16);
         prologue.extend_from_slice(network);
@@ -323,7 +324,9 @@ enum State {
         key: usize,
     },
     /// Acceptor: waiting for an `Init`; `attempts` made with unknown key ids so far.
-    Accepting { attempts: usize },
+    Accepting {
+        attempts: usize,
+    },
     /// Acceptor: `Response` sent, waiting for `Finish`.
     Responded {
         hs: Box<snow::HandshakeState>,

@@ -77,10 +77,7 @@ impl BusBuilder {
     /// refused in the handshake, as dialler and as acceptor. By default any holder of the
     /// network key is let in.
     pub fn allow_peers(mut self, keys: impl IntoIterator<Item = PublicKey>) -> Self {
-        self.trust
-            .allowed
-            .get_or_insert_with(Vec::new)
-            .extend(keys);
+        self.trust.allowed.get_or_insert_with(Vec::new).extend(keys);
         self
     }
 

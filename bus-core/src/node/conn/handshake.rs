@@ -1,9 +1,11 @@
 //! The connection's handshake, under the handshake's own deadline, with the acceptor's early
 //! arbitration against an established connection.
 
-use crate::transport::{SealedReader, SealedWriter};
 use super::*;
-use crate::proto::noise::{NoiseConfig, NoiseError, SecureHandshake, SecureStep, Session, MAX_UNIT};
+use crate::proto::noise::{
+    NoiseConfig, NoiseError, SecureHandshake, SecureStep, Session, MAX_UNIT,
+};
+use crate::transport::{SealedReader, SealedWriter};
 use crate::trust::PublicKey;
 
 /// A failed handshake: why, whether the acceptor refused it as a duplicate, the peer's
@@ -102,34 +104,34 @@ pub(super) async fn handshake(
         let (reader, writer) = (&mut *halves.reader, &mut *halves.writer);
         hs.expect_peer_key(remote);
         let hello_exchange = async {
-        if let Some(hello) = hello {
-            writer
-                .write_batch(&mut vec![encode(&codec, &hello)?])
-                .await?;
-        }
-        let frame = read_frame(reader, &codec).await?;
-        let step = hs.on_frame_with(frame, now_std(), |peer| existing_key(node, peer))?;
-        match step {
-            Step::Established { send, established } => {
-                if let Some(f) = send {
-                    writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
+            if let Some(hello) = hello {
+                writer
+                    .write_batch(&mut vec![encode(&codec, &hello)?])
+                    .await?;
+            }
+            let frame = read_frame(reader, &codec).await?;
+            let step = hs.on_frame_with(frame, now_std(), |peer| existing_key(node, peer))?;
+            match step {
+                Step::Established { send, established } => {
+                    if let Some(f) = send {
+                        writer.write_batch(&mut vec![encode(&codec, &f)?]).await?;
+                    }
+                    Ok((established, remote))
                 }
-                Ok((established, remote))
+                Step::Refused { send, reject } => {
+                    let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
+                    Err(HandshakeFailed {
+                        error: Error::new(ErrorKind::Unauthorized).with_detail(format!(
+                            "refused the peer ({}): {}",
+                            reject.reason.code(),
+                            reject.message
+                        )),
+                        duplicate: false,
+                        peer: None,
+                        refused: None,
+                    })
+                }
             }
-            Step::Refused { send, reject } => {
-                let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
-                Err(HandshakeFailed {
-                    error: Error::new(ErrorKind::Unauthorized).with_detail(format!(
-                        "refused the peer ({}): {}",
-                        reject.reason.code(),
-                        reject.message
-                    )),
-                    duplicate: false,
-                    peer: None,
-                    refused: None,
-                })
-            }
-        }
         };
         hello_exchange.await.map_err(|mut failed: HandshakeFailed| {
             failed.peer = Some(remote);
@@ -174,6 +176,8 @@ async fn secure(
         }
         Side::Inbound => (SecureHandshake::accept(trust), None),
     };
+    // Set once we answered an unknown key id: if the dialler then gives up, that is why.
+    let mut refused_key = false;
     loop {
         if let Some(unit) = send.take() {
             writer.write_batch(&mut vec![unit]).await?;
@@ -183,17 +187,29 @@ async fn secure(
                 Ok(ReadEvent::Frame(bytes)) => break bytes,
                 Ok(ReadEvent::Partial) => {}
                 Ok(_) => {
+                    let why = if refused_key {
+                        "it holds none of this node's network keys"
+                    } else {
+                        "it closed the connection during the secure handshake"
+                    };
                     return Err(HandshakeFailed::refused(
-                        Error::new(ErrorKind::Unauthorized)
-                            .with_detail("the peer closed the connection during the secure handshake"),
-                        "it closed the connection during the secure handshake",
+                        Error::new(ErrorKind::Unauthorized).with_detail(why),
+                        why,
+                    ));
+                }
+                Err(e) => {
+                    return Err(HandshakeFailed::refused(
+                        e,
+                        "it sent what is not a handshake unit",
                     ))
                 }
-                Err(e) => return Err(HandshakeFailed::refused(e, "it sent what is not a handshake unit")),
             }
         };
         match hs.on_unit(&unit) {
-            Ok(SecureStep::Send(unit)) => send = Some(unit),
+            Ok(SecureStep::Send(unit)) => {
+                refused_key = side == Side::Inbound && hs_refused(&unit);
+                send = Some(unit);
+            }
             Ok(SecureStep::Done { send, session }) => {
                 if side == Side::Inbound {
                     if let Some(unit) = send {
@@ -206,7 +222,8 @@ async fn secure(
             Ok(SecureStep::Refuse { send, why }) => {
                 let _ = writer.write_batch(&mut vec![send]).await;
                 return Err(HandshakeFailed::refused(
-                    Error::new(ErrorKind::Unauthorized).with_detail(format!("refused the peer: {why}")),
+                    Error::new(ErrorKind::Unauthorized)
+                        .with_detail(format!("refused the peer: {why}")),
                     why,
                 ));
             }
@@ -219,6 +236,11 @@ async fn secure(
             }
         }
     }
+}
+
+/// Whether `unit` is a `Refuse` (an acceptor's answer to an unknown key id).
+fn hs_refused(unit: &[u8]) -> bool {
+    unit.get(crate::wire::PREFIX_LEN + 4) == Some(&4)
 }
 
 /// A stand-in for halves being replaced.

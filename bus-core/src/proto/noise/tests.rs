@@ -63,8 +63,14 @@ fn a_wrong_or_missing_key_is_refused_before_any_handshake_message() {
         };
         assert_eq!(parse_unit(&refusal).unwrap().0, REFUSE);
         let err = d.on_unit(&refusal).unwrap_err();
-        assert!(matches!(err, NoiseError::Refused(Refusal::UnknownKey)), "{err}");
-        assert_eq!(crate::Error::from(err).kind(), crate::ErrorKind::Unauthorized);
+        assert!(
+            matches!(err, NoiseError::Refused(Refusal::UnknownKey)),
+            "{err}"
+        );
+        assert_eq!(
+            crate::Error::from(err).kind(),
+            crate::ErrorKind::Unauthorized
+        );
     }
 }
 
@@ -204,11 +210,20 @@ fn sessions() -> (Sealer, Opener) {
 #[test]
 fn records_carry_any_mix_of_frames_in_order() {
     let (mut seal, mut open) = sessions();
-    let frames: Vec<Bytes> = [10, 64, 1, MAX_PLAIN - 4, MAX_PLAIN, 3 * MAX_PLAIN + 7, 20, 0]
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| frame(len, i as u8))
-        .collect();
+    let frames: Vec<Bytes> = [
+        10,
+        64,
+        1,
+        MAX_PLAIN - 4,
+        MAX_PLAIN,
+        3 * MAX_PLAIN + 7,
+        20,
+        0,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &len)| frame(len, i as u8))
+    .collect();
     let (mut records, mut ends) = (Vec::new(), Vec::new());
     seal.seal_frames(&frames, &mut records, &mut ends).unwrap();
     assert_eq!(ends.len(), frames.len());
@@ -246,7 +261,13 @@ fn a_changed_replayed_reordered_or_cut_record_fails() {
     let mut flipped = records[1].to_vec();
     flipped[PREFIX_LEN + 5] ^= 0x40;
     let cut = &records[1][..records[1].len() - 1];
-    for bad in [&records[0][..], &records[2][..], &flipped[..], cut, &records[1][..3]] {
+    for bad in [
+        &records[0][..],
+        &records[2][..],
+        &flipped[..],
+        cut,
+        &records[1][..3],
+    ] {
         assert!(open.open(bad, &mut plain).is_err());
         assert_eq!(plain.len(), before, "nothing of a failed record is kept");
     }
