@@ -250,6 +250,30 @@ impl FromStr for PublicKey {
     }
 }
 
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyBytes;
+        impl<'de> serde::de::Visitor<'de> for KeyBytes {
+            type Value = PublicKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 bytes of an X25519 public key")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<PublicKey, E> {
+                <[u8; 32]>::try_from(v)
+                    .map(PublicKey)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(KeyBytes)
+    }
+}
+
 impl NodeId {
     /// The id of the node whose static key is `key`: the first 16 bytes of a SHA-256 of it.
     /// Finding another key with the same id takes about 2^128 tries.

@@ -110,6 +110,7 @@ mod tests {
             cluster: "shop".into(),
             host_id: "h".into(),
             addresses: vec!["tcp://0.0.0.0:7000".into()],
+            public_key: None,
         }
     }
 

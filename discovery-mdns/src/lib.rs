@@ -40,6 +40,7 @@
 //! |---|---|
 //! | `id` | the node id |
 //! | `inc` | the incarnation (which run of the node) |
+//! | `pk` | the node's static public key, base64 (an advert whose key is not the id's is ignored) |
 //! | `net` | the network: nodes of another network ignore the advert |
 //! | `cl` | the cluster |
 //! | `host` | the host id (for the `Machine` scope) |

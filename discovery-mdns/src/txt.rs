@@ -51,6 +51,9 @@ pub(crate) fn encode(
         ("inc".to_owned(), local.incarnation.to_string()),
         ("v".to_owned(), format!("{}-{}", versions.min, versions.max)),
     ];
+    if let Some(key) = &local.public_key {
+        txt.push(("pk".to_owned(), key.to_base64()));
+    }
     for (key, value) in [
         ("net", &local.network),
         ("cl", &local.cluster),
@@ -101,7 +104,8 @@ pub(crate) struct Advert {
 }
 
 /// Reads an advert from `get` (a lookup of one TXT key). `None` when the strings are not a
-/// meshbus advert: no valid node id or no network.
+/// meshbus advert: no valid node id or no network, or a public key (`pk`) that is not one or
+/// not the node id's.
 pub(crate) fn decode<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Advert> {
     let id = get("id")?;
     if id.is_empty() || id.len() > 32 {
@@ -117,6 +121,16 @@ pub(crate) fn decode<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Advert
             max: max.parse().ok()?,
         })
     });
+    let public_key = match get("pk") {
+        None => None,
+        Some(text) => {
+            let key = meshbus_core::trust::PublicKey::from_base64(text).ok()?;
+            if key.node_id().as_u128() != node_id {
+                return None;
+            }
+            Some(key)
+        }
+    };
     let addresses = (0..MAX_ADDRESSES)
         .filter_map(|i| get(&format!("a{i}")))
         .filter(|a| !a.is_empty())
@@ -131,6 +145,7 @@ pub(crate) fn decode<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Advert
             cluster: get("cl").unwrap_or_default().to_owned(),
             host_id: get("host").unwrap_or_default().to_owned(),
             addresses,
+            public_key,
         },
         versions,
     })
@@ -166,6 +181,7 @@ mod tests {
             cluster: "shop".into(),
             host_id: "4c4c4544-0042".into(),
             addresses: vec!["tcp://0.0.0.0:7000".into(), "ws://[::]:7001/mesh".into()],
+            public_key: None,
         }
     }
 
@@ -205,6 +221,32 @@ mod tests {
             .addresses
             .iter()
             .all(|a| local.addresses.contains(a)));
+    }
+
+    #[test]
+    fn the_public_key_travels_and_must_be_the_node_ids() {
+        let key = meshbus_core::trust::Identity::generate().public_key();
+        let mut local = identity();
+        local.node_id = key.node_id().as_u128();
+        local.public_key = Some(key);
+        let txt = encode(&local, VersionRange::CURRENT).unwrap();
+        assert!(txt.iter().any(|(k, v)| k == "pk" && *v == key.to_base64()));
+        assert_eq!(round_trip(&txt).unwrap().identity, local);
+        // Another node's key beside this id, or a key that is none: not an advert.
+        let mut forged = txt.clone();
+        for (k, v) in &mut forged {
+            if k == "pk" {
+                *v = meshbus_core::trust::Identity::generate().public_key().to_base64();
+            }
+        }
+        assert!(round_trip(&forged).is_none());
+        let mut garbage = txt;
+        for (k, v) in &mut garbage {
+            if k == "pk" {
+                *v = "not a key".into();
+            }
+        }
+        assert!(round_trip(&garbage).is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn local() -> LocalNode {
         cluster: "c".into(),
         host_id: "h".into(),
         addresses: vec!["tcp://127.0.0.1:1".into()],
+        public_key: None,
     })
 }
 

@@ -659,6 +659,7 @@ impl BusBuilder {
                     .iter()
                     .map(|l| l.local_addr().as_str().to_owned())
                     .collect(),
+                public_key: Some(trust.identity.public_key()),
             };
             NodeShared::new(
                 peer_identity,

@@ -578,6 +578,7 @@ pub(crate) fn handle_for_tests(capacity: usize) -> (Arc<PeerHandle>, LaneReceive
         cluster: "c".into(),
         host_id: "h".into(),
         addresses: Vec::new(),
+        public_key: None,
     };
     let key = ConnectionKey {
         direction: crate::proto::handshake::Direction::Outbound,

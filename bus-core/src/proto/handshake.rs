@@ -19,6 +19,7 @@
 //!     cluster: "shop".into(),
 //!     host_id: "host-1".into(),
 //!     addresses: Vec::new(),
+//!     public_key: None,
 //! };
 //! let now = Instant::now();
 //! let (mut dialler, hello) = Handshake::dial(&LocalNode::new(node(1)), now)?;
@@ -538,13 +539,16 @@ impl Handshake {
     /// with an incarnation not far ahead of our clock. `Err` says why not.
     fn check_identity(&self, identity: &PeerIdentity) -> Result<(), &'static str> {
         if !identity.within_limits() {
-            return Err("the identity has more than 16 addresses or a field over 256 bytes");
+            return Err("the identity has more than 16 addresses, a field over 256 bytes, or a public key that is not its node id's");
         }
         if let Some(key) = &self.peer_key {
             if crate::NodeId::from_public_key(key).as_u128() != identity.node_id {
                 return Err(
                     "the node id is not the one of the static key the peer proved it holds",
                 );
+            }
+            if identity.public_key.is_some_and(|k| k != *key) {
+                return Err("the public key is not the static key the peer proved it holds");
             }
         }
         if let Some(wall) = self.wall_clock_micros {

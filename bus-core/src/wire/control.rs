@@ -103,6 +103,11 @@ pub struct PeerIdentity {
     /// The addresses peers should dial (advertised, never `0.0.0.0`).
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// The node's static public key, whose hash is its `node_id`; absent in a hand-written
+    /// identity. Carried in handshakes, gossip and adverts so that whoever hears of a node
+    /// knows its key; an identity whose key does not give its node id is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<crate::trust::PublicKey>,
 }
 
 impl PeerIdentity {
@@ -121,8 +126,13 @@ impl PeerIdentity {
         within_limits(
             [&self.name, &self.network, &self.cluster, &self.host_id],
             &self.addresses,
-        )
+        ) && key_matches(self.node_id, self.public_key.as_ref())
     }
+}
+
+/// Whether `key`, if there is one, is the key of node `node_id`.
+fn key_matches(node_id: u128, key: Option<&crate::trust::PublicKey>) -> bool {
+    key.is_none_or(|k| k.node_id().as_u128() == node_id)
 }
 
 /// The one check behind [`PeerIdentity::within_limits`] and [`GossipEntry::within_limits`], so
@@ -535,6 +545,10 @@ pub struct GossipEntry {
     /// means "use your own default". Relative, so clocks need not agree.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ttl_ms: u64,
+    /// The member's static public key, if the sender knows it (see
+    /// [`PeerIdentity::public_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<crate::trust::PublicKey>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -554,6 +568,7 @@ impl GossipEntry {
             addresses: identity.addresses.clone(),
             state,
             ttl_ms: 0,
+            public_key: identity.public_key,
         }
     }
 
@@ -567,6 +582,7 @@ impl GossipEntry {
             cluster: self.cluster.clone(),
             host_id: self.host_id.clone(),
             addresses: self.addresses.clone(),
+            public_key: self.public_key,
         }
     }
 
@@ -576,7 +592,7 @@ impl GossipEntry {
         within_limits(
             [&self.name, &self.network, &self.cluster, &self.host_id],
             &self.addresses,
-        )
+        ) && key_matches(self.node_id, self.public_key.as_ref())
     }
 
     /// The version of the entry's news, `(incarnation, state rank)`: higher is newer.

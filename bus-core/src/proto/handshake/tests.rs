@@ -12,6 +12,7 @@ fn identity(node_id: u128, incarnation: u64) -> PeerIdentity {
         cluster: "shop".into(),
         host_id: "host-1".into(),
         addresses: vec![format!("tcp://10.0.0.{node_id}:7000")],
+        public_key: None,
     }
 }
 

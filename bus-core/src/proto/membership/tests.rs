@@ -21,6 +21,7 @@ pub(crate) fn identity(node: u128, incarnation: u64) -> PeerIdentity {
         cluster: "shop".into(),
         host_id: format!("host-{node}"),
         addresses: vec![format!("tcp://10.0.0.{node}:7000")],
+        public_key: None,
     }
 }
 

@@ -9,6 +9,7 @@ fn identity() -> PeerIdentity {
         cluster: "shop".into(),
         host_id: "host-1".into(),
         addresses: vec!["tcp://10.0.0.1:7000".into()],
+        public_key: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn every_control_message_round_trips() {
                 host_id: "h".into(),
                 state,
                 ttl_ms,
+                public_key: None,
             }],
             want: vec![3, u64::MAX],
         }));
@@ -308,4 +310,28 @@ fn credit_round_trips_and_reads_at_most_max_names_grants() {
     let mut bad = frame.clone();
     bad.body = bytes::Bytes::from_static(&[0x92, 0xc1, 0xff]);
     assert!(Credit::from_frame(&bad).is_err());
+}
+
+#[test]
+fn an_identity_or_entry_whose_key_is_not_its_node_ids_is_out_of_bounds() {
+    let key = crate::trust::Identity::generate().public_key();
+    let mut id = identity();
+    assert!(id.within_limits(), "no key: only the id is known");
+    id.public_key = Some(key);
+    assert!(!id.within_limits(), "a key that does not give the id");
+    id.node_id = key.node_id().as_u128();
+    assert!(id.within_limits());
+    let entry = GossipEntry::from_identity(&id, MemberState::Alive);
+    assert_eq!(entry.public_key, Some(key));
+    assert_eq!(entry.identity(), id);
+    // The key travels in gossip, as bytes, and comes back the same.
+    let msg = GossipMessage::Delta(GossipDelta {
+        entries: vec![entry.clone()],
+        want: Vec::new(),
+    });
+    let back = GossipMessage::from_frame(&msg.to_frame().unwrap()).unwrap();
+    assert_eq!(back, msg);
+    let mut forged = entry;
+    forged.public_key = Some(crate::trust::Identity::generate().public_key());
+    assert!(!forged.within_limits());
 }

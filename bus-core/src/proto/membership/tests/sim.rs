@@ -46,6 +46,7 @@ impl Sim {
                 cluster: if i % 2 == 0 { "even" } else { "odd" }.into(),
                 host_id: format!("host-{}", i / 4),
                 addresses: vec![format!("inmem://node-{i}")],
+                public_key: None,
             })
             .collect();
         let nodes = (0..n)
