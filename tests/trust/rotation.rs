@@ -42,6 +42,14 @@ async fn a_key_rotates_across_five_nodes_without_a_link_dropping() {
         nodes.push(b.start().await.unwrap());
     }
     meshed(&nodes).await;
+    // Every node knows every other's proven public key.
+    for n in &nodes {
+        let view = n.membership().borrow().clone();
+        for other in nodes.iter().filter(|o| o.node_id() != n.node_id()) {
+            let peer = view.peer(other.node_id()).expect("a peer");
+            assert_eq!(peer.public_key, Some(other.public_key()));
+        }
+    }
     let links: Vec<u64> = nodes.iter().map(|n| n.stats().links_established).collect();
 
     // [k1] → [k2, k1], node by node, requests all along.

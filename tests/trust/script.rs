@@ -115,6 +115,7 @@ pub(crate) fn peer_identity(identity: &Identity, name: &str) -> PeerIdentity {
         cluster: "default".into(),
         host_id: "host-1".into(),
         addresses: Vec::new(),
+        public_key: Some(identity.public_key()),
     }
 }
 

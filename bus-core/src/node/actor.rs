@@ -541,6 +541,7 @@ impl Actor {
                 name: id.name.clone(),
                 cluster: id.cluster.clone(),
                 host_id: id.host_id.clone(),
+                public_key: id.public_key,
                 commands: p.interest.commands().map(str::to_owned).collect(),
                 events: p.interest.events().map(str::to_owned).collect(),
                 groups: p

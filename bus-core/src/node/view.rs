@@ -16,6 +16,9 @@ pub struct PeerInfo {
     pub cluster: String,
     /// Its host id.
     pub host_id: String,
+    /// Its static public key, proven by the link's handshake (`None` only for a peer that
+    /// left it out of its `Hello`: a hand-made one).
+    pub public_key: Option<crate::trust::PublicKey>,
     /// The command names it handles, sorted.
     pub commands: Vec<String>,
     /// The event names it subscribes to outside any group, sorted.
