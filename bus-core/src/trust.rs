@@ -76,6 +76,36 @@ fn decode_32(text: &str, what: &str) -> Result<[u8; 32], Error> {
     })
 }
 
+/// The cipher of a link's handshake and records: ChaCha20-Poly1305 (the default, fast
+/// everywhere) or AES-256-GCM (faster where the processor has AES instructions). The dialler
+/// picks (see [`BusBuilder::cipher`](crate::BusBuilder::cipher)); an acceptor takes either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Cipher {
+    /// `ChaChaPoly`: ChaCha20-Poly1305.
+    #[default]
+    ChaChaPoly,
+    /// `AESGCM`: AES-256-GCM.
+    AesGcm,
+}
+
+impl Cipher {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Cipher::ChaChaPoly => 1,
+            Cipher::AesGcm => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Cipher::ChaChaPoly),
+            2 => Some(Cipher::AesGcm),
+            _ => None,
+        }
+    }
+}
+
 /// A network's shared secret: 32 random bytes. Nodes holding it let each other in; others are
 /// refused at their first handshake message.
 ///

@@ -236,7 +236,9 @@ mod tests {
         let mut forged = txt.clone();
         for (k, v) in &mut forged {
             if k == "pk" {
-                *v = meshbus_core::trust::Identity::generate().public_key().to_base64();
+                *v = meshbus_core::trust::Identity::generate()
+                    .public_key()
+                    .to_base64();
             }
         }
         assert!(round_trip(&forged).is_none());

@@ -198,8 +198,10 @@ async fn a_node_claiming_another_nodes_id_is_refused_and_the_real_one_is_untouch
     };
     assert_eq!(a_key, a.public_key());
     assert_eq!(a_key.node_id(), a.node_id());
+    // It copies the victim's public identity: its id and its public key.
     let mut claim = script::peer_identity(&mallory, "victim");
     claim.node_id = victim.node_id().as_u128();
+    claim.public_key = Some(victim.public_key());
     script::write(&mut *link.writer, script::hello(claim)).await;
     let answer = script::decode(script::read(&mut *link.reader, 1 << 16).await.unwrap());
     assert_eq!(answer.kind, FrameKind::Reject);

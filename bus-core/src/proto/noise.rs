@@ -13,7 +13,7 @@
 //!
 //! | type | from | body after magic and type |
 //! |---|---|---|
-//! | 1 `Init` | dialler | key id (8), versions min and max (`u16` each), Noise message 1 (`psk, e`) |
+//! | 1 `Init` | dialler | key id (8), versions min and max (`u16` each), cipher (1), Noise message 1 (`psk, e`) |
 //! | 2 `Response` | acceptor | Noise message 2 (`e, ee, s, es`) |
 //! | 3 `Finish` | dialler | Noise message 3 (`s, se`) |
 //! | 4 `Refuse` | acceptor | a [`Refusal`] code (1), four zero bytes |
@@ -75,7 +75,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::trust::{Identity, KeyId, NetworkKey, PublicKey, MAX_NETWORK_KEYS};
+use crate::trust::{Cipher, Identity, KeyId, NetworkKey, PublicKey, MAX_NETWORK_KEYS};
 use crate::wire::control::VersionRange;
 use crate::wire::PREFIX_LEN;
 
@@ -83,8 +83,11 @@ mod record;
 
 pub use record::{Opener, Sealer, MAX_PLAIN, MAX_RECORD, TAG_LEN};
 
-/// The Noise protocol name.
+/// The Noise protocol name, with the default cipher.
 pub const NOISE_PATTERN: &str = "Noise_XXpsk0_25519_ChaChaPoly_SHA256";
+
+/// The Noise protocol name with AES-256-GCM.
+pub const NOISE_PATTERN_AES: &str = "Noise_XXpsk0_25519_AESGCM_SHA256";
 
 /// The largest handshake unit, length prefix included.
 pub const MAX_UNIT: usize = 512;
@@ -95,8 +98,8 @@ const INIT: u8 = 1;
 const RESPONSE: u8 = 2;
 const FINISH: u8 = 3;
 const REFUSE: u8 = 4;
-/// Magic, type, key id, two versions.
-const INIT_HEADER_LEN: usize = 4 + 1 + 8 + 2 + 2;
+/// Magic, type, key id, two versions, cipher.
+const INIT_HEADER_LEN: usize = 4 + 1 + 8 + 2 + 2 + 1;
 
 /// Why an acceptor refused a handshake, as its `Refuse` unit says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +184,7 @@ pub struct NoiseConfig {
     allowed: Option<Arc<[PublicKey]>>,
     network: String,
     versions: VersionRange,
+    cipher: Cipher,
 }
 
 impl NoiseConfig {
@@ -193,6 +197,7 @@ impl NoiseConfig {
             allowed: None,
             network: network.into(),
             versions: VersionRange::CURRENT,
+            cipher: Cipher::ChaChaPoly,
         }
     }
 
@@ -219,6 +224,12 @@ impl NoiseConfig {
         self
     }
 
+    /// Sets the cipher this node dials with (acceptors take either, as the dialler says).
+    pub fn with_cipher(mut self, cipher: Cipher) -> Self {
+        self.cipher = cipher;
+        self
+    }
+
     /// This node's static key pair.
     pub fn identity(&self) -> &Identity {
         &self.identity
@@ -241,9 +252,14 @@ impl NoiseConfig {
         &self,
         key: &NetworkKey,
         header: &[u8],
+        cipher: Cipher,
         initiator: bool,
     ) -> Result<snow::HandshakeState, NoiseError> {
-        let params: snow::params::NoiseParams = NOISE_PATTERN.parse()?;
+        let pattern = match cipher {
+            Cipher::ChaChaPoly => NOISE_PATTERN,
+            Cipher::AesGcm => NOISE_PATTERN_AES,
+        };
+        let params: snow::params::NoiseParams = pattern.parse()?;
         let network = self.network.as_bytes();
         let network = &network[..network.len().min(usize::from(u16::MAX))];
         let mut prologue =
@@ -381,7 +397,10 @@ impl SecureHandshake {
         unit.put_slice(key.id().as_bytes());
         unit.put_u16(self.config.versions.min);
         unit.put_u16(self.config.versions.max);
-        let mut hs = self.config.start(key, &unit[PREFIX_LEN..], true)?;
+        unit.put_u8(self.config.cipher.code());
+        let mut hs = self
+            .config
+            .start(key, &unit[PREFIX_LEN..], self.config.cipher, true)?;
         let mut msg = [0; MAX_UNIT];
         let n = hs.write_message(&[], &mut msg)?;
         unit.put_slice(&msg[..n]);
@@ -438,7 +457,10 @@ impl SecureHandshake {
         let header = &unit[PREFIX_LEN..PREFIX_LEN + INIT_HEADER_LEN];
         let mut id = [0; 8];
         id.copy_from_slice(&body[..8]);
-        let message = &body[12..];
+        let Some(cipher) = Cipher::from_code(body[12]) else {
+            return Err(NoiseError::Malformed("an Init with an unknown cipher"));
+        };
+        let message = &body[13..];
         let Some(key) = self.config.keys.iter().find(|k| k.id().as_bytes() == &id) else {
             let attempts = attempts + 1;
             if attempts >= MAX_NETWORK_KEYS {
@@ -447,7 +469,7 @@ impl SecureHandshake {
             self.state = State::Accepting { attempts };
             return Ok(SecureStep::Send(refuse_unit(Refusal::UnknownKey)));
         };
-        let mut hs = self.config.start(key, header, false)?;
+        let mut hs = self.config.start(key, header, cipher, false)?;
         let mut payload = [0; MAX_UNIT];
         if hs.read_message(message, &mut payload).is_err() {
             return Ok(SecureStep::Refuse {

@@ -7,7 +7,7 @@ use super::BusBuilder;
 use crate::error::Error;
 use crate::proto::noise::NoiseConfig;
 use crate::transport::Addr;
-use crate::trust::{Identity, NetworkKey, PublicKey, MAX_NETWORK_KEYS};
+use crate::trust::{Cipher, Identity, NetworkKey, PublicKey, MAX_NETWORK_KEYS};
 
 /// What the builder was told about trust.
 #[derive(Debug, Default)]
@@ -18,6 +18,7 @@ pub(super) struct TrustOptions {
     identity_file: Option<PathBuf>,
     allowed: Option<Vec<PublicKey>>,
     insecure: bool,
+    cipher: Cipher,
 }
 
 impl BusBuilder {
@@ -81,6 +82,13 @@ impl BusBuilder {
         self
     }
 
+    /// The cipher this node dials with (default ChaCha20-Poly1305); it accepts links in
+    /// either, as the dialler chooses.
+    pub fn cipher(mut self, cipher: Cipher) -> Self {
+        self.trust.cipher = cipher;
+        self
+    }
+
     /// Lets a node without a network key listen on and dial addresses beyond loopback. Its
     /// links are still encrypted, but under a key everyone knows: anyone who can reach the
     /// node can join the mesh. A warning is logged at start. Not for production.
@@ -96,6 +104,7 @@ pub(super) struct Trust {
     pub(super) identity: Identity,
     pub(super) keys: Vec<NetworkKey>,
     pub(super) allowed: Option<Vec<PublicKey>>,
+    pub(super) cipher: Cipher,
     /// No network key and not `insecure`: only loopback, Unix and in-memory addresses.
     pub(super) local_only: bool,
 }
@@ -134,6 +143,7 @@ impl TrustOptions {
             identity,
             keys,
             allowed: self.allowed,
+            cipher: self.cipher,
             local_only,
         })
     }
@@ -145,6 +155,7 @@ impl Trust {
         NoiseConfig::new(self.identity.clone(), network)
             .with_keys(self.keys.clone())
             .with_allowed(self.allowed.clone())
+            .with_cipher(self.cipher)
     }
 }
 

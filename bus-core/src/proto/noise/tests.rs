@@ -49,6 +49,35 @@ fn nodes_sharing_a_key_complete_and_learn_each_others_static_key() {
 }
 
 #[test]
+fn the_dialler_picks_the_cipher_and_the_acceptor_follows() {
+    let k = NetworkKey::generate();
+    let aes = config("prod", &[&k]).with_cipher(Cipher::AesGcm);
+    let (at_d, at_a) = connect(&aes, &config("prod", &[&k])).unwrap();
+    let (mut seal, _) = at_d.split();
+    let (_, mut open) = at_a.split();
+    let (mut records, mut plain) = (Vec::new(), BytesMut::new());
+    seal.seal_frames(&[frame(100, 3)], &mut records, &mut Vec::new())
+        .unwrap();
+    open.open(&records[0], &mut plain).unwrap();
+    assert_eq!(plain.len(), PREFIX_LEN + 100);
+    // The cipher is in the clear header, bound by the prologue: changed on the way, it fails.
+    let (_, init) = SecureHandshake::dial(&aes).unwrap();
+    let mut tampered = init.to_vec();
+    tampered[PREFIX_LEN + INIT_HEADER_LEN - 1] = 1;
+    let mut a = SecureHandshake::accept(&config("prod", &[&k]));
+    assert!(matches!(
+        a.on_unit(&tampered).unwrap(),
+        SecureStep::Refuse { .. }
+    ));
+    tampered[PREFIX_LEN + INIT_HEADER_LEN - 1] = 9;
+    let mut a = SecureHandshake::accept(&config("prod", &[&k]));
+    assert!(matches!(
+        a.on_unit(&tampered),
+        Err(NoiseError::Malformed(_))
+    ));
+}
+
+#[test]
 fn a_wrong_or_missing_key_is_refused_before_any_handshake_message() {
     let (k1, k2) = (NetworkKey::generate(), NetworkKey::generate());
     for (dialler, acceptor) in [
