@@ -242,3 +242,39 @@ async fn a_node_claiming_another_nodes_id_is_refused_and_the_real_one_is_untouch
     a.shutdown().await.unwrap();
     victim.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_handshake_never_completes() {
+    let net = InMemNetwork::new(20);
+    let k1 = NetworkKey::generate();
+    let a = keyed(&net, "a", &[&k1]).start().await.unwrap();
+    let cfg = config("default", &[&k1]);
+    // An eavesdropper records a real handshake: its Init and its Finish.
+    let mut first = script::dial(&net, "s", "a").await;
+    let (mut dialler, init) = meshbus_core::proto::noise::SecureHandshake::dial(&cfg).unwrap();
+    script::write(&mut *first.writer, init.clone()).await;
+    let response = script::read(&mut *first.reader, MAX_UNIT).await.unwrap();
+    let Ok(meshbus_core::proto::noise::SecureStep::Done {
+        send: Some(finish), ..
+    }) = dialler.on_unit(&response)
+    else {
+        panic!("the real handshake completes");
+    };
+    script::write(&mut *first.writer, finish.clone()).await;
+
+    // Replayed on a new connection, the Init gets an answer (under fresh keys of the node's),
+    // but the recorded Finish does not complete it.
+    let mut replay = script::dial(&net, "eve", "a").await;
+    script::write(&mut *replay.writer, init).await;
+    let answer = script::read(&mut *replay.reader, MAX_UNIT).await.unwrap();
+    assert_eq!(script::unit_type(&answer), 2);
+    assert_ne!(answer, response, "the node answers with a fresh ephemeral key");
+    script::write(&mut *replay.writer, finish).await;
+    let refusal = script::read(&mut *replay.reader, MAX_UNIT).await.unwrap();
+    assert_eq!(script::unit_type(&refusal), 4);
+    assert!(script::read(&mut *replay.reader, MAX_UNIT).await.is_none());
+    until_stats(&a, |s| s.handshakes_refused == 1).await;
+    assert_eq!(a.stats().links_established, 0);
+    drop(first);
+    a.shutdown().await.unwrap();
+}
