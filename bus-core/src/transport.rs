@@ -285,7 +285,7 @@ impl Transports {
     fn for_addr(&self, addr: &Addr) -> Result<&Arc<dyn Transport>, Error> {
         self.get(addr.scheme()).ok_or_else(|| {
             Error::config(format!(
-                "no transport for `{}` (enable its cargo feature): {addr}",
+                "no transport for `{}` (enable its cargo feature, and configure the transport for it, such as TLS for `wss`): {addr}",
                 addr.scheme()
             ))
         })

@@ -268,7 +268,10 @@ async fn a_replayed_handshake_never_completes() {
     script::write(&mut *replay.writer, init).await;
     let answer = script::read(&mut *replay.reader, MAX_UNIT).await.unwrap();
     assert_eq!(script::unit_type(&answer), 2);
-    assert_ne!(answer, response, "the node answers with a fresh ephemeral key");
+    assert_ne!(
+        answer, response,
+        "the node answers with a fresh ephemeral key"
+    );
     script::write(&mut *replay.writer, finish).await;
     let refusal = script::read(&mut *replay.reader, MAX_UNIT).await.unwrap();
     assert_eq!(script::unit_type(&refusal), 4);

@@ -223,13 +223,15 @@ fn remote_addr(scheme: &str, peer: SocketAddr) -> Option<Addr> {
 
 #[async_trait]
 impl Transport for WsTransport {
-    /// `["ws"]`, and `["ws", "wss"]` with the `tls` feature.
+    /// `["ws"]`, and `["ws", "wss"]` once a TLS configuration is set (`tls_client` or
+    /// `tls_server`, feature `tls`): a node that cannot dial `wss://` then dials a peer on
+    /// its `ws://` address rather than on a `wss://` one it would fail.
     fn schemes(&self) -> &'static [&'static str] {
-        if cfg!(feature = "tls") {
-            &[SCHEME, TLS_SCHEME]
-        } else {
-            &[SCHEME]
+        #[cfg(feature = "tls")]
+        if self.tls_client.is_some() || self.tls_server.is_some() {
+            return &[SCHEME, TLS_SCHEME];
         }
+        &[SCHEME]
     }
 
     /// Listens on `ws://host:port/path`, or `wss://host:port/path` with a TLS server

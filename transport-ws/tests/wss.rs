@@ -292,6 +292,8 @@ async fn a_client_silent_in_the_tls_handshake_is_dropped() {
 #[tokio::test]
 async fn wss_without_its_configuration_is_a_config_error_that_says_what_to_set() {
     let plain = WsTransport::new();
+    // Not offered either: a peer's `wss://` address is not one this transport can dial.
+    assert_eq!(plain.schemes(), ["ws"]);
     let err = plain.listen(&listen_addr()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("tls_server"), "{err}");
