@@ -390,10 +390,7 @@ impl SecureHandshake {
     /// An `Init` under key `index` of the ring; the dialler now waits for its answer.
     fn init(&mut self, index: usize) -> Result<Bytes, NoiseError> {
         let key = &self.config.keys[index];
-        let mut unit = BytesMut::with_capacity(MAX_UNIT);
-        unit.put_u32(0);
-        unit.put_slice(&MAGIC);
-        unit.put_u8(INIT);
+        let mut unit = unit_start(INIT);
         unit.put_slice(key.id().as_bytes());
         unit.put_u16(self.config.versions.min);
         unit.put_u16(self.config.versions.max);
@@ -401,10 +398,7 @@ impl SecureHandshake {
         let mut hs = self
             .config
             .start(key, &unit[PREFIX_LEN..], self.config.cipher, true)?;
-        let mut msg = [0; MAX_UNIT];
-        let n = hs.write_message(&[], &mut msg)?;
-        unit.put_slice(&msg[..n]);
-        finish_unit(&mut unit);
+        let unit = unit_end(unit, &mut hs)?;
         self.state = State::Dialled {
             hs: Box::new(hs),
             key: index,
@@ -477,14 +471,7 @@ impl SecureHandshake {
                 why: "its first message failed authentication: a wrong network key, network name or version range",
             });
         }
-        let mut unit = BytesMut::with_capacity(MAX_UNIT);
-        unit.put_u32(0);
-        unit.put_slice(&MAGIC);
-        unit.put_u8(RESPONSE);
-        let mut msg = [0; MAX_UNIT];
-        let n = hs.write_message(&[], &mut msg)?;
-        unit.put_slice(&msg[..n]);
-        finish_unit(&mut unit);
+        let unit = unit_end(unit_start(RESPONSE), &mut hs)?;
         self.state = State::Responded {
             hs: Box::new(hs),
             key_id: key.id(),
@@ -505,14 +492,7 @@ impl SecureHandshake {
         if !self.config.allows(&remote) {
             return Err(NoiseError::NotAllowed(remote));
         }
-        let mut unit = BytesMut::with_capacity(MAX_UNIT);
-        unit.put_u32(0);
-        unit.put_slice(&MAGIC);
-        unit.put_u8(FINISH);
-        let mut msg = [0; MAX_UNIT];
-        let n = hs.write_message(&[], &mut msg)?;
-        unit.put_slice(&msg[..n]);
-        finish_unit(&mut unit);
+        let unit = unit_end(unit_start(FINISH), &mut hs)?;
         let session = Session {
             transport: Arc::new(hs.into_stateless_transport_mode()?),
             remote,
@@ -563,10 +543,23 @@ fn remote_key(hs: &snow::HandshakeState) -> Result<PublicKey, NoiseError> {
         .ok_or(NoiseError::Malformed("no static key"))
 }
 
-/// Writes the length prefix of a unit built after a placeholder.
-fn finish_unit(unit: &mut BytesMut) {
+/// A unit of type `kind` under construction: a length placeholder, magic and type.
+fn unit_start(kind: u8) -> BytesMut {
+    let mut unit = BytesMut::with_capacity(MAX_UNIT);
+    unit.put_u32(0);
+    unit.put_slice(&MAGIC);
+    unit.put_u8(kind);
+    unit
+}
+
+/// Ends `unit` with the next Noise message of `hs` and writes its length prefix.
+fn unit_end(mut unit: BytesMut, hs: &mut snow::HandshakeState) -> Result<BytesMut, NoiseError> {
+    let mut msg = [0; MAX_UNIT];
+    let n = hs.write_message(&[], &mut msg)?;
+    unit.put_slice(&msg[..n]);
     let len = (unit.len() - PREFIX_LEN) as u32;
     unit[..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(unit)
 }
 
 fn refuse_unit(refusal: Refusal) -> Bytes {
