@@ -186,16 +186,23 @@ async fn secure(
             match reader.read(MAX_UNIT - crate::wire::PREFIX_LEN).await {
                 Ok(ReadEvent::Frame(bytes)) => break bytes,
                 Ok(ReadEvent::Partial) => {}
-                Ok(_) => {
-                    let why = if refused_key {
-                        "it holds none of this node's network keys"
-                    } else {
-                        "it closed the connection during the secure handshake"
-                    };
+                // The dialler gave up after we refused its key: that is a refusal. Any
+                // other close is not one (an acceptor that turns a connection away before its
+                // handshake, busy or holding its host to a rate, closes it unanswered).
+                Ok(_) if refused_key => {
+                    let why = "it holds none of this node's network keys";
                     return Err(HandshakeFailed::refused(
                         Error::new(ErrorKind::Unauthorized).with_detail(why),
                         why,
                     ));
+                }
+                Ok(_) => {
+                    return Err(Error::new(ErrorKind::Io)
+                        .with_detail(
+                            "the connection closed before the secure handshake completed \
+                             (the other node may be busy, or holding this host to its handshake rate)",
+                        )
+                        .into())
                 }
                 Err(e) => {
                     return Err(HandshakeFailed::refused(
