@@ -73,7 +73,7 @@ usage: wire [options]
                                unpinned (default: both)
   --hs-dial add,connect         handshake: how a fresh node dials the server, once per
                                dial: add: `add_peers` then `ready().peers(1)`; connect:
-                               `Bus::connect` (builds with the `connect` feature only)
+                               `Bus::connect` (builds with the `trust` feature only)
                                (default: add)
   --hs-dials N                 handshake: dials per series, each a fresh node (default 200)
   --group-subs N               group members (processes) (default 2)
