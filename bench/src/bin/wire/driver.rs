@@ -10,6 +10,7 @@ use crate::msg::Wire;
 use crate::Opts;
 
 mod fanout;
+mod handshake;
 mod proc;
 mod report;
 mod stall;
@@ -239,8 +240,24 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         }
     }
 
+    let mut hss = Vec::new();
+    if only.iter().any(|o| o == "handshake") {
+        let kinds = opts.list("hs-dial", "add");
+        let dials: u64 = opts.num("hs-dials", if quick { 20 } else { 200 });
+        for &wire in &wires {
+            for &place in &rtt_places {
+                eprintln!("wire: handshakes over {} ({})", wire.name(), place.name());
+                match handshake::scenario(wire, place, &kinds, dials) {
+                    Ok(rows) => hss.extend(rows),
+                    Err(e) => failures.push(e),
+                }
+            }
+        }
+    }
+
     print_rtt(&rtts);
     print_events(&evs);
+    handshake::print(&hss);
     print_loss(&losses);
     fanout::print(&fans);
     stall::print(&stalls);

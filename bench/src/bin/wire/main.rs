@@ -18,6 +18,7 @@
 mod driver;
 mod events;
 mod fanout;
+mod handshake;
 mod msg;
 mod raw;
 mod rtt;
@@ -37,13 +38,14 @@ default capacity, fan-out, a stalled subscriber beside healthy ones)
 
 usage: wire [options]
 
-  --only rtt,events,loss,fanout,group,stall
-                               what to run (default: all but group); loss: meshbus events over
-                               TCP to a `Wait` subscription of the default capacity (1024),
-                               what is lost; fanout: one publisher to --fan-subs subscriber
-                               processes against 1 -> 1; group: one publisher to a group of
-                               --group-subs member processes (each event to one) against
-                               1 -> 1; stall: a stopped subscriber beside healthy ones
+  --only rtt,events,loss,fanout,group,stall,handshake
+                               what to run (default: all but group and handshake); loss:
+                               meshbus events over TCP to a `Wait` subscription of the
+                               default capacity (1024), what is lost; fanout: one publisher
+                               to --fan-subs subscriber processes against 1 -> 1; group:
+                               one publisher to a group of --group-subs member processes
+                               (each event to one) against 1 -> 1; stall: a stopped subscriber beside healthy ones;
+                               handshake: fresh nodes dialling a server (--hs-dial)
   --wires tcp,unix,ws          which wires (default: all three)
   --placements 1core,2cores,free
                                1core: both processes on CPU 0; 2cores: server on CPU 1, client
@@ -69,6 +71,11 @@ usage: wire [options]
   --fan-payload BYTES          fan-out payload (default 64)
   --fan-placements split,free  split: publisher on CPU 0, every subscriber on CPU 1; free:
                                unpinned (default: both)
+  --hs-dial add,connect         handshake: how a fresh node dials the server, once per
+                               dial: add: `add_peers` then `ready().peers(1)`; connect:
+                               `Bus::connect` (builds with the `trust` feature only)
+                               (default: add)
+  --hs-dials N                 handshake: dials per series, each a fresh node (default 200)
   --group-subs N               group members (processes) (default 2)
   --group-placements split,free
                                as --fan-placements, for the group (default: both)
@@ -235,6 +242,21 @@ fn main() -> ExitCode {
                     raw_only: opts.has("raw-only"),
                 };
                 events::publisher(opts.wire(), opts.need("raw"), opts.need("bus"), o).await
+            }
+            "hs-server" => handshake::server(opts.wire()).await,
+            "hs-client" => {
+                let dial = opts.str("hs-dial").unwrap_or("add");
+                let Some(dial) = handshake::Dial::parse(dial) else {
+                    eprintln!("wire: --hs-dial {dial}: not known to this build");
+                    std::process::exit(2);
+                };
+                handshake::client(
+                    opts.wire(),
+                    opts.need("bus"),
+                    dial,
+                    opts.num("hs-dials", 200),
+                )
+                .await
             }
             "stall-sub" => stall::subscriber(opts.wire(), policy(opts.str("policy"))).await,
             "stall-pub" => {
