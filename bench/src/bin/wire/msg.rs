@@ -80,9 +80,16 @@ impl Wire {
     }
 }
 
-/// A bus builder with the transport of `wire`.
+/// A bus builder with the transport of `wire`; with the `trust` feature and
+/// `MESHBUS_BENCH_CIPHER=aes` in the environment, links dial with AES-256-GCM.
 pub(crate) fn builder(wire: Wire) -> meshbus::BusBuilder {
     let b = Bus::builder().cluster("bench");
+    #[cfg(feature = "trust")]
+    let b = if std::env::var("MESHBUS_BENCH_CIPHER").as_deref() == Ok("aes") {
+        b.cipher(meshbus::trust::Cipher::AesGcm)
+    } else {
+        b
+    };
     match wire {
         Wire::Tcp | Wire::Unix => b.transport(meshbus::tcp::TcpTransport::new()),
         Wire::Ws => b.transport(meshbus::ws::WsTransport::new()),
