@@ -9,7 +9,7 @@ use crate::support::raw::{ping, Got, RawConn, RawPeer};
 use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
-use meshbus::{MembershipView, NodeId, PeerInfo};
+use meshbus::{MembershipView, PeerInfo};
 use meshbus_core::wire::FrameKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
@@ -47,7 +47,8 @@ const RETIRE_BOUND: Duration = Duration::from_secs(30);
 /// `CANCEL_GRACE`).
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-const X_ID: u128 = 0x00c0_ffee_0000_0000_0000_0000_0000_0001;
+/// The seed of the raw peer's static key (so of its node id).
+const X_SEED: u128 = 0x00c0_ffee_0000_0000_0000_0000_0000_0001;
 
 /// Node `b` handling `Slow`: each call reports that it started, then waits for `release`.
 async fn slow_server(net: &InMemNetwork) -> (Bus, mpsc::Receiver<u32>, Arc<Notify>) {
@@ -73,7 +74,7 @@ async fn slow_server(net: &InMemNetwork) -> (Bus, mpsc::Receiver<u32>, Arc<Notif
 fn x_in(view: &MembershipView) -> Option<&PeerInfo> {
     view.peers
         .iter()
-        .find(|p| p.node_id == NodeId::from_u128(X_ID))
+        .find(|p| p.node_id == crate::support::secure::identity(X_SEED).node_id())
 }
 
 /// Node `b`, and the raw peer `x` handling `Work` over a connection that `x` does not read
@@ -85,7 +86,7 @@ async fn b_and_a_stalled_x(net: &InMemNetwork) -> (Bus, RawPeer, RawConn) {
         .await
         .unwrap();
     net.set_link_capacity(1);
-    let x = RawPeer::new(net, "x", X_ID);
+    let x = RawPeer::new(net, "x", X_SEED);
     let conn = x.connect_with("inmem://b", false).await;
     conn.send_interest(0, &[Work::NAME], &[]).await;
     until_view(&b, |v| {
@@ -99,7 +100,7 @@ async fn b_and_a_stalled_x(net: &InMemNetwork) -> (Bus, RawPeer, RawConn) {
 async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() {
     let net = InMemNetwork::new(60);
     let (b, mut started, release) = slow_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
 
     // The first connection: x handles `Work`, and each side has a request under way on it.
     let mut old = x.connect("inmem://b").await;
@@ -190,7 +191,7 @@ async fn a_replaced_connection_finishes_its_requests_and_handlers_then_closes() 
 async fn a_replaced_connection_with_a_handler_that_never_ends_closes_at_the_bound() {
     let net = InMemNetwork::new(61);
     let (b, mut started, _release) = slow_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
 
     let mut old = x.connect("inmem://b").await;
     old.send_command(&Slow(1)).await;
@@ -314,7 +315,7 @@ async fn interest_that_did_not_fit_a_full_control_lane_is_sent_later() {
     // with one frame on the link and one in hand, and one more fills the control lane. x's
     // pings make b queue pongs there; once six are on the link, b has handled at least four.
     net.set_link_capacity(1);
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let mut conn = x.connect_with("inmem://b", false).await;
     for _ in 0..6 {
         conn.send(ping()).await;
@@ -358,7 +359,7 @@ async fn interest_that_did_not_fit_a_full_control_lane_is_sent_later() {
 async fn a_request_sent_on_a_connection_while_its_replacement_is_made_is_answered() {
     let net = InMemNetwork::new(64);
     let (b, mut started, release) = slow_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let mut old = x.connect("inmem://b").await;
 
     // 100 ms each way: b welcomes the new connection (and retires the old one) 100 ms after x

@@ -227,7 +227,8 @@ async fn wait_and_drop_newest_subscriptions_on_one_node_each_get_what_they_asked
     b.shutdown().await.unwrap();
 }
 
-const X_ID: u128 = 0xc0ffee;
+/// The seed of the raw peer's static key (so of its node id).
+const X_SEED: u128 = 0xc0ffee;
 
 fn tick_frame(i: u32) -> Frame {
     let mut frame = Frame::new(
@@ -245,7 +246,7 @@ async fn a_peer_that_sends_beyond_the_room_it_was_granted_is_disconnected() {
     let mut sub = b
         .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
         .unwrap();
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let mut conn = x.connect("inmem://b").await;
     // b tells x what it subscribes to, and how much room it grants.
     let frame = conn
@@ -339,7 +340,7 @@ async fn a_peer_that_reconnects_gets_only_the_room_its_queued_events_left() {
     let mut sub = b
         .subscribe_with::<Tick>(stalled(2, FullPolicy::Wait))
         .unwrap();
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let limit = |frame: &Frame| Credit::from_frame(frame).unwrap().grants[0].limit;
     let is_credit = |f: &Frame| f.kind == FrameKind::Credit;
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::raw::RawPeer;
 use crate::support::*;
 use bytes::Bytes;
 use meshbus::inmem::InMemNetwork;
@@ -118,6 +119,9 @@ async fn a_graceful_shutdown_is_seen_at_once() {
     a.shutdown().await.unwrap();
 }
 
+/// Each link is a secure channel: bytes injected on it are not one of its records and fail
+/// their authentication; the same bytes sent by a peer inside its channel reach the frame
+/// decoder. Either way that connection closes, and only that one.
 #[tokio::test(start_paused = true)]
 async fn garbage_on_a_link_closes_that_connection_only() {
     let net = InMemNetwork::new(23);
@@ -125,6 +129,7 @@ async fn garbage_on_a_link_closes_that_connection_only() {
     let a = client(&net, "a", "b").await;
     let c = client(&net, "c", "b").await;
     until_view(&b, |v| v.peers.len() == 2).await;
+    let x = RawPeer::new(&net, "x", 23);
 
     let garbage: [&[u8]; 3] = [
         // A whole frame of an unknown kind.
@@ -135,6 +140,7 @@ async fn garbage_on_a_link_closes_that_connection_only() {
         &[0, 0, 0, 10, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     ];
     for bytes in garbage {
+        // Injected on a's link, under no key.
         assert_eq!(net.inject("a", "b", Bytes::from_static(bytes)), 1);
         until_view(&b, |v| v.peer_named("a").is_none()).await;
         // c is still served while a's link is down.
@@ -143,7 +149,20 @@ async fn garbage_on_a_link_closes_that_connection_only() {
         within("a's redial", a.ready().handlers::<Echo>(Scope::Cluster, 1)).await;
         until_view(&b, |v| v.peer_named("a").is_some()).await;
         assert_eq!(a.commands().send(Echo(4)).await.unwrap(), 4);
+
+        // Sealed by x on its own link: the frame decoder gets them, and closes that link.
+        let mut conn = x.connect("inmem://b").await;
+        until_view(&b, |v| v.peer_named("x").is_some()).await;
+        conn.send_bytes(Bytes::from_static(bytes)).await;
+        conn.closed().await;
+        until_view(&b, |v| v.peer_named("x").is_none()).await;
+        assert_eq!(c.commands().send(Echo(5)).await.unwrap(), 5);
+        assert_eq!(a.commands().send(Echo(6)).await.unwrap(), 6);
     }
+    // x is served again on a new connection.
+    let mut conn = x.connect("inmem://b").await;
+    let id = conn.send_command(&Echo(7)).await;
+    assert_eq!(conn.recv_reply::<u32>(id).await, 7);
     for bus in [&a, &b, &c] {
         bus.shutdown().await.unwrap();
     }
@@ -185,65 +204,25 @@ async fn commands_beyond_the_per_peer_cap_are_overloaded() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hello_of_another_version_is_rejected_and_the_node_keeps_serving() {
-    use bytes::BytesMut;
-    use meshbus::transport::{ReadEvent, Transport};
-    use meshbus_core::wire::control::{
-        ControlMessage, Hello, PeerIdentity, Reject, RejectReason, VersionRange,
-    };
-    use meshbus_core::wire::FrameCodec;
+    use meshbus_core::wire::control::{ControlMessage, Reject, RejectReason, VersionRange};
 
     let net = InMemNetwork::new(25);
     let (b, _started) = server(&net, "b").await;
     let a = client(&net, "a", "b").await;
+    let x = RawPeer::new(&net, "x", 42);
 
     // A later version, and the previous one (which knows no groups, and would take a group's
-    // events as everyone's).
+    // events as everyone's), in a Hello inside a secure channel that x completed.
     for version in [99, meshbus_core::wire::PROTOCOL_VERSION - 1] {
-        let mut raw = net
-            .transport("x")
-            .dial(&"inmem://b".parse().unwrap())
-            .await
-            .unwrap();
-        let hello = Hello {
-            versions: VersionRange {
-                min: version,
-                max: version,
-            },
-            identity: PeerIdentity {
-                node_id: 42,
-                incarnation: 1,
-                name: "x".into(),
-                network: "default".into(),
-                cluster: "default".into(),
-                host_id: "host-1".into(),
-                addresses: Vec::new(),
-            },
-            max_frame_size: 1 << 20,
+        let mut hello = x.hello();
+        hello.versions = VersionRange {
+            min: version,
+            max: version,
         };
-        let codec = FrameCodec::handshake();
-        let mut buf = BytesMut::new();
-        codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
-        raw.writer
-            .write_batch(&mut vec![buf.freeze()])
-            .await
-            .unwrap();
-        let ReadEvent::Frame(answer) = within("the answer", raw.reader.read(1 << 16))
-            .await
-            .unwrap()
-        else {
-            panic!("expected a frame");
-        };
-        let frame = codec
-            .decode(&mut BytesMut::from(&answer[..]))
-            .unwrap()
-            .unwrap();
-        let reject = Reject::from_frame(&frame).unwrap();
-        assert_eq!(reject.reason, RejectReason::VersionMismatch);
         // The connection is closed after the Reject.
-        assert_eq!(
-            within("the close", raw.reader.read(1 << 16)).await.unwrap(),
-            ReadEvent::Closed
-        );
+        let answer = x.hello_refused("inmem://b", &hello).await;
+        let reject = Reject::from_frame(&answer).unwrap();
+        assert_eq!(reject.reason, RejectReason::VersionMismatch);
     }
     // b never counted x as a peer, and still serves a.
     assert!(b.membership().borrow().peers.iter().all(|p| p.name != "x"));

@@ -7,7 +7,7 @@ use crate::support::*;
 use bytes::Bytes;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
-use meshbus::{MembershipView, NodeId, PeerInfo};
+use meshbus::{MembershipView, PeerInfo};
 use meshbus_core::proto::interest::{MAX_NAMES, MAX_NAME_LEN};
 use meshbus_core::wire::control::{ControlMessage, Interest, PeerIdentity, Reject, RejectReason};
 use meshbus_core::wire::{Frame, FrameKind};
@@ -18,13 +18,14 @@ use serde::{Deserialize, Serialize};
 #[meshbus(name = "hs.echo", reply = u32)]
 struct Echo(u32);
 
-const X_ID: u128 = 0xA11CE;
+/// The seed of the raw peer's static key (so of its node id).
+const X_SEED: u128 = 0xA11CE;
 
 /// A change to an identity, to make it out of bounds.
 type Change<'a> = Box<dyn Fn(&mut PeerIdentity) + 'a>;
 
 fn x_in(v: &MembershipView) -> Option<&PeerInfo> {
-    v.peer(NodeId::from_u128(X_ID))
+    v.peer(crate::support::secure::identity(X_SEED).node_id())
 }
 
 async fn echo_server(net: &InMemNetwork) -> Bus {
@@ -52,7 +53,7 @@ fn reject_of(got: Got) -> Reject {
 async fn an_older_incarnation_of_a_connected_peer_gets_reject_duplicate() {
     let net = InMemNetwork::new(70);
     let b = echo_server(&net).await;
-    let mut x = RawPeer::new(&net, "x", X_ID);
+    let mut x = RawPeer::new(&net, "x", X_SEED);
     x.identity.incarnation = 10;
     let mut live = x.connect("inmem://b").await;
     until_view(&b, |v| x_in(v).is_some()).await;
@@ -76,7 +77,7 @@ async fn an_older_incarnation_of_a_connected_peer_gets_reject_duplicate() {
 async fn a_hello_over_the_limits_is_rejected_and_the_node_serves_on() {
     let net = InMemNetwork::new(71);
     let b = echo_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
 
     let many_addresses: Vec<String> = (0..1000).map(|i| format!("tcp://10.0.0.1:{i}")).collect();
     let bad: [(&str, Change<'_>); 4] = [
@@ -123,7 +124,7 @@ async fn a_hello_over_the_limits_is_rejected_and_the_node_serves_on() {
 async fn request_id_0_closes_the_connection() {
     let net = InMemNetwork::new(72);
     let b = echo_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let echo = meshbus_core::wire::body::encode_body(&Echo(5)).unwrap();
     let mut command = Frame::new(FrameKind::Command, echo);
     command.name = Some(meshbus_core::wire::FrameName::inline(Echo::NAME));
@@ -160,7 +161,7 @@ async fn request_id_0_closes_the_connection() {
 async fn interest_beyond_the_bounds_is_ignored_and_the_link_kept() {
     let net = InMemNetwork::new(73);
     let b = echo_server(&net).await;
-    let x = RawPeer::new(&net, "x", X_ID);
+    let x = RawPeer::new(&net, "x", X_SEED);
     let mut conn = x.connect("inmem://b").await;
 
     // More command names than a node holds, and one name too long among them.

@@ -6,12 +6,27 @@ use std::time::Duration;
 use crate::support::*;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
+use meshbus::Binary;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+/// A job, and a payload that sets its size on the wire.
 #[derive(Serialize, Deserialize, Command)]
 #[meshbus(name = "reroute.work", reply = (String, u64))]
-struct Work(u32);
+struct Work(u32, Binary);
+
+/// Bytes that do not compress (xorshift from a fixed seed).
+fn payload(n: usize) -> Binary {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
 
 /// A node that answers `Work` with its own name and the milliseconds its caller still waits.
 async fn worker(net: &InMemNetwork, name: &str, seeds: &[&str]) -> Bus {
@@ -49,8 +64,12 @@ async fn commands_still_queued_for_a_peer_that_dies_go_to_another_handler() {
     const N: u32 = 40;
     let net = InMemNetwork::new(31);
     // One frame in flight per direction: a link whose frames are held back stalls its writer
-    // after one frame, and what is queued behind stays on the sender's lanes.
+    // after one frame, and what is queued behind stays on the sender's lanes. Every frame on a
+    // link is a sealed record, and one record carries as many small frames as fit (64 KiB of
+    // them): commands of 48 KB each make any two records on the link carry at most two whole
+    // commands, as two frames in flight did in clear.
     net.set_link_capacity(1);
+    let job = payload(48_000);
     let a = worker(&net, "a", &[]).await;
     let client = node(&net, "client")
         .heartbeat_interval(Duration::from_secs(1))
@@ -65,11 +84,11 @@ async fn commands_still_queued_for_a_peer_that_dies_go_to_another_handler() {
     net.set_delay("client", "a", Duration::from_secs(3600));
     let mut calls = JoinSet::new();
     for i in 0..N {
-        let client = client.clone();
+        let (client, job) = (client.clone(), job.clone());
         calls.spawn(async move {
             client
                 .commands()
-                .send(Work(i))
+                .send(Work(i, job))
                 .timeout(Duration::from_secs(60))
                 .await
         });
@@ -136,7 +155,11 @@ async fn a_command_sent_after_a_link_failed_never_picks_it() {
     // `a` (its link is known to have failed) or, picked in the instant before, is rerouted
     // since nothing of it was written.
     for i in 0..200 {
-        let (from, _) = client.commands().send(Work(i)).await.unwrap();
+        let (from, _) = client
+            .commands()
+            .send(Work(i, Binary::default()))
+            .await
+            .unwrap();
         assert_eq!(from, "b");
     }
     until_view(&client, |v| {

@@ -59,6 +59,7 @@ pub(crate) mod netns;
 pub(crate) mod raw;
 #[cfg(feature = "tcp")]
 pub(crate) mod raw_tcp;
+pub(crate) mod secure;
 #[cfg(feature = "tcp")]
 pub(crate) mod tcp;
 #[cfg(feature = "ws")]

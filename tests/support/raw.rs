@@ -1,12 +1,13 @@
 //! A hand-driven peer: speaks the wire protocol with `meshbus_core::wire` and
-//! `meshbus_core::proto::handshake` over an in-memory connection, so a test decides exactly which
-//! connection carries what.
+//! `meshbus_core::proto::handshake` over an in-memory connection, inside the secure channel
+//! ([`secure`](super::secure)), so a test decides exactly which connection carries what.
 
 use bytes::{Bytes, BytesMut};
 use meshbus::inmem::InMemNetwork;
 use meshbus::transport::{FrameReader, FrameWriter, ReadEvent, Transport};
 use meshbus::{Addr, NodeId};
 use meshbus_core::proto::handshake::{Established, Handshake, LocalNode, Step};
+use meshbus_core::trust::Identity;
 use meshbus_core::wire::body::{decode_body, encode_body};
 use meshbus_core::wire::control::{
     ControlMessage, Goodbye, GoodbyeReason, Hello, Interest, PeerIdentity, VersionRange,
@@ -17,22 +18,27 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::within;
+use super::{secure, within};
 
 /// A peer with a fixed identity that dials nodes by hand.
 pub(crate) struct RawPeer {
+    /// What its `Hello` says; its node id is its static key's.
     pub(crate) identity: PeerIdentity,
+    /// Its static key pair, from the seed it was made with.
+    pub(crate) key: Identity,
     net: InMemNetwork,
     name: String,
 }
 
 impl RawPeer {
     /// Node `name` on `net`, in the default network and cluster, on `host-1`, advertising no
-    /// address (so no node dials it: every connection is one the test opens).
-    pub(crate) fn new(net: &InMemNetwork, name: &str, node_id: u128) -> Self {
+    /// address (so no node dials it: every connection is one the test opens). Its static key
+    /// (so its node id) comes from `seed` ([`secure::identity`]).
+    pub(crate) fn new(net: &InMemNetwork, name: &str, seed: u128) -> Self {
+        let key = secure::identity(seed);
         RawPeer {
             identity: PeerIdentity {
-                node_id,
+                node_id: key.node_id().as_u128(),
                 incarnation: 1,
                 name: name.to_owned(),
                 network: "default".into(),
@@ -40,9 +46,27 @@ impl RawPeer {
                 host_id: "host-1".into(),
                 addresses: Vec::new(),
             },
+            key,
             net: net.clone(),
             name: name.to_owned(),
         }
+    }
+
+    /// Dials `addr` and completes the secure handshake (without a network key, as the nodes
+    /// of these tests): the sealed halves.
+    async fn dial(&self, addr: &str) -> (Box<dyn FrameReader>, Box<dyn FrameWriter>) {
+        let addr: Addr = addr.parse().unwrap();
+        let conn = self.net.transport(&self.name).dial(&addr).await.unwrap();
+        let secured = secure::dial(
+            conn.reader,
+            conn.writer,
+            &self.key,
+            secure::DEFAULT_NETWORK,
+            Vec::new(),
+        )
+        .await
+        .expect("the node completes the secure handshake");
+        (secured.reader, secured.writer)
     }
 
     pub(crate) fn node_id(&self) -> NodeId {
@@ -52,16 +76,35 @@ impl RawPeer {
     /// Dials `addr` and sends `hello` as it is (no check of ours on what it carries); the
     /// node's answer, or `Got::Closed` if it closed the connection without one.
     pub(crate) async fn hello_answer(&self, addr: &str, hello: &Hello) -> Got {
-        let addr: Addr = addr.parse().unwrap();
-        let conn = self.net.transport(&self.name).dial(&addr).await.unwrap();
-        let (mut reader, mut writer) = (conn.reader, conn.writer);
+        self.hello_exchange(addr, hello).await.0
+    }
+
+    /// Dials `addr`, sends `hello` as it is, and expects a refusal: the frame the node
+    /// answers with, after which it closes the connection (checked).
+    pub(crate) async fn hello_refused(&self, addr: &str, hello: &Hello) -> Frame {
+        let (got, mut reader) = self.hello_exchange(addr, hello).await;
+        let Got::Frame(answer) = got else {
+            panic!("the node closed without an answer");
+        };
+        loop {
+            match within("the close after a refusal", reader.read(1 << 16)).await {
+                Ok(ReadEvent::Closed) | Err(_) => return answer,
+                Ok(ReadEvent::Frame(bytes)) => panic!("a frame after the refusal: {bytes:?}"),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The answer to `hello` sent on a new connection to `addr`, and the connection's reader.
+    async fn hello_exchange(&self, addr: &str, hello: &Hello) -> (Got, Box<dyn FrameReader>) {
+        let (mut reader, mut writer) = self.dial(addr).await;
         let codec = FrameCodec::handshake();
         let frame = hello.to_frame().unwrap();
         let _ = writer.write_batch(&mut vec![encode(&codec, &frame)]).await;
         loop {
             match within("the answer to a Hello", reader.read(codec.max_frame_size)).await {
-                Ok(ReadEvent::Frame(bytes)) => return Got::Frame(decode(&codec, bytes)),
-                Ok(ReadEvent::Closed) | Err(_) => return Got::Closed,
+                Ok(ReadEvent::Frame(bytes)) => return (Got::Frame(decode(&codec, bytes)), reader),
+                Ok(ReadEvent::Closed) | Err(_) => return (Got::Closed, reader),
                 Ok(_) => {}
             }
         }
@@ -85,9 +128,7 @@ impl RawPeer {
     /// from the connection until [`RawConn::resume_reading`], so the node's writer stalls
     /// once the link is full.
     pub(crate) async fn connect_with(&self, addr: &str, reading: bool) -> RawConn {
-        let addr: Addr = addr.parse().unwrap();
-        let conn = self.net.transport(&self.name).dial(&addr).await.unwrap();
-        let (mut reader, mut writer) = (conn.reader, conn.writer);
+        let (mut reader, mut writer) = self.dial(addr).await;
         let now = tokio::time::Instant::now().into_std();
         let local = LocalNode::new(self.identity.clone());
         let (mut hs, hello) = Handshake::dial(&local, now).unwrap();
@@ -146,6 +187,8 @@ pub(crate) struct RawConn {
 
 enum Out {
     Frame(Frame),
+    /// Bytes written as they are (inside the secure channel, like every frame).
+    Bytes(Bytes),
     Flush(oneshot::Sender<()>),
 }
 
@@ -162,6 +205,12 @@ impl RawConn {
     /// connection.
     pub(crate) async fn send(&self, frame: Frame) {
         let _ = self.out.send(Out::Frame(frame)).await;
+    }
+
+    /// Queues `bytes` for writing as they are, not as a frame (sealed like everything else):
+    /// what the node's frame decoder reads next.
+    pub(crate) async fn send_bytes(&self, bytes: Bytes) {
+        let _ = self.out.send(Out::Bytes(bytes)).await;
     }
 
     /// Waits until every frame queued before has been handed to the link (which waits for
@@ -322,6 +371,9 @@ async fn pump(
             out = out.recv() => match out {
                 Some(Out::Frame(frame)) => {
                     let _ = writer.write_batch(&mut vec![encode(&send, &frame)]).await;
+                }
+                Some(Out::Bytes(bytes)) => {
+                    let _ = writer.write_batch(&mut vec![bytes]).await;
                 }
                 Some(Out::Flush(done)) => {
                     let _ = done.send(());

@@ -1,19 +1,24 @@
-//! A hand-driven peer over TCP: completes the handshake under an identity the test picks, then
-//! writes whatever the test crafts.
+//! A hand-driven peer over TCP: completes the secure handshake and the `Hello` under an
+//! identity the test picks, then writes whatever the test crafts (sealed, so it reaches the
+//! node's frame decoder as it is).
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
+use meshbus::transport::ReadEvent;
+use meshbus_core::trust::Identity;
 use meshbus_core::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange, Welcome};
 use meshbus_core::wire::FrameCodec;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use super::secure::{self, SecureStream};
 
 /// The bound on the node's answer to a `Hello`.
 const ANSWER_BOUND: Duration = Duration::from_secs(30);
 
-/// An identity in the default network and cluster, on a host of its own.
+/// An identity of node `node_id` in the default network and cluster, on a host of its own:
+/// the raw peer's own (then `node_id` must be its key's, see [`own_identity`]), or one it
+/// gossips about.
 pub(crate) fn identity(node_id: u128, name: &str, addresses: Vec<String>) -> PeerIdentity {
     PeerIdentity {
         node_id,
@@ -26,13 +31,25 @@ pub(crate) fn identity(node_id: u128, name: &str, addresses: Vec<String>) -> Pee
     }
 }
 
-/// Sends `Hello` as `identity` on `stream` and returns the node's `Welcome`; panics on
-/// anything else, or after [`ANSWER_BOUND`].
+/// The static key pair from `seed` and the identity its `Hello` carries: node id from the key.
+pub(crate) fn own_identity(seed: u128, name: &str) -> (Identity, PeerIdentity) {
+    let key = secure::identity(seed);
+    let identity = identity(key.node_id().as_u128(), name, Vec::new());
+    (key, identity)
+}
+
+/// Runs the secure handshake on `stream` as `key`, sends `Hello` as `identity` and returns
+/// the secure connection and the node's `Welcome`; panics on anything else, or after
+/// [`ANSWER_BOUND`].
 pub(crate) async fn handshake(
-    stream: &mut TcpStream,
+    stream: TcpStream,
+    key: &Identity,
     identity: PeerIdentity,
     max_frame_size: u32,
-) -> Welcome {
+) -> (SecureStream, Welcome) {
+    let mut conn = SecureStream::dial(stream, key)
+        .await
+        .expect("the node completes the secure handshake");
     let hello = Hello {
         versions: VersionRange::CURRENT,
         identity,
@@ -41,11 +58,10 @@ pub(crate) async fn handshake(
     let codec = FrameCodec::handshake();
     let mut buf = BytesMut::new();
     codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
-    stream.write_all(&buf).await.unwrap();
-    let mut reader = StreamFrameReader::new(stream);
+    conn.writer.write_all(&buf).await.unwrap();
     let answer = async {
         loop {
-            match reader.read(codec.max_frame_size).await.unwrap() {
+            match conn.reader.read(codec.max_frame_size).await.unwrap() {
                 ReadEvent::Frame(bytes) => break bytes,
                 ReadEvent::Partial => continue,
                 other => panic!("expected the welcome, got {other:?}"),
@@ -56,5 +72,6 @@ pub(crate) async fn handshake(
         .await
         .expect("the node answers the hello");
     let frame = codec.decode_frame(bytes).unwrap();
-    Welcome::from_frame(&frame).expect("the node welcomes the raw peer")
+    let welcome = Welcome::from_frame(&frame).expect("the node welcomes the raw peer");
+    (conn, welcome)
 }
