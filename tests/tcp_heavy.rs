@@ -33,14 +33,12 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
-use meshbus_core::wire::control::{
-    ControlMessage, Hello, PeerIdentity, ReplyError, VersionRange, Welcome,
-};
+use meshbus::transport::{FrameReader, ReadEvent};
+use meshbus_core::wire::control::{ControlMessage, ReplyError};
 use meshbus_core::wire::{Frame, FrameCodec, FrameKind};
 use serde::{Deserialize, Serialize};
-use support::within;
-use tokio::io::AsyncWriteExt;
+use support::secure::SecureWrite;
+use support::{raw_tcp, within};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -246,10 +244,11 @@ impl Drop for ChildNode {
 
 // ----- the attacker -----
 
-/// A raw peer: completes the handshake as "mallory", then writes what the test crafts.
+/// A raw peer: completes the handshake (secure channel, then `Hello`) as "mallory", then
+/// writes what the test crafts, sealed.
 struct Mallory {
-    reader: StreamFrameReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    reader: Box<dyn FrameReader>,
+    writer: SecureWrite,
 }
 
 impl Mallory {
@@ -257,35 +256,19 @@ impl Mallory {
         Mallory::join_as(addr, 0xBAD_C0DE).await
     }
 
-    /// Completes the handshake as node `node_id`.
-    async fn join_as(addr: SocketAddr, node_id: u128) -> Mallory {
+    /// Completes the handshake as the node whose static key comes from `seed`.
+    async fn join_as(addr: SocketAddr, seed: u128) -> Mallory {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (read, mut writer) = stream.into_split();
-        let hello = Hello {
-            versions: VersionRange::CURRENT,
-            identity: PeerIdentity {
-                node_id,
-                incarnation: 1,
-                name: "mallory".into(),
-                network: "default".into(),
-                cluster: "default".into(),
-                host_id: "elsewhere".into(),
-                addresses: Vec::new(),
-            },
-            max_frame_size: 16 << 20,
-        };
-        let mut buf = BytesMut::new();
-        FrameCodec::handshake()
-            .encode(&hello.to_frame().unwrap(), &mut buf)
-            .unwrap();
-        writer.write_all(&buf).await.unwrap();
-        let mut mallory = Mallory {
-            reader: StreamFrameReader::new(read),
-            writer,
-        };
-        let welcome = within("the welcome", mallory.next_frame()).await;
-        Welcome::from_frame(&welcome).expect("the node welcomes mallory");
-        mallory
+        let (key, identity) = raw_tcp::own_identity(seed, "mallory");
+        let (conn, _welcome) = within(
+            "the welcome",
+            raw_tcp::handshake(stream, &key, identity, 16 << 20),
+        )
+        .await;
+        Mallory {
+            reader: conn.reader,
+            writer: conn.writer,
+        }
     }
 
     async fn next_frame(&mut self) -> Frame {

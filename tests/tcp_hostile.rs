@@ -2,7 +2,9 @@
 //! length prefix (before and after a handshake), half a frame that never completes, and a
 //! connection that says nothing. Each time the node closes that connection, allocates nothing
 //! of the declared size (a counting allocator records the largest single allocation), and
-//! keeps serving its healthy peer.
+//! keeps serving its healthy peer. Bytes in clear meet the secure handshake; after a completed
+//! one (secure handshake and `Hello`), the 4 GiB prefix is sealed, so the frame decoder meets
+//! it.
 //!
 //! Real time and real sockets: every wait is bounded, and every wait is for an event (an end
 //! of stream, a reply), never a sleep.
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use meshbus::transport::{FrameReader, ReadEvent};
 use serde::{Deserialize, Serialize};
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,6 +137,28 @@ async fn closed_by_the_node(stream: &mut TcpStream, since: Instant, what: &str) 
     since.elapsed()
 }
 
+/// Reads frames inside the secure channel until the node closes the connection; returns how
+/// long that took from `since`.
+async fn closed_inside_the_channel(reader: &mut dyn FrameReader, since: Instant) -> Duration {
+    within(
+        "the node to close the connection after a 4 GiB prefix",
+        async {
+            loop {
+                match reader.read(1 << 20).await {
+                    Ok(ReadEvent::Closed) => return,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+                        return;
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    since.elapsed()
+}
+
 /// Connects, writes `bytes`, and waits for the node to close; checks the allocation record.
 async fn attack(target: &Target, bytes: &[u8], what: &str) -> Duration {
     LARGEST.store(0, Ordering::SeqCst);
@@ -195,13 +220,9 @@ async fn a_4_gib_prefix_after_a_completed_handshake_is_refused_too() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let mut target = Target::start(PATIENT_HANDSHAKE).await;
 
-    let mut stream = TcpStream::connect(target.addr).await.unwrap();
-    raw_tcp::handshake(
-        &mut stream,
-        raw_tcp::identity(0xBAD_C0DE, "mallory", Vec::new()),
-        1 << 20,
-    )
-    .await;
+    let stream = TcpStream::connect(target.addr).await.unwrap();
+    let (key, identity) = raw_tcp::own_identity(0xBAD_C0DE, "mallory");
+    let (mut conn, _) = raw_tcp::handshake(stream, &key, identity, 1 << 20).await;
     within(
         "mallory to join",
         target
@@ -212,13 +233,15 @@ async fn a_4_gib_prefix_after_a_completed_handshake_is_refused_too() {
     .await
     .unwrap();
 
-    // Now past the handshake, where frames may be up to 16 MiB: declare 4 GiB.
+    // Now past the handshake, where frames may be up to 16 MiB: declare 4 GiB, sealed, so
+    // the node's frame decoder reads the prefix.
     LARGEST.store(0, Ordering::SeqCst);
     let since = Instant::now();
-    let _ = stream
+    let _ = conn
+        .writer
         .write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 9, 9, 9, 9])
         .await;
-    let took = closed_by_the_node(&mut stream, since, "a 4 GiB prefix after the handshake").await;
+    let took = closed_inside_the_channel(&mut *conn.reader, since).await;
     let largest = LARGEST.load(Ordering::SeqCst);
     assert!(
         largest < LARGEST_ALLOWED,
