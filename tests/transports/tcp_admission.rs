@@ -10,17 +10,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::secure::{self, SecureStream};
 use crate::support::within;
 use bytes::BytesMut;
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
-use meshbus::transport::{FrameReader, ReadEvent, StreamFrameReader};
+use meshbus::transport::ReadEvent;
 use meshbus::BusBuilder;
 use meshbus::RateLimit;
 use meshbus_core::wire::control::{ControlMessage, Hello, PeerIdentity, VersionRange};
 use meshbus_core::wire::{FrameCodec, FrameKind};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -81,14 +81,27 @@ async fn served(peer: &Bus, n: u32) {
     assert_eq!(reply.unwrap(), n);
 }
 
-/// Connects to `addr`, says `Hello` as node `node_id`, and reads the answer: whether the node
-/// welcomed it (else it closed the connection without a word).
-async fn handshake_once(addr: SocketAddr, node_id: u128) -> bool {
-    let mut stream = within("a connect", TcpStream::connect(addr)).await.unwrap();
+/// Connects to `addr`, runs the secure handshake and says `Hello` as the node whose static key
+/// comes from `seed`, and reads the answer: whether the node welcomed it (else it closed the
+/// connection without a word, before or during the secure handshake, or after it).
+async fn handshake_once(addr: SocketAddr, seed: u128) -> bool {
+    let stream = within("a connect", TcpStream::connect(addr)).await.unwrap();
+    let key = secure::identity(seed);
+    let mut conn = match SecureStream::dial(stream, &key).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Closed or reset: refused; anything else is a fault of ours.
+            assert!(
+                matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::Io),
+                "{e}"
+            );
+            return false;
+        }
+    };
     let hello = Hello {
         versions: VersionRange::CURRENT,
         identity: PeerIdentity {
-            node_id,
+            node_id: key.node_id().as_u128(),
             incarnation: 1,
             name: "flood".into(),
             network: "default".into(),
@@ -102,10 +115,9 @@ async fn handshake_once(addr: SocketAddr, node_id: u128) -> bool {
     let mut buf = BytesMut::new();
     codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
     // A refused connection may be closed before the Hello is written.
-    let _ = stream.write_all(&buf).await;
-    let mut reader = StreamFrameReader::new(&mut stream);
+    let _ = conn.writer.write_all(&buf).await;
     loop {
-        match within("an answer", reader.read(codec.max_frame_size)).await {
+        match within("an answer", conn.reader.read(codec.max_frame_size)).await {
             Ok(ReadEvent::Frame(bytes)) => {
                 let frame = codec
                     .decode(&mut BytesMut::from(&bytes[..]))

@@ -9,17 +9,20 @@ use crate::support::tcp::tcp_node;
 use crate::support::{bounded, within};
 use meshbus::prelude::*;
 use meshbus::tcp::TcpTransport;
+use meshbus::trust::NetworkKey;
 use meshbus::SubscriptionOptions;
 
 use crate::scopes::{ticks_until_marker, Here, Tick, MARKER, RUN_BOUND};
 
 /// A node listening on every interface advertises `tcp://0.0.0.0:port`; the peer that reached
 /// it rewrites that to the host it used, so a third node that only hears of it by gossip can
-/// still dial it.
+/// still dial it. Listening beyond loopback takes a network key: the three nodes share one.
 #[tokio::test]
 async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
+    let key = NetworkKey::generate();
     let run = async {
         let a = tcp_node("a", "host-1", "shop", "tcp://0.0.0.0:0")
+            .network_key(key.clone())
             .command_handler(|_: Here, _ctx: Context| async { HandlerResult::Ok("a".to_owned()) })
             .start()
             .await
@@ -31,6 +34,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
             .unwrap()
             .to_owned();
         let b = tcp_node("b", "host-1", "shop", "tcp://127.0.0.1:0")
+            .network_key(key.clone())
             .peers([format!("tcp://127.0.0.1:{port}")])
             .start()
             .await
@@ -40,6 +44,7 @@ async fn a_node_listening_on_every_interface_is_reached_through_gossip() {
             .name("c")
             .host_id("host-1")
             .cluster("shop")
+            .network_key(key.clone())
             .transport(TcpTransport::new())
             .peers([b.listen_addrs()[0].to_string()])
             .start()
