@@ -10,10 +10,12 @@
 //! | mode (`MB_MODE`) | prints | reads |
 //! |---|---|---|
 //! | `mdns`: only the discovery source | `ready <id>`, `found <name> <id> <net> <addrs,>`, `lost <id>`, `bye` | `quit` |
-//! | `bus`: a node over TCP with mDNS | `ready <id>`, `peers <n> <names,>` on every change, `handling hang`, `event <from> <text>`, `reply <tag> ok <value>` / `reply <tag> err <kind>`, `waited`, `published`, `bye` | `send <tag> <scope> probe\|hang`, `publish <scope> <text>`, `wait probe\|note\|peers <scope> <n>`, `quit` |
+//! | `bus`: a node over TCP with mDNS | `ready <id>`, `peers <n> <names,>` on every change, `handling hang`, `event <from> <text>`, `reply <tag> ok <value>` / `reply <tag> err <kind>`, `handshake <tag> ok` / `handshake <tag> err <kind>`, `waited`, `published`, `bye` | `send <tag> <scope> probe\|hang`, `publish <scope> <text>`, `wait probe\|note\|peers <scope> <n>`, `handshake <tag> <network> <ip:port>`, `quit` |
 //!
 //! A `bus` node handles `probe` (answers its name) and `hang` (never answers) when `MB_HANDLES`
-//! names them, and every node subscribes to `note` events. Its environment: `MB_NAME`,
+//! names them, and every node subscribes to `note` events. `handshake` runs the secure
+//! handshake by hand, from the node's namespace, as a new node of `<network>` (its name and
+//! key), and tells whether the node at `<ip:port>` completed it. Its environment: `MB_NAME`,
 //! `MB_NETWORK`, `MB_CLUSTER`, `MB_HOST_ID` (the lab's per namespace), `MB_LISTEN` (default
 //! `tcp://0.0.0.0:0`), `MB_PEERS` (static seeds, comma-separated).
 
@@ -281,6 +283,8 @@ fn mdns_a_killed_node_is_dropped_and_its_requests_fail() {
 /// Five namespaces: network `a` with clusters `x` (a1, a2) and `y` (a3), network `b` (b1, b2).
 /// Each network meshes on its own, whatever the other's adverts; the node of cluster `y` is a
 /// peer of `x`'s nodes and gets only their `Network` traffic. b1 has a static seed beside mDNS.
+/// The networks have keys of their own: a node of `b` that dials one of `a` is refused in the
+/// secure handshake (`Unauthorized`), where one of `a` from the same host gets in.
 #[cfg(feature = "tcp")]
 #[test]
 fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
@@ -301,6 +305,10 @@ fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
         // b1 also has b2 as a static seed: the seed and mDNS lead to the same single link.
         if *name == "b2" {
             spec = spec.env("MB_LISTEN", "tcp://0.0.0.0:7700");
+        }
+        // a1 on a known port, for the handshakes across networks below.
+        if *name == "a1" {
+            spec = spec.env("MB_LISTEN", "tcp://0.0.0.0:7701");
         }
         if *name == "b1" {
             spec = spec.env("MB_PEERS", format!("tcp://{}:7700", lab.ip(4)));
@@ -350,6 +358,23 @@ fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
         .expect("the network event", STEP, |l| l == "event a1 everyone");
     let first = lab.node(2).expect_prefix("event ", STEP);
     assert_eq!(first, "a1 everyone");
+
+    // Across networks, the secure handshake refuses: from b1's host, a node of `b` is refused
+    // by a1; one of `a`, from a2's host, gets in (so a1 is reachable and answers handshakes).
+    let a1 = format!("{}:7701", lab.ip(0));
+    let refused = ask(&mut lab, 3, &format!("handshake x1 b {a1}"), "handshake x1 ");
+    assert_eq!(refused, "err Unauthorized", "a node of b dialling a1");
+    let admitted = ask(&mut lab, 1, &format!("handshake x2 a {a1}"), "handshake x2 ");
+    assert_eq!(admitted, "ok", "a node of a dialling a1");
+    // Neither network took in a node of the other meanwhile.
+    for (k, (name, net, ..)) in nodes.iter().enumerate() {
+        let others: Vec<&str> = nodes
+            .iter()
+            .filter(|(n, m, ..)| m == net && n != name)
+            .map(|(n, ..)| *n)
+            .collect();
+        until_peers(&mut lab, k, &others);
+    }
 }
 
 /// Runs a node when the lab starts this binary with `MESHBUS_NETNS_NODE` set; otherwise
@@ -492,6 +517,8 @@ mod node {
         use meshbus::prelude::*;
         use meshbus::tcp::TcpTransport;
 
+        use crate::support::secure::SecureStream;
+
         let name = env("MB_NAME", "node");
         let handles = env("MB_HANDLES", "");
         let seeds = env("MB_PEERS", "");
@@ -596,6 +623,28 @@ mod node {
                         "waited"
                     } else {
                         "wait-timed-out"
+                    });
+                }
+                ["handshake", tag, network, addr] => {
+                    let (tag, network) = ((*tag).to_owned(), (*network).to_owned());
+                    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+                        say(&format!("handshake {tag} err bad-address"));
+                        continue;
+                    };
+                    tasks.spawn(async move {
+                        let key = vec![network_key(&network)];
+                        let identity = meshbus::trust::Identity::generate();
+                        let dialled = match tokio::net::TcpStream::connect(addr).await {
+                            Ok(stream) => {
+                                SecureStream::dial_in(stream, &identity, &network, key).await
+                            }
+                            Err(e) => Err(meshbus::Error::new(meshbus::ErrorKind::Io)
+                                .with_detail(e.to_string())),
+                        };
+                        match dialled {
+                            Ok(_) => say(&format!("handshake {tag} ok")),
+                            Err(e) => say(&format!("handshake {tag} err {:?}", e.kind())),
+                        }
                     });
                 }
                 ["quit"] => break,

@@ -84,8 +84,9 @@ pub(crate) async fn handshake(
             let unit = loop {
                 match reader.read(MAX_UNIT - PREFIX_LEN).await? {
                     ReadEvent::Frame(unit) => break unit,
+                    // Closed without a word (a refusal says why, in a `Refuse` unit).
                     ReadEvent::Closed => {
-                        return Err(Error::new(ErrorKind::Unauthorized)
+                        return Err(Error::new(ErrorKind::Io)
                             .with_detail("the node closed during the secure handshake"))
                     }
                     _ => {}
