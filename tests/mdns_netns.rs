@@ -362,9 +362,19 @@ fn mdns_networks_stay_apart_and_clusters_share_only_network_scope() {
     // Across networks, the secure handshake refuses: from b1's host, a node of `b` is refused
     // by a1; one of `a`, from a2's host, gets in (so a1 is reachable and answers handshakes).
     let a1 = format!("{}:7701", lab.ip(0));
-    let refused = ask(&mut lab, 3, &format!("handshake x1 b {a1}"), "handshake x1 ");
+    let refused = ask(
+        &mut lab,
+        3,
+        &format!("handshake x1 b {a1}"),
+        "handshake x1 ",
+    );
     assert_eq!(refused, "err Unauthorized", "a node of b dialling a1");
-    let admitted = ask(&mut lab, 1, &format!("handshake x2 a {a1}"), "handshake x2 ");
+    let admitted = ask(
+        &mut lab,
+        1,
+        &format!("handshake x2 a {a1}"),
+        "handshake x2 ",
+    );
     assert_eq!(admitted, "ok", "a node of a dialling a1");
     // Neither network took in a node of the other meanwhile.
     for (k, (name, net, ..)) in nodes.iter().enumerate() {

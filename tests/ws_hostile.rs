@@ -1,9 +1,10 @@
 //! Hostile clients against a live node listening on WebSocket, which also has a healthy peer:
 //! random bytes, an HTTP request that is no upgrade, a 4 GiB WebSocket frame header, a 4 GiB
-//! frame length prefix, half a frame that never completes, and an upgrade that never
-//! finishes. Each connection is closed by the node within a bound, nothing of the declared
-//! size is allocated (a counting allocator records the largest single allocation), and the
-//! node keeps serving its peer.
+//! frame length prefix (in clear, where the secure handshake meets it, and sealed after a
+//! completed handshake, where the frame decoder does), half a frame that never completes, and
+//! an upgrade that never finishes. Each connection is closed by the node within a bound,
+//! nothing of the declared size is allocated (a counting allocator records the largest single
+//! allocation), and the node keeps serving its peer.
 
 // A binary of its own, not in a suite: it installs a counting `#[global_allocator]`, which is
 // per binary and would count (and be disturbed by) every other test's allocations.
@@ -14,12 +15,15 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use meshbus::prelude::*;
+use meshbus::transport::{ReadEvent, Transport};
 use meshbus::ws::WsTransport;
+use meshbus_core::wire::control::{Hello, PeerIdentity, VersionRange};
 use serde::{Deserialize, Serialize};
 use support::alloc::{Counting, LARGEST};
-use support::within;
 use support::ws::*;
+use support::{secure, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -72,7 +76,8 @@ async fn upgraded(port: u16, path: &str) -> TcpStream {
     let (ws, _) = within("the upgrade", tokio_tungstenite::client_async(url, tcp))
         .await
         .unwrap();
-    // The node sends nothing before the dialler's `Hello`, so nothing is lost here.
+    // The node sends nothing before the dialler's first handshake unit, so nothing is lost
+    // here.
     ws.into_inner()
 }
 
@@ -158,13 +163,62 @@ async fn hostile_clients_are_closed_and_the_node_serves_on() {
     closed_by_node("a 4 GiB WebSocket frame header", &mut tcp).await;
     serves("a 4 GiB WebSocket frame header").await;
 
-    // A whole WebSocket message whose meshbus length prefix declares ~4 GiB.
+    // A whole WebSocket message whose meshbus length prefix declares ~4 GiB, in clear: the
+    // secure handshake reads it as its first unit.
     let mut tcp = upgraded(port, "/meshbus").await;
     let mut frame = u32::MAX.to_be_bytes().to_vec();
     frame.extend_from_slice(&[0u8; 60]);
     tcp.write_all(&ws_frame(&frame)).await.unwrap();
     closed_by_node("a 4 GiB frame length prefix", &mut tcp).await;
     serves("a 4 GiB frame length prefix").await;
+
+    // The same prefix after a completed handshake (secure channel, `Hello`), sealed: the frame
+    // decoder reads it, where frames may be up to 16 MiB.
+    let conn = WsTransport::new()
+        .dial(&addr(&target).parse().unwrap())
+        .await
+        .unwrap();
+    let key = secure::identity(0xBAD_C0DE);
+    let hello = Hello {
+        versions: VersionRange::CURRENT,
+        identity: PeerIdentity {
+            node_id: key.node_id().as_u128(),
+            incarnation: 1,
+            name: "mallory".into(),
+            network: "default".into(),
+            cluster: "default".into(),
+            host_id: "elsewhere".into(),
+            addresses: Vec::new(),
+        },
+        max_frame_size: 1 << 20,
+    };
+    let mut mallory = secure::join(conn.reader, conn.writer, &key, &hello).await;
+    let _ = mallory
+        .writer
+        .write_batch(&mut vec![Bytes::from(frame.clone())])
+        .await;
+    let closed = tokio::time::timeout(CLOSE_BOUND, async {
+        loop {
+            match mallory.reader.read(1 << 20).await {
+                Ok(ReadEvent::Frame(_) | ReadEvent::Partial) => continue,
+                Ok(_) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a sealed 4 GiB prefix: the node did not close the connection within {CLOSE_BOUND:?}"
+    );
+    within(
+        "mallory to be dropped",
+        target
+            .membership()
+            .wait_for(|v| v.peer_named("mallory").is_none()),
+    )
+    .await
+    .unwrap();
+    serves("a sealed 4 GiB frame length prefix").await;
 
     // Slowloris: half a WebSocket frame (announcing 1000 bytes, sending 10), then nothing;
     // the handshake timeout closes it.

@@ -3,7 +3,7 @@
 //! through. Over TCP, [`SecureStream`] also seals bytes the test crafts (not whole frames, not
 //! valid ones), so they reach the node's frame decoder as they are.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use meshbus::transport::{
     FrameReader, FrameWriter, ReadEvent, SealedReader, SealedWriter, StreamFrameReader,
     StreamFrameWriter,
@@ -12,7 +12,8 @@ use meshbus::{Error, ErrorKind};
 use meshbus_core::proto::noise::Sealer;
 use meshbus_core::proto::noise::{NoiseConfig, SecureHandshake, SecureStep, Session, MAX_UNIT};
 use meshbus_core::trust::{Identity, NetworkKey, PublicKey};
-use meshbus_core::wire::PREFIX_LEN;
+use meshbus_core::wire::control::{ControlMessage, Hello, Welcome};
+use meshbus_core::wire::{FrameCodec, PREFIX_LEN};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -65,6 +66,39 @@ pub(crate) async fn dial(
         writer: Box::new(SealedWriter::new(writer, sealer, last)),
         remote,
     })
+}
+
+/// Runs the secure handshake as `key` (default network, open key), then says `hello` inside
+/// it and waits for the node's `Welcome`; panics on anything else.
+pub(crate) async fn join(
+    reader: Box<dyn FrameReader>,
+    writer: Box<dyn FrameWriter>,
+    key: &Identity,
+    hello: &Hello,
+) -> Secured {
+    let mut conn = dial(reader, writer, key, DEFAULT_NETWORK, Vec::new())
+        .await
+        .expect("the node completes the secure handshake");
+    let codec = FrameCodec::handshake();
+    let mut buf = BytesMut::new();
+    codec.encode(&hello.to_frame().unwrap(), &mut buf).unwrap();
+    conn.writer
+        .write_batch(&mut vec![buf.freeze()])
+        .await
+        .unwrap();
+    let answer = within("the welcome", async {
+        loop {
+            match conn.reader.read(codec.max_frame_size).await.unwrap() {
+                ReadEvent::Frame(bytes) => break bytes,
+                ReadEvent::Partial => continue,
+                other => panic!("expected the welcome, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    let frame = codec.decode_frame(answer).unwrap();
+    Welcome::from_frame(&frame).expect("the node welcomes the raw peer");
+    conn
 }
 
 /// The handshake's units, in clear, within the bound of a test step: the session and the
