@@ -1,6 +1,7 @@
 //! What a node refuses of a peer, over the in-memory transport with a hand-driven peer: a
-//! `Hello` out of bounds, a stale incarnation of a connected peer, request id 0 and interest
-//! beyond the bounds. Each time the node refuses exactly that and keeps serving.
+//! `Hello` out of bounds, a stale incarnation of a connected peer, a `Hello` claiming another
+//! node's id, request id 0 and interest beyond the bounds. Each time the node refuses exactly
+//! that and keeps serving.
 
 use crate::support::raw::{Got, RawConn, RawPeer};
 use crate::support::*;
@@ -186,5 +187,37 @@ async fn interest_beyond_the_bounds_is_ignored_and_the_link_kept() {
     assert!(p.commands.iter().all(|c| c.len() <= MAX_NAME_LEN));
     // The link is kept.
     still_answers(&mut conn, 4).await;
+    b.shutdown().await.unwrap();
+}
+
+/// Node ids come from static keys: a peer whose `Hello` claims the id of another node (one
+/// linked to the node under test) is refused, and that node's link and traffic are untouched.
+#[tokio::test(start_paused = true)]
+async fn a_hello_claiming_another_nodes_id_is_rejected_and_that_node_untouched() {
+    let net = InMemNetwork::new(74);
+    let b = echo_server(&net).await;
+    let a = node(&net, "a").peers(["inmem://b"]).start().await.unwrap();
+    within("b", a.ready().handlers::<Echo>(Scope::Cluster, 1)).await;
+    let x = RawPeer::new(&net, "x", X_SEED);
+
+    // An old run of a, and a run newer than any (which would replace a's link, were the id
+    // believed).
+    for (n, incarnation) in [(1, 1), (2, u64::MAX - 1)] {
+        let mut hello = x.hello();
+        hello.identity.node_id = a.node_id().as_u128();
+        hello.identity.name = "a".into();
+        hello.identity.incarnation = incarnation;
+        let reject = reject_of(x.hello_answer("inmem://b", &hello).await);
+        assert_eq!(reject.reason, RejectReason::InvalidIdentity);
+        let view = b.membership().borrow().clone();
+        assert!(x_in(&view).is_none(), "{view:?}");
+        let a_in_b = view.peer(a.node_id()).expect("a is still b's peer");
+        assert_eq!(a_in_b.name, "a");
+        assert_eq!(a.commands().send(Echo(n)).await.unwrap(), n);
+    }
+    // Under its own id, x is welcomed.
+    let mut conn = x.connect("inmem://b").await;
+    still_answers(&mut conn, 5).await;
+    a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
