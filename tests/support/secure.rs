@@ -29,7 +29,7 @@ pub(crate) fn identity(seed: u128) -> Identity {
     let mut secret = [0u8; 32];
     secret[..16].copy_from_slice(&seed.to_le_bytes());
     // The seed again, mixed, so small seeds do not give a mostly zero secret.
-    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) ^ 0x5EC0_4E;
+    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) ^ 0x005E_C04E;
     secret[16..].copy_from_slice(&mixed.to_le_bytes());
     Identity::from_secret(secret)
 }
