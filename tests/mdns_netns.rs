@@ -457,6 +457,7 @@ mod node {
             cluster: env("MB_CLUSTER", "default"),
             host_id: env("MB_HOST_ID", "host"),
             addresses: vec!["tcp://0.0.0.0:7000".to_owned()],
+            public_key: None,
         };
         let mut mdns = Mdns::new();
         mdns.advertise(&local).await.expect("advertise");

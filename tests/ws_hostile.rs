@@ -189,6 +189,7 @@ async fn hostile_clients_are_closed_and_the_node_serves_on() {
             cluster: "default".into(),
             host_id: "elsewhere".into(),
             addresses: Vec::new(),
+            public_key: Some(key.public_key()),
         },
         max_frame_size: 1 << 20,
     };

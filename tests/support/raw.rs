@@ -45,6 +45,7 @@ impl RawPeer {
                 cluster: "default".into(),
                 host_id: "host-1".into(),
                 addresses: Vec::new(),
+                public_key: Some(key.public_key()),
             },
             key,
             net: net.clone(),

@@ -16,9 +16,8 @@ use super::secure::{self, SecureStream};
 /// The bound on the node's answer to a `Hello`.
 const ANSWER_BOUND: Duration = Duration::from_secs(30);
 
-/// An identity of node `node_id` in the default network and cluster, on a host of its own:
-/// the raw peer's own (then `node_id` must be its key's, see [`own_identity`]), or one it
-/// gossips about.
+/// An identity of node `node_id` in the default network and cluster, on a host of its own,
+/// without a public key: one the raw peer gossips about (its own is [`own_identity`]).
 pub(crate) fn identity(node_id: u128, name: &str, addresses: Vec<String>) -> PeerIdentity {
     PeerIdentity {
         node_id,
@@ -28,13 +27,18 @@ pub(crate) fn identity(node_id: u128, name: &str, addresses: Vec<String>) -> Pee
         cluster: "default".into(),
         host_id: "elsewhere".into(),
         addresses,
+        public_key: None,
     }
 }
 
-/// The static key pair from `seed` and the identity its `Hello` carries: node id from the key.
+/// The static key pair from `seed` and the identity its `Hello` carries: node id from the key,
+/// and the key.
 pub(crate) fn own_identity(seed: u128, name: &str) -> (Identity, PeerIdentity) {
     let key = secure::identity(seed);
-    let identity = identity(key.node_id().as_u128(), name, Vec::new());
+    let identity = PeerIdentity {
+        public_key: Some(key.public_key()),
+        ..identity(key.node_id().as_u128(), name, Vec::new())
+    };
     (key, identity)
 }
 

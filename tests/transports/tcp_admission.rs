@@ -108,6 +108,7 @@ async fn handshake_once(addr: SocketAddr, seed: u128) -> bool {
             cluster: "default".into(),
             host_id: "elsewhere".into(),
             addresses: Vec::new(),
+            public_key: Some(key.public_key()),
         },
         max_frame_size: 1 << 20,
     };
