@@ -49,6 +49,7 @@ fn found(bus: &Bus, name: &str) -> DiscoveryEvent {
         cluster: "default".into(),
         host_id: "host-1".into(),
         addresses: vec![format!("inmem://{name}")],
+        public_key: None,
     })
 }
 

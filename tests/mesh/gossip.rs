@@ -145,6 +145,7 @@ async fn a_node_found_by_discovery_is_dialled() {
         cluster: "default".into(),
         host_id: "host-1".into(),
         addresses: vec!["inmem://b".into()],
+        public_key: None,
     };
     tx.send(meshbus::discovery::DiscoveryEvent::Found(found))
         .await
