@@ -77,5 +77,10 @@ pub(crate) async fn handshake(
         .expect("the node answers the hello");
     let frame = codec.decode_frame(bytes).unwrap();
     let welcome = Welcome::from_frame(&frame).expect("the node welcomes the raw peer");
+    assert_eq!(
+        welcome.identity.node_id,
+        conn.remote.node_id().as_u128(),
+        "the node's id is its static key's"
+    );
     (conn, welcome)
 }

@@ -9,8 +9,9 @@ use meshbus::transport::{
     StreamFrameWriter,
 };
 use meshbus::{Error, ErrorKind};
-use meshbus_core::proto::noise::Sealer;
-use meshbus_core::proto::noise::{NoiseConfig, SecureHandshake, SecureStep, Session, MAX_UNIT};
+use meshbus_core::proto::noise::{
+    NoiseConfig, Sealer, SecureHandshake, SecureStep, Session, MAX_UNIT,
+};
 use meshbus_core::trust::{Identity, NetworkKey, PublicKey};
 use meshbus_core::wire::control::{ControlMessage, Hello, Welcome};
 use meshbus_core::wire::{FrameCodec, PREFIX_LEN};
@@ -97,7 +98,12 @@ pub(crate) async fn join(
     })
     .await;
     let frame = codec.decode_frame(answer).unwrap();
-    Welcome::from_frame(&frame).expect("the node welcomes the raw peer");
+    let welcome = Welcome::from_frame(&frame).expect("the node welcomes the raw peer");
+    assert_eq!(
+        welcome.identity.node_id,
+        conn.remote.node_id().as_u128(),
+        "the node's id is its static key's"
+    );
     conn
 }
 
