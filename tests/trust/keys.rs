@@ -147,6 +147,10 @@ async fn a_relay_in_the_middle_fails_on_both_sides() {
             let mut acceptor = meshbus_core::proto::noise::SecureHandshake::accept(&relay_cfg);
             let init = script::read(&mut *from_b.reader, MAX_UNIT).await.unwrap();
             let answer = acceptor.on_unit(&init);
+            // The relay holds no key of the id b used: all it can tell b is so.
+            if let Ok(meshbus_core::proto::noise::SecureStep::Send(unit)) = &answer {
+                script::write(&mut *from_b.writer, unit.clone()).await;
+            }
             (
                 matches!(towards_a, Secured::Refused(_)),
                 format!("{answer:?}"),
