@@ -370,22 +370,25 @@ impl Identity {
             other => return other,
         }
         let identity = Identity::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path);
-        let mut file = match file {
-            Ok(file) => file,
+        // Written whole under a temporary name, then linked into place: the file is either
+        // absent or complete, whatever crashes, and of two processes creating it at once one
+        // wins and the other reads the winner's.
+        let tmp = path.with_file_name(format!(
+            ".{}.{}-{:x}.tmp",
+            path.file_name()
+                .map_or_else(|| "identity".into(), |n| n.to_string_lossy()),
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let written = write_private(&tmp, &format!("{}\n", STANDARD.encode(identity.secret)));
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(identity),
             // Another process created it first: theirs is the identity.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::load(path),
-            Err(e) => return Err(io_error("cannot create the identity file", path, e)),
-        };
-        let text = format!("{}\n", STANDARD.encode(identity.secret));
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error("cannot write the identity file", path, e))?;
-        Ok(identity)
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(io_error("cannot create the identity file", path, e)),
+        }
     }
 
     /// Reads the key pair from `path` (the private key as base64 text). A file others may
@@ -418,6 +421,17 @@ impl Identity {
         })?;
         Ok(Identity::from_secret(secret))
     }
+}
+
+/// Writes `text` to a new file at `path`, readable by its owner only, and syncs it.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -500,6 +514,26 @@ mod tests {
         assert!(e.to_string().contains("node.key"), "{e}");
         let missing = Identity::load(dir.join("none")).unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::Io);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn processes_creating_one_identity_file_at_once_all_get_the_same_identity() {
+        let dir = tempfile_dir();
+        let path = dir.join("shared.key");
+        let keys: Vec<PublicKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Identity::load_or_create(&path).unwrap().public_key()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        // Nothing but the identity is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["shared.key"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -212,6 +212,8 @@ async fn a_node_claiming_another_nodes_id_is_refused_and_the_real_one_is_untouch
     let reject = Reject::from_frame(&answer).unwrap();
     assert_eq!(reject.reason, RejectReason::InvalidIdentity, "{reject:?}");
     assert!(script::read(&mut *link.reader, 1 << 16).await.is_none());
+    // Counted and charged as a refused handshake.
+    until_stats(&a, |s| s.handshakes_refused == 1).await;
 
     // The real victim's link and traffic are untouched.
     assert_eq!(a.stats().links_established, links);

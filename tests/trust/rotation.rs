@@ -109,6 +109,12 @@ async fn a_keyring_cannot_be_emptied_nor_given_to_a_keyless_node() {
         .set_network_keys([NetworkKey::generate()])
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+    let err = keyed(&net, "nobody", &[])
+        .allow_peers([])
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
     let keyed_node = keyed(&net, "k", &[&NetworkKey::generate()])
         .start()
         .await

@@ -26,7 +26,8 @@
 //! or a header changed on the way (a downgraded version range, another key id), makes
 //! message 1 fail its authentication at the acceptor, which then sends no handshake message,
 //! only `Refuse { unauthorized }`. So does a dialler without the key: with `psk0`, message 1
-//! is authenticated under the key, and checking it costs the acceptor no Diffie-Hellman.
+//! is authenticated under the key, and checking it costs the acceptor no Diffie-Hellman with
+//! the dialler's keys (only the setting up of its own handshake state).
 //!
 //! # Records
 //!

@@ -133,6 +133,11 @@ impl TrustOptions {
             (None, Some(path)) => Identity::load_or_create(path)?,
             (None, None) => seeded.map_or_else(Identity::generate, Identity::from_secret),
         };
+        if self.allowed.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::config(
+                "`allow_peers` was given no key: the node would link with nobody",
+            ));
+        }
         let local_only = keys.is_empty() && !self.insecure;
         if keys.is_empty() && self.insecure {
             tracing::warn!(

@@ -120,6 +120,10 @@ pub(super) async fn handshake(
                 }
                 Step::Refused { send, reject } => {
                     let _ = writer.write_batch(&mut vec![encode(&codec, &send)?]).await;
+                    // An identity that is not the peer's own (another node's id) is an
+                    // attempt to impersonate: logged and charged like a wrong key.
+                    let refused = (reject.reason == RejectReason::InvalidIdentity)
+                        .then_some("its Hello claims an identity not its own, or out of bounds");
                     Err(HandshakeFailed {
                         error: Error::new(ErrorKind::Unauthorized).with_detail(format!(
                             "refused the peer ({}): {}",
@@ -128,7 +132,7 @@ pub(super) async fn handshake(
                         )),
                         duplicate: false,
                         peer: None,
-                        refused: None,
+                        refused,
                     })
                 }
             }
@@ -204,6 +208,8 @@ async fn secure(
                         )
                         .into())
                 }
+                // A link that failed (reset, broken) is no fault of the dialler's.
+                Err(e) if e.kind() == ErrorKind::Io => return Err(e.into()),
                 Err(e) => {
                     return Err(HandshakeFailed::refused(
                         e,
