@@ -116,16 +116,8 @@ impl WriteThrough for SealedThrough {
         if side.raw.is_some() {
             return ThroughWrite::NotTaken(frame);
         }
-        let mut records = Vec::with_capacity(1);
         let before = side.sealer.sealed();
-        if side
-            .sealer
-            .seal_frames(std::slice::from_ref(&frame), &mut records, &mut Vec::new())
-            .is_err()
-        {
-            return ThroughWrite::NotTaken(frame);
-        }
-        let Some(record) = records.pop() else {
+        let Ok(record) = side.sealer.seal_frame(&frame) else {
             return ThroughWrite::NotTaken(frame);
         };
         match self.inner.try_write(record) {

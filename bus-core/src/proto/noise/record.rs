@@ -106,6 +106,21 @@ impl Sealer {
         Ok(())
     }
 
+    /// Seals `frame`, at most [`MAX_PLAIN`] bytes, as one record: a lone frame's way, with
+    /// one allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`NoiseError::Record`] for a frame over [`MAX_PLAIN`], or when the nonces are used up.
+    pub fn seal_frame(&mut self, frame: &[u8]) -> Result<Bytes, NoiseError> {
+        if frame.len() > MAX_PLAIN {
+            return Err(NoiseError::Record("a frame over one record"));
+        }
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + frame.len() + TAG_LEN);
+        self.seal_one(frame, &mut out)?;
+        Ok(out.freeze())
+    }
+
     /// Seals one plaintext of at most [`MAX_PLAIN`] bytes as a record appended to `out`.
     fn seal_one(&mut self, plain: &[u8], out: &mut BytesMut) -> Result<(), NoiseError> {
         if self.nonce == u64::MAX {

@@ -277,6 +277,23 @@ fn records_carry_any_mix_of_frames_in_order() {
 }
 
 #[test]
+fn a_lone_frame_sealed_alone_opens_like_one_of_a_batch() {
+    let (mut seal, mut open) = sessions();
+    let lone = seal.seal_frame(&frame(30, 1)).unwrap();
+    let (mut records, mut ends) = (Vec::new(), Vec::new());
+    seal.seal_frames(&[frame(30, 2)], &mut records, &mut ends)
+        .unwrap();
+    let mut plain = BytesMut::new();
+    open.open(&lone, &mut plain).unwrap();
+    open.open(&records[0], &mut plain).unwrap();
+    assert_eq!(
+        &plain[..],
+        &[&frame(30, 1)[..], &frame(30, 2)[..]].concat()[..]
+    );
+    assert!(seal.seal_frame(&vec![0; MAX_PLAIN + 1]).is_err());
+}
+
+#[test]
 fn a_changed_replayed_reordered_or_cut_record_fails() {
     let (mut seal, mut open) = sessions();
     let (mut records, mut ends) = (Vec::new(), Vec::new());
