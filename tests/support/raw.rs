@@ -37,16 +37,7 @@ impl RawPeer {
     pub(crate) fn new(net: &InMemNetwork, name: &str, seed: u128) -> Self {
         let key = secure::identity(seed);
         RawPeer {
-            identity: PeerIdentity {
-                node_id: key.node_id().as_u128(),
-                incarnation: 1,
-                name: name.to_owned(),
-                network: "default".into(),
-                cluster: "default".into(),
-                host_id: "host-1".into(),
-                addresses: Vec::new(),
-                public_key: Some(key.public_key()),
-            },
+            identity: secure::peer_identity(&key, name),
             key,
             net: net.clone(),
             name: name.to_owned(),

@@ -37,6 +37,24 @@ pub(crate) fn identity(seed: u128) -> Identity {
 
 /// What both ends of a link agree on before the handshake: who we are, which network, which
 /// keys (the open key when `keys` is empty, as for a node without one).
+/// The identity a hand-driven peer holding `key` presents as `name`: the default network and
+/// cluster, on `host-1`, advertising no address.
+pub(crate) fn peer_identity(
+    key: &Identity,
+    name: &str,
+) -> meshbus_core::wire::control::PeerIdentity {
+    meshbus_core::wire::control::PeerIdentity {
+        node_id: key.node_id().as_u128(),
+        incarnation: 1,
+        name: name.to_owned(),
+        network: DEFAULT_NETWORK.into(),
+        cluster: "default".into(),
+        host_id: "host-1".into(),
+        addresses: Vec::new(),
+        public_key: Some(key.public_key()),
+    }
+}
+
 pub(crate) fn config(identity: &Identity, network: &str, keys: Vec<NetworkKey>) -> NoiseConfig {
     NoiseConfig::new(identity.clone(), network).with_keys(keys)
 }

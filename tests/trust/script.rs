@@ -107,16 +107,7 @@ pub(crate) async fn secure_raw(mut link: Link, config: &NoiseConfig) -> (Link, S
 
 /// An identity of the default network and cluster for `identity`'s node id.
 pub(crate) fn peer_identity(identity: &Identity, name: &str) -> PeerIdentity {
-    PeerIdentity {
-        node_id: identity.node_id().as_u128(),
-        incarnation: 1,
-        name: name.to_owned(),
-        network: "default".into(),
-        cluster: "default".into(),
-        host_id: "host-1".into(),
-        addresses: Vec::new(),
-        public_key: Some(identity.public_key()),
-    }
+    crate::support::secure::peer_identity(identity, name)
 }
 
 /// The encoded `Hello` of `identity`.
