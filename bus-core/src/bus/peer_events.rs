@@ -272,7 +272,7 @@ impl<E: Event> RemoteBatch for Batch<E> {
                 };
                 counters
                     .remote_events_dropped
-                    .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                    .add(dropped);
                 self.events.clear();
                 return;
             }
@@ -306,7 +306,7 @@ impl<E: Event> RemoteBatch for Batch<E> {
                         if dropped > 0 {
                             counters
                                 .remote_events_dropped
-                                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                                .add(dropped);
                         }
                     }
                 }

@@ -30,6 +30,8 @@ pub(super) struct Registry {
     pub(super) events: EventTable,
     pub(super) workers: Vec<Worker>,
     pub(super) next_subscription_id: u64,
+    /// Where the subscriptions' series are registered.
+    pub(super) metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// A subscription worker, waiting for the bus to exist.
@@ -238,7 +240,10 @@ pub(super) fn add_subscriber<E: Event>(
     super::groups::check(E::NAME, &options)?;
     let id = reg.next_subscription_id;
     reg.next_subscription_id += 1;
-    let (sub, rx) = queue::<E>(E::NAME, id, &options);
+    let metrics = reg
+        .metrics
+        .subscription(E::NAME, id, options.group.as_deref());
+    let (sub, rx) = queue::<E>(E::NAME, id, &options, metrics);
     reg.events = table_with(&reg.events, sub)?;
     for _ in 0..options.concurrency {
         let rx = rx.clone();

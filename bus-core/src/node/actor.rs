@@ -347,6 +347,7 @@ impl Actor {
             }
             ActorMsg::Connect(addr, reply) => {
                 let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                self.node.counters.metrics.dials.increment(1);
                 self.tasks
                     .spawn(tasks::connect_task(node, dispatch, addr, reply));
             }
@@ -434,6 +435,7 @@ impl Actor {
                         continue;
                     }
                     let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                    self.node.counters.metrics.dials.increment(1);
                     self.tasks.spawn(dial_task(node, dispatch, dial));
                 }
                 Output::Joined(node_id) => tracing::debug!(node = %node_id, "member joined"),
@@ -497,6 +499,8 @@ impl Actor {
         c.members.store(members, Ordering::Relaxed);
         c.dials_in_flight.store(dials, Ordering::Relaxed);
         c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
+        c.metrics.members_alive.set(members as f64);
+        c.metrics.dials_in_flight.set(dials as f64);
     }
 
     /// Rebuilds the routing snapshot and the membership view.
@@ -504,6 +508,11 @@ impl Actor {
         let mut routes = Routes::default();
         let previous = self.node.routes.load();
         let mut peers = Vec::new();
+        self.node
+            .counters
+            .metrics
+            .peers_connected
+            .set(self.peers.len() as f64);
         for p in self.peers.values() {
             routes.peers.push(Arc::clone(&p.handle));
             for c in p.interest.commands() {
