@@ -397,6 +397,8 @@ pub(crate) struct CallMetrics {
     node: Arc<NodeMetrics>,
     series: Arc<CommandMetrics>,
     scope: Scope,
+    /// The handler ran on this node, in the caller's task: its series are recorded too.
+    local: bool,
     start: Instant,
 }
 
@@ -415,14 +417,34 @@ impl CallMetrics {
             node: Arc::clone(node),
             series: Arc::clone(series),
             scope,
+            local: false,
             start: Instant::now(),
         }
     }
 
+    /// As [`start`](Self::start), for a command this node's own handler runs.
+    pub(crate) fn start_local(
+        node: &Arc<NodeMetrics>,
+        series: &Arc<CommandMetrics>,
+        name: &str,
+        scope: Scope,
+    ) -> Self {
+        series.handler(node, name, scope);
+        let mut call = Self::start(node, series, name, scope);
+        call.local = true;
+        call
+    }
+
     /// The command was answered (`ok`) or failed.
     pub(crate) fn done(self, ok: bool) {
-        if let Some(s) = self.series.caller[scope_index(self.scope)].get() {
+        let i = scope_index(self.scope);
+        if let Some(s) = self.series.caller[i].get() {
             s.done(ok, self.start);
+        }
+        if self.local {
+            if let Some(s) = self.series.handler[i].get() {
+                s.done(ok, self.start);
+            }
         }
     }
 }

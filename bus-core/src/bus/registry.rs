@@ -16,6 +16,7 @@ use super::{remote, Bus, BusInner};
 use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
+use crate::metrics::{CommandMetrics, NodeMetrics};
 use crate::node::credit::EventFlow;
 use crate::proto::interest::MAX_NAME_LEN;
 use crate::services::Services;
@@ -48,18 +49,28 @@ pub(crate) struct CommandSlot {
     pub(crate) handler: Box<dyn Any + Send + Sync>,
     /// The same handler for commands that arrive encoded from peers.
     pub(crate) remote: Arc<dyn remote::RemoteCommand>,
+    /// The command's series per scope, at the caller and at the handler.
+    pub(crate) metrics: Arc<CommandMetrics>,
 }
 
 impl CommandSlot {
-    pub(crate) fn new<C: Command>(name: &str, handler: Arc<dyn CommandHandler<C>>) -> Self {
+    pub(crate) fn new<C: Command>(
+        name: &str,
+        handler: Arc<dyn CommandHandler<C>>,
+        node: &Arc<NodeMetrics>,
+    ) -> Self {
+        let metrics = Arc::new(CommandMetrics::default());
         CommandSlot {
             type_id: TypeId::of::<C>(),
             type_name: std::any::type_name::<C>(),
             remote: Arc::new(remote::TypedRemoteCommand {
                 name: name.into(),
                 handler: Arc::clone(&handler),
+                metrics: Arc::clone(&metrics),
+                node: Arc::clone(node),
             }),
             handler: Box::new(handler),
+            metrics,
         }
     }
 
@@ -208,7 +219,7 @@ pub(super) fn add_command<C: Command>(
         };
         return Err(err);
     }
-    let slot = CommandSlot::new(&name, f);
+    let slot = CommandSlot::new(&name, f, &reg.metrics);
     reg.commands.insert(name, slot);
     Ok(())
 }

@@ -519,13 +519,13 @@ impl Actor {
                 routes
                     .commands
                     .entry(c.to_owned())
-                    .or_insert_with(|| CommandRoute {
-                        peers: Vec::new(),
-                        picker: previous
-                            .commands
-                            .get(c)
-                            .map(|r| Arc::clone(&r.picker))
-                            .unwrap_or_default(),
+                    .or_insert_with(|| {
+                        let before = previous.commands.get(c);
+                        CommandRoute {
+                            peers: Vec::new(),
+                            picker: before.map(|r| Arc::clone(&r.picker)).unwrap_or_default(),
+                            metrics: before.map(|r| Arc::clone(&r.metrics)).unwrap_or_default(),
+                        }
                     })
                     .peers
                     .push(Arc::clone(&p.handle));
