@@ -12,6 +12,7 @@ mod events;
 mod faults;
 mod flow;
 mod gossip;
+mod metrics;
 mod groups;
 mod handshake;
 mod named;
