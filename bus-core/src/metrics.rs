@@ -462,6 +462,3 @@ impl std::fmt::Debug for CallMetrics {
             .finish_non_exhaustive()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -191,8 +191,9 @@ impl GroupCounters {
 /// life (a group that comes back counts on).
 #[derive(Debug, Default)]
 pub(crate) struct GroupTable {
-    table:
-        std::sync::Mutex<std::collections::BTreeMap<(String, String), std::sync::Arc<GroupCounters>>>,
+    table: std::sync::Mutex<
+        std::collections::BTreeMap<(String, String), std::sync::Arc<GroupCounters>>,
+    >,
     /// Where a group's series are registered, when it is first seen.
     metrics: std::sync::Arc<NodeMetrics>,
 }
@@ -209,11 +210,9 @@ impl GroupTable {
         if table.len() >= Self::MAX_GROUPS && !table.contains_key(&key) {
             return std::sync::Arc::default();
         }
-        std::sync::Arc::clone(
-            table
-                .entry(key)
-                .or_insert_with(|| std::sync::Arc::new(GroupCounters::new(&self.metrics, event, group))),
-        )
+        std::sync::Arc::clone(table.entry(key).or_insert_with(|| {
+            std::sync::Arc::new(GroupCounters::new(&self.metrics, event, group))
+        }))
     }
 
     /// Every group's counters now.

@@ -10,6 +10,9 @@ use futures_util::FutureExt;
 use meshbus::inmem::InMemNetwork;
 use meshbus::prelude::*;
 use meshbus::{FullPolicy, SubscriptionOptions};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use serde::{Deserialize, Serialize};
@@ -33,6 +36,43 @@ struct Tick(u32);
 #[derive(Serialize, Deserialize, Event)]
 #[meshbus(name = "metrics.tock")]
 struct Tock(u32);
+
+/// The debugging recorder, counting the handles registered with it: a hot path that looked
+/// a handle up per message would register one per message.
+struct Counting {
+    inner: DebuggingRecorder,
+    registered: AtomicUsize,
+}
+
+impl Counting {
+    fn registered(&self) -> usize {
+        self.registered.load(Ordering::SeqCst)
+    }
+}
+
+impl Recorder for Counting {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.registered.fetch_add(1, Ordering::SeqCst);
+        self.inner.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.registered.fetch_add(1, Ordering::SeqCst);
+        self.inner.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.registered.fetch_add(1, Ordering::SeqCst);
+        self.inner.register_histogram(key, metadata)
+    }
+}
 
 /// One series as the recorder holds it: its labels and its value.
 #[derive(Debug)]
@@ -61,7 +101,11 @@ fn scrape(snapshotter: &Snapshotter) -> BTreeMap<String, Vec<Series>> {
 }
 
 /// The one series `name` whose labels include all of `labels`.
-fn one<'a>(all: &'a BTreeMap<String, Vec<Series>>, name: &str, labels: &[(&str, &str)]) -> &'a Series {
+fn one<'a>(
+    all: &'a BTreeMap<String, Vec<Series>>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> &'a Series {
     let found: Vec<&Series> = all
         .get(name)
         .into_iter()
@@ -101,8 +145,12 @@ fn samples(all: &BTreeMap<String, Vec<Series>>, name: &str, labels: &[(&str, &st
 
 #[tokio::test(start_paused = true)]
 async fn a_mesh_records_the_traffic_it_carries_labelled_by_node() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let inner = DebuggingRecorder::new();
+    let snapshotter = inner.snapshotter();
+    let recorder = Counting {
+        inner,
+        registered: AtomicUsize::new(0),
+    };
     // Every bus of the test registers its handles here, on this thread.
     let _guard = metrics::set_default_local_recorder(&recorder);
     let net = InMemNetwork::new(50);
@@ -131,7 +179,11 @@ async fn a_mesh_records_the_traffic_it_carries_labelled_by_node() {
     }
     within("b's handler", a.ready().handlers::<Ping>(Scope::Cluster, 1)).await;
     within("c's handler", a.ready().handlers::<Fail>(Scope::Cluster, 1)).await;
-    within("c's subscriber", a.ready().subscribers::<Tick>(Scope::Cluster, 1)).await;
+    within(
+        "c's subscriber",
+        a.ready().subscribers::<Tick>(Scope::Cluster, 1),
+    )
+    .await;
 
     // Known traffic from a: 5 pings to b, 2 failing commands to c, 3 local commands, 10 ticks
     // to c, and 10 tocks into a full local queue of 4 that drops.
@@ -178,52 +230,149 @@ async fn a_mesh_records_the_traffic_it_carries_labelled_by_node() {
 
     // Peers: each node sees the other two.
     for lbl in [a_lbl, b_lbl, c_lbl] {
-        assert_eq!(gauge(&all, "meshbus_peers", &with(lbl, &[("state", "connected")])), 2.0);
+        assert_eq!(
+            gauge(&all, "meshbus_peers", &with(lbl, &[("state", "connected")])),
+            2.0
+        );
     }
 
     // Commands at the caller, per name and scope.
     let ping = [("command", "metrics.ping"), ("scope", "cluster")];
-    assert_eq!(counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &ping)), 5);
-    assert_eq!(counter(&all, "meshbus_commands_failed_total", &with(a_lbl, &ping)), 0);
-    assert_eq!(samples(&all, "meshbus_command_duration_seconds", &with(a_lbl, &ping)), 5);
+    assert_eq!(
+        counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &ping)),
+        5
+    );
+    assert_eq!(
+        counter(&all, "meshbus_commands_failed_total", &with(a_lbl, &ping)),
+        0
+    );
+    assert_eq!(
+        samples(
+            &all,
+            "meshbus_command_duration_seconds",
+            &with(a_lbl, &ping)
+        ),
+        5
+    );
     let fail = [("command", "metrics.fail"), ("scope", "cluster")];
-    assert_eq!(counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &fail)), 2);
-    assert_eq!(counter(&all, "meshbus_commands_failed_total", &with(a_lbl, &fail)), 2);
+    assert_eq!(
+        counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &fail)),
+        2
+    );
+    assert_eq!(
+        counter(&all, "meshbus_commands_failed_total", &with(a_lbl, &fail)),
+        2
+    );
     let here = [("command", "metrics.here"), ("scope", "local")];
-    assert_eq!(counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &here)), 3);
-    assert_eq!(counter(&all, "meshbus_commands_handled_total", &with(a_lbl, &here)), 3);
+    assert_eq!(
+        counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &here)),
+        3
+    );
+    assert_eq!(
+        counter(&all, "meshbus_commands_handled_total", &with(a_lbl, &here)),
+        3
+    );
     assert_eq!(gauge(&all, "meshbus_commands_in_flight", a_lbl), 0.0);
 
     // At the handlers: the scope the caller shares with them (one host: `machine`).
     let ping_there = [("command", "metrics.ping"), ("scope", "machine")];
-    assert_eq!(counter(&all, "meshbus_commands_handled_total", &with(b_lbl, &ping_there)), 5);
     assert_eq!(
-        counter(&all, "meshbus_commands_handler_failed_total", &with(b_lbl, &ping_there)),
+        counter(
+            &all,
+            "meshbus_commands_handled_total",
+            &with(b_lbl, &ping_there)
+        ),
+        5
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_commands_handler_failed_total",
+            &with(b_lbl, &ping_there)
+        ),
         0
     );
     assert_eq!(
-        samples(&all, "meshbus_command_handler_duration_seconds", &with(b_lbl, &ping_there)),
+        samples(
+            &all,
+            "meshbus_command_handler_duration_seconds",
+            &with(b_lbl, &ping_there)
+        ),
         5
     );
     let fail_there = [("command", "metrics.fail"), ("scope", "machine")];
-    assert_eq!(counter(&all, "meshbus_commands_handled_total", &with(c_lbl, &fail_there)), 2);
     assert_eq!(
-        counter(&all, "meshbus_commands_handler_failed_total", &with(c_lbl, &fail_there)),
+        counter(
+            &all,
+            "meshbus_commands_handled_total",
+            &with(c_lbl, &fail_there)
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_commands_handler_failed_total",
+            &with(c_lbl, &fail_there)
+        ),
         2
     );
     // Nothing handled a command it was not sent.
-    assert!(one_absent(&all, "meshbus_commands_handled_total", &with(c_lbl, &[("command", "metrics.ping")])));
+    assert!(one_absent(
+        &all,
+        "meshbus_commands_handled_total",
+        &with(c_lbl, &[("command", "metrics.ping")])
+    ));
 
     // Events: c's subscription got the 10 ticks; a's full one kept 4 and dropped 6.
     let tick = [("event", "metrics.tick")];
-    assert_eq!(counter(&all, "meshbus_subscription_delivered_total", &with(c_lbl, &tick)), 10);
-    assert_eq!(counter(&all, "meshbus_subscription_dropped_total", &with(c_lbl, &tick)), 0);
-    let tock = [("event", "metrics.tock")];
-    assert_eq!(counter(&all, "meshbus_subscription_delivered_total", &with(a_lbl, &tock)), 4);
-    assert_eq!(counter(&all, "meshbus_subscription_dropped_total", &with(a_lbl, &tock)), 6);
-    assert_eq!(gauge(&all, "meshbus_subscription_queue_depth", &with(a_lbl, &tock)), 4.0);
     assert_eq!(
-        counter(&all, "meshbus_events_dropped_total", &with(a_lbl, &[("source", "local")])),
+        counter(
+            &all,
+            "meshbus_subscription_delivered_total",
+            &with(c_lbl, &tick)
+        ),
+        10
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_subscription_dropped_total",
+            &with(c_lbl, &tick)
+        ),
+        0
+    );
+    let tock = [("event", "metrics.tock")];
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_subscription_delivered_total",
+            &with(a_lbl, &tock)
+        ),
+        4
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_subscription_dropped_total",
+            &with(a_lbl, &tock)
+        ),
+        6
+    );
+    assert_eq!(
+        gauge(
+            &all,
+            "meshbus_subscription_queue_depth",
+            &with(a_lbl, &tock)
+        ),
+        4.0
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_events_dropped_total",
+            &with(a_lbl, &[("source", "local")])
+        ),
         6
     );
     assert_eq!(a.stats().events_dropped, 6);
@@ -246,10 +395,79 @@ async fn a_mesh_records_the_traffic_it_carries_labelled_by_node() {
     // Every series carries the node's labels.
     for (name, series) in &all {
         for s in series {
-            assert!(s.labels.contains_key("node") && s.labels.contains_key("node_name"), "{name}");
+            assert!(
+                s.labels.contains_key("node") && s.labels.contains_key("node_name"),
+                "{name}"
+            );
             assert!(name.starts_with("meshbus_"), "{name}");
         }
     }
+
+    // The same traffic again registers no handle: each was looked up once, when its peer,
+    // subscription or command (name and scope) was first seen. (A snapshot of the debugging
+    // recorder takes its counters: what follows counts the second round alone.)
+    let registered = recorder.registered();
+    for i in 0..5 {
+        a.commands().send(Ping(i)).await.unwrap();
+    }
+    for _ in 0..2 {
+        assert!(a.commands().send(Fail).await.is_err());
+    }
+    for _ in 0..3 {
+        a.commands().local().send(Here).await.unwrap();
+    }
+    for i in 0..10 {
+        a.events().publish(Tick(i)).await.unwrap();
+    }
+    for i in 0..10 {
+        assert_eq!(within("a tick", ticks.recv()).await.unwrap().0, i);
+    }
+    for i in 0..10 {
+        a.events()
+            .publish(Tock(i))
+            .into_future()
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(recorder.registered(), registered);
+    let all = scrape(&snapshotter);
+    assert_eq!(
+        counter(&all, "meshbus_commands_sent_total", &with(a_lbl, &ping)),
+        5
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_commands_handled_total",
+            &with(b_lbl, &ping_there)
+        ),
+        5
+    );
+    assert_eq!(
+        counter(&all, "meshbus_commands_failed_total", &with(a_lbl, &fail)),
+        2
+    );
+    assert_eq!(
+        counter(&all, "meshbus_commands_handled_total", &with(a_lbl, &here)),
+        3
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_subscription_delivered_total",
+            &with(c_lbl, &tick)
+        ),
+        10
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "meshbus_subscription_dropped_total",
+            &with(a_lbl, &tock)
+        ),
+        10
+    );
 
     for bus in [a, b, c] {
         bus.shutdown().await.unwrap();
@@ -280,7 +498,11 @@ async fn with_no_recorder_the_bus_runs_and_its_stats_still_count() {
         .unwrap();
     assert_eq!(bus.commands().send(Ping(3)).await.unwrap(), 3);
     let _full = bus
-        .subscribe_with::<Tock>(SubscriptionOptions::new().capacity(1).when_full(FullPolicy::DropNewest))
+        .subscribe_with::<Tock>(
+            SubscriptionOptions::new()
+                .capacity(1)
+                .when_full(FullPolicy::DropNewest),
+        )
         .unwrap();
     for i in 0..3 {
         bus.events().publish(Tock(i)).await.unwrap();

@@ -20,8 +20,8 @@ use crate::context::{Context, Deadline};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
-use crate::proto::routing::Here;
 use crate::metrics::CallMetrics;
+use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
 use crate::wire::FrameKind;
@@ -293,8 +293,12 @@ impl<'a, C: Command> SendCommand<'a, C> {
             .send_codec
             .encode_message_to_bytes(FrameKind::Command, id, &self.name, &headers, &self.cmd)
             .map_err(|e| with_name(e.into()))?;
-        let metrics =
-            CallMetrics::start(&inner.counters.metrics, &route.metrics, &self.name, self.scope);
+        let metrics = CallMetrics::start(
+            &inner.counters.metrics,
+            &route.metrics,
+            &self.name,
+            self.scope,
+        );
         let route = Reroute {
             node: Arc::clone(node),
             scope: self.scope,
