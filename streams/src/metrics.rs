@@ -54,7 +54,10 @@ impl StreamMetrics {
                 "meshbus_stream_appended_records_total",
                 labels.clone()
             ),
-            appended_bytes: metrics::counter!("meshbus_stream_appended_bytes_total", labels.clone()),
+            appended_bytes: metrics::counter!(
+                "meshbus_stream_appended_bytes_total",
+                labels.clone()
+            ),
             records: metrics::gauge!("meshbus_stream_records", labels.clone()),
             bytes: metrics::gauge!("meshbus_stream_bytes", labels.clone()),
             consumers: Mutex::default(),

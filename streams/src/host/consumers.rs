@@ -325,7 +325,15 @@ impl Consumers {
         log: &Log,
         name: &str,
         max: usize,
-    ) -> Result<(Vec<WireDelivery>, Option<Instant>, bool, crate::ConsumerInfo), Error> {
+    ) -> Result<
+        (
+            Vec<WireDelivery>,
+            Option<Instant>,
+            bool,
+            crate::ConsumerInfo,
+        ),
+        Error,
+    > {
         let mut state = self.lock().await?;
         let consumer = state
             .get_mut(name)
