@@ -31,7 +31,9 @@
 //! # Commands
 //!
 //! Labels `command` (the name it is sent under) and `scope` (`local`, `machine`, `cluster`,
-//! `network`: the caller's scope, at the caller and at the handler).
+//! `network`): at the caller, the scope it sent in; at the handler, the narrowest scope it
+//! shares with the caller (`local` for the node's own calls). A command that finds no handler
+//! counts only in `meshbus_commands_unrouted_total`.
 //!
 //! | name | type | meaning |
 //! |---|---|---|
@@ -79,6 +81,21 @@
 //! | `meshbus_group_dropped_total` | counter | events dropped: every member in scope full |
 //! | `meshbus_group_no_member_total` | counter | events with no member in scope |
 //! | `meshbus_group_lost_in_flight_total` | counter | events sent to a member node that went away before it gave room back |
+//!
+//! # Streams (`meshbus-streams`, on the node hosting the stream)
+//!
+//! Labels `stream`, and `consumer` for a consumer's. Registered the first time the host serves
+//! a command or captures an event, and per consumer the first time it is read.
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `meshbus_stream_appended_records_total` | counter | records appended (a repeated idempotency key not counted) |
+//! | `meshbus_stream_appended_bytes_total` | counter | their body bytes |
+//! | `meshbus_stream_records` | gauge | records in the log, set after each append |
+//! | `meshbus_stream_bytes` | gauge | bytes of the log's segments, set after each append |
+//! | `meshbus_stream_consumer_lag` | gauge | records not yet acknowledged: behind the cursor and pending (set after each read) |
+//! | `meshbus_stream_consumer_pending` | gauge | records delivered and not yet acknowledged |
+//! | `meshbus_stream_consumer_redeliveries_total` | counter | records delivered again |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
