@@ -508,11 +508,8 @@ impl Actor {
         let mut routes = Routes::default();
         let previous = self.node.routes.load();
         let mut peers = Vec::new();
-        self.node
-            .counters
-            .metrics
-            .peers_connected
-            .set(self.peers.len() as f64);
+        let metrics = &self.node.counters.metrics;
+        metrics.peers_connected.set(self.peers.len() as f64);
         for p in self.peers.values() {
             routes.peers.push(Arc::clone(&p.handle));
             for c in p.interest.commands() {
