@@ -18,6 +18,7 @@
 //! | `meshbus_members` | gauge | `state` = `alive` | live members known, this node not counted |
 //! | `meshbus_dials_in_flight` | gauge | | dials under way |
 //! | `meshbus_dials_total` | counter | | dials started (membership's and `connect`'s) |
+//! | `meshbus_dials_failed_total` | counter | | membership's dials that found nobody or completed no handshake |
 //! | `meshbus_links_established_total` | counter | | links that completed their handshake and were kept |
 //! | `meshbus_handshakes_refused_total` | counter | | inbound handshakes refused (key, network, garbage) |
 //! | `meshbus_connections_turned_away_total` | counter | | inbound connections closed before their handshake (caps, rate) |
@@ -153,6 +154,7 @@ pub(crate) struct NodeMetrics {
     pub(crate) members_alive: Gauge,
     pub(crate) dials_in_flight: Gauge,
     pub(crate) dials: Counter,
+    pub(crate) dials_failed: Counter,
     pub(crate) commands_in_flight: Gauge,
     pub(crate) commands_unrouted: Counter,
 }
@@ -166,6 +168,7 @@ impl Default for NodeMetrics {
             members_alive: Gauge::noop(),
             dials_in_flight: Gauge::noop(),
             dials: Counter::noop(),
+            dials_failed: Counter::noop(),
             commands_in_flight: Gauge::noop(),
             commands_unrouted: Counter::noop(),
         }
@@ -187,6 +190,7 @@ impl NodeMetrics {
         m.members_alive = m.gauge("meshbus_members", &[("state", "alive")]);
         m.dials_in_flight = m.gauge("meshbus_dials_in_flight", &[]);
         m.dials = m.counter("meshbus_dials_total", &[]);
+        m.dials_failed = m.counter("meshbus_dials_failed_total", &[]);
         m.commands_in_flight = m.gauge("meshbus_commands_in_flight", &[]);
         m.commands_unrouted = m.counter("meshbus_commands_unrouted_total", &[]);
         m

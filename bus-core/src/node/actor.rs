@@ -288,6 +288,7 @@ impl Actor {
                 }
             }
             ActorMsg::DialFailed(dial) => {
+                self.node.counters.metrics.dials_failed.increment(1);
                 self.membership.on_dial_failed(&dial, now_std());
                 self.report_membership();
             }
