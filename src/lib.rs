@@ -111,6 +111,10 @@ pub mod transport {
 /// [`BusBuilder::network_key`].
 pub use meshbus_core::trust;
 
+/// What the bus records through the `metrics` facade: every series' name, type, labels and
+/// meaning.
+pub use meshbus_core::metrics;
+
 /// The discovery SPI: what a crate implements to find nodes to dial (mDNS is built on it).
 pub mod discovery {
     pub use meshbus_core::discovery::*;

@@ -250,7 +250,11 @@ impl Bus {
         }
         groups::check(E::NAME, &options)?;
         let id = inner.next_subscription_id.fetch_add(1, Ordering::Relaxed);
-        let (sub, rx) = crate::subscription::queue::<E>(E::NAME, id, &options);
+        let metrics = inner
+            .counters
+            .metrics
+            .subscription(E::NAME, id, options.group.as_deref());
+        let (sub, rx) = crate::subscription::queue::<E>(E::NAME, id, &options, metrics);
         let mut clash = None;
         inner
             .events

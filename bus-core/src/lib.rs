@@ -53,6 +53,7 @@ mod error;
 mod handler;
 mod id;
 mod message;
+pub mod metrics;
 mod node;
 pub mod proto;
 mod scope;

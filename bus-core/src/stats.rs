@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::id::NodeId;
+use crate::metrics::{Count, NodeMetrics};
 
 /// A snapshot of the bus's counters, from [`Bus::stats`](crate::Bus::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,19 +167,36 @@ pub struct GroupStats {
 /// The counters of one group, shared by the routing snapshots and this node's own members.
 #[derive(Debug, Default)]
 pub(crate) struct GroupCounters {
-    pub(crate) delivered: AtomicU64,
-    pub(crate) passed_over: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) no_member: AtomicU64,
-    pub(crate) lost_in_flight: AtomicU64,
+    pub(crate) delivered: Count,
+    pub(crate) passed_over: Count,
+    pub(crate) dropped: Count,
+    pub(crate) no_member: Count,
+    pub(crate) lost_in_flight: Count,
+}
+
+impl GroupCounters {
+    fn new(m: &NodeMetrics, event: &str, group: &str) -> Self {
+        let extra = [("event", event), ("group", group)];
+        GroupCounters {
+            delivered: m.count("meshbus_group_delivered_total", &extra),
+            passed_over: m.count("meshbus_group_passed_over_total", &extra),
+            dropped: m.count("meshbus_group_dropped_total", &extra),
+            no_member: m.count("meshbus_group_no_member_total", &extra),
+            lost_in_flight: m.count("meshbus_group_lost_in_flight_total", &extra),
+        }
+    }
 }
 
 /// Every group's counters, by (event, group), made when first needed and kept for the bus's
 /// life (a group that comes back counts on).
 #[derive(Debug, Default)]
-pub(crate) struct GroupTable(
-    std::sync::Mutex<std::collections::BTreeMap<(String, String), std::sync::Arc<GroupCounters>>>,
-);
+pub(crate) struct GroupTable {
+    table: std::sync::Mutex<
+        std::collections::BTreeMap<(String, String), std::sync::Arc<GroupCounters>>,
+    >,
+    /// Where a group's series are registered, when it is first seen.
+    metrics: std::sync::Arc<NodeMetrics>,
+}
 
 impl GroupTable {
     /// The most groups it keeps counters for; a group beyond them counts on counters of its
@@ -187,27 +205,29 @@ impl GroupTable {
 
     /// The counters of group `group` of event `event`.
     pub(crate) fn of(&self, event: &str, group: &str) -> std::sync::Arc<GroupCounters> {
-        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let key = (event.to_owned(), group.to_owned());
         if table.len() >= Self::MAX_GROUPS && !table.contains_key(&key) {
             return std::sync::Arc::default();
         }
-        std::sync::Arc::clone(table.entry(key).or_default())
+        std::sync::Arc::clone(table.entry(key).or_insert_with(|| {
+            std::sync::Arc::new(GroupCounters::new(&self.metrics, event, group))
+        }))
     }
 
     /// Every group's counters now.
     pub(crate) fn snapshot(&self) -> Vec<GroupStats> {
-        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table
             .iter()
             .map(|((event, group), c)| GroupStats {
                 event: event.clone(),
                 group: group.clone(),
-                delivered: c.delivered.load(Ordering::Relaxed),
-                passed_over: c.passed_over.load(Ordering::Relaxed),
-                dropped: c.dropped.load(Ordering::Relaxed),
-                no_member: c.no_member.load(Ordering::Relaxed),
-                lost_in_flight: c.lost_in_flight.load(Ordering::Relaxed),
+                delivered: c.delivered.get(),
+                passed_over: c.passed_over.get(),
+                dropped: c.dropped.get(),
+                no_member: c.no_member.get(),
+                lost_in_flight: c.lost_in_flight.get(),
             })
             .collect()
     }
@@ -219,56 +239,93 @@ pub(crate) struct SubCounters {
     pub(crate) delivered: AtomicU64,
     pub(crate) waited: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// The same, and the queue's depth, as metrics.
+    pub(crate) metrics: crate::metrics::SubMetrics,
 }
 
-/// The counters of one peer connection.
-#[derive(Debug, Default)]
-pub(crate) struct PeerCounters {
-    pub(crate) events_queue_full: AtomicU64,
-    pub(crate) events_dropped: AtomicU64,
-}
-
+/// The bus's counters: what [`BusStats`] reports, each also a metric, and the handles of the
+/// node's other series.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) events_dropped: AtomicU64,
-    pub(crate) event_handler_errors: AtomicU64,
-    pub(crate) event_handler_panics: AtomicU64,
-    pub(crate) command_handler_panics: AtomicU64,
-    pub(crate) remote_events_dropped: AtomicU64,
+    pub(crate) events_dropped: Count,
+    pub(crate) event_handler_errors: Count,
+    pub(crate) event_handler_panics: Count,
+    pub(crate) command_handler_panics: Count,
+    pub(crate) remote_events_dropped: Count,
     pub(crate) peer_events_dropped: AtomicU64,
     pub(crate) peer_events_queue_full: AtomicU64,
     pub(crate) remote_events_too_large: AtomicU64,
     pub(crate) members: AtomicU64,
     pub(crate) dials_in_flight: AtomicU64,
     pub(crate) dials_in_flight_peak: AtomicU64,
-    pub(crate) links_established: AtomicU64,
-    pub(crate) handshakes_refused: AtomicU64,
-    pub(crate) connections_turned_away: AtomicU64,
+    pub(crate) links_established: Count,
+    pub(crate) handshakes_refused: Count,
+    pub(crate) connections_turned_away: Count,
     /// Each group's counters.
     pub(crate) groups: GroupTable,
+    /// The node's labels and its node-wide series.
+    pub(crate) metrics: std::sync::Arc<NodeMetrics>,
+}
+
+/// Something [`Counters::bump`] adds one to.
+pub(crate) trait Bump {
+    fn bump(&self);
+}
+
+impl Bump for AtomicU64 {
+    fn bump(&self) {
+        self.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Bump for Count {
+    fn bump(&self) {
+        Count::bump(self);
+    }
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// The counters of a bus whose series are registered with `metrics`.
+    pub(crate) fn new(metrics: std::sync::Arc<NodeMetrics>) -> Self {
+        let m = &*metrics;
+        Counters {
+            events_dropped: m.count("meshbus_events_dropped_total", &[("source", "local")]),
+            remote_events_dropped: m.count("meshbus_events_dropped_total", &[("source", "remote")]),
+            event_handler_errors: m.count("meshbus_event_handler_errors_total", &[]),
+            event_handler_panics: m.count("meshbus_event_handler_panics_total", &[]),
+            command_handler_panics: m.count("meshbus_command_handler_panics_total", &[]),
+            links_established: m.count("meshbus_links_established_total", &[]),
+            handshakes_refused: m.count("meshbus_handshakes_refused_total", &[]),
+            connections_turned_away: m.count("meshbus_connections_turned_away_total", &[]),
+            groups: GroupTable {
+                table: std::sync::Mutex::default(),
+                metrics: std::sync::Arc::clone(&metrics),
+            },
+            metrics,
+            ..Counters::default()
+        }
+    }
+
+    pub(crate) fn bump(counter: &impl Bump) {
+        counter.bump();
     }
 
     pub(crate) fn snapshot(&self) -> BusStats {
         BusStats {
-            events_dropped: self.events_dropped.load(Ordering::Relaxed),
-            event_handler_errors: self.event_handler_errors.load(Ordering::Relaxed),
-            event_handler_panics: self.event_handler_panics.load(Ordering::Relaxed),
-            command_handler_panics: self.command_handler_panics.load(Ordering::Relaxed),
-            remote_events_dropped: self.remote_events_dropped.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.get(),
+            event_handler_errors: self.event_handler_errors.get(),
+            event_handler_panics: self.event_handler_panics.get(),
+            command_handler_panics: self.command_handler_panics.get(),
+            remote_events_dropped: self.remote_events_dropped.get(),
             peer_events_dropped: self.peer_events_dropped.load(Ordering::Relaxed),
             peer_events_queue_full: self.peer_events_queue_full.load(Ordering::Relaxed),
             remote_events_too_large: self.remote_events_too_large.load(Ordering::Relaxed),
             members: self.members.load(Ordering::Relaxed),
             dials_in_flight: self.dials_in_flight.load(Ordering::Relaxed),
             dials_in_flight_peak: self.dials_in_flight_peak.load(Ordering::Relaxed),
-            links_established: self.links_established.load(Ordering::Relaxed),
-            handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
-            connections_turned_away: self.connections_turned_away.load(Ordering::Relaxed),
+            links_established: self.links_established.get(),
+            handshakes_refused: self.handshakes_refused.get(),
+            connections_turned_away: self.connections_turned_away.get(),
         }
     }
 }

@@ -233,6 +233,7 @@ mod crc;
 mod error;
 mod format;
 mod log;
+mod metrics;
 mod reader;
 mod record;
 mod recovery;

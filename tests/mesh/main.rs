@@ -14,6 +14,7 @@ mod flow;
 mod gossip;
 mod groups;
 mod handshake;
+mod metrics;
 mod named;
 mod partition;
 mod reach;

@@ -589,7 +589,15 @@ impl BusBuilder {
         for step in self.setups {
             step(&self.services).await?;
         }
-        let mut reg = Registry::default();
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("node-{:08x}", (node_id.as_u128() >> 96) as u32));
+        // Registered with the recorder installed now; with none, every handle is a no-op.
+        let metrics = Arc::new(crate::metrics::NodeMetrics::new(node_id, &name));
+        let mut reg = Registry {
+            metrics: Arc::clone(&metrics),
+            ..Registry::default()
+        };
         for registration in self.registrations {
             registration(&self.services, &mut reg)?;
         }
@@ -598,6 +606,7 @@ impl BusBuilder {
             events,
             workers,
             next_subscription_id,
+            metrics: _,
         } = reg;
         let networked = !self.node.transports.is_empty();
         let addresses = !(self.node.listen.is_empty()
@@ -628,9 +637,7 @@ impl BusBuilder {
         }
         let identity = Identity {
             node_id,
-            name: self
-                .name
-                .unwrap_or_else(|| format!("node-{:08x}", (node_id.as_u128() >> 96) as u32)),
+            name,
             network: self.network,
             cluster: self.cluster,
             host_id: self.host_id.unwrap_or_else(default_host_id),
@@ -643,7 +650,7 @@ impl BusBuilder {
             listeners.push(self.node.transports.listen(addr).await?);
         }
         let listen_addrs: Vec<Addr> = listeners.iter().map(|l| l.local_addr().clone()).collect();
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(metrics));
         let membership = Arc::new(tokio::sync::watch::Sender::new(Arc::new(
             MembershipView::default(),
         )));

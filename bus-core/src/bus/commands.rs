@@ -20,6 +20,7 @@ use crate::context::{Context, Deadline};
 use crate::error::{Error, ErrorKind, HandlerError};
 use crate::handler::{panic_message, BoxFuture};
 use crate::message::Command;
+use crate::metrics::CallMetrics;
 use crate::proto::routing::Here;
 use crate::scope::Scope;
 use crate::stats::Counters;
@@ -244,12 +245,15 @@ impl<'a, C: Command> SendCommand<'a, C> {
         // A hand-written handler may run code (and panic) before it returns its future.
         let fut = catch_unwind(AssertUnwindSafe(|| handler.handle(cmd, ctx)))
             .map_err(|panic| handler_panicked(bus, name.clone(), &*panic))?;
+        let metrics =
+            CallMetrics::start_local(&inner.counters.metrics, &slot.metrics, &name, self.scope);
         Ok(Call::Local(LocalCall {
             fut,
             timeout,
             sleep: None,
             name,
             bus,
+            metrics,
             _in_flight: guard,
         }))
     }
@@ -263,6 +267,7 @@ impl<'a, C: Command> SendCommand<'a, C> {
                 .with_scope(self.scope)
         };
         let Some(node) = inner.node.as_ref().filter(|_| self.scope != Scope::Local) else {
+            inner.counters.metrics.commands_unrouted.increment(1);
             return Err(no_handler());
         };
         let here = Here {
@@ -270,11 +275,11 @@ impl<'a, C: Command> SendCommand<'a, C> {
             cluster: &inner.identity.cluster,
         };
         let routes = node.routes();
-        let Some(peer) = routes
-            .commands
-            .get(&*self.name)
-            .and_then(|route| route.picker.pick(&route.peers, here, self.scope))
-        else {
+        let Some((peer, route)) = routes.commands.get(&*self.name).and_then(|route| {
+            let peer = route.picker.pick(&route.peers, here, self.scope)?;
+            Some((peer, route))
+        }) else {
+            inner.counters.metrics.commands_unrouted.increment(1);
             return Err(no_handler());
         };
         let peer = Arc::clone(peer);
@@ -288,11 +293,18 @@ impl<'a, C: Command> SendCommand<'a, C> {
             .send_codec
             .encode_message_to_bytes(FrameKind::Command, id, &self.name, &headers, &self.cmd)
             .map_err(|e| with_name(e.into()))?;
+        let metrics = CallMetrics::start(
+            &inner.counters.metrics,
+            &route.metrics,
+            &self.name,
+            self.scope,
+        );
         let route = Reroute {
             node: Arc::clone(node),
             scope: self.scope,
         };
         Ok(Call::Remote(RemoteCall {
+            metrics,
             fut: Box::pin(routed_call::<C>(self.name, route, peer, id, bytes, timeout)),
             _in_flight: guard,
         }))
@@ -353,6 +365,8 @@ enum Call<'a, C: Command> {
 
 struct RemoteCall<'a, C: Command> {
     fut: BoxFuture<'static, Result<C::Reply, Error>>,
+    /// In flight until dropped; its outcome and latency recorded once answered.
+    metrics: CallMetrics,
     /// Keeps shutdown waiting until this call is over.
     _in_flight: InFlight<'a>,
 }
@@ -366,6 +380,8 @@ struct LocalCall<'a, R> {
     sleep: Option<Pin<Box<Sleep>>>,
     name: Cow<'static, str>,
     bus: &'a Bus,
+    /// In flight until dropped; its outcome and latency recorded once answered.
+    metrics: CallMetrics,
     /// Keeps shutdown waiting until this call is over.
     _in_flight: InFlight<'a>,
 }
@@ -405,7 +421,11 @@ impl<C: Command> Future for ResponseFuture<'_, C> {
             State::Start(_) | State::Done => Err(polled_after_completion()),
         };
         // Drops the handler future and the in-flight guard now, not when the caller drops us.
-        this.state = State::Done;
+        match std::mem::replace(&mut this.state, State::Done) {
+            State::Local(call) => call.metrics.done(outcome.is_ok()),
+            State::Remote(call) => call.metrics.done(outcome.is_ok()),
+            State::Start(_) | State::Done => {}
+        }
         Poll::Ready(outcome)
     }
 }

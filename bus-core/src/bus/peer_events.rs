@@ -270,9 +270,7 @@ impl<E: Event> RemoteBatch for Batch<E> {
                     // Every member here went: the events are lost (their room comes back).
                     None => n,
                 };
-                counters
-                    .remote_events_dropped
-                    .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                counters.remote_events_dropped.add(dropped);
                 self.events.clear();
                 return;
             }
@@ -304,9 +302,7 @@ impl<E: Event> RemoteBatch for Batch<E> {
                     None => {
                         let dropped = sub.try_send_all(events);
                         if dropped > 0 {
-                            counters
-                                .remote_events_dropped
-                                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+                            counters.remote_events_dropped.add(dropped);
                         }
                     }
                 }

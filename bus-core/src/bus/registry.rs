@@ -16,6 +16,7 @@ use super::{remote, Bus, BusInner};
 use crate::error::Error;
 use crate::handler::{panic_message, BoxFuture, CommandHandler, EventHandler};
 use crate::message::{Command, Event};
+use crate::metrics::{CommandMetrics, NodeMetrics};
 use crate::node::credit::EventFlow;
 use crate::proto::interest::MAX_NAME_LEN;
 use crate::services::Services;
@@ -30,6 +31,8 @@ pub(super) struct Registry {
     pub(super) events: EventTable,
     pub(super) workers: Vec<Worker>,
     pub(super) next_subscription_id: u64,
+    /// Where the subscriptions' series are registered.
+    pub(super) metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// A subscription worker, waiting for the bus to exist.
@@ -46,18 +49,28 @@ pub(crate) struct CommandSlot {
     pub(crate) handler: Box<dyn Any + Send + Sync>,
     /// The same handler for commands that arrive encoded from peers.
     pub(crate) remote: Arc<dyn remote::RemoteCommand>,
+    /// The command's series per scope, at the caller and at the handler.
+    pub(crate) metrics: Arc<CommandMetrics>,
 }
 
 impl CommandSlot {
-    pub(crate) fn new<C: Command>(name: &str, handler: Arc<dyn CommandHandler<C>>) -> Self {
+    pub(crate) fn new<C: Command>(
+        name: &str,
+        handler: Arc<dyn CommandHandler<C>>,
+        node: &Arc<NodeMetrics>,
+    ) -> Self {
+        let metrics = Arc::new(CommandMetrics::default());
         CommandSlot {
             type_id: TypeId::of::<C>(),
             type_name: std::any::type_name::<C>(),
             remote: Arc::new(remote::TypedRemoteCommand {
                 name: name.into(),
                 handler: Arc::clone(&handler),
+                metrics: Arc::clone(&metrics),
+                node: Arc::clone(node),
             }),
             handler: Box::new(handler),
+            metrics,
         }
     }
 
@@ -206,7 +219,7 @@ pub(super) fn add_command<C: Command>(
         };
         return Err(err);
     }
-    let slot = CommandSlot::new(&name, f);
+    let slot = CommandSlot::new(&name, f, &reg.metrics);
     reg.commands.insert(name, slot);
     Ok(())
 }
@@ -238,7 +251,10 @@ pub(super) fn add_subscriber<E: Event>(
     super::groups::check(E::NAME, &options)?;
     let id = reg.next_subscription_id;
     reg.next_subscription_id += 1;
-    let (sub, rx) = queue::<E>(E::NAME, id, &options);
+    let metrics = reg
+        .metrics
+        .subscription(E::NAME, id, options.group.as_deref());
+    let (sub, rx) = queue::<E>(E::NAME, id, &options, metrics);
     reg.events = table_with(&reg.events, sub)?;
     for _ in 0..options.concurrency {
         let rx = rx.clone();

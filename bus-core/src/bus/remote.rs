@@ -49,6 +49,9 @@ pub(crate) struct TypedRemoteCommand<C: Command> {
     /// The name it is registered under: `C::NAME` or a run-time name.
     pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn CommandHandler<C>>,
+    /// The handler's series of the command, per scope.
+    pub(crate) metrics: Arc<crate::metrics::CommandMetrics>,
+    pub(crate) node: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
@@ -61,8 +64,13 @@ impl<C: Command> RemoteCommand for TypedRemoteCommand<C> {
     ) -> Answering {
         let handler = Arc::clone(&self.handler);
         let name = Arc::clone(&self.name);
+        let (metrics, node) = (Arc::clone(&self.metrics), Arc::clone(&self.node));
+        let (scope, start) = (ctx.scope, std::time::Instant::now());
         Box::pin(async move {
             let outcome = run(&name, handler, body, ctx).await;
+            metrics
+                .handler(&node, &name, scope)
+                .done(outcome.is_ok(), start);
             super::inbound::answer(reply, outcome).await;
             drop(guard);
         })

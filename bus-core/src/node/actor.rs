@@ -288,6 +288,7 @@ impl Actor {
                 }
             }
             ActorMsg::DialFailed(dial) => {
+                self.node.counters.metrics.dials_failed.increment(1);
                 self.membership.on_dial_failed(&dial, now_std());
                 self.report_membership();
             }
@@ -347,6 +348,7 @@ impl Actor {
             }
             ActorMsg::Connect(addr, reply) => {
                 let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                self.node.counters.metrics.dials.increment(1);
                 self.tasks
                     .spawn(tasks::connect_task(node, dispatch, addr, reply));
             }
@@ -434,6 +436,7 @@ impl Actor {
                         continue;
                     }
                     let (node, dispatch) = (Arc::clone(&self.node), self.dispatch.clone());
+                    self.node.counters.metrics.dials.increment(1);
                     self.tasks.spawn(dial_task(node, dispatch, dial));
                 }
                 Output::Joined(node_id) => tracing::debug!(node = %node_id, "member joined"),
@@ -497,6 +500,8 @@ impl Actor {
         c.members.store(members, Ordering::Relaxed);
         c.dials_in_flight.store(dials, Ordering::Relaxed);
         c.dials_in_flight_peak.fetch_max(dials, Ordering::Relaxed);
+        c.metrics.members_alive.set(members as f64);
+        c.metrics.dials_in_flight.set(dials as f64);
     }
 
     /// Rebuilds the routing snapshot and the membership view.
@@ -504,19 +509,21 @@ impl Actor {
         let mut routes = Routes::default();
         let previous = self.node.routes.load();
         let mut peers = Vec::new();
+        let metrics = &self.node.counters.metrics;
+        metrics.peers_connected.set(self.peers.len() as f64);
         for p in self.peers.values() {
             routes.peers.push(Arc::clone(&p.handle));
             for c in p.interest.commands() {
                 routes
                     .commands
                     .entry(c.to_owned())
-                    .or_insert_with(|| CommandRoute {
-                        peers: Vec::new(),
-                        picker: previous
-                            .commands
-                            .get(c)
-                            .map(|r| Arc::clone(&r.picker))
-                            .unwrap_or_default(),
+                    .or_insert_with(|| {
+                        let before = previous.commands.get(c);
+                        CommandRoute {
+                            peers: Vec::new(),
+                            picker: before.map(|r| Arc::clone(&r.picker)).unwrap_or_default(),
+                            metrics: before.map(|r| Arc::clone(&r.metrics)).unwrap_or_default(),
+                        }
                     })
                     .peers
                     .push(Arc::clone(&p.handle));

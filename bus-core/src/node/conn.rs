@@ -148,6 +148,7 @@ pub(crate) async fn run(
         node.config.lane_bytes,
         gate,
         Arc::clone(&node.inflows),
+        node.counters.metrics.peer(peer_id, &established.peer.name),
     ));
     let (keep_tx, keep_rx) = oneshot::channel();
     let up = ActorMsg::PeerUp {

@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use super::conn::through::Gate;
 use super::credit::{Inflows, PeerCredit};
 use crate::id::NodeId;
+use crate::metrics::PeerMetrics;
 use crate::proto::handshake::ConnectionKey;
 use crate::proto::requests::PendingRequests;
 use crate::proto::routing::Candidate;
-use crate::stats::{PeerCounters, PeerEventStats, PeerStats};
+use crate::stats::{PeerEventStats, PeerStats};
 use crate::subscription::FullPolicy;
 use crate::wire::control::{PeerIdentity, ReplyError};
 use crate::wire::FrameCodec;
@@ -139,8 +140,8 @@ pub(crate) struct PeerHandle {
     /// Bytes of commands and events queued and not yet written.
     budget: Arc<Semaphore>,
     budget_total: u32,
-    /// What [`PeerStats`] reports beyond the budget.
-    pub(crate) counters: PeerCounters,
+    /// What [`PeerStats`] reports beyond the budget, and the peer's series (frames, bytes).
+    pub(crate) counters: PeerMetrics,
     /// Event credit both ways: the room the peer granted us per event name, and the room we
     /// granted it.
     pub(crate) credit: PeerCredit,
@@ -164,6 +165,7 @@ impl PeerHandle {
         budget_bytes: usize,
         gate: Gate,
         inflows: Arc<Inflows>,
+        metrics: PeerMetrics,
     ) -> Self {
         let budget_total = u32::try_from(budget_bytes).unwrap_or(u32::MAX).max(1);
         let gate = Arc::new(gate);
@@ -186,7 +188,7 @@ impl PeerHandle {
             retire: CancellationToken::new(),
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
-            counters: PeerCounters::default(),
+            counters: metrics,
             credit: PeerCredit::new(
                 lanes.control.clone(),
                 send_codec,
@@ -201,13 +203,19 @@ impl PeerHandle {
         }
     }
 
-    /// What is queued for this peer, and what its slowness cost.
-    pub(crate) fn stats(&self) -> PeerStats {
+    /// Bytes of commands and events queued for this peer and not yet written.
+    pub(crate) fn queued_bytes(&self) -> u64 {
         let limit = u64::from(self.budget_total);
         // Paid for by the events lane and not yet spent is not queued.
         let available = u64::try_from(self.budget.available_permits())
             .unwrap_or(u64::MAX)
             .saturating_add(u64::from(self.lanes.events.prepaid()));
+        limit.saturating_sub(available)
+    }
+
+    /// What is queued for this peer, and what its slowness cost.
+    pub(crate) fn stats(&self) -> PeerStats {
+        let limit = u64::from(self.budget_total);
         let commands = self.lanes.commands.max_capacity() - self.lanes.commands.capacity();
         let mut events: Vec<PeerEventStats> = self
             .credit
@@ -230,13 +238,13 @@ impl PeerHandle {
         PeerStats {
             node_id: self.node_id,
             name: self.identity.name.clone(),
-            queued_bytes: limit.saturating_sub(available),
+            queued_bytes: self.queued_bytes(),
             queue_bytes_limit: limit,
             queued_frames: commands.max(self.lanes.events.len()) as u64,
             queue_frames_limit: self.lanes.events.capacity() as u64,
             last_heard: self.last_heard(),
-            events_queue_full: self.counters.events_queue_full.load(Ordering::Relaxed),
-            events_dropped: self.counters.events_dropped.load(Ordering::Relaxed),
+            events_queue_full: self.counters.events_queue_full.get(),
+            events_dropped: self.counters.events_dropped.get(),
             events,
         }
     }
@@ -593,6 +601,7 @@ pub(crate) fn handle_for_tests(capacity: usize) -> (Arc<PeerHandle>, LaneReceive
         1 << 20,
         gate,
         Arc::default(),
+        crate::metrics::PeerMetrics::default(),
     );
     (Arc::new(handle), rxs)
 }

@@ -115,4 +115,6 @@ pub(crate) struct CommandRoute {
     pub(crate) peers: Vec<Arc<PeerHandle>>,
     /// Shared with the snapshots before and after, so the turns go on across changes.
     pub(crate) picker: Arc<Picker>,
+    /// The caller's series of the command, per scope; kept across snapshots like `picker`.
+    pub(crate) metrics: Arc<crate::metrics::CommandMetrics>,
 }

@@ -86,7 +86,7 @@ impl<E> Shared<E> {
         if n == 0 {
             return;
         }
-        self.len.fetch_add(n, Ordering::Relaxed);
+        let len = self.len.fetch_add(n, Ordering::Relaxed) + n;
         let waker = {
             let mut queue = self.lock();
             queue.items.extend(deliveries);
@@ -95,6 +95,8 @@ impl<E> Shared<E> {
         self.counters
             .delivered
             .fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.metrics.delivered.increment(n as u64);
+        self.counters.metrics.depth.set(len as f64);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -130,6 +132,7 @@ pub(crate) fn queue<E>(
     event: &'static str,
     id: u64,
     options: &SubscriptionOptions,
+    metrics: crate::metrics::SubMetrics,
 ) -> (Arc<SubSender<E>>, SubReceiver<E>) {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -153,7 +156,10 @@ pub(crate) fn queue<E>(
         len: AtomicUsize::new(0),
         room: Notify::new(),
         closed: AtomicBool::new(false),
-        counters: SubCounters::default(),
+        counters: SubCounters {
+            metrics,
+            ..SubCounters::default()
+        },
     });
     let sender = SubSender {
         shared: Arc::clone(&shared),
@@ -261,6 +267,7 @@ impl<E> SubSender<E> {
                 .counters
                 .dropped
                 .fetch_add(dropped, Ordering::Relaxed);
+            self.shared.counters.metrics.dropped.increment(dropped);
         }
         dropped
     }
@@ -300,6 +307,7 @@ impl<E> SubSender<E> {
         sealed: &CancellationToken,
     ) -> Result<(), ()> {
         self.shared.counters.waited.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.metrics.waited.increment(1);
         loop {
             let freed = self.shared.room.notified();
             tokio::pin!(freed);
@@ -319,6 +327,7 @@ impl<E> SubSender<E> {
     /// Counts an event dropped for this subscription (full, and it drops).
     pub(crate) fn dropped(&self) {
         self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.metrics.dropped.increment(1);
     }
 
     /// The subscription's counters now.
@@ -453,7 +462,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_events_count_against_the_capacity_and_credited_ones_do_not() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1), Default::default());
         assert!(tx.try_send(delivery(0)).is_ok());
         assert!(tx.try_send(delivery(1)).is_ok());
         assert!(matches!(tx.try_send(delivery(2)), Err(NotQueued::Full(_))));
@@ -482,7 +491,7 @@ mod tests {
     /// room comes back when that one is taken, for the whole run.
     #[tokio::test]
     async fn a_credited_run_gives_its_room_back_when_its_last_event_is_taken() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(2, 1), Default::default());
         let grant = crate::node::credit::grant_for_tests(8);
         for _ in 0..3 {
             grant.receive().unwrap();
@@ -505,7 +514,7 @@ mod tests {
     /// A run without credit takes what room there is, in order, and drops (and counts) the rest.
     #[tokio::test]
     async fn a_run_without_credit_fills_the_room_and_drops_the_rest() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(3, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(3, 1), Default::default());
         assert!(tx.try_send(delivery(0)).is_ok());
         assert_eq!(tx.try_send_all((1..5).map(delivery)), 2);
         let stats = tx.stats();
@@ -521,7 +530,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lone_consumer_takes_a_burst_in_one_go_and_the_queue_ends_after_it() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(16, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(16, 1), Default::default());
         for i in 0..5 {
             assert!(tx.try_send(delivery(i)).is_ok());
         }
@@ -539,7 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn several_consumers_share_the_queue_one_delivery_at_a_time() {
-        let (tx, rx) = queue::<u32>("t", 1, &opts(16, 2));
+        let (tx, rx) = queue::<u32>("t", 1, &opts(16, 2), Default::default());
         let (mut a, mut b) = (rx.clone(), rx);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -563,7 +572,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publisher_waiting_for_room_gives_up_when_the_subscription_goes() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1), Default::default());
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
         let mut waiting = Box::pin(tx.send(delivery(1), &sealed));
@@ -575,7 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publisher_waiting_for_room_gets_it_when_an_event_is_handed_out() {
-        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1));
+        let (tx, mut rx) = queue::<u32>("t", 1, &opts(1, 1), Default::default());
         assert!(tx.try_send(delivery(0)).is_ok());
         let sealed = CancellationToken::new();
         let mut waiting = Box::pin(tx.send(delivery(1), &sealed));

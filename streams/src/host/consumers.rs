@@ -285,7 +285,7 @@ impl Consumers {
         max: u32,
         wait: Duration,
         stop: &super::Stop,
-    ) -> Result<Vec<WireDelivery>, Error> {
+    ) -> Result<(Vec<WireDelivery>, Option<crate::ConsumerInfo>), Error> {
         let max = max.clamp(1, MAX_NEXT) as usize;
         let deadline = tokio::time::Instant::now() + wait;
         let mut tail = tail.subscribe();
@@ -294,9 +294,9 @@ impl Consumers {
         loop {
             tail.borrow_and_update();
             changed.borrow_and_update();
-            let (out, next_deadline, moved) = self.take(log, name, max).await?;
+            let (out, next_deadline, moved, info) = self.take(log, name, max).await?;
             if !out.is_empty() {
-                return Ok(out);
+                return Ok((out, Some(info)));
             }
             // Everything read was filtered out: read on at once while there is more.
             if moved && tokio::time::Instant::now() < deadline {
@@ -307,13 +307,13 @@ impl Consumers {
                 None => deadline,
             };
             if tokio::time::Instant::now() >= deadline {
-                return Ok(out);
+                return Ok((out, Some(info)));
             }
             tokio::select! {
                 _ = tail.changed() => {}
                 _ = changed.changed() => {}
                 () = tokio::time::sleep_until(until) => {}
-                () = stop.wait() => return Ok(out),
+                () = stop.wait() => return Ok((out, Some(info))),
             }
         }
     }
@@ -325,7 +325,15 @@ impl Consumers {
         log: &Log,
         name: &str,
         max: usize,
-    ) -> Result<(Vec<WireDelivery>, Option<Instant>, bool), Error> {
+    ) -> Result<
+        (
+            Vec<WireDelivery>,
+            Option<Instant>,
+            bool,
+            crate::ConsumerInfo,
+        ),
+        Error,
+    > {
         let mut state = self.lock().await?;
         let consumer = state
             .get_mut(name)
@@ -380,10 +388,12 @@ impl Consumers {
         self.bury(log, name, &dead, None).await?;
         let next_deadline = consumer.next_deadline();
         let changes: Vec<Change> = consumer.changes().map(Change::Update).into_iter().collect();
-        let moved = consumer.position() != before && consumer.position() < log.info().next_offset;
+        let next = log.info().next_offset;
+        let moved = consumer.position() != before && consumer.position() < next;
+        let info = consumer.info(next);
         self.commit(changes).await?;
         pending.done();
-        Ok((out, next_deadline, moved))
+        Ok((out, next_deadline, moved, info))
     }
 
     /// Appends each dead letter to the dead-letter stream: the record with why it died.
@@ -574,7 +584,7 @@ mod tests {
             .await
             .unwrap();
         // Three delivered and committed.
-        let (out, _, _) = consumers.take(&log, "c", 3).await.unwrap();
+        let (out, _, _, _) = consumers.take(&log, "c", 3).await.unwrap();
         assert_eq!(out.len(), 3);
         // Two more taken in memory by a request that is then dropped before its commit.
         {
@@ -590,7 +600,7 @@ mod tests {
         let info = consumers.info(&log, "c").await.unwrap();
         assert_eq!((info.position, info.pending), (3, 3));
         // And once committed, nothing is reloaded again.
-        let (out, _, _) = consumers.take(&log, "c", 2).await.unwrap();
+        let (out, _, _, _) = consumers.take(&log, "c", 2).await.unwrap();
         assert_eq!(
             out.iter().map(|d| d.record.offset).collect::<Vec<_>>(),
             [3, 4]

@@ -61,6 +61,8 @@ pub(crate) struct Host {
     pub(crate) owner: String,
     /// Its durable consumers (none on a dead-letter stream).
     pub(super) consumers: Option<super::consumers::Consumers>,
+    /// Its series, registered when it first learns its node (its first command or capture).
+    pub(super) metrics: Arc<std::sync::OnceLock<crate::metrics::StreamMetrics>>,
 }
 
 /// Where a stream's files are.
@@ -133,6 +135,7 @@ pub(crate) fn admit(cell: &HostCell, ctx: &Context) -> Result<Arc<Host>, WireErr
         return Err(WireError::unavailable("this stream"));
     };
     host.rival.check(&host.owner, ctx)?;
+    host.learn_node(ctx);
     Ok(host)
 }
 
@@ -226,7 +229,14 @@ impl Host {
             captures: Arc::new(Semaphore::new(CAPTURES_IN_FLIGHT)),
             rival: super::rival::Rival::default(),
             consumers,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Registers the stream's series, once, for the node `ctx` runs on.
+    pub(crate) fn learn_node(&self, ctx: &Context) {
+        self.metrics
+            .get_or_init(|| crate::metrics::StreamMetrics::new(ctx.bus(), &self.name));
     }
 
     /// Appends an event a subscriber captured, best effort: a failure is logged.
@@ -236,6 +246,7 @@ impl Host {
         value: &E,
         ctx: &Context,
     ) {
+        self.learn_node(ctx);
         let body = match encode_body(value) {
             Ok(body) => body,
             Err(e) => {
@@ -344,6 +355,7 @@ impl Host {
         let mut claims = Vec::new();
         let mut fresh = Vec::with_capacity(entries.len());
         let mut fresh_at = Vec::with_capacity(entries.len());
+        let mut fresh_bytes = 0u64;
         for (i, entry) in entries.into_iter().enumerate() {
             if let Some(key) = &entry.key {
                 match self.dedupe.claim(key, timestamp) {
@@ -359,14 +371,16 @@ impl Host {
                 }
             }
             fresh_at.push(i);
+            fresh_bytes += entry.body.len() as u64;
             fresh.push(wire::to_record(entry, timestamp));
         }
         // Queued under the log's lock, so that a delete swapping the log orders with it.
         let queued = (!fresh.is_empty()).then(|| {
             let log = crate::log::lock(&self.log);
             let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-            (log.append(fresh), generation)
+            (log.append(fresh), generation, log.clone())
         });
+        let metrics = Arc::clone(&self.metrics);
         let tail = self.tail.clone();
         let current = Arc::clone(&self.generation);
         let stream = self.name.clone();
@@ -374,7 +388,7 @@ impl Host {
         // peer): a written record whose key were forgotten, or whose offset readers at the
         // tail did not learn, would be a duplicate on retry or a stall at the tail. Awaited in
         // place; finished on a task of its own only if dropped first.
-        let completion = queued.map(|(queued, generation)| {
+        let completion = queued.map(|(queued, generation, log)| {
             Finish(Some(Box::pin(async move {
                 let appended = queued.await;
                 let first = appended.as_ref().ok().map(|a| a.first);
@@ -382,6 +396,9 @@ impl Host {
                     claim.settle(first.map(|f| f + j as u64));
                 }
                 let appended = appended?;
+                if let Some(m) = metrics.get() {
+                    m.appended(appended.count, fresh_bytes, &log.info());
+                }
                 if current.load(std::sync::atomic::Ordering::SeqCst) == generation {
                     tail.send_if_modified(|t| {
                         let end = appended.first + appended.count;

@@ -6,6 +6,7 @@ mod confirmed;
 mod consumers;
 mod faults;
 mod hosting;
+mod metrics;
 mod reading;
 mod review;
 mod support;

@@ -136,6 +136,7 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
         "raw-only",
         "loss-pause-every",
         "loss-pause-ms",
+        "metrics",
     ] {
         if let Some(v) = opts.str(key) {
             pass.extend([format!("--{key}"), v.to_owned()]);
@@ -163,7 +164,11 @@ pub(crate) fn run(opts: &Opts, args: &[String]) -> ExitCode {
     println!("- CPU: {} ({cpus} CPUs online)", cpu_model());
     println!("- kernel: {}", kernel());
     println!("- load average at start: {load_before}");
-    println!("- each process: a current-thread tokio runtime (one thread)\n");
+    println!("- each process: a current-thread tokio runtime (one thread)");
+    if opts.has("metrics") {
+        println!("- metrics: a Prometheus recorder installed in every process (`--metrics`)");
+    }
+    println!();
 
     let mut rtts = Vec::new();
     let mut evs = Vec::new();

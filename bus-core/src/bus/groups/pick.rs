@@ -169,15 +169,14 @@ fn picked<'a, 'm, C: Member, E>(
     target: impl Fn(&'m C) -> Option<Target<'a, E>>,
     counters: Arc<GroupCounters>,
 ) -> Option<Picked<'a, E>> {
-    use std::sync::atomic::Ordering::Relaxed;
     let (c, others) = match pick {
         MemberPick::Nobody => {
-            counters.no_member.fetch_add(1, Relaxed);
+            counters.no_member.bump();
             return None;
         }
         MemberPick::Room(c) => {
             if kind == GroupKind::Shared && in_scope(members, publisher).any(|m| m.room() == 0) {
-                counters.passed_over.fetch_add(1, Relaxed);
+                counters.passed_over.bump();
             }
             (c, Vec::new())
         }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -85,7 +84,7 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                     };
                     if queued {
                         room.sent();
-                        counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        counters.delivered.bump();
                     }
                     return if sealed.is_cancelled() {
                         Err(())
@@ -94,7 +93,7 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                     };
                 }
                 Outcome::Local(Ok(())) => {
-                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    counters.delivered.bump();
                     return Ok(());
                 }
                 Outcome::Local(Err(())) if sealed.is_cancelled() => return Err(()),
@@ -102,7 +101,7 @@ impl<E: Send + Sync + 'static> GroupWait<E> {
                 Outcome::Remote(_, Room::Drop | Room::Gone) | Outcome::Local(Err(())) => {}
             }
         }
-        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        counters.dropped.bump();
         Ok(())
     }
 }

@@ -1,7 +1,6 @@
 //! The actor's side of groups: the routes to peers' group members, and what was in flight to
 //! a member node that went away.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Actor, PeerEntry};
@@ -57,7 +56,7 @@ impl Actor {
             let lost = credit.unconfirmed();
             if lost > 0 {
                 let counters = self.node.counters.groups.of(event, group);
-                counters.lost_in_flight.fetch_add(lost, Ordering::Relaxed);
+                counters.lost_in_flight.add(lost);
             }
         }
     }

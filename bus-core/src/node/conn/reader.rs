@@ -140,7 +140,10 @@ async fn on_burst(
     // budget between two events keeps it, once it has handed over what it holds: the events
     // after the yield are delivered as if they had been read before it.)
     let mut events: Option<Box<dyn EventSink>> = None;
+    // Frames and bytes of the burst, recorded once at its end.
+    let mut tally = crate::metrics::Tally::received(&peer.counters);
     while let Some(bytes) = next.take() {
+        tally.frame(bytes.len());
         // A compressed body over `LARGE_BODY` comes back undecompressed; a plain one over it is
         // decoded off the reader too. Either way the fast path below only compares a length.
         match codec.decode_frame_deferred(bytes, &mut inbound.names, LARGE_BODY) {

@@ -120,6 +120,7 @@ async fn write_lanes(
             }
         }
         drain(&mut rx, &mut batch, &mut held, BATCH_BUDGET);
+        let (frames, bytes) = (batch.len(), batch.iter().map(Bytes::len).sum::<usize>());
         // The write first: one that completes at once never polls the abort waiter.
         let written = tokio::select! {
             biased;
@@ -135,6 +136,8 @@ async fn write_lanes(
         }
         sent.set(now_std());
         held.release(&budget);
+        peer.counters.sent(frames, bytes);
+        peer.counters.queued_bytes.set(peer.queued_bytes() as f64);
     }
 }
 

@@ -15,7 +15,10 @@ impl PeerHandle {
         if self.is_aborted() {
             return Err(frame);
         }
-        self.gate.try_write(frame)
+        let len = frame.len();
+        self.gate.try_write(frame)?;
+        self.counters.sent(1, len);
+        Ok(())
     }
 
     /// Sends a control frame or a reply now: written through if it can be, else queued on

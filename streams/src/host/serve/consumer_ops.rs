@@ -47,8 +47,17 @@ impl Host {
     ) -> Result<Vec<wire::WireDelivery>, WireError> {
         let c = self.consumers()?;
         let wait = Duration::from_millis(cmd.wait_ms).min(MAX_FETCH_WAIT);
-        c.next(&self.log(), &self.tail, &cmd.consumer, cmd.max, wait, &stop)
+        // The consumer's series, registered the first time it is read.
+        let metrics = self.metrics.get().map(|m| m.consumer(&cmd.consumer));
+        let log = self.log();
+        c.next(&log, &self.tail, &cmd.consumer, cmd.max, wait, &stop)
             .await
+            .map(|(out, info)| {
+                if let (Some(m), Some(info)) = (metrics, info) {
+                    m.update(&info);
+                }
+                out
+            })
             .map_err(self.wire())
     }
 
