@@ -584,8 +584,9 @@ impl BusBuilder {
             let mut rng = fastrand::Rng::with_seed(seed);
             std::array::from_fn(|_| rng.u8(..))
         });
-        let trust = self.trust.resolve(seeded)?;
-        let node_id = trust.identity.node_id();
+        let trust = self.trust.resolve(&self.network, seeded)?;
+        let public_key = trust.noise.identity().public_key();
+        let node_id = public_key.node_id();
         for step in self.setups {
             step(&self.services).await?;
         }
@@ -666,11 +667,11 @@ impl BusBuilder {
                     .iter()
                     .map(|l| l.local_addr().as_str().to_owned())
                     .collect(),
-                public_key: Some(trust.identity.public_key()),
+                public_key: Some(public_key),
             };
             NodeShared::new(
                 peer_identity,
-                trust.noise(&identity.network),
+                trust.noise,
                 trust.local_only,
                 self.node,
                 Arc::clone(&counters),
@@ -696,7 +697,7 @@ impl BusBuilder {
         );
         let inner = Arc::new(BusInner {
             identity,
-            public_key: trust.identity.public_key(),
+            public_key,
             config: self.config,
             commands,
             events: ArcSwap::from_pointee(events),

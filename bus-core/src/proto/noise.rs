@@ -290,7 +290,8 @@ pub enum SecureStep {
     /// The handshake completed: write `send` if any (before any record), then seal and open
     /// everything with `session`.
     Done {
-        /// The last unit, for the acceptor.
+        /// The dialler's last unit (`Finish`), to write to the acceptor; `None` at the
+        /// acceptor.
         send: Option<Bytes>,
         /// The keys of this link and the peer's static key.
         session: Session,
@@ -381,6 +382,12 @@ impl SecureHandshake {
             config: config.clone(),
             state: State::Accepting { attempts: 0 },
         }
+    }
+
+    /// Whether this acceptor has answered an `Init` with `Refuse { unknown key }`: a dialler
+    /// that gives up now holds none of its keys.
+    pub fn refused_a_key(&self) -> bool {
+        matches!(self.state, State::Accepting { attempts } if attempts > 0)
     }
 
     /// Whether the handshake has completed or failed.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, ErrorKind};
-use crate::proto::noise::{NoiseError, Opener, Sealer, MAX_PLAIN, MAX_RECORD};
+use crate::proto::noise::{NoiseError, Opener, Sealer, MAX_RECORD};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent, ThroughWrite, WriteThrough};
 use crate::wire::split_frame;
 
@@ -107,9 +107,6 @@ struct SealedThrough {
 
 impl WriteThrough for SealedThrough {
     fn try_write(&self, frame: Bytes) -> ThroughWrite {
-        if frame.len() > MAX_PLAIN {
-            return ThroughWrite::NotTaken(frame);
-        }
         let Ok(mut side) = self.side.lock() else {
             return ThroughWrite::NotTaken(frame);
         };
@@ -117,6 +114,7 @@ impl WriteThrough for SealedThrough {
             return ThroughWrite::NotTaken(frame);
         }
         let before = side.sealer.sealed();
+        // A frame over one record is the writer's to split.
         let Ok(record) = side.sealer.seal_frame(&frame) else {
             return ThroughWrite::NotTaken(frame);
         };

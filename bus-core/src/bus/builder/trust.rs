@@ -101,18 +101,16 @@ impl BusBuilder {
 /// The trust a node starts with: its Noise configuration and whether it must keep to local
 /// addresses.
 pub(super) struct Trust {
-    pub(super) identity: Identity,
-    pub(super) keys: Vec<NetworkKey>,
-    pub(super) allowed: Option<Vec<PublicKey>>,
-    pub(super) cipher: Cipher,
+    /// The node's static key pair, keyring, pinned peers and cipher.
+    pub(super) noise: NoiseConfig,
     /// No network key and not `insecure`: only loopback, Unix and in-memory addresses.
     pub(super) local_only: bool,
 }
 
 impl TrustOptions {
-    /// Loads what is in files, checks the rest; `seeded` gives an identity derived from the
-    /// builder's seed when none was set.
-    pub(super) fn resolve(self, seeded: Option<[u8; 32]>) -> Result<Trust, Error> {
+    /// Loads what is in files, checks the rest: the trust of a node of `network`. `seeded`
+    /// gives an identity derived from the builder's seed when none was set.
+    pub(super) fn resolve(self, network: &str, seeded: Option<[u8; 32]>) -> Result<Trust, Error> {
         let mut keys = self.keys;
         for path in &self.key_files {
             keys.push(NetworkKey::from_file(path)?);
@@ -144,23 +142,11 @@ impl TrustOptions {
                 "this node runs without a network key (`insecure`): anyone who reaches it can join the mesh"
             );
         }
-        Ok(Trust {
-            identity,
-            keys,
-            allowed: self.allowed,
-            cipher: self.cipher,
-            local_only,
-        })
-    }
-}
-
-impl Trust {
-    /// The Noise configuration of a node of `network`.
-    pub(super) fn noise(&self, network: &str) -> NoiseConfig {
-        NoiseConfig::new(self.identity.clone(), network)
-            .with_keys(self.keys.clone())
-            .with_allowed(self.allowed.clone())
-            .with_cipher(self.cipher)
+        let noise = NoiseConfig::new(identity, network)
+            .with_keys(keys)
+            .with_allowed(self.allowed)
+            .with_cipher(self.cipher);
+        Ok(Trust { noise, local_only })
     }
 }
 

@@ -180,8 +180,6 @@ async fn secure(
         }
         Side::Inbound => (SecureHandshake::accept(trust), None),
     };
-    // Set once we answered an unknown key id: if the dialler then gives up, that is why.
-    let mut refused_key = false;
     loop {
         if let Some(unit) = send.take() {
             writer.write_batch(&mut vec![unit]).await?;
@@ -193,7 +191,7 @@ async fn secure(
                 // The dialler gave up after we refused its key: that is a refusal. Any
                 // other close is not one (an acceptor that turns a connection away before its
                 // handshake, busy or holding its host to a rate, closes it unanswered).
-                Ok(_) if refused_key => {
+                Ok(_) if hs.refused_a_key() => {
                     let why = "it holds none of this node's network keys";
                     return Err(HandshakeFailed::refused(
                         Error::new(ErrorKind::Unauthorized).with_detail(why),
@@ -219,19 +217,9 @@ async fn secure(
             }
         };
         match hs.on_unit(&unit) {
-            Ok(SecureStep::Send(unit)) => {
-                refused_key = side == Side::Inbound && hs_refused(&unit);
-                send = Some(unit);
-            }
-            Ok(SecureStep::Done { send, session }) => {
-                if side == Side::Inbound {
-                    if let Some(unit) = send {
-                        writer.write_batch(&mut vec![unit]).await?;
-                    }
-                    return Ok((session, None));
-                }
-                return Ok((session, send));
-            }
+            Ok(SecureStep::Send(unit)) => send = Some(unit),
+            // The dialler's `Finish` goes out with its `Hello`; the acceptor has none.
+            Ok(SecureStep::Done { send, session }) => return Ok((session, send)),
             Ok(SecureStep::Refuse { send, why }) => {
                 let _ = writer.write_batch(&mut vec![send]).await;
                 return Err(HandshakeFailed::refused(
@@ -249,11 +237,6 @@ async fn secure(
             }
         }
     }
-}
-
-/// Whether `unit` is a `Refuse` (an acceptor's answer to an unknown key id).
-fn hs_refused(unit: &[u8]) -> bool {
-    unit.get(crate::wire::PREFIX_LEN + 4) == Some(&4)
 }
 
 /// A stand-in for halves being replaced.

@@ -87,10 +87,12 @@ fn a_wrong_or_missing_key_is_refused_before_any_handshake_message() {
     ] {
         let (mut d, init) = SecureHandshake::dial(&dialler).unwrap();
         let mut a = SecureHandshake::accept(&acceptor);
+        assert!(!a.refused_a_key());
         let SecureStep::Send(refusal) = a.on_unit(&init).unwrap() else {
             panic!("an unknown key id is answered with a refusal");
         };
         assert_eq!(parse_unit(&refusal).unwrap().0, REFUSE);
+        assert!(a.refused_a_key());
         let err = d.on_unit(&refusal).unwrap_err();
         assert!(
             matches!(err, NoiseError::Refused(Refusal::UnknownKey)),
